@@ -1,0 +1,529 @@
+-- The stream engine: a registry of streams, append-only stream tables, handling
+-- state kept beside each stream, and the transactional outbox that queues a
+-- graphile-worker job for every consumer of an appended record.
+--
+-- Streams are declared (tidings.declare_stream), not hand-written: every stream
+-- table, its handling tables, triggers and grants come from the same functions,
+-- so a new stream cannot forget to be append-only or to queue its jobs.
+
+create schema tidings;
+comment on schema tidings is 'The stream engine: registry, append, handling state and the outbox.';
+
+-- ---------------------------------------------------------------------------
+-- Handling statuses and the transitions between them (the original system's).
+-- ---------------------------------------------------------------------------
+create type tidings.handling_status as enum (
+  'AvailableByDefault',
+  'Running',
+  'Completed',
+  'Failed',
+  'ArchivedAfterFailure',
+  'AvailableAfterCompletion',
+  'AvailableAfterFailure',
+  'AvailableAfterExternalCancellation',
+  'AvailableAfterSelfCancellation',
+  'DisabledForRecord',
+  'DisabledForStream'
+);
+
+create table tidings.handling_transitions (
+  action text not null,
+  from_status tidings.handling_status not null,
+  to_status tidings.handling_status not null,
+  primary key (action, from_status)
+);
+comment on table tidings.handling_transitions is
+  'Every allowed change of handling status. The handling tables'' guard trigger refuses any other.';
+
+insert into tidings.handling_transitions (action, from_status, to_status)
+select 'claim', s, 'Running'
+from unnest(array[
+  'AvailableByDefault', 'AvailableAfterCompletion', 'AvailableAfterFailure',
+  'AvailableAfterExternalCancellation', 'AvailableAfterSelfCancellation'
+]::tidings.handling_status[]) s
+union all values
+  ('complete', 'Running'::tidings.handling_status, 'Completed'::tidings.handling_status),
+  ('fail', 'Running', 'Failed'),
+  ('self_cancel', 'Running', 'AvailableAfterSelfCancellation'),
+  ('cancel', 'Running', 'AvailableAfterExternalCancellation'),
+  ('reset_failed', 'Failed', 'AvailableAfterFailure'),
+  ('archive_failure', 'Failed', 'ArchivedAfterFailure'),
+  ('reset_completed', 'Completed', 'AvailableAfterCompletion')
+union all
+select 'disable_for_record', s, 'DisabledForRecord'
+from unnest(enum_range(null::tidings.handling_status)) s
+where s not in ('DisabledForRecord', 'DisabledForStream');
+
+-- ---------------------------------------------------------------------------
+-- Registry: every stream, who produces it and who consumes it.
+-- ---------------------------------------------------------------------------
+create table tidings.actors (
+  name text primary key check (name ~ '^[a-z][a-z0-9_]*$'),
+  role_name name not null unique,
+  description text not null
+);
+comment on table tidings.actors is
+  'Producers and consumers. Each acts as its own PostgreSQL role (SET LOCAL ROLE inside each transaction).';
+
+create table tidings.streams (
+  name text primary key check (name ~ '^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$'),
+  subsystem text not null,
+  kind text not null check (kind in (
+    'client_operation', 'internal_operation', 'saga', 'event', 'view', 'snapshot', 'operation'
+  )),
+  concern text,
+  description text not null,
+  declared_at timestamptz not null default now()
+);
+comment on table tidings.streams is
+  'Every stream: its table is the stream name (schema.table); handling lives in <table>__handling and <table>__handling_history.';
+
+create table tidings.stream_producers (
+  stream text not null references tidings.streams (name),
+  actor text not null references tidings.actors (name),
+  primary key (stream, actor)
+);
+
+create table tidings.stream_consumers (
+  stream text not null references tidings.streams (name),
+  concern text not null check (concern ~ '^[a-z][a-z0-9_]*$'),
+  actor text not null references tidings.actors (name),
+  -- The graphile-worker task that handles this stream for this concern.
+  task_identifier text not null unique,
+  -- Only records of these types queue a job (null: every record). Filtering
+  -- here keeps the job queue free of work a consumer would only skip.
+  record_types text[],
+  description text not null,
+  primary key (stream, concern)
+);
+
+-- Stream-wide switch per concern: disabled means nothing new is claimed,
+-- running work may finish. Current state here, every change in the history.
+create table tidings.stream_concern_states (
+  stream text not null,
+  concern text not null,
+  disabled boolean not null,
+  changed_at timestamptz not null default now(),
+  changed_by text not null,
+  reason text not null,
+  primary key (stream, concern),
+  foreign key (stream, concern) references tidings.stream_consumers (stream, concern)
+);
+
+create table tidings.stream_concern_history (
+  entry bigint generated always as identity primary key,
+  stream text not null,
+  concern text not null,
+  disabled boolean not null,
+  changed_at timestamptz not null default now(),
+  changed_by text not null,
+  reason text not null
+);
+
+-- ---------------------------------------------------------------------------
+-- Trigger functions shared by every stream.
+-- ---------------------------------------------------------------------------
+create function tidings.tg_refuse_change() returns trigger
+language plpgsql as $$
+begin
+  raise exception 'stream %.% is append-only: % is not allowed', tg_table_schema, tg_table_name, tg_op
+    using errcode = 'TD001',
+          hint = 'Append a new record instead; handling state lives in the __handling tables.';
+end;
+$$;
+
+-- The transactional outbox: one statement-level trigger per stream queues a
+-- job per (appended record, consuming concern) in the appending transaction.
+-- A rolled-back append queues nothing; a committed one cannot be missed.
+-- One add_jobs call per statement (not per row) keeps NOTIFY traffic to one
+-- message per appending statement. Security definer: producers need no
+-- privileges on graphile_worker's tables.
+create function tidings.tg_queue_handling() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  specs graphile_worker.job_spec[];
+  stream_name text := tg_table_schema || '.' || tg_table_name;
+begin
+  select array_agg(row(
+           c.task_identifier,
+           json_build_object('stream', stream_name, 'position', n.position, 'id', n.id),
+           null, null, null, null, null, null
+         )::graphile_worker.job_spec order by n.position)
+    into specs
+    from new_rows n
+    join tidings.stream_consumers c
+      on c.stream = stream_name
+     and (c.record_types is null or n.type = any (c.record_types));
+  if specs is not null then
+    perform graphile_worker.add_jobs(specs);
+  end if;
+  return null;
+end;
+$$;
+
+-- Guard on every handling table: only transitions listed in
+-- tidings.handling_transitions are allowed, and every change but 'complete'
+-- carries a reason. Enforced here so a hand-written UPDATE cannot skip it.
+create function tidings.tg_guard_handling() returns trigger
+language plpgsql as $$
+declare
+  from_status tidings.handling_status :=
+    case when tg_op = 'INSERT' then 'AvailableByDefault'::tidings.handling_status else old.status end;
+begin
+  if tg_op = 'UPDATE' and (new.position is distinct from old.position or new.concern is distinct from old.concern) then
+    raise exception 'handling of %.% cannot move to another record or concern', tg_table_schema, tg_table_name
+      using errcode = 'TD002';
+  end if;
+  if not exists (
+    select 1 from tidings.handling_transitions t
+    where t.action = new.last_action and t.from_status = from_status and t.to_status = new.status
+  ) then
+    raise exception 'cannot % record % for concern %: current status is %, requested status is %',
+      new.last_action, new.position, new.concern, from_status, new.status
+      using errcode = 'TD002';
+  end if;
+  if new.last_action <> 'complete' and coalesce(btrim(new.last_reason), '') = '' then
+    raise exception 'a reason is required to % record % for concern %', new.last_action, new.position, new.concern
+      using errcode = 'TD002';
+  end if;
+  new.updated_at := now();
+  return new;
+end;
+$$;
+
+-- Every handling change lands in the append-only history, written by the
+-- database itself so no code path can change status without leaving a trace.
+create function tidings.tg_record_handling_history() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  execute format(
+    'insert into %I.%I (position, concern, from_status, to_status, action, actor, reason, details, attempt, recorded_by)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)',
+    tg_table_schema, tg_table_name || '_history')
+  using new.position, new.concern,
+        case when tg_op = 'INSERT' then 'AvailableByDefault'::tidings.handling_status else old.status end,
+        new.status, new.last_action, new.last_actor, new.last_reason, new.last_details, new.attempts,
+        session_user::text || case when current_user <> session_user then ' as ' || current_user::text else '' end;
+  return null;
+end;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Roles. Every actor is a role without login; the application's login role is
+-- made a member so it can SET LOCAL ROLE to each inside a transaction.
+-- ---------------------------------------------------------------------------
+create function tidings.declare_actor(p_name text, p_description text) returns void
+language plpgsql as $$
+declare
+  r name := 'tidings_' || p_name;
+begin
+  if not exists (select 1 from pg_roles where rolname = r) then
+    begin
+      execute format('create role %I nologin', r);
+    exception when duplicate_object or unique_violation then
+      null; -- another database on this server created it at the same moment
+    end;
+  end if;
+  if not pg_has_role(current_user, r, 'member') then
+    execute format('grant %I to %I', r, current_user);
+  end if;
+  execute format('grant usage on schema tidings to %I', r);
+  -- Every actor may read the registry (append and the handling guard consult it).
+  execute format('grant select on tidings.streams, tidings.stream_producers, tidings.stream_consumers,
+                  tidings.actors, tidings.stream_concern_states, tidings.handling_transitions to %I', r);
+  insert into tidings.actors (name, role_name, description) values (p_name, r, p_description);
+end;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Declaring streams.
+-- ---------------------------------------------------------------------------
+create function tidings.declare_stream(
+  p_name text, p_subsystem text, p_kind text, p_concern text, p_description text
+) returns void
+language plpgsql as $$
+declare
+  sch text := split_part(p_name, '.', 1);
+  tbl text := split_part(p_name, '.', 2);
+begin
+  insert into tidings.streams (name, subsystem, kind, concern, description)
+  values (p_name, p_subsystem, p_kind, p_concern, p_description);
+
+  execute format('create schema if not exists %I', sch);
+
+  execute format($ddl$
+    create table %1$I.%2$I (
+      position bigint generated always as identity primary key,
+      id text not null check (id <> '' and length(id) <= 200),
+      type text not null check (type ~ '^[A-Za-z][A-Za-z0-9_.]*$'),
+      payload jsonb not null,
+      tags jsonb not null default '{}' check (jsonb_typeof(tags) = 'object'),
+      caused_by_stream text,
+      caused_by_position bigint,
+      recorded_at timestamptz not null default now(),
+      recorded_by name not null default current_user,
+      tx_id xid8 not null default pg_current_xact_id(),
+      check ((caused_by_stream is null) = (caused_by_position is null))
+    )$ddl$, sch, tbl);
+  execute format('comment on table %I.%I is %L', sch, tbl, p_description);
+  execute format('create index on %I.%I (id, position)', sch, tbl);
+  -- Gap-safe feeds read in (tx_id, position) order; see src/streams/read.ts.
+  execute format('create index on %I.%I (tx_id, position)', sch, tbl);
+
+  execute format('create trigger refuse_update_delete before update or delete on %I.%I
+                  for each statement execute function tidings.tg_refuse_change()', sch, tbl);
+  execute format('create trigger refuse_truncate before truncate on %I.%I
+                  for each statement execute function tidings.tg_refuse_change()', sch, tbl);
+  execute format('create trigger queue_handling after insert on %I.%I
+                  referencing new table as new_rows
+                  for each statement execute function tidings.tg_queue_handling()', sch, tbl);
+
+  -- Handling state beside the stream: current status per (record, concern)...
+  execute format($ddl$
+    create table %1$I.%3$I (
+      -- No foreign key to the stream: it would turn TRUNCATE's append-only
+      -- error into a foreign-key one. Claims check that the record exists.
+      position bigint not null,
+      concern text not null,
+      status tidings.handling_status not null,
+      attempts integer not null default 0,
+      claimed_by text,
+      last_action text not null,
+      last_actor text not null,
+      last_reason text,
+      last_details jsonb,
+      last_error text,
+      updated_at timestamptz not null default now(),
+      primary key (position, concern)
+    )$ddl$, sch, tbl, tbl || '__handling');
+  execute format('create index on %I.%I (concern, status, updated_at)', sch, tbl || '__handling');
+  execute format('comment on table %I.%I is %L', sch, tbl || '__handling',
+    'Current handling status of each record of ' || p_name || ' per concern (absent row: AvailableByDefault).');
+  execute format('create trigger guard before insert or update on %I.%I
+                  for each row execute function tidings.tg_guard_handling()', sch, tbl || '__handling');
+  execute format('create trigger history after insert or update on %I.%I
+                  for each row execute function tidings.tg_record_handling_history()', sch, tbl || '__handling');
+  execute format('create trigger refuse_delete before delete or truncate on %I.%I
+                  for each statement execute function tidings.tg_refuse_change()', sch, tbl || '__handling');
+
+  -- ...and every change of it, append-only.
+  execute format($ddl$
+    create table %1$I.%2$I (
+      entry bigint generated always as identity primary key,
+      position bigint not null,
+      concern text not null,
+      from_status tidings.handling_status not null,
+      to_status tidings.handling_status not null,
+      action text not null,
+      actor text not null,
+      reason text,
+      details jsonb,
+      attempt integer not null,
+      recorded_at timestamptz not null default now(),
+      recorded_by text not null
+    )$ddl$, sch, tbl || '__handling_history');
+  execute format('create index on %I.%I (position, concern, entry)', sch, tbl || '__handling_history');
+  execute format('comment on table %I.%I is %L', sch, tbl || '__handling_history',
+    'Append-only history of every handling change of ' || p_name || ': who, when, why.');
+  execute format('create trigger refuse_update_delete before update or delete on %I.%I
+                  for each statement execute function tidings.tg_refuse_change()', sch, tbl || '__handling_history');
+  execute format('create trigger refuse_truncate before truncate on %I.%I
+                  for each statement execute function tidings.tg_refuse_change()', sch, tbl || '__handling_history');
+
+  -- Nobody but the owner holds any privilege until producers and consumers are declared.
+  execute format('revoke all on %I.%I, %I.%I, %I.%I from public', sch, tbl, sch, tbl || '__handling', sch, tbl || '__handling_history');
+end;
+$$;
+
+create function tidings.declare_producer(p_stream text, p_actor text) returns void
+language plpgsql as $$
+declare
+  r name := (select role_name from tidings.actors where name = p_actor);
+begin
+  insert into tidings.stream_producers (stream, actor) values (p_stream, p_actor);
+  execute format('grant usage on schema %I to %I', split_part(p_stream, '.', 1), r);
+  -- Write-only: INSERT, no SELECT (the seed's access rule). Idempotent appends
+  -- look for an existing record through tidings.existing_position instead.
+  execute format('grant insert on %s to %I', p_stream, r);
+end;
+$$;
+
+create function tidings.declare_consumer(
+  p_stream text, p_concern text, p_actor text, p_record_types text[], p_description text
+) returns void
+language plpgsql as $$
+declare
+  r name := (select role_name from tidings.actors where name = p_actor);
+begin
+  insert into tidings.stream_consumers (stream, concern, actor, task_identifier, record_types, description)
+  values (p_stream, p_concern, p_actor, p_stream || ':' || p_concern, p_record_types, p_description);
+  -- Register the task up front: otherwise the first job of a task inserts its
+  -- row into _private_tasks, and concurrent appenders wait on that insert
+  -- until the first appender commits.
+  insert into graphile_worker._private_tasks (identifier) values (p_stream || ':' || p_concern)
+  on conflict do nothing;
+  execute format('grant usage on schema %I to %I', split_part(p_stream, '.', 1), r);
+  execute format('grant select on %s to %I', p_stream, r);
+  -- Writing handling state is not write access to the stream (the seed): the
+  -- consumer may change its own handling rows; history is written by trigger.
+  execute format('grant select, insert, update on %s to %I', p_stream || '__handling', r);
+  execute format('grant select on %s to %I', p_stream || '__handling_history', r);
+  execute format('grant execute on function tidings.queue_handling(text, text, bigint[], timestamptz) to %I', r);
+end;
+$$;
+
+-- Read-only access for a reader that is not a handler (API views, auditors).
+create function tidings.declare_reader(p_stream text, p_actor text) returns void
+language plpgsql as $$
+declare
+  r name := (select role_name from tidings.actors where name = p_actor);
+begin
+  execute format('grant usage on schema %I to %I', split_part(p_stream, '.', 1), r);
+  execute format('grant select on %s to %I', p_stream, r);
+end;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Appending.
+-- ---------------------------------------------------------------------------
+create function tidings.stream_exists(p_stream text) returns boolean
+language sql stable as $$ select exists (select 1 from tidings.streams where name = p_stream) $$;
+
+-- The position of the latest record with this id (and type, when given), or
+-- null. Security definer so a write-only producer can make its appends
+-- idempotent without being granted read access to the stream.
+create function tidings.existing_position(p_stream text, p_id text, p_type text default null) returns bigint
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  found bigint;
+begin
+  if not tidings.stream_exists(p_stream) then
+    raise exception 'unknown stream "%"', p_stream using errcode = 'TD004';
+  end if;
+  execute format('select max(position) from %s where id = $1 and ($2::text is null or type = $2)', p_stream)
+    into found using p_id, p_type;
+  return found;
+end;
+$$;
+
+-- Append records to a stream with an existing-record strategy:
+--   write_always
+--   skip_if_id_exists / skip_if_id_and_type_exists       (returns the existing position, written = false)
+--   throw_if_id_exists / throw_if_id_and_type_exists     (raises TD003)
+-- p_records is a JSON array of {id, type, payload, tags?, causedBy?: {stream, position}}.
+-- Security invoker: the INSERT runs with the caller's privileges, so only a
+-- declared producer can append.
+create function tidings.append(p_stream text, p_records jsonb, p_strategy text default 'write_always')
+returns table (ordinal integer, "position" bigint, id text, type text, written boolean)
+language plpgsql as $$
+#variable_conflict use_column
+declare
+  item record;
+  existing bigint;
+begin
+  if not tidings.stream_exists(p_stream) then
+    raise exception 'unknown stream "%"', p_stream using errcode = 'TD004';
+  end if;
+  if jsonb_typeof(p_records) is distinct from 'array' then
+    raise exception 'records must be a JSON array' using errcode = '22023';
+  end if;
+  if p_strategy not in ('write_always', 'skip_if_id_exists', 'skip_if_id_and_type_exists',
+                        'throw_if_id_exists', 'throw_if_id_and_type_exists') then
+    raise exception 'unknown existing-record strategy "%"', p_strategy using errcode = '22023';
+  end if;
+
+  if p_strategy = 'write_always' then
+    -- One INSERT for the whole batch: one trigger call, one add_jobs, one NOTIFY.
+    -- Identity values follow the ORDER BY, so position order is input order.
+    return query execute format($q$
+      with inserted as (
+        insert into %s (id, type, payload, tags, caused_by_stream, caused_by_position)
+        select r.value->>'id', r.value->>'type', r.value->'payload', coalesce(r.value->'tags', '{}'),
+               r.value->'causedBy'->>'stream', (r.value->'causedBy'->>'position')::bigint
+        from jsonb_array_elements($1) with ordinality r
+        order by r.ordinality
+        returning position, id, type
+      )
+      select (row_number() over (order by position))::integer, position, id, type, true
+      from inserted order by position$q$, p_stream) using p_records;
+    return;
+  end if;
+
+  -- The other strategies look for an existing record first. Writers of the
+  -- same id are serialised by a transaction-level advisory lock (taken in id
+  -- order, so two batches cannot deadlock); under READ COMMITTED the lookup
+  -- after the lock sees whatever the previous holder committed.
+  for item in
+    select r.ordinality::integer as ord, r.value as v
+    from jsonb_array_elements(p_records) with ordinality r
+    order by r.value->>'id', r.ordinality
+  loop
+    if coalesce(item.v->>'id', '') = '' then
+      raise exception 'record % has no id', item.ord using errcode = '23502';
+    end if;
+    perform pg_advisory_xact_lock(hashtextextended(p_stream || ' ' || (item.v->>'id'), 0));
+    existing := tidings.existing_position(p_stream, item.v->>'id',
+      case when p_strategy like '%_and_type_exists' then item.v->>'type' end);
+    if existing is not null and p_strategy like 'throw%' then
+      raise exception 'a record with id "%"% already exists in stream % at position %',
+        item.v->>'id',
+        case when p_strategy like '%_and_type_exists' then ' and type "' || (item.v->>'type') || '"' else '' end,
+        p_stream, existing
+        using errcode = 'TD003';
+    end if;
+    ordinal := item.ord;
+    id := item.v->>'id';
+    type := item.v->>'type';
+    if existing is not null then
+      "position" := existing;
+      written := false;
+    else
+      execute format(
+        'insert into %s (id, type, payload, tags, caused_by_stream, caused_by_position)
+         values ($1, $2, $3, coalesce($4, ''{}''), $5, $6) returning position', p_stream)
+        into "position"
+        using item.v->>'id', item.v->>'type', item.v->'payload', item.v->'tags',
+              item.v->'causedBy'->>'stream', (item.v->'causedBy'->>'position')::bigint;
+      written := true;
+    end if;
+    return next;
+  end loop;
+end;
+$$;
+
+-- Queue (again) the handling job of records for one concern, e.g. a retry
+-- after a delay or an operator's re-drive. Security definer for the same
+-- reason as the outbox trigger; refuses concerns that do not consume the stream.
+create function tidings.queue_handling(
+  p_stream text, p_concern text, p_positions bigint[], p_run_at timestamptz default null
+) returns integer
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  task text;
+  specs graphile_worker.job_spec[];
+begin
+  select task_identifier into task from tidings.stream_consumers where stream = p_stream and concern = p_concern;
+  if task is null then
+    raise exception 'concern "%" does not consume stream "%"', p_concern, p_stream using errcode = 'TD004';
+  end if;
+  execute format($q$
+    select array_agg(row($2, json_build_object('stream', $3, 'position', position, 'id', id),
+                         null, $4, null, null, null, null)::graphile_worker.job_spec order by position)
+    from %s where position = any ($1)$q$, p_stream)
+    into specs using p_positions, task, p_stream, p_run_at;
+  if coalesce(array_length(specs, 1), 0) <> coalesce(array_length(p_positions, 1), 0) then
+    raise exception 'some of positions % do not exist in stream %', p_positions, p_stream using errcode = 'TD004';
+  end if;
+  if specs is not null then
+    perform graphile_worker.add_jobs(specs);
+  end if;
+  return coalesce(array_length(specs, 1), 0);
+end;
+$$;
+
+revoke execute on function tidings.queue_handling(text, text, bigint[], timestamptz) from public;
+revoke execute on function tidings.declare_actor(text, text) from public;
+revoke execute on function tidings.declare_stream(text, text, text, text, text) from public;
+revoke execute on function tidings.declare_producer(text, text) from public;
+revoke execute on function tidings.declare_consumer(text, text, text, text[], text) from public;
+revoke execute on function tidings.declare_reader(text, text) from public;

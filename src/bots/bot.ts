@@ -1,0 +1,85 @@
+import type { ZodType } from "zod";
+import type { Db, Tx } from "../db/database";
+import type { Logger } from "../logging/logger";
+import type { StreamRecord } from "../streams/interfaces";
+
+/**
+ * A bot handles the records of one stream for one concern. The runner
+ * (runner.ts) turns it into a graphile-worker task: claim, handle, record
+ * the outcome. Two shapes:
+ *
+ * - `transactional`: the handler only reads and appends; claim, handler and
+ *   completion commit together, so a crash leaves nothing half-done.
+ * - `external`: the handler talks to the outside world (SMTP, Slack). The
+ *   claim commits first (the record is visibly Running), `perform` runs with
+ *   no transaction open, and its outcome commits with the completion. A crash
+ *   between the send and the outcome can repeat one send; see docs.
+ */
+export interface BotBase {
+  /** The stream this bot consumes. */
+  stream: string;
+  /** The concern it handles the stream for (as declared in migrations). */
+  concern: string;
+  /** The actor (PostgreSQL role tidings_<actor>) its transactions run as. */
+  actor: string;
+  /** Payload schemas by record type: payloads are parsed before the handler sees them. */
+  schemas?: Record<string, ZodType>;
+}
+
+export interface HandlerContext<TDeps> {
+  tx: Tx;
+  record: StreamRecord;
+  /** 1 for the first attempt. */
+  attempt: number;
+  deps: TDeps;
+  logger: Logger;
+  now: Date;
+}
+
+/** A handler may ask to be tried again later ("self-cancel") instead of completing. */
+export type HandlerOutcome = void | { retryAfterMs: number; reason: string };
+
+export interface TransactionalBot<TDeps> extends BotBase {
+  kind: "transactional";
+  handle(ctx: HandlerContext<TDeps>): Promise<HandlerOutcome>;
+}
+
+export interface PerformContext<TDeps> {
+  record: StreamRecord;
+  attempt: number;
+  deps: TDeps;
+  logger: Logger;
+  signal: AbortSignal;
+}
+
+export interface ExternalBot<TDeps, TResult> extends BotBase {
+  kind: "external";
+  /** Runs in the claim transaction (e.g. append a "requested" event). */
+  prepare?(ctx: HandlerContext<TDeps>): Promise<void>;
+  /** The side effect, outside any transaction. Throw ExternalError to classify a failure. */
+  perform(ctx: PerformContext<TDeps>): Promise<TResult>;
+  /** Runs in the completion transaction with perform's result. */
+  succeeded(ctx: HandlerContext<TDeps> & { result: TResult }): Promise<void>;
+  /** Runs in the failure transaction; `final` when no retry follows. */
+  failed?(ctx: HandlerContext<TDeps> & { error: Error; final: boolean; transient: boolean }): Promise<void>;
+}
+
+export type Bot<TDeps> = TransactionalBot<TDeps> | ExternalBot<TDeps, any>;
+
+export function taskIdentifier(bot: Pick<BotBase, "stream" | "concern">): string {
+  return `${bot.stream}:${bot.concern}`;
+}
+
+export interface RunnerSettings {
+  maxAttempts: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+}
+
+export interface BotRuntime<TDeps> {
+  db: Db;
+  deps: TDeps;
+  logger: Logger;
+  settings: RunnerSettings;
+  clock?: () => Date;
+}

@@ -1,0 +1,218 @@
+import type { JobHelpers, Task } from "graphile-worker";
+import { ZodError } from "zod";
+import { inTransaction, type Tx } from "../db/database";
+import { ExternalError, NotFoundError, ValidationError, coerceError } from "../errors/errors";
+import { claim, queueHandling, transition } from "../streams/handling";
+import type { HandlingState, StreamRecord } from "../streams/interfaces";
+import { getByPosition } from "../streams/read";
+import { taskIdentifier, type Bot, type BotRuntime, type ExternalBot, type HandlerContext, type TransactionalBot } from "./bot";
+
+/** What the outbox trigger (and queue_handling) put in each job: a pointer, not a copy. */
+interface JobPayload {
+  stream: string;
+  position: number;
+}
+
+function parseJobPayload(payload: unknown, bot: Bot<unknown>): JobPayload {
+  const p = payload as Partial<JobPayload> | null;
+  if (!p || p.stream !== bot.stream || typeof p.position !== "number" || !Number.isSafeInteger(p.position)) {
+    throw new ValidationError(`job payload ${JSON.stringify(payload)} is not a record of ${bot.stream}`);
+  }
+  return { stream: p.stream, position: p.position };
+}
+
+/** Exponential backoff with ±20% jitter, capped. */
+export function backoffMs(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
+  const raw = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
+  return Math.max(1, Math.round(raw * (0.8 + 0.4 * random())));
+}
+
+/** Transient failures are retried with backoff; permanent ones fail the record now. */
+export function classify(error: Error): { transient: boolean; retryAfterMs?: number } {
+  if (error instanceof ExternalError) return { transient: error.transient, retryAfterMs: error.retryAfterMs };
+  if (error instanceof ValidationError || error instanceof ZodError || error instanceof NotFoundError) {
+    return { transient: false };
+  }
+  // Anything else (a lost database connection, a bug) may pass: retry, bounded by maxAttempts.
+  return { transient: true };
+}
+
+/** Turn a bot into a graphile-worker task. */
+export function createTask<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>): Task {
+  return async (rawPayload: unknown, helpers: JobHelpers) => {
+    const { position } = parseJobPayload(rawPayload, bot as Bot<unknown>);
+    const run = new BotRun(bot, rt, position, `job ${helpers.job.id}`, helpers.abortSignal);
+    await (bot.kind === "transactional" ? run.transactional(bot) : run.external(bot));
+  };
+}
+
+class BotRun<TDeps> {
+  private readonly target: { stream: string; position: number; concern: string };
+  private readonly logger;
+
+  constructor(
+    private readonly bot: Bot<TDeps>,
+    private readonly rt: BotRuntime<TDeps>,
+    position: number,
+    private readonly jobTag: string,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    this.target = { stream: bot.stream, position, concern: bot.concern };
+    this.logger = rt.logger.child({ task: taskIdentifier(bot), position, job: jobTag });
+  }
+
+  private now(): Date {
+    return this.rt.clock?.() ?? new Date();
+  }
+
+  private async transactionAsBot<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return inTransaction(this.rt.db, this.bot.actor, fn);
+  }
+
+  /**
+   * Claim for this job. A record left Running by this same job means an
+   * earlier run of it died (worker killed, connection lost) before recording
+   * an outcome: cancel that attempt, with the reason, and claim again.
+   */
+  private async claimForJob(tx: Tx): Promise<HandlingState | null> {
+    const by = { actor: this.bot.actor, claimedBy: this.jobTag, reason: `claimed by ${this.jobTag}` };
+    let result = await claim(tx, this.target, by);
+    if (!result.claimed && result.state.status === "Running" && result.state.claimedBy === this.jobTag) {
+      await transition(tx, this.target, "cancel", {
+        actor: "runner",
+        reason: `attempt ${result.state.attempts} by ${this.jobTag} was abandoned before recording an outcome; handling again`,
+      });
+      result = await claim(tx, this.target, by);
+    }
+    if (!result.claimed) {
+      this.logger.debug({ why: result.why }, "nothing to do");
+      return null;
+    }
+    return result.state;
+  }
+
+  private async loadRecord(tx: Tx): Promise<StreamRecord> {
+    const record = await getByPosition(tx, this.bot.stream, this.target.position);
+    if (!record) throw new NotFoundError(`stream ${this.bot.stream} has no record at position ${this.target.position}`);
+    const schema = this.bot.schemas?.[record.type];
+    if (this.bot.schemas && !schema) {
+      throw new ValidationError(`${this.bot.concern} does not handle records of type ${record.type}`);
+    }
+    return schema ? { ...record, payload: schema.parse(record.payload) } : record;
+  }
+
+  private context(tx: Tx, record: StreamRecord, attempt: number): HandlerContext<TDeps> {
+    return { tx, record, attempt, deps: this.rt.deps, logger: this.logger, now: this.now() };
+  }
+
+  private async selfCancel(tx: Tx, retryAfterMs: number, reason: string): Promise<void> {
+    await transition(tx, this.target, "self_cancel", { actor: this.bot.actor, reason });
+    await queueHandling(tx, this.bot.stream, this.bot.concern, [this.target.position], new Date(Date.now() + retryAfterMs));
+  }
+
+  async transactional(bot: TransactionalBot<TDeps>): Promise<void> {
+    try {
+      await this.transactionAsBot(async (tx) => {
+        const state = await this.claimForJob(tx);
+        if (!state) return;
+        const record = await this.loadRecord(tx);
+        const outcome = await bot.handle(this.context(tx, record, state.attempts));
+        if (outcome) await this.selfCancel(tx, outcome.retryAfterMs, outcome.reason);
+        else await transition(tx, this.target, "complete", { actor: bot.actor });
+      });
+    } catch (thrown) {
+      // The handler's transaction rolled back, claim included: claim again so
+      // the failed attempt is counted and recorded.
+      const error = coerceError(thrown);
+      await this.transactionAsBot(async (tx) => {
+        const state = await this.claimForJob(tx);
+        if (!state) return;
+        await this.recordFailure(tx, error, state, null);
+      });
+    }
+  }
+
+  async external<TResult>(bot: ExternalBot<TDeps, TResult>): Promise<void> {
+    let claimed: { state: HandlingState; record: StreamRecord } | null = null;
+    try {
+      claimed = await this.transactionAsBot(async (tx) => {
+        const state = await this.claimForJob(tx);
+        if (!state) return null;
+        const record = await this.loadRecord(tx);
+        await bot.prepare?.(this.context(tx, record, state.attempts));
+        return { state, record };
+      });
+    } catch (thrown) {
+      const error = coerceError(thrown);
+      await this.transactionAsBot(async (tx) => {
+        const state = await this.claimForJob(tx);
+        if (state) await this.recordFailure(tx, error, state, null);
+      });
+      return;
+    }
+    if (!claimed) return;
+    const { state, record } = claimed;
+
+    let result: TResult;
+    try {
+      result = await bot.perform({
+        record,
+        attempt: state.attempts,
+        deps: this.rt.deps,
+        logger: this.logger,
+        signal: this.signal ?? new AbortController().signal,
+      });
+    } catch (thrown) {
+      const error = coerceError(thrown);
+      await this.transactionAsBot((tx) => this.recordFailure(tx, error, state, record));
+      return;
+    }
+    await this.transactionAsBot(async (tx) => {
+      await bot.succeeded({ ...this.context(tx, record, state.attempts), result });
+      await transition(tx, this.target, "complete", { actor: bot.actor });
+    });
+  }
+
+  /**
+   * Running → Failed with the error kept. If the failure is transient and
+   * attempts remain, the runner resets it (Failed → AvailableAfterFailure) and
+   * queues the next attempt after a backoff: each attempt stays visible in the
+   * handling history.
+   */
+  private async recordFailure(tx: Tx, error: Error, state: HandlingState, record: StreamRecord | null): Promise<void> {
+    const { transient, retryAfterMs } = classify(error);
+    const attempt = state.attempts;
+    const { maxAttempts, retryBaseMs, retryMaxMs } = this.rt.settings;
+    const final = !transient || attempt >= maxAttempts;
+    const bot = this.bot;
+    if (bot.kind === "external" && bot.failed && record) {
+      await bot.failed({ ...this.context(tx, record, attempt), error, final, transient });
+    }
+    const details = {
+      attempt,
+      transient,
+      ...(error instanceof ExternalError ? { external: error.details } : {}),
+    };
+    const message = error.message || error.name;
+    await transition(tx, this.target, "fail", {
+      actor: bot.actor,
+      reason: final
+        ? `${transient ? "gave up after" : "permanent failure on"} attempt ${attempt}: ${message}`
+        : `attempt ${attempt} failed: ${message}`,
+      error: message,
+      details,
+    });
+    if (final) {
+      this.logger.warn({ err: error, attempt }, "handling failed");
+      return;
+    }
+    const delay = retryAfterMs ?? backoffMs(attempt, retryBaseMs, retryMaxMs);
+    await transition(tx, this.target, "reset_failed", {
+      actor: "runner",
+      reason: `transient failure; attempt ${attempt + 1} of ${maxAttempts} in ${delay} ms`,
+      details: { retryInMs: delay },
+    });
+    await queueHandling(tx, bot.stream, bot.concern, [this.target.position], new Date(Date.now() + delay));
+    this.logger.info({ err: error, attempt, delay }, "attempt failed; retry scheduled");
+  }
+}

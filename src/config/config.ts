@@ -1,0 +1,51 @@
+import { z } from "zod";
+
+/**
+ * Every setting comes from the environment (and `.env`, loaded by the entry
+ * points). Validated once at start: a wrong value stops the process with one
+ * line naming the variable. `.env.example` documents each one.
+ */
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const bool = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
+
+export const configSchema = z.object({
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, "must be a postgres:// connection string")
+    .optional(),
+  DATA_DIR: z.string().min(1).default(".data"),
+  EMBEDDED_PG_PORT: int(1, 65535).default(54329),
+  HOST: z.string().min(1).default("127.0.0.1"),
+  PORT: int(0, 65535).default(3000),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  RUN_API: bool.default(true),
+  RUN_WORKER: bool.default(true),
+  WORKER_CONCURRENCY: int(1, 200).default(16),
+  WORKER_POLL_INTERVAL_MS: int(50, 60_000).default(2_000),
+  WORKER_LEASE_MS: int(1_000, 86_400_000).default(30_000),
+  DB_POOL_SIZE: int(2, 500).default(30),
+  BOT_MAX_ATTEMPTS: int(1, 100).default(5),
+  BOT_RETRY_BASE_MS: int(1, 3_600_000).default(1_000),
+  BOT_RETRY_MAX_MS: int(1, 86_400_000).default(300_000),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Empty strings mean "not set" (a blank line copied from .env.example).
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = configSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const variable = issue.path.join(".") || "(environment)";
+    const got = cleaned[variable];
+    throw new ConfigError(
+      `configuration error: ${variable} ${issue.message}${got === undefined ? "" : ` (got ${JSON.stringify(got)})`}`,
+    );
+  }
+  return parsed.data;
+}

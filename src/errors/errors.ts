@@ -1,0 +1,99 @@
+/**
+ * A small set of error types. The HTTP mapper (src/http/problem.ts) turns
+ * them into RFC 7807 problems; bots use `retryable` to decide between a retry
+ * with backoff and failing now.
+ */
+export abstract class TidingsError extends Error {
+  abstract readonly kind: string;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Input that does not fit: names the field and the problem. */
+export class ValidationError extends TidingsError {
+  readonly kind = "validation";
+  constructor(
+    message: string,
+    readonly issues: { path: string; message: string }[] = [],
+  ) {
+    super(message);
+  }
+}
+
+export class NotFoundError extends TidingsError {
+  readonly kind = "not_found";
+}
+
+/** The request is valid but clashes with what is stored (duplicate, wrong state). */
+export class ConflictError extends TidingsError {
+  readonly kind = "conflict";
+}
+
+/** A handling change the state machine does not allow. */
+export class InvalidTransitionError extends ConflictError {
+  constructor(
+    readonly action: string,
+    readonly currentStatus: string,
+    readonly requestedStatus: string,
+    detail: string,
+  ) {
+    super(`cannot ${action} ${detail}: current status is ${currentStatus}, requested status is ${requestedStatus}`);
+  }
+}
+
+/** A record (or claim) is already held by another handler. */
+export class AlreadyClaimedError extends ConflictError {}
+
+export class AuthError extends TidingsError {
+  readonly kind = "unauthorized";
+}
+
+export class ForbiddenError extends TidingsError {
+  readonly kind = "forbidden";
+}
+
+/**
+ * A failure of the outside world (SMTP, Slack, network). `transient` ones are
+ * retried with backoff (after `retryAfterMs` when the other side said so);
+ * permanent ones fail at once with the reason kept.
+ */
+export class ExternalError extends TidingsError {
+  readonly kind = "external";
+  constructor(
+    message: string,
+    readonly transient: boolean,
+    readonly details: Record<string, unknown> = {},
+    readonly retryAfterMs?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** Anything thrown becomes an Error with a message worth keeping. */
+export function coerceError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  if (typeof thrown === "string") return new Error(thrown);
+  try {
+    return new Error(`non-error thrown: ${JSON.stringify(thrown)}`);
+  } catch {
+    return new Error(`non-error thrown: ${String(thrown)}`);
+  }
+}
+
+/** PostgreSQL error codes raised by the stream engine (migrations/0001). */
+export const PgCodes = {
+  appendOnly: "TD001",
+  invalidTransition: "TD002",
+  recordExists: "TD003",
+  unknownStream: "TD004",
+  insufficientPrivilege: "42501",
+  uniqueViolation: "23505",
+} as const;
+
+export function pgCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
+}

@@ -1,0 +1,80 @@
+import "dotenv/config";
+import type { Server } from "node:http";
+import { ConfigError, loadConfig } from "./config/config";
+import { openDatabase } from "./db/connect";
+import { startWorker, type TidingsWorker } from "./bots/worker";
+import { createApp } from "./http/app";
+import { createLogger } from "./logging/logger";
+import { allBots, createBotDeps } from "./bots/registry";
+
+/** `npm start`: migrate, then run the HTTP API and the workers in this process. */
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const logger = createLogger(config.LOG_LEVEL);
+  const database = await openDatabase(config, logger);
+
+  let worker: TidingsWorker | null = null;
+  if (config.RUN_WORKER) {
+    const deps = await createBotDeps(config, logger);
+    worker = await startWorker({
+      pool: database.pool,
+      db: database.db,
+      bots: allBots(config),
+      runtime: {
+        db: database.db,
+        deps,
+        logger,
+        settings: {
+          maxAttempts: config.BOT_MAX_ATTEMPTS,
+          retryBaseMs: config.BOT_RETRY_BASE_MS,
+          retryMaxMs: config.BOT_RETRY_MAX_MS,
+        },
+      },
+      settings: {
+        concurrency: config.WORKER_CONCURRENCY,
+        pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
+        leaseMs: config.WORKER_LEASE_MS,
+      },
+      logger,
+    });
+    logger.info({ concurrency: config.WORKER_CONCURRENCY }, "workers started");
+  }
+
+  let server: Server | null = null;
+  if (config.RUN_API) {
+    const app = createApp({ pool: database.pool });
+    server = await new Promise<Server>((resolve) => {
+      const s = app.listen(config.PORT, config.HOST, () => resolve(s));
+    });
+    const address = server.address();
+    const port = typeof address === "object" && address ? address.port : config.PORT;
+    logger.info(`tidings API listening on http://${config.HOST}:${port}`);
+  }
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "shutting down");
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    await worker?.stop();
+    await database.close();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+}
+
+main().catch((error) => {
+  process.stderr.write(`tidings failed to start: ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

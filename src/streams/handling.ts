@@ -1,0 +1,314 @@
+import { sql } from "kysely";
+import type { Executor } from "../db/database";
+import { AlreadyClaimedError, InvalidTransitionError, NotFoundError, ValidationError } from "../errors/errors";
+import type { HandlingHistoryEntry, HandlingState, HandlingStatus } from "./interfaces";
+import { assertStreamName, handlingTable, historyTable, streamTable } from "./names";
+import { AVAILABLE_STATUSES, TRANSITIONS, isAvailable, requiresReason, type HandlingAction } from "./transitions";
+
+/**
+ * Handling state beside each stream: the current status of a record for a
+ * concern (no row = AvailableByDefault) and, written by trigger, the history
+ * of every change. Each change is one statement; the database's guard
+ * trigger refuses anything `tidings.handling_transitions` does not allow.
+ */
+
+interface HandlingRow {
+  position: number;
+  concern: string;
+  status: HandlingStatus;
+  attempts: number;
+  claimed_by: string | null;
+  last_action: string;
+  last_actor: string;
+  last_reason: string | null;
+  last_details: unknown;
+  last_error: string | null;
+  updated_at: Date;
+}
+
+function toState(stream: string, row: HandlingRow): HandlingState {
+  return {
+    stream,
+    position: row.position,
+    concern: row.concern,
+    status: row.status,
+    attempts: row.attempts,
+    claimedBy: row.claimed_by,
+    lastAction: row.last_action,
+    lastActor: row.last_actor,
+    lastReason: row.last_reason,
+    lastError: row.last_error,
+    lastDetails: row.last_details,
+    updatedAt: row.updated_at,
+  };
+}
+
+function defaultState(stream: string, position: number, concern: string): HandlingState {
+  return {
+    stream,
+    position,
+    concern,
+    status: "AvailableByDefault",
+    attempts: 0,
+    claimedBy: null,
+    lastAction: "none",
+    lastActor: "none",
+    lastReason: null,
+    lastError: null,
+    lastDetails: null,
+    updatedAt: null,
+  };
+}
+
+export interface ChangeBy {
+  /** Who makes the change: a bot, a job, an operator's name. */
+  actor: string;
+  /** Why; required for every change but `complete`. */
+  reason?: string;
+  details?: Record<string, unknown>;
+}
+
+const STATUS_ARRAY = (statuses: readonly HandlingStatus[]) => sql`${[...statuses]}::tidings.handling_status[]`;
+
+async function isStreamDisabled(db: Executor, stream: string, concern: string): Promise<boolean> {
+  const row = await db
+    .selectFrom("tidings.stream_concern_states")
+    .select("disabled")
+    .where("stream", "=", stream)
+    .where("concern", "=", concern)
+    .executeTakeFirst();
+  return row?.disabled ?? false;
+}
+
+async function assertConsumer(db: Executor, stream: string, concern: string): Promise<void> {
+  const row = await db
+    .selectFrom("tidings.stream_consumers")
+    .select("concern")
+    .where("stream", "=", stream)
+    .where("concern", "=", concern)
+    .executeTakeFirst();
+  if (!row) throw new NotFoundError(`concern "${concern}" does not consume stream "${stream}"`);
+}
+
+async function assertRecordExists(db: Executor, stream: string, position: number): Promise<void> {
+  const { rows } = await sql`select 1 from ${streamTable(stream)} where position = ${position}`.execute(db);
+  if (rows.length === 0) throw new NotFoundError(`stream ${stream} has no record at position ${position}`);
+}
+
+/** Current handling state; DisabledForStream when the stream is off for this concern and the record is waiting. */
+export async function getHandling(db: Executor, stream: string, position: number, concern: string): Promise<HandlingState> {
+  const { rows } = await sql<HandlingRow>`
+    select * from ${handlingTable(stream)} where position = ${position} and concern = ${concern}`.execute(db);
+  const state = rows[0] ? toState(stream, rows[0]) : defaultState(stream, position, concern);
+  if (isAvailable(state.status) && (await isStreamDisabled(db, stream, concern))) {
+    return { ...state, status: "DisabledForStream" };
+  }
+  return state;
+}
+
+export async function getHistory(
+  db: Executor,
+  stream: string,
+  position: number,
+  concern?: string,
+): Promise<HandlingHistoryEntry[]> {
+  const { rows } = await sql<{
+    entry: number;
+    position: number;
+    concern: string;
+    from_status: HandlingStatus;
+    to_status: HandlingStatus;
+    action: string;
+    actor: string;
+    reason: string | null;
+    details: unknown;
+    attempt: number;
+    recorded_at: Date;
+    recorded_by: string;
+  }>`
+    select * from ${historyTable(stream)}
+    where position = ${position} ${concern === undefined ? sql`` : sql`and concern = ${concern}`}
+    order by entry`.execute(db);
+  return rows.map((r) => ({
+    entry: r.entry,
+    stream,
+    position: r.position,
+    concern: r.concern,
+    fromStatus: r.from_status,
+    toStatus: r.to_status,
+    action: r.action,
+    actor: r.actor,
+    reason: r.reason,
+    details: r.details,
+    attempt: r.attempt,
+    recordedAt: r.recorded_at,
+    recordedBy: r.recorded_by,
+  }));
+}
+
+export type ClaimResult =
+  | { claimed: true; state: HandlingState }
+  | { claimed: false; state: HandlingState; why: string };
+
+/**
+ * Claim a record for a concern: any Available* → Running, atomically. Of many
+ * concurrent claimers exactly one wins: INSERT .. ON CONFLICT DO UPDATE ..
+ * WHERE status is available makes the others wait on the winner's row and
+ * then find it Running. Nothing is claimed while the stream is disabled for
+ * the concern.
+ */
+export async function claim(
+  db: Executor,
+  target: { stream: string; position: number; concern: string },
+  by: ChangeBy & { claimedBy?: string },
+): Promise<ClaimResult> {
+  const { stream, position, concern } = target;
+  assertStreamName(stream);
+  const reason = by.reason ?? `claimed by ${by.claimedBy ?? by.actor}`;
+  const { rows } = await sql<HandlingRow>`
+      insert into ${handlingTable(stream)} as h
+        (position, concern, status, attempts, claimed_by, last_action, last_actor, last_reason, last_details)
+      select ${position}, ${concern}, 'Running', 1, ${by.claimedBy ?? null}, 'claim', ${by.actor}, ${reason},
+             ${by.details ? JSON.stringify(by.details) : null}::jsonb
+      where exists (select 1 from ${streamTable(stream)} r where r.position = ${position})
+        and not exists (
+        select 1 from tidings.stream_concern_states s
+        where s.stream = ${stream} and s.concern = ${concern} and s.disabled)
+      on conflict (position, concern) do update set
+        status = 'Running',
+        attempts = h.attempts + 1,
+        claimed_by = excluded.claimed_by,
+        last_action = 'claim',
+        last_actor = excluded.last_actor,
+        last_reason = excluded.last_reason,
+        last_details = excluded.last_details
+      where h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)})
+      returning *`.execute(db);
+  if (rows[0]) return { claimed: true, state: toState(stream, rows[0]) };
+  const state = await getHandling(db, stream, position, concern);
+  if (state.updatedAt === null) await assertRecordExists(db, stream, position);
+  const why =
+    state.status === "Running"
+      ? `record ${position} of ${stream} is already being handled for ${concern} (by ${state.claimedBy ?? state.lastActor})`
+      : state.status === "DisabledForStream"
+        ? `stream ${stream} is disabled for ${concern}`
+        : `record ${position} of ${stream} is ${state.status} for ${concern}`;
+  return { claimed: false, state, why };
+}
+
+/** Like claim, but a lost race is an error. */
+export async function claimOrThrow(
+  db: Executor,
+  target: { stream: string; position: number; concern: string },
+  by: ChangeBy & { claimedBy?: string },
+): Promise<HandlingState> {
+  const result = await claim(db, target, by);
+  if (!result.claimed) throw new AlreadyClaimedError(result.why);
+  return result.state;
+}
+
+/**
+ * Apply a handling action other than claim (complete, fail, self_cancel,
+ * cancel, reset_failed, archive_failure, reset_completed). A change the state
+ * machine forbids is refused with the current and requested status.
+ */
+export async function transition(
+  db: Executor,
+  target: { stream: string; position: number; concern: string },
+  action: Exclude<HandlingAction, "claim" | "disable_for_record">,
+  by: ChangeBy & { error?: string },
+): Promise<HandlingState> {
+  const { stream, position, concern } = target;
+  assertStreamName(stream);
+  const rule = TRANSITIONS[action];
+  if (!rule) throw new ValidationError(`unknown handling action "${action}"`);
+  if (requiresReason(action) && !by.reason?.trim()) {
+    throw new ValidationError(`a reason is required to ${action} record ${position} of ${stream} for ${concern}`);
+  }
+  const { rows } = await sql<HandlingRow>`
+    update ${handlingTable(stream)} set
+      status = ${rule.to},
+      claimed_by = ${rule.to === "Running" ? sql`claimed_by` : sql`null`},
+      last_action = ${action},
+      last_actor = ${by.actor},
+      last_reason = ${by.reason ?? null},
+      last_details = ${by.details ? JSON.stringify(by.details) : null}::jsonb,
+      last_error = ${by.error === undefined ? sql`last_error` : sql`${by.error}`}
+    where position = ${position} and concern = ${concern} and status = any(${STATUS_ARRAY(rule.from)})
+    returning *`.execute(db);
+  if (rows[0]) return toState(stream, rows[0]);
+  const current = await getHandling(db, stream, position, concern);
+  throw new InvalidTransitionError(action, current.status, rule.to, `record ${position} of ${stream} for ${concern}`);
+}
+
+/** Disable a record for every concern that consumes its stream. Not undone. */
+export async function disableRecord(db: Executor, stream: string, position: number, by: ChangeBy): Promise<HandlingState[]> {
+  assertStreamName(stream);
+  if (!by.reason?.trim()) throw new ValidationError(`a reason is required to disable record ${position} of ${stream}`);
+  await assertRecordExists(db, stream, position);
+  const { rows } = await sql<HandlingRow>`
+    insert into ${handlingTable(stream)} as h
+      (position, concern, status, last_action, last_actor, last_reason, last_details)
+    select ${position}, c.concern, 'DisabledForRecord', 'disable_for_record', ${by.actor}, ${by.reason},
+           ${by.details ? JSON.stringify(by.details) : null}::jsonb
+    from tidings.stream_consumers c where c.stream = ${stream}
+    on conflict (position, concern) do update set
+      status = 'DisabledForRecord', claimed_by = null, last_action = 'disable_for_record',
+      last_actor = excluded.last_actor, last_reason = excluded.last_reason, last_details = excluded.last_details
+    where h.status <> 'DisabledForRecord'
+    returning *`.execute(db);
+  return rows.map((r) => toState(stream, r));
+}
+
+/** Stop (disabled = true) or resume claiming a stream's records for one concern. Running work may finish. */
+export async function setStreamDisabled(
+  db: Executor,
+  stream: string,
+  concern: string,
+  disabled: boolean,
+  by: ChangeBy,
+): Promise<{ changed: boolean; requeued: number }> {
+  assertStreamName(stream);
+  if (!by.reason?.trim()) {
+    throw new ValidationError(`a reason is required to ${disabled ? "disable" : "enable"} ${stream} for ${concern}`);
+  }
+  await assertConsumer(db, stream, concern);
+  const { rows } = await sql<{ disabled: boolean }>`
+    insert into tidings.stream_concern_states (stream, concern, disabled, changed_by, reason)
+    values (${stream}, ${concern}, ${disabled}, ${by.actor}, ${by.reason})
+    on conflict (stream, concern) do update set
+      disabled = excluded.disabled, changed_at = now(), changed_by = excluded.changed_by, reason = excluded.reason
+    where tidings.stream_concern_states.disabled <> excluded.disabled
+    returning disabled`.execute(db);
+  const changed = rows.length > 0;
+  if (!changed) return { changed, requeued: 0 };
+  await sql`
+    insert into tidings.stream_concern_history (stream, concern, disabled, changed_by, reason)
+    values (${stream}, ${concern}, ${disabled}, ${by.actor}, ${by.reason})`.execute(db);
+  if (disabled) return { changed, requeued: 0 };
+  // Jobs that ran while the stream was off found nothing to claim and ended;
+  // queue the records still waiting so enabling resumes them.
+  const { rows: waiting } = await sql<{ position: number }>`
+    select s.position from ${streamTable(stream)} s
+    join tidings.stream_consumers c on c.stream = ${stream} and c.concern = ${concern}
+    left join ${handlingTable(stream)} h on h.position = s.position and h.concern = ${concern}
+    where (c.record_types is null or s.type = any(c.record_types))
+      and (h.status is null or h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)}))
+    order by s.position`.execute(db);
+  const requeued = await queueHandling(db, stream, concern, waiting.map((w) => w.position));
+  return { changed, requeued };
+}
+
+/** Queue the handling job of these records for a concern (again), optionally later. */
+export async function queueHandling(
+  db: Executor,
+  stream: string,
+  concern: string,
+  positions: readonly number[],
+  runAt?: Date,
+): Promise<number> {
+  if (positions.length === 0) return 0;
+  const { rows } = await sql<{ n: number }>`
+    select tidings.queue_handling(${stream}, ${concern}, ${[...positions]}::bigint[], ${runAt ?? null}::timestamptz) as n`.execute(db);
+  return rows[0]?.n ?? 0;
+}

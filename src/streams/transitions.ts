@@ -1,0 +1,66 @@
+import type { HandlingStatus } from "./interfaces";
+
+/**
+ * The handling state machine (the original system's). Pure, so the rules
+ * can be unit-tested; the same table lives in `tidings.handling_transitions`
+ * where a trigger enforces it on every write (a test keeps the two equal).
+ */
+export const AVAILABLE_STATUSES = [
+  "AvailableByDefault",
+  "AvailableAfterCompletion",
+  "AvailableAfterFailure",
+  "AvailableAfterExternalCancellation",
+  "AvailableAfterSelfCancellation",
+] as const satisfies readonly HandlingStatus[];
+
+export type HandlingAction =
+  | "claim"
+  | "complete"
+  | "fail"
+  | "self_cancel"
+  | "cancel"
+  | "reset_failed"
+  | "archive_failure"
+  | "reset_completed"
+  | "disable_for_record";
+
+const RECORD_STATUSES: readonly HandlingStatus[] = [
+  "AvailableByDefault",
+  "Running",
+  "Completed",
+  "Failed",
+  "ArchivedAfterFailure",
+  "AvailableAfterCompletion",
+  "AvailableAfterFailure",
+  "AvailableAfterExternalCancellation",
+  "AvailableAfterSelfCancellation",
+];
+
+export const TRANSITIONS: Record<HandlingAction, { from: readonly HandlingStatus[]; to: HandlingStatus }> = {
+  claim: { from: AVAILABLE_STATUSES, to: "Running" },
+  complete: { from: ["Running"], to: "Completed" },
+  fail: { from: ["Running"], to: "Failed" },
+  self_cancel: { from: ["Running"], to: "AvailableAfterSelfCancellation" },
+  cancel: { from: ["Running"], to: "AvailableAfterExternalCancellation" },
+  reset_failed: { from: ["Failed"], to: "AvailableAfterFailure" },
+  archive_failure: { from: ["Failed"], to: "ArchivedAfterFailure" },
+  reset_completed: { from: ["Completed"], to: "AvailableAfterCompletion" },
+  disable_for_record: { from: RECORD_STATUSES, to: "DisabledForRecord" },
+};
+
+export const HANDLING_ACTIONS = Object.keys(TRANSITIONS) as HandlingAction[];
+
+export function isAvailable(status: HandlingStatus): boolean {
+  return (AVAILABLE_STATUSES as readonly string[]).includes(status);
+}
+
+/** The status `action` leads to from `current`, or null when the machine forbids it. */
+export function nextStatus(current: HandlingStatus, action: HandlingAction): HandlingStatus | null {
+  const rule = TRANSITIONS[action];
+  return rule.from.includes(current) ? rule.to : null;
+}
+
+/** Every change but `complete` must say why. */
+export function requiresReason(action: HandlingAction): boolean {
+  return action !== "complete";
+}
