@@ -167,7 +167,7 @@ $$;
 create function tidings.tg_guard_handling() returns trigger
 language plpgsql as $$
 declare
-  from_status tidings.handling_status :=
+  prior tidings.handling_status :=
     case when tg_op = 'INSERT' then 'AvailableByDefault'::tidings.handling_status else old.status end;
 begin
   if tg_op = 'UPDATE' and (new.position is distinct from old.position or new.concern is distinct from old.concern) then
@@ -176,10 +176,10 @@ begin
   end if;
   if not exists (
     select 1 from tidings.handling_transitions t
-    where t.action = new.last_action and t.from_status = from_status and t.to_status = new.status
+    where t.action = new.last_action and t.from_status = prior and t.to_status = new.status
   ) then
     raise exception 'cannot % record % for concern %: current status is %, requested status is %',
-      new.last_action, new.position, new.concern, from_status, new.status
+      new.last_action, new.position, new.concern, prior, new.status
       using errcode = 'TD002';
   end if;
   if new.last_action <> 'complete' and coalesce(btrim(new.last_reason), '') = '' then
@@ -342,9 +342,12 @@ declare
 begin
   insert into tidings.stream_producers (stream, actor) values (p_stream, p_actor);
   execute format('grant usage on schema %I to %I', split_part(p_stream, '.', 1), r);
-  -- Write-only: INSERT, no SELECT (the seed's access rule). Idempotent appends
-  -- look for an existing record through tidings.existing_position instead.
+  -- Write-only: INSERT, no SELECT of content (the seed's access rule).
+  -- SELECT on the position column alone lets INSERT .. RETURNING position
+  -- tell the producer where its record landed; idempotent appends look for an
+  -- existing record through tidings.existing_position.
   execute format('grant insert on %s to %I', p_stream, r);
+  execute format('grant select (position) on %s to %I', p_stream, r);
 end;
 $$;
 
@@ -436,16 +439,21 @@ begin
     -- One INSERT for the whole batch: one trigger call, one add_jobs, one NOTIFY.
     -- Identity values follow the ORDER BY, so position order is input order.
     return query execute format($q$
-      with inserted as (
-        insert into %s (id, type, payload, tags, caused_by_stream, caused_by_position)
-        select r.value->>'id', r.value->>'type', r.value->'payload', coalesce(r.value->'tags', '{}'),
-               r.value->'causedBy'->>'stream', (r.value->'causedBy'->>'position')::bigint
+      with input as (
+        select r.ordinality::integer as ordinal, r.value as v
         from jsonb_array_elements($1) with ordinality r
-        order by r.ordinality
-        returning position, id, type
+      ), inserted as (
+        insert into %s (id, type, payload, tags, caused_by_stream, caused_by_position)
+        select v->>'id', v->>'type', v->'payload', coalesce(v->'tags', '{}'),
+               v->'causedBy'->>'stream', (v->'causedBy'->>'position')::bigint
+        from input order by ordinal
+        returning position
+      ), numbered as (
+        select (row_number() over (order by position))::integer as ordinal, position from inserted
       )
-      select (row_number() over (order by position))::integer, position, id, type, true
-      from inserted order by position$q$, p_stream) using p_records;
+      select n.ordinal, n.position, i.v->>'id', i.v->>'type', true
+      from numbered n join input i using (ordinal)
+      order by n.ordinal$q$, p_stream) using p_records;
     return;
   end if;
 

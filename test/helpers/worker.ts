@@ -1,0 +1,35 @@
+import pino from "pino";
+import type { Bot } from "../../src/bots/bot";
+import { startWorker, type TidingsWorker } from "../../src/bots/worker";
+import type { TestDatabase } from "./db";
+
+export const testLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+
+/**
+ * Run real graphile-worker workers for these bots against a test database.
+ * Short poll interval and retry delays so retries happen within a test.
+ */
+export async function startTestWorker<TDeps>(
+  t: TestDatabase,
+  bots: readonly Bot<TDeps>[],
+  deps: TDeps,
+  options: { maxAttempts?: number; retryBaseMs?: number; retryMaxMs?: number; concurrency?: number; leaseMs?: number } = {},
+): Promise<TidingsWorker> {
+  return startWorker({
+    pool: t.pool,
+    db: t.db,
+    bots,
+    runtime: {
+      db: t.db,
+      deps,
+      logger: testLogger,
+      settings: {
+        maxAttempts: options.maxAttempts ?? 3,
+        retryBaseMs: options.retryBaseMs ?? 50,
+        retryMaxMs: options.retryMaxMs ?? 1_000,
+      },
+    },
+    settings: { concurrency: options.concurrency ?? 4, pollIntervalMs: 100, leaseMs: options.leaseMs ?? 30_000 },
+    logger: testLogger,
+  });
+}
