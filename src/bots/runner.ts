@@ -1,7 +1,7 @@
 import type { JobHelpers, Task } from "graphile-worker";
 import { ZodError } from "zod";
 import { inTransaction, type Tx } from "../db/database";
-import { ExternalError, NotFoundError, ValidationError, coerceError } from "../errors/errors";
+import { ExternalError, ForbiddenError, NotFoundError, ValidationError, coerceError } from "../errors/errors";
 import { claim, queueHandling, transition } from "../streams/handling";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
@@ -30,7 +30,12 @@ export function backoffMs(attempt: number, baseMs: number, maxMs: number, random
 /** Transient failures are retried with backoff; permanent ones fail the record now. */
 export function classify(error: Error): { transient: boolean; retryAfterMs?: number } {
   if (error instanceof ExternalError) return { transient: error.transient, retryAfterMs: error.retryAfterMs };
-  if (error instanceof ValidationError || error instanceof ZodError || error instanceof NotFoundError) {
+  if (
+    error instanceof ValidationError ||
+    error instanceof ZodError ||
+    error instanceof NotFoundError ||
+    error instanceof ForbiddenError
+  ) {
     return { transient: false };
   }
   // Anything else (a lost database connection, a bug) may pass: retry, bounded by maxAttempts.
