@@ -27,6 +27,17 @@ export const configSchema = z.object({
   BOT_MAX_ATTEMPTS: int(1, 100).default(5),
   BOT_RETRY_BASE_MS: int(1, 3_600_000).default(1_000),
   BOT_RETRY_MAX_MS: int(1, 86_400_000).default(300_000),
+  // Channels. Unset SMTP_URL / SLACK_BOT_TOKEN: messages go to local sinks under DATA_DIR/outbox.
+  SMTP_URL: z.string().regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL").optional(),
+  EMAIL_FROM: z.string().min(3).default("tidings <tidings@localhost>"),
+  SLACK_BOT_TOKEN: z.string().regex(/^xox[a-z]-/, "must be a Slack token (xoxb-...)").optional(),
+  SLACK_API_URL: z.url().optional(),
+  // Who hears about failed notifications.
+  INTERNAL_TEAM_EMAIL: z.email().default("ops@localhost"),
+  INTERNAL_TEAM_SLACK_CHANNEL: z.string().optional(),
+  // Workflow.
+  SAGA_DEADLINE_MS: int(1_000, 7 * 86_400_000).default(15 * 60_000),
+  SNAPSHOT_EVERY: int(1, 10_000).default(10),
 });
 
 export type Config = z.infer<typeof configSchema>;

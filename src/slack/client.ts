@@ -1,0 +1,308 @@
+import { appendFile, mkdir } from "node:fs/promises";
+import path from "node:path";
+import { webApi } from "@slack/bolt";
+import { ExternalError } from "../errors/errors";
+import type { Logger } from "../logging/logger";
+import { buildPostMessageArgs } from "./format";
+
+export { buildPostMessageArgs, escapeSlackText, sanitizeSlackMrkdwn } from "./format";
+
+export interface SlackMessage {
+  channel: string;
+  /** Plain text, escaped before sending. */
+  text: string;
+  /** Slack mrkdwn body, sanitised before sending (see format.ts). */
+  mrkdwn?: string;
+}
+
+export interface PostResult {
+  /** The channel id Slack posted to (Slack answers C…/D… ids even for #names). */
+  channel: string;
+  /** The message's timestamp: its id within the channel. */
+  ts: string;
+}
+
+export interface SlackPoster {
+  /** Which poster this is, for the startup log: the Web API URL or the sink's absolute path. */
+  describe(): string;
+  postMessage(msg: SlackMessage, signal?: AbortSignal): Promise<PostResult>;
+}
+
+export interface SlackPosterOptions {
+  /** A bot token (xoxb-…). Without one, messages go to the local sink. */
+  token?: string;
+  /** Web API base URL; tests point it at a local stand-in. Default https://slack.com/api/. */
+  apiUrl?: string;
+  /** JSON-lines file the local sink appends to. */
+  sinkFile: string;
+  /** Per-request timeout. Default 10 s. */
+  timeoutMs?: number;
+  /** Where the SDK's own log lines go; by default only its errors reach stderr. */
+  logger?: Logger;
+}
+
+export const DEFAULT_SLACK_API_URL = "https://slack.com/api/";
+const DEFAULT_TIMEOUT_MS = 10_000;
+
+export function createSlackPoster(options: SlackPosterOptions): SlackPoster {
+  const token = options.token?.trim();
+  return token ? new WebApiPoster(token, options) : new SinkPoster(options.sinkFile);
+}
+
+/** Adapt pino to the SDK's logger interface. */
+function sdkLogger(logger: Logger): webApi.Logger {
+  const child = logger.child({ component: "slack-web-api" });
+  return {
+    debug: (...msg) => child.debug(msg.map(String).join(" ")),
+    info: (...msg) => child.info(msg.map(String).join(" ")),
+    warn: (...msg) => child.warn(msg.map(String).join(" ")),
+    error: (...msg) => child.error(msg.map(String).join(" ")),
+    setLevel: () => {},
+    getLevel: () => webApi.LogLevel.DEBUG,
+    setName: () => {},
+  };
+}
+
+/** Rejects as soon as `signal` aborts (the worker is shutting down); the request itself ends by its timeout. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(abortError(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+function abortError(signal: AbortSignal): Error {
+  const error = new Error(`Slack request abandoned: ${String(signal.reason ?? "aborted")}`);
+  error.name = "AbortError";
+  return error;
+}
+
+/** chat.postMessage through the Web API client that @slack/bolt ships. No Bolt App, so no receiver or socket is started. */
+class WebApiPoster implements SlackPoster {
+  private readonly client: webApi.WebClient;
+  private readonly apiUrl: string;
+
+  constructor(token: string, options: SlackPosterOptions) {
+    this.apiUrl = options.apiUrl ?? DEFAULT_SLACK_API_URL;
+    this.client = new webApi.WebClient(token, {
+      slackApiUrl: this.apiUrl,
+      // tidings' runner retries with backoff and records every attempt in the
+      // handling history; retries inside the SDK would hide attempts and hold
+      // a worker slot for minutes.
+      retryConfig: { retries: 0 },
+      // A 429 comes back as an error carrying Retry-After instead of the SDK
+      // sleeping and pausing its queue; the runner schedules the retry.
+      rejectRateLimitedCalls: true,
+      timeout: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      ...(options.logger ? { logger: sdkLogger(options.logger) } : { logLevel: webApi.LogLevel.ERROR }),
+    });
+  }
+
+  describe(): string {
+    return `Slack Web API at ${this.apiUrl} (chat.postMessage via @slack/bolt's WebClient)`;
+  }
+
+  async postMessage(msg: SlackMessage, signal?: AbortSignal): Promise<PostResult> {
+    const result = await abortable(this.client.chat.postMessage(buildPostMessageArgs(msg)), signal);
+    if (typeof result.channel !== "string" || typeof result.ts !== "string") {
+      // Slack said ok, so the message may exist: do not retry and risk a duplicate.
+      throw new ExternalError("Slack accepted chat.postMessage but answered without channel and ts", false, {
+        slackError: null,
+        httpStatus: 200,
+      });
+    }
+    return { channel: result.channel, ts: result.ts };
+  }
+}
+
+let lastSinkMicros = 0;
+
+/** A Slack-like ts ("seconds.micros"), increasing within the process. */
+function syntheticTs(): string {
+  lastSinkMicros = Math.max(lastSinkMicros + 1, Date.now() * 1000);
+  return `${Math.floor(lastSinkMicros / 1e6)}.${String(lastSinkMicros % 1e6).padStart(6, "0")}`;
+}
+
+/** Without a token: one JSON line per message in a local file, so a default run works end to end. */
+class SinkPoster implements SlackPoster {
+  private readonly file: string;
+
+  constructor(file: string) {
+    this.file = path.resolve(file);
+  }
+
+  describe(): string {
+    return `local Slack sink (no Slack token set): one JSON line per message appended to ${this.file}`;
+  }
+
+  async postMessage(msg: SlackMessage, signal?: AbortSignal): Promise<PostResult> {
+    if (signal?.aborted) throw abortError(signal);
+    const ts = syntheticTs();
+    const line = { ts, channel: msg.channel, postedAt: new Date().toISOString(), request: buildPostMessageArgs(msg) };
+    await mkdir(path.dirname(this.file), { recursive: true });
+    // One write per line: appends of whole lines do not interleave.
+    await appendFile(this.file, `${JSON.stringify(line)}\n`, "utf8");
+    return { channel: msg.channel, ts };
+  }
+}
+
+/* ---------------------------------------------------------------------------
+ * Error classification
+ * ------------------------------------------------------------------------- */
+
+/** Slack platform errors worth retrying: Slack's side had a problem, not the request. */
+const TRANSIENT_SLACK_ERRORS = new Set([
+  "internal_error",
+  "fatal_error",
+  "service_unavailable",
+  "request_timeout",
+  "ratelimited",
+  "rate_limited",
+  "team_added_to_org",
+]);
+
+/** Network failures worth retrying (connection refused/reset, DNS hiccups, timeouts). */
+const TRANSIENT_NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "ESOCKETTIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "EAI_AGAIN",
+  "ENOTFOUND",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CLOSED",
+]);
+
+type Loose = Record<string, unknown> & { code?: unknown; message?: unknown };
+
+function asObject(value: unknown): Loose | undefined {
+  return typeof value === "object" && value !== null ? (value as Loose) : undefined;
+}
+
+/** The first system/undici error code in an error's cause chain (fetch wraps them: TypeError("fetch failed") → cause). */
+function networkCode(error: unknown): string | undefined {
+  let current = asObject(error);
+  for (let depth = 0; current && depth < 5; depth++) {
+    if (typeof current.code === "string" && /^(E[A-Z_]+|UND_ERR_[A-Z_]+)$/.test(current.code)) return current.code;
+    current = asObject(current.cause);
+  }
+  return undefined;
+}
+
+function isTimeout(error: unknown): boolean {
+  const e = asObject(error);
+  return e?.name === "TimeoutError" || (e?.name === "AbortError" && /timeout|timed out/i.test(String(e.message)));
+}
+
+function retryAfterMsFrom(seconds: unknown): number | undefined {
+  const n = typeof seconds === "string" ? Number.parseInt(seconds, 10) : seconds;
+  return typeof n === "number" && Number.isFinite(n) && n >= 0 ? Math.round(n * 1000) : undefined;
+}
+
+function build(
+  message: string,
+  transient: boolean,
+  details: { slackError: string | null; httpStatus: number | null } & Record<string, unknown>,
+  cause: unknown,
+  retryAfterMs?: number,
+): ExternalError {
+  return new ExternalError(message, transient, details, retryAfterMs, { cause });
+}
+
+/**
+ * Turn whatever the Slack client threw into an ExternalError the runner
+ * understands: `transient` failures are retried (after Retry-After when Slack
+ * gave one), permanent ones fail the operation at once. `details` keeps
+ * `slackError` (Slack's error code or null), `httpStatus` (or null) and the
+ * SDK's error code.
+ */
+export function classifySlackError(error: unknown): ExternalError {
+  if (error instanceof ExternalError) return error;
+  const e = asObject(error) ?? {};
+  const sdkCode = typeof e.code === "string" ? e.code : undefined;
+
+  switch (sdkCode) {
+    case webApi.ErrorCode.RateLimitedError: {
+      const retryAfterMs = retryAfterMsFrom(e.retryAfter);
+      return build(
+        `Slack rate-limited chat.postMessage${retryAfterMs === undefined ? "" : `; retry after ${retryAfterMs / 1000} s`}`,
+        true,
+        { slackError: "ratelimited", httpStatus: 429, sdkCode, retryAfterSec: e.retryAfter ?? null },
+        error,
+        retryAfterMs,
+      );
+    }
+    case webApi.ErrorCode.PlatformError: {
+      const data = asObject(e.data) ?? {};
+      const slackError = typeof data.error === "string" ? data.error : "unknown_error";
+      const metadata = asObject(data.response_metadata);
+      const transient = TRANSIENT_SLACK_ERRORS.has(slackError);
+      const retryAfterMs = transient ? retryAfterMsFrom(metadata?.retryAfter) : undefined;
+      const extra = Array.isArray(metadata?.messages) ? { slackMessages: metadata.messages } : {};
+      // The SDK raises platform errors only for HTTP 200 answers with ok: false.
+      return build(
+        `Slack refused chat.postMessage: ${slackError}`,
+        transient,
+        { slackError, httpStatus: 200, sdkCode, ...extra },
+        error,
+        retryAfterMs,
+      );
+    }
+    case webApi.ErrorCode.HTTPError: {
+      const status = typeof e.statusCode === "number" ? e.statusCode : null;
+      const body = asObject(e.body);
+      const slackError = typeof body?.error === "string" ? body.error : null;
+      const headers = asObject(e.headers);
+      const retryAfterMs = retryAfterMsFrom(headers?.["retry-after"]);
+      const transient =
+        status === null || status >= 500 || status === 408 || status === 429 || (slackError !== null && TRANSIENT_SLACK_ERRORS.has(slackError));
+      return build(
+        `Slack answered HTTP ${status ?? "?"}${typeof e.statusMessage === "string" && e.statusMessage ? ` ${e.statusMessage}` : ""}${slackError ? ` (${slackError})` : ""}`,
+        transient,
+        { slackError, httpStatus: status, sdkCode },
+        error,
+        transient ? retryAfterMs : undefined,
+      );
+    }
+    case webApi.ErrorCode.RequestError: {
+      // No answer at all (refused, reset, timed out, DNS): Slack never saw it or
+      // its answer was lost. Retrying is the only sensible thing.
+      const original = e.original ?? e.cause;
+      const code = networkCode(original);
+      const timedOut = isTimeout(original);
+      const what = timedOut ? "Slack did not answer in time" : `could not reach Slack: ${describeNetwork(original)}`;
+      return build(what, true, { slackError: null, httpStatus: null, sdkCode, networkCode: code ?? (timedOut ? "TIMEOUT" : null) }, error);
+    }
+  }
+
+  const message = typeof e.message === "string" ? e.message : String(error);
+  // A 429 whose Retry-After the SDK could not read: still a rate limit, use the runner's backoff.
+  if (/rate.?limit/i.test(message)) {
+    return build(`Slack rate-limited chat.postMessage: ${message}`, true, { slackError: "ratelimited", httpStatus: 429, sdkCode: sdkCode ?? null }, error);
+  }
+  const code = networkCode(error);
+  if ((code && TRANSIENT_NETWORK_CODES.has(code)) || isTimeout(error) || e.name === "AbortError") {
+    return build(`could not reach Slack: ${message}`, true, { slackError: null, httpStatus: null, networkCode: code ?? null }, error);
+  }
+  // Anything else (a local file error of the sink, a bug): retried like any unknown failure, bounded by maxAttempts.
+  return build(message || "unknown Slack client error", true, { slackError: null, httpStatus: null, errorName: e.name ?? null }, error);
+}
+
+function describeNetwork(error: unknown): string {
+  const e = asObject(error);
+  const cause = asObject(e?.cause);
+  const message = typeof e?.message === "string" ? e.message : String(error);
+  // fetch reports "fetch failed"; the useful part ("connect ECONNREFUSED 127.0.0.1:9") is in its cause.
+  return typeof cause?.message === "string" && cause.message ? `${message}: ${cause.message}` : message;
+}

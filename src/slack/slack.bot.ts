@@ -1,0 +1,114 @@
+import type { ExternalBot, HandlerContext } from "../bots/bot";
+import type { Tx } from "../db/database";
+import { ExternalError } from "../errors/errors";
+import { appendOne } from "../streams/append";
+import type { StreamRecord } from "../streams/interfaces";
+import { Streams } from "../streams/names";
+import { classifySlackError, type PostResult, type SlackPoster } from "./client";
+import {
+  FailedToSendSlackMessageEvent,
+  SendSlackMessageOp,
+  SendSlackMessageRequestedEvent,
+  SlackRecordTypes,
+  SucceededInSendingSlackMessageEvent,
+} from "./slack.schemas";
+
+export interface SlackDeps {
+  slack: { poster: SlackPoster };
+}
+
+export const SLACK_CONCERN = "slack_bot";
+export const SLACK_ACTOR = "slack_bot";
+
+/** The runner parsed the payload with the schema already; parsing again gives the type without a cast. */
+function opOf(record: StreamRecord): SendSlackMessageOp {
+  return SendSlackMessageOp.parse(record.payload);
+}
+
+/** Every event of an operation has the notification's tracking id and points back at the operation. */
+async function appendEvent(tx: Tx, record: StreamRecord, type: string, payload: unknown): Promise<void> {
+  await appendOne(tx, Streams.slackEvents, {
+    id: record.id,
+    type,
+    payload,
+    tags: record.tags,
+    causedBy: { stream: record.stream, position: record.position },
+  });
+}
+
+function nullableString(value: unknown): string | null {
+  return typeof value === "string" ? value : null;
+}
+
+function nullableInt(value: unknown): number | null {
+  return typeof value === "number" && Number.isInteger(value) ? value : null;
+}
+
+/**
+ * Posts each SendSlackMessageOp and records what happened on slack.events:
+ * Requested (every attempt, in the claim transaction), then either Succeeded
+ * (channel and ts) or, once no retry follows, Failed. A transient failure
+ * that will be retried writes no event: the saga takes any failure event as
+ * the operation's outcome, and the handling history already shows each attempt.
+ */
+export function createSlackBot(): ExternalBot<SlackDeps, PostResult> {
+  return {
+    kind: "external",
+    stream: Streams.slackOperations,
+    concern: SLACK_CONCERN,
+    actor: SLACK_ACTOR,
+    schemas: { [SlackRecordTypes.SendSlackMessageOp]: SendSlackMessageOp },
+
+    async prepare({ tx, record, attempt }: HandlerContext<SlackDeps>) {
+      const op = opOf(record);
+      await appendEvent(
+        tx,
+        record,
+        SlackRecordTypes.SendSlackMessageRequestedEvent,
+        SendSlackMessageRequestedEvent.parse({ operationId: op.operationId, attempt, channel: op.channel }),
+      );
+    },
+
+    async perform({ record, deps, signal }) {
+      const op = opOf(record);
+      try {
+        return await deps.slack.poster.postMessage(
+          { channel: op.channel, text: op.text, ...(op.mrkdwn === undefined ? {} : { mrkdwn: op.mrkdwn }) },
+          signal,
+        );
+      } catch (error) {
+        throw classifySlackError(error);
+      }
+    },
+
+    async succeeded({ tx, record, attempt, result }) {
+      const op = opOf(record);
+      await appendEvent(
+        tx,
+        record,
+        SlackRecordTypes.SucceededInSendingSlackMessageEvent,
+        SucceededInSendingSlackMessageEvent.parse({ operationId: op.operationId, attempt, channel: result.channel, ts: result.ts }),
+      );
+    },
+
+    async failed({ tx, record, attempt, error, final, transient }) {
+      if (!final) return;
+      const op = opOf(record);
+      const details = error instanceof ExternalError ? error.details : {};
+      await appendEvent(
+        tx,
+        record,
+        SlackRecordTypes.FailedToSendSlackMessageEvent,
+        FailedToSendSlackMessageEvent.parse({
+          operationId: op.operationId,
+          attempt,
+          error: error.message || error.name,
+          slackError: nullableString(details.slackError),
+          httpStatus: nullableInt(details.httpStatus),
+          classification: transient ? "transient" : "permanent",
+          reason: transient ? "attempts exhausted" : "permanent",
+        }),
+      );
+    },
+  };
+}

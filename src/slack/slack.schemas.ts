@@ -1,0 +1,61 @@
+import { z } from "zod";
+
+/**
+ * Records of the Slack concern streams. As for email: the stream id is the
+ * notification's tracking id and `operationId` names the operation.
+ */
+export const slackDestination = z
+  .string()
+  .regex(/^(#[a-z0-9][a-z0-9._-]{0,79}|[CGDU][A-Z0-9]{2,20})$/, "must be #channel-name or a Slack channel/user id like C0123ABC");
+
+export const SendSlackMessageOp = z.strictObject({
+  operationId: z.string().min(1).max(300),
+  notificationId: z.string().min(1).max(200),
+  purpose: z.enum(["notification", "internal_alert"]),
+  entityId: z.string().min(1).max(200).nullable(),
+  channel: slackDestination,
+  /** Plain-text fallback (also what notifications show). */
+  text: z.string().min(1).max(40_000),
+  /** Slack mrkdwn body, when the client gave Markdown. */
+  mrkdwn: z.string().max(40_000).optional(),
+  tags: z.record(z.string(), z.string()).default({}),
+});
+export type SendSlackMessageOp = z.infer<typeof SendSlackMessageOp>;
+
+export const SendSlackMessageRequestedEvent = z.strictObject({
+  operationId: z.string(),
+  attempt: z.number().int().min(1),
+  channel: z.string(),
+});
+
+export const SucceededInSendingSlackMessageEvent = z.strictObject({
+  operationId: z.string(),
+  attempt: z.number().int().min(1),
+  channel: z.string(),
+  /** Slack's message timestamp: the message's id within the channel. */
+  ts: z.string(),
+});
+
+export const FailedToSendSlackMessageEvent = z.strictObject({
+  operationId: z.string(),
+  attempt: z.number().int().min(1),
+  error: z.string(),
+  /** Slack's error code (`channel_not_found`, `ratelimited`, ...) when it gave one. */
+  slackError: z.string().nullable(),
+  httpStatus: z.number().int().nullable(),
+  classification: z.enum(["transient", "permanent"]),
+  reason: z.string(),
+});
+
+export const SlackRecordTypes = {
+  SendSlackMessageOp: "SendSlackMessageOp",
+  SendSlackMessageRequestedEvent: "SendSlackMessageRequestedEvent",
+  SucceededInSendingSlackMessageEvent: "SucceededInSendingSlackMessageEvent",
+  FailedToSendSlackMessageEvent: "FailedToSendSlackMessageEvent",
+} as const;
+
+export const slackEventSchemas = {
+  SendSlackMessageRequestedEvent,
+  SucceededInSendingSlackMessageEvent,
+  FailedToSendSlackMessageEvent,
+};

@@ -1,0 +1,78 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import pg from "pg";
+import { waitFor } from "../helpers/db";
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const root = path.resolve(__dirname, "../..");
+
+/** `npm start` as a new user runs it: no DATABASE_URL, so the embedded PostgreSQL under DATA_DIR. */
+describe("npm start with no DATABASE_URL", () => {
+  let child: ChildProcess | undefined;
+  let dataDir: string;
+  let output = "";
+
+  afterAll(async () => {
+    if (child && child.exitCode === null) {
+      child.kill("SIGTERM");
+      await new Promise((resolve) => child!.once("exit", resolve));
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("starts the embedded database, applies migrations and answers /healthz and /readyz", async () => {
+    dataDir = mkdtempSync(path.join(os.tmpdir(), "tidings-start-"));
+    chmodSync(dataDir, 0o755);
+    const [port, pgPort] = [await freePort(), await freePort()];
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), EMBEDDED_PG_PORT: String(pgPort), DATA_DIR: dataDir, LOG_LEVEL: "info" };
+    delete env.DATABASE_URL;
+    child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout!.on("data", (d) => (output += String(d)));
+    child.stderr!.on("data", (d) => (output += String(d)));
+
+    const health = await waitFor(
+      async () => {
+        if (child!.exitCode !== null) throw new Error(`tidings exited early:\n${output}`);
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+          return res.ok ? res.json() : undefined;
+        } catch {
+          return undefined;
+        }
+      },
+      { timeoutMs: 60_000, intervalMs: 200, what: "/healthz" },
+    );
+    expect(health).toEqual({ status: "ok" });
+    const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(output).toContain(`using embedded PostgreSQL with data in ${path.join(dataDir, "pg")}`);
+
+    const client = new pg.Client({ connectionString: `postgres://postgres:tidings@127.0.0.1:${pgPort}/tidings` });
+    await client.connect();
+    try {
+      const { rows } = await client.query("select count(*)::int as n from public.tidings_migrations");
+      expect(rows[0].n).toBeGreaterThanOrEqual(3);
+      const streams = await client.query("select count(*)::int as n from tidings.streams");
+      expect(streams.rows[0].n).toBe(11);
+    } finally {
+      await client.end();
+    }
+
+    child.kill("SIGTERM");
+    const code = await new Promise((resolve) => child!.once("exit", resolve));
+    expect(code).toBe(0);
+  }, 90_000);
+});
