@@ -23,12 +23,13 @@ async function main(): Promise<void> {
   const database = await openDatabase(config, logger);
 
   let worker: TidingsWorker | null = null;
+  let deps: Awaited<ReturnType<typeof createBotDeps>> | null = null;
   if (config.RUN_WORKER) {
-    const deps = await createBotDeps(config, logger);
+    deps = await createBotDeps(config, logger);
     worker = await startWorker({
       pool: database.pool,
       db: database.db,
-      bots: allBots(config),
+      bots: allBots(),
       runtime: {
         db: database.db,
         deps,
@@ -67,6 +68,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, "shutting down");
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     await worker?.stop();
+    await deps?.close();
     await database.close();
     process.exit(0);
   };

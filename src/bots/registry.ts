@@ -1,15 +1,58 @@
+import path from "node:path";
 import type { Config } from "../config/config";
+import { createEmailBot, type EmailDeps } from "../email/email.bot";
+import { createEmailTransport } from "../email/transport";
 import type { Logger } from "../logging/logger";
+import { createInternalOperationBot, createReactionBot } from "../notification/alert.bots";
+import { createNotificationBot, type NotificationDeps } from "../notification/notification.bot";
+import { createProjectionBots } from "../notification/projection.bot";
+import { createSagaBots } from "../notification/saga.bot";
+import { createSlackPoster } from "../slack/client";
+import { createSlackBot, type SlackDeps } from "../slack/slack.bot";
 import type { Bot } from "./bot";
 
-/** Dependencies injected into every bot (database access comes from the runner). */
-export type BotDeps = Record<string, never>;
+/** Everything the bots are given (database access comes from the runner). */
+export type BotDeps = EmailDeps & SlackDeps & NotificationDeps;
 
-export async function createBotDeps(_config: Config, _logger: Logger): Promise<BotDeps> {
-  return {};
+/**
+ * Channels from configuration: SMTP and Slack when configured, otherwise
+ * local sinks under DATA_DIR/outbox so the default run works end to end.
+ */
+export async function createBotDeps(config: Config, logger: Logger): Promise<BotDeps & { close(): Promise<void> }> {
+  const outbox = path.resolve(config.DATA_DIR, "outbox");
+  const transport = createEmailTransport({ smtpUrl: config.SMTP_URL, from: config.EMAIL_FROM, sinkDir: path.join(outbox, "email") });
+  const poster = createSlackPoster({
+    token: config.SLACK_BOT_TOKEN,
+    apiUrl: config.SLACK_API_URL,
+    sinkFile: path.join(outbox, "slack.jsonl"),
+    logger,
+  });
+  logger.info(`email: ${transport.describe()}`);
+  logger.info(`slack: ${poster.describe()}`);
+  return {
+    email: { transport, from: config.EMAIL_FROM },
+    slack: { poster },
+    notification: {
+      sagaDeadlineMs: config.SAGA_DEADLINE_MS,
+      internalTeamEmail: config.INTERNAL_TEAM_EMAIL,
+      internalTeamSlackChannel: config.INTERNAL_TEAM_SLACK_CHANNEL,
+      snapshotEvery: config.SNAPSHOT_EVERY,
+    },
+    async close() {
+      await transport.close?.();
+    },
+  };
 }
 
-/** Every bot tidings runs. The notification workflow's bots are added here. */
-export function allBots(_config: Config): Bot<BotDeps>[] {
-  return [];
+/** Every bot tidings runs: one graphile-worker task per (stream, concern). */
+export function allBots(): Bot<BotDeps>[] {
+  return [
+    createNotificationBot(),
+    ...createSagaBots(),
+    createReactionBot(),
+    createInternalOperationBot(),
+    ...createProjectionBots(),
+    createEmailBot(),
+    createSlackBot(),
+  ] as Bot<BotDeps>[];
 }

@@ -56,3 +56,14 @@ export function translateStreamError(error: unknown): unknown {
       return error;
   }
 }
+
+/**
+ * Whether a record with this id (and type) exists, through the engine's
+ * security-definer lookup: a write-only producer may ask this much.
+ */
+export async function recordExists(db: Executor, stream: string, id: string, type?: string): Promise<boolean> {
+  assertStreamName(stream);
+  const { rows } = await sql<{ position: number | null }>`
+    select tidings.existing_position(${stream}, ${id}, ${type ?? null}) as position`.execute(db);
+  return rows[0]?.position != null;
+}

@@ -67,12 +67,13 @@ export async function getLatestById(
   db: Executor,
   stream: string,
   id: string,
-  options: { type?: string; types?: readonly string[] } = {},
+  options: { type?: string; types?: readonly string[]; recordedAtOrBefore?: Date } = {},
 ): Promise<StreamRecord | undefined> {
   const types = options.types ?? (options.type ? [options.type] : undefined);
+  const asOf = options.recordedAtOrBefore ? sql`and recorded_at <= ${options.recordedAtOrBefore}` : sql``;
   const { rows } = await sql<RecordRow>`
     select ${COLUMNS} from ${streamTable(stream)}
-    where ${filterSql({ ids: [id], types })}
+    where ${filterSql({ ids: [id], types })} ${asOf}
     order by position desc limit 1`.execute(db);
   return rows[0] && toRecord(stream, rows[0]);
 }

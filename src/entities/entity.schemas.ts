@@ -1,0 +1,66 @@
+import { z } from "zod";
+import { slackDestination } from "../slack/slack.schemas";
+
+export const CHANNELS = ["email", "slack"] as const;
+export const Channel = z.enum(CHANNELS);
+export type Channel = z.infer<typeof Channel>;
+
+export const entityId = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:@-]*$/, "must start with a letter or digit and contain only letters, digits and . _ : @ -");
+
+const uniqueChannels = z
+  .array(Channel)
+  .max(CHANNELS.length)
+  .refine((list) => new Set(list).size === list.length, "must not repeat a channel");
+
+/**
+ * Channel preferences: the channels the entity wants, most preferred first;
+ * the channels it opted out of (they win even over a client's override);
+ * and whether to deliver on every wanted channel or only the first usable one.
+ */
+export const Preferences = z.strictObject({
+  channels: uniqueChannels,
+  optedOut: uniqueChannels.default([]),
+  delivery: z.enum(["all", "first"]).default("all"),
+});
+export type Preferences = z.infer<typeof Preferences>;
+
+/** An entity as its owner describes it (PUT body). */
+export const EntityInput = z.strictObject({
+  kind: z.enum(["user", "team", "service"]),
+  name: z.string().min(1).max(200),
+  email: z.email().max(320).nullable().default(null),
+  slack: slackDestination.nullable().default(null),
+  preferences: Preferences,
+});
+export type EntityInput = z.infer<typeof EntityInput>;
+
+export const Entity = EntityInput.extend({ id: entityId });
+export type Entity = z.infer<typeof Entity>;
+
+/**
+ * entity.events records (id = entity id). Each change carries the whole
+ * entity as it is after the change, so "what did entity X allow at 14:02?"
+ * is the latest event recorded at or before 14:02, and the current entity is
+ * the latest event.
+ */
+export const EntityChangedEvent = z.strictObject({
+  entity: Entity,
+  /** Which top-level fields changed (all of them for a new entity). */
+  changed: z.array(z.string()),
+  changedBy: z.string().min(1).max(200),
+});
+export type EntityChangedEvent = z.infer<typeof EntityChangedEvent>;
+
+export const EntityRemovedEvent = z.strictObject({
+  entityId,
+  removedBy: z.string().min(1).max(200),
+});
+
+export const EntityRecordTypes = {
+  EntityChangedEvent: "EntityChangedEvent",
+  EntityRemovedEvent: "EntityRemovedEvent",
+} as const;

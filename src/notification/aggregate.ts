@@ -1,0 +1,134 @@
+import { z } from "zod";
+import { Channel } from "../entities/entity.schemas";
+import type { StreamRecord } from "../streams/interfaces";
+import {
+  AudienceOptedOutOfAllChannelsEvent,
+  CouldNotGetOrUseAudienceEvent,
+  CouldNotPrepareToSendOnAnyChannelEvent,
+  FailedNotificationSentToInternalTeamEvent,
+  PreparedToSendOnChannelsEvent,
+  SendNotificationRequestedEvent,
+  SendOutcomeEvent,
+  TERMINAL_EVENT_TYPES,
+  type NotificationEventType,
+} from "./notification.schemas";
+
+/**
+ * The notification aggregate: what the notification event stream says, folded
+ * in order. Snapshots store it; views are built from it.
+ */
+export const NotificationAggregate = z.object({
+  id: z.string(),
+  status: z.enum(["requested", "sending", "sent", "partially_sent", "failed"]),
+  entityId: z.string(),
+  entityName: z.string().nullable(),
+  subject: z.string(),
+  tags: z.record(z.string(), z.string()),
+  requestedAt: z.string(),
+  updatedAt: z.string(),
+  channels: z.array(
+    z.object({
+      channel: Channel,
+      operationId: z.string(),
+      destination: z.string(),
+      outcome: z.enum(["pending", "succeeded", "failed"]),
+      error: z.string().nullable(),
+    }),
+  ),
+  skipped: z.array(z.object({ channel: Channel, reason: z.string() })),
+  outcome: z.object({ type: z.string(), at: z.string(), timedOut: z.boolean() }).nullable(),
+  failureReason: z.string().nullable(),
+  alert: z.object({ at: z.string(), operations: z.array(z.object({ channel: Channel, operationId: z.string(), destination: z.string() })) }).nullable(),
+  /** Position in notification.events of the last event applied, and how many were. */
+  lastPosition: z.number().int(),
+  eventCount: z.number().int(),
+});
+export type NotificationAggregate = z.infer<typeof NotificationAggregate>;
+
+export function isTerminal(type: string): boolean {
+  return TERMINAL_EVENT_TYPES.includes(type as NotificationEventType);
+}
+
+/** Apply one notification event. Events before the creation event are ignored (none should exist). */
+export function applyEvent(state: NotificationAggregate | null, event: StreamRecord): NotificationAggregate | null {
+  const at = event.recordedAt.toISOString();
+  const type = event.type as NotificationEventType;
+  if (type === "SendNotificationRequestedEvent") {
+    const e = SendNotificationRequestedEvent.parse(event.payload);
+    if (state) return { ...state, lastPosition: event.position, eventCount: state.eventCount + 1, updatedAt: at };
+    return {
+      id: event.id,
+      status: "requested",
+      entityId: e.entityId,
+      entityName: null,
+      subject: e.subject,
+      tags: e.tags,
+      requestedAt: at,
+      updatedAt: at,
+      channels: [],
+      skipped: [],
+      outcome: null,
+      failureReason: null,
+      alert: null,
+      lastPosition: event.position,
+      eventCount: 1,
+    };
+  }
+  if (!state) return null;
+  const next: NotificationAggregate = { ...state, lastPosition: event.position, eventCount: state.eventCount + 1, updatedAt: at };
+  switch (type) {
+    case "CouldNotGetOrUseAudienceEvent":
+      return { ...next, status: "failed", outcome: { type, at, timedOut: false }, failureReason: CouldNotGetOrUseAudienceEvent.parse(event.payload).reason };
+    case "AudienceOptedOutOfAllChannelsEvent": {
+      const e = AudienceOptedOutOfAllChannelsEvent.parse(event.payload);
+      return { ...next, status: "failed", skipped: e.skipped, outcome: { type, at, timedOut: false }, failureReason: "opted out of every channel" };
+    }
+    case "CouldNotPrepareToSendOnAnyChannelEvent": {
+      const e = CouldNotPrepareToSendOnAnyChannelEvent.parse(event.payload);
+      return {
+        ...next,
+        status: "failed",
+        skipped: e.skipped,
+        outcome: { type, at, timedOut: false },
+        failureReason: e.skipped.map((s) => `${s.channel}: ${s.reason}`).join("; ") || "no channel wanted",
+      };
+    }
+    case "PreparedToSendOnAllChannelsEvent":
+    case "PreparedToSendOnSomeChannelsEvent": {
+      const e = PreparedToSendOnChannelsEvent.parse(event.payload);
+      return {
+        ...next,
+        status: "sending",
+        entityName: e.entityName,
+        skipped: e.skipped,
+        channels: e.prepared.map((p) => ({ channel: p.channel, operationId: p.operationId, destination: p.destination, outcome: "pending" as const, error: null })),
+      };
+    }
+    case "SentOnAllPreparedChannelsEvent":
+    case "SentOnSomePreparedChannelsEvent":
+    case "CouldNotSendOnAnyPreparedChannelEvent": {
+      const e = SendOutcomeEvent.parse(event.payload);
+      const channels = next.channels.map((c) => {
+        const op = e.operations.find((o) => o.operationId === c.operationId);
+        return op ? { ...c, outcome: op.outcome, error: op.error } : c;
+      });
+      const status = type === "SentOnAllPreparedChannelsEvent" ? "sent" : type === "SentOnSomePreparedChannelsEvent" ? "partially_sent" : "failed";
+      const failed = channels.filter((c) => c.outcome === "failed");
+      return {
+        ...next,
+        channels,
+        status,
+        outcome: { type, at, timedOut: e.timedOut },
+        failureReason: failed.length ? failed.map((c) => `${c.channel}: ${c.error ?? "failed"}`).join("; ") : null,
+      };
+    }
+    case "FailedNotificationSentToInternalTeamEvent":
+      return { ...next, alert: { at, operations: FailedNotificationSentToInternalTeamEvent.parse(event.payload).operations } };
+    default:
+      return next;
+  }
+}
+
+export function foldEvents(state: NotificationAggregate | null, events: readonly StreamRecord[]): NotificationAggregate | null {
+  return events.reduce<NotificationAggregate | null>(applyEvent, state);
+}

@@ -1,0 +1,146 @@
+import type { z } from "zod";
+import type { TransactionalBot } from "../bots/bot";
+import { SendEmailOp } from "../email/email.schemas";
+import { SendSlackMessageOp } from "../slack/slack.schemas";
+import { escapeSlackText } from "../slack/format";
+import { append, appendOne } from "../streams/append";
+import type { StreamRecord } from "../streams/interfaces";
+import { Streams } from "../streams/names";
+import { findRecords, getByPosition } from "../streams/read";
+import { alertOperationId, messageIdFor } from "./ids";
+import {
+  AlertInternalTeamOp,
+  FAILURE_EVENT_TYPES,
+  NotificationRecordTypes,
+  SendNotificationRequestedEvent,
+  SendOutcomeEvent,
+  notificationEventSchemas,
+  type NotificationEventType,
+} from "./notification.schemas";
+import { notificationEvent, type NotificationDeps } from "./notification.bot";
+
+/**
+ * Reacts to a failure outcome on the notification event stream by queueing
+ * an internal operation. Alerts themselves are plain email/Slack operations
+ * whose outcomes no saga awaits, so a failed alert is recorded on its channel
+ * stream and never raises another alert.
+ */
+export function createReactionBot(): TransactionalBot<NotificationDeps> {
+  return {
+    kind: "transactional",
+    stream: Streams.notificationEvents,
+    concern: "reaction_bot",
+    actor: "reaction_bot",
+    async handle({ tx, record }) {
+      if (!FAILURE_EVENT_TYPES.includes(record.type as NotificationEventType)) return;
+      await appendOne(tx, Streams.notificationInternalOperations, {
+        id: record.id,
+        type: NotificationRecordTypes.AlertInternalTeamOp,
+        payload: AlertInternalTeamOp.parse({
+          failureEventType: record.type,
+          failureEvent: { stream: record.stream, position: record.position },
+        }),
+        causedBy: { stream: record.stream, position: record.position },
+      });
+    },
+  };
+}
+
+const HEADLINES: Partial<Record<NotificationEventType, string>> = {
+  CouldNotGetOrUseAudienceEvent: "the entity could not be found",
+  AudienceOptedOutOfAllChannelsEvent: "the entity opted out of every channel",
+  CouldNotPrepareToSendOnAnyChannelEvent: "no channel could be prepared",
+  SentOnSomePreparedChannelsEvent: "it was sent on some channels only",
+  CouldNotSendOnAnyPreparedChannelEvent: "it could not be sent on any channel",
+};
+
+/** The alert's text: what failed and why, from the notification's own events. */
+function describeFailure(id: string, failure: StreamRecord, requested: StreamRecord | undefined): { subject: string; text: string } {
+  const type = failure.type as NotificationEventType;
+  const req = requested ? SendNotificationRequestedEvent.parse(requested.payload) : null;
+  const lines = [
+    `Notification ${id} failed: ${HEADLINES[type] ?? type}.`,
+    "",
+    `Entity: ${req?.entityId ?? "unknown"}`,
+    `Subject: ${req?.subject ?? "unknown"}`,
+    `Outcome: ${type} (notification.events position ${failure.position}, ${failure.recordedAt.toISOString()})`,
+  ];
+  const parsed = notificationEventSchemas[type].parse(failure.payload) as Record<string, unknown>;
+  if (type.startsWith("Sent") || type.startsWith("CouldNotSend")) {
+    const outcome = SendOutcomeEvent.parse(parsed);
+    lines.push("", "Channels:");
+    for (const op of outcome.operations) {
+      lines.push(`- ${op.channel} (${op.operationId}): ${op.outcome}${op.error ? `: ${op.error}` : ""}`);
+    }
+  } else {
+    lines.push("", `Details: ${JSON.stringify(parsed)}`);
+  }
+  lines.push("", `Ask: select * from notification.events where id = '${id}' order by position;`);
+  return { subject: `[tidings] notification ${id} failed: ${HEADLINES[type] ?? type}`, text: lines.join("\n") };
+}
+
+/** Executes AlertInternalTeamOp: an email (and optionally a Slack message) to the internal team. */
+export function createInternalOperationBot(): TransactionalBot<NotificationDeps> {
+  return {
+    kind: "transactional",
+    stream: Streams.notificationInternalOperations,
+    concern: "internal_operation_bot",
+    actor: "internal_operation_bot",
+    schemas: { [NotificationRecordTypes.AlertInternalTeamOp]: AlertInternalTeamOp },
+    async handle({ tx, record, deps }) {
+      const op = record.payload as z.infer<typeof AlertInternalTeamOp>;
+      const id = record.id;
+      const failure = await getByPosition(tx, op.failureEvent.stream, op.failureEvent.position);
+      if (!failure) throw new Error(`failure event ${op.failureEvent.stream}#${op.failureEvent.position} not found`);
+      const [requested] = await findRecords(tx, Streams.notificationEvents, { ids: [id], types: ["SendNotificationRequestedEvent"], limit: 1 });
+      const { subject, text } = describeFailure(id, failure, requested);
+      const cause = { stream: record.stream, position: record.position };
+      const team = deps.notification;
+      const operations: Array<{ channel: "email" | "slack"; operationId: string; destination: string }> = [];
+
+      const emailOperationId = alertOperationId(id, record.position, "email");
+      await append(tx, Streams.emailOperations, [{
+        id,
+        type: "SendEmailOp",
+        causedBy: cause,
+        payload: SendEmailOp.parse({
+          operationId: emailOperationId,
+          notificationId: id,
+          purpose: "internal_alert",
+          entityId: null,
+          to: [team.internalTeamEmail],
+          subject,
+          text,
+          messageId: messageIdFor(emailOperationId),
+          tags: { alert: "failed-notification" },
+        }),
+      }]);
+      operations.push({ channel: "email", operationId: emailOperationId, destination: team.internalTeamEmail });
+
+      if (team.internalTeamSlackChannel) {
+        const slackOperationId = alertOperationId(id, record.position, "slack");
+        await append(tx, Streams.slackOperations, [{
+          id,
+          type: "SendSlackMessageOp",
+          causedBy: cause,
+          payload: SendSlackMessageOp.parse({
+            operationId: slackOperationId,
+            notificationId: id,
+            purpose: "internal_alert",
+            entityId: null,
+            channel: team.internalTeamSlackChannel,
+            text: `${subject}\n\n${text}`,
+            mrkdwn: `*${escapeSlackText(subject)}*\n\`\`\`${escapeSlackText(text)}\`\`\``,
+            tags: { alert: "failed-notification" },
+          }),
+        }]);
+        operations.push({ channel: "slack", operationId: slackOperationId, destination: team.internalTeamSlackChannel });
+      }
+
+      await appendOne(tx, Streams.notificationEvents, notificationEvent(record, "FailedNotificationSentToInternalTeamEvent", {
+        failureEventType: op.failureEventType,
+        operations,
+      }));
+    },
+  };
+}

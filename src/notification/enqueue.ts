@@ -1,0 +1,59 @@
+import { sql } from "kysely";
+import { ZodError } from "zod";
+import type { Db, Tx } from "../db/database";
+import { ValidationError } from "../errors/errors";
+import { appendOne } from "../streams/append";
+import { Streams } from "../streams/names";
+import { newTrackingId, trackingIdForIdempotencyKey } from "./ids";
+import { NotificationRecordTypes, SendNotificationToEntityOp } from "./notification.schemas";
+
+export interface Enqueued {
+  trackingId: string;
+  /** false when an earlier request with the same idempotency key already enqueued it. */
+  created: boolean;
+  position: number;
+}
+
+/** zod's issues as ValidationError: each names the field and the problem. */
+export function validationErrorFrom(error: ZodError, what: string): ValidationError {
+  const issues = error.issues.map((i) => ({ path: i.path.join(".") || "(body)", message: i.message }));
+  return new ValidationError(
+    `invalid ${what}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`,
+    issues,
+  );
+}
+
+export function parseSendNotification(input: unknown): SendNotificationToEntityOp {
+  const parsed = SendNotificationToEntityOp.safeParse(input);
+  if (!parsed.success) throw validationErrorFrom(parsed.error, "SendNotificationToEntityOp");
+  return parsed.data;
+}
+
+/**
+ * Enqueue a notification inside the caller's own transaction: the client
+ * operation is appended as the `client` role (then the caller's role is
+ * restored), and its job is queued by the outbox trigger, so the
+ * notification exists if and only if the caller commits.
+ */
+export async function enqueueNotificationInTransaction(tx: Tx, input: unknown): Promise<Enqueued> {
+  const op = parseSendNotification(input);
+  const trackingId = op.idempotencyKey ? trackingIdForIdempotencyKey(op.idempotencyKey) : newTrackingId();
+  const { rows } = await sql<{ role: string }>`select current_user as role`.execute(tx);
+  await sql`set local role tidings_client`.execute(tx);
+  try {
+    const result = await appendOne(
+      tx,
+      Streams.notificationClientOperations,
+      { id: trackingId, type: NotificationRecordTypes.SendNotificationToEntityOp, payload: op, tags: op.tags },
+      op.idempotencyKey ? "skip_if_id_and_type_exists" : "write_always",
+    );
+    return { trackingId, created: result.written, position: result.position };
+  } finally {
+    await sql`set local role ${sql.id(rows[0]!.role)}`.execute(tx);
+  }
+}
+
+/** Enqueue a notification in a transaction of its own. */
+export async function enqueueNotification(db: Db, input: unknown): Promise<Enqueued> {
+  return db.transaction().execute((tx) => enqueueNotificationInTransaction(tx, input));
+}

@@ -1,0 +1,33 @@
+import { createHash, randomUUID } from "node:crypto";
+
+/**
+ * Tracking ids and the ids derived from them. Every record of one
+ * notification carries its tracking id; channel operations are told apart by
+ * an operation id derived deterministically from it, so a re-run of the
+ * notification bot finds the operations it wrote instead of inventing new ones.
+ */
+export function newTrackingId(): string {
+  return randomUUID();
+}
+
+/** The same idempotency key always yields the same tracking id (a name-based UUID). */
+export function trackingIdForIdempotencyKey(key: string): string {
+  const h = createHash("sha256").update(`tidings idempotency ${key}`).digest();
+  h[6] = (h[6]! & 0x0f) | 0x50; // version 5-style (name-based)
+  h[8] = (h[8]! & 0x3f) | 0x80; // RFC 4122 variant
+  const hex = h.subarray(0, 16).toString("hex");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
+export function channelOperationId(trackingId: string, channel: "email" | "slack"): string {
+  return `${trackingId}:${channel}`;
+}
+
+export function alertOperationId(trackingId: string, alertPosition: number, channel: "email" | "slack"): string {
+  return `${trackingId}:alert-${alertPosition}:${channel}`;
+}
+
+/** A stable RFC 5322 Message-ID for an email operation: a resend after a crash carries the same one. */
+export function messageIdFor(operationId: string): string {
+  return `<${operationId.replace(/[^A-Za-z0-9.-]/g, ".")}@tidings>`;
+}

@@ -1,0 +1,171 @@
+import type { TransactionalBot } from "../bots/bot";
+import type { Channel } from "../entities/entity.schemas";
+import { getEntity } from "../entities/entity.repository";
+import { SendEmailOp } from "../email/email.schemas";
+import { SendSlackMessageOp } from "../slack/slack.schemas";
+import { append, appendOne, recordExists } from "../streams/append";
+import type { NewRecord, StreamRecord } from "../streams/interfaces";
+import { Streams } from "../streams/names";
+import { escapeSlackText } from "../slack/format";
+import { markdownToMrkdwn } from "./compose";
+import { channelOperationId, messageIdFor } from "./ids";
+import {
+  NotificationSaga,
+  NotificationRecordTypes,
+  SendNotificationToEntityOp,
+  notificationEventSchemas,
+  type ChannelPlan,
+  type NotificationEventType,
+} from "./notification.schemas";
+import { resolveChannels } from "./preferences";
+
+export interface NotificationSettings {
+  /** Channel operations without an outcome by then count as failed. */
+  sagaDeadlineMs: number;
+  internalTeamEmail: string;
+  internalTeamSlackChannel?: string;
+  /** Write a snapshot every N notification events (and at terminal states). */
+  snapshotEvery: number;
+}
+
+export interface NotificationDeps {
+  notification: NotificationSettings;
+}
+
+/** A notification event for this record's tracking id, validated with its schema. */
+export function notificationEvent(
+  cause: StreamRecord,
+  type: NotificationEventType,
+  payload: unknown,
+  id = cause.id,
+): NewRecord {
+  return {
+    id,
+    type,
+    payload: notificationEventSchemas[type].parse(payload),
+    causedBy: { stream: cause.stream, position: cause.position },
+  };
+}
+
+const channelStream = (channel: Channel) => (channel === "email" ? Streams.emailOperations : Streams.slackOperations);
+
+/**
+ * Handles SendNotificationToEntityOp, in one transaction: the notification's
+ * creation event, the audience, its channel preferences, the prepared event,
+ * the saga (first), then the channel operations.
+ */
+export function createNotificationBot(): TransactionalBot<NotificationDeps> {
+  return {
+    kind: "transactional",
+    stream: Streams.notificationClientOperations,
+    concern: "notification_bot",
+    actor: "notification_bot",
+    schemas: { [NotificationRecordTypes.SendNotificationToEntityOp]: SendNotificationToEntityOp },
+    async handle({ tx, record, deps, now }) {
+      const op = record.payload as SendNotificationToEntityOp;
+      const id = record.id;
+      await appendOne(
+        tx,
+        Streams.notificationEvents,
+        notificationEvent(record, "SendNotificationRequestedEvent", {
+          entityId: op.entityId,
+          subject: op.subject,
+          channelsRequested: op.channels ?? null,
+          tags: op.tags,
+          clientOperation: { stream: record.stream, position: record.position },
+        }),
+        "skip_if_id_and_type_exists",
+      );
+      // A saga exists only if an earlier run prepared the channel operations
+      // (it committed them together): a re-run or re-drive must not make more.
+      if (await recordExists(tx, Streams.notificationSagas, id, NotificationRecordTypes.NotificationSaga)) return;
+
+      const version = await getEntity(tx, op.entityId);
+      if (!version) {
+        await appendOne(tx, Streams.notificationEvents, notificationEvent(record, "CouldNotGetOrUseAudienceEvent", {
+          entityId: op.entityId,
+          reason: `unknown entity "${op.entityId}"`,
+        }));
+        return;
+      }
+      const entity = version.entity;
+      const resolution = resolveChannels(entity, op.channels);
+      if (resolution.channels.length === 0) {
+        await appendOne(
+          tx,
+          Streams.notificationEvents,
+          resolution.allOptedOut
+            ? notificationEvent(record, "AudienceOptedOutOfAllChannelsEvent", {
+                entityId: entity.id,
+                optedOut: entity.preferences.optedOut,
+                skipped: resolution.skipped,
+              })
+            : notificationEvent(record, "CouldNotPrepareToSendOnAnyChannelEvent", {
+                entityId: entity.id,
+                skipped: resolution.skipped,
+              }),
+        );
+        return;
+      }
+
+      const plans: ChannelPlan[] = resolution.channels.map(({ channel, destination }) => ({
+        channel,
+        operationId: channelOperationId(id, channel),
+        stream: channelStream(channel),
+        destination,
+      }));
+      await appendOne(
+        tx,
+        Streams.notificationEvents,
+        notificationEvent(
+          record,
+          resolution.skipped.length === 0 ? "PreparedToSendOnAllChannelsEvent" : "PreparedToSendOnSomeChannelsEvent",
+          { entityId: entity.id, entityName: entity.name, prepared: plans, skipped: resolution.skipped, entityVersion: version.position },
+        ),
+      );
+
+      const cause = { stream: record.stream, position: record.position };
+      const saga = NotificationSaga.parse({
+        awaiting: plans,
+        deadline: new Date(now.getTime() + deps.notification.sagaDeadlineMs).toISOString(),
+        onAllSent: "SentOnAllPreparedChannelsEvent",
+        onSomeSent: "SentOnSomePreparedChannelsEvent",
+        onNoneSent: "CouldNotSendOnAnyPreparedChannelEvent",
+      });
+      // The saga first, so no channel outcome can arrive before someone waits for it.
+      await appendOne(tx, Streams.notificationSagas, { id, type: NotificationRecordTypes.NotificationSaga, payload: saga, causedBy: cause }, "skip_if_id_and_type_exists");
+
+      for (const plan of plans) {
+        if (plan.channel === "email") {
+          const payload = SendEmailOp.parse({
+            operationId: plan.operationId,
+            notificationId: id,
+            purpose: "notification",
+            entityId: entity.id,
+            to: [plan.destination],
+            subject: op.subject,
+            text: op.text,
+            ...(op.html !== undefined ? { html: op.html } : {}),
+            messageId: messageIdFor(plan.operationId),
+            tags: op.tags,
+          });
+          await append(tx, plan.stream, [{ id, type: "SendEmailOp", payload, causedBy: cause }]);
+        } else {
+          const payload = SendSlackMessageOp.parse({
+            operationId: plan.operationId,
+            notificationId: id,
+            purpose: "notification",
+            entityId: entity.id,
+            channel: plan.destination,
+            text: `${op.subject}\n\n${op.text}`,
+            ...(op.markdown !== undefined
+              ? { mrkdwn: `*${escapeSlackText(op.subject)}*\n\n${markdownToMrkdwn(op.markdown)}` }
+              : {}),
+            tags: op.tags,
+          });
+          await append(tx, plan.stream, [{ id, type: "SendSlackMessageOp", payload, causedBy: cause }]);
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,157 @@
+import { z } from "zod";
+import { Channel, entityId } from "../entities/entity.schemas";
+
+/** Records of the notification subsystem's streams (id = tracking id unless said otherwise). */
+
+const tags = z
+  .record(z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/, "tag names use letters, digits and _ . : -"), z.string().max(256))
+  .refine((t) => Object.keys(t).length <= 20, "at most 20 tags")
+  .default({});
+
+/** What a client asks for (notification.client_operations). */
+export const SendNotificationToEntityOp = z.strictObject({
+  entityId,
+  subject: z.string().trim().min(1).max(998),
+  text: z.string().min(1).max(100_000),
+  html: z.string().max(500_000).optional(),
+  markdown: z.string().max(100_000).optional(),
+  /** Send on these channels instead of the entity's preferred ones (opt-outs still win). */
+  channels: z
+    .array(Channel)
+    .min(1)
+    .max(2)
+    .refine((l) => new Set(l).size === l.length, "must not repeat a channel")
+    .optional(),
+  tags,
+  idempotencyKey: z.string().min(1).max(255).optional(),
+});
+export type SendNotificationToEntityOp = z.infer<typeof SendNotificationToEntityOp>;
+
+export const ChannelPlan = z.strictObject({
+  channel: Channel,
+  operationId: z.string(),
+  stream: z.string(),
+  destination: z.string(),
+});
+export type ChannelPlan = z.infer<typeof ChannelPlan>;
+
+export const SkippedChannel = z.strictObject({ channel: Channel, reason: z.string() });
+
+// --- Events (notification.events) -------------------------------------------
+export const SendNotificationRequestedEvent = z.strictObject({
+  entityId,
+  subject: z.string(),
+  channelsRequested: z.array(Channel).nullable(),
+  tags: z.record(z.string(), z.string()),
+  clientOperation: z.strictObject({ stream: z.string(), position: z.number().int() }),
+});
+export const CouldNotGetOrUseAudienceEvent = z.strictObject({ entityId, reason: z.string() });
+export const AudienceOptedOutOfAllChannelsEvent = z.strictObject({
+  entityId,
+  optedOut: z.array(Channel),
+  skipped: z.array(SkippedChannel),
+});
+export const CouldNotPrepareToSendOnAnyChannelEvent = z.strictObject({ entityId, skipped: z.array(SkippedChannel) });
+export const PreparedToSendOnChannelsEvent = z.strictObject({
+  entityId,
+  entityName: z.string(),
+  prepared: z.array(ChannelPlan).min(1),
+  skipped: z.array(SkippedChannel),
+  /** The entity version the preferences came from (entity.events position). */
+  entityVersion: z.number().int(),
+});
+
+export const OperationOutcome = z.strictObject({
+  operationId: z.string(),
+  channel: Channel,
+  outcome: z.enum(["succeeded", "failed"]),
+  error: z.string().nullable(),
+  /** Where the outcome came from: the channel event, or the saga's deadline. */
+  source: z.strictObject({ stream: z.string(), position: z.number().int() }).nullable(),
+});
+export type OperationOutcome = z.infer<typeof OperationOutcome>;
+
+export const SendOutcomeEvent = z.strictObject({
+  sent: z.array(Channel),
+  failed: z.array(Channel),
+  operations: z.array(OperationOutcome),
+  timedOut: z.boolean(),
+});
+export type SendOutcomeEvent = z.infer<typeof SendOutcomeEvent>;
+
+export const FailedNotificationSentToInternalTeamEvent = z.strictObject({
+  failureEventType: z.string(),
+  operations: z.array(z.strictObject({ channel: Channel, operationId: z.string(), destination: z.string() })),
+});
+
+export const NotificationEventTypes = {
+  SendNotificationRequestedEvent: "SendNotificationRequestedEvent",
+  CouldNotGetOrUseAudienceEvent: "CouldNotGetOrUseAudienceEvent",
+  AudienceOptedOutOfAllChannelsEvent: "AudienceOptedOutOfAllChannelsEvent",
+  CouldNotPrepareToSendOnAnyChannelEvent: "CouldNotPrepareToSendOnAnyChannelEvent",
+  PreparedToSendOnAllChannelsEvent: "PreparedToSendOnAllChannelsEvent",
+  PreparedToSendOnSomeChannelsEvent: "PreparedToSendOnSomeChannelsEvent",
+  SentOnAllPreparedChannelsEvent: "SentOnAllPreparedChannelsEvent",
+  SentOnSomePreparedChannelsEvent: "SentOnSomePreparedChannelsEvent",
+  CouldNotSendOnAnyPreparedChannelEvent: "CouldNotSendOnAnyPreparedChannelEvent",
+  FailedNotificationSentToInternalTeamEvent: "FailedNotificationSentToInternalTeamEvent",
+} as const;
+export type NotificationEventType = keyof typeof NotificationEventTypes;
+
+export const notificationEventSchemas: Record<NotificationEventType, z.ZodType> = {
+  SendNotificationRequestedEvent,
+  CouldNotGetOrUseAudienceEvent,
+  AudienceOptedOutOfAllChannelsEvent,
+  CouldNotPrepareToSendOnAnyChannelEvent,
+  PreparedToSendOnAllChannelsEvent: PreparedToSendOnChannelsEvent,
+  PreparedToSendOnSomeChannelsEvent: PreparedToSendOnChannelsEvent,
+  SentOnAllPreparedChannelsEvent: SendOutcomeEvent,
+  SentOnSomePreparedChannelsEvent: SendOutcomeEvent,
+  CouldNotSendOnAnyPreparedChannelEvent: SendOutcomeEvent,
+  FailedNotificationSentToInternalTeamEvent,
+};
+
+/** Events that end a notification with a failure: the internal team hears about them. */
+export const FAILURE_EVENT_TYPES: readonly NotificationEventType[] = [
+  "CouldNotGetOrUseAudienceEvent",
+  "AudienceOptedOutOfAllChannelsEvent",
+  "CouldNotPrepareToSendOnAnyChannelEvent",
+  "SentOnSomePreparedChannelsEvent",
+  "CouldNotSendOnAnyPreparedChannelEvent",
+];
+
+export const TERMINAL_EVENT_TYPES: readonly NotificationEventType[] = [
+  "CouldNotGetOrUseAudienceEvent",
+  "AudienceOptedOutOfAllChannelsEvent",
+  "CouldNotPrepareToSendOnAnyChannelEvent",
+  "SentOnAllPreparedChannelsEvent",
+  "SentOnSomePreparedChannelsEvent",
+  "CouldNotSendOnAnyPreparedChannelEvent",
+];
+
+// --- Saga (notification.sagas) ----------------------------------------------
+export const NotificationSaga = z.strictObject({
+  /** The channel operations whose outcomes decide the notification's outcome. */
+  awaiting: z.array(ChannelPlan).min(1),
+  /** Past this, operations without an outcome count as failed ("timed out"). */
+  deadline: z.iso.datetime(),
+  /** Event written for each outcome (the original system's "instructions"). */
+  onAllSent: z.literal("SentOnAllPreparedChannelsEvent"),
+  onSomeSent: z.literal("SentOnSomePreparedChannelsEvent"),
+  onNoneSent: z.literal("CouldNotSendOnAnyPreparedChannelEvent"),
+});
+export type NotificationSaga = z.infer<typeof NotificationSaga>;
+
+// --- Internal operations (notification.internal_operations) ------------------
+export const AlertInternalTeamOp = z.strictObject({
+  failureEventType: z.string(),
+  failureEvent: z.strictObject({ stream: z.string(), position: z.number().int() }),
+});
+
+export const NotificationRecordTypes = {
+  SendNotificationToEntityOp: "SendNotificationToEntityOp",
+  NotificationSaga: "NotificationSaga",
+  AlertInternalTeamOp: "AlertInternalTeamOp",
+  NotificationView: "NotificationView",
+  NotificationSnapshot: "NotificationSnapshot",
+} as const;

@@ -1,0 +1,45 @@
+import type { Channel, Entity } from "../entities/entity.schemas";
+
+export interface ChannelResolution {
+  /** Channels to send on, in the entity's order of preference. */
+  channels: Array<{ channel: Channel; destination: string }>;
+  /** Channels asked for but not used, and why. */
+  skipped: Array<{ channel: Channel; reason: string }>;
+  /** Every channel asked for was opted out of. */
+  allOptedOut: boolean;
+}
+
+function destinationOf(entity: Entity, channel: Channel): string | null {
+  return channel === "email" ? entity.email : entity.slack;
+}
+
+/**
+ * Which channels a notification goes out on. The client's override replaces
+ * the entity's wanted channels, but an opt-out always wins. A channel without
+ * a contact detail is skipped with the reason. `delivery: first` keeps only
+ * the most preferred usable channel.
+ */
+export function resolveChannels(entity: Entity, override?: readonly Channel[]): ChannelResolution {
+  const wanted = override ?? entity.preferences.channels;
+  const channels: ChannelResolution["channels"] = [];
+  const skipped: ChannelResolution["skipped"] = [];
+  for (const channel of wanted) {
+    if (entity.preferences.optedOut.includes(channel)) {
+      skipped.push({ channel, reason: "opted out" });
+      continue;
+    }
+    const destination = destinationOf(entity, channel);
+    if (!destination) {
+      skipped.push({ channel, reason: channel === "email" ? "no email address" : "no Slack destination" });
+      continue;
+    }
+    if (entity.preferences.delivery === "first" && channels.length > 0) {
+      skipped.push({ channel, reason: "delivery is 'first' and a more preferred channel is used" });
+      continue;
+    }
+    channels.push({ channel, destination });
+  }
+  // Wanting no channel at all is opting out of every one.
+  const allOptedOut = channels.length === 0 && skipped.every((s) => s.reason === "opted out");
+  return { channels, skipped, allOptedOut };
+}

@@ -1,0 +1,98 @@
+import { sql } from "kysely";
+import type { HandlerOutcome, TransactionalBot } from "../bots/bot";
+import type { Tx } from "../db/database";
+import { EmailRecordTypes, FailedToSendEmailEvent, SucceededInSendingEmailEvent } from "../email/email.schemas";
+import { FailedToSendSlackMessageEvent, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "../slack/slack.schemas";
+import { appendOne } from "../streams/append";
+import type { StreamRecord } from "../streams/interfaces";
+import { Streams } from "../streams/names";
+import { findRecords, getLatestById } from "../streams/read";
+import { NotificationRecordTypes, NotificationSaga } from "./notification.schemas";
+import type { NotificationDeps } from "./notification.bot";
+import { notificationEvent } from "./notification.bot";
+import { decideSaga, type ObservedOutcome, type SagaDecision } from "./saga";
+
+const OUTCOME_TYPES = [
+  "SentOnAllPreparedChannelsEvent",
+  "SentOnSomePreparedChannelsEvent",
+  "CouldNotSendOnAnyPreparedChannelEvent",
+];
+
+async function observedOutcomes(tx: Tx, id: string): Promise<ObservedOutcome[]> {
+  const [email, slack] = await Promise.all([
+    findRecords(tx, Streams.emailEvents, {
+      ids: [id],
+      types: [EmailRecordTypes.SucceededInSendingEmailEvent, EmailRecordTypes.FailedToSendEmailEvent],
+    }),
+    findRecords(tx, Streams.slackEvents, {
+      ids: [id],
+      types: [SlackRecordTypes.SucceededInSendingSlackMessageEvent, SlackRecordTypes.FailedToSendSlackMessageEvent],
+    }),
+  ]);
+  return [...email, ...slack].map((r): ObservedOutcome => {
+    const source = { stream: r.stream, position: r.position };
+    if (r.type === EmailRecordTypes.FailedToSendEmailEvent || r.type === SlackRecordTypes.FailedToSendSlackMessageEvent) {
+      const failure = (r.type === EmailRecordTypes.FailedToSendEmailEvent ? FailedToSendEmailEvent : FailedToSendSlackMessageEvent).parse(r.payload);
+      return { operationId: failure.operationId, outcome: "failed", error: failure.error, source };
+    }
+    const success = (r.type === EmailRecordTypes.SucceededInSendingEmailEvent ? SucceededInSendingEmailEvent : SucceededInSendingSlackMessageEvent).parse(r.payload);
+    return { operationId: success.operationId, outcome: "succeeded", error: null, source };
+  });
+}
+
+/**
+ * Evaluate the saga of notification `id`, writing its one outcome event when
+ * every awaited operation has an outcome (or the deadline passed). Runs for a
+ * channel outcome and for the saga's own deadline; a per-notification lock
+ * makes concurrent evaluations take turns, and the second finds the outcome
+ * already written.
+ */
+async function evaluateSaga(tx: Tx, id: string, cause: StreamRecord, now: Date): Promise<(SagaDecision & { saga: NotificationSaga }) | null> {
+  await sql`select pg_advisory_xact_lock(hashtextextended(${`saga ${id}`}, 0))`.execute(tx);
+  const sagaRecord = await getLatestById(tx, Streams.notificationSagas, id, { type: NotificationRecordTypes.NotificationSaga });
+  if (!sagaRecord) return null; // not a notification's operation (e.g. an internal alert)
+  const saga = NotificationSaga.parse(sagaRecord.payload);
+  if (await getLatestById(tx, Streams.notificationEvents, id, { types: OUTCOME_TYPES })) return null;
+  const decision = decideSaga(saga, await observedOutcomes(tx, id), now);
+  if (decision.done) {
+    await appendOne(tx, Streams.notificationEvents, notificationEvent(cause, decision.eventType, decision.payload));
+  }
+  return { ...decision, saga };
+}
+
+/** The saga record itself: evaluates once, then waits (self-cancel) until its deadline. */
+export function createSagaDeadlineBot(): TransactionalBot<NotificationDeps> {
+  return {
+    kind: "transactional",
+    stream: Streams.notificationSagas,
+    concern: "saga_bot",
+    actor: "saga_bot",
+    schemas: { [NotificationRecordTypes.NotificationSaga]: NotificationSaga },
+    async handle({ tx, record, now }): Promise<HandlerOutcome> {
+      const result = await evaluateSaga(tx, record.id, record, now);
+      if (!result || result.done) return;
+      const untilDeadline = Date.parse(result.saga.deadline) - now.getTime();
+      return {
+        retryAfterMs: Math.max(untilDeadline + 50, 50),
+        reason: `waiting for ${result.waitingFor.join(", ")} until ${result.saga.deadline}`,
+      };
+    },
+  };
+}
+
+/** A channel outcome event: re-evaluate the saga that awaits it. */
+function createSagaOutcomeBot(stream: string): TransactionalBot<NotificationDeps> {
+  return {
+    kind: "transactional",
+    stream,
+    concern: "saga_bot",
+    actor: "saga_bot",
+    async handle({ tx, record, now }) {
+      await evaluateSaga(tx, record.id, record, now);
+    },
+  };
+}
+
+export function createSagaBots(): TransactionalBot<NotificationDeps>[] {
+  return [createSagaDeadlineBot(), createSagaOutcomeBot(Streams.emailEvents), createSagaOutcomeBot(Streams.slackEvents)];
+}

@@ -1,0 +1,101 @@
+import type { BotDeps } from "../../src/bots/registry";
+import { allBots } from "../../src/bots/registry";
+import type { TidingsWorker } from "../../src/bots/worker";
+import { createEmailTransport } from "../../src/email/transport";
+import type { EntityInput } from "../../src/entities/entity.schemas";
+import { putEntity } from "../../src/entities/entity.repository";
+import { createSlackPoster } from "../../src/slack/client";
+import { Streams } from "../../src/streams/names";
+import { findRecords, getLatestById } from "../../src/streams/read";
+import { createTestDatabase, waitFor, type TestDatabase } from "./db";
+import { startSlackStandIn, type SlackStandIn } from "./slackStandIn";
+import { startSmtpServer, type TestSmtpServer } from "./smtpServer";
+import { startTestWorker, testLogger } from "./worker";
+
+export const OUTCOME_TYPES = [
+  "SentOnAllPreparedChannelsEvent",
+  "SentOnSomePreparedChannelsEvent",
+  "CouldNotSendOnAnyPreparedChannelEvent",
+  "CouldNotGetOrUseAudienceEvent",
+  "AudienceOptedOutOfAllChannelsEvent",
+  "CouldNotPrepareToSendOnAnyChannelEvent",
+];
+
+export interface Tidings {
+  t: TestDatabase;
+  smtp: TestSmtpServer;
+  slack: SlackStandIn;
+  deps: BotDeps & { close(): Promise<void> };
+  worker: TidingsWorker | null;
+  startWorker(): Promise<TidingsWorker>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The whole workflow against real servers on loopback: a test database, a
+ * real SMTP server, the Slack Web API stand-in, and every bot running in
+ * real graphile-worker workers.
+ */
+export async function startTidings(options: { sagaDeadlineMs?: number; maxAttempts?: number; internalTeamSlackChannel?: string; autoStart?: boolean } = {}): Promise<Tidings> {
+  const t = await createTestDatabase(30);
+  const smtp = await startSmtpServer();
+  const slack = await startSlackStandIn();
+  const transport = createEmailTransport({ smtpUrl: smtp.url, from: "tidings <tidings@example.test>", sinkDir: "/nonexistent", maxConnections: 2 });
+  const poster = createSlackPoster({ token: slack.token, apiUrl: slack.apiUrl, sinkFile: "/nonexistent", logger: testLogger });
+  const deps: Tidings["deps"] = {
+    email: { transport, from: "tidings <tidings@example.test>" },
+    slack: { poster },
+    notification: {
+      sagaDeadlineMs: options.sagaDeadlineMs ?? 60_000,
+      internalTeamEmail: "oncall@example.test",
+      internalTeamSlackChannel: options.internalTeamSlackChannel,
+      snapshotEvery: 3,
+    },
+    close: async () => transport.close?.(),
+  };
+  const self: Tidings = {
+    t,
+    smtp,
+    slack,
+    deps,
+    worker: null,
+    async startWorker() {
+      self.worker = await startTestWorker(t, allBots(), deps, { maxAttempts: options.maxAttempts ?? 3, concurrency: 8 });
+      return self.worker;
+    },
+    async stop() {
+      await self.worker?.stop();
+      await deps.close();
+      await smtp.close();
+      await slack.close();
+      await t.close();
+    },
+  };
+  if (options.autoStart !== false) await self.startWorker();
+  return self;
+}
+
+export const person = (overrides: Partial<EntityInput> = {}): EntityInput => ({
+  kind: "user",
+  name: "Test Person",
+  email: "test@example.com",
+  slack: "U0123ABCD",
+  preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" },
+  ...overrides,
+});
+
+export async function createEntity(t: TestDatabase, id: string, input: EntityInput = person()) {
+  return putEntity(t.db, id, input, "test");
+}
+
+/** Wait for the notification's outcome event (sent on all/some/none, or a terminal failure). */
+export async function waitForOutcome(t: TestDatabase, id: string, timeoutMs = 20_000) {
+  return waitFor(() => getLatestById(t.db, Streams.notificationEvents, id, { types: OUTCOME_TYPES }), {
+    timeoutMs,
+    what: `the outcome of notification ${id}`,
+  });
+}
+
+export async function eventTypes(t: TestDatabase, stream: string, id: string): Promise<string[]> {
+  return (await findRecords(t.db, stream, { ids: [id] })).map((r) => r.type);
+}
