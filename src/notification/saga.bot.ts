@@ -7,7 +7,7 @@ import { appendOne } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
 import { findRecords, getLatestById } from "../streams/read";
-import { NotificationRecordTypes, NotificationSaga } from "./notification.schemas";
+import { NotificationRecordTypes, NotificationSaga, SendOutcomeEvent } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
 import { notificationEvent } from "./notification.bot";
 import { decideSaga, type ObservedOutcome, type SagaDecision } from "./saga";
@@ -33,31 +33,41 @@ async function observedOutcomes(tx: Tx, id: string): Promise<ObservedOutcome[]> 
     const source = { stream: r.stream, position: r.position };
     if (r.type === EmailRecordTypes.FailedToSendEmailEvent || r.type === SlackRecordTypes.FailedToSendSlackMessageEvent) {
       const failure = (r.type === EmailRecordTypes.FailedToSendEmailEvent ? FailedToSendEmailEvent : FailedToSendSlackMessageEvent).parse(r.payload);
-      return { operationId: failure.operationId, outcome: "failed", error: failure.error, source };
+      return { operationId: failure.operationId, attempt: failure.attempt, outcome: "failed", error: failure.error, source };
     }
     const success = (r.type === EmailRecordTypes.SucceededInSendingEmailEvent ? SucceededInSendingEmailEvent : SucceededInSendingSlackMessageEvent).parse(r.payload);
-    return { operationId: success.operationId, outcome: "succeeded", error: null, source };
+    return { operationId: success.operationId, attempt: success.attempt, outcome: "succeeded", error: null, source };
   });
 }
 
 /**
- * Evaluate the saga of notification `id`, writing its one outcome event when
- * every awaited operation has an outcome (or the deadline passed). Runs for a
- * channel outcome and for the saga's own deadline; a per-notification lock
- * makes concurrent evaluations take turns, and the second finds the outcome
- * already written.
+ * Evaluate the saga of notification `id` and write its outcome event when
+ * every awaited operation has an outcome (or the deadline passed). Runs for
+ * each channel outcome and for the saga's own deadline; a per-notification
+ * lock makes concurrent evaluations take turns, so one outcome is written per
+ * decision. A later decision that differs (an operator re-drove a failed
+ * operation and it succeeded) is written as a new outcome event; an unchanged
+ * one is not written again.
  */
 async function evaluateSaga(tx: Tx, id: string, cause: StreamRecord, now: Date): Promise<(SagaDecision & { saga: NotificationSaga }) | null> {
   await sql`select pg_advisory_xact_lock(hashtextextended(${`saga ${id}`}, 0))`.execute(tx);
   const sagaRecord = await getLatestById(tx, Streams.notificationSagas, id, { type: NotificationRecordTypes.NotificationSaga });
   if (!sagaRecord) return null; // not a notification's operation (e.g. an internal alert)
   const saga = NotificationSaga.parse(sagaRecord.payload);
-  if (await getLatestById(tx, Streams.notificationEvents, id, { types: OUTCOME_TYPES })) return null;
+  const previous = await getLatestById(tx, Streams.notificationEvents, id, { types: OUTCOME_TYPES });
   const decision = decideSaga(saga, await observedOutcomes(tx, id), now);
-  if (decision.done) {
+  if (decision.done && !sameOutcome(previous, decision)) {
     await appendOne(tx, Streams.notificationEvents, notificationEvent(cause, decision.eventType, decision.payload));
   }
   return { ...decision, saga };
+}
+
+function sameOutcome(previous: StreamRecord | undefined, decision: Extract<SagaDecision, { done: true }>): boolean {
+  if (!previous) return false;
+  if (previous.type !== decision.eventType) return false;
+  const before = SendOutcomeEvent.parse(previous.payload);
+  const key = (o: { operationId: string; outcome: string }) => `${o.operationId}=${o.outcome}`;
+  return before.operations.map(key).sort().join() === decision.payload.operations.map(key).sort().join();
 }
 
 /** The saga record itself: evaluates once, then waits (self-cancel) until its deadline. */

@@ -4,6 +4,8 @@ import type { ChannelPlan, NotificationSaga, OperationOutcome, SendOutcomeEvent 
 /** An outcome event seen on a channel's event stream. */
 export interface ObservedOutcome {
   operationId: string;
+  /** The attempt that produced it; an operator's re-drive makes a later attempt. */
+  attempt: number;
   outcome: "succeeded" | "failed";
   error: string | null;
   source: { stream: string; position: number };
@@ -19,8 +21,9 @@ export type SagaDecision =
 
 /**
  * The saga's rules (the original system's):
- * - an operation's outcome is failed if any failure event exists for it,
- *   even beside a success (failure wins);
+ * - an operation's outcome comes from its latest attempt that has one (a
+ *   re-driven operation's new attempt supersedes the old outcome); within
+ *   that attempt a failure event wins over a success;
  * - a channel counts as sent only if all its operations succeeded;
  * - all channels sent / some / none decides the event;
  * - past the deadline, operations without an outcome count as failed, "timed out".
@@ -31,7 +34,9 @@ export function decideSaga(saga: NotificationSaga, observed: readonly ObservedOu
   const waitingFor: string[] = [];
   let timedOut = false;
   for (const plan of saga.awaiting) {
-    const mine = observed.filter((o) => o.operationId === plan.operationId);
+    const all = observed.filter((o) => o.operationId === plan.operationId);
+    const latest = Math.max(...all.map((o) => o.attempt));
+    const mine = all.filter((o) => o.attempt === latest);
     const failure = mine.find((o) => o.outcome === "failed");
     const success = mine.find((o) => o.outcome === "succeeded");
     const chosen = failure ?? success;

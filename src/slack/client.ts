@@ -80,13 +80,37 @@ function abortError(signal: AbortSignal): Error {
   return error;
 }
 
+/**
+ * fetch as the SDK uses it, but failures keep what happened: fetch rejects
+ * with TypeError("fetch failed") and hides "connect ECONNREFUSED …" in its
+ * cause, which the SDK's error message drops (and which is lost altogether
+ * when the error comes from another realm, as under jest). The error thrown
+ * here carries the cause's message, its system code and the original name
+ * (TimeoutError for the SDK's timeout).
+ */
+const fetchKeepingCauses: webApi.FetchFunction = async (url, init) => {
+  try {
+    return await globalThis.fetch(url, init);
+  } catch (thrown) {
+    const e = asObject(thrown);
+    const cause = asObject(e?.cause);
+    const message = typeof e?.message === "string" ? e.message : String(thrown);
+    const causeMessage = typeof cause?.message === "string" && cause.message ? `: ${cause.message}` : "";
+    const error = new Error(`${message}${causeMessage}`, { cause: thrown });
+    error.name = typeof e?.name === "string" ? e.name : "Error";
+    const code = networkCode(thrown);
+    if (code) Object.assign(error, { code });
+    throw error;
+  }
+};
+
 /** chat.postMessage through the Web API client that @slack/bolt ships. No Bolt App, so no receiver or socket is started. */
 class WebApiPoster implements SlackPoster {
   private readonly client: webApi.WebClient;
   private readonly apiUrl: string;
 
   constructor(token: string, options: SlackPosterOptions) {
-    this.apiUrl = options.apiUrl ?? DEFAULT_SLACK_API_URL;
+    this.apiUrl = options.apiUrl?.trim() || DEFAULT_SLACK_API_URL;
     this.client = new webApi.WebClient(token, {
       slackApiUrl: this.apiUrl,
       // tidings' runner retries with backoff and records every attempt in the
@@ -97,6 +121,7 @@ class WebApiPoster implements SlackPoster {
       // sleeping and pausing its queue; the runner schedules the retry.
       rejectRateLimitedCalls: true,
       timeout: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      fetch: fetchKeepingCauses,
       ...(options.logger ? { logger: sdkLogger(options.logger) } : { logLevel: webApi.LogLevel.ERROR }),
     });
   }
@@ -288,7 +313,7 @@ export function classifySlackError(error: unknown): ExternalError {
 
   const message = typeof e.message === "string" ? e.message : String(error);
   // A 429 whose Retry-After the SDK could not read: still a rate limit, use the runner's backoff.
-  if (/rate.?limit/i.test(message)) {
+  if (/rate.?limit|Retry header did not contain a valid timeout/i.test(message)) {
     return build(`Slack rate-limited chat.postMessage: ${message}`, true, { slackError: "ratelimited", httpStatus: 429, sdkCode: sdkCode ?? null }, error);
   }
   const code = networkCode(error);
@@ -299,10 +324,11 @@ export function classifySlackError(error: unknown): ExternalError {
   return build(message || "unknown Slack client error", true, { slackError: null, httpStatus: null, errorName: e.name ?? null }, error);
 }
 
+/** "fetch failed: connect ECONNREFUSED 127.0.0.1:9": the useful part is often in the cause. */
 function describeNetwork(error: unknown): string {
   const e = asObject(error);
-  const cause = asObject(e?.cause);
   const message = typeof e?.message === "string" ? e.message : String(error);
-  // fetch reports "fetch failed"; the useful part ("connect ECONNREFUSED 127.0.0.1:9") is in its cause.
-  return typeof cause?.message === "string" && cause.message ? `${message}: ${cause.message}` : message;
+  const cause = asObject(e?.cause);
+  const causeMessage = typeof cause?.message === "string" ? cause.message : "";
+  return causeMessage && !message.includes(causeMessage) ? `${message}: ${causeMessage}` : message;
 }

@@ -15,18 +15,22 @@ export function escapeSlackText(text: string): string {
 // A web or mail link as mrkdwn writes it: <https://example.com> or <https://example.com|label>.
 // The URL may not contain spaces, `|` or angle brackets; the label may not contain angle brackets.
 const SAFE_LINK = /^<((?:https?:\/\/|mailto:)[^\s<>|]+)(?:\|([^<>]*))?>$/i;
-// What a mrkdwn body may contain: already-escaped entities, `<...>` sequences, or single characters.
-const MRKDWN_TOKEN = /&(?:amp|lt|gt);|<[^<>]*>|[\s\S]/g;
+// What a mrkdwn body may contain: a blockquote marker (`>` opening a line), an
+// already-escaped entity, a `<...>` sequence, or any single character.
+const MRKDWN_TOKEN = /^>|&(?:amp|lt|gt);|<[^<>]*>|[\s\S]/gm;
 
 /**
  * Make a Slack mrkdwn body (composed by the notification workflow from the
  * client's Markdown) safe to post: web and mail links are kept, every other
  * control sequence (mentions such as `<!here>`, `<@U123>`, `<#C123>`,
- * `<!subteam^…>`) is escaped so it shows as text. Entities already escaped by
- * the producer are left alone, so the body is never escaped twice.
+ * `<!subteam^…>`) is escaped so it shows as text, and so is any stray `&`,
+ * `<` or `>` but a blockquote marker. Entities already escaped by the
+ * producer are left alone, so the body is never escaped twice.
  */
 export function sanitizeSlackMrkdwn(mrkdwn: string): string {
-  return mrkdwn.replace(MRKDWN_TOKEN, (token) => {
+  return mrkdwn.replace(MRKDWN_TOKEN, (token, offset: number) => {
+    // A `>` opening a line is mrkdwn's blockquote; with every `<` escaped it cannot close a sequence.
+    if (token === ">" && (offset === 0 || mrkdwn[offset - 1] === "\n")) return token;
     if (token.length === 1) return escapeSlackText(token);
     if (token.startsWith("&")) return token;
     const link = SAFE_LINK.exec(token);
