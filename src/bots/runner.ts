@@ -2,7 +2,7 @@ import type { JobHelpers, Task } from "graphile-worker";
 import { ZodError } from "zod";
 import { inTransaction, type Tx } from "../db/database";
 import { ExternalError, ForbiddenError, NotFoundError, ValidationError, coerceError } from "../errors/errors";
-import { claim, queueHandling, transition } from "../streams/handling";
+import { claim, countActions, queueHandling, transition } from "../streams/handling";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
 import { taskIdentifier, type Bot, type BotRuntime, type ExternalBot, type HandlerContext, type TransactionalBot } from "./bot";
@@ -20,6 +20,9 @@ function parseJobPayload(payload: unknown, bot: Bot<unknown>): JobPayload {
   }
   return { stream: p.stream, position: p.position };
 }
+
+/** "Come back later" answers honoured before a rate limit counts as a failure. */
+const MAX_DEFERRALS = 20;
 
 /** Exponential backoff with ±20% jitter, capped. */
 export function backoffMs(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
@@ -180,7 +183,7 @@ class BotRun<TDeps> {
 
   /**
    * Running → Failed with the error kept. If the failure is transient and
-   * attempts remain, the runner resets it (Failed → AvailableAfterFailure) and
+   * failed attempts remain (BOT_MAX_ATTEMPTS counts failures, not claims), the runner resets it (Failed → AvailableAfterFailure) and
    * queues the next attempt after a backoff: each attempt stays visible in the
    * handling history.
    */
@@ -188,33 +191,49 @@ class BotRun<TDeps> {
     const { transient, retryAfterMs } = classify(error);
     const attempt = state.attempts;
     const { maxAttempts, retryBaseMs, retryMaxMs } = this.rt.settings;
-    const final = !transient || attempt >= maxAttempts;
     const bot = this.bot;
+    const externalDetails = error instanceof ExternalError ? { external: error.details } : {};
+    const message = error.message || error.name;
+
+    // The other side asked us to come back later (429 with Retry-After): that
+    // is "try again later", not a failure, so it does not use up an attempt.
+    if (transient && retryAfterMs !== undefined) {
+      const deferrals = await countActions(tx, this.target, "self_cancel");
+      if (deferrals < MAX_DEFERRALS) {
+        const delay = Math.min(Math.max(retryAfterMs, 1), retryMaxMs);
+        await transition(tx, this.target, "self_cancel", {
+          actor: bot.actor,
+          reason: `asked to retry after ${delay} ms: ${message}`,
+          error: message,
+          details: { retryInMs: delay, ...externalDetails },
+        });
+        await queueHandling(tx, bot.stream, bot.concern, [this.target.position], new Date(Date.now() + delay));
+        this.logger.info({ err: error, delay }, "deferred at the other side's request");
+        return;
+      }
+    }
+
+    const failures = (await countActions(tx, this.target, "fail")) + 1;
+    const final = !transient || failures >= maxAttempts;
     if (bot.kind === "external" && bot.failed && record) {
       await bot.failed({ ...this.context(tx, record, attempt), error, final, transient });
     }
-    const details = {
-      attempt,
-      transient,
-      ...(error instanceof ExternalError ? { external: error.details } : {}),
-    };
-    const message = error.message || error.name;
     await transition(tx, this.target, "fail", {
       actor: bot.actor,
       reason: final
         ? `${transient ? "gave up after" : "permanent failure on"} attempt ${attempt}: ${message}`
         : `attempt ${attempt} failed: ${message}`,
       error: message,
-      details,
+      details: { attempt, failures, transient, ...externalDetails },
     });
     if (final) {
       this.logger.warn({ err: error, attempt }, "handling failed");
       return;
     }
-    const delay = retryAfterMs ?? backoffMs(attempt, retryBaseMs, retryMaxMs);
+    const delay = backoffMs(failures, retryBaseMs, retryMaxMs);
     await transition(tx, this.target, "reset_failed", {
       actor: "runner",
-      reason: `transient failure; attempt ${attempt + 1} of ${maxAttempts} in ${delay} ms`,
+      reason: `transient failure; attempt ${failures + 1} of ${maxAttempts} in ${delay} ms`,
       details: { retryInMs: delay },
     });
     await queueHandling(tx, bot.stream, bot.concern, [this.target.position], new Date(Date.now() + delay));

@@ -312,3 +312,15 @@ export async function queueHandling(
     select tidings.queue_handling(${stream}, ${concern}, ${[...positions]}::bigint[], ${runAt ?? null}::timestamptz) as n`.execute(db);
   return rows[0]?.n ?? 0;
 }
+
+/** How many times `action` was applied to this record for this concern (e.g. failed attempts). */
+export async function countActions(
+  db: Executor,
+  target: { stream: string; position: number; concern: string },
+  action: HandlingAction,
+): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    select count(*)::int as n from ${historyTable(target.stream)}
+    where position = ${target.position} and concern = ${target.concern} and action = ${action}`.execute(db);
+  return rows[0]?.n ?? 0;
+}

@@ -3,7 +3,7 @@ import { inTransaction } from "../../src/db/database";
 import { RecordExistsError, append, appendOne } from "../../src/streams/append";
 import { Streams } from "../../src/streams/names";
 import { findRecords, getAllById, getLatestById, readAfter, FEED_START } from "../../src/streams/read";
-import { createTestDatabase, type TestDatabase } from "../helpers/db";
+import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
 
 const stream = Streams.notificationEvents;
 let t: TestDatabase;
@@ -131,7 +131,12 @@ describe("resumable reads", () => {
 
     await slow.query("commit");
     slow.release();
-    const after = await readAfter(t.db, feedStream, cursor);
+    // Other tests' transactions on the same server also hold the horizon back
+    // for a moment (xids are server-wide), so poll until it passes.
+    const after = await waitFor(async () => {
+      const page = await readAfter(t.db, feedStream, cursor);
+      return page.records.length > 0 ? page : undefined;
+    }, { what: "the feed to pass the slow transaction" });
     expect(after.records.map((r) => r.id).sort()).toEqual(["fast", "slow"]);
     const rest = await readAfter(t.db, feedStream, after.next);
     expect(rest.records).toEqual([]);
@@ -140,6 +145,9 @@ describe("resumable reads", () => {
   it("resumes from a cursor with exactly the later records", async () => {
     const feedStream = Streams.slackEvents;
     await append(t.db, feedStream, [1, 2, 3, 4, 5].map((i) => event(`r-${i}`, "E")));
+    await waitFor(async () => (await readAfter(t.db, feedStream, FEED_START, { limit: 10 })).records.length === 5, {
+      what: "the feed to see the five records",
+    });
     const page1 = await readAfter(t.db, feedStream, FEED_START, { limit: 2 });
     expect(page1.records.map((r) => r.id)).toEqual(["r-1", "r-2"]);
     const page2 = await readAfter(t.db, feedStream, page1.next, { limit: 10 });

@@ -169,9 +169,9 @@ describe("slack bot", () => {
 
     const history = await historyOf(position);
     expect(claims(history)).toHaveLength(2);
-    expect(history.map((h) => h.action)).toEqual(["claim", "fail", "reset_failed", "claim", "complete"]);
-    expect(history[1]!.details).toMatchObject({ transient: true, external: { slackError: "ratelimited", httpStatus: 429 } });
-    expect(history[2]!.details).toEqual({ retryInMs: 1_000 });
+    // A rate limit is "try again later" (self-cancel), not a failed attempt.
+    expect(history.map((h) => h.action)).toEqual(["claim", "self_cancel", "claim", "complete"]);
+    expect(history[1]!.details).toMatchObject({ retryInMs: 1_000, external: { slackError: "ratelimited", httpStatus: 429 } });
 
     const events = await eventsOf(id);
     expect(events.map((e) => e.type)).toEqual([
