@@ -76,10 +76,23 @@ export interface RunnerSettings {
   retryMaxMs: number;
 }
 
+/** How one job's run ended. */
+export type HandledOutcome = "completed" | "self_cancelled" | "deferred" | "retrying" | "failed" | "skipped" | "error";
+
+export interface HandledInfo {
+  task: string;
+  stream: string;
+  concern: string;
+  outcome: HandledOutcome;
+  durationMs: number;
+}
+
 export interface BotRuntime<TDeps> {
   db: Db;
   deps: TDeps;
   logger: Logger;
   settings: RunnerSettings;
   clock?: () => Date;
+  /** Called after every job (metrics hook). */
+  onHandled?: (info: HandledInfo) => void;
 }

@@ -5,7 +5,7 @@ import { ExternalError, ForbiddenError, NotFoundError, ValidationError, coerceEr
 import { claim, countActions, queueHandling, transition } from "../streams/handling";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
-import { taskIdentifier, type Bot, type BotRuntime, type ExternalBot, type HandlerContext, type TransactionalBot } from "./bot";
+import { taskIdentifier, type Bot, type HandledOutcome, type BotRuntime, type ExternalBot, type HandlerContext, type TransactionalBot } from "./bot";
 
 /** What the outbox trigger (and queue_handling) put in each job: a pointer, not a copy. */
 interface JobPayload {
@@ -50,11 +50,24 @@ export function createTask<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>): Task 
   return async (rawPayload: unknown, helpers: JobHelpers) => {
     const { position } = parseJobPayload(rawPayload, bot as Bot<unknown>);
     const run = new BotRun(bot, rt, position, `job ${helpers.job.id}`, helpers.abortSignal);
-    await (bot.kind === "transactional" ? run.transactional(bot) : run.external(bot));
+    const started = performance.now();
+    try {
+      await (bot.kind === "transactional" ? run.transactional(bot) : run.external(bot));
+    } finally {
+      rt.onHandled?.({
+        task: taskIdentifier(bot),
+        stream: bot.stream,
+        concern: bot.concern,
+        outcome: run.outcome,
+        durationMs: performance.now() - started,
+      });
+    }
   };
 }
 
 class BotRun<TDeps> {
+  /** How this run ended, for metrics ("error" until it records an outcome). */
+  outcome: HandledOutcome = "error";
   private readonly target: { stream: string; position: number; concern: string };
   private readonly logger;
 
@@ -93,6 +106,7 @@ class BotRun<TDeps> {
       result = await claim(tx, this.target, by);
     }
     if (!result.claimed) {
+      this.outcome = "skipped";
       this.logger.debug({ why: result.why }, "nothing to do");
       return null;
     }
@@ -127,6 +141,7 @@ class BotRun<TDeps> {
         const outcome = await bot.handle(this.context(tx, record, state.attempts));
         if (outcome) await this.selfCancel(tx, outcome.retryAfterMs, outcome.reason);
         else await transition(tx, this.target, "complete", { actor: bot.actor });
+        this.outcome = outcome ? "self_cancelled" : "completed";
       });
     } catch (thrown) {
       // The handler's transaction rolled back, claim included: claim again so
@@ -179,6 +194,7 @@ class BotRun<TDeps> {
       await bot.succeeded({ ...this.context(tx, record, state.attempts), result });
       await transition(tx, this.target, "complete", { actor: bot.actor });
     });
+    this.outcome = "completed";
   }
 
   /**
@@ -208,6 +224,7 @@ class BotRun<TDeps> {
           details: { retryInMs: delay, ...externalDetails },
         });
         await queueHandling(tx, bot.stream, bot.concern, [this.target.position], new Date(Date.now() + delay));
+        this.outcome = "deferred";
         this.logger.info({ err: error, delay }, "deferred at the other side's request");
         return;
       }
@@ -227,6 +244,7 @@ class BotRun<TDeps> {
       details: { attempt, failures, transient, ...externalDetails },
     });
     if (final) {
+      this.outcome = "failed";
       this.logger.warn({ err: error, attempt }, "handling failed");
       return;
     }
@@ -237,6 +255,7 @@ class BotRun<TDeps> {
       details: { retryInMs: delay },
     });
     await queueHandling(tx, bot.stream, bot.concern, [this.target.position], new Date(Date.now() + delay));
+    this.outcome = "retrying";
     this.logger.info({ err: error, attempt, delay }, "attempt failed; retry scheduled");
   }
 }
