@@ -31,8 +31,12 @@ export interface EmailTransport {
   describe(): string;
   /** Send; rejects with the transport's own error (see classifySmtpError). */
   send(message: EmailMessage, signal?: AbortSignal): Promise<EmailSendResult>;
-  /** Close pooled connections; sends after close fail. */
-  close(): Promise<void>;
+  /**
+   * Close pooled connections (call on shutdown, or open sockets keep the
+   * process alive); sends after close fail. Optional so a test double can
+   * be a plain `{ describe, send }`.
+   */
+  close?(): Promise<void>;
 }
 
 export interface EmailTransportOptions {
@@ -183,13 +187,13 @@ function createSinkTransport(options: EmailTransportOptions): EmailTransport {
 // ---------------------------------------------------------------------------
 
 /*
- * Failures without an SMTP reply are transient unless their code is listed
- * below: ECONNECTION (connection closed unexpectedly), ETIMEDOUT, ESOCKET
- * (refused, reset), EDNS, ETLS (a handshake cut short; a bad certificate ends
- * as "attempts exhausted" with the reason kept), EPROXY, EPROTOCOL (a reply
- * cut mid-line), EABORT (our own shutdown interrupted the send), EOAUTH2
- * (token endpoint unreachable), Node's raw ECONNREFUSED/ECONNRESET/ENOTFOUND/
- * EAI_AGAIN..., and anything unknown.
+ * A failure without an SMTP reply is transient unless its code is in
+ * PERMANENT_CODES: ECONNECTION (connection closed unexpectedly), ETIMEDOUT,
+ * ESOCKET (refused, reset), EDNS, ETLS (a handshake cut short; a bad
+ * certificate ends as "attempts exhausted" with the reason kept), EPROXY,
+ * EPROTOCOL (a reply cut mid-line), EABORT (our own shutdown interrupted the
+ * send), EOAUTH2 (token endpoint unreachable), Node's raw ECONNREFUSED,
+ * ECONNRESET, ENOTFOUND, EAI_AGAIN..., and anything unknown.
  */
 
 /** Codes that will fail again with the same message and configuration, whatever the network does. */
@@ -225,9 +229,9 @@ function str(value: unknown): string | null {
 /**
  * Turn whatever nodemailer threw into an ExternalError the runner can act
  * on. The SMTP reply code decides when there is one (RFC 5321: 4yz
- * transient, 5yz permanent); otherwise nodemailer's error code does; an
- * unknown error is transient, so it is retried a bounded number of times
- * rather than dropping a message that might have gone through.
+ * transient, 5yz permanent); otherwise nodemailer's error code does. An
+ * unknown error is transient: a bounded number of retries costs little,
+ * giving up on a message over an error nobody understood costs the message.
  */
 export function classifySmtpError(error: unknown): ExternalError {
   if (error instanceof ExternalError) return error;
