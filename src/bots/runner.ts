@@ -1,7 +1,7 @@
 import type { JobHelpers, Task } from "graphile-worker";
 import { ZodError } from "zod";
 import { inTransaction, type Tx } from "../db/database";
-import { ExternalError, ForbiddenError, NotFoundError, ValidationError, coerceError } from "../errors/errors";
+import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationError, coerceError } from "../errors/errors";
 import { claim, countActions, queueHandling, transition } from "../streams/handling";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
@@ -20,6 +20,9 @@ function parseJobPayload(payload: unknown, bot: Bot<unknown>): JobPayload {
   }
   return { stream: p.stream, position: p.position };
 }
+
+/** Tries to commit a send's outcome before the job is handed back (≈ 3 s in all). */
+const AFTER_SEND_TRIES = 5;
 
 /** "Come back later" answers honoured before a rate limit counts as a failure. */
 const MAX_DEFERRALS = 20;
@@ -187,14 +190,33 @@ class BotRun<TDeps> {
       });
     } catch (thrown) {
       const error = coerceError(thrown);
-      await this.transactionAsBot((tx) => this.recordFailure(tx, error, state, record));
+      await this.afterSend((tx) => this.recordFailure(tx, error, state, record));
       return;
     }
-    await this.transactionAsBot(async (tx) => {
+    await this.afterSend(async (tx) => {
       await bot.succeeded({ ...this.context(tx, record, state.attempts), result });
       await transition(tx, this.target, "complete", { actor: bot.actor });
     });
     this.outcome = "completed";
+  }
+
+  /**
+   * Record what a send did. The send cannot be undone, so a passing database
+   * failure here (connection lost, server restarting) is retried a few times
+   * before giving the job back to graphile-worker, which would send again.
+   * Engine errors (e.g. someone cancelled the record meanwhile) are not retried.
+   */
+  private async afterSend(fn: (tx: Tx) => Promise<void>): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.transactionAsBot(fn);
+        return;
+      } catch (error) {
+        if (attempt >= AFTER_SEND_TRIES || error instanceof TidingsError) throw error;
+        this.logger.warn({ err: error, attempt }, "recording the outcome of a send failed; retrying");
+        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+      }
+    }
   }
 
   /**
