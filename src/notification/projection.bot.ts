@@ -2,6 +2,7 @@ import { sql } from "kysely";
 import type { TransactionalBot } from "../bots/bot";
 import { appendOne } from "../streams/append";
 import { Streams } from "../streams/names";
+import { NotificationAggregate } from "./aggregate";
 import { NotificationRecordTypes } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
 import { buildView, latestViewJson, loadNotification } from "./projection";
@@ -40,7 +41,7 @@ function createProjectionBot(stream: string): TransactionalBot<NotificationDeps>
         await appendOne(tx, Streams.notificationSnapshots, {
           id,
           type: NotificationRecordTypes.NotificationSnapshot,
-          payload: { aggregate, asOfPosition: aggregate.lastPosition },
+          payload: { aggregate: NotificationAggregate.parse(aggregate), asOfPosition: aggregate.lastPosition },
           causedBy: cause,
         });
       }

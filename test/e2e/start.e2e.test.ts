@@ -1,9 +1,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
+import { createDb, createPool } from "../../src/db/database";
+import { putEntity } from "../../src/entities/entity.repository";
 import { waitFor } from "../helpers/db";
 
 async function freePort(): Promise<number> {
@@ -69,6 +71,37 @@ describe("npm start with no DATABASE_URL", () => {
       expect(streams.rows[0].n).toBe(11);
     } finally {
       await client.end();
+    }
+
+    // With no SMTP or Slack settings the default run still works end to end:
+    // email and Slack go to local sinks under DATA_DIR, and the log says where.
+    const outbox = path.join(dataDir, "outbox");
+    expect(output).toContain(path.join(outbox, "email"));
+    expect(output).toContain(path.join(outbox, "slack.jsonl"));
+    const pool = createPool(`postgres://postgres:tidings@127.0.0.1:${pgPort}/tidings`, 2);
+    try {
+      await putEntity(createDb(pool), "demo", {
+        kind: "user",
+        name: "Demo",
+        email: "demo@example.com",
+        slack: "#general",
+        preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" },
+      }, "e2e");
+      const { rows } = await pool.query("select tidings.send_notification_to_entity('demo', 'Hello from the default run', 'It works.') as id");
+      const id = rows[0].id as string;
+      const outcome = await waitFor(async () => {
+        const r = await pool.query(
+          "select type from notification.events where id = $1 and type like 'Sent%' order by position desc limit 1",
+          [id],
+        );
+        return r.rows[0]?.type as string | undefined;
+      }, { timeoutMs: 30_000, what: "the outcome in the default run" });
+      expect(outcome).toBe("SentOnAllPreparedChannelsEvent");
+      const emails = readdirSync(path.join(outbox, "email")).filter((f) => f.endsWith(".eml"));
+      expect(emails.map((f) => readFileSync(path.join(outbox, "email", f), "utf8")).join("\n")).toContain("Subject: Hello from the default run");
+      expect(readFileSync(path.join(outbox, "slack.jsonl"), "utf8")).toContain("It works.");
+    } finally {
+      await pool.end();
     }
 
     child.kill("SIGTERM");

@@ -1,0 +1,41 @@
+import pg from "pg";
+import { randomBytes } from "node:crypto";
+import { createPool } from "../../src/db/database";
+import { listMigrations, migrate, pendingMigrations } from "../../src/db/migrate";
+import { databaseUrl } from "../helpers/db";
+
+describe("migrations", () => {
+  const name = `tidings_t_${process.env.TIDINGS_TEST_RUN_ID}_mig_${randomBytes(3).toString("hex")}`;
+  const admin = () => new pg.Client({ connectionString: process.env.TIDINGS_TEST_SERVER_URL });
+
+  beforeAll(async () => {
+    const c = admin();
+    await c.connect();
+    await c.query(`create database ${name}`);
+    await c.end();
+  });
+  afterAll(async () => {
+    const c = admin();
+    await c.connect();
+    await c.query(`drop database if exists ${name} with (force)`);
+    await c.end();
+  });
+
+  it("three processes migrating an empty database at once: each migration applied exactly once", async () => {
+    const pools = [1, 2, 3].map(() => createPool(databaseUrl(name), 3, "migrate-test"));
+    try {
+      expect(await pendingMigrations(pools[0]!)).toHaveLength((await listMigrations()).length);
+      const applied = await Promise.all(pools.map((p) => migrate(p)));
+      // Whoever got the lock first applied everything; the others found nothing to do.
+      expect(applied.map((a) => a.length).sort()).toEqual([0, 0, (await listMigrations()).length]);
+      const { rows } = await pools[0]!.query("select id, count(*)::int as n from public.tidings_migrations group by id");
+      expect(rows.every((r) => r.n === 1)).toBe(true);
+      expect(await pendingMigrations(pools[1]!)).toEqual([]);
+      // graphile-worker's schema came with it.
+      const gw = await pools[0]!.query("select to_regclass('graphile_worker._private_jobs')::text as t");
+      expect(gw.rows[0].t).toBe("graphile_worker._private_jobs");
+    } finally {
+      await Promise.all(pools.map((p) => p.end()));
+    }
+  });
+});
