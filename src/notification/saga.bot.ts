@@ -70,7 +70,11 @@ function sameOutcome(previous: StreamRecord | undefined, decision: Extract<SagaD
   return before.operations.map(key).sort().join() === decision.payload.operations.map(key).sort().join();
 }
 
-/** The saga record itself: evaluates once, then waits (self-cancel) until its deadline. */
+/**
+ * The saga record itself. Its job is queued to run at the saga's deadline
+ * (consumer run_at_field, migrations/0008); if it runs early all the same (a
+ * re-drive), it waits (self-cancel) until the deadline.
+ */
 export function createSagaDeadlineBot(): TransactionalBot<NotificationDeps> {
   return {
     kind: "transactional",
