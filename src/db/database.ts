@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect, sql, type Generated, type Transaction } from "kysely";
+import { Kysely, PostgresDialect, sql, type Generated } from "kysely";
 import pg from "pg";
 
 /**
@@ -52,7 +52,11 @@ export interface Database {
 }
 
 export type Db = Kysely<Database>;
-export type Tx = Transaction<Database>;
+/**
+ * A connection inside an open transaction: Kysely's own Transaction, or the
+ * connection `inTransaction` opened with BEGIN.
+ */
+export type Tx = Kysely<Database>;
 /** Anything queries can run on: the pool-backed Db or an open transaction. */
 export type Executor = Kysely<Database>;
 
@@ -113,9 +117,18 @@ export function roleOf(actor: string): string {
  * another subsystem's stream fails with "permission denied").
  */
 export async function inTransaction<T>(db: Db, actor: string | null, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  return db.transaction().execute(async (tx) => {
-    if (actor) await sql`set local role ${sql.id(roleOf(actor))}`.execute(tx);
-    return fn(tx);
+  return db.connection().execute(async (conn) => {
+    // BEGIN and the role switch in one round trip (simple query protocol):
+    // every bot job opens a transaction, so this is on the hot path.
+    await sql.raw(actor ? `begin; set local role "${roleOf(actor)}"` : "begin").execute(conn);
+    try {
+      const result = await fn(conn);
+      await sql.raw("commit").execute(conn);
+      return result;
+    } catch (error) {
+      await sql.raw("rollback").execute(conn).catch(() => {});
+      throw error;
+    }
   });
 }
 
