@@ -42,6 +42,16 @@ export type HandlerOutcome = void | { retryAfterMs: number; reason: string };
 export interface TransactionalBot<TDeps> extends BotBase {
   kind: "transactional";
   handle(ctx: HandlerContext<TDeps>): Promise<HandlerOutcome>;
+  /**
+   * Handle the jobs that arrive together in one transaction (up to maxSize):
+   * one claim, one completion and one commit for the lot instead of per
+   * record. If any handler throws, the batch is rolled back and each record
+   * is handled on its own, so one bad record cannot hold the others back.
+   * With `coalesceById`, only the newest record of each id in the batch is
+   * handed to `handle` (the others complete with it): for handlers that
+   * refresh something per id, such as a view or a saga's evaluation.
+   */
+  batch?: { maxSize: number; coalesceById?: boolean };
 }
 
 export interface PerformContext<TDeps> {

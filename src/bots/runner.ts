@@ -5,6 +5,7 @@ import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationE
 import { claim, countActions, queueHandling, transition } from "../streams/handling";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
+import { BatchQueue, runTransactionalBatch } from "./batch";
 import { taskIdentifier, type Bot, type HandledOutcome, type BotRuntime, type ExternalBot, type HandlerContext, type TransactionalBot } from "./bot";
 
 /** What the outbox trigger (and queue_handling) put in each job: a pointer, not a copy. */
@@ -20,6 +21,9 @@ function parseJobPayload(payload: unknown, bot: Bot<unknown>): JobPayload {
   }
   return { stream: p.stream, position: p.position };
 }
+
+/** Batches of one bot that may run at once (each is one transaction). */
+const BATCHES_IN_PARALLEL = 2;
 
 /** Tries to commit a send's outcome before the job is handed back (≈ 3 s in all). */
 const AFTER_SEND_TRIES = 5;
@@ -50,12 +54,18 @@ export function classify(error: Error): { transient: boolean; retryAfterMs?: num
 
 /** Turn a bot into a graphile-worker task. */
 export function createTask<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>): Task {
+  const batches =
+    bot.kind === "transactional" && bot.batch
+      ? new BatchQueue(bot.batch.maxSize, BATCHES_IN_PARALLEL, (items) => runTransactionalBatch(bot, rt, items))
+      : null;
   return async (rawPayload: unknown, helpers: JobHelpers) => {
     const { position } = parseJobPayload(rawPayload, bot as Bot<unknown>);
-    const run = new BotRun(bot, rt, position, `job ${helpers.job.id}`, helpers.abortSignal);
+    const jobTag = `job ${helpers.job.id}`;
+    const run = new BotRun(bot, rt, position, jobTag, helpers.abortSignal);
     const started = performance.now();
     try {
-      await (bot.kind === "transactional" ? run.transactional(bot) : run.external(bot));
+      if (batches && (await batches.submit({ position, jobTag }))) run.outcome = "completed";
+      else await (bot.kind === "transactional" ? run.transactional(bot) : run.external(bot));
     } finally {
       rt.onHandled?.({
         task: taskIdentifier(bot),

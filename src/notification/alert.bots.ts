@@ -31,6 +31,7 @@ export function createReactionBot(): TransactionalBot<NotificationDeps> {
     stream: Streams.notificationEvents,
     concern: "reaction_bot",
     actor: "reaction_bot",
+    batch: { maxSize: 64 },
     async handle({ tx, record }) {
       if (!FAILURE_EVENT_TYPES.includes(record.type as NotificationEventType)) return;
       await appendOne(tx, Streams.notificationInternalOperations, {
@@ -86,6 +87,7 @@ export function createInternalOperationBot(): TransactionalBot<NotificationDeps>
     stream: Streams.notificationInternalOperations,
     concern: "internal_operation_bot",
     actor: "internal_operation_bot",
+    batch: { maxSize: 64 },
     schemas: { [NotificationRecordTypes.AlertInternalTeamOp]: AlertInternalTeamOp },
     async handle({ tx, record, deps }) {
       const op = record.payload as z.infer<typeof AlertInternalTeamOp>;

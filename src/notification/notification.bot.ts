@@ -60,6 +60,7 @@ export function createNotificationBot(): TransactionalBot<NotificationDeps> {
     stream: Streams.notificationClientOperations,
     concern: "notification_bot",
     actor: "notification_bot",
+    batch: { maxSize: 64 },
     schemas: { [NotificationRecordTypes.SendNotificationToEntityOp]: SendNotificationToEntityOp },
     async handle({ tx, record, deps, now }) {
       const op = record.payload as SendNotificationToEntityOp;

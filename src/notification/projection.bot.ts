@@ -19,6 +19,8 @@ function createProjectionBot(stream: string): TransactionalBot<NotificationDeps>
     stream,
     concern: "projection_bot",
     actor: "projection_bot",
+    // Every event of a notification refreshes the same view: one refresh per notification per batch.
+    batch: { maxSize: 64, coalesceById: true },
     async handle({ tx, record, deps }) {
       const id = record.id;
       await sql`select pg_advisory_xact_lock(hashtextextended(${`projection ${id}`}, 0))`.execute(tx);

@@ -81,6 +81,7 @@ export function createSagaDeadlineBot(): TransactionalBot<NotificationDeps> {
     stream: Streams.notificationSagas,
     concern: "saga_bot",
     actor: "saga_bot",
+    batch: { maxSize: 64 },
     schemas: { [NotificationRecordTypes.NotificationSaga]: NotificationSaga },
     async handle({ tx, record, now }): Promise<HandlerOutcome> {
       const result = await evaluateSaga(tx, record.id, record, now);
@@ -101,6 +102,8 @@ function createSagaOutcomeBot(stream: string): TransactionalBot<NotificationDeps
     stream,
     concern: "saga_bot",
     actor: "saga_bot",
+    // Outcomes of one notification arriving together need one evaluation.
+    batch: { maxSize: 64, coalesceById: true },
     async handle({ tx, record, now }) {
       await evaluateSaga(tx, record.id, record, now);
     },

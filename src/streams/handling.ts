@@ -324,3 +324,60 @@ export async function countActions(
     where position = ${target.position} and concern = ${target.concern} and action = ${action}`.execute(db);
   return rows[0]?.n ?? 0;
 }
+
+/**
+ * Claim many records of one stream for one concern in one statement (the
+ * batch runner's hot path). Returns the states of the records claimed; a
+ * record not returned is held by someone else, finished, disabled, or gone.
+ */
+export async function claimMany(
+  db: Executor,
+  target: { stream: string; concern: string },
+  items: ReadonlyArray<{ position: number; claimedBy: string }>,
+  actor: string,
+): Promise<HandlingState[]> {
+  const { stream, concern } = target;
+  assertStreamName(stream);
+  if (items.length === 0) return [];
+  const { rows } = await sql<HandlingRow>`
+    insert into ${handlingTable(stream)} as h
+      (position, concern, status, attempts, claimed_by, last_action, last_actor, last_reason)
+    select p.position, ${concern}, 'Running', 1, p.claimed_by, 'claim', ${actor}, 'claimed by ' || p.claimed_by
+    from unnest(${items.map((i) => i.position)}::bigint[], ${items.map((i) => i.claimedBy)}::text[]) as p(position, claimed_by)
+    where exists (select 1 from ${streamTable(stream)} r where r.position = p.position)
+      and not exists (
+        select 1 from tidings.stream_concern_states s
+        where s.stream = ${stream} and s.concern = ${concern} and s.disabled)
+    on conflict (position, concern) do update set
+      status = 'Running',
+      attempts = h.attempts + 1,
+      claimed_by = excluded.claimed_by,
+      last_action = 'claim',
+      last_actor = excluded.last_actor,
+      last_reason = excluded.last_reason,
+      last_details = null
+    where h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)})
+    returning *`.execute(db);
+  return rows.map((r) => toState(stream, r));
+}
+
+/** Running → Completed for many records of one concern in one statement. */
+export async function completeMany(
+  db: Executor,
+  target: { stream: string; concern: string },
+  positions: readonly number[],
+  actor: string,
+): Promise<number> {
+  assertStreamName(target.stream);
+  if (positions.length === 0) return 0;
+  const { rows } = await sql<{ position: number }>`
+    update ${handlingTable(target.stream)} set
+      status = 'Completed', claimed_by = null, last_action = 'complete', last_actor = ${actor},
+      last_reason = null, last_details = null
+    where concern = ${target.concern} and position = any(${[...positions]}::bigint[]) and status = 'Running'
+    returning position`.execute(db);
+  if (rows.length !== positions.length) {
+    throw new InvalidTransitionError("complete", "not Running", "Completed", `${positions.length - rows.length} records of ${target.stream} for ${target.concern}`);
+  }
+  return rows.length;
+}
