@@ -66,6 +66,12 @@ export interface ExternalBot<TDeps, TResult> extends BotBase {
   kind: "external";
   /** Runs in the claim transaction (e.g. append a "requested" event). */
   prepare?(ctx: HandlerContext<TDeps>): Promise<void>;
+  /**
+   * Claim and prepare the jobs that arrive together in one transaction, send
+   * them concurrently, and record the successes in one transaction (see
+   * runExternalBatch in runner.ts).
+   */
+  batch?: { maxSize: number };
   /** The side effect, outside any transaction. Throw ExternalError to classify a failure. */
   perform(ctx: PerformContext<TDeps>): Promise<TResult>;
   /** Runs in the completion transaction with perform's result. */

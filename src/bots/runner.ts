@@ -2,10 +2,10 @@ import type { JobHelpers, Task } from "graphile-worker";
 import { ZodError } from "zod";
 import { inTransaction, type Tx } from "../db/database";
 import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationError, coerceError } from "../errors/errors";
-import { claim, countActions, queueHandling, transition } from "../streams/handling";
+import { claim, claimMany, completeMany, countActions, queueHandling, transition } from "../streams/handling";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
-import { getByPosition } from "../streams/read";
-import { BatchQueue, runTransactionalBatch } from "./batch";
+import { getByPosition, getByPositions } from "../streams/read";
+import { BatchQueue, runTransactionalBatch, type BatchItem } from "./batch";
 import { taskIdentifier, type Bot, type HandledOutcome, type BotRuntime, type ExternalBot, type HandlerContext, type TransactionalBot } from "./bot";
 
 /** What the outbox trigger (and queue_handling) put in each job: a pointer, not a copy. */
@@ -20,6 +20,68 @@ function parseJobPayload(payload: unknown, bot: Bot<unknown>): JobPayload {
     throw new ValidationError(`job payload ${JSON.stringify(payload)} is not a record of ${bot.stream}`);
   }
   return { stream: p.stream, position: p.position };
+}
+
+/**
+ * A batch of an external bot (email, Slack): one transaction claims the
+ * records and runs `prepare` for all, the sends go out concurrently with no
+ * transaction open, and one transaction records every success. Failed sends
+ * are recorded one by one (they need the retry rules); if a batched
+ * transaction fails, each record falls back to its own.
+ */
+async function runExternalBatch<TDeps, TResult>(
+  bot: ExternalBot<TDeps, TResult>,
+  rt: BotRuntime<TDeps>,
+  items: BatchItem[],
+): Promise<{ done: Set<BatchItem> }> {
+  const done = new Set<BatchItem>();
+  const byPosition = new Map<number, BatchItem>();
+  for (const item of items) if (!byPosition.has(item.position)) byPosition.set(item.position, item);
+  const target = { stream: bot.stream, concern: bot.concern };
+
+  // Phase 1: claim and prepare, together. If it fails nothing was claimed.
+  const claimed = await inTransaction(rt.db, bot.actor, async (tx) => {
+    const states = await claimMany(tx, target, [...byPosition.values()].map((i) => ({ position: i.position, claimedBy: i.jobTag })), bot.actor);
+    const records = await getByPositions(tx, bot.stream, states.map((s) => s.position));
+    const out: Array<{ run: BotRun<TDeps>; state: HandlingState; record: StreamRecord; item: BatchItem }> = [];
+    for (const raw of records) {
+      const state = states.find((s) => s.position === raw.position)!;
+      const item = byPosition.get(raw.position)!;
+      const run = new BotRun(bot, rt, raw.position, item.jobTag, undefined);
+      const schema = bot.schemas?.[raw.type];
+      if (bot.schemas && !schema) throw new ValidationError(`${bot.concern} does not handle records of type ${raw.type}`);
+      const record = schema ? { ...raw, payload: schema.parse(raw.payload) } : raw;
+      await bot.prepare?.(run.contextFor(tx, record, state.attempts));
+      out.push({ run, state, record, item });
+    }
+    return out;
+  });
+
+  // Phase 2: the sends.
+  const settled = await Promise.all(
+    claimed.map(async (c) => {
+      try {
+        return { ...c, ok: true as const, result: await c.run.perform(bot, c.state, c.record) };
+      } catch (thrown) {
+        return { ...c, ok: false as const, error: coerceError(thrown) };
+      }
+    }),
+  );
+
+  // Phase 3: successes in one transaction; failures one by one.
+  const successes = settled.filter((s) => s.ok);
+  try {
+    await inTransaction(rt.db, bot.actor, async (tx) => {
+      for (const s of successes) await s.run.recordSuccess(tx, bot, s.state, s.record, s.result as TResult, false);
+      await completeMany(tx, target, successes.map((s) => s.state.position), bot.actor);
+    });
+  } catch {
+    for (const s of successes) await s.run.recordSendSuccess(bot, s.state, s.record, s.result as TResult);
+  }
+  for (const s of settled) if (!s.ok) await s.run.recordSendFailure(s.error, s.state, s.record);
+  for (const c of claimed) done.add(c.item);
+  for (const item of items) if (!done.has(item) && done.has(byPosition.get(item.position)!)) done.add(item);
+  return { done };
 }
 
 /** Batches of one bot that may run at once (each is one transaction). */
@@ -54,10 +116,11 @@ export function classify(error: Error): { transient: boolean; retryAfterMs?: num
 
 /** Turn a bot into a graphile-worker task. */
 export function createTask<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>): Task {
-  const batches =
-    bot.kind === "transactional" && bot.batch
+  const batches = !bot.batch
+    ? null
+    : bot.kind === "transactional"
       ? new BatchQueue(bot.batch.maxSize, BATCHES_IN_PARALLEL, (items) => runTransactionalBatch(bot, rt, items))
-      : null;
+      : new BatchQueue(bot.batch.maxSize, BATCHES_IN_PARALLEL, (items) => runExternalBatch(bot, rt, items));
   return async (rawPayload: unknown, helpers: JobHelpers) => {
     const { position } = parseJobPayload(rawPayload, bot as Bot<unknown>);
     const jobTag = `job ${helpers.job.id}`;
@@ -136,6 +199,10 @@ class BotRun<TDeps> {
     return schema ? { ...record, payload: schema.parse(record.payload) } : record;
   }
 
+  contextFor(tx: Tx, record: StreamRecord, attempt: number): HandlerContext<TDeps> {
+    return this.context(tx, record, attempt);
+  }
+
   private context(tx: Tx, record: StreamRecord, attempt: number): HandlerContext<TDeps> {
     return { tx, record, attempt, deps: this.rt.deps, logger: this.logger, now: this.now() };
   }
@@ -187,27 +254,44 @@ class BotRun<TDeps> {
       return;
     }
     if (!claimed) return;
-    const { state, record } = claimed;
+    await this.sendAndRecord(bot, claimed.state, claimed.record);
+  }
 
+  /** Send, then record the outcome (its own transaction). */
+  async sendAndRecord<TResult>(bot: ExternalBot<TDeps, TResult>, state: HandlingState, record: StreamRecord): Promise<void> {
     let result: TResult;
     try {
-      result = await bot.perform({
-        record,
-        attempt: state.attempts,
-        deps: this.rt.deps,
-        logger: this.logger,
-        signal: this.signal ?? new AbortController().signal,
-      });
+      result = await this.perform(bot, state, record);
     } catch (thrown) {
-      const error = coerceError(thrown);
-      await this.afterSend((tx) => this.recordFailure(tx, error, state, record));
+      await this.recordSendFailure(coerceError(thrown), state, record);
       return;
     }
-    await this.afterSend(async (tx) => {
-      await bot.succeeded({ ...this.context(tx, record, state.attempts), result });
-      await transition(tx, this.target, "complete", { actor: bot.actor });
+    await this.recordSendSuccess(bot, state, record, result);
+  }
+
+  perform<TResult>(bot: ExternalBot<TDeps, TResult>, state: HandlingState, record: StreamRecord): Promise<TResult> {
+    return bot.perform({
+      record,
+      attempt: state.attempts,
+      deps: this.rt.deps,
+      logger: this.logger,
+      signal: this.signal ?? new AbortController().signal,
     });
+  }
+
+  async recordSendFailure(error: Error, state: HandlingState, record: StreamRecord): Promise<void> {
+    await this.afterSend((tx) => this.recordFailure(tx, error, state, record));
+  }
+
+  async recordSendSuccess<TResult>(bot: ExternalBot<TDeps, TResult>, state: HandlingState, record: StreamRecord, result: TResult): Promise<void> {
+    await this.afterSend((tx) => this.recordSuccess(tx, bot, state, record, result));
     this.outcome = "completed";
+  }
+
+  /** The success of a send: the bot's events, then Running → Completed (set-based when batched). */
+  async recordSuccess<TResult>(tx: Tx, bot: ExternalBot<TDeps, TResult>, state: HandlingState, record: StreamRecord, result: TResult, complete = true): Promise<void> {
+    await bot.succeeded({ ...this.context(tx, record, state.attempts), result });
+    if (complete) await transition(tx, this.target, "complete", { actor: bot.actor });
   }
 
   /**

@@ -49,6 +49,8 @@ export function createEmailBot(): ExternalBot<EmailDeps, SendResult> {
     concern: "email_bot",
     actor: "email_bot",
     schemas: { [EmailRecordTypes.SendEmailOp]: SendEmailOp },
+    // Claims and outcomes of the sends that arrive together share transactions.
+    batch: { maxSize: 32 },
 
     async prepare(ctx) {
       const op = operationOf(ctx.record);

@@ -58,6 +58,8 @@ export function createSlackBot(): ExternalBot<SlackDeps, PostResult> {
     concern: SLACK_CONCERN,
     actor: SLACK_ACTOR,
     schemas: { [SlackRecordTypes.SendSlackMessageOp]: SendSlackMessageOp },
+    // Claims and outcomes of the sends that arrive together share transactions.
+    batch: { maxSize: 32 },
 
     async prepare({ tx, record, attempt }: HandlerContext<SlackDeps>) {
       const op = opOf(record);
