@@ -6,6 +6,8 @@ import { startWorker, type TidingsWorker } from "./bots/worker";
 import { createApp } from "./http/app";
 import { createLogger } from "./logging/logger";
 import { allBots, createBotDeps } from "./bots/registry";
+import { ensureDevelopmentKey } from "./auth/apiKeys";
+import { createMetrics } from "./http/metrics";
 
 /** `npm start`: migrate, then run the HTTP API and the workers in this process. */
 async function main(): Promise<void> {
@@ -21,6 +23,7 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.LOG_LEVEL);
   const database = await openDatabase(config, logger);
+  const metrics = createMetrics({ defaultMetrics: true });
 
   let worker: TidingsWorker | null = null;
   let deps: Awaited<ReturnType<typeof createBotDeps>> | null = null;
@@ -34,6 +37,7 @@ async function main(): Promise<void> {
         db: database.db,
         deps,
         logger,
+        onHandled: metrics.onHandled,
         settings: {
           maxAttempts: config.BOT_MAX_ATTEMPTS,
           retryBaseMs: config.BOT_RETRY_BASE_MS,
@@ -52,7 +56,17 @@ async function main(): Promise<void> {
 
   let server: Server | null = null;
   if (config.RUN_API) {
-    const app = createApp({ pool: database.pool });
+    const app = createApp({ pool: database.pool, db: database.db, logger, metrics });
+    // The zero-setup run gets a key to try the API with; a configured database never does.
+    if (!config.DATABASE_URL) {
+      const key = await ensureDevelopmentKey(database.db);
+      if (key) {
+        logger.warn(
+          { apiKeyId: key.keyId },
+          `created a development API key with every scope (no key existed); it is shown only this once: ${key.secret}`,
+        );
+      }
+    }
     server = await new Promise<Server>((resolve) => {
       const s = app.listen(config.PORT, config.HOST, () => resolve(s));
     });

@@ -1,9 +1,9 @@
 import path from "node:path";
-import type pg from "pg";
 import type { Config } from "../config/config";
 import type { Logger } from "../logging/logger";
 import { createDb, createPool, type Db } from "./database";
-import { startEmbeddedPostgres, type EmbeddedDatabase } from "./embedded";
+import pg from "pg";
+import { embeddedUrl, startEmbeddedPostgres, type EmbeddedDatabase } from "./embedded";
 import { migrate } from "./migrate";
 
 export interface Database {
@@ -47,8 +47,35 @@ export async function openDatabase(config: Config, logger: Logger, applicationNa
     db,
     embedded,
     async close() {
-      await db.destroy(); // ends the pool
+      // Kysely ends the pool only if a query went through it.
+      await db.destroy();
+      if (!pool.ended) await pool.end();
       await embedded?.stop();
     },
   };
+}
+
+async function answers(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/**
+ * For command-line tools: DATABASE_URL when set; otherwise the embedded
+ * database of a running `npm start` (a second server cannot start on the same
+ * data), or, when none runs, the embedded database started for this command.
+ */
+export async function openDatabaseForTool(config: Config, logger: Logger, applicationName: string): Promise<Database> {
+  if (!config.DATABASE_URL) {
+    const url = embeddedUrl(config.EMBEDDED_PG_PORT);
+    if (await answers(url)) return openDatabase({ ...config, DATABASE_URL: url }, logger, applicationName);
+  }
+  return openDatabase(config, logger, applicationName);
 }

@@ -16,6 +16,11 @@ export interface EmbeddedDatabase {
 
 const PASSWORD = "tidings";
 
+/** Where the embedded default listens (the same address `npm start` uses). */
+export function embeddedUrl(port: number, database = "tidings"): string {
+  return `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/${database}`;
+}
+
 export async function startEmbeddedPostgres(options: {
   dataDir: string;
   port: number;
@@ -54,7 +59,7 @@ export async function startEmbeddedPostgres(options: {
     await admin.end();
   }
   return {
-    url: `postgres://postgres:${PASSWORD}@127.0.0.1:${options.port}/${database}`,
+    url: embeddedUrl(options.port, database),
     dataDir: databaseDir,
     stop: () => server.stop(),
   };

@@ -1,15 +1,32 @@
+import { randomUUID } from "node:crypto";
 import express, { type Express } from "express";
-import type pg from "pg";
 import { pendingMigrations } from "../db/migrate";
+import { NotFoundError } from "../errors/errors";
+import { entityRoutes } from "./entities";
+import { feedRoutes } from "./feed";
+import { notificationRoutes } from "./notifications";
+import { buildOpenApiDocument } from "./openapi";
+import { MethodNotAllowedError, problemHandler } from "./problem";
+import type { ApiContext, RouteDef } from "./routes";
 
-export interface ApiDeps {
-  pool: pg.Pool;
-}
+export type ApiDeps = ApiContext;
 
-/** The HTTP API. For now: liveness and readiness. */
+/**
+ * The HTTP API (docs/api.md): notifications, the event feed and entities
+ * under /v1 behind API keys; health, readiness, metrics and the OpenAPI
+ * document open. Every error leaves through src/http/problem.ts.
+ */
 export function createApp(deps: ApiDeps): Express {
   const app = express();
   app.disable("x-powered-by");
+  app.set("etag", false);
+  // Express's query parser would build objects from a[b]=c; the API's parameters are flat strings.
+  app.set("query parser", "simple");
+
+  app.use((_req, res, next) => {
+    res.set("X-Request-Id", randomUUID());
+    next();
+  });
 
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });
@@ -28,5 +45,43 @@ export function createApp(deps: ApiDeps): Express {
     }
   });
 
+  let openapi: string | null = null;
+  app.get("/openapi.json", (_req, res) => {
+    openapi ??= JSON.stringify(buildOpenApiDocument());
+    res.type("application/json").send(openapi);
+  });
+
+  app.get("/metrics", async (_req, res) => {
+    if (!deps.metrics) throw new NotFoundError("metrics are not enabled in this process");
+    const text = await deps.metrics.render(deps.db);
+    res.type(deps.metrics.contentType).send(text);
+  });
+
+  const routes: RouteDef[] = [...notificationRoutes(deps), ...feedRoutes(deps), ...entityRoutes(deps)];
+  for (const r of routes) app[r.method](r.path, ...r.handlers);
+
+  // A known path with another method: 405 naming the allowed ones (OPTIONS answers them).
+  const methodsByPath = new Map<string, string[]>();
+  for (const path of ["/healthz", "/readyz", "/openapi.json", "/metrics"]) methodsByPath.set(path, ["GET", "HEAD"]);
+  for (const r of routes) {
+    const list = methodsByPath.get(r.path) ?? [];
+    list.push(r.method.toUpperCase(), ...(r.method === "get" ? ["HEAD"] : []));
+    methodsByPath.set(r.path, list);
+  }
+  for (const [path, methods] of methodsByPath) {
+    const allow = [...new Set([...methods, "OPTIONS"])];
+    app.all(path, (req, res) => {
+      if (req.method === "OPTIONS") {
+        res.status(204).set("Allow", allow.join(", ")).end();
+        return;
+      }
+      throw new MethodNotAllowedError(req.method, req.path, allow);
+    });
+  }
+
+  app.use((req) => {
+    throw new NotFoundError(`no such endpoint: ${req.method} ${req.path} (see /openapi.json)`);
+  });
+  app.use(problemHandler(deps.logger));
   return app;
 }

@@ -69,16 +69,25 @@ export async function buildView(db: Executor, aggregate: NotificationAggregate) 
       where o.id = ${aggregate.id} and o.payload->>'operationId' = ${c.operationId}
       order by o.position desc limit 1`.execute(db);
     const handling = rows[0];
-    const success = events.find((e) => e.type.startsWith("SucceededIn"));
-    const failure = events.find((e) => e.type.startsWith("FailedTo"));
+    // The latest attempt's outcome counts (an operator may have re-driven a failed send).
+    const outcomes = events.filter((e) => e.type.startsWith("SucceededIn") || e.type.startsWith("FailedTo"));
+    const latest = outcomes.at(-1);
+    const success = latest?.type.startsWith("SucceededIn") ? latest : undefined;
+    const failure = latest?.type.startsWith("FailedTo") ? latest : undefined;
     const status: ChannelView["status"] =
-      c.outcome === "failed" || failure ? "failed" : c.outcome === "succeeded" || success ? "sent" : handling?.status ? "sending" : "pending";
+      c.outcome === "succeeded" || success
+        ? "sent"
+        : c.outcome === "failed" || failure
+          ? "failed"
+          : handling?.status
+            ? "sending"
+            : "pending";
     const view: ChannelView = {
       channel: c.channel,
       destination: c.destination,
       status,
       attempts: handling?.attempts ?? events.filter((e) => e.type.endsWith("RequestedEvent")).length,
-      lastError: c.error ?? handling?.last_error ?? null,
+      lastError: status === "sent" ? null : (c.error ?? handling?.last_error ?? null),
       sentAt: success ? success.recordedAt.toISOString() : null,
     };
     if (success && c.channel === "email") view.messageId = SucceededInSendingEmailEvent.parse(success.payload).messageId;

@@ -82,6 +82,8 @@ describe("transactional outbox", () => {
       ]);
       expect(history[0]!.actor).toBe("test_consumer");
       expect(history[0]!.reason).toMatch(/claimed by job \d+/);
+      // The database role that acted is kept beside the login that carried it.
+      expect(history[0]!.recordedBy).toMatch(/ as tidings_test_consumer$/);
     } finally {
       await worker.stop();
     }

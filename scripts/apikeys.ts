@@ -1,0 +1,131 @@
+import "dotenv/config";
+import os from "node:os";
+import Table from "cli-table3";
+import { Command, InvalidArgumentError } from "commander";
+import pino from "pino";
+import { SCOPES, createApiKey, listApiKeys, revokeApiKey, type ApiKeyInfo } from "../src/auth/apiKeys";
+import { ConfigError, loadConfig, type Config } from "../src/config/config";
+import { openDatabaseForTool, type Database } from "../src/db/connect";
+import { TidingsError } from "../src/errors/errors";
+
+/**
+ * `npm run apikeys -- <create|list|revoke>`: manage the HTTP API's keys
+ * (src/auth/apiKeys.ts, docs/api.md). The secret is printed once, by create.
+ */
+
+const EXIT_REFUSED = 2;
+
+async function connect(): Promise<Database> {
+  const config = loadConfig();
+  // Logs go to stderr: stdout is the answer (and valid JSON with --json).
+  const logger = pino({ name: "tidings-apikeys", level: process.env.LOG_LEVEL ?? "warn" }, pino.destination(2));
+  return openDatabaseForTool({ ...config, DB_POOL_SIZE: 2 }, logger, "tidings-apikeys");
+}
+
+async function withDatabase<T>(fn: (database: Database) => Promise<T>): Promise<T> {
+  const database = await connect();
+  try {
+    return await fn(database);
+  } finally {
+    await database.close();
+  }
+}
+
+function parseScopes(value: string): string[] {
+  const scopes = value
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const unknown = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
+  if (scopes.length === 0) throw new InvalidArgumentError(`give at least one of: ${SCOPES.join(", ")}`);
+  if (unknown.length > 0) throw new InvalidArgumentError(`unknown scope ${unknown.map((s) => `"${s}"`).join(", ")}; scopes are ${SCOPES.join(", ")}`);
+  return scopes;
+}
+
+function publicView(k: ApiKeyInfo) {
+  return {
+    id: k.keyId,
+    name: k.name,
+    scopes: k.scopes,
+    hint: `tdk_…${k.hint}`,
+    createdAt: k.createdAt.toISOString(),
+    createdBy: k.createdBy,
+    revokedAt: k.revokedAt?.toISOString() ?? null,
+    revokedReason: k.revokedReason,
+  };
+}
+
+const program = new Command()
+  .name("apikeys")
+  .description("Create, list and revoke API keys of the tidings HTTP API. Only a hash of each secret is stored.")
+  .showHelpAfterError();
+
+program
+  .command("create")
+  .description("create a key and print its secret (shown only this once)")
+  .requiredOption("--name <name>", "what the key is for, e.g. billing-service")
+  .requiredOption("--scopes <list>", `comma-separated scopes: ${SCOPES.join(", ")}`, parseScopes)
+  .option("--json", "print JSON")
+  .action(async (options: { name: string; scopes: string[]; json?: boolean }) => {
+    const key = await withDatabase((d) =>
+      createApiKey(d.db, { name: options.name, scopes: options.scopes, createdBy: `apikeys script (${os.userInfo().username})` }),
+    );
+    if (options.json) {
+      process.stdout.write(`${JSON.stringify({ ...publicView(key), secret: key.secret })}\n`);
+      return;
+    }
+    process.stdout.write(
+      [
+        `created API key ${key.keyId}`,
+        `  name:   ${key.name}`,
+        `  scopes: ${key.scopes.join(", ")}`,
+        `  secret: ${key.secret}`,
+        "",
+        "The secret is shown only this once and is not stored; keep it now.",
+        `Use it as: Authorization: Bearer ${key.secret}`,
+        "",
+      ].join("\n"),
+    );
+  });
+
+program
+  .command("list")
+  .description("list keys (never their secrets)")
+  .option("--active", "only keys that are not revoked")
+  .option("--json", "print JSON")
+  .action(async (options: { active?: boolean; json?: boolean }) => {
+    const keys = await withDatabase((d) => listApiKeys(d.db, { includeRevoked: !options.active }));
+    if (options.json) {
+      process.stdout.write(`${JSON.stringify(keys.map(publicView))}\n`);
+      return;
+    }
+    if (keys.length === 0) {
+      process.stdout.write("no API keys\n");
+      return;
+    }
+    const table = new Table({ head: ["id", "name", "scopes", "secret", "created", "revoked"] });
+    for (const k of keys) {
+      const v = publicView(k);
+      table.push([v.id, v.name, v.scopes.join(","), v.hint, v.createdAt, v.revokedAt ? `${v.revokedAt}: ${v.revokedReason}` : "-"]);
+    }
+    process.stdout.write(`${table.toString()}\n`);
+  });
+
+program
+  .command("revoke")
+  .description("revoke a key for good: requests with it are refused (401) from now on")
+  .argument("<id>", "the key's id (see list)")
+  .requiredOption("--reason <reason>", "why, kept with the key")
+  .action(async (id: string, options: { reason: string }) => {
+    const key = await withDatabase((d) => revokeApiKey(d.db, id, options.reason));
+    process.stdout.write(`revoked API key ${key.keyId} (${key.name}) at ${key.revokedAt!.toISOString()}: ${key.revokedReason}\n`);
+  });
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  if (error instanceof ConfigError || error instanceof TidingsError) {
+    process.stderr.write(`apikeys: ${(error as Error).message}\n`);
+    process.exit(EXIT_REFUSED);
+  }
+  process.stderr.write(`apikeys failed: ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

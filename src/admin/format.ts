@@ -1,0 +1,129 @@
+import Table from "cli-table3";
+import type { ActionReport, StuckReport, SwitchReport } from "./redrive";
+import type { SelectedRecord, SelectionResult } from "./selection";
+
+/** Plain-text renderings of the re-drive reports for a terminal (the CLI's default; --json gives the reports as they are). */
+
+// No colours (output is often piped or pasted into a ticket), no lines between rows.
+const STYLE = { head: [] as string[], border: [] as string[], compact: true };
+
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const s = Math.floor(ms / 1000);
+  const units: [number, string][] = [
+    [86_400, "d"],
+    [3_600, "h"],
+    [60, "m"],
+    [1, "s"],
+  ];
+  const parts: string[] = [];
+  let rest = s;
+  for (const [size, unit] of units) {
+    if (rest >= size && parts.length < 2) {
+      parts.push(`${Math.floor(rest / size)}${unit}`);
+      rest %= size;
+    }
+  }
+  return parts.join("");
+}
+
+function short(text: string | null, max = 60): string {
+  if (!text) return "";
+  const oneLine = text.replace(/\s+/g, " ");
+  return oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
+}
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function recordCells(r: SelectedRecord): string[] {
+  return [r.stream, String(r.position), r.id, r.type, r.concern];
+}
+
+export function formatAction(report: ActionReport): string {
+  const lines: string[] = [];
+  const first = report.changes[0];
+  const move = first ? `${first.status} → ${first.to}${first.requeue ? ", job queued again" : ""}` : "";
+  if (report.dryRun) {
+    lines.push(
+      `DRY RUN: nothing was changed. ${plural(report.selected, "record")} would change` +
+        `${move ? ` (${report.verb}: ${move})` : ""}.`,
+    );
+  } else {
+    lines.push(
+      `${report.verb} by ${report.actor} (reason: ${JSON.stringify(report.reason)}): ` +
+        `${report.changed} changed, ${report.failed} failed, ${plural(report.queued, "job")} queued.`,
+    );
+  }
+  if (report.changes.length > 0) {
+    const table = new Table({
+      head: ["stream", "position", "record id", "type", "concern", "status", "attempts", "last error", ...(report.dryRun ? [] : ["result"])],
+      style: STYLE,
+    });
+    for (const c of report.changes) {
+      table.push([
+        ...recordCells(c),
+        `${c.status} → ${c.to}`,
+        String(c.attempts),
+        short(c.lastError),
+        ...(report.dryRun ? [] : [c.outcome === "failed" ? `failed: ${short(c.error, 80)}` : c.outcome]),
+      ]);
+    }
+    lines.push(table.toString());
+  }
+  lines.push(`${plural(report.selected, "record")}${report.dryRun ? " would change" : " selected"} (${report.matched} matching).`);
+  for (const w of report.warnings) lines.push(`note: ${w}`);
+  if (report.dryRun && report.selected > 0) lines.push(`To act, run again with --execute --reason "<why>".`);
+  return lines.join("\n");
+}
+
+export function formatListing(result: SelectionResult, title = "records"): string {
+  const lines: string[] = [];
+  if (result.records.length > 0) {
+    const table = new Table({
+      head: ["stream", "position", "record id", "type", "concern", "status", "attempts", "since", "last actor", "last error"],
+      style: STYLE,
+    });
+    for (const r of result.records) {
+      table.push([...recordCells(r), r.status, String(r.attempts), formatDuration(r.ageMs), r.lastActor ?? "", short(r.lastError)]);
+    }
+    lines.push(table.toString());
+  }
+  lines.push(`${plural(result.records.length, title.replace(/s$/, ""), title)}${result.limited ? ` shown of ${result.matched} matching (raise --limit)` : ""}.`);
+  return lines.join("\n");
+}
+
+export function formatStuck(report: StuckReport): string {
+  return [
+    `Running for longer than ${formatDuration(report.olderThanMs)} (a worker may have died holding them; see cancel-running):`,
+    formatListing(report.running, "stuck running records"),
+    "",
+    "Failed, waiting for an operator (see redrive-failed, archive-failed):",
+    formatListing(report.failed, "failed records"),
+  ].join("\n");
+}
+
+export function formatSwitch(report: SwitchReport): string {
+  const lines: string[] = [];
+  lines.push(
+    report.dryRun
+      ? `DRY RUN: nothing was changed. ${report.verb} would switch ${plural(report.switches.filter((s) => s.changes).length, "stream")}.`
+      : `${report.verb} by ${report.actor} (reason: ${JSON.stringify(report.reason)}).`,
+  );
+  const table = new Table({ head: ["stream", "concern", "now", "after", "waiting records", ...(report.dryRun ? [] : ["requeued"])], style: STYLE });
+  for (const s of report.switches) {
+    const state = (d: boolean) => (d ? "disabled" : "enabled");
+    table.push([
+      s.stream,
+      s.concern,
+      state(s.wasDisabled),
+      s.changes ? state(s.disabled) : `${state(s.disabled)} (unchanged)`,
+      String(s.waiting),
+      ...(report.dryRun ? [] : [String(s.requeued)]),
+    ]);
+  }
+  lines.push(table.toString());
+  if (report.dryRun && report.switches.some((s) => s.changes)) lines.push(`To act, run again with --execute --reason "<why>".`);
+  return lines.join("\n");
+}

@@ -1,0 +1,132 @@
+import { sql } from "kysely";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { HandledInfo } from "../bots/bot";
+import type { Db } from "../db/database";
+import { Streams, handlingTable } from "../streams/names";
+
+/**
+ * Prometheus metrics. Counters and the latency histogram are kept by this
+ * process (the API counts enqueues; the worker's runner reports every job
+ * through `onHandled`); the queue depth and the failed records are read from
+ * PostgreSQL at scrape time, so every process reports the same totals.
+ */
+export interface TidingsMetrics {
+  registry: Registry;
+  /** The runner's hook (BotRuntime.onHandled): latency per task, sends per channel. */
+  onHandled(info: HandledInfo): void;
+  notificationEnqueued(): void;
+  /** Long-polls of the feed in progress. */
+  feedWaiting: Gauge;
+  /** Refresh the gauges computed from the database, then render everything. */
+  render(db: Db): Promise<string>;
+  contentType: string;
+}
+
+const CHANNEL_OF_STREAM: Record<string, "email" | "slack"> = {
+  [Streams.emailOperations]: "email",
+  [Streams.slackOperations]: "slack",
+};
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): TidingsMetrics {
+  const registry = new Registry();
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: "tidings_process_" });
+
+  const enqueued = new Counter({
+    name: "tidings_notifications_enqueued_total",
+    help: "Notifications enqueued through this process's API (idempotent replays not counted).",
+    registers: [registry],
+  });
+  const sends = new Counter({
+    name: "tidings_channel_sends_total",
+    help: "Channel sends handled by this process's workers, by channel and outcome (sent, or failed for good).",
+    labelNames: ["channel", "outcome"] as const,
+    registers: [registry],
+  });
+  for (const channel of ["email", "slack"]) for (const outcome of ["sent", "failed"]) sends.labels(channel, outcome).inc(0);
+  const handling = new Histogram({
+    name: "tidings_job_handling_seconds",
+    help: "How long each job of this process's workers took, by task and how it ended.",
+    labelNames: ["task", "outcome"] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  const feedWaiting = new Gauge({
+    name: "tidings_feed_long_polls",
+    help: "Requests to GET /v1/events waiting for an event in this process.",
+    registers: [registry],
+  });
+  const jobsWaiting = new Gauge({
+    name: "tidings_jobs_waiting",
+    help: "graphile-worker jobs not yet taken by a worker, by task; due=now can run at once, due=later are retries scheduled for later.",
+    labelNames: ["task", "due"] as const,
+    registers: [registry],
+  });
+  const failedRecords = new Gauge({
+    name: "tidings_failed_records",
+    help: "Records whose handling is Failed (waiting for an operator to re-drive or archive), by stream and concern.",
+    labelNames: ["stream", "concern"] as const,
+    registers: [registry],
+  });
+  const databaseUp = new Gauge({
+    name: "tidings_metrics_database_up",
+    help: "1 when the database gauges of this scrape could be read, 0 when not (they are then left out).",
+    registers: [registry],
+  });
+
+  // Runs as the login role: graphile-worker's tables and every handling
+  // table are process internals no actor is granted as a whole.
+  async function refreshDatabaseGauges(db: Db): Promise<void> {
+    try {
+      const jobs = await sql<{ task: string; now: number; later: number }>`
+        select t.identifier as task,
+               count(*) filter (where j.run_at <= now())::int as now,
+               count(*) filter (where j.run_at > now())::int as later
+        from graphile_worker._private_jobs j
+        join graphile_worker._private_tasks t on t.id = j.task_id
+        where j.is_available
+        group by t.identifier`.execute(db);
+      const consumers = await db.selectFrom("tidings.stream_consumers").select(["stream", "concern"]).execute();
+      // One count per (stream, concern), each answered by the handling table's (concern, status) index.
+      const failed =
+        consumers.length === 0
+          ? { rows: [] }
+          : await sql<{ stream: string; concern: string; n: number }>`${sql.join(
+              consumers.map(
+                (c) => sql`select ${c.stream}::text as stream, ${c.concern}::text as concern, count(*)::int as n
+                           from ${handlingTable(c.stream)} where concern = ${c.concern} and status = 'Failed'`,
+              ),
+              sql` union all `,
+            )}`.execute(db);
+      // Replaced in one synchronous step, so a concurrent scrape never renders half of it.
+      jobsWaiting.reset();
+      failedRecords.reset();
+      for (const r of jobs.rows) {
+        jobsWaiting.labels(r.task, "now").set(r.now);
+        jobsWaiting.labels(r.task, "later").set(r.later);
+      }
+      for (const r of failed.rows) failedRecords.labels(r.stream, r.concern).set(r.n);
+      databaseUp.set(1);
+    } catch {
+      jobsWaiting.reset();
+      failedRecords.reset();
+      databaseUp.set(0);
+    }
+  }
+
+  return {
+    registry,
+    feedWaiting,
+    contentType: registry.contentType,
+    notificationEnqueued: () => enqueued.inc(),
+    onHandled(info) {
+      handling.labels(info.task, info.outcome).observe(info.durationMs / 1000);
+      const channel = CHANNEL_OF_STREAM[info.stream];
+      if (channel && info.outcome === "completed") sends.labels(channel, "sent").inc();
+      if (channel && info.outcome === "failed") sends.labels(channel, "failed").inc();
+    },
+    async render(db) {
+      await refreshDatabaseGauges(db);
+      return registry.metrics();
+    },
+  };
+}

@@ -1,0 +1,231 @@
+import { OpenAPIRegistry, OpenApiGeneratorV31, type RouteConfig } from "@asteasolutions/zod-to-openapi";
+import { z } from "zod";
+import {
+  EntityBody,
+  EntityHistoryQuery,
+  EntityHistoryResponse,
+  EntityIdParams,
+  EntityPutResponse,
+  EntityVersionResponse,
+  FeedPage,
+  FeedQuery,
+  IdempotencyKeyHeader,
+  ListNotificationsQuery,
+  NotificationAccepted,
+  NotificationIdParams,
+  NotificationList,
+  NotificationPending,
+  NotificationRecords,
+  NotificationView,
+  ProblemSchema,
+  SendNotificationBody,
+} from "./schemas";
+
+/**
+ * Named components. zod's `.meta({ id })` registers a schema in zod's global
+ * registry, which refuses an id twice: hence once, at module load.
+ */
+const Problem = ProblemSchema.meta({ id: "Problem" });
+const SendNotification = SendNotificationBody.meta({ id: "SendNotificationRequest" });
+const Accepted = NotificationAccepted.meta({ id: "NotificationAccepted" });
+const View = NotificationView.meta({ id: "NotificationView" });
+const Pending = NotificationPending.meta({ id: "NotificationPending" });
+const List = NotificationList.meta({ id: "NotificationList" });
+const Records = NotificationRecords.meta({ id: "NotificationRecords" });
+const Feed = FeedPage.meta({ id: "EventFeedPage" });
+const Entity = EntityBody.meta({ id: "EntityInput" });
+const EntityVersion = EntityVersionResponse.meta({ id: "EntityVersion" });
+const EntityPut = EntityPutResponse.meta({ id: "EntityPutResult" });
+const EntityHistory = EntityHistoryResponse.meta({ id: "EntityHistory" });
+
+let cached: object | null = null;
+
+/**
+ * /openapi.json, generated from the same zod schemas that validate requests.
+ * Query schemas that transform their input (cursors, numbers in strings) are
+ * documented by their input: what a client sends.
+ */
+export function buildOpenApiDocument(): object {
+  cached ??= generate();
+  return cached;
+}
+
+function generate(): object {
+  const registry = new OpenAPIRegistry();
+  const bearer = registry.registerComponent("securitySchemes", "apiKey", {
+    type: "http",
+    scheme: "bearer",
+    description: "An API key: `Authorization: Bearer tdk_...`. Create one with `npm run apikeys -- create`.",
+  });
+  const security = (scope: string) => [{ [bearer.name]: [scope] }];
+
+  const problemJson = { "application/problem+json": { schema: Problem } };
+  const problems = (...codes: number[]) =>
+    Object.fromEntries(codes.map((c) => [c, { description: PROBLEM_DESCRIPTIONS[c] ?? "Problem", content: problemJson }]));
+  const json = (schema: z.ZodType) => ({ "application/json": { schema } });
+
+
+  const authProblems = problems(401, 403);
+  const routes: RouteConfig[] = [
+    {
+      method: "post",
+      path: "/v1/notifications",
+      summary: "Enqueue a notification to an entity",
+      description:
+        "Answers at once with the tracking id. With an Idempotency-Key header the call is safe to repeat: the same key with the same body answers the original id without enqueueing again; with a different body, 422.",
+      security: security("producer"),
+      request: {
+        headers: z.object({ "Idempotency-Key": IdempotencyKeyHeader.optional() }),
+        body: { content: json(SendNotification), required: true },
+      },
+      responses: {
+        202: { description: "Enqueued (or, for a repeated Idempotency-Key, enqueued earlier)", content: json(Accepted) },
+        ...problems(400, 413, 415, 422),
+        ...authProblems,
+      },
+    },
+    {
+      method: "get",
+      path: "/v1/notifications",
+      summary: "List notifications, newest first, each as its latest view",
+      security: security("reader"),
+      request: { query: inputOf(ListNotificationsQuery) },
+      responses: { 200: { description: "A page; `next` is the cursor of the following page or null", content: json(List) }, ...problems(400), ...authProblems },
+    },
+    {
+      method: "get",
+      path: "/v1/notifications/{id}",
+      summary: "The latest view of a notification, as stored",
+      security: security("reader"),
+      request: { params: inputOf(NotificationIdParams) },
+      responses: {
+        200: { description: "The latest view, or `status: accepted` while no view is written yet", content: json(z.union([View, Pending])) },
+        ...problems(400, 404),
+        ...authProblems,
+      },
+    },
+    {
+      method: "get",
+      path: "/v1/notifications/{id}/events",
+      summary: "Every record of a notification in every stream, with its handling history",
+      security: security("reader"),
+      request: { params: inputOf(NotificationIdParams) },
+      responses: { 200: { description: "Records ordered by recorded_at, stream name, position", content: json(Records) }, ...problems(400, 404), ...authProblems },
+    },
+    {
+      method: "get",
+      path: "/v1/events",
+      summary: "The notification event feed, resumable from a cursor, with long-polling",
+      security: security("reader"),
+      request: { query: inputOf(FeedQuery) },
+      responses: { 200: { description: "Events after the cursor, and the cursor to continue from", content: json(Feed) }, ...problems(400), ...authProblems },
+    },
+    {
+      method: "put",
+      path: "/v1/entities/{id}",
+      summary: "Create or change an entity (contact details and channel preferences)",
+      security: security("entities"),
+      request: { params: inputOf(EntityIdParams), body: { content: json(Entity), required: true } },
+      responses: {
+        201: { description: "Created", content: json(EntityPut) },
+        200: { description: "Changed, or unchanged (nothing recorded)", content: json(EntityPut) },
+        ...problems(400, 413, 415),
+        ...authProblems,
+      },
+    },
+    {
+      method: "get",
+      path: "/v1/entities/{id}",
+      summary: "The entity as it is now",
+      security: security("entities"),
+      request: { params: inputOf(EntityIdParams) },
+      responses: { 200: { description: "The current version", content: json(EntityVersion) }, ...problems(400, 404), ...authProblems },
+    },
+    {
+      method: "get",
+      path: "/v1/entities/{id}/history",
+      summary: "Every version of the entity, or the version in force at a time",
+      security: security("entities"),
+      request: { params: inputOf(EntityIdParams), query: inputOf(EntityHistoryQuery) },
+      responses: {
+        200: { description: "Without `at`: every version, oldest first. With `at`: the version in force then.", content: json(z.union([EntityHistory, EntityVersion])) },
+        ...problems(400, 404),
+        ...authProblems,
+      },
+    },
+    {
+      method: "get",
+      path: "/healthz",
+      summary: "Liveness",
+      responses: { 200: { description: "The process is up", content: json(z.object({ status: z.literal("ok") })) } },
+    },
+    {
+      method: "get",
+      path: "/readyz",
+      summary: "Readiness: the database answers and every migration is applied",
+      responses: {
+        200: { description: "Ready", content: json(z.object({ status: z.literal("ready") })) },
+        503: { description: "Not ready", content: json(z.looseObject({ status: z.string() })) },
+      },
+    },
+    {
+      method: "get",
+      path: "/metrics",
+      summary: "Prometheus metrics",
+      responses: { 200: { description: "Prometheus text exposition format", content: { "text/plain": { schema: z.string() } } } },
+    },
+    {
+      method: "get",
+      path: "/openapi.json",
+      summary: "This document",
+      responses: { 200: { description: "OpenAPI 3.1", content: json(z.looseObject({})) } },
+    },
+  ];
+  for (const r of routes) registry.registerPath(r);
+
+  return new OpenApiGeneratorV31(registry.definitions).generateDocument({
+    openapi: "3.1.0",
+    info: {
+      title: "tidings",
+      version: "1",
+      description:
+        "Notifications on PostgreSQL append-only streams. Errors are RFC 7807 problem documents (application/problem+json). See docs/api.md.",
+    },
+  });
+}
+
+/** A request part's schema as the client writes it (before transforms). */
+function inputOf<T extends z.ZodObject>(schema: T): z.ZodObject {
+  const shape: Record<string, z.ZodType> = {};
+  for (const [key, field] of Object.entries(schema.shape as Record<string, z.ZodType>)) {
+    shape[key] = describeInput(field);
+  }
+  return z.object(shape);
+}
+
+/** Transforming fields (numbers and cursors in query strings) are documented as the strings they read. */
+function describeInput(field: z.ZodType): z.ZodType {
+  const optional = field.safeParse(undefined).success;
+  if (containsTransform(field)) {
+    const text = field.description ? z.string().describe(field.description) : z.string();
+    return optional ? text.optional() : text;
+  }
+  return field;
+}
+
+function containsTransform(field: z.ZodType): boolean {
+  const def = (field as { def?: { type?: string; innerType?: z.ZodType; in?: z.ZodType; out?: z.ZodType } }).def;
+  if (!def) return false;
+  if (def.type === "pipe" || def.type === "transform") return true;
+  return def.innerType ? containsTransform(def.innerType) : false;
+}
+
+const PROBLEM_DESCRIPTIONS: Record<number, string> = {
+  400: "Invalid request: malformed JSON, a field or parameter that does not fit (named in `errors`)",
+  401: "No API key, an unknown one, or a revoked one",
+  403: "The API key lacks the scope this endpoint needs (`requiredScope`)",
+  404: "Not found",
+  413: "Request body larger than 256 kB",
+  415: "Content-Type is not application/json",
+  422: "The Idempotency-Key was already used with a different request",
+};

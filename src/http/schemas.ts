@@ -1,0 +1,233 @@
+import { z } from "zod";
+import { Scope } from "../auth/apiKeys";
+import { Entity, EntityInput, entityId } from "../entities/entity.schemas";
+import { NotificationAggregate } from "../notification/aggregate";
+import { SendNotificationToEntityOp } from "../notification/notification.schemas";
+import { HANDLING_STATUSES } from "../streams/interfaces";
+import { decodeCursor, type FeedCursor } from "../streams/read";
+
+/**
+ * The HTTP API's schemas: request parts are validated with them (all strict:
+ * an unknown field or query parameter is refused), and /openapi.json is
+ * generated from them (src/http/openapi.ts).
+ */
+
+/** A whole number from a query string ("20"), within bounds. */
+const intParam = (min: number, max: number, fallback: number) =>
+  z
+    .string()
+    .regex(/^\d{1,9}$/, `must be a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .pipe(z.number().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`))
+    .optional()
+    .transform((v) => v ?? fallback)
+    .describe(`a whole number from ${min} to ${max}; default ${fallback}`);
+
+const isoTime = z.iso.datetime({ offset: true, message: "must be an ISO 8601 date-time with a time zone, e.g. 2026-05-01T12:00:00Z" });
+
+// --- Notifications ------------------------------------------------------------
+
+/** POST /v1/notifications body: the client operation without its idempotency key (a header). */
+export const SendNotificationBody = SendNotificationToEntityOp.omit({ idempotencyKey: true });
+
+export const IdempotencyKeyHeader = z
+  .string()
+  .regex(/^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$/, "must be 1 to 255 printable ASCII characters, not starting or ending with a space");
+
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/** Tracking ids are UUIDs (src/notification/ids.ts); compared in lower case, as stored. */
+export const NotificationId = z
+  .string()
+  .regex(UUID, "must be a notification id: the UUID returned by POST /v1/notifications")
+  .transform((s) => s.toLowerCase());
+
+export const NotificationIdParams = z.strictObject({ id: NotificationId });
+
+/** "accepted": enqueued, no view written yet; the others are the aggregate's (src/notification/aggregate.ts). */
+export const NotificationStatus = z.enum(["accepted", ...NotificationAggregate.shape.status.options]);
+export type NotificationStatus = z.infer<typeof NotificationStatus>;
+
+/** The list's keyset cursor: opaque to clients; the request time in microseconds and the client operation's position. */
+export interface ListCursor {
+  micros: string;
+  position: number;
+}
+
+export function encodeListCursor(c: ListCursor): string {
+  return Buffer.from(`n1:${c.micros}:${c.position}`, "utf8").toString("base64url");
+}
+
+const ListCursorParam = z.string().transform((text, ctx): ListCursor => {
+  const match = /^n1:(-?\d{1,20}):(\d{1,16})$/.exec(Buffer.from(text, "base64url").toString("utf8"));
+  if (!match || text.length > 100) {
+    ctx.addIssue({ code: "custom", message: "not a cursor this API returned (use `next` from the previous page)" });
+    return z.NEVER;
+  }
+  return { micros: match[1]!, position: Number(match[2]) };
+});
+
+export const ListNotificationsQuery = z.strictObject({
+  entityId: entityId.optional(),
+  status: NotificationStatus.optional(),
+  since: isoTime.optional(),
+  cursor: ListCursorParam.optional().describe("`next` of the previous page; omit for the first page"),
+  limit: intParam(1, 100, 20),
+});
+
+export const NoQuery = z.strictObject({});
+
+export const NotificationAccepted = z.object({
+  id: z.uuid(),
+  status: z.literal("accepted"),
+  links: z.object({ self: z.string(), events: z.string() }),
+});
+
+/** What GET answers before the first view is written: the notification is enqueued, nothing has handled it yet. */
+export const NotificationPending = z.object({
+  id: z.uuid(),
+  status: z.literal("accepted"),
+  entity: z.object({ id: entityId }),
+  requestedAt: z.string(),
+});
+
+const ChannelView = z.object({
+  channel: z.enum(["email", "slack"]),
+  destination: z.string(),
+  status: z.enum(["pending", "sending", "sent", "failed"]),
+  attempts: z.number().int(),
+  lastError: z.string().nullable(),
+  sentAt: z.string().nullable(),
+  messageId: z.string().optional(),
+  ts: z.string().optional(),
+});
+
+/** The view the projection bot writes (src/notification/projection.ts, buildView), served as stored. */
+export const NotificationView = z.looseObject({
+  id: z.uuid(),
+  status: NotificationAggregate.shape.status,
+  entity: z.object({ id: z.string(), name: z.string().nullable() }),
+  subject: z.string(),
+  tags: z.record(z.string(), z.string()),
+  requestedAt: z.string(),
+  updatedAt: z.string(),
+  outcome: NotificationAggregate.shape.outcome,
+  failureReason: z.string().nullable(),
+  channels: z.array(ChannelView),
+  skipped: NotificationAggregate.shape.skipped,
+  alert: NotificationAggregate.shape.alert,
+  version: z.number().int(),
+});
+
+export const NotificationList = z.object({
+  items: z.array(z.union([NotificationView, NotificationPending])),
+  next: z.string().nullable(),
+});
+
+const RecordRefSchema = z.object({ stream: z.string(), position: z.number().int() });
+
+const HistoryEntry = z.object({
+  entry: z.number().int(),
+  from: z.enum(HANDLING_STATUSES),
+  to: z.enum(HANDLING_STATUSES),
+  action: z.string(),
+  actor: z.string(),
+  reason: z.string().nullable(),
+  details: z.unknown(),
+  attempt: z.number().int(),
+  recordedAt: z.string(),
+  recordedBy: z.string(),
+});
+
+export const NotificationRecord = z.object({
+  stream: z.string(),
+  position: z.number().int(),
+  type: z.string(),
+  payload: z.unknown(),
+  tags: z.record(z.string(), z.string()),
+  causedBy: RecordRefSchema.nullable(),
+  recordedAt: z.string(),
+  recordedBy: z.string(),
+  handling: z.array(
+    z.object({
+      concern: z.string(),
+      status: z.enum(HANDLING_STATUSES),
+      attempts: z.number().int(),
+      lastError: z.string().nullable(),
+      history: z.array(HistoryEntry),
+    }),
+  ),
+});
+
+export const NotificationRecords = z.object({ id: z.uuid(), records: z.array(NotificationRecord) });
+
+// --- The feed -------------------------------------------------------------------
+
+const FeedCursorParam = z.string().transform((text, ctx): FeedCursor => {
+  try {
+    return decodeCursor(text);
+  } catch (error) {
+    ctx.addIssue({ code: "custom", message: `${(error as Error).message}` });
+    return z.NEVER;
+  }
+});
+
+export const MAX_WAIT_SECONDS = 30;
+
+export const FeedQuery = z.strictObject({
+  after: FeedCursorParam.optional().describe(
+    "`<txid>-<position>`: `next` of the previous page or an event's `cursor`; omit to start from the beginning",
+  ),
+  limit: intParam(1, 1000, 100),
+  wait: intParam(0, MAX_WAIT_SECONDS, 0).describe(
+    `seconds to wait for an event when none is available yet (long-poll), 0 to ${MAX_WAIT_SECONDS}; default 0`,
+  ),
+});
+
+export const FeedEvent = z.object({
+  cursor: z.string(),
+  position: z.number().int(),
+  id: z.string(),
+  type: z.string(),
+  payload: z.unknown(),
+  tags: z.record(z.string(), z.string()),
+  causedBy: RecordRefSchema.nullable(),
+  recordedAt: z.string(),
+});
+
+export const FeedPage = z.object({ events: z.array(FeedEvent), next: z.string() });
+
+// --- Entities -------------------------------------------------------------------
+
+export const EntityIdParams = z.strictObject({ id: entityId });
+export const EntityBody = EntityInput;
+export const EntityHistoryQuery = z.strictObject({ at: isoTime.optional() });
+
+export const EntityVersionResponse = z.object({
+  entity: Entity,
+  version: z.number().int(),
+  recordedAt: z.string(),
+  changed: z.array(z.string()),
+  changedBy: z.string(),
+});
+
+export const EntityPutResponse = EntityVersionResponse.extend({ result: z.enum(["created", "changed", "unchanged"]) });
+
+export const EntityHistoryResponse = z.object({
+  id: entityId,
+  versions: z.array(
+    z.object({ version: z.number().int(), recordedAt: z.string(), type: z.string(), payload: z.unknown() }),
+  ),
+});
+
+// --- Errors -------------------------------------------------------------------
+
+export const ProblemSchema = z.looseObject({
+  type: z.string(),
+  title: z.string(),
+  status: z.number().int(),
+  detail: z.string(),
+  instance: z.string().optional(),
+  errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  requiredScope: Scope.optional(),
+});
