@@ -1,0 +1,92 @@
+import { percentile, timed } from "./stats";
+import type { BenchDatabase } from "./database";
+
+const CHUNK = 500_000;
+
+/**
+ * "Emails to one address" on N email records. The records are generated in
+ * bulk (as the owner, with triggers off for the load only: no jobs queued),
+ * each with its success event and handling row, ten emails per address; then
+ * the audit view is asked, as the auditor role, for 50 random addresses.
+ */
+export async function auditQuery(bench: BenchDatabase, sizes: number[], log: (m: string) => void = () => {}) {
+  if (!bench.superuser) {
+    log("skipped: generating rows needs a superuser (session_replication_role)");
+    return [];
+  }
+  const results: Array<{ rows: number; medianMs: number; p95Ms: number; matches: number; loadSeconds: number }> = [];
+  const { rows: have } = await bench.pool.query("select count(*)::int as n from email.operations");
+  let total = have[0].n as number;
+  for (const size of sizes.sort((a, b) => a - b)) {
+    const load = await timed(async () => {
+      while (total < size) {
+        const n = Math.min(CHUNK, size - total);
+        await generate(bench, total, n);
+        total += n;
+        log(`  generated ${total.toLocaleString("en")} email records`);
+      }
+      await bench.pool.query("analyze email.operations; analyze email.events; analyze email.operations__handling");
+    });
+    const addresses = Math.max(1, Math.floor(size / 10));
+    const samples: number[] = [];
+    let matches = 0;
+    const client = await bench.pool.connect();
+    try {
+      await client.query("set role tidings_auditor");
+      for (let i = 0; i < 60; i++) {
+        const address = `user${Math.floor(Math.random() * addresses)}@example.com`;
+        const { result, ms } = await timed(() =>
+          client.query({ name: "audit-emails-to", text: "select * from audit.emails where recipient = $1 order by requested_at desc", values: [address] }),
+        );
+        if (i >= 10) samples.push(ms); // the first ten warm the cache and the prepared plan
+        matches = result.rowCount ?? 0;
+      }
+      await client.query("reset role");
+    } finally {
+      client.release();
+    }
+    samples.sort((a, b) => a - b);
+    results.push({ rows: size, medianMs: percentile(samples, 50), p95Ms: percentile(samples, 95), matches, loadSeconds: load.ms / 1000 });
+  }
+  return results;
+}
+
+async function generate(bench: BenchDatabase, offset: number, n: number): Promise<void> {
+  const client = await bench.pool.connect();
+  try {
+    await client.query("begin");
+    // Bulk load only: skip the outbox and append-only triggers for this transaction.
+    await client.query("set local session_replication_role = replica");
+    await client.query(
+      `insert into email.operations (id, type, payload, recorded_at)
+       select gen_random_uuid()::text, 'SendEmailOp',
+              jsonb_build_object(
+                'operationId', 'bench-' || g || ':email', 'notificationId', 'bench-' || g, 'purpose', 'notification',
+                'entityId', 'e' || (g % $3), 'to', jsonb_build_array('user' || (g % $3) || '@example.com'),
+                'subject', 'Benchmark ' || g, 'text', 'Hello.', 'messageId', '<bench-' || g || '.email@tidings>', 'tags', '{}'::jsonb),
+              now() - make_interval(secs => $2 - g)
+       from generate_series($1::bigint + 1, $1::bigint + $2) g`,
+      [offset, n, Math.max(1, Math.floor((offset + n) / 10))],
+    );
+    await client.query(
+      `insert into email.events (id, type, payload, caused_by_stream, caused_by_position, recorded_at)
+       select o.id, 'SucceededInSendingEmailEvent',
+              jsonb_build_object('operationId', o.payload->>'operationId', 'attempt', 1, 'messageId', o.payload->>'messageId',
+                                 'accepted', o.payload->'to', 'rejected', '[]'::jsonb, 'response', '250 2.0.0 Ok'),
+              'email.operations', o.position, o.recorded_at
+       from email.operations o where o.position > (select coalesce(max(caused_by_position), 0) from email.events)`,
+    );
+    await client.query(
+      `insert into email.operations__handling (position, concern, status, attempts, last_action, last_actor, updated_at)
+       select o.position, 'email_bot', 'Completed', 1, 'complete', 'email_bot', o.recorded_at
+       from email.operations o where not exists (select 1 from email.operations__handling h where h.position = o.position and h.concern = 'email_bot')
+         and o.position > (select coalesce(max(position), 0) from email.operations__handling)`,
+    );
+    await client.query("commit");
+  } catch (error) {
+    await client.query("rollback").catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}
