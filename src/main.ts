@@ -22,6 +22,13 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = createLogger(config.LOG_LEVEL);
+  // graphile-worker can reject a promise nobody awaits while its connections
+  // are being cut (returning its local queue to a database that went away).
+  // Everything that matters is in PostgreSQL and recovered by leases, and the
+  // worker pool is restarted by its supervisor: log it, do not die of it.
+  process.on("unhandledRejection", (reason) => {
+    logger.error({ err: reason }, "unhandled rejection (carrying on)");
+  });
   const database = await openDatabase(config, logger);
   const metrics = createMetrics({ defaultMetrics: true });
 

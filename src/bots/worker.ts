@@ -50,7 +50,9 @@ export async function startWorker<TDeps>(options: {
   for (const bot of bots) taskList[taskIdentifier(bot)] = createTask(bot, runtime);
 
   const processId = randomUUID();
-  const poolIds = new Set<string>();
+  // The pool ids of the running pool: the heartbeat vouches for these only,
+  // so the jobs of a pool that gave up are recovered after the lease.
+  let poolIds = new Set<string>();
   const events: WorkerEvents = new EventEmitter() as WorkerEvents;
   events.on("pool:create", ({ workerPool }) => poolIds.add(workerPool.id));
 
@@ -59,30 +61,80 @@ export async function startWorker<TDeps>(options: {
     .values({ process_id: processId, worker_ids: [], hostname: os.hostname(), pid: process.pid })
     .execute();
 
-  const runner = await run({
-    pgPool: pool,
-    taskList,
-    concurrency: settings.concurrency,
-    pollInterval: settings.pollIntervalMs,
-    noHandleSignals: true,
-    logger: adaptLogger(logger),
-    events,
-    preset: {
-      worker: {
-        // Fetch jobs in batches and complete them in batches: about 10× the
-        // jobs per second of one-at-a-time on a 2-core machine.
-        localQueue: { size: Math.max(settings.concurrency * 2, 10) },
-        completeJobBatchDelay: 0,
-        failJobBatchDelay: 0,
+  const startRunner = () => {
+    poolIds = new Set<string>();
+    return run({
+      pgPool: pool,
+      taskList,
+      concurrency: settings.concurrency,
+      pollInterval: settings.pollIntervalMs,
+      noHandleSignals: true,
+      logger: adaptLogger(logger),
+      events,
+      preset: {
+        worker: {
+          // Fetch jobs in batches and complete them in batches: about 10× the
+          // jobs per second of one-at-a-time on a 2-core machine.
+          localQueue: { size: Math.max(settings.concurrency * 2, 10) },
+          completeJobBatchDelay: 0,
+          failJobBatchDelay: 0,
+        },
       },
-    },
-  });
+    });
+  };
+
+  let stopped = false;
+  let runner: Runner = await startRunner();
+
+  // graphile-worker's pool shuts itself down after database errors it cannot
+  // absorb (a restarted server, terminated connections: e.g. it could not
+  // record a job's completion). A worker process must not live on without a
+  // pool, heart-beating for jobs nobody runs: as soon as the pool starts
+  // shutting down on its own, start a new one (pausing longer while the
+  // database is still away). The old pool's ids leave the heartbeat, so the
+  // jobs it still holds come back through the lease (recoverAbandonedJobs).
+  let restarting = false;
+  const restart = async (why: unknown) => {
+    if (stopped || restarting) return;
+    restarting = true;
+    logger.error({ err: why }, "worker pool stopped on its own; starting a new one");
+    try {
+      for (let attempt = 1; !stopped; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, Math.min(30_000, 250 * 2 ** attempt)));
+        if (stopped) return;
+        try {
+          runner = await startRunner();
+          supervise(runner);
+          logger.warn({ attempt }, "worker pool restarted");
+          return;
+        } catch (error) {
+          logger.warn({ err: error, attempt }, "could not start a worker pool yet");
+        }
+      }
+    } finally {
+      restarting = false;
+    }
+  };
+  const supervise = (current: Runner) => {
+    current.promise.then(
+      () => current === runner && void restart(new Error("the worker pool ended")),
+      (error: unknown) => current === runner && void restart(error),
+    );
+  };
+  const onPoolEnding = ({ workerPool }: { workerPool: { id: string } }) => {
+    if (poolIds.has(workerPool.id)) void restart(new Error(`worker pool ${workerPool.id} is shutting down`));
+  };
+  events.on("pool:gracefulShutdown", onPoolEnding);
+  events.on("pool:forcefulShutdown", onPoolEnding);
+  events.on("pool:fatalError", onPoolEnding);
+  supervise(runner);
 
   const beat = async () => {
+    // An upsert: after a long outage another process may have swept our row.
     await db
-      .updateTable("tidings.worker_heartbeats")
-      .set({ worker_ids: [...poolIds], heartbeat_at: sql`now()` })
-      .where("process_id", "=", processId)
+      .insertInto("tidings.worker_heartbeats")
+      .values({ process_id: processId, worker_ids: [...poolIds], hostname: os.hostname(), pid: process.pid })
+      .onConflict((oc) => oc.column("process_id").doUpdateSet({ worker_ids: [...poolIds], heartbeat_at: sql`now()` }))
       .execute();
     await recoverAbandonedJobs(db, settings.leaseMs, logger);
   };
@@ -92,10 +144,11 @@ export async function startWorker<TDeps>(options: {
   }, Math.max(100, Math.floor(settings.leaseMs / 3)));
   timer.unref();
 
-  let stopped = false;
   return {
     processId,
-    runner,
+    get runner() {
+      return runner;
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
