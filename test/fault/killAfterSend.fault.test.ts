@@ -1,0 +1,108 @@
+/**
+ * Scenario 1b: the worst moment to die. The fault worker
+ * (test/fixtures/faultWorker.ts: the real bots and configuration) SIGKILLs
+ * itself right after an email was accepted by the SMTP server and before its
+ * outcome is recorded. Restarted each time, the workers still deliver every
+ * notification; the killed email arrives exactly twice, with the same
+ * Message-ID, and nothing else is repeated beyond what was in flight.
+ */
+import { createTestDatabase, type TestDatabase } from "../helpers/db";
+import {
+  SENT_ON_ALL,
+  auditHandling,
+  auditProblems,
+  channelHistory,
+  checkNotifications,
+  deliveries,
+  enqueueMany,
+  outcomeTally,
+  runningSends,
+  seedEntities,
+  spawnWorker,
+  startChannels,
+  stopAll,
+  waitForAllOutcomes,
+  waitForQuiet,
+  workerEnv,
+  type Channels,
+  type WorkerProcess,
+} from "../helpers/faultFlow";
+
+const COUNT = 200;
+const KILLS = 3;
+const KILL_AFTER_EMAILS = 25;
+
+let t: TestDatabase;
+let channels: Channels;
+const workers: WorkerProcess[] = [];
+
+beforeAll(async () => {
+  t = await createTestDatabase(10);
+  channels = await startChannels();
+});
+afterAll(async () => {
+  await stopAll(workers);
+  await channels?.close();
+  await t?.close();
+});
+
+it("killed between a send and the recording of its outcome, three times: delivered, each killed email sent twice with one Message-ID", async () => {
+  const entities = await seedEntities(t.db, "k2");
+  const sent = await enqueueMany(t.db, { label: "k2", count: COUNT, entities });
+  const ids = sent.map((s) => s.trackingId);
+  const env = (killAfter: number) =>
+    workerEnv({ databaseUrl: t.url, channels, extra: { KILL_AFTER_EMAILS: String(killAfter), WORKER_CONCURRENCY: "6" } });
+
+  const killed: { trackingId: string; messageId: string }[] = [];
+  let inFlightEmail = 0;
+  let inFlightSlack = 0;
+  for (let round = 1; round <= KILLS; round++) {
+    const w = spawnWorker(`killer-${round}`, env(KILL_AFTER_EMAILS), "test/fixtures/faultWorker.ts");
+    workers.push(w);
+    await w.ready();
+    // Bounded: a worker that never reaches its Nth send fails the test instead of hanging it.
+    let timer: NodeJS.Timeout | undefined;
+    const exit = await Promise.race([w.exited, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), 45_000)))]);
+    clearTimeout(timer);
+    expect(exit).toEqual({ code: null, signal: "SIGKILL" });
+    const line = /KILLING (\S+) (\S+)/.exec(w.output());
+    expect(line).not.toBeNull();
+    killed.push({ trackingId: line![1]!, messageId: line![2]! });
+    const running = await runningSends(t.query);
+    inFlightEmail += running.email;
+    inFlightSlack += running.slack;
+  }
+
+  const last = spawnWorker("finisher", env(0), "test/fixtures/faultWorker.ts");
+  workers.push(last);
+  await last.ready();
+  await waitForAllOutcomes(t.query, ids, 60_000);
+
+  const check = await checkNotifications(t.query, ids);
+  expect(check.lost).toEqual([]);
+  expect(outcomeTally(check)).toEqual({ [SENT_ON_ALL]: COUNT });
+  expect(check.unfinished).toEqual([]);
+  await waitForQuiet(t.query);
+  expect(auditProblems(await auditHandling(t.query))).toEqual([]);
+
+  const d = deliveries(channels, sent);
+  expect(d.emailMissing).toEqual([]);
+  expect(d.slackMissing).toEqual([]);
+  expect(d.strangers).toEqual([]);
+  for (const k of killed) {
+    const expected = 1 + killed.filter((x) => x.messageId === k.messageId).length;
+    expect({ messageId: k.messageId, received: d.emails.get(k.messageId) }).toEqual({ messageId: k.messageId, received: expected });
+    expect(k.messageId).toBe(`<${k.trackingId}.email@tidings>`);
+    // The abandoned attempt is visible: claimed, cancelled as abandoned, claimed again, completed.
+    const history = await channelHistory(t.query, "email.operations", k.trackingId);
+    const cancel = history.find((h) => h.action === "cancel");
+    expect(cancel?.reason).toMatch(/was abandoned before recording an outcome/);
+    expect(history.at(-1)?.action).toBe("complete");
+  }
+  expect(d.emailDuplicates).toBeLessThanOrEqual(inFlightEmail);
+  expect(d.slackDuplicates).toBeLessThanOrEqual(inFlightSlack);
+  process.stdout.write(
+    `fault 1b: ${COUNT} notifications, ${KILLS} kills after a send; in flight at the kills: ${inFlightEmail} email, ${inFlightSlack} slack; ` +
+      `duplicates: ${d.emailDuplicates} email (${killed.length} of them the killed sends), ${d.slackDuplicates} slack\n`,
+  );
+}, 240_000);

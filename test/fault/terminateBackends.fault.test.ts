@@ -1,0 +1,37 @@
+/**
+ * Scenario 3: the worker's database connections are terminated again and
+ * again (pg_terminate_backend every 200 ms for 8 s, as a failover proxy or an
+ * idle-session killer would) while notifications flow. With nothing to
+ * restart it, the worker (src/main.ts) must take new connections by itself
+ * (if it dies the test fails at once, with the cause) and every notification
+ * reach its outcome, none lost.
+ */
+import { createTestDatabase, type TestDatabase } from "../helpers/db";
+import { SENT_ON_ALL } from "../helpers/faultFlow";
+import { runTerminatedConnections } from "../helpers/faultScenarios";
+
+const COUNT = 240;
+
+let t: TestDatabase;
+beforeAll(async () => {
+  t = await createTestDatabase(5);
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+it("worker connections terminated every 200 ms: the worker carries on and every notification reaches its outcome", async () => {
+  const r = await runTerminatedConnections(t, { count: COUNT });
+  expect(r.outcomesBeforeFault).toBeLessThan(COUNT);
+  expect(r.check.lost).toEqual([]);
+  expect(r.tally).toEqual({ [SENT_ON_ALL]: COUNT });
+  expect(r.check.unfinished).toEqual([]);
+  expect(r.auditProblems).toEqual([]);
+  expect(r.emailMissing).toEqual([]);
+  expect(r.slackMissing).toEqual([]);
+  expect(r.strangers).toEqual([]);
+  process.stdout.write(
+    `fault 3: ${COUNT} notifications, ${r.faultDetail} with ${r.outcomesBeforeFault} outcomes reached; ` +
+      `all outcomes ${r.recoveryMs} ms after the first termination; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
+  );
+}, 150_000);

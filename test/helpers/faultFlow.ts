@@ -1,0 +1,511 @@
+/**
+ * Shared pieces of the fault tests (test/fault): channels on loopback,
+ * entities that prefer email and Slack, a batch of notifications enqueued
+ * through the real enqueue paths, worker processes to start and kill, and
+ * the checks that prove, from the streams themselves, that no notification
+ * was lost and no record was handled twice.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import path from "node:path";
+import { sql } from "kysely";
+import type { Db } from "../../src/db/database";
+import { putEntity } from "../../src/entities/entity.repository";
+import { enqueueNotification } from "../../src/notification/enqueue";
+import { waitFor } from "./db";
+import { startSlackStandIn, type SlackStandIn } from "./slackStandIn";
+import { startSmtpServer, type TestSmtpServer } from "./smtpServer";
+import { OUTCOME_TYPES, person } from "./tidings";
+
+export const ROOT = path.resolve(__dirname, "../..");
+
+/** The outcome type that means "delivered on every channel". */
+export const SENT_ON_ALL = "SentOnAllPreparedChannelsEvent";
+
+/** How the checks read the streams (as the superuser, past every role): a pg pool's or a test database's `query`. */
+export type Query = <R extends Record<string, unknown> = Record<string, unknown>>(
+  text: string,
+  values?: unknown[],
+) => Promise<{ rows: R[] }>;
+
+export interface Channels {
+  smtp: TestSmtpServer;
+  slack: SlackStandIn;
+  close(): Promise<void>;
+}
+
+export async function startChannels(): Promise<Channels> {
+  const smtp = await startSmtpServer();
+  const slack = await startSlackStandIn();
+  return {
+    smtp,
+    slack,
+    async close() {
+      await Promise.all([smtp.close(), slack.close()]);
+    },
+  };
+}
+
+/** Entities `<prefix>-<i>` that prefer email and Slack, delivery on both. */
+export async function seedEntities(db: Db, prefix: string, count = 8): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const id = `${prefix}-${i}`;
+    await putEntity(
+      db,
+      id,
+      person({ name: `Fault ${prefix} ${i}`, email: `${id}@example.test`, slack: `U0FLT${String(i).padStart(4, "0")}` }),
+      "fault-test",
+    );
+    ids.push(id);
+  }
+  return ids;
+}
+
+export interface SentNotification {
+  trackingId: string;
+  /** A string only this notification's subject (hence its email and Slack post) contains. */
+  marker: string;
+  messageId: string;
+}
+
+/**
+ * Enqueue `count` notifications spread over the entities: even ones through
+ * the TypeScript enqueue, odd ones through the SQL function
+ * `tidings.send_notification_to_entity`, each with a unique marker.
+ */
+export async function enqueueMany(
+  db: Db,
+  options: { label: string; count: number; entities: string[] },
+): Promise<SentNotification[]> {
+  const sent: SentNotification[] = [];
+  for (let i = 0; i < options.count; i++) {
+    const marker = `[fault:${options.label}:${i}]`;
+    const entityId = options.entities[i % options.entities.length]!;
+    const subject = `Report ${marker}`;
+    const text = `Hello ${marker}, this notification must arrive exactly once.`;
+    let trackingId: string;
+    if (i % 2 === 0) {
+      trackingId = (await enqueueNotification(db, { entityId, subject, text })).trackingId;
+    } else {
+      const { rows } = await sql<{ id: string }>`
+        select tidings.send_notification_to_entity(${entityId}, ${subject}, ${text}) as id`.execute(db);
+      trackingId = rows[0]!.id;
+    }
+    sent.push({ trackingId, marker, messageId: `<${trackingId}.email@tidings>` });
+  }
+  return sent;
+}
+
+/** How many of these notifications have an outcome event on notification.events. */
+export async function countOutcomes(query: Query, ids: readonly string[]): Promise<number> {
+  const { rows } = await query<{ n: number }>(
+    `select count(distinct id)::int as n from notification.events where type = any($1::text[]) and id = any($2::text[])`,
+    [OUTCOME_TYPES, ids],
+  );
+  return rows[0]!.n;
+}
+
+/** Wait (bounded) until every notification has an outcome; the error says how many are missing. */
+export async function waitForAllOutcomes(query: Query, ids: readonly string[], timeoutMs: number): Promise<void> {
+  let last = 0;
+  try {
+    await waitFor(
+      async () => {
+        last = await countOutcomes(query, ids);
+        return last === ids.length;
+      },
+      { timeoutMs, intervalMs: 200, what: `outcomes of ${ids.length} notifications` },
+    );
+  } catch (error) {
+    const jobs = await describeJobs(query).catch((e) => `(job queue unreadable: ${String(e)})`);
+    throw new Error(`${(error as Error).message}: only ${last} of ${ids.length} reached an outcome; jobs left:\n${jobs}`, { cause: error });
+  }
+}
+
+/** Count emails (by Message-ID) and Slack posts (by marker) at the receiving side. */
+export function deliveries(channels: Channels, sent: readonly SentNotification[]) {
+  const emails = new Map<string, number>();
+  for (const m of channels.smtp.messages) if (m.messageId) emails.set(m.messageId, (emails.get(m.messageId) ?? 0) + 1);
+  const markerOf = /\[fault:[a-z0-9-]+:\d+\]/;
+  const posts = new Map<string, number>();
+  for (const p of channels.slack.posts) {
+    const marker = markerOf.exec(p.text)?.[0];
+    if (marker) posts.set(marker, (posts.get(marker) ?? 0) + 1);
+  }
+  let emailDuplicates = 0;
+  let slackDuplicates = 0;
+  const emailMissing: string[] = [];
+  const slackMissing: string[] = [];
+  for (const s of sent) {
+    const e = emails.get(s.messageId) ?? 0;
+    const p = posts.get(s.marker) ?? 0;
+    if (e === 0) emailMissing.push(s.trackingId);
+    if (p === 0) slackMissing.push(s.trackingId);
+    emailDuplicates += Math.max(0, e - 1);
+    slackDuplicates += Math.max(0, p - 1);
+  }
+  // Anything received that belongs to none of these notifications (an alert,
+  // or a resend under another id): must be nothing in these tests.
+  const ids = new Set(sent.map((s) => s.messageId));
+  const markers = new Set(sent.map((s) => s.marker));
+  const strangers = [
+    ...channels.smtp.messages.filter((m) => !m.messageId || !ids.has(m.messageId)).map((m) => `email ${m.messageId} to ${m.to.join(", ")}: ${m.subject}`),
+    ...channels.slack.posts.filter((p) => !markers.has(markerOf.exec(p.text)?.[0] ?? "")).map((p) => `slack post to ${p.requestedChannel}: ${p.text.slice(0, 80)}`),
+  ];
+  return { emails, posts, emailDuplicates, slackDuplicates, emailMissing, slackMissing, strangers };
+}
+
+/** Channel operations Running right now (sends that may be in flight). */
+export async function runningSends(query: Query): Promise<{ email: number; slack: number }> {
+  const { rows } = await query<{ email: number; slack: number }>(`
+    select (select count(*)::int from email.operations__handling where concern = 'email_bot' and status = 'Running') as email,
+           (select count(*)::int from slack.operations__handling where concern = 'slack_bot' and status = 'Running') as slack`);
+  return rows[0]!;
+}
+
+export interface NotificationCheck {
+  /** Outcome type of each notification that has one. */
+  outcomes: Map<string, string>;
+  /** Notifications with no outcome event at all. */
+  lost: string[];
+  /** Channel operations not Completed or Failed: `stream position concern status`. */
+  unfinished: string[];
+}
+
+/**
+ * Read, from the streams, where each notification ended: its outcome event
+ * and the handling status of its channel operations (an operation without a
+ * handling row was never claimed: AvailableByDefault).
+ */
+export async function checkNotifications(query: Query, ids: readonly string[]): Promise<NotificationCheck> {
+  const { rows: outcomeRows } = await query<{ id: string; type: string }>(
+    `select distinct on (id) id, type from notification.events
+     where type = any($1::text[]) and id = any($2::text[]) order by id, position desc`,
+    [OUTCOME_TYPES, ids],
+  );
+  const outcomes = new Map(outcomeRows.map((r) => [r.id, r.type]));
+  const lost = ids.filter((id) => !outcomes.has(id));
+  const { rows } = await query<{ stream: string; position: number; concern: string; status: string }>(
+    `select 'email.operations' as stream, o.position::int, 'email_bot' as concern, coalesce(h.status::text, 'AvailableByDefault') as status
+       from email.operations o left join email.operations__handling h on h.position = o.position and h.concern = 'email_bot'
+      where o.id = any($1::text[])
+     union all
+     select 'slack.operations', o.position::int, 'slack_bot', coalesce(h.status::text, 'AvailableByDefault')
+       from slack.operations o left join slack.operations__handling h on h.position = o.position and h.concern = 'slack_bot'
+      where o.id = any($1::text[])`,
+    [ids],
+  );
+  const unfinished: string[] = [];
+  for (const r of rows) {
+    if (r.status !== "Completed" && r.status !== "Failed") unfinished.push(`${r.stream} ${r.position} ${r.concern} ${r.status}`);
+  }
+  return { outcomes, lost, unfinished };
+}
+
+/** Tally of outcome types, e.g. { SentOnAllPreparedChannelsEvent: 250 }. */
+export function outcomeTally(check: NotificationCheck): Record<string, number> {
+  const tally: Record<string, number> = {};
+  for (const type of check.outcomes.values()) tally[type] = (tally[type] ?? 0) + 1;
+  return tally;
+}
+
+/** Jobs due now or held by a worker: work not done yet (future retries and saga deadlines excluded). */
+export async function pendingJobs(query: Query): Promise<number> {
+  const { rows } = await query<{ n: number }>(
+    `select count(*)::int as n from graphile_worker._private_jobs
+      where (run_at <= now() or locked_at is not null) and attempts < max_attempts`,
+  );
+  return rows[0]!.n;
+}
+
+/** The job queue in a few lines, for failure messages: what is left, why, and when it runs. */
+export async function describeJobs(query: Query): Promise<string> {
+  const { rows } = await query<{ task: string; attempts: number; locked: boolean; runs_in_s: number; n: number; last_error: string | null }>(
+    `select k.identifier as task, j.attempts, j.locked_at is not null as locked,
+            greatest(0, round(extract(epoch from j.run_at - now())))::int as runs_in_s, count(*)::int as n,
+            min(left(j.last_error, 120)) as last_error
+       from graphile_worker._private_jobs j join graphile_worker._private_tasks k on k.id = j.task_id
+      group by 1, 2, 3, 4 order by 1, 2, 3, 4 limit 40`,
+  );
+  if (rows.length === 0) return "job queue empty";
+  return rows
+    .map((r) => `${r.n} × ${r.task} attempts=${r.attempts}${r.locked ? " locked" : ""} runs in ${r.runs_in_s} s${r.last_error ? ` (last error: ${r.last_error})` : ""}`)
+    .join("\n");
+}
+
+/** Wait (bounded) until the workers have nothing left to do now, so the audit sees the end state. */
+export async function waitForQuiet(query: Query, timeoutMs = 20_000): Promise<void> {
+  let last = 0;
+  try {
+    await waitFor(async () => (last = await pendingJobs(query)) === 0, { timeoutMs, intervalMs: 200, what: "the job queue to drain" });
+  } catch (error) {
+    const jobs = await describeJobs(query).catch((e) => `(job queue unreadable: ${String(e)})`);
+    throw new Error(`${(error as Error).message}: ${last} jobs still due or locked:\n${jobs}`, { cause: error });
+  }
+}
+
+export type HandlingAuditRow = {
+  stream: string;
+  concern: string;
+  position: number;
+  status: string;
+  claims: number;
+  completes: number;
+  /** fail + self_cancel + cancel: each one justifies one more claim. */
+  retries: number;
+  cancels: number;
+  /** Seconds until the job queued for it runs (a saga's deadline, a retry), or null when none waits. */
+  scheduledInS: number | null;
+};
+
+/**
+ * Every (record, consuming concern) of every declared stream, with its
+ * handling status and how often it was claimed and completed, according to
+ * the append-only handling history.
+ */
+export async function auditHandling(query: Query): Promise<HandlingAuditRow[]> {
+  const { rows: consumers } = await query<{ stream: string; concern: string; record_types: string[] | null }>(
+    `select stream, concern, record_types from tidings.stream_consumers order by stream, concern`,
+  );
+  const all: HandlingAuditRow[] = [];
+  for (const c of consumers) {
+    if (!/^[a-z_]+\.[a-z_]+$/.test(c.stream)) throw new Error(`unexpected stream name ${c.stream}`);
+    const { rows } = await query<HandlingAuditRow>(
+      `select $1::text as stream, $2::text as concern, n.position::int as position,
+              coalesce(h.status::text, 'AvailableByDefault') as status,
+              (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action = 'claim') as claims,
+              (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action = 'complete') as completes,
+              (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action in ('fail', 'self_cancel', 'cancel')) as retries,
+              (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action = 'cancel') as cancels,
+              (select min(extract(epoch from j.run_at - now()))::float8 from graphile_worker._private_jobs j
+                 join graphile_worker._private_tasks k on k.id = j.task_id
+                where k.identifier = $1 || ':' || $2 and (j.payload->>'position')::bigint = n.position
+                  and j.run_at > now() and j.locked_at is null and j.attempts < j.max_attempts) as "scheduledInS"
+         from ${c.stream} n
+         left join ${c.stream}__handling h on h.position = n.position and h.concern = $2
+        where $3::text[] is null or n.type = any($3::text[])
+        order by n.position`,
+      [c.stream, c.concern, c.record_types],
+    );
+    all.push(...rows);
+  }
+  return all;
+}
+
+/** A retry this soon is work in progress, not work lost (graphile-worker backs off e^attempts seconds). */
+export const SOON_S = 120;
+
+/**
+ * What is wrong with an audit: a record handled twice for one concern
+ * (two completes), an extra claim no retry explains, or work left
+ * unfinished with nothing due to finish it. The saga record itself
+ * legitimately waits, with a job scheduled, for its deadline even after the
+ * channel events decided the outcome; a record whose retry is scheduled
+ * within SOON_S seconds is still on its way.
+ */
+export function auditProblems(rows: readonly HandlingAuditRow[]): string[] {
+  const problems: string[] = [];
+  for (const r of rows) {
+    const where = `${r.stream} position ${r.position} concern ${r.concern}`;
+    const waiting = r.status !== "Running" && r.scheduledInS !== null;
+    const waitingForDeadline = waiting && r.stream === "notification.sagas";
+    const retryingSoon = waiting && r.scheduledInS! <= SOON_S;
+    if (r.status !== "Completed" && r.status !== "Failed" && !waitingForDeadline && !retryingSoon) {
+      problems.push(`${where}: left ${r.status}${r.scheduledInS === null ? " with no job to handle it" : ` until a job in ${Math.round(r.scheduledInS)} s`}`);
+    }
+    if (r.completes > 1) problems.push(`${where}: completed ${r.completes} times`);
+    if (r.status === "Completed" && r.completes !== 1) problems.push(`${where}: Completed with ${r.completes} complete actions`);
+    if (r.claims > 1 + r.retries) problems.push(`${where}: claimed ${r.claims} times with only ${r.retries} retries`);
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------
+// Worker processes
+// ---------------------------------------------------------------------------
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  name: string;
+  /** Everything it printed so far (stdout and stderr). */
+  output(): string;
+  /** Resolves when the worker logged that it started. */
+  ready(timeoutMs?: number): Promise<void>;
+  /** Resolves with the exit code or signal. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGKILL and wait for the exit. */
+  kill(): Promise<void>;
+  /** SIGTERM (graceful) and wait, SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** The environment of a worker-only tidings process on loopback. */
+export function workerEnv(options: {
+  databaseUrl: string;
+  channels: Channels;
+  extra?: Record<string, string>;
+}): NodeJS.ProcessEnv {
+  const { databaseUrl, channels } = options;
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    NODE_ENV: "test",
+    DATABASE_URL: databaseUrl,
+    RUN_API: "false",
+    RUN_WORKER: "true",
+    SMTP_URL: channels.smtp.url,
+    EMAIL_FROM: "tidings <tidings@example.test>",
+    SLACK_BOT_TOKEN: channels.slack.token,
+    SLACK_API_URL: channels.slack.apiUrl,
+    INTERNAL_TEAM_EMAIL: "oncall@example.test",
+    WORKER_LEASE_MS: "2000",
+    WORKER_POLL_INTERVAL_MS: "200",
+    BOT_RETRY_BASE_MS: "100",
+    BOT_RETRY_MAX_MS: "2000",
+    BOT_MAX_ATTEMPTS: "10",
+    WORKER_CONCURRENCY: "8",
+    DB_POOL_SIZE: "12",
+    LOG_LEVEL: "info",
+    // Never inherit the developer's .env: every setting comes from here.
+    DOTENV_CONFIG_PATH: "/nonexistent/.env",
+    ...options.extra,
+  };
+}
+
+/**
+ * Start a worker process: `node --import tsx <entry>` (src/main.ts by
+ * default: the real process). Ready when it logs "workers started".
+ */
+export function spawnWorker(name: string, env: NodeJS.ProcessEnv, entry = "src/main.ts"): WorkerProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", path.resolve(ROOT, entry)], {
+    cwd: ROOT,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let text = "";
+  // Keep the tail only: a worker at info level logs every failure it recovers from.
+  const append = (d: Buffer) => {
+    text += String(d);
+    if (text.length > 2_000_000) text = text.slice(-1_000_000);
+  };
+  child.stdout!.on("data", append);
+  child.stderr!.on("data", append);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const self: WorkerProcess = {
+    child,
+    name,
+    output: () => text,
+    exited,
+    async ready(timeoutMs = 20_000) {
+      await waitFor(
+        async () => {
+          if (gone) throw new Error(`worker ${name} exited before starting:\n${text.slice(-3000)}`);
+          return text.includes('"msg":"workers started"');
+        },
+        { timeoutMs, intervalMs: 50, what: `worker ${name} to start` },
+      );
+    },
+    async kill() {
+      if (!gone) child.kill("SIGKILL");
+      await exited;
+    },
+    async stop(graceMs = 10_000) {
+      if (gone) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  return self;
+}
+
+/** Stop every worker still running (afterAll), killing the stubborn ones. */
+export async function stopAll(workers: readonly WorkerProcess[]): Promise<void> {
+  await Promise.all(workers.map((w) => w.stop(5_000)));
+}
+
+export interface Crash {
+  worker: string;
+  exit: string;
+  /** The last line that looks like the cause (an uncaught error), for the report. */
+  cause: string;
+}
+
+/** The line of a dead worker's output that says why it died. */
+export function causeOfDeath(output: string): string {
+  const lines = output.trim().split("\n");
+  const thrown = [...lines].reverse().find((l) => !/^\s*at /.test(l) && /\b(\w*Error|error): /.test(l));
+  return (thrown ?? lines.at(-1) ?? "").trim().slice(0, 300);
+}
+
+/**
+ * Worker processes still running whose graphile-worker pool logged that it
+ * could not record a job's completion or failure (after which the pool shuts
+ * itself down) and that did not log a new pool since: the likely reason a
+ * flow stalls while every process is alive (heart-beating, so nobody takes
+ * their jobs over, yet doing no work). A hint for failure messages.
+ */
+export function idleSurvivors(workers: readonly WorkerProcess[]): string[] {
+  const found: string[] = [];
+  for (const w of workers) {
+    if (w.child.exitCode !== null || w.child.signalCode !== null) continue;
+    const output = w.output();
+    const failures = [...output.matchAll(/"msg":"(Failed to (?:complete|fail) jobs[^"]{0,160})/g)];
+    const fatal = failures.at(-1);
+    if (fatal && !output.slice(fatal.index).includes('"msg":"worker pool restarted"')) {
+      found.push(
+        `${w.name} is alive and heart-beating, but its graphile-worker pool shut down after "${fatal[1]!.replace(/\\n/g, " ")}": ` +
+          `unless the pool is restarted it does no more work, and the jobs it held stay locked since its heartbeat keeps the lease from freeing them`,
+      );
+    }
+  }
+  return found;
+}
+
+/**
+ * What a worker complained about (its warn and error log lines), distinct
+ * messages with counts, most recent last: for failure messages.
+ */
+export function complaints(w: WorkerProcess, max = 12): string {
+  const counts = new Map<string, number>();
+  for (const line of w.output().split("\n")) {
+    const level = /"level":(\d+)/.exec(line)?.[1];
+    if (!level || Number(level) < 40) continue;
+    const msg = (/"msg":"((?:[^"\\]|\\.){0,140})/.exec(line)?.[1] ?? line.slice(0, 140)).replace(/\\n/g, " ");
+    // Re-inserted so the map keeps the order of each message's latest occurrence.
+    const n = (counts.get(msg) ?? 0) + 1;
+    counts.delete(msg);
+    counts.set(msg, n);
+  }
+  const lines = [...counts].slice(-max).map(([msg, n]) => `  ${n} × ${msg}`);
+  return `${w.name} (${w.child.exitCode === null && w.child.signalCode === null ? "running" : "exited"}):\n${lines.join("\n") || "  nothing"}`;
+}
+
+/** Heartbeats and the jobs locked by the pools they vouch for, for failure messages. */
+export async function describeHeartbeats(query: Query): Promise<string> {
+  const { rows } = await query<{ pid: number; age_s: number; pools: string[]; locked: number }>(
+    `select h.pid, round(extract(epoch from now() - h.heartbeat_at))::int as age_s, h.worker_ids as pools,
+            (select count(*)::int from graphile_worker._private_jobs j where j.locked_by = any(h.worker_ids)) as locked
+       from tidings.worker_heartbeats h order by h.started_at`,
+  );
+  return rows.map((r) => `pid ${r.pid}: beat ${r.age_s} s ago, pools [${r.pools.join(", ")}], ${r.locked} jobs locked by them`).join("\n") || "no heartbeats";
+}
+
+/** The handling history of one notification's email or Slack operation, oldest first. */
+export async function channelHistory(query: Query, stream: "email.operations" | "slack.operations", trackingId: string) {
+  const concern = stream === "email.operations" ? "email_bot" : "slack_bot";
+  const { rows } = await query<{ action: string; to_status: string; reason: string | null; attempt: number; recorded_at: Date }>(
+    `select h.action, h.to_status::text, h.reason, h.attempt, h.recorded_at
+       from ${stream}__handling_history h join ${stream} o on o.position = h.position
+      where o.id = $1 and h.concern = $2 order by h.entry`,
+    [trackingId, concern],
+  );
+  return rows;
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,218 @@
+/**
+ * The database-fault scenarios (PostgreSQL restart, terminated connections):
+ * worker processes (src/main.ts) run a flow of notifications, the fault hits
+ * mid-flow, and the workers must carry on by themselves. Nothing restarts a
+ * worker process that dies: a dead worker fails the scenario at once, with
+ * its cause.
+ */
+import type pg from "pg";
+import { createDb, createPool, type Db } from "../../src/db/database";
+import { migrate } from "../../src/db/migrate";
+import { waitFor } from "./db";
+import {
+  auditHandling,
+  auditProblems,
+  causeOfDeath,
+  checkNotifications,
+  countOutcomes,
+  complaints,
+  deliveries,
+  describeHeartbeats,
+  describeJobs,
+  enqueueMany,
+  idleSurvivors,
+  outcomeTally,
+  seedEntities,
+  sleep,
+  spawnWorker,
+  startChannels,
+  stopAll,
+  waitForQuiet,
+  workerEnv,
+  type Channels,
+  type Crash,
+  type NotificationCheck,
+  type Query,
+  type WorkerProcess,
+} from "./faultFlow";
+import { startThrowawayPostgres, type ThrowawayPostgres } from "./faultPostgres";
+
+export interface ScenarioResult {
+  count: number;
+  check: NotificationCheck;
+  tally: Record<string, number>;
+  auditProblems: string[];
+  emailMissing: string[];
+  slackMissing: string[];
+  /** Emails and posts received that belong to none of the notifications. */
+  strangers: string[];
+  emailDuplicates: number;
+  slackDuplicates: number;
+  /** Outcomes reached when the fault began (proves it landed mid-flow). */
+  outcomesBeforeFault: number;
+  faultDetail: string;
+  /** From the start of the fault to the last outcome. */
+  recoveryMs: number;
+}
+
+/** "a exited (code 1): Error: ..." for each dead worker, for failure messages. */
+export function describeCrashes(crashes: readonly Crash[]): string {
+  return crashes.map((c) => `${c.worker} exited (${c.exit}): ${c.cause}`).join("\n");
+}
+
+interface Env {
+  query: Query;
+  db: Db;
+  url: string;
+  channels: Channels;
+  workers: WorkerProcess[];
+}
+
+async function runFlow(
+  env: Env,
+  options: { label: string; count: number; workers: number; fault: () => Promise<string> },
+): Promise<ScenarioResult> {
+  const { query, db, channels } = env;
+  const entities = await seedEntities(db, options.label);
+  channels.smtp.setLatency(20);
+  const sent = await enqueueMany(db, { label: options.label, count: options.count, entities });
+  const ids = sent.map((s) => s.trackingId);
+  const processEnv = workerEnv({ databaseUrl: env.url, channels });
+  for (let i = 0; i < options.workers; i++) env.workers.push(spawnWorker(String.fromCharCode(97 + i), processEnv));
+  await Promise.all(env.workers.map((w) => w.ready()));
+  await waitFor(async () => (await countOutcomes(query, ids)) >= options.count / 4, {
+    timeoutMs: 40_000,
+    what: "a quarter of the notifications to reach an outcome",
+  });
+  const outcomesBeforeFault = await countOutcomes(query, ids);
+  const faultStarted = Date.now();
+  const faultDetail = await options.fault();
+  const crashes = (): Crash[] =>
+    env.workers
+      .filter((w) => w.child.exitCode !== null || w.child.signalCode !== null)
+      .map((w) => ({ worker: w.name, exit: w.child.signalCode ?? `code ${w.child.exitCode}`, cause: causeOfDeath(w.output()) }));
+  let reached = 0;
+  const deadline = Date.now() + 45_000;
+  for (;;) {
+    // A dead worker stays dead (nothing restarts it here): say so at once rather than time out.
+    if (crashes().length > 0) {
+      throw new Error(
+        `worker processes died during the fault, so the notifications they held wait for someone to restart them:\n` +
+          `${describeCrashes(crashes())}\n(${await countOutcomes(query, ids)} of ${ids.length} notifications reached an outcome)`,
+      );
+    }
+    reached = await countOutcomes(query, ids);
+    if (reached === ids.length) break;
+    if (Date.now() > deadline) {
+      const idle = idleSurvivors(env.workers);
+      throw new Error(
+        `timed out after 45000 ms: only ${reached} of ${ids.length} notifications reached an outcome` +
+          `${idle.length > 0 ? `\nstuck: ${idle.join("\n")}` : ""}\njobs left:\n${await describeJobs(query)}` +
+          `\nheartbeats:\n${await describeHeartbeats(query)}\nworkers said:\n${env.workers.map((w) => complaints(w)).join("\n")}`,
+      );
+    }
+    await sleep(200);
+  }
+  const recoveryMs = Date.now() - faultStarted;
+  const check = await checkNotifications(query, ids);
+  await waitForQuiet(query);
+  const problems = auditProblems(await auditHandling(query));
+  const d = deliveries(channels, sent);
+  return {
+    count: options.count,
+    check,
+    tally: outcomeTally(check),
+    auditProblems: problems,
+    emailMissing: d.emailMissing,
+    slackMissing: d.slackMissing,
+    strangers: d.strangers,
+    emailDuplicates: d.emailDuplicates,
+    slackDuplicates: d.slackDuplicates,
+    outcomesBeforeFault,
+    faultDetail,
+    recoveryMs,
+  };
+}
+
+/**
+ * Scenario 2: a throwaway PostgreSQL (test/fixtures/faultPostgres.ts) is
+ * stopped and started again while two worker processes are sending.
+ */
+export async function runPostgresRestart(options: { count: number }): Promise<ScenarioResult> {
+  let server: ThrowawayPostgres | null = null;
+  let pool: pg.Pool | null = null;
+  let db: Db | null = null;
+  let channels: Channels | null = null;
+  const workers: WorkerProcess[] = [];
+  try {
+    server = await startThrowawayPostgres();
+    pool = createPool(server.url, 5, "fault-test");
+    db = createDb(pool);
+    const p = pool;
+    await migrate(pool);
+    channels = await startChannels();
+    const srv = server;
+    return await runFlow(
+      { query: (text, values) => p.query(text, values as unknown[]), db, url: server.url, channels, workers },
+      {
+        label: "pgr",
+        count: options.count,
+        workers: 2,
+        fault: async () => {
+          const { downMs } = await srv.restart();
+          // Give the workers a moment to meet the restart before judging them.
+          await sleep(3_000);
+          return `PostgreSQL stopped and started again in ${downMs} ms`;
+        },
+      },
+    );
+  } finally {
+    await stopAll(workers);
+    await channels?.close();
+    await db?.destroy();
+    await server?.destroy();
+  }
+}
+
+/**
+ * Scenario 3: every connection of the worker process (application_name
+ * "tidings") to the test database is terminated every `everyMs` for
+ * `forMs`, mid-flow.
+ */
+export async function runTerminatedConnections(
+  t: { url: string; db: Db; query: Query },
+  options: { count: number; everyMs?: number; forMs?: number },
+): Promise<ScenarioResult> {
+  const { everyMs = 200, forMs = 8_000 } = options;
+  let channels: Channels | null = null;
+  const workers: WorkerProcess[] = [];
+  try {
+    channels = await startChannels();
+    return await runFlow(
+      { query: t.query, db: t.db, url: t.url, channels, workers },
+      {
+        label: "term",
+        count: options.count,
+        workers: 1,
+        fault: async () => {
+          let terminated = 0;
+          let rounds = 0;
+          const until = Date.now() + forMs;
+          while (Date.now() < until) {
+            const { rows } = await t.query<{ n: number }>(
+              `select count(*) filter (where pg_terminate_backend(pid))::int as n from pg_stat_activity
+                where datname = current_database() and application_name = 'tidings' and pid <> pg_backend_pid()`,
+            );
+            terminated += rows[0]!.n;
+            rounds += 1;
+            await sleep(everyMs);
+          }
+          return `${terminated} worker connections terminated in ${rounds} rounds over ${forMs} ms`;
+        },
+      },
+    );
+  } finally {
+    await stopAll(workers);
+    await channels?.close();
+  }
+}
