@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Response } from "express";
 import { sql } from "kysely";
-import type { z } from "zod";
+import { z } from "zod";
 import type { ApiPrincipal } from "../auth/apiKeys";
 import { inTransaction, type Db } from "../db/database";
 import { NotFoundError } from "../errors/errors";
@@ -98,7 +98,7 @@ export function notificationRoutes(ctx: ApiContext): RouteDef[] {
           parseInput(NoQuery, req.query, "query");
           const header = req.get("idempotency-key");
           const idempotencyKey =
-            header === undefined ? undefined : parseInput(IdempotencyKeyHeader, header, "header");
+            header === undefined ? undefined : parseInput(z.object({ "Idempotency-Key": IdempotencyKeyHeader }), { "Idempotency-Key": header }, "header")["Idempotency-Key"];
           const op = parseInput(SendNotificationBody, req.body, "body");
           const { id, created } = await enqueueIdempotently(db, op, idempotencyKey, principalOf(res));
           if (created) ctx.metrics?.notificationEnqueued();

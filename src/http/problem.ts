@@ -144,6 +144,16 @@ export function problemFor(error: unknown): ProblemAnswer {
   }
   if (error instanceof UnsupportedMediaTypeError) return answer(415, "unsupported-media-type", "Unsupported media type", error.message);
   if (error instanceof PayloadTooLargeError) return answer(413, "payload-too-large", "Request body too large", error.message);
+  // Client errors that carry a 4xx status but no body-parser `type`: the router's URIError for a path
+  // that is not percent-encoded UTF-8, and zlib's errors (Z_*, ERR__* for brotli) for a body that does not match its Content-Encoding.
+  const status = (error as { status?: unknown } | null)?.status;
+  if (error instanceof URIError && status === 400) {
+    return answer(400, "bad-request", "Bad request", `the path is not valid percent-encoded UTF-8 (${error.message})`);
+  }
+  const code = (error as { code?: unknown } | null)?.code;
+  if (error instanceof Error && status === 400 && typeof code === "string" && /^(Z_|ERR__)/.test(code)) {
+    return answer(400, "bad-request", "Bad request", `the request body could not be decompressed as its Content-Encoding says: ${error.message}`);
+  }
   if (isBodyParserError(error)) {
     switch (error.type) {
       case "entity.parse.failed":

@@ -23,7 +23,7 @@ const intParam = (min: number, max: number, fallback: number) =>
     .transform((v) => v ?? fallback)
     .describe(`a whole number from ${min} to ${max}; default ${fallback}`);
 
-const isoTime = z.iso.datetime({ offset: true, message: "must be an ISO 8601 date-time with a time zone, e.g. 2026-05-01T12:00:00Z" });
+const isoTime = z.iso.datetime({ offset: true, message: "must be an ISO 8601 date-time with a time zone, e.g. 2026-05-01T12:00:00Z" }).refine((v) => !v.startsWith("0000"), "must be in year 1 or later");
 
 // --- Notifications ------------------------------------------------------------
 
@@ -60,7 +60,7 @@ export function encodeListCursor(c: ListCursor): string {
 
 const ListCursorParam = z.string().transform((text, ctx): ListCursor => {
   const match = /^n1:(-?\d{1,20}):(\d{1,16})$/.exec(Buffer.from(text, "base64url").toString("utf8"));
-  if (!match || text.length > 100) {
+  if (!match || text.length > 100 || BigInt(match[1]!) < -62135596800000000n || BigInt(match[1]!) > 253402300799999999n) {
     ctx.addIssue({ code: "custom", message: "not a cursor this API returned (use `next` from the previous page)" });
     return z.NEVER;
   }

@@ -15,7 +15,7 @@ export function issuesFrom(error: ZodError): { path: string; message: string }[]
     if (issue.code === "unrecognized_keys") {
       return issue.keys.map((key) => ({
         path: [...base, key].join("."),
-        message: FIELD_HINTS[key] ?? "unknown field",
+        message: Object.hasOwn(FIELD_HINTS, key) ? FIELD_HINTS[key]! : "unknown field",
       }));
     }
     return [{ path: base.join(".") || "(whole value)", message: issue.message }];
@@ -30,11 +30,41 @@ const WHAT: Record<InputLocation, string> = {
 };
 
 /** Parse one part of a request; a failure is a ValidationError naming each field and its problem. */
+function unstorable(input: unknown): { path: string; message: string }[] {
+  const issues: { path: string; message: string }[] = [];
+  type N = { v: unknown; key: string | null; parent: N | null };
+  const pathOf = (n: N, last?: string) => {
+    const keys = last === undefined ? [] : [last];
+    for (let x: N | null = n; x && x.key !== null; x = x.parent) keys.unshift(x.key);
+    return keys.join(".") || "(whole value)";
+  };
+  const stack: N[] = [{ v: input, key: null, parent: null }];
+  const bad = (s: string) => s.includes("\u0000") ? "contains U+0000 (NUL), which cannot be stored" : /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s) ? "contains an unpaired surrogate, which cannot be stored" : null;
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    const v = n.v;
+    if (typeof v === "string") {
+      const m = bad(v);
+      if (m) issues.push({ path: pathOf(n), message: m });
+    } else if (Array.isArray(v)) v.forEach((x, i) => stack.push({ v: x, key: String(i), parent: n }));
+    else if (v !== null && typeof v === "object") {
+      for (const [k, x] of Object.entries(v)) {
+        const m = k === "__proto__" ? "__proto__ is not a field name" : bad(k);
+        if (m) issues.push({ path: pathOf(n, k), message: m });
+        stack.push({ v: x, key: k, parent: n });
+      }
+    }
+  }
+  return issues;
+}
+
 export function parseInput<S extends ZodType>(schema: S, input: unknown, where: InputLocation): z.output<S> {
   const parsed = schema.safeParse(input);
-  if (parsed.success) return parsed.data;
-  const issues = issuesFrom(parsed.error).map((i) =>
-    where === "body" && i.path === "(whole value)" ? { ...i, path: "(body)" } : i,
-  );
+  const extra = unstorable(input);
+  if (parsed.success && extra.length === 0) return parsed.data;
+  const seen = new Set<string>();
+  const issues = [...(parsed.success ? [] : issuesFrom(parsed.error)), ...extra]
+    .map((i) => (where === "body" && i.path === "(whole value)" ? { ...i, path: "(body)" } : i))
+    .filter((i) => !seen.has(i.path + i.message) && seen.add(i.path + i.message));
   throw new ValidationError(`invalid ${WHAT[where]}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`, issues);
 }

@@ -40,17 +40,16 @@ export async function enqueueNotificationInTransaction(tx: Tx, input: unknown): 
   const trackingId = op.idempotencyKey ? trackingIdForIdempotencyKey(op.idempotencyKey) : newTrackingId();
   const { rows } = await sql<{ role: string }>`select current_user as role`.execute(tx);
   await sql`set local role tidings_client`.execute(tx);
-  try {
-    const result = await appendOne(
-      tx,
-      Streams.notificationClientOperations,
-      { id: trackingId, type: NotificationRecordTypes.SendNotificationToEntityOp, payload: op, tags: op.tags },
-      op.idempotencyKey ? "skip_if_id_and_type_exists" : "write_always",
-    );
-    return { trackingId, created: result.written, position: result.position };
-  } finally {
-    await sql`set local role ${sql.id(rows[0]!.role)}`.execute(tx);
-  }
+  const result = await appendOne(
+    tx,
+    Streams.notificationClientOperations,
+    { id: trackingId, type: NotificationRecordTypes.SendNotificationToEntityOp, payload: op, tags: op.tags },
+    op.idempotencyKey ? "skip_if_id_and_type_exists" : "write_always",
+  );
+  // Restored on success only: after a failed append the transaction is
+  // aborted, and a SET there would replace the real error with 25P02.
+  await sql`set local role ${sql.id(rows[0]!.role)}`.execute(tx);
+  return { trackingId, created: result.written, position: result.position };
 }
 
 /** Enqueue a notification in a transaction of its own. */

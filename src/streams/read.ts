@@ -122,7 +122,7 @@ export function encodeCursor(cursor: FeedCursor): string {
 
 export function decodeCursor(text: string): FeedCursor {
   const match = /^(\d{1,20})-(\d{1,16})$/.exec(text);
-  if (!match) throw new ValidationError(`invalid feed cursor "${text}": expected <txid>-<position> as returned by the feed`);
+  if (!match || BigInt(match[1]!) > 0xffffffffffffffffn) throw new ValidationError(`invalid feed cursor "${text}": expected <txid>-<position> as returned by the feed`);
   return { txId: match[1]!, position: Number(match[2]) };
 }
 
