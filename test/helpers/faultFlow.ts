@@ -209,11 +209,15 @@ export function outcomeTally(check: NotificationCheck): Record<string, number> {
   return tally;
 }
 
-/** Jobs due now or held by a worker: work not done yet (future retries and saga deadlines excluded). */
-export async function pendingJobs(query: Query): Promise<number> {
+/**
+ * Jobs held by a worker or due within `withinS` seconds: work about to be
+ * done (later retries and saga deadlines excluded).
+ */
+export async function pendingJobs(query: Query, withinS = 10): Promise<number> {
   const { rows } = await query<{ n: number }>(
     `select count(*)::int as n from graphile_worker._private_jobs
-      where (run_at <= now() or locked_at is not null) and attempts < max_attempts`,
+      where (run_at <= now() + make_interval(secs => $1) or locked_at is not null) and attempts < max_attempts`,
+    [withinS],
   );
   return rows[0]!.n;
 }
@@ -233,8 +237,11 @@ export async function describeJobs(query: Query): Promise<string> {
     .join("\n");
 }
 
-/** Wait (bounded) until the workers have nothing left to do now, so the audit sees the end state. */
-export async function waitForQuiet(query: Query, timeoutMs = 20_000): Promise<void> {
+/**
+ * Wait (bounded) until the workers have nothing left to do now or in the next
+ * few seconds (short retries included), so the audit sees the end state.
+ */
+export async function waitForQuiet(query: Query, timeoutMs = 30_000): Promise<void> {
   let last = 0;
   try {
     await waitFor(async () => (last = await pendingJobs(query)) === 0, { timeoutMs, intervalMs: 200, what: "the job queue to drain" });
@@ -254,7 +261,7 @@ export type HandlingAuditRow = {
   /** fail + self_cancel + cancel: each one justifies one more claim. */
   retries: number;
   cancels: number;
-  /** Seconds until the job queued for it runs (a saga's deadline, a retry), or null when none waits. */
+  /** Seconds until the job queued for it runs (0 when due; a saga's deadline, a retry), or null when none waits. */
   scheduledInS: number | null;
 };
 
@@ -277,10 +284,10 @@ export async function auditHandling(query: Query): Promise<HandlingAuditRow[]> {
               (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action = 'complete') as completes,
               (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action in ('fail', 'self_cancel', 'cancel')) as retries,
               (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action = 'cancel') as cancels,
-              (select min(extract(epoch from j.run_at - now()))::float8 from graphile_worker._private_jobs j
+              (select greatest(0, min(extract(epoch from j.run_at - now())))::float8 from graphile_worker._private_jobs j
                  join graphile_worker._private_tasks k on k.id = j.task_id
                 where k.identifier = $1 || ':' || $2 and (j.payload->>'position')::bigint = n.position
-                  and j.run_at > now() and j.locked_at is null and j.attempts < j.max_attempts) as "scheduledInS"
+                  and j.locked_at is null and j.attempts < j.max_attempts) as "scheduledInS"
          from ${c.stream} n
          left join ${c.stream}__handling h on h.position = n.position and h.concern = $2
         where $3::text[] is null or n.type = any($3::text[])
@@ -461,6 +468,34 @@ export function idleSurvivors(workers: readonly WorkerProcess[]): string[] {
       found.push(
         `${w.name} is alive and heart-beating, but its graphile-worker pool shut down after "${fatal[1]!.replace(/\\n/g, " ")}": ` +
           `unless the pool is restarted it does no more work, and the jobs it held stay locked since its heartbeat keeps the lease from freeing them`,
+      );
+    }
+  }
+  return found;
+}
+
+/**
+ * Live worker processes whose graphile-worker pool still fails every fetch
+ * long after the fault ended (at least 10 failures logged since `sinceMs`,
+ * the last one in the final 2 s): a pool that will not recover by itself.
+ */
+export function stuckFetching(workers: readonly WorkerProcess[], sinceMs: number): string[] {
+  const found: string[] = [];
+  for (const w of workers) {
+    if (w.child.exitCode !== null || w.child.signalCode !== null) continue;
+    let failures = 0;
+    let last: { time: number; msg: string } | null = null;
+    for (const line of w.output().split("\n")) {
+      if (!line.includes('"msg":"Error occurred fetching jobs')) continue;
+      const time = Number(/"time":(\d+)/.exec(line)?.[1] ?? 0);
+      if (time < sinceMs) continue;
+      failures += 1;
+      last = { time, msg: /"msg":"((?:[^"\\]|\\.){0,200})/.exec(line)?.[1] ?? "" };
+    }
+    if (last && failures >= 10 && Date.now() - last.time < 2_000) {
+      found.push(
+        `${w.name} is alive but its graphile-worker pool has failed every fetch since the fault ended (${failures} times, ` +
+          `latest "${last.msg}"), so it runs no job and is not replaced`,
       );
     }
   }

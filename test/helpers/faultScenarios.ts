@@ -27,6 +27,7 @@ import {
   spawnWorker,
   startChannels,
   stopAll,
+  stuckFetching,
   waitForQuiet,
   workerEnv,
   type Channels,
@@ -87,6 +88,7 @@ async function runFlow(
   const outcomesBeforeFault = await countOutcomes(query, ids);
   const faultStarted = Date.now();
   const faultDetail = await options.fault();
+  const faultEnded = Date.now();
   const crashes = (): Crash[] =>
     env.workers
       .filter((w) => w.child.exitCode !== null || w.child.signalCode !== null)
@@ -104,10 +106,10 @@ async function runFlow(
     reached = await countOutcomes(query, ids);
     if (reached === ids.length) break;
     if (Date.now() > deadline) {
-      const idle = idleSurvivors(env.workers);
+      const stuck = [...idleSurvivors(env.workers), ...stuckFetching(env.workers, faultEnded)];
       throw new Error(
         `timed out after 45000 ms: only ${reached} of ${ids.length} notifications reached an outcome` +
-          `${idle.length > 0 ? `\nstuck: ${idle.join("\n")}` : ""}\njobs left:\n${await describeJobs(query)}` +
+          `${stuck.length > 0 ? `\nstuck: ${stuck.join("\n")}` : ""}\njobs left:\n${await describeJobs(query)}` +
           `\nheartbeats:\n${await describeHeartbeats(query)}\nworkers said:\n${env.workers.map((w) => complaints(w)).join("\n")}`,
       );
     }
