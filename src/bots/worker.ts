@@ -27,9 +27,20 @@ export interface TidingsWorker {
   stop(): Promise<void>;
 }
 
-function adaptLogger(logger: Logger): WorkerLogger {
+/** graphile-worker's local queue logs this (and carries on) each time a fetch of jobs fails. */
+const FETCH_FAILED = "Error occurred fetching jobs";
+/**
+ * Consecutive failed fetches after which a pool is replaced. graphile-worker
+ * caches the lookup of its task ids once per pool, failure included: a pool
+ * that started while connections were being cut can fail every fetch forever
+ * without shutting down. A fresh pool looks the ids up again.
+ */
+const FETCH_FAILURES_BEFORE_RESTART = 10;
+
+function adaptLogger(logger: Logger, onFetchFailed: () => void): WorkerLogger {
   return new WorkerLogger((scope) => (level, message, meta) => {
     const child = logger.child({ component: "graphile-worker", ...scope });
+    if (level === "error" && message.startsWith(FETCH_FAILED)) onFetchFailed();
     if (level === "error") child.error(meta ?? {}, message);
     else if (level === "warning") child.warn(meta ?? {}, message);
     else child.debug(meta ?? {}, message);
@@ -55,6 +66,19 @@ export async function startWorker<TDeps>(options: {
   let poolIds = new Set<string>();
   const events: WorkerEvents = new EventEmitter() as WorkerEvents;
   events.on("pool:create", ({ workerPool }) => poolIds.add(workerPool.id));
+  let fetchFailures = 0;
+  events.on("localQueue:getJobs:complete", () => {
+    fetchFailures = 0;
+  });
+  const onFetchFailed = () => {
+    fetchFailures += 1;
+    if (fetchFailures === FETCH_FAILURES_BEFORE_RESTART) {
+      const stuck = runner;
+      logger.error({ failures: fetchFailures }, "worker pool keeps failing to fetch jobs; replacing it");
+      // Stopping it settles its promise, and supervise() starts a new pool.
+      void stuck.stop().catch((error: unknown) => logger.warn({ err: error }, "stopping a stuck worker pool failed"));
+    }
+  };
 
   await db
     .insertInto("tidings.worker_heartbeats")
@@ -63,13 +87,14 @@ export async function startWorker<TDeps>(options: {
 
   const startRunner = () => {
     poolIds = new Set<string>();
+    fetchFailures = 0;
     return run({
       pgPool: pool,
       taskList,
       concurrency: settings.concurrency,
       pollInterval: settings.pollIntervalMs,
       noHandleSignals: true,
-      logger: adaptLogger(logger),
+      logger: adaptLogger(logger, onFetchFailed),
       events,
       preset: {
         worker: {

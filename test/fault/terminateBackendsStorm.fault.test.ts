@@ -1,13 +1,10 @@
 /**
- * PENDING (kept out of the default run until a worker replaces a
- * graphile-worker pool that can no longer fetch; see docs/faults.md "Known
- * failures"). Scenario 3 made harsher: the worker's connections are
- * terminated every 20 ms for 8 s, so the pools the worker starts to replace
- * failed ones meet terminated connections too. The worker must carry on by
- * itself and every notification reach its outcome, none lost. Today the
- * worker ends up with a live pool that fails every fetch for ever and the
- * flow stops (the failure message says so). Run with:
- *   npx jest --testMatch '<rootDir>/test/fault/*.fault.pending.ts'
+ * Scenario 3 made harsher: the worker's connections are terminated every
+ * 20 ms for 8 s, so the pools the worker starts to replace failed ones meet
+ * terminated connections too. The worker must carry on by itself and every
+ * notification reach its outcome, none lost. Before src/bots/worker.ts
+ * replaced a pool that keeps failing to fetch (graphile-worker caches a failed
+ * task lookup per pool), this stalled on every run.
  */
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
 import { SENT_ON_ALL } from "../helpers/faultFlow";
