@@ -39,7 +39,7 @@ function withDatabase(url: string, name: string): string {
  * are the server's defaults (synchronous_commit on, fsync on): the benchmark
  * measures what production would get.
  */
-export async function openBenchDatabase(poolSize: number): Promise<BenchDatabase> {
+export async function openBenchDatabase(poolSize: number, extraFlags: string[] = []): Promise<BenchDatabase> {
   let serverUrl = process.env.DATABASE_URL;
   let stopEmbedded: (() => Promise<void>) | null = null;
   let describe: string;
@@ -55,7 +55,7 @@ export async function openBenchDatabase(poolSize: number): Promise<BenchDatabase
       password: "bench",
       persistent: false,
       createPostgresUser: process.getuid?.() === 0,
-      postgresFlags: ["-c", "max_connections=300", "-c", "shared_buffers=512MB"],
+      postgresFlags: ["-c", "max_connections=300", "-c", "shared_buffers=512MB", ...extraFlags],
       onLog: () => {},
     });
     await server.initialise();

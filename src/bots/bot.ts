@@ -82,6 +82,36 @@ export interface ExternalBot<TDeps, TResult> extends BotBase {
 
 export type Bot<TDeps> = TransactionalBot<TDeps> | ExternalBot<TDeps, any>;
 
+export interface CatchUpContext<TDeps> {
+  tx: Tx;
+  /** Records committed after the checkpoint, each stream's in commit order. */
+  records: StreamRecord[];
+  deps: TDeps;
+  logger: Logger;
+  now: Date;
+}
+
+/**
+ * A consumer that follows streams from a checkpoint (tidings.checkpoints)
+ * instead of one job per record: for derived data such as views, where one
+ * refresh can stand for many records. One process at a time runs it (an
+ * advisory lock); each batch and the checkpoint move commit together.
+ */
+export interface CatchUpBot<TDeps> {
+  kind: "catch-up";
+  /** Its row in tidings.checkpoints. */
+  checkpoint: string;
+  concern: string;
+  actor: string;
+  streams: readonly string[];
+  /** Records read per stream per batch. */
+  batchSize: number;
+  handleBatch(ctx: CatchUpContext<TDeps>): Promise<void>;
+}
+
+/** Whatever a worker process runs: job-driven bots and catch-up bots. */
+export type AnyBot<TDeps> = Bot<TDeps> | CatchUpBot<TDeps>;
+
 export function taskIdentifier(bot: Pick<BotBase, "stream" | "concern">): string {
   return `${bot.stream}:${bot.concern}`;
 }

@@ -5,11 +5,11 @@ import { createEmailTransport } from "../email/transport";
 import type { Logger } from "../logging/logger";
 import { createInternalOperationBot, createReactionBot } from "../notification/alert.bots";
 import { createNotificationBot, type NotificationDeps } from "../notification/notification.bot";
-import { createProjectionBots } from "../notification/projection.bot";
+import { createProjectionBot } from "../notification/projection.bot";
 import { createSagaBots } from "../notification/saga.bot";
 import { createSlackPoster } from "../slack/client";
 import { createSlackBot, type SlackDeps } from "../slack/slack.bot";
-import type { Bot } from "./bot";
+import type { AnyBot } from "./bot";
 
 /** Everything the bots are given (database access comes from the runner). */
 export type BotDeps = EmailDeps & SlackDeps & NotificationDeps;
@@ -44,15 +44,15 @@ export async function createBotDeps(config: Config, logger: Logger): Promise<Bot
   };
 }
 
-/** Every bot tidings runs: one graphile-worker task per (stream, concern). */
-export function allBots(): Bot<BotDeps>[] {
+/** Every bot tidings runs: one graphile-worker task per (stream, concern), and the projection's catch-up loop. */
+export function allBots(): AnyBot<BotDeps>[] {
   return [
     createNotificationBot(),
     ...createSagaBots(),
     createReactionBot(),
     createInternalOperationBot(),
-    ...createProjectionBots(),
+    createProjectionBot(),
     createEmailBot(),
     createSlackBot(),
-  ] as Bot<BotDeps>[];
+  ] as AnyBot<BotDeps>[];
 }

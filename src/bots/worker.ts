@@ -7,7 +7,8 @@ import type pg from "pg";
 import type { Db } from "../db/database";
 import type { Logger } from "../logging/logger";
 import { createTask } from "./runner";
-import { taskIdentifier, type Bot, type BotRuntime } from "./bot";
+import { taskIdentifier, type AnyBot, type BotRuntime, type CatchUpBot } from "./bot";
+import { startCatchUp } from "./catchUp";
 
 export interface WorkerSettings {
   concurrency: number;
@@ -19,6 +20,8 @@ export interface WorkerSettings {
    * for a whole lease (or dead) loses its jobs.
    */
   leaseMs: number;
+  /** How often an idle catch-up bot (the projection) looks for new records; default 100 ms. */
+  catchUpIdleMs?: number;
 }
 
 export interface TidingsWorker {
@@ -51,14 +54,18 @@ function adaptLogger(logger: Logger, onFetchFailed: () => void): WorkerLogger {
 export async function startWorker<TDeps>(options: {
   pool: pg.Pool;
   db: Db;
-  bots: readonly Bot<TDeps>[];
+  bots: readonly AnyBot<TDeps>[];
   runtime: BotRuntime<TDeps>;
   settings: WorkerSettings;
   logger: Logger;
 }): Promise<TidingsWorker> {
   const { pool, db, bots, runtime, settings, logger } = options;
   const taskList: TaskList = {};
-  for (const bot of bots) taskList[taskIdentifier(bot)] = createTask(bot, runtime);
+  const catchUps: CatchUpBot<TDeps>[] = [];
+  for (const bot of bots) {
+    if (bot.kind === "catch-up") catchUps.push(bot);
+    else taskList[taskIdentifier(bot)] = createTask(bot, runtime);
+  }
 
   const processId = randomUUID();
   // The pool ids of the running pool: the heartbeat vouches for these only,
@@ -169,6 +176,8 @@ export async function startWorker<TDeps>(options: {
   }, Math.max(100, Math.floor(settings.leaseMs / 3)));
   timer.unref();
 
+  const runningCatchUps = catchUps.map((bot) => startCatchUp(bot, runtime, { idleMs: settings.catchUpIdleMs ?? 100, errorMs: 1_000 }, logger));
+
   return {
     processId,
     get runner() {
@@ -178,6 +187,7 @@ export async function startWorker<TDeps>(options: {
       if (stopped) return;
       stopped = true;
       clearInterval(timer);
+      await Promise.all(runningCatchUps.map((c) => c.stop()));
       await runner.stop();
       await db.deleteFrom("tidings.worker_heartbeats").where("process_id", "=", processId).execute().catch(() => {});
     },

@@ -23,6 +23,13 @@ export interface Database {
     description: string;
   };
   "tidings.stream_producers": { stream: string; actor: string };
+  "tidings.checkpoints": {
+    name: string;
+    actor: string;
+    cursors: unknown;
+    updated_at: Generated<Date>;
+    description: string;
+  };
   "tidings.actors": { name: string; role_name: string; description: string };
   "tidings.stream_concern_states": {
     stream: string;

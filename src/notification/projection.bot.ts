@@ -1,56 +1,66 @@
-import { sql } from "kysely";
-import type { TransactionalBot } from "../bots/bot";
-import { appendOne } from "../streams/append";
+import type { CatchUpBot } from "../bots/bot";
+import { append } from "../streams/append";
+import type { NewRecord, StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
 import { NotificationAggregate } from "./aggregate";
 import { NotificationRecordTypes } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
-import { buildView, latestViewJson, loadNotification } from "./projection";
+import { buildViews, latestViewsJson, loadLatestNotifications } from "./projection";
+
+/** Checkpoint row of the projection (migrations/0011). */
+export const PROJECTION_CHECKPOINT = "notification_views";
 
 /**
- * After each change of a notification (its own events, and its channels'
- * events), append its UI view; on notification events, also a snapshot at
- * terminal states and every N events. One notification at a time (advisory
- * lock), so the last view written is always built from the latest events.
+ * Follows the notifications' own events and their channels' events from a
+ * checkpoint; for every notification a batch touches, appends its UI view
+ * when it changed, and a snapshot at the terminal state and every N events.
+ * Set-based: a batch of any size costs the same handful of queries, so under
+ * load one refresh covers many changes of many notifications. One process at
+ * a time runs it, so views of one notification are written in order.
  */
-function createProjectionBot(stream: string): TransactionalBot<NotificationDeps> {
+export function createProjectionBot(): CatchUpBot<NotificationDeps> {
   return {
-    kind: "transactional",
-    stream,
+    kind: "catch-up",
+    checkpoint: PROJECTION_CHECKPOINT,
     concern: "projection_bot",
     actor: "projection_bot",
-    // Every event of a notification refreshes the same view: one refresh per notification per batch.
-    batch: { maxSize: 64, coalesceById: true },
-    async handle({ tx, record, deps }) {
-      const id = record.id;
-      await sql`select pg_advisory_xact_lock(hashtextextended(${`projection ${id}`}, 0))`.execute(tx);
-      const { aggregate, snapshot } = await loadNotification(tx, id);
-      if (!aggregate) return; // not a notification (nothing requested under this id)
-      const cause = { stream: record.stream, position: record.position };
+    streams: [Streams.notificationEvents, Streams.emailEvents, Streams.slackEvents],
+    batchSize: 500,
+    async handleBatch({ tx, records, deps }) {
+      // The newest record of each notification is what its view was refreshed for.
+      const causes = new Map<string, StreamRecord>();
+      for (const r of records) if (!causes.has(r.id) || causes.get(r.id)!.recordedAt <= r.recordedAt) causes.set(r.id, r);
+      const ids = [...causes.keys()].sort();
+      const loaded = await loadLatestNotifications(tx, ids);
+      const aggregates = ids.flatMap((id) => (loaded.has(id) ? [loaded.get(id)!.aggregate] : []));
+      if (aggregates.length === 0) return;
+      const [views, previous] = await Promise.all([buildViews(tx, aggregates), latestViewsJson(tx, aggregates.map((a) => a.id))]);
 
-      const view = await buildView(tx, aggregate);
-      const json = JSON.stringify(view);
-      const previous = await latestViewJson(tx, id);
-      if (previous === null || JSON.stringify(JSON.parse(previous)) !== json) {
-        await appendOne(tx, Streams.notificationViews, { id, type: NotificationRecordTypes.NotificationView, payload: view, causedBy: cause });
-      }
-
-      // Snapshots: at the terminal state, and whenever N events piled up since the last one.
-      if (stream !== Streams.notificationEvents) return;
-      const sinceSnapshot = aggregate.eventCount - (snapshot?.aggregate.eventCount ?? 0);
-      const reachedTerminal = aggregate.outcome !== null && !snapshot?.aggregate.outcome;
-      if (sinceSnapshot > 0 && (reachedTerminal || sinceSnapshot >= deps.notification.snapshotEvery)) {
-        await appendOne(tx, Streams.notificationSnapshots, {
-          id,
-          type: NotificationRecordTypes.NotificationSnapshot,
-          payload: { aggregate: NotificationAggregate.parse(aggregate), asOfPosition: aggregate.lastPosition },
-          causedBy: cause,
-        });
-      }
+      const newViews: NewRecord[] = [];
+      const newSnapshots: NewRecord[] = [];
+      views.forEach((view, i) => {
+        const aggregate = aggregates[i]!;
+        const cause = causes.get(aggregate.id)!;
+        const causedBy = { stream: cause.stream, position: cause.position };
+        const before = previous.get(aggregate.id);
+        if (before === undefined || JSON.stringify(JSON.parse(before)) !== JSON.stringify(view)) {
+          newViews.push({ id: aggregate.id, type: NotificationRecordTypes.NotificationView, payload: view, causedBy });
+        }
+        // Snapshots: at the terminal state, and whenever N events piled up since the last one.
+        const snapshot = loaded.get(aggregate.id)!.snapshot;
+        const sinceSnapshot = aggregate.eventCount - (snapshot?.aggregate.eventCount ?? 0);
+        const reachedTerminal = aggregate.outcome !== null && !snapshot?.aggregate.outcome;
+        if (sinceSnapshot > 0 && (reachedTerminal || sinceSnapshot >= deps.notification.snapshotEvery)) {
+          newSnapshots.push({
+            id: aggregate.id,
+            type: NotificationRecordTypes.NotificationSnapshot,
+            payload: { aggregate: NotificationAggregate.parse(aggregate), asOfPosition: aggregate.lastPosition },
+            causedBy,
+          });
+        }
+      });
+      await append(tx, Streams.notificationViews, newViews);
+      await append(tx, Streams.notificationSnapshots, newSnapshots);
     },
   };
-}
-
-export function createProjectionBots(): TransactionalBot<NotificationDeps>[] {
-  return [Streams.notificationEvents, Streams.emailEvents, Streams.slackEvents].map(createProjectionBot);
 }

@@ -3,6 +3,7 @@ import type { Executor } from "../db/database";
 import { SucceededInSendingEmailEvent } from "../email/email.schemas";
 import { SucceededInSendingSlackMessageEvent } from "../slack/slack.schemas";
 import { Streams } from "../streams/names";
+import type { StreamRecord } from "../streams/interfaces";
 import { findRecords, getLatestById } from "../streams/read";
 import { NotificationAggregate, foldEvents } from "./aggregate";
 import { NotificationRecordTypes } from "./notification.schemas";
@@ -42,6 +43,35 @@ export async function loadNotification(
   };
 }
 
+/**
+ * The current aggregates of several notifications, in three queries: each
+ * one's latest snapshot, then the events after it. Ids with no events are
+ * left out (not notifications).
+ */
+export async function loadLatestNotifications(
+  db: Executor,
+  ids: readonly string[],
+): Promise<Map<string, { aggregate: NotificationAggregate; snapshot: NotificationSnapshot | null }>> {
+  const { rows } = await sql<{ id: string; payload: { aggregate: unknown; asOfPosition: number } }>`
+    select distinct on (id) id, payload from notification.snapshots
+    where id = any(${[...ids]}::text[]) and type = ${NotificationRecordTypes.NotificationSnapshot}
+    order by id, (payload->>'asOfPosition')::bigint desc`.execute(db);
+  const snapshots = new Map<string, NotificationSnapshot>(
+    rows.map((r) => [r.id, { aggregate: NotificationAggregate.parse(r.payload.aggregate), asOfPosition: r.payload.asOfPosition }]),
+  );
+  const events = new Map<string, StreamRecord[]>();
+  for (const e of await findRecords(db, Streams.notificationEvents, { ids })) {
+    if (e.position > (snapshots.get(e.id)?.asOfPosition ?? 0)) events.set(e.id, [...(events.get(e.id) ?? []), e]);
+  }
+  const result = new Map<string, { aggregate: NotificationAggregate; snapshot: NotificationSnapshot | null }>();
+  for (const id of ids) {
+    const snapshot = snapshots.get(id) ?? null;
+    const aggregate = foldEvents(snapshot?.aggregate ?? null, events.get(id) ?? []);
+    if (aggregate) result.set(id, { aggregate, snapshot });
+  }
+  return result;
+}
+
 export interface ChannelView {
   channel: "email" | "slack";
   destination: string;
@@ -53,64 +83,112 @@ export interface ChannelView {
   ts?: string;
 }
 
-/** The UI view: the aggregate plus each channel's live progress (attempts, last error). */
-export async function buildView(db: Executor, aggregate: NotificationAggregate) {
-  const channels: ChannelView[] = [];
-  for (const c of aggregate.channels) {
-    const opStream = c.channel === "email" ? Streams.emailOperations : Streams.slackOperations;
-    const eventStream = c.channel === "email" ? Streams.emailEvents : Streams.slackEvents;
-    const events = (await findRecords(db, eventStream, { ids: [aggregate.id] })).filter(
-      (e) => (e.payload as { operationId?: string }).operationId === c.operationId,
-    );
-    const { rows } = await sql<{ attempts: number | null; last_error: string | null; status: string | null }>`
-      select h.attempts, h.last_error, h.status::text as status
+interface OperationHandling {
+  attempts: number | null;
+  last_error: string | null;
+  status: string | null;
+}
+
+/** Everything the views of some notifications need beyond their aggregates, in four queries. */
+async function channelProgress(db: Executor, ids: readonly string[]) {
+  const handling = (opStream: string) =>
+    sql<OperationHandling & { id: string; operation_id: string }>`
+      select distinct on (o.id, o.payload->>'operationId')
+             o.id, o.payload->>'operationId' as operation_id, h.attempts, h.last_error, h.status::text as status
       from ${sql.table(opStream)} o
       left join ${sql.table(`${opStream}__handling`)} h on h.position = o.position
-      where o.id = ${aggregate.id} and o.payload->>'operationId' = ${c.operationId}
-      order by o.position desc limit 1`.execute(db);
-    const handling = rows[0];
-    // The latest attempt's outcome counts (an operator may have re-driven a failed send).
-    const outcomes = events.filter((e) => e.type.startsWith("SucceededIn") || e.type.startsWith("FailedTo"));
-    const latest = outcomes.at(-1);
-    const success = latest?.type.startsWith("SucceededIn") ? latest : undefined;
-    const failure = latest?.type.startsWith("FailedTo") ? latest : undefined;
-    const status: ChannelView["status"] =
-      c.outcome === "succeeded" || success
-        ? "sent"
-        : c.outcome === "failed" || failure
-          ? "failed"
-          : handling?.status
-            ? "sending"
-            : "pending";
-    const view: ChannelView = {
-      channel: c.channel,
-      destination: c.destination,
-      status,
-      attempts: handling?.attempts ?? events.filter((e) => e.type.endsWith("RequestedEvent")).length,
-      lastError: status === "sent" ? null : (c.error ?? handling?.last_error ?? null),
-      sentAt: success ? success.recordedAt.toISOString() : null,
-    };
-    if (success && c.channel === "email") view.messageId = SucceededInSendingEmailEvent.parse(success.payload).messageId;
-    if (success && c.channel === "slack") view.ts = SucceededInSendingSlackMessageEvent.parse(success.payload).ts;
-    channels.push(view);
+      where o.id = any(${[...ids]}::text[])
+      order by o.id, o.payload->>'operationId', o.position desc`.execute(db);
+  const [emailEvents, slackEvents, emailHandling, slackHandling] = await Promise.all([
+    findRecords(db, Streams.emailEvents, { ids }),
+    findRecords(db, Streams.slackEvents, { ids }),
+    handling(Streams.emailOperations),
+    handling(Streams.slackOperations),
+  ]);
+  const events = new Map<string, StreamRecord[]>();
+  for (const e of [...emailEvents, ...slackEvents]) {
+    const key = `${e.stream} ${(e.payload as { operationId?: string }).operationId}`;
+    events.set(key, [...(events.get(key) ?? []), e]);
+  }
+  const ops = new Map<string, OperationHandling>();
+  for (const [stream, result] of [
+    [Streams.emailOperations, emailHandling],
+    [Streams.slackOperations, slackHandling],
+  ] as const) {
+    for (const r of result.rows) ops.set(`${stream} ${r.operation_id}`, r);
   }
   return {
-    id: aggregate.id,
-    status: aggregate.status,
-    entity: { id: aggregate.entityId, name: aggregate.entityName },
-    subject: aggregate.subject,
-    tags: aggregate.tags,
-    requestedAt: aggregate.requestedAt,
-    updatedAt: aggregate.updatedAt,
-    outcome: aggregate.outcome,
-    failureReason: aggregate.failureReason,
-    channels,
-    skipped: aggregate.skipped,
-    alert: aggregate.alert,
-    version: aggregate.lastPosition,
+    events: (stream: string, operationId: string) => events.get(`${stream} ${operationId}`) ?? [],
+    handling: (stream: string, operationId: string) => ops.get(`${stream} ${operationId}`),
   };
 }
+
+/** The UI view: the aggregate plus each channel's live progress (attempts, last error). */
+export async function buildView(db: Executor, aggregate: NotificationAggregate) {
+  return (await buildViews(db, [aggregate]))[0]!;
+}
+
+/** The views of several notifications at once (same order as given). */
+export async function buildViews(db: Executor, aggregates: readonly NotificationAggregate[]) {
+  const progress = await channelProgress(db, [...new Set(aggregates.map((a) => a.id))]);
+  return aggregates.map((aggregate) => {
+    const channels: ChannelView[] = [];
+    for (const c of aggregate.channels) {
+      const opStream = c.channel === "email" ? Streams.emailOperations : Streams.slackOperations;
+      const eventStream = c.channel === "email" ? Streams.emailEvents : Streams.slackEvents;
+      const events = progress.events(eventStream, c.operationId).filter((e) => e.id === aggregate.id);
+      const handling = progress.handling(opStream, c.operationId);
+      // The latest attempt's outcome counts (an operator may have re-driven a failed send).
+      const outcomes = events.filter((e) => e.type.startsWith("SucceededIn") || e.type.startsWith("FailedTo"));
+      const latest = outcomes.at(-1);
+      const success = latest?.type.startsWith("SucceededIn") ? latest : undefined;
+      const failure = latest?.type.startsWith("FailedTo") ? latest : undefined;
+      const status: ChannelView["status"] =
+        c.outcome === "succeeded" || success
+          ? "sent"
+          : c.outcome === "failed" || failure
+            ? "failed"
+            : handling?.status
+              ? "sending"
+              : "pending";
+      const view: ChannelView = {
+        channel: c.channel,
+        destination: c.destination,
+        status,
+        attempts: handling?.attempts ?? events.filter((e) => e.type.endsWith("RequestedEvent")).length,
+        lastError: status === "sent" ? null : (c.error ?? handling?.last_error ?? null),
+        sentAt: success ? success.recordedAt.toISOString() : null,
+      };
+      if (success && c.channel === "email") view.messageId = SucceededInSendingEmailEvent.parse(success.payload).messageId;
+      if (success && c.channel === "slack") view.ts = SucceededInSendingSlackMessageEvent.parse(success.payload).ts;
+      channels.push(view);
+    }
+    return {
+      id: aggregate.id,
+      status: aggregate.status,
+      entity: { id: aggregate.entityId, name: aggregate.entityName },
+      subject: aggregate.subject,
+      tags: aggregate.tags,
+      requestedAt: aggregate.requestedAt,
+      updatedAt: aggregate.updatedAt,
+      outcome: aggregate.outcome,
+      failureReason: aggregate.failureReason,
+      channels,
+      skipped: aggregate.skipped,
+      alert: aggregate.alert,
+      version: aggregate.lastPosition,
+    };
+  });
+}
 export type NotificationView = Awaited<ReturnType<typeof buildView>>;
+
+/** The latest views of several notifications, as stored. */
+export async function latestViewsJson(db: Executor, ids: readonly string[]): Promise<Map<string, string>> {
+  const { rows } = await sql<{ id: string; payload: string }>`
+    select distinct on (id) id, payload::text as payload from notification.views
+    where id = any(${[...ids]}::text[]) order by id, position desc`.execute(db);
+  return new Map(rows.map((r) => [r.id, r.payload]));
+}
 
 /** The latest view, as stored (the API serves it raw). */
 export async function latestViewJson(db: Executor, id: string): Promise<string | null> {

@@ -1,5 +1,5 @@
 import pino from "pino";
-import type { Bot } from "../../src/bots/bot";
+import type { AnyBot } from "../../src/bots/bot";
 import { startWorker, type TidingsWorker } from "../../src/bots/worker";
 import type { TestDatabase } from "./db";
 
@@ -11,7 +11,7 @@ export const testLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }
  */
 export async function startTestWorker<TDeps>(
   t: TestDatabase,
-  bots: readonly Bot<TDeps>[],
+  bots: readonly AnyBot<TDeps>[],
   deps: TDeps,
   options: { maxAttempts?: number; retryBaseMs?: number; retryMaxMs?: number; concurrency?: number; leaseMs?: number } = {},
 ): Promise<TidingsWorker> {
@@ -29,7 +29,7 @@ export async function startTestWorker<TDeps>(
         retryMaxMs: options.retryMaxMs ?? 1_000,
       },
     },
-    settings: { concurrency: options.concurrency ?? 4, pollIntervalMs: 100, leaseMs: options.leaseMs ?? 30_000 },
+    settings: { concurrency: options.concurrency ?? 4, pollIntervalMs: 100, leaseMs: options.leaseMs ?? 30_000, catchUpIdleMs: 25 },
     logger: testLogger,
   });
 }

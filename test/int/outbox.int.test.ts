@@ -1,4 +1,5 @@
 import { sql } from "kysely";
+import pg from "pg";
 import type { TransactionalBot } from "../../src/bots/bot";
 import { inTransaction } from "../../src/db/database";
 import { appendOne } from "../../src/streams/append";
@@ -87,5 +88,50 @@ describe("transactional outbox", () => {
     } finally {
       await worker.stop();
     }
+  });
+
+  it("queues the jobs of all a transaction's appends together, with one wake-up for the workers, at commit", async () => {
+    const listener = new pg.Client({ connectionString: t.url });
+    await listener.connect();
+    const wakeUps: number[] = [];
+    listener.on("notification", (m) => wakeUps.push(JSON.parse(m.payload ?? "{}").count));
+    await listener.query('listen "jobs:insert"');
+    try {
+      const positions = await inTransaction(t.db, "test_producer", async (tx) => {
+        const appended = [];
+        for (let i = 0; i < 5; i++) appended.push((await appendOne(tx, stream, { id: `o-many-${i}`, type: "Thing", payload: { i } })).position);
+        return appended;
+      });
+      for (const p of positions) expect(await jobsFor(p)).toBe(1);
+      await waitFor(async () => wakeUps.length > 0, { what: "the workers' wake-up" });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(wakeUps).toEqual([5]);
+    } finally {
+      await listener.end();
+    }
+  });
+
+  it("queues nothing for appends rolled back to a savepoint, and the rest as usual", async () => {
+    const { kept, dropped } = await inTransaction(t.db, "test_producer", async (tx) => {
+      const kept = (await appendOne(tx, stream, { id: "o-kept", type: "Thing", payload: {} })).position;
+      await sql`savepoint before_drop`.execute(tx);
+      const dropped = (await appendOne(tx, stream, { id: "o-dropped", type: "Thing", payload: {} })).position;
+      await sql`rollback to savepoint before_drop`.execute(tx);
+      return { kept, dropped };
+    });
+    expect(await jobsFor(kept)).toBe(1);
+    expect(await jobsFor(dropped)).toBe(0);
+  });
+
+  it("a hand-written outbox note cannot queue jobs for records the transaction did not write", async () => {
+    const earlier = (await inTransaction(t.db, "test_producer", (tx) => appendOne(tx, stream, { id: "o-earlier", type: "Thing", payload: {} }))).position;
+    const before = await jobsFor(earlier);
+    await inTransaction(t.db, "test_producer", async (tx) => {
+      await sql`select set_config('tidings.outbox', ${`${stream}=1;no.such_stream=1;`}, true)`.execute(tx);
+      await appendOne(tx, stream, { id: "o-forged", type: "Thing", payload: {} });
+    });
+    expect(await jobsFor(earlier)).toBe(before);
+    const { rows: ours } = await t.query(`select count(*)::int as n from graphile_worker._private_jobs where payload->>'id' = 'o-forged'`);
+    expect(ours[0].n).toBe(1);
   });
 });

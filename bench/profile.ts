@@ -1,0 +1,101 @@
+/**
+ * `npm run bench:profile`: where the time of one notification goes. Runs a
+ * burst of notifications through real worker processes on an embedded
+ * PostgreSQL with pg_stat_statements, samples wait events while they drain,
+ * and prints the statements that cost the most, jobs and commits per
+ * notification. A diagnostic, not a benchmark figure.
+ *
+ * Settings: PROFILE_NOTIFICATIONS (default 2000), PROFILE_WORKERS (1),
+ * WORKER_CONCURRENCY (64).
+ */
+import { startSlackStandIn } from "../test/helpers/slackStandIn";
+import { startSmtpServer } from "../test/helpers/smtpServer";
+import { openBenchDatabase } from "./lib/database";
+import { benchEntity, completedCount, startWorkers, waitForWorkers } from "./lib/endToEnd";
+import { enqueueNotification } from "../src/notification/enqueue";
+import { sleep } from "./lib/stats";
+
+const COUNT = Number(process.env.PROFILE_NOTIFICATIONS ?? 2000);
+const WORKERS = Number(process.env.PROFILE_WORKERS ?? 1);
+const CONCURRENCY = Number(process.env.WORKER_CONCURRENCY ?? 64);
+
+async function main() {
+  if (process.env.DATABASE_URL) throw new Error("bench:profile starts its own embedded PostgreSQL; unset DATABASE_URL");
+  const bench = await openBenchDatabase(20, ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all"]);
+  const smtp = await startSmtpServer();
+  const slack = await startSlackStandIn();
+  try {
+    await bench.pool.query("create extension if not exists pg_stat_statements");
+    await benchEntity(bench.db);
+    for (let i = 0; i < COUNT; i += 50) {
+      await Promise.all(Array.from({ length: Math.min(50, COUNT - i) }, () => enqueueNotification(bench.db, { entityId: "bench-entity", subject: "Profile", text: "Hello." })));
+    }
+    const jobsCreated = async () => {
+      const { rows } = await bench.pool.query(`select pg_get_serial_sequence('graphile_worker._private_jobs', 'id') as s`);
+      return (await bench.pool.query(`select last_value from ${rows[0].s}`)).rows[0].last_value as string;
+    };
+    const stat = async () => (await bench.pool.query("select xact_commit::bigint as c from pg_stat_database where datname = current_database()")).rows[0].c as string;
+    await bench.pool.query("select pg_stat_statements_reset()");
+    const jobs0 = Number(await jobsCreated());
+    const commits0 = Number(await stat());
+    const env = { databaseUrl: bench.url, smtpUrl: smtp.url, slackToken: slack.token, slackApiUrl: slack.apiUrl, concurrency: CONCURRENCY };
+    const workers = await startWorkers(WORKERS, env);
+    await waitForWorkers(bench.pool, WORKERS);
+    const t0 = performance.now();
+    const waits = new Map<string, number>();
+    let samples = 0;
+    for (;;) {
+      const { rows } = await bench.pool.query(
+        `select coalesce(wait_event_type || ':' || wait_event, state) as w, count(*)::int as n
+         from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and state <> 'idle' group by 1`,
+      );
+      samples += 1;
+      for (const r of rows) waits.set(r.w, (waits.get(r.w) ?? 0) + r.n);
+      if (samples % 10 === 0 && (await completedCount(bench.pool)) >= COUNT) break;
+      await sleep(50);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    await workers.stop();
+    const jobs = Number(await jobsCreated()) - jobs0;
+    const commits = Number(await stat()) - commits0;
+    process.stdout.write(`${COUNT} notifications drained in ${seconds.toFixed(1)} s by ${WORKERS} worker(s): ${(COUNT / seconds).toFixed(1)}/s\n`);
+    process.stdout.write(`jobs per notification ${(jobs / COUNT).toFixed(2)}, commits per notification ${(commits / COUNT).toFixed(2)}\n`);
+    const { rows: statements } = await bench.pool.query(
+      `select sum(calls)::bigint as calls, round(sum(total_exec_time)::numeric) as ms from pg_stat_statements
+       where toplevel and dbid = (select oid from pg_database where datname = current_database())`,
+    );
+    process.stdout.write(
+      `statements per notification (top level) ${(Number(statements[0].calls) / COUNT).toFixed(1)}, ` +
+        `server execution time per notification ${(Number(statements[0].ms) / COUNT).toFixed(2)} ms\n`,
+    );
+    process.stdout.write(`\nactive backends by wait event (mean over ${samples} samples):\n`);
+    for (const [w, n] of [...waits].sort((a, b) => b[1] - a[1]).slice(0, 15)) process.stdout.write(`  ${(n / samples).toFixed(2).padStart(7)}  ${w}\n`);
+    const { rows } = await bench.pool.query(
+      `select calls, round(total_exec_time::numeric, 0) as ms, round((total_exec_time / calls)::numeric, 3) as mean_ms, rows,
+              regexp_replace(left(query, 160), '\\s+', ' ', 'g') as q
+       from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
+       order by total_exec_time desc limit 30`,
+    );
+    process.stdout.write(`\ntop statements by total execution time:\n`);
+    for (const r of rows) process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  ${r.q}\n`);
+    const { rows: byCalls } = await bench.pool.query(
+      `select calls, regexp_replace(left(query, 140), '\\s+', ' ', 'g') as q
+       from pg_stat_statements where toplevel and dbid = (select oid from pg_database where datname = current_database())
+       order by calls desc limit 40`,
+    );
+    process.stdout.write(`\ntop statements by calls (per notification):\n`);
+    for (const r of byCalls) process.stdout.write(`${(Number(r.calls) / COUNT).toFixed(2).padStart(7)}  ${r.q}\n`);
+  } finally {
+    await smtp.close();
+    await slack.close();
+    await bench.close();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    process.stderr.write(`profile failed: ${(error as Error).stack}\n`);
+    process.exit(1);
+  },
+);

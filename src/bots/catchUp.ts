@@ -1,0 +1,95 @@
+import { sql } from "kysely";
+import { inTransaction } from "../db/database";
+import type { Logger } from "../logging/logger";
+import type { StreamRecord } from "../streams/interfaces";
+import { decodeCursor, encodeCursor, FEED_START, readAfter, type FeedCursor } from "../streams/read";
+import type { BotRuntime, CatchUpBot } from "./bot";
+
+export interface CatchUpSettings {
+  /** Pause between looks when there was nothing new. */
+  idleMs: number;
+  /** Pause after a failed batch (it is retried from the same checkpoint). */
+  errorMs: number;
+}
+
+export interface RunningCatchUp {
+  stop(): Promise<void>;
+}
+
+/**
+ * One batch: take the bot's lock (another process holding it is running the
+ * same bot: nothing to do here), read what each stream committed after the
+ * checkpoint, hand it to the bot, move the checkpoint. All in one
+ * transaction, so a crash repeats the batch and never skips it. Returns how
+ * many records were handled. A look that finds nothing writes nothing (no
+ * commit to flush).
+ */
+export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps>): Promise<number> {
+  return inTransaction(rt.db, bot.actor, async (tx) => {
+    const { rows: locked } = await sql<{ locked: boolean }>`
+      select pg_try_advisory_xact_lock(hashtextextended(${`checkpoint ${bot.checkpoint}`}, 0)) as locked`.execute(tx);
+    if (!locked[0]?.locked) return 0;
+    const row = await tx
+      .selectFrom("tidings.checkpoints")
+      .select("cursors")
+      .where("name", "=", bot.checkpoint)
+      .executeTakeFirst();
+    if (!row) throw new Error(`checkpoint "${bot.checkpoint}" is not declared in tidings.checkpoints`);
+    const cursors = row.cursors as Record<string, string>;
+    const records: StreamRecord[] = [];
+    const next: Record<string, string> = { ...cursors };
+    for (const stream of bot.streams) {
+      const after: FeedCursor = cursors[stream] ? decodeCursor(cursors[stream]) : FEED_START;
+      const read = await readAfter(tx, stream, after, { limit: bot.batchSize });
+      records.push(...read.records);
+      next[stream] = encodeCursor(read.next);
+    }
+    if (records.length === 0) return 0;
+    await bot.handleBatch({
+      tx,
+      records,
+      deps: rt.deps,
+      logger: rt.logger.child({ checkpoint: bot.checkpoint }),
+      now: rt.clock?.() ?? new Date(),
+    });
+    await tx
+      .updateTable("tidings.checkpoints")
+      .set({ cursors: JSON.stringify(next), updated_at: sql`now()` })
+      .where("name", "=", bot.checkpoint)
+      .execute();
+    return records.length;
+  });
+}
+
+/** Run a catch-up bot until stopped: batch after batch while there is work, a short pause when there is none. */
+export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps>, settings: CatchUpSettings, logger: Logger): RunningCatchUp {
+  let stopped = false;
+  let wake: (() => void) | null = null;
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  const loop = (async () => {
+    while (!stopped) {
+      try {
+        const handled = await catchUpOnce(bot, rt);
+        if (handled === 0) await pause(settings.idleMs);
+      } catch (error) {
+        logger.error({ err: error, checkpoint: bot.checkpoint }, "catch-up batch failed; retrying from the same checkpoint");
+        await pause(settings.errorMs);
+      }
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      (wake as (() => void) | null)?.();
+      await loop;
+    },
+  };
+}
+

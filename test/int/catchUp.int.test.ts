@@ -1,0 +1,111 @@
+import type { CatchUpBot } from "../../src/bots/bot";
+import { catchUpOnce } from "../../src/bots/catchUp";
+import { inTransaction } from "../../src/db/database";
+import { appendOne } from "../../src/streams/append";
+import { createTestDatabase, declareTestStream, waitFor, type TestDatabase } from "../helpers/db";
+import { testLogger } from "../helpers/worker";
+
+/**
+ * The catch-up runner behind the projection: records reach it in commit
+ * order, never skipped, at most one process at a time, and a failed batch is
+ * repeated from the same checkpoint.
+ */
+let t: TestDatabase;
+const stream = "testing.followed";
+const CHECKPOINT = "test_follower";
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  await declareTestStream(t.db, { stream, producer: "test_producer", consumer: "test_follower" });
+  await t.query(`insert into tidings.checkpoints (name, actor, description) values ($1, 'test_follower', 'test')`, [CHECKPOINT]);
+  await t.query(`grant select, update on tidings.checkpoints to tidings_test_follower`);
+});
+afterAll(async () => {
+  await t.close();
+});
+
+function follower(seen: string[][], fail?: () => boolean): CatchUpBot<object> {
+  return {
+    kind: "catch-up",
+    checkpoint: CHECKPOINT,
+    concern: "test_follower",
+    actor: "test_follower",
+    streams: [stream],
+    batchSize: 100,
+    async handleBatch({ records }) {
+      if (fail?.()) throw new Error("the batch failed");
+      seen.push(records.map((r) => r.id));
+    },
+  };
+}
+
+const runtime = () => ({ db: t.db, deps: {}, logger: testLogger, settings: { maxAttempts: 3, retryBaseMs: 50, retryMaxMs: 1000 } });
+const cursor = async () => (await t.query(`select cursors from tidings.checkpoints where name = $1`, [CHECKPOINT])).rows[0].cursors;
+const add = (id: string) => inTransaction(t.db, "test_producer", (tx) => appendOne(tx, stream, { id, type: "Thing", payload: {} }));
+
+describe("catch-up bots", () => {
+  it("waits for a slower transaction instead of skipping the record it commits later", async () => {
+    const seen: string[][] = [];
+    const bot = follower(seen);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let appended!: () => void;
+    const slowAppended = new Promise<void>((resolve) => (appended = resolve));
+    // The slow transaction takes its position first and commits last.
+    const slow = inTransaction(t.db, "test_producer", async (tx) => {
+      await appendOne(tx, stream, { id: "slow", type: "Thing", payload: {} });
+      appended();
+      await held;
+    });
+    await slowAppended;
+    await add("fast");
+    expect(await catchUpOnce(bot, runtime())).toBe(0);
+    release();
+    await slow;
+    // Any writing transaction still open on the server (other tests' too) holds records back; wait it out.
+    await waitFor(async () => (await catchUpOnce(bot, runtime())) > 0, { what: "the records to be let through" });
+    expect(seen).toEqual([["slow", "fast"]]);
+    expect(await catchUpOnce(bot, runtime())).toBe(0);
+  });
+
+  it("runs in one process at a time: while another holds the checkpoint, it does nothing", async () => {
+    const seen: string[][] = [];
+    await add("while-held");
+    const before = await cursor();
+    const other = await t.pool.connect();
+    try {
+      await other.query("begin");
+      await other.query("select pg_advisory_xact_lock(hashtextextended($1, 0))", [`checkpoint ${CHECKPOINT}`]);
+      expect(await catchUpOnce(follower(seen), runtime())).toBe(0);
+      expect(await cursor()).toEqual(before);
+      await other.query("commit");
+    } finally {
+      other.release();
+    }
+    await waitFor(async () => (await catchUpOnce(follower(seen), runtime())) > 0, { what: "the record to be handled" });
+    expect(seen).toEqual([["while-held"]]);
+  });
+
+  it("repeats a failed batch from the same checkpoint", async () => {
+    const seen: string[][] = [];
+    await add("retried-1");
+    await add("retried-2");
+    const before = await cursor();
+    let failures = 1;
+    const bot = follower(seen, () => failures-- > 0);
+    const failure = await waitFor(
+      () => catchUpOnce(bot, runtime()).then(() => null, (error: Error) => error),
+      { what: "the batch to fail" },
+    );
+    expect(failure.message).toBe("the batch failed");
+    expect(await cursor()).toEqual(before);
+    await waitFor(async () => (await catchUpOnce(bot, runtime())) > 0, { what: "the batch to be repeated" });
+    expect(seen).toEqual([["retried-1", "retried-2"]]);
+  });
+
+  it("names an undeclared checkpoint", async () => {
+    const bot = { ...follower([]), checkpoint: "nobody_declared_this" };
+    await add("undeclared");
+    await expect(catchUpOnce(bot, runtime())).rejects.toThrow('checkpoint "nobody_declared_this" is not declared');
+  });
+});
