@@ -6,7 +6,9 @@
  * Settings (environment): DATABASE_URL (else an embedded PostgreSQL),
  * BENCH_SECONDS (sustained end-to-end window, default 30), BENCH_SCALE_SECONDS
  * (per worker count, default 15), BENCH_AUDIT_ROWS (comma list, default
- * "1000000,10000000"), BENCH_QUICK=1 (short windows, for trying it out).
+ * "1000000,10000000"), BENCH_QUICK=1 (short windows, for trying it out),
+ * BENCH_SECTIONS (comma list of ceiling, queue, e2e, scaling, http, audit;
+ * default all).
  */
 import { startSlackStandIn } from "../test/helpers/slackStandIn";
 import { startSmtpServer } from "../test/helpers/smtpServer";
@@ -25,6 +27,12 @@ const seconds = Number(process.env.BENCH_SECONDS ?? (quick ? 8 : 30));
 const scaleSeconds = Number(process.env.BENCH_SCALE_SECONDS ?? (quick ? 5 : 15));
 const auditRows = (process.env.BENCH_AUDIT_ROWS ?? (quick ? "100000" : "1000000,10000000")).split(",").map(Number).filter((n) => n > 0);
 const CONCURRENCY = Number(process.env.WORKER_CONCURRENCY ?? 64);
+const SECTIONS = ["ceiling", "queue", "e2e", "scaling", "http", "audit"] as const;
+/** BENCH_SECTIONS=http,audit runs only those (ratios need their baseline's section too). */
+const only = (process.env.BENCH_SECTIONS ?? SECTIONS.join(",")).split(",").map((s) => s.trim());
+const unknown = only.filter((s) => !(SECTIONS as readonly string[]).includes(s));
+if (unknown.length > 0) throw new Error(`BENCH_SECTIONS: unknown section(s) ${unknown.join(", ")}; known: ${SECTIONS.join(", ")}`);
+const runs = (section: (typeof SECTIONS)[number]) => only.includes(section);
 
 async function main() {
   const figures: Record<string, unknown> = { machine: { cpus: (await import("node:os")).cpus().length, node: process.version } };
@@ -33,76 +41,92 @@ async function main() {
   const slack = await startSlackStandIn();
   process.stdout.write(`tidings benchmark: ${bench.describe}; ${figures.machine ? JSON.stringify(figures.machine) : ""}\n`);
   try {
-    section("Channels-only ceiling (nodemailer + Slack SDK to the loopback servers, no database)");
-    const ceiling = await channelsCeiling(smtp, slack, quick ? 1000 : 3000, CONCURRENCY);
-    line("emails/s", String(round(ceiling.emailsPerSec)));
-    line("Slack posts/s", String(round(ceiling.postsPerSec)));
-    line("email+Slack pairs/s", String(round(ceiling.pairsPerSec)));
-    figures.channelsCeiling = ceiling;
-
-    section("Raw queue (graphile-worker, no-op jobs, same database and settings)");
-    const queueDb = await freshDatabase(bench.serverUrl, `tidings_bench_queue_${process.pid}`);
-    const queuePool = createPool(queueDb.url, 40, "tidings-bench-queue");
-    await migrate(queuePool);
-    const batched = await rawQueue(queuePool, { jobs: quick ? 5000 : 20000, concurrency: CONCURRENCY, batched: true });
-    const unbatched = await rawQueue(queuePool, { jobs: quick ? 1000 : 3000, concurrency: CONCURRENCY, batched: false });
-    await queuePool.end();
-    await queueDb.drop();
-    line("jobs/s batched (local queue, batched completion)", String(round(batched)));
-    line("jobs/s one at a time", String(round(unbatched)));
-    figures.rawQueue = { batchedJobsPerSec: batched, unbatchedJobsPerSec: unbatched };
-
-    section(`End to end (1 worker process, ${CONCURRENCY} concurrent jobs, entity prefers email and Slack)`);
-    await benchEntity(bench.db);
-    const env = { databaseUrl: bench.url, smtpUrl: smtp.url, slackToken: slack.token, slackApiUrl: slack.apiUrl, concurrency: CONCURRENCY };
-    let workers = await startWorkers(1, env);
-    await waitForWorkers(bench.pool, 1);
-    const e2e = await sustained(bench.db, bench.pool, { seconds, warmupSeconds: quick ? 2 : 5, backlog: 400 });
-    await drain(bench.pool);
-        line(`notifications/s sustained over ${seconds} s`, String(round(e2e.perSec)));
-    line("ratio to the channels-only ceiling (pairs/s)", String(round(e2e.perSec / ceiling.pairsPerSec, 3)));
-    line("ratio to the raw queue (batched jobs/s)", String(round(e2e.perSec / batched, 4)));
-    line("database commits per notification", String(round(e2e.commitsPerNotification)));
-
-    section("Latency at half the sustained rate (enqueue → outcome event)");
-    const rate = Math.max(1, e2e.perSec / 2);
-    const latency = await latencyAtRate(bench.db, bench.pool, { ratePerSec: rate, seconds: quick ? 5 : 15 });
-    line("offered rate (notifications/s)", String(round(rate)));
-    line("p50 / p95 / p99 (ms)", `${round(latency.p50)} / ${round(latency.p95)} / ${round(latency.p99)}  (${latency.count} notifications)`);
-    const bytes = await bytesPerNotification(bench.pool);
-    line("bytes stored per notification (streams + handling)", String(Math.round(bytes)));
-    await workers.stop();
-    figures.endToEnd = { ...e2e, ratioToChannelsCeiling: e2e.perSec / ceiling.pairsPerSec, ratioToRawQueue: e2e.perSec / batched };
-    figures.latency = { offeredPerSec: rate, ...latency };
-    figures.storage = { bytesPerNotification: bytes };
-
-    section("Scaling: 1, 2 and 4 worker processes");
-    const scaling: Record<string, number> = {};
-    for (const count of [1, 2, 4]) {
-      workers = await startWorkers(count, env);
-      await waitForWorkers(bench.pool, count);
-      const r = await sustained(bench.db, bench.pool, { seconds: scaleSeconds, warmupSeconds: 3, backlog: 400 });
-      await drain(bench.pool);
-      await workers.stop();
-      await bench.pool.query("delete from tidings.worker_heartbeats");
-      scaling[String(count)] = r.perSec;
-      line(`${count} worker process(es): notifications/s`, `${round(r.perSec)}  (×${round(r.perSec / scaling["1"]!, 2)})`);
+    let ceiling: Awaited<ReturnType<typeof channelsCeiling>> | null = null;
+    if (runs("ceiling")) {
+      section("Channels-only ceiling (nodemailer + Slack SDK to the loopback servers, no database)");
+      ceiling = await channelsCeiling(smtp, slack, quick ? 1000 : 3000, CONCURRENCY);
+      line("emails/s", String(round(ceiling.emailsPerSec)));
+      line("Slack posts/s", String(round(ceiling.postsPerSec)));
+      line("email+Slack pairs/s", String(round(ceiling.pairsPerSec)));
+      figures.channelsCeiling = ceiling;
     }
-    figures.scaling = scaling;
 
-    section("HTTP enqueue (autocannon, 32 connections) beside a no-op Express route");
-    const http = await httpEnqueue(bench, { seconds: quick ? 4 : 10, connections: 32 });
-    {
+    let batched: number | null = null;
+    if (runs("queue")) {
+      section("Raw queue (graphile-worker, no-op jobs, same database and settings)");
+      const queueDb = await freshDatabase(bench.serverUrl, `tidings_bench_queue_${process.pid}`);
+      const queuePool = createPool(queueDb.url, 40, "tidings-bench-queue");
+      await migrate(queuePool);
+      batched = await rawQueue(queuePool, { jobs: quick ? 5000 : 20000, concurrency: CONCURRENCY, batched: true });
+      const unbatched = await rawQueue(queuePool, { jobs: quick ? 1000 : 3000, concurrency: CONCURRENCY, batched: false });
+      await queuePool.end();
+      await queueDb.drop();
+      line("jobs/s batched (local queue, batched completion)", String(round(batched)));
+      line("jobs/s one at a time", String(round(unbatched)));
+      figures.rawQueue = { batchedJobsPerSec: batched, unbatchedJobsPerSec: unbatched };
+    }
+
+    const env = { databaseUrl: bench.url, smtpUrl: smtp.url, slackToken: slack.token, slackApiUrl: slack.apiUrl, concurrency: CONCURRENCY };
+    if (runs("e2e") || runs("scaling")) await benchEntity(bench.db);
+    if (runs("e2e")) {
+      section(`End to end (1 worker process, ${CONCURRENCY} concurrent jobs, entity prefers email and Slack)`);
+      const workers = await startWorkers(1, env);
+      await waitForWorkers(bench.pool, 1);
+      const e2e = await sustained(bench.db, bench.pool, { seconds, warmupSeconds: quick ? 2 : 5, backlog: 400 });
+      await drain(bench.pool);
+      line(`notifications/s sustained over ${seconds} s`, String(round(e2e.perSec)));
+      if (ceiling) line("ratio to the channels-only ceiling (pairs/s)", String(round(e2e.perSec / ceiling.pairsPerSec, 3)));
+      if (batched) line("ratio to the raw queue (batched jobs/s)", String(round(e2e.perSec / batched, 4)));
+      line("database commits per notification", String(round(e2e.commitsPerNotification)));
+
+      section("Latency at half the sustained rate (enqueue → outcome event)");
+      const rate = Math.max(1, e2e.perSec / 2);
+      const latency = await latencyAtRate(bench.db, bench.pool, { ratePerSec: rate, seconds: quick ? 5 : 15 });
+      line("offered rate (notifications/s)", String(round(rate)));
+      line("p50 / p95 / p99 (ms)", `${round(latency.p50)} / ${round(latency.p95)} / ${round(latency.p99)}  (${latency.count} notifications)`);
+      const bytes = await bytesPerNotification(bench.pool);
+      line("bytes stored per notification (streams + handling)", String(Math.round(bytes)));
+      await workers.stop();
+      figures.endToEnd = {
+        ...e2e,
+        ratioToChannelsCeiling: ceiling ? e2e.perSec / ceiling.pairsPerSec : null,
+        ratioToRawQueue: batched ? e2e.perSec / batched : null,
+      };
+      figures.latency = { offeredPerSec: rate, ...latency };
+      figures.storage = { bytesPerNotification: bytes };
+    }
+
+    if (runs("scaling")) {
+      section("Scaling: 1, 2 and 4 worker processes");
+      const scaling: Record<string, number> = {};
+      for (const count of [1, 2, 4]) {
+        const workers = await startWorkers(count, env);
+        await waitForWorkers(bench.pool, count);
+        const r = await sustained(bench.db, bench.pool, { seconds: scaleSeconds, warmupSeconds: 3, backlog: 400 });
+        await drain(bench.pool);
+        await workers.stop();
+        await bench.pool.query("delete from tidings.worker_heartbeats");
+        scaling[String(count)] = r.perSec;
+        line(`${count} worker process(es): notifications/s`, `${round(r.perSec)}  (×${round(r.perSec / scaling["1"]!, 2)})`);
+      }
+      figures.scaling = scaling;
+    }
+
+    if (runs("http")) {
+      section("HTTP enqueue (autocannon, 32 connections) beside a no-op Express route");
+      const http = await httpEnqueue(bench, { seconds: quick ? 4 : 10, connections: 32 });
       line("no-op route requests/s, p99 ms", `${round(http.noop.rps)}, ${http.noop.p99}`);
       line("POST /v1/notifications requests/s, p99 ms", `${round(http.enqueue.rps)}, ${http.enqueue.p99}  (non-2xx: ${http.enqueue.non2xx})`);
       line("ratio to the no-op route", String(round(http.enqueue.rps / http.noop.rps, 3)));
       figures.http = { ...http, ratio: http.enqueue.rps / http.noop.rps };
     }
 
-    section("Audit query: emails to one address");
-    const audit = await auditQuery(bench, auditRows, (m) => process.stdout.write(`${m}\n`));
-    for (const r of audit) line(`${r.rows.toLocaleString("en")} email records`, `${round(r.medianMs, 2)} ms median, ${round(r.p95Ms, 2)} ms p95 (${r.matches} rows; loaded in ${round(r.loadSeconds)} s)`);
-    figures.audit = audit;
+    if (runs("audit")) {
+      section("Audit query: emails to one address");
+      const audit = await auditQuery(bench, auditRows, (m) => process.stdout.write(`${m}\n`));
+      for (const r of audit) line(`${r.rows.toLocaleString("en")} email records`, `${round(r.medianMs, 2)} ms median, ${round(r.p95Ms, 2)} ms p95 (${r.matches} rows; loaded in ${round(r.loadSeconds)} s)`);
+      figures.audit = audit;
+    }
   } finally {
     await smtp.close();
     await slack.close();

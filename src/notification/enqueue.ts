@@ -3,6 +3,7 @@ import { ZodError } from "zod";
 import type { Db, Tx } from "../db/database";
 import { ValidationError } from "../errors/errors";
 import { appendOne } from "../streams/append";
+import type { ExistingRecordStrategy, NewRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
 import { newTrackingId, trackingIdForIdempotencyKey } from "./ids";
 import { NotificationRecordTypes, SendNotificationToEntityOp } from "./notification.schemas";
@@ -36,20 +37,28 @@ export function parseSendNotification(input: unknown): SendNotificationToEntityO
  * notification exists if and only if the caller commits.
  */
 export async function enqueueNotificationInTransaction(tx: Tx, input: unknown): Promise<Enqueued> {
-  const op = parseSendNotification(input);
-  const trackingId = op.idempotencyKey ? trackingIdForIdempotencyKey(op.idempotencyKey) : newTrackingId();
+  const { record, strategy } = clientOperation(input);
   const { rows } = await sql<{ role: string }>`select current_user as role`.execute(tx);
   await sql`set local role tidings_client`.execute(tx);
-  const result = await appendOne(
-    tx,
-    Streams.notificationClientOperations,
-    { id: trackingId, type: NotificationRecordTypes.SendNotificationToEntityOp, payload: op, tags: op.tags },
-    op.idempotencyKey ? "skip_if_id_and_type_exists" : "write_always",
-  );
+  const result = await appendOne(tx, Streams.notificationClientOperations, record, strategy);
   // Restored on success only: after a failed append the transaction is
   // aborted, and a SET there would replace the real error with 25P02.
   await sql`set local role ${sql.id(rows[0]!.role)}`.execute(tx);
-  return { trackingId, created: result.written, position: result.position };
+  return { trackingId: record.id, created: result.written, position: result.position };
+}
+
+/**
+ * The client operation record for a request, validated: its tracking id is
+ * derived from the idempotency key when there is one (so a repeat finds it),
+ * new otherwise.
+ */
+export function clientOperation(input: unknown): { record: NewRecord<SendNotificationToEntityOp>; strategy: ExistingRecordStrategy } {
+  const op = parseSendNotification(input);
+  const trackingId = op.idempotencyKey ? trackingIdForIdempotencyKey(op.idempotencyKey) : newTrackingId();
+  return {
+    record: { id: trackingId, type: NotificationRecordTypes.SendNotificationToEntityOp, payload: op, tags: op.tags },
+    strategy: op.idempotencyKey ? "skip_if_id_and_type_exists" : "write_always",
+  };
 }
 
 /** Enqueue a notification in a transaction of its own. */

@@ -117,4 +117,35 @@ describe("POST /v1/notifications", () => {
     const { rows } = await t.query("select payload->>'subject' as subject from notification.client_operations where id = $1", [accepted[0]!.json.id]);
     expect(rows).toEqual([{ subject: accepted[0]!.subject }]);
   });
+
+  it("requests arriving together are committed together, each with its own notification and answer", async () => {
+    const requests = Array.from({ length: 100 }, (_, i) => ({ payload: { ...body, subject: `Together ${i}` }, key: i % 2 ? `together-${i}` : undefined }));
+    const answers = await Promise.all(requests.map((r) => post(r.payload, r.key)));
+    expect(answers.map((a) => a.status)).toEqual(Array(100).fill(202));
+    const ids = answers.map((a) => a.json.id as string);
+    expect(new Set(ids).size).toBe(100);
+    const { rows } = await t.query<{ id: string; subject: string; key: string | null; tx_id: string }>(
+      "select id, payload->>'subject' as subject, payload->>'idempotencyKey' as key, tx_id::text from notification.client_operations where id = any($1)",
+      [ids],
+    );
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    requests.forEach((r, i) => {
+      expect(byId.get(ids[i]!)).toMatchObject({ subject: r.payload.subject, key: r.key ?? null });
+    });
+    // Group commit: the 100 notifications were written by far fewer transactions.
+    const transactions = new Set(rows.map((r) => r.tx_id)).size;
+    process.stdout.write(`100 concurrent requests committed in ${transactions} transactions\n`);
+    expect(transactions).toBeLessThan(50);
+  });
+
+  it("in a shared commit, a request reusing a key with another body is refused alone", async () => {
+    await post(body, "shared-reused");
+    const answers = await Promise.all([
+      ...Array.from({ length: 10 }, (_, i) => post({ ...body, subject: `Fine ${i}` })),
+      post({ ...body, subject: "Different" }, "shared-reused"),
+      ...Array.from({ length: 10 }, (_, i) => post({ ...body, subject: `Also fine ${i}` })),
+    ]);
+    expect(answers.map((a) => a.status)).toEqual([...Array(10).fill(202), 422, ...Array(10).fill(202)]);
+    expect(answers[10]!.json.detail).toMatch(/shared-reused/);
+  });
 });

@@ -1,0 +1,222 @@
+import { createHash } from "node:crypto";
+import { sql } from "kysely";
+import type { z } from "zod";
+import type { ApiPrincipal } from "../auth/apiKeys";
+import { inTransaction, type Db, type Tx } from "../db/database";
+import type { Logger } from "../logging/logger";
+import { clientOperation, enqueueNotificationInTransaction } from "../notification/enqueue";
+import { trackingIdForIdempotencyKey } from "../notification/ids";
+import { append } from "../streams/append";
+import type { NewRecord } from "../streams/interfaces";
+import { Streams } from "../streams/names";
+import { IdempotencyKeyReusedError } from "./problem";
+import type { SendNotificationBody } from "./schemas";
+
+export type SendNotification = z.output<typeof SendNotificationBody>;
+
+/** JSON with object keys sorted at every level: equal requests hash equally whatever their key order. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+export function requestHash(op: SendNotification): Buffer {
+  return createHash("sha256").update(canonicalJson(op)).digest();
+}
+
+/**
+ * Enqueue as the client actor. With an idempotency key, the key is recorded
+ * in the same transaction as the client operation; its primary key makes a
+ * concurrent duplicate wait for the first transaction and then find its row.
+ * The request is compared as validated (defaults applied, key order ignored).
+ */
+export async function enqueueIdempotently(
+  db: Db,
+  op: SendNotification,
+  idempotencyKey: string | undefined,
+  principal: ApiPrincipal | null,
+): Promise<{ id: string; created: boolean }> {
+  if (idempotencyKey === undefined) {
+    const enqueued = await inTransaction(db, "client", (tx) => enqueueNotificationInTransaction(tx, op));
+    return { id: enqueued.trackingId, created: enqueued.created };
+  }
+  const hash = requestHash(op);
+  return inTransaction(db, "client", async (tx) => {
+    const inserted = await sql`
+      insert into api.idempotency_keys (key, request_sha256, tracking_id, api_key_id)
+      values (${idempotencyKey}, ${hash}, ${trackingIdForIdempotencyKey(idempotencyKey)}, ${principal?.keyId ?? null})
+      on conflict (key) do nothing
+      returning key`.execute(tx);
+    if (inserted.rows.length === 0) {
+      const { rows } = await sql<{ request_sha256: Buffer; tracking_id: string }>`
+        select request_sha256, tracking_id from api.idempotency_keys where key = ${idempotencyKey}`.execute(tx);
+      const original = rows[0]!;
+      if (!original.request_sha256.equals(hash)) throw new IdempotencyKeyReusedError(idempotencyKey, original.tracking_id);
+      return { id: original.tracking_id, created: false };
+    }
+    const enqueued = await enqueueNotificationInTransaction(tx, { ...op, idempotencyKey });
+    return { id: enqueued.trackingId, created: enqueued.created };
+  });
+}
+
+
+export interface EnqueueAnswer {
+  id: string;
+  /** false when an earlier request with the same idempotency key already enqueued it. */
+  created: boolean;
+}
+
+interface Waiting {
+  op: SendNotification;
+  idempotencyKey: string | undefined;
+  principal: ApiPrincipal | null;
+  resolve(answer: EnqueueAnswer): void;
+  reject(error: unknown): void;
+}
+
+/**
+ * Group commit for `POST /v1/notifications`. Requests that arrive while
+ * earlier ones are being committed wait and are then committed together: one
+ * transaction, one insert of their idempotency keys, one append of their
+ * client operations, one commit (one WAL flush) for all. Durability is the
+ * same as one transaction each: nobody is answered before the commit that
+ * holds their notification. An idle server commits a lone request at once.
+ * If the shared transaction fails, each request is retried alone, so one bad
+ * request gets its own error and cannot fail the others.
+ */
+export class EnqueueBatcher {
+  private waiting: Waiting[] = [];
+  private running = 0;
+
+  constructor(
+    private readonly db: Db,
+    private readonly options: { maxBatch: number; parallel: number; logger?: Logger } = { maxBatch: 200, parallel: 2 },
+  ) {}
+
+  enqueue(op: SendNotification, idempotencyKey: string | undefined, principal: ApiPrincipal | null): Promise<EnqueueAnswer> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ op, idempotencyKey, principal, resolve, reject });
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (this.running < this.options.parallel && this.waiting.length > 0) {
+      const batch = this.waiting.splice(0, this.options.maxBatch);
+      this.running += 1;
+      this.commit(batch).finally(() => {
+        this.running -= 1;
+        this.flush();
+      });
+    }
+  }
+
+  private async commit(batch: Waiting[]): Promise<void> {
+    let answers: Array<EnqueueAnswer | Error>;
+    try {
+      answers = batch.length === 1 ? [await this.alone(batch[0]!)] : await inTransaction(this.db, "client", (tx) => enqueueTogether(tx, batch));
+    } catch (error) {
+      // Retrying alone is safe only if the shared transaction certainly rolled
+      // back; after a lost connection it may have committed, and a request
+      // without an idempotency key would then be enqueued twice.
+      if (batch.length === 1 || !certainlyRolledBack(error)) return batch.forEach((w) => w.reject(error));
+      this.options.logger?.warn({ err: error, requests: batch.length }, "shared enqueue failed; committing each request alone");
+      await Promise.all(batch.map((w) => this.alone(w).then(w.resolve, w.reject)));
+      return;
+    }
+    batch.forEach((w, i) => {
+      const answer = answers[i]!;
+      if (answer instanceof Error) w.reject(answer);
+      else w.resolve(answer);
+    });
+  }
+
+  private alone(w: Waiting): Promise<EnqueueAnswer> {
+    return enqueueIdempotently(this.db, w.op, w.idempotencyKey, w.principal);
+  }
+}
+
+/** The batch's requests in one transaction (already the client actor); an answer or an error per request, in order. */
+async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueAnswer | Error>> {
+  const answers: Array<EnqueueAnswer | Error | undefined> = new Array(batch.length);
+
+  // Idempotency keys: the first request with a key in this batch claims it
+  // (unless an earlier transaction did); any other with the same key is
+  // answered like a repeat, or refused if its body differs.
+  const firstWithKey = new Map<string, number>();
+  batch.forEach((w, i) => {
+    if (w.idempotencyKey !== undefined && !firstWithKey.has(w.idempotencyKey)) firstWithKey.set(w.idempotencyKey, i);
+  });
+  const hashes = batch.map((w) => (w.idempotencyKey === undefined ? null : requestHash(w.op)));
+  const claimed = new Set<string>();
+  if (firstWithKey.size > 0) {
+    const keys = [...firstWithKey.keys()];
+    const firsts = keys.map((k) => firstWithKey.get(k)!);
+    const { rows } = await sql<{ key: string }>`
+      insert into api.idempotency_keys (key, request_sha256, tracking_id, api_key_id)
+      select * from unnest(${keys}::text[], ${firsts.map((i) => hashes[i]!)}::bytea[],
+                           ${keys.map(trackingIdForIdempotencyKey)}::text[], ${firsts.map((i) => batch[i]!.principal?.keyId ?? null)}::uuid[])
+      on conflict (key) do nothing
+      returning key`.execute(tx);
+    for (const r of rows) claimed.add(r.key);
+    const known = new Map<string, { request_sha256: Buffer; tracking_id: string }>();
+    const elsewhere = keys.filter((k) => !claimed.has(k));
+    if (elsewhere.length > 0) {
+      const { rows: found } = await sql<{ key: string; request_sha256: Buffer; tracking_id: string }>`
+        select key, request_sha256, tracking_id from api.idempotency_keys where key = any(${elsewhere}::text[])`.execute(tx);
+      for (const f of found) known.set(f.key, f);
+    }
+    batch.forEach((w, i) => {
+      const key = w.idempotencyKey;
+      if (key === undefined) return;
+      const original = claimed.has(key) && firstWithKey.get(key) !== i
+        ? { request_sha256: hashes[firstWithKey.get(key)!]!, tracking_id: trackingIdForIdempotencyKey(key) }
+        : known.get(key);
+      if (!original) return; // claimed by this request: enqueued below
+      answers[i] = original.request_sha256.equals(hashes[i]!)
+        ? { id: original.tracking_id, created: false }
+        : new IdempotencyKeyReusedError(key, original.tracking_id);
+    });
+  }
+
+  // One append per strategy for every request still to enqueue.
+  const fresh: Array<{ index: number; record: NewRecord }> = [];
+  const keyed: Array<{ index: number; record: NewRecord }> = [];
+  batch.forEach((w, i) => {
+    if (answers[i] !== undefined) return;
+    const { record } = clientOperation(w.idempotencyKey === undefined ? w.op : { ...w.op, idempotencyKey: w.idempotencyKey });
+    (w.idempotencyKey === undefined ? fresh : keyed).push({ index: i, record });
+  });
+  const written = [
+    ...zip(fresh, await append(tx, Streams.notificationClientOperations, fresh.map((f) => f.record), "write_always")),
+    ...zip(keyed, await append(tx, Streams.notificationClientOperations, keyed.map((k) => k.record), "skip_if_id_and_type_exists")),
+  ];
+  for (const { index, record, result } of written) answers[index] = { id: record.id, created: result.written };
+  return answers.map((a) => a ?? new Error("request left unanswered by the batch"));
+}
+
+function zip<T, R>(items: T[], results: R[]): Array<T & { result: R }> {
+  return items.map((item, i) => ({ ...item, result: results[i]! }));
+}
+
+/**
+ * Whether an error means the transaction did not commit: PostgreSQL answered
+ * with an error (other than a lost or terminated connection), or our own code
+ * threw before committing. A connection that failed with no answer may have
+ * committed.
+ */
+function certainlyRolledBack(error: unknown): boolean {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return !code.startsWith("08") && !code.startsWith("57P");
+    if (typeof code === "string" && /^E[A-Z]+$/.test(code)) return false;
+    if (/connection terminated|connection ended|not queryable/i.test(e.message)) return false;
+  }
+  return true;
+}
