@@ -99,20 +99,24 @@ export async function runTransactionalBatch<TDeps>(
       : records;
     const completed = new Set(records.map((r) => r.position));
     const now = rt.clock?.() ?? new Date();
-    for (const record of toHandle) {
-      const outcome = await bot.handle({
-        tx,
-        record,
-        attempt: attempts.get(record.position) ?? 1,
-        deps: rt.deps,
-        logger: rt.logger.child({ stream: bot.stream, concern: bot.concern, position: record.position }),
-        now,
-      });
-      if (outcome) {
-        completed.delete(record.position);
-        const t = { ...target, position: record.position };
-        await transition(tx, t, "self_cancel", { actor: bot.actor, reason: outcome.reason });
-        await queueHandling(tx, bot.stream, bot.concern, [record.position], new Date(Date.now() + outcome.retryAfterMs));
+    if (bot.handleBatch) {
+      await bot.handleBatch({ tx, records: toHandle, deps: rt.deps, logger: rt.logger.child({ stream: bot.stream, concern: bot.concern }), now });
+    } else {
+      for (const record of toHandle) {
+        const outcome = await bot.handle({
+          tx,
+          record,
+          attempt: attempts.get(record.position) ?? 1,
+          deps: rt.deps,
+          logger: rt.logger.child({ stream: bot.stream, concern: bot.concern, position: record.position }),
+          now,
+        });
+        if (outcome) {
+          completed.delete(record.position);
+          const t = { ...target, position: record.position };
+          await transition(tx, t, "self_cancel", { actor: bot.actor, reason: outcome.reason });
+          await queueHandling(tx, bot.stream, bot.concern, [record.position], new Date(Date.now() + outcome.retryAfterMs));
+        }
       }
     }
     await completeMany(tx, target, [...completed], bot.actor);

@@ -52,6 +52,21 @@ export interface TransactionalBot<TDeps> extends BotBase {
    * refresh something per id, such as a view or a saga's evaluation.
    */
   batch?: { maxSize: number; coalesceById?: boolean };
+  /**
+   * Handle a whole batch at once (set-based: a few queries for any number of
+   * records) instead of calling handle() per record. The batch's records
+   * complete together; a bot that may self-cancel a record keeps to handle().
+   */
+  handleBatch?(ctx: BatchHandlerContext<TDeps>): Promise<void>;
+}
+
+export interface BatchHandlerContext<TDeps> {
+  tx: Tx;
+  /** Ordered by id, then position (after coalescing, one per id). */
+  records: StreamRecord[];
+  deps: TDeps;
+  logger: Logger;
+  now: Date;
 }
 
 export interface PerformContext<TDeps> {

@@ -3,10 +3,10 @@ import type { HandlerOutcome, TransactionalBot } from "../bots/bot";
 import type { Tx } from "../db/database";
 import { EmailRecordTypes, FailedToSendEmailEvent, SucceededInSendingEmailEvent } from "../email/email.schemas";
 import { FailedToSendSlackMessageEvent, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "../slack/slack.schemas";
-import { appendOne } from "../streams/append";
-import type { StreamRecord } from "../streams/interfaces";
+import { append } from "../streams/append";
+import type { NewRecord, StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
-import { findRecords, getLatestById } from "../streams/read";
+import { findRecords, getLatestByIds } from "../streams/read";
 import { NotificationRecordTypes, NotificationSaga, SendOutcomeEvent } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
 import { notificationEvent } from "./notification.bot";
@@ -18,48 +18,70 @@ const OUTCOME_TYPES = [
   "CouldNotSendOnAnyPreparedChannelEvent",
 ];
 
-async function observedOutcomes(tx: Tx, id: string): Promise<ObservedOutcome[]> {
+/** Every channel outcome of these notifications, by notification id. */
+async function observedOutcomes(tx: Tx, ids: readonly string[]): Promise<Map<string, ObservedOutcome[]>> {
   const [email, slack] = await Promise.all([
     findRecords(tx, Streams.emailEvents, {
-      ids: [id],
+      ids,
       types: [EmailRecordTypes.SucceededInSendingEmailEvent, EmailRecordTypes.FailedToSendEmailEvent],
     }),
     findRecords(tx, Streams.slackEvents, {
-      ids: [id],
+      ids,
       types: [SlackRecordTypes.SucceededInSendingSlackMessageEvent, SlackRecordTypes.FailedToSendSlackMessageEvent],
     }),
   ]);
-  return [...email, ...slack].map((r): ObservedOutcome => {
+  const byId = new Map<string, ObservedOutcome[]>();
+  for (const r of [...email, ...slack]) {
     const source = { stream: r.stream, position: r.position };
+    let observed: ObservedOutcome;
     if (r.type === EmailRecordTypes.FailedToSendEmailEvent || r.type === SlackRecordTypes.FailedToSendSlackMessageEvent) {
       const failure = (r.type === EmailRecordTypes.FailedToSendEmailEvent ? FailedToSendEmailEvent : FailedToSendSlackMessageEvent).parse(r.payload);
-      return { operationId: failure.operationId, attempt: failure.attempt, outcome: "failed", error: failure.error, source };
+      observed = { operationId: failure.operationId, attempt: failure.attempt, outcome: "failed", error: failure.error, source };
+    } else {
+      const success = (r.type === EmailRecordTypes.SucceededInSendingEmailEvent ? SucceededInSendingEmailEvent : SucceededInSendingSlackMessageEvent).parse(r.payload);
+      observed = { operationId: success.operationId, attempt: success.attempt, outcome: "succeeded", error: null, source };
     }
-    const success = (r.type === EmailRecordTypes.SucceededInSendingEmailEvent ? SucceededInSendingEmailEvent : SucceededInSendingSlackMessageEvent).parse(r.payload);
-    return { operationId: success.operationId, attempt: success.attempt, outcome: "succeeded", error: null, source };
-  });
+    byId.set(r.id, [...(byId.get(r.id) ?? []), observed]);
+  }
+  return byId;
 }
 
+type Evaluation = SagaDecision & { saga: NotificationSaga };
+
 /**
- * Evaluate the saga of notification `id` and write its outcome event when
- * every awaited operation has an outcome (or the deadline passed). Runs for
- * each channel outcome and for the saga's own deadline; a per-notification
- * lock makes concurrent evaluations take turns, so one outcome is written per
- * decision. A later decision that differs (an operator re-drove a failed
- * operation and it succeeded) is written as a new outcome event; an unchanged
- * one is not written again.
+ * Evaluate the sagas of these notifications and write the outcome event of
+ * each whose awaited operations all have an outcome (or whose deadline
+ * passed). Runs for channel outcomes (a batch of them at once: the same six
+ * queries for any number of notifications) and for a saga's own deadline.
+ * Per-notification locks, taken in id order, make concurrent evaluations of
+ * one notification take turns, so one outcome is written per decision. A
+ * later decision that differs (an operator re-drove a failed operation and it
+ * succeeded) is written as a new outcome event; an unchanged one is not
+ * written again. Ids without a saga (an internal alert's operations) are
+ * left out.
  */
-async function evaluateSaga(tx: Tx, id: string, cause: StreamRecord, now: Date): Promise<(SagaDecision & { saga: NotificationSaga }) | null> {
-  await sql`select pg_advisory_xact_lock(hashtextextended(${`saga ${id}`}, 0))`.execute(tx);
-  const sagaRecord = await getLatestById(tx, Streams.notificationSagas, id, { type: NotificationRecordTypes.NotificationSaga });
-  if (!sagaRecord) return null; // not a notification's operation (e.g. an internal alert)
-  const saga = NotificationSaga.parse(sagaRecord.payload);
-  const previous = await getLatestById(tx, Streams.notificationEvents, id, { types: OUTCOME_TYPES });
-  const decision = decideSaga(saga, await observedOutcomes(tx, id), now);
-  if (decision.done && !sameOutcome(previous, decision)) {
-    await appendOne(tx, Streams.notificationEvents, notificationEvent(cause, decision.eventType, decision.payload));
+async function evaluateSagas(tx: Tx, causes: ReadonlyMap<string, StreamRecord>, now: Date): Promise<Map<string, Evaluation>> {
+  const ids = [...causes.keys()].sort();
+  await sql`select pg_advisory_xact_lock(hashtextextended('saga ' || id, 0)) from unnest(${ids}::text[]) as id order by id`.execute(tx);
+  const [sagas, previous, observed] = await Promise.all([
+    getLatestByIds(tx, Streams.notificationSagas, ids, { types: [NotificationRecordTypes.NotificationSaga] }),
+    getLatestByIds(tx, Streams.notificationEvents, ids, { types: OUTCOME_TYPES }),
+    observedOutcomes(tx, ids),
+  ]);
+  const evaluations = new Map<string, Evaluation>();
+  const outcomes: NewRecord[] = [];
+  for (const id of ids) {
+    const sagaRecord = sagas.get(id);
+    if (!sagaRecord) continue;
+    const saga = NotificationSaga.parse(sagaRecord.payload);
+    const decision = decideSaga(saga, observed.get(id) ?? [], now);
+    if (decision.done && !sameOutcome(previous.get(id), decision)) {
+      outcomes.push(notificationEvent(causes.get(id)!, decision.eventType, decision.payload));
+    }
+    evaluations.set(id, { ...decision, saga });
   }
-  return { ...decision, saga };
+  await append(tx, Streams.notificationEvents, outcomes);
+  return evaluations;
 }
 
 function sameOutcome(previous: StreamRecord | undefined, decision: Extract<SagaDecision, { done: true }>): boolean {
@@ -84,7 +106,7 @@ export function createSagaDeadlineBot(): TransactionalBot<NotificationDeps> {
     batch: { maxSize: 64 },
     schemas: { [NotificationRecordTypes.NotificationSaga]: NotificationSaga },
     async handle({ tx, record, now }): Promise<HandlerOutcome> {
-      const result = await evaluateSaga(tx, record.id, record, now);
+      const result = (await evaluateSagas(tx, new Map([[record.id, record]]), now)).get(record.id);
       if (!result || result.done) return;
       const untilDeadline = Date.parse(result.saga.deadline) - now.getTime();
       return {
@@ -102,10 +124,14 @@ function createSagaOutcomeBot(stream: string): TransactionalBot<NotificationDeps
     stream,
     concern: "saga_bot",
     actor: "saga_bot",
-    // Outcomes of one notification arriving together need one evaluation.
+    // Outcomes of one notification arriving together need one evaluation,
+    // and a batch of notifications is evaluated set-based.
     batch: { maxSize: 64, coalesceById: true },
     async handle({ tx, record, now }) {
-      await evaluateSaga(tx, record.id, record, now);
+      await evaluateSagas(tx, new Map([[record.id, record]]), now);
+    },
+    async handleBatch({ tx, records, now }) {
+      await evaluateSagas(tx, new Map(records.map((r) => [r.id, r])), now);
     },
   };
 }

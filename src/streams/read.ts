@@ -86,6 +86,20 @@ export async function getLatestById(
   return rows[0] && toRecord(stream, rows[0]);
 }
 
+/** The latest record of each of these ids (of these types), in one query. */
+export async function getLatestByIds(
+  db: Executor,
+  stream: string,
+  ids: readonly string[],
+  options: { types?: readonly string[] } = {},
+): Promise<Map<string, StreamRecord>> {
+  const { rows } = await sql<RecordRow>`
+    select distinct on (id) ${COLUMNS} from ${streamTable(stream)}
+    where ${filterSql({ ids, types: options.types })}
+    order by id, position desc`.execute(db);
+  return new Map(rows.map((r) => [r.id, toRecord(stream, r)]));
+}
+
 /** Every record with this id, oldest first. */
 export async function getAllById(db: Executor, stream: string, id: string): Promise<StreamRecord[]> {
   return findRecords(db, stream, { ids: [id] });
