@@ -61,4 +61,43 @@ describe("batched handling", () => {
     const history = await getHistory(t.db, stream, appended[0]!.position, "batch_consumer");
     expect(history.map((h) => h.action)).toEqual(["claim", "complete"]);
   });
+
+  it("a set-based bot gets whole batches, one record per id, and a failing batch falls back to one record at a time", async () => {
+    const setStream = "testing.set_based";
+    await declareTestStream(t.db, { stream: setStream, producer: "test_producer", consumer: "set_consumer" });
+    const calls: Array<{ how: "batch" | "one"; ids: string[] }> = [];
+    const bot: TransactionalBot<object> = {
+      kind: "transactional",
+      stream: setStream,
+      concern: "set_consumer",
+      actor: "set_consumer",
+      batch: { maxSize: 50, coalesceById: true },
+      async handle({ record }) {
+        calls.push({ how: "one", ids: [record.id] });
+      },
+      async handleBatch({ records }) {
+        if (records.some((r) => (r.payload as { failsInBatch?: boolean }).failsInBatch)) throw new Error("batch refused");
+        calls.push({ how: "batch", ids: records.map((r) => r.id) });
+      },
+    };
+    const records = Array.from({ length: 120 }, (_, i) => ({ id: `s-${i % 60}`, type: "Thing", payload: { failsInBatch: i === 7 } }));
+    await inTransaction(t.db, "test_producer", (tx) => append(tx, setStream, records));
+    const worker = await startTestWorker(t, [bot], {}, { concurrency: 32, maxAttempts: 1 });
+    try {
+      await waitFor(async () => {
+        const { rows } = await t.query(`select count(*)::int as n from testing.set_based__handling where status = 'Completed'`);
+        return rows[0].n === 120;
+      }, { what: "all 120 records completed", timeoutMs: 30_000 });
+    } finally {
+      await worker.stop();
+    }
+    const batches = calls.filter((c) => c.how === "batch");
+    // Batches formed, and no batch carried an id twice.
+    expect(batches.some((b) => b.ids.length > 1)).toBe(true);
+    for (const b of batches) expect(new Set(b.ids).size).toBe(b.ids.length);
+    // The batch holding the refusing record was retried one record at a time.
+    expect(calls.some((c) => c.how === "one" && c.ids[0] === "s-7")).toBe(true);
+    // Every id was handled.
+    expect(new Set(calls.flatMap((c) => c.ids))).toEqual(new Set(Array.from({ length: 60 }, (_, i) => `s-${i}`)));
+  });
 });
