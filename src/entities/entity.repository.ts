@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import { inTransaction, type Db, type Executor } from "../db/database";
 import { appendOne } from "../streams/append";
 import { Streams } from "../streams/names";
-import { findRecords, getLatestById } from "../streams/read";
+import { findRecords, getLatestById, getLatestByIds } from "../streams/read";
 import type { StreamRecord } from "../streams/interfaces";
 import { Entity, EntityChangedEvent, EntityInput, EntityRecordTypes, EntityRemovedEvent, entityId } from "./entity.schemas";
 
@@ -24,6 +24,16 @@ function toVersion(record: StreamRecord): EntityVersion | null {
 export async function getEntity(db: Executor, id: string, asOf?: Date): Promise<EntityVersion | null> {
   const latest = await getLatestById(db, Streams.entityEvents, id, { recordedAtOrBefore: asOf });
   return latest ? toVersion(latest) : null;
+}
+
+/** The current version of each of these entities, in one query (unknown and removed ones are absent). */
+export async function getEntities(db: Executor, ids: readonly string[]): Promise<Map<string, EntityVersion>> {
+  const versions = new Map<string, EntityVersion>();
+  for (const [id, record] of await getLatestByIds(db, Streams.entityEvents, ids)) {
+    const version = toVersion(record);
+    if (version) versions.set(id, version);
+  }
+  return versions;
 }
 
 /** Every version of the entity, oldest first (removals included as null entities). */

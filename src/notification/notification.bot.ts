@@ -1,9 +1,9 @@
-import type { TransactionalBot } from "../bots/bot";
+import type { BatchHandlerContext, TransactionalBot } from "../bots/bot";
 import type { Channel } from "../entities/entity.schemas";
-import { getEntity } from "../entities/entity.repository";
+import { getEntities, type EntityVersion } from "../entities/entity.repository";
 import { SendEmailOp } from "../email/email.schemas";
 import { SendSlackMessageOp } from "../slack/slack.schemas";
-import { append, appendOne, recordExists } from "../streams/append";
+import { AppendBuffer, existingIds } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
 import { escapeSlackText } from "../slack/format";
@@ -52,9 +52,24 @@ const channelStream = (channel: Channel) => (channel === "email" ? Streams.email
 /**
  * Handles SendNotificationToEntityOp, in one transaction: the notification's
  * creation event, the audience, its channel preferences, the prepared event,
- * the saga (first), then the channel operations.
+ * the saga, then the channel operations. Set-based: a batch of operations
+ * costs two lookups and one append per (stream, strategy), whatever its size.
  */
 export function createNotificationBot(): TransactionalBot<NotificationDeps> {
+  const handleBatch = async ({ tx, records, deps, now }: BatchHandlerContext<NotificationDeps>) => {
+    const ids = records.map((r) => r.id);
+    // A saga exists only if an earlier run prepared the channel operations
+    // (it committed them together): a re-run or re-drive must not make more.
+    const [prepared, entities] = await Promise.all([
+      existingIds(tx, Streams.notificationSagas, ids, NotificationRecordTypes.NotificationSaga),
+      getEntities(tx, [...new Set(records.map((r) => (r.payload as SendNotificationToEntityOp).entityId))]),
+    ]);
+    const out = new AppendBuffer();
+    for (const record of records) {
+      planNotification(out, record, { alreadyPrepared: prepared.has(record.id), version: entities.get((record.payload as SendNotificationToEntityOp).entityId), deps, now });
+    }
+    await out.flush(tx);
+  };
   return {
     kind: "transactional",
     stream: Streams.notificationClientOperations,
@@ -62,111 +77,116 @@ export function createNotificationBot(): TransactionalBot<NotificationDeps> {
     actor: "notification_bot",
     batch: { maxSize: 64 },
     schemas: { [NotificationRecordTypes.SendNotificationToEntityOp]: SendNotificationToEntityOp },
-    async handle({ tx, record, deps, now }) {
-      const op = record.payload as SendNotificationToEntityOp;
-      const id = record.id;
-      await appendOne(
-        tx,
-        Streams.notificationEvents,
-        notificationEvent(record, "SendNotificationRequestedEvent", {
-          entityId: op.entityId,
-          subject: op.subject,
-          channelsRequested: op.channels ?? null,
-          tags: op.tags,
-          clientOperation: { stream: record.stream, position: record.position },
-        }),
-        "skip_if_id_and_type_exists",
-      );
-      // A saga exists only if an earlier run prepared the channel operations
-      // (it committed them together): a re-run or re-drive must not make more.
-      if (await recordExists(tx, Streams.notificationSagas, id, NotificationRecordTypes.NotificationSaga)) return;
-
-      const version = await getEntity(tx, op.entityId);
-      if (!version) {
-        await appendOne(tx, Streams.notificationEvents, notificationEvent(record, "CouldNotGetOrUseAudienceEvent", {
-          entityId: op.entityId,
-          reason: `unknown entity "${op.entityId}"`,
-        }));
-        return;
-      }
-      const entity = version.entity;
-      const resolution = resolveChannels(entity, op.channels);
-      if (resolution.channels.length === 0) {
-        await appendOne(
-          tx,
-          Streams.notificationEvents,
-          resolution.allOptedOut
-            ? notificationEvent(record, "AudienceOptedOutOfAllChannelsEvent", {
-                entityId: entity.id,
-                optedOut: entity.preferences.optedOut,
-                skipped: resolution.skipped,
-              })
-            : notificationEvent(record, "CouldNotPrepareToSendOnAnyChannelEvent", {
-                entityId: entity.id,
-                skipped: resolution.skipped,
-              }),
-        );
-        return;
-      }
-
-      const plans: ChannelPlan[] = resolution.channels.map(({ channel, destination }) => ({
-        channel,
-        operationId: channelOperationId(id, channel),
-        stream: channelStream(channel),
-        destination,
-      }));
-      await appendOne(
-        tx,
-        Streams.notificationEvents,
-        notificationEvent(
-          record,
-          resolution.skipped.length === 0 ? "PreparedToSendOnAllChannelsEvent" : "PreparedToSendOnSomeChannelsEvent",
-          { entityId: entity.id, entityName: entity.name, prepared: plans, skipped: resolution.skipped, entityVersion: version.position },
-        ),
-      );
-
-      const cause = { stream: record.stream, position: record.position };
-      const saga = NotificationSaga.parse({
-        awaiting: plans,
-        deadline: new Date(now.getTime() + deps.notification.sagaDeadlineMs).toISOString(),
-        onAllSent: "SentOnAllPreparedChannelsEvent",
-        onSomeSent: "SentOnSomePreparedChannelsEvent",
-        onNoneSent: "CouldNotSendOnAnyPreparedChannelEvent",
-      });
-      // The saga first, so no channel outcome can arrive before someone waits for it.
-      await appendOne(tx, Streams.notificationSagas, { id, type: NotificationRecordTypes.NotificationSaga, payload: saga, causedBy: cause }, "skip_if_id_and_type_exists");
-
-      for (const plan of plans) {
-        if (plan.channel === "email") {
-          const payload = SendEmailOp.parse({
-            operationId: plan.operationId,
-            notificationId: id,
-            purpose: "notification",
-            entityId: entity.id,
-            to: [plan.destination],
-            subject: op.subject,
-            text: op.text,
-            ...(op.html !== undefined ? { html: op.html } : {}),
-            messageId: messageIdFor(plan.operationId),
-            tags: op.tags,
-          });
-          await append(tx, plan.stream, [{ id, type: "SendEmailOp", payload, causedBy: cause }]);
-        } else {
-          const payload = SendSlackMessageOp.parse({
-            operationId: plan.operationId,
-            notificationId: id,
-            purpose: "notification",
-            entityId: entity.id,
-            channel: plan.destination,
-            text: `${op.subject}\n\n${op.text}`,
-            ...(op.markdown !== undefined
-              ? { mrkdwn: `*${escapeSlackText(op.subject)}*\n\n${markdownToMrkdwn(op.markdown)}` }
-              : {}),
-            tags: op.tags,
-          });
-          await append(tx, plan.stream, [{ id, type: "SendSlackMessageOp", payload, causedBy: cause }]);
-        }
-      }
+    async handle({ tx, record, deps, logger, now }) {
+      await handleBatch({ tx, records: [record], deps, logger, now });
     },
+    handleBatch,
   };
+}
+
+/** The records one client operation leads to, added to `out` in the order they are written. */
+function planNotification(
+  out: AppendBuffer,
+  record: StreamRecord,
+  context: { alreadyPrepared: boolean; version: EntityVersion | undefined; deps: NotificationDeps; now: Date },
+): void {
+  const op = record.payload as SendNotificationToEntityOp;
+  const id = record.id;
+  out.add(
+    Streams.notificationEvents,
+    notificationEvent(record, "SendNotificationRequestedEvent", {
+      entityId: op.entityId,
+      subject: op.subject,
+      channelsRequested: op.channels ?? null,
+      tags: op.tags,
+      clientOperation: { stream: record.stream, position: record.position },
+    }),
+    "skip_if_id_and_type_exists",
+  );
+  if (context.alreadyPrepared) return;
+
+  const version = context.version;
+  if (!version) {
+    out.add(Streams.notificationEvents, notificationEvent(record, "CouldNotGetOrUseAudienceEvent", {
+      entityId: op.entityId,
+      reason: `unknown entity "${op.entityId}"`,
+    }));
+    return;
+  }
+  const entity = version.entity;
+  const resolution = resolveChannels(entity, op.channels);
+  if (resolution.channels.length === 0) {
+    out.add(
+      Streams.notificationEvents,
+      resolution.allOptedOut
+        ? notificationEvent(record, "AudienceOptedOutOfAllChannelsEvent", {
+            entityId: entity.id,
+            optedOut: entity.preferences.optedOut,
+            skipped: resolution.skipped,
+          })
+        : notificationEvent(record, "CouldNotPrepareToSendOnAnyChannelEvent", {
+            entityId: entity.id,
+            skipped: resolution.skipped,
+          }),
+    );
+    return;
+  }
+
+  const plans: ChannelPlan[] = resolution.channels.map(({ channel, destination }) => ({
+    channel,
+    operationId: channelOperationId(id, channel),
+    stream: channelStream(channel),
+    destination,
+  }));
+  out.add(
+    Streams.notificationEvents,
+    notificationEvent(
+      record,
+      resolution.skipped.length === 0 ? "PreparedToSendOnAllChannelsEvent" : "PreparedToSendOnSomeChannelsEvent",
+      { entityId: entity.id, entityName: entity.name, prepared: plans, skipped: resolution.skipped, entityVersion: version.position },
+    ),
+  );
+
+  const cause = { stream: record.stream, position: record.position };
+  const saga = NotificationSaga.parse({
+    awaiting: plans,
+    deadline: new Date(context.now.getTime() + context.deps.notification.sagaDeadlineMs).toISOString(),
+    onAllSent: "SentOnAllPreparedChannelsEvent",
+    onSomeSent: "SentOnSomePreparedChannelsEvent",
+    onNoneSent: "CouldNotSendOnAnyPreparedChannelEvent",
+  });
+  // Saga and channel operations commit together, so no channel outcome can arrive before someone waits for it.
+  out.add(Streams.notificationSagas, { id, type: NotificationRecordTypes.NotificationSaga, payload: saga, causedBy: cause }, "skip_if_id_and_type_exists");
+
+  for (const plan of plans) {
+    if (plan.channel === "email") {
+      const payload = SendEmailOp.parse({
+        operationId: plan.operationId,
+        notificationId: id,
+        purpose: "notification",
+        entityId: entity.id,
+        to: [plan.destination],
+        subject: op.subject,
+        text: op.text,
+        ...(op.html !== undefined ? { html: op.html } : {}),
+        messageId: messageIdFor(plan.operationId),
+        tags: op.tags,
+      });
+      out.add(plan.stream, { id, type: "SendEmailOp", payload, causedBy: cause });
+    } else {
+      const payload = SendSlackMessageOp.parse({
+        operationId: plan.operationId,
+        notificationId: id,
+        purpose: "notification",
+        entityId: entity.id,
+        channel: plan.destination,
+        text: `${op.subject}\n\n${op.text}`,
+        ...(op.markdown !== undefined
+          ? { mrkdwn: `*${escapeSlackText(op.subject)}*\n\n${markdownToMrkdwn(op.markdown)}` }
+          : {}),
+        tags: op.tags,
+      });
+      out.add(plan.stream, { id, type: "SendSlackMessageOp", payload, causedBy: cause });
+    }
+  }
 }

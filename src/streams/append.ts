@@ -42,6 +42,36 @@ export async function appendOne(
   return result!;
 }
 
+/**
+ * Appends collected while a batch is handled and written together: one
+ * `tidings.append` per (stream, strategy) instead of one per record. Records
+ * of one group keep their order, and groups are written in the order they
+ * were first used, so a handler that always appends A before B for a record
+ * still gets A before B for every record.
+ */
+export class AppendBuffer {
+  private readonly groups: Array<{ stream: string; strategy: ExistingRecordStrategy; records: NewRecord[] }> = [];
+
+  add(stream: string, record: NewRecord, strategy: ExistingRecordStrategy = "write_always"): void {
+    let group = this.groups.find((g) => g.stream === stream && g.strategy === strategy);
+    if (!group) this.groups.push((group = { stream, strategy, records: [] }));
+    group.records.push(record);
+  }
+
+  async flush(db: Executor): Promise<void> {
+    for (const group of this.groups.splice(0)) await append(db, group.stream, group.records, group.strategy);
+  }
+}
+
+/** Which of these ids have a record (of this type) in the stream: one round trip (producers only, like recordExists). */
+export async function existingIds(db: Executor, stream: string, ids: readonly string[], type?: string): Promise<Set<string>> {
+  assertStreamName(stream);
+  const { rows } = await sql<{ id: string }>`
+    select id from unnest(${[...ids]}::text[]) as id
+    where tidings.existing_position(${stream}, id, ${type ?? null}) is not null`.execute(db);
+  return new Set(rows.map((r) => r.id));
+}
+
 /** Engine errors raised in PostgreSQL become the matching TidingsError (the original kept as cause). */
 export function translateStreamError(error: unknown): unknown {
   const message = (error as Error)?.message ?? String(error);
