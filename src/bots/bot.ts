@@ -1,6 +1,7 @@
 import type { ZodType } from "zod";
 import type { Db, Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
+import type { AppendBuffer } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
 
 /**
@@ -34,6 +35,12 @@ export interface HandlerContext<TDeps> {
   deps: TDeps;
   logger: Logger;
   now: Date;
+  /**
+   * Set when the record is handled in a batch: appends made through
+   * `appendFor` are collected here and written together (one per stream)
+   * before the batch's transaction commits.
+   */
+  out?: AppendBuffer;
 }
 
 /** A handler may ask to be tried again later ("self-cancel") instead of completing. */

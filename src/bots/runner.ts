@@ -2,6 +2,7 @@ import type { JobHelpers, Task } from "graphile-worker";
 import { ZodError } from "zod";
 import { inTransaction, type Tx } from "../db/database";
 import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationError, coerceError } from "../errors/errors";
+import { AppendBuffer } from "../streams/append";
 import { claim, claimMany, completeMany, countActions, queueHandling, transition } from "../streams/handling";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition, getByPositions } from "../streams/read";
@@ -41,6 +42,7 @@ async function runExternalBatch<TDeps, TResult>(
 
   // Phase 1: claim and prepare, together. If it fails nothing was claimed.
   const claimed = await inTransaction(rt.db, bot.actor, async (tx) => {
+    const appends = new AppendBuffer();
     const states = await claimMany(tx, target, [...byPosition.values()].map((i) => ({ position: i.position, claimedBy: i.jobTag })), bot.actor);
     const records = await getByPositions(tx, bot.stream, states.map((s) => s.position));
     const out: Array<{ run: BotRun<TDeps>; state: HandlingState; record: StreamRecord; item: BatchItem }> = [];
@@ -51,9 +53,10 @@ async function runExternalBatch<TDeps, TResult>(
       const schema = bot.schemas?.[raw.type];
       if (bot.schemas && !schema) throw new ValidationError(`${bot.concern} does not handle records of type ${raw.type}`);
       const record = schema ? { ...raw, payload: schema.parse(raw.payload) } : raw;
-      await bot.prepare?.(run.contextFor(tx, record, state.attempts));
+      await bot.prepare?.({ ...run.contextFor(tx, record, state.attempts), out: appends });
       out.push({ run, state, record, item });
     }
+    await appends.flush(tx);
     return out;
   });
 
@@ -72,7 +75,9 @@ async function runExternalBatch<TDeps, TResult>(
   const successes = settled.filter((s) => s.ok);
   try {
     await inTransaction(rt.db, bot.actor, async (tx) => {
-      for (const s of successes) await s.run.recordSuccess(tx, bot, s.state, s.record, s.result as TResult, false);
+      const appends = new AppendBuffer();
+      for (const s of successes) await s.run.recordSuccess(tx, bot, s.state, s.record, s.result as TResult, false, appends);
+      await appends.flush(tx);
       await completeMany(tx, target, successes.map((s) => s.state.position), bot.actor);
     });
   } catch {
@@ -289,8 +294,16 @@ class BotRun<TDeps> {
   }
 
   /** The success of a send: the bot's events, then Running → Completed (set-based when batched). */
-  async recordSuccess<TResult>(tx: Tx, bot: ExternalBot<TDeps, TResult>, state: HandlingState, record: StreamRecord, result: TResult, complete = true): Promise<void> {
-    await bot.succeeded({ ...this.context(tx, record, state.attempts), result });
+  async recordSuccess<TResult>(
+    tx: Tx,
+    bot: ExternalBot<TDeps, TResult>,
+    state: HandlingState,
+    record: StreamRecord,
+    result: TResult,
+    complete = true,
+    out?: AppendBuffer,
+  ): Promise<void> {
+    await bot.succeeded({ ...this.context(tx, record, state.attempts), result, ...(out ? { out } : {}) });
     if (complete) await transition(tx, this.target, "complete", { actor: bot.actor });
   }
 

@@ -1,6 +1,6 @@
 import type { ExternalBot, HandlerContext } from "../bots/bot";
 import { ExternalError } from "../errors/errors";
-import { append } from "../streams/append";
+import { appendFor } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
 import {
@@ -25,9 +25,7 @@ function operationOf(record: StreamRecord): SendEmailOp {
 
 /** Every event of one operation shares the notification's tracking id and points at the operation. */
 async function appendEvent(ctx: HandlerContext<EmailDeps>, type: string, payload: unknown): Promise<void> {
-  await append(ctx.tx, Streams.emailEvents, [
-    { id: ctx.record.id, type, payload, causedBy: { stream: ctx.record.stream, position: ctx.record.position } },
-  ]);
+  await appendFor(ctx, Streams.emailEvents, { id: ctx.record.id, type, payload, causedBy: { stream: ctx.record.stream, position: ctx.record.position } });
 }
 
 /** Header values must stay on one line whatever an id contains. */

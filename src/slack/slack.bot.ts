@@ -1,7 +1,7 @@
 import type { ExternalBot, HandlerContext } from "../bots/bot";
 import type { Tx } from "../db/database";
 import { ExternalError } from "../errors/errors";
-import { appendOne } from "../streams/append";
+import { appendFor, type AppendBuffer } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
 import { classifySlackError, type PostResult, type SlackPoster } from "./client";
@@ -26,8 +26,8 @@ function opOf(record: StreamRecord): SendSlackMessageOp {
 }
 
 /** Every event of an operation has the notification's tracking id and points back at the operation. */
-async function appendEvent(tx: Tx, record: StreamRecord, type: string, payload: unknown): Promise<void> {
-  await appendOne(tx, Streams.slackEvents, {
+async function appendEvent(ctx: { tx: Tx; out?: AppendBuffer }, record: StreamRecord, type: string, payload: unknown): Promise<void> {
+  await appendFor(ctx, Streams.slackEvents, {
     id: record.id,
     type,
     payload,
@@ -61,10 +61,11 @@ export function createSlackBot(): ExternalBot<SlackDeps, PostResult> {
     // Claims and outcomes of the sends that arrive together share transactions.
     batch: { maxSize: 32 },
 
-    async prepare({ tx, record, attempt }: HandlerContext<SlackDeps>) {
+    async prepare(ctx: HandlerContext<SlackDeps>) {
+      const { record, attempt } = ctx;
       const op = opOf(record);
       await appendEvent(
-        tx,
+        ctx,
         record,
         SlackRecordTypes.SendSlackMessageRequestedEvent,
         SendSlackMessageRequestedEvent.parse({ operationId: op.operationId, attempt, channel: op.channel }),
@@ -83,22 +84,24 @@ export function createSlackBot(): ExternalBot<SlackDeps, PostResult> {
       }
     },
 
-    async succeeded({ tx, record, attempt, result }) {
+    async succeeded(ctx) {
+      const { record, attempt, result } = ctx;
       const op = opOf(record);
       await appendEvent(
-        tx,
+        ctx,
         record,
         SlackRecordTypes.SucceededInSendingSlackMessageEvent,
         SucceededInSendingSlackMessageEvent.parse({ operationId: op.operationId, attempt, channel: result.channel, ts: result.ts }),
       );
     },
 
-    async failed({ tx, record, attempt, error, final, transient }) {
+    async failed(ctx) {
+      const { record, attempt, error, final, transient } = ctx;
       if (!final) return;
       const op = opOf(record);
       const details = error instanceof ExternalError ? error.details : {};
       await appendEvent(
-        tx,
+        ctx,
         record,
         SlackRecordTypes.FailedToSendSlackMessageEvent,
         FailedToSendSlackMessageEvent.parse({

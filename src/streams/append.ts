@@ -63,6 +63,17 @@ export class AppendBuffer {
   }
 }
 
+/** Append now, or, inside a batch that collects its appends (`out`), with the batch. */
+export async function appendFor(
+  ctx: { tx: Executor; out?: AppendBuffer },
+  stream: string,
+  record: NewRecord,
+  strategy: ExistingRecordStrategy = "write_always",
+): Promise<void> {
+  if (ctx.out) ctx.out.add(stream, record, strategy);
+  else await append(ctx.tx, stream, [record], strategy);
+}
+
 /** Which of these ids have a record (of this type) in the stream: one round trip (producers only, like recordExists). */
 export async function existingIds(db: Executor, stream: string, ids: readonly string[], type?: string): Promise<Set<string>> {
   assertStreamName(stream);
