@@ -6,7 +6,9 @@
  * notification. A diagnostic, not a benchmark figure.
  *
  * Settings: PROFILE_NOTIFICATIONS (default 2000), PROFILE_WORKERS (1),
- * WORKER_CONCURRENCY (64).
+ * WORKER_CONCURRENCY (64), PROFILE_RATE (notifications/s: offer them at this
+ * rate, one transaction each, instead of all up front, and print where the
+ * latency of each step goes).
  */
 import { startSlackStandIn } from "../test/helpers/slackStandIn";
 import { startSmtpServer } from "../test/helpers/smtpServer";
@@ -18,6 +20,35 @@ import { sleep } from "./lib/stats";
 const COUNT = Number(process.env.PROFILE_NOTIFICATIONS ?? 2000);
 const WORKERS = Number(process.env.PROFILE_WORKERS ?? 1);
 const CONCURRENCY = Number(process.env.WORKER_CONCURRENCY ?? 64);
+const RATE = process.env.PROFILE_RATE ? Number(process.env.PROFILE_RATE) : null;
+
+/** Percentiles of each step of a notification, from the recorded_at (transaction start) of the records it wrote. */
+async function stepLatencies(pool: import("pg").Pool): Promise<void> {
+  const { rows } = await pool.query(`
+    with n as (
+      select c.id, c.recorded_at as enqueued,
+        (select min(recorded_at) from notification.events e where e.id = c.id and e.type = 'SendNotificationRequestedEvent') as handled,
+        (select min(recorded_at) from email.events e where e.id = c.id and e.type = 'SendEmailRequestedEvent') as email_claimed,
+        (select min(recorded_at) from email.events e where e.id = c.id and e.type = 'SucceededInSendingEmailEvent') as email_sent,
+        (select min(recorded_at) from slack.events e where e.id = c.id and e.type = 'SendSlackMessageRequestedEvent') as slack_claimed,
+        (select min(recorded_at) from slack.events e where e.id = c.id and e.type = 'SucceededInSendingSlackMessageEvent') as slack_sent,
+        (select min(recorded_at) from notification.events e where e.id = c.id and e.type like 'SentOn%') as outcome
+      from notification.client_operations c)
+    select step, round(percentile_cont(0.5) within group (order by ms)::numeric, 1) as p50,
+           round(percentile_cont(0.95) within group (order by ms)::numeric, 1) as p95,
+           round(percentile_cont(0.99) within group (order by ms)::numeric, 1) as p99
+    from n, lateral (values
+      ('1 enqueued -> notification bot', extract(epoch from handled - enqueued) * 1000),
+      ('2 notification bot -> email claimed', extract(epoch from email_claimed - handled) * 1000),
+      ('3 email claimed -> email sent recorded', extract(epoch from email_sent - email_claimed) * 1000),
+      ('2 notification bot -> slack claimed', extract(epoch from slack_claimed - handled) * 1000),
+      ('3 slack claimed -> slack sent recorded', extract(epoch from slack_sent - slack_claimed) * 1000),
+      ('4 last send recorded -> outcome', extract(epoch from outcome - greatest(email_sent, slack_sent)) * 1000),
+      ('5 enqueued -> outcome', extract(epoch from outcome - enqueued) * 1000)) as s(step, ms)
+    group by step order by step`);
+  process.stdout.write(`\nlatency of each step, ms (p50 / p95 / p99):\n`);
+  for (const r of rows) process.stdout.write(`  ${r.step.padEnd(40)} ${r.p50} / ${r.p95} / ${r.p99}\n`);
+}
 
 async function main() {
   if (process.env.DATABASE_URL) throw new Error("bench:profile starts its own embedded PostgreSQL; unset DATABASE_URL");
@@ -27,8 +58,9 @@ async function main() {
   try {
     await bench.pool.query("create extension if not exists pg_stat_statements");
     await benchEntity(bench.db);
-    for (let i = 0; i < COUNT; i += 50) {
-      await Promise.all(Array.from({ length: Math.min(50, COUNT - i) }, () => enqueueNotification(bench.db, { entityId: "bench-entity", subject: "Profile", text: "Hello." })));
+    const enqueueOne = () => enqueueNotification(bench.db, { entityId: "bench-entity", subject: "Profile", text: "Hello." });
+    if (RATE === null) {
+      for (let i = 0; i < COUNT; i += 50) await Promise.all(Array.from({ length: Math.min(50, COUNT - i) }, enqueueOne));
     }
     const jobsCreated = async () => {
       const { rows } = await bench.pool.query(`select pg_get_serial_sequence('graphile_worker._private_jobs', 'id') as s`);
@@ -42,6 +74,18 @@ async function main() {
     const workers = await startWorkers(WORKERS, env);
     await waitForWorkers(bench.pool, WORKERS);
     const t0 = performance.now();
+    const offered =
+      RATE === null
+        ? Promise.resolve()
+        : (async () => {
+            const pending: Promise<unknown>[] = [];
+            for (let i = 0; i < COUNT; i++) {
+              pending.push(enqueueOne());
+              const due = t0 + ((i + 1) * 1000) / RATE;
+              if (due > performance.now()) await sleep(due - performance.now());
+            }
+            await Promise.all(pending);
+          })();
     const waits = new Map<string, number>();
     let samples = 0;
     for (;;) {
@@ -52,8 +96,10 @@ async function main() {
       samples += 1;
       for (const r of rows) waits.set(r.w, (waits.get(r.w) ?? 0) + r.n);
       if (samples % 10 === 0 && (await completedCount(bench.pool)) >= COUNT) break;
+      await Promise.race([offered, sleep(0)]);
       await sleep(50);
     }
+    await offered;
     const seconds = (performance.now() - t0) / 1000;
     await workers.stop();
     const jobs = Number(await jobsCreated()) - jobs0;
@@ -68,6 +114,7 @@ async function main() {
       `statements per notification (top level) ${(Number(statements[0].calls) / COUNT).toFixed(1)}, ` +
         `server execution time per notification ${(Number(statements[0].ms) / COUNT).toFixed(2)} ms\n`,
     );
+    if (RATE !== null) await stepLatencies(bench.pool);
     process.stdout.write(`\nactive backends by wait event (mean over ${samples} samples):\n`);
     for (const [w, n] of [...waits].sort((a, b) => b[1] - a[1]).slice(0, 15)) process.stdout.write(`  ${(n / samples).toFixed(2).padStart(7)}  ${w}\n`);
     const { rows } = await bench.pool.query(

@@ -1,7 +1,6 @@
 import { inTransaction, type Tx } from "../db/database";
-import { claimMany, completeMany, queueHandling, transition } from "../streams/handling";
+import { claimManyWithRecords, completeMany, queueHandling, transition } from "../streams/handling";
 import type { StreamRecord } from "../streams/interfaces";
-import { getByPositions } from "../streams/read";
 import type { BotRuntime, TransactionalBot } from "./bot";
 
 export interface BatchItem {
@@ -82,11 +81,11 @@ export async function runTransactionalBatch<TDeps>(
   for (const item of items) if (!byPosition.has(item.position)) byPosition.set(item.position, item);
 
   await inTransaction(rt.db, bot.actor, async (tx: Tx) => {
-    const claimed = await claimMany(tx, target, [...byPosition.values()].map((i) => ({ position: i.position, claimedBy: i.jobTag })), bot.actor);
+    const claimed = await claimManyWithRecords(tx, target, [...byPosition.values()].map((i) => ({ position: i.position, claimedBy: i.jobTag })), bot.actor);
     if (claimed.length === 0) return;
-    const attempts = new Map(claimed.map((c) => [c.position, c.attempts]));
-    const records = (await getByPositions(tx, bot.stream, claimed.map((c) => c.position)))
-      .map((record): StreamRecord => {
+    const attempts = new Map(claimed.map((c) => [c.state.position, c.state.attempts]));
+    const records = claimed
+      .map(({ record }): StreamRecord => {
         const schema = bot.schemas?.[record.type];
         if (bot.schemas && !schema) throw new Error(`${bot.concern} does not handle records of type ${record.type}`);
         return schema ? { ...record, payload: schema.parse(record.payload) } : record;

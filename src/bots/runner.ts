@@ -3,9 +3,9 @@ import { ZodError } from "zod";
 import { inTransaction, type Tx } from "../db/database";
 import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationError, coerceError } from "../errors/errors";
 import { AppendBuffer } from "../streams/append";
-import { claim, claimMany, completeMany, countActions, queueHandling, transition } from "../streams/handling";
+import { claim, claimManyWithRecords, completeMany, countActions, queueHandling, transition } from "../streams/handling";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
-import { getByPosition, getByPositions } from "../streams/read";
+import { getByPosition } from "../streams/read";
 import { BatchQueue, runTransactionalBatch, type BatchItem } from "./batch";
 import { taskIdentifier, type Bot, type HandledOutcome, type BotRuntime, type ExternalBot, type HandlerContext, type TransactionalBot } from "./bot";
 
@@ -43,11 +43,9 @@ async function runExternalBatch<TDeps, TResult>(
   // Phase 1: claim and prepare, together. If it fails nothing was claimed.
   const claimed = await inTransaction(rt.db, bot.actor, async (tx) => {
     const appends = new AppendBuffer();
-    const states = await claimMany(tx, target, [...byPosition.values()].map((i) => ({ position: i.position, claimedBy: i.jobTag })), bot.actor);
-    const records = await getByPositions(tx, bot.stream, states.map((s) => s.position));
+    const claimedRecords = await claimManyWithRecords(tx, target, [...byPosition.values()].map((i) => ({ position: i.position, claimedBy: i.jobTag })), bot.actor);
     const out: Array<{ run: BotRun<TDeps>; state: HandlingState; record: StreamRecord; item: BatchItem }> = [];
-    for (const raw of records) {
-      const state = states.find((s) => s.position === raw.position)!;
+    for (const { state, record: raw } of claimedRecords) {
       const item = byPosition.get(raw.position)!;
       const run = new BotRun(bot, rt, raw.position, item.jobTag, undefined);
       const schema = bot.schemas?.[raw.type];

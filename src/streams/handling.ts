@@ -1,7 +1,8 @@
 import { sql } from "kysely";
 import type { Executor } from "../db/database";
 import { AlreadyClaimedError, InvalidTransitionError, NotFoundError, ValidationError } from "../errors/errors";
-import type { HandlingHistoryEntry, HandlingState, HandlingStatus } from "./interfaces";
+import type { HandlingHistoryEntry, HandlingState, HandlingStatus, StreamRecord } from "./interfaces";
+import { RECORD_COLUMNS_R, toRecord, type RecordRow } from "./read";
 import { assertStreamName, handlingTable, historyTable, streamTable } from "./names";
 import { AVAILABLE_STATUSES, TRANSITIONS, isAvailable, requiresReason, type HandlingAction } from "./transitions";
 
@@ -336,29 +337,49 @@ export async function claimMany(
   items: ReadonlyArray<{ position: number; claimedBy: string }>,
   actor: string,
 ): Promise<HandlingState[]> {
+  return (await claimManyWithRecords(db, target, items, actor)).map((c) => c.state);
+}
+
+/**
+ * claimMany, and the claimed records themselves, in one round trip (the
+ * batch runners' first statement). In position order.
+ */
+export async function claimManyWithRecords(
+  db: Executor,
+  target: { stream: string; concern: string },
+  items: ReadonlyArray<{ position: number; claimedBy: string }>,
+  actor: string,
+): Promise<Array<{ state: HandlingState; record: StreamRecord }>> {
   const { stream, concern } = target;
   assertStreamName(stream);
   if (items.length === 0) return [];
-  const { rows } = await sql<HandlingRow>`
-    insert into ${handlingTable(stream)} as h
-      (position, concern, status, attempts, claimed_by, last_action, last_actor, last_reason)
-    select p.position, ${concern}, 'Running', 1, p.claimed_by, 'claim', ${actor}, 'claimed by ' || p.claimed_by
-    from unnest(${items.map((i) => i.position)}::bigint[], ${items.map((i) => i.claimedBy)}::text[]) as p(position, claimed_by)
-    where exists (select 1 from ${streamTable(stream)} r where r.position = p.position)
-      and not exists (
-        select 1 from tidings.stream_concern_states s
-        where s.stream = ${stream} and s.concern = ${concern} and s.disabled)
-    on conflict (position, concern) do update set
-      status = 'Running',
-      attempts = h.attempts + 1,
-      claimed_by = excluded.claimed_by,
-      last_action = 'claim',
-      last_actor = excluded.last_actor,
-      last_reason = excluded.last_reason,
-      last_details = null
-    where h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)})
-    returning *`.execute(db);
-  return rows.map((r) => toState(stream, r));
+  const { rows } = await sql<RecordRow & { claimed: HandlingRow }>`
+    with claimed as (
+      insert into ${handlingTable(stream)} as h
+        (position, concern, status, attempts, claimed_by, last_action, last_actor, last_reason)
+      select p.position, ${concern}, 'Running', 1, p.claimed_by, 'claim', ${actor}, 'claimed by ' || p.claimed_by
+      from unnest(${items.map((i) => i.position)}::bigint[], ${items.map((i) => i.claimedBy)}::text[]) as p(position, claimed_by)
+      where exists (select 1 from ${streamTable(stream)} r where r.position = p.position)
+        and not exists (
+          select 1 from tidings.stream_concern_states s
+          where s.stream = ${stream} and s.concern = ${concern} and s.disabled)
+      on conflict (position, concern) do update set
+        status = 'Running',
+        attempts = h.attempts + 1,
+        claimed_by = excluded.claimed_by,
+        last_action = 'claim',
+        last_actor = excluded.last_actor,
+        last_reason = excluded.last_reason,
+        last_details = null
+      where h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)})
+      returning *)
+    select ${RECORD_COLUMNS_R}, to_jsonb(c) as claimed
+    from claimed c join ${streamTable(stream)} r on r.position = c.position
+    order by r.position`.execute(db);
+  return rows.map((row) => ({
+    state: toState(stream, { ...row.claimed, updated_at: new Date(row.claimed.updated_at as unknown as string) }),
+    record: toRecord(stream, row),
+  }));
 }
 
 /** Running → Completed for many records of one concern in one statement. */

@@ -4,7 +4,7 @@ import { ValidationError } from "../errors/errors";
 import type { StreamRecord, Tags } from "./interfaces";
 import { assertStreamName, streamTable } from "./names";
 
-interface RecordRow {
+export interface RecordRow {
   position: number;
   id: string;
   type: string;
@@ -18,6 +18,8 @@ interface RecordRow {
 }
 
 const COLUMNS = sql`position, id, type, payload, tags, caused_by_stream, caused_by_position, recorded_at, recorded_by, tx_id::text as tx_id`;
+/** The record columns of a stream table aliased `r`, for joins. */
+export const RECORD_COLUMNS_R = sql`r.position, r.id, r.type, r.payload, r.tags, r.caused_by_stream, r.caused_by_position, r.recorded_at, r.recorded_by, r.tx_id::text as tx_id`;
 
 /** Row type → domain type, in one place. */
 export function toRecord(stream: string, row: RecordRow): StreamRecord {
