@@ -6,7 +6,7 @@ import { decodeCursor, encodeCursor, FEED_START, readAfter, type FeedCursor } fr
 import type { BotRuntime, CatchUpBot } from "./bot";
 
 export interface CatchUpSettings {
-  /** Pause between looks when there was nothing new. */
+  /** Pause between looks when the last one found less than a full batch. */
   idleMs: number;
   /** Pause after a failed batch (it is retried from the same checkpoint). */
   errorMs: number;
@@ -61,7 +61,7 @@ export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<
   });
 }
 
-/** Run a catch-up bot until stopped: batch after batch while there is work, a short pause when there is none. */
+/** Run a catch-up bot until stopped: batch after batch while it is behind, a short pause otherwise. */
 export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps>, settings: CatchUpSettings, logger: Logger): RunningCatchUp {
   let stopped = false;
   let wake: (() => void) | null = null;
@@ -77,7 +77,9 @@ export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps
     while (!stopped) {
       try {
         const handled = await catchUpOnce(bot, rt);
-        if (handled === 0) await pause(settings.idleMs);
+        // Straight on only while behind (a full batch); otherwise let records
+        // gather for a moment, so a trickle is not refreshed record by record.
+        if (handled < bot.batchSize) await pause(settings.idleMs);
       } catch (error) {
         logger.error({ err: error, checkpoint: bot.checkpoint }, "catch-up batch failed; retrying from the same checkpoint");
         await pause(settings.errorMs);

@@ -80,14 +80,18 @@ describe("batched handling", () => {
         calls.push({ how: "batch", ids: records.map((r) => r.id) });
       },
     };
-    const records = Array.from({ length: 120 }, (_, i) => ({ id: `s-${i % 60}`, type: "Thing", payload: { failsInBatch: i === 7 } }));
+    // 120 records over 60 ids, and one the batch handler refuses (an id of its own, so coalescing cannot hide it).
+    const records = [
+      ...Array.from({ length: 120 }, (_, i) => ({ id: `s-${i % 60}`, type: "Thing", payload: { failsInBatch: false } })),
+      { id: "s-poison", type: "Thing", payload: { failsInBatch: true } },
+    ];
     await inTransaction(t.db, "test_producer", (tx) => append(tx, setStream, records));
     const worker = await startTestWorker(t, [bot], {}, { concurrency: 32, maxAttempts: 1 });
     try {
       await waitFor(async () => {
         const { rows } = await t.query(`select count(*)::int as n from testing.set_based__handling where status = 'Completed'`);
-        return rows[0].n === 120;
-      }, { what: "all 120 records completed", timeoutMs: 30_000 });
+        return rows[0].n === 121;
+      }, { what: "all 121 records completed", timeoutMs: 30_000 });
     } finally {
       await worker.stop();
     }
@@ -96,8 +100,9 @@ describe("batched handling", () => {
     expect(batches.some((b) => b.ids.length > 1)).toBe(true);
     for (const b of batches) expect(new Set(b.ids).size).toBe(b.ids.length);
     // The batch holding the refusing record was retried one record at a time.
-    expect(calls.some((c) => c.how === "one" && c.ids[0] === "s-7")).toBe(true);
+    expect(calls.some((c) => c.how === "one" && c.ids[0] === "s-poison")).toBe(true);
+    expect(batches.some((b) => b.ids.includes("s-poison"))).toBe(false);
     // Every id was handled.
-    expect(new Set(calls.flatMap((c) => c.ids))).toEqual(new Set(Array.from({ length: 60 }, (_, i) => `s-${i}`)));
+    expect(new Set(calls.flatMap((c) => c.ids))).toEqual(new Set([...Array.from({ length: 60 }, (_, i) => `s-${i}`), "s-poison"]));
   });
 });
