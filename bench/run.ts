@@ -99,6 +99,7 @@ async function main() {
     if (runs("scaling")) {
       section("Scaling: 1, 2 and 4 worker processes");
       const scaling: Record<string, number> = {};
+      const commitsPerNotification: Record<string, number> = {};
       for (const count of [1, 2, 4]) {
         const workers = await startWorkers(count, env);
         await waitForWorkers(bench.pool, count);
@@ -107,9 +108,14 @@ async function main() {
         await workers.stop();
         await bench.pool.query("delete from tidings.worker_heartbeats");
         scaling[String(count)] = r.perSec;
-        line(`${count} worker process(es): notifications/s`, `${round(r.perSec)}  (×${round(r.perSec / scaling["1"]!, 2)})`);
+        commitsPerNotification[String(count)] = r.commitsPerNotification;
+        line(
+          `${count} worker process(es): notifications/s`,
+          `${round(r.perSec)}  (×${round(r.perSec / scaling["1"]!, 2)}; ${round(r.commitsPerNotification)} commits per notification)`,
+        );
       }
       figures.scaling = scaling;
+      figures.scalingCommitsPerNotification = commitsPerNotification;
     }
 
     if (runs("http")) {

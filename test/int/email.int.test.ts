@@ -155,6 +155,23 @@ describe("email bot over real SMTP", () => {
     ]);
   });
 
+  it("delivers long lines intact: a 20,000-character line without spaces and a long unicode line, text and HTML", async () => {
+    const unbroken = "x".repeat(20_000);
+    const unicodeLine = "Grüße—你好🚀 ".repeat(1_500).trimEnd();
+    const { trackingId, op } = operation("long-lines", {
+      text: `${unbroken}\n${unicodeLine}\nend`,
+      html: `<p>${unbroken}</p><p>${unicodeLine} &amp; &lt;tags&gt;</p>`,
+    });
+    const position = await enqueue(trackingId, op);
+    const state = await withEmailBot({ smtpUrl: server.url }, () => outcome(position));
+    expect(state.status).toBe("Completed");
+    const received = server.messages[0]!;
+    // SMTP lines may not exceed 998 octets: nodemailer encodes the body, and the receiver gets it back whole.
+    expect(received.raw.split(/\r\n/).every((line) => Buffer.byteLength(line) <= 998)).toBe(true);
+    expect(crlf(received.text)).toBe(op.text);
+    expect(crlf(received.html)).toBe(op.html);
+  });
+
   it("fails at once on a 550 reply: one attempt, a permanent failure event, the error kept in the handling state", async () => {
     server.rejectNext(1, "DATA", 550, "5.7.1 Message rejected as spam");
     const { trackingId, op } = operation("rejected-550");

@@ -116,6 +116,14 @@ describe("slack bot", () => {
     ]);
   });
 
+  it("delivers a long message intact: a 3,000-character unicode line with characters Slack must see escaped", async () => {
+    const text = `${"Grüße—你好🚀 <b>&</b> ".repeat(150)}end`;
+    const { position } = await enqueue({ text });
+    await withWorker(sdkPoster(), () => until(position, "Completed"));
+    const escaped = text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+    expect(standIn.posts[0]!.text).toBe(escaped);
+  });
+
   it("delivers a mrkdwn body as a section block, the plain text kept as fallback", async () => {
     const { position } = await enqueue({ text: "Build 42 passed", mrkdwn: "*Build 42* passed <https://ci.example/42|details> <!here>" });
     await withWorker(sdkPoster(), () => until(position, "Completed"));
