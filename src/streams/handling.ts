@@ -71,6 +71,18 @@ export interface ChangeBy {
 
 const STATUS_ARRAY = (statuses: readonly HandlingStatus[]) => sql`${[...statuses]}::tidings.handling_status[]`;
 
+/** A claim of a record that already has a handling row: only from an Available* status, one more attempt. */
+const RECLAIM_IF_AVAILABLE = sql`
+  on conflict (position, concern) do update set
+    status = 'Running',
+    attempts = h.attempts + 1,
+    claimed_by = excluded.claimed_by,
+    last_action = 'claim',
+    last_actor = excluded.last_actor,
+    last_reason = excluded.last_reason,
+    last_details = excluded.last_details
+  where h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)})`;
+
 async function isStreamDisabled(db: Executor, stream: string, concern: string): Promise<boolean> {
   const row = await db
     .selectFrom("tidings.stream_concern_states")
@@ -175,15 +187,7 @@ export async function claim(
         and not exists (
         select 1 from tidings.stream_concern_states s
         where s.stream = ${stream} and s.concern = ${concern} and s.disabled)
-      on conflict (position, concern) do update set
-        status = 'Running',
-        attempts = h.attempts + 1,
-        claimed_by = excluded.claimed_by,
-        last_action = 'claim',
-        last_actor = excluded.last_actor,
-        last_reason = excluded.last_reason,
-        last_details = excluded.last_details
-      where h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)})
+      ${RECLAIM_IF_AVAILABLE}
       returning *`.execute(db);
   if (rows[0]) return { claimed: true, state: toState(stream, rows[0]) };
   const state = await getHandling(db, stream, position, concern);
@@ -363,15 +367,7 @@ export async function claimManyWithRecords(
         and not exists (
           select 1 from tidings.stream_concern_states s
           where s.stream = ${stream} and s.concern = ${concern} and s.disabled)
-      on conflict (position, concern) do update set
-        status = 'Running',
-        attempts = h.attempts + 1,
-        claimed_by = excluded.claimed_by,
-        last_action = 'claim',
-        last_actor = excluded.last_actor,
-        last_reason = excluded.last_reason,
-        last_details = null
-      where h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)})
+      ${RECLAIM_IF_AVAILABLE}
       returning *)
     select ${RECORD_COLUMNS_R}, to_jsonb(c) as claimed
     from claimed c join ${streamTable(stream)} r on r.position = c.position
