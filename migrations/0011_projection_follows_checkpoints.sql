@@ -24,6 +24,35 @@ insert into tidings.checkpoints (name, actor, description)
 values ('notification_views', 'projection_bot',
         'Views and snapshots of notifications, from notification.events, email.events and slack.events.');
 
+-- Where the projection starts, per stream: just before the oldest record (in
+-- commit order) the per-record projection had not completed, or after the
+-- newest record when it had completed them all; an empty stream from its
+-- start. History already projected is not replayed.
+do $$
+declare
+  s text;
+  start_tx xid8;
+  start_position bigint;
+  starts jsonb := '{}';
+begin
+  foreach s in array array['notification.events', 'email.events', 'slack.events'] loop
+    execute format($q$
+      select r.tx_id, r.position - 1 from %s r
+      where not exists (select 1 from %s h where h.position = r.position and h.concern = 'projection_bot' and h.status = 'Completed')
+      order by r.tx_id, r.position limit 1$q$, s, s || '__handling')
+      into start_tx, start_position;
+    if start_tx is null then
+      execute format('select tx_id, position from %s order by tx_id desc, position desc limit 1', s)
+        into start_tx, start_position;
+    end if;
+    if start_tx is not null then
+      starts := starts || jsonb_build_object(s, start_tx::text || '-' || start_position);
+    end if;
+  end loop;
+  update tidings.checkpoints set cursors = starts where name = 'notification_views';
+end;
+$$;
+
 grant select, update on tidings.checkpoints to tidings_projection_bot;
 grant select on tidings.checkpoints to tidings_reader;
 
@@ -31,3 +60,12 @@ grant select on tidings.checkpoints to tidings_reader;
 -- streams (it keeps its read grants; earlier handling rows stay as history).
 delete from tidings.stream_concern_states where concern = 'projection_bot';
 delete from tidings.stream_consumers where concern = 'projection_bot';
+-- Their waiting jobs are covered by the checkpoint above.
+do $$
+begin
+  if to_regclass('graphile_worker._private_jobs') is not null then
+    delete from graphile_worker._private_jobs
+    where task_id in (select id from graphile_worker._private_tasks where identifier like '%:projection_bot');
+  end if;
+end;
+$$;

@@ -9,22 +9,11 @@ import { trackingIdForIdempotencyKey } from "../notification/ids";
 import { append } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
+import { canonicalJson } from "../util/json";
 import { IdempotencyKeyReusedError } from "./problem";
 import type { SendNotificationBody } from "./schemas";
 
 export type SendNotification = z.output<typeof SendNotificationBody>;
-
-/** JSON with object keys sorted at every level: equal requests hash equally whatever their key order. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (value !== null && typeof value === "object") {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
-}
 
 export function requestHash(op: SendNotification): Buffer {
   return createHash("sha256").update(canonicalJson(op)).digest();

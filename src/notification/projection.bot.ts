@@ -2,6 +2,7 @@ import type { CatchUpBot } from "../bots/bot";
 import { append } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
+import { canonicalJson } from "../util/json";
 import { NotificationAggregate } from "./aggregate";
 import { NotificationRecordTypes } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
@@ -43,7 +44,8 @@ export function createProjectionBot(): CatchUpBot<NotificationDeps> {
         const cause = causes.get(aggregate.id)!;
         const causedBy = { stream: cause.stream, position: cause.position };
         const before = previous.get(aggregate.id);
-        if (before === undefined || JSON.stringify(JSON.parse(before)) !== JSON.stringify(view)) {
+        // Compared key order aside: jsonb hands keys back in an order of its own.
+        if (before === undefined || canonicalJson(JSON.parse(before)) !== canonicalJson(view)) {
           newViews.push({ id: aggregate.id, type: NotificationRecordTypes.NotificationView, payload: view, causedBy });
         }
         // Snapshots: at the terminal state, and whenever N events piled up since the last one.

@@ -127,11 +127,37 @@ describe("transactional outbox", () => {
     const earlier = (await inTransaction(t.db, "test_producer", (tx) => appendOne(tx, stream, { id: "o-earlier", type: "Thing", payload: {} }))).position;
     const before = await jobsFor(earlier);
     await inTransaction(t.db, "test_producer", async (tx) => {
-      await sql`select set_config('tidings.outbox', ${`${stream}=1;no.such_stream=1;`}, true)`.execute(tx);
+      await sql`select set_config('tidings.outbox', ${`D;${stream}=0;no.such_stream=0`}, true)`.execute(tx);
       await appendOne(tx, stream, { id: "o-forged", type: "Thing", payload: {} });
     });
     expect(await jobsFor(earlier)).toBe(before);
     const { rows: ours } = await t.query(`select count(*)::int as n from graphile_worker._private_jobs where payload->>'id' = 'o-forged'`);
     expect(ours[0].n).toBe(1);
+  });
+
+  it("with constraints set immediate, every append is queued, the last one too", async () => {
+    const positions = await inTransaction(t.db, "test_producer", async (tx) => {
+      await sql`set constraints all immediate`.execute(tx);
+      const a = (await appendOne(tx, stream, { id: "o-immediate-1", type: "Thing", payload: {} })).position;
+      const b = (await appendOne(tx, stream, { id: "o-immediate-2", type: "Thing", payload: {} })).position;
+      return [a, b];
+    });
+    for (const p of positions) expect(await jobsFor(p)).toBe(1);
+  });
+
+  it("a stream whose name ends another's is not mistaken for it", async () => {
+    const other = "xtesting.outbox";
+    await declareTestStream(t.db, { stream: other, producer: "test_producer", consumer: "test_consumer_x" });
+    const [a, b] = await inTransaction(t.db, "test_producer", async (tx) => [
+      (await appendOne(tx, other, { id: "o-x", type: "Thing", payload: {} })).position,
+      (await appendOne(tx, stream, { id: "o-plain", type: "Thing", payload: {} })).position,
+    ]);
+    expect(await jobsFor(b)).toBe(1);
+    const { rows } = await t.query(
+      `select count(*)::int as n from graphile_worker._private_jobs j join graphile_worker._private_tasks k on k.id = j.task_id
+       where k.identifier = $1 and j.payload->>'position' = $2`,
+      [`${other}:test_consumer_x`, String(a)],
+    );
+    expect(rows[0].n).toBe(1);
   });
 });
