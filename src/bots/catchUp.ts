@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import { inTransaction } from "../db/database";
+import { inTransaction, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
 import type { StreamRecord } from "../streams/interfaces";
 import { decodeCursor, encodeCursor, FEED_START, readAfter, type FeedCursor } from "../streams/read";
@@ -45,13 +45,34 @@ export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<
       next[stream] = encodeCursor(read.next);
     }
     if (records.length === 0) return 0;
-    await bot.handleBatch({
-      tx,
-      records,
-      deps: rt.deps,
-      logger: rt.logger.child({ checkpoint: bot.checkpoint }),
-      now: rt.clock?.() ?? new Date(),
-    });
+    const logger = rt.logger.child({ checkpoint: bot.checkpoint });
+    const now = rt.clock?.() ?? new Date();
+    const handle = (batch: StreamRecord[]) => savepoint(tx, () => bot.handleBatch({ tx, records: batch, deps: rt.deps, logger, now }));
+    try {
+      await handle(records);
+    } catch (error) {
+      // A database error is retried from the same checkpoint. Anything else is
+      // this code failing on some record: handle the batch again one id at a
+      // time, and pass over (recording it) only the id that fails.
+      if (!isDataError(error)) throw error;
+      for (const [id, ofId] of groupById(records)) {
+        try {
+          await handle(ofId);
+        } catch (failure) {
+          if (!isDataError(failure)) throw failure;
+          logger.error({ err: failure, id }, "catch-up bot passed over records it could not handle");
+          await tx
+            .insertInto("tidings.checkpoint_failures")
+            .values({
+              checkpoint: bot.checkpoint,
+              id,
+              records: JSON.stringify(ofId.map((r) => ({ stream: r.stream, position: r.position }))),
+              error: (failure as Error).message || String(failure),
+            })
+            .execute();
+        }
+      }
+    }
     await tx
       .updateTable("tidings.checkpoints")
       .set({ cursors: JSON.stringify(next), updated_at: sql`now()` })
@@ -95,3 +116,29 @@ export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps
   };
 }
 
+/** Run fn inside a savepoint: on failure, the transaction goes on without what fn did. */
+async function savepoint<T>(tx: Tx, fn: () => Promise<T>): Promise<T> {
+  await sql`savepoint catch_up`.execute(tx);
+  try {
+    const result = await fn();
+    await sql`release savepoint catch_up`.execute(tx);
+    return result;
+  } catch (error) {
+    await sql`rollback to savepoint catch_up`.execute(tx);
+    throw error;
+  }
+}
+
+/** An error of the bot's own code on some record, not of the database (those carry a SQLSTATE). */
+function isDataError(error: unknown): boolean {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    if (typeof (e as { code?: unknown }).code === "string") return false;
+  }
+  return error instanceof Error;
+}
+
+function groupById(records: StreamRecord[]): Map<string, StreamRecord[]> {
+  const groups = new Map<string, StreamRecord[]>();
+  for (const r of records) groups.set(r.id, [...(groups.get(r.id) ?? []), r]);
+  return groups;
+}

@@ -117,6 +117,12 @@ export async function startWorker<TDeps>(options: {
 
   let stopped = false;
   let runner: Runner = await startRunner();
+  // A pool replaced for failing to fetch is already stopping: stopping it again is not an error.
+  const stopQuietly = async (r: Runner) => {
+    await r.stop().catch((error: unknown) => {
+      if (!/already stopped/i.test(String(error))) throw error;
+    });
+  };
 
   // graphile-worker's pool shuts itself down after database errors it cannot
   // absorb (a restarted server, terminated connections: e.g. it could not
@@ -136,6 +142,8 @@ export async function startWorker<TDeps>(options: {
         if (stopped) return;
         try {
           runner = await startRunner();
+          // stop() may have come while the pool was starting: it stopped the old one.
+          if (stopped) return await stopQuietly(runner);
           supervise(runner);
           logger.warn({ attempt }, "worker pool restarted");
           return;
@@ -188,7 +196,7 @@ export async function startWorker<TDeps>(options: {
       stopped = true;
       clearInterval(timer);
       await Promise.all(runningCatchUps.map((c) => c.stop()));
-      await runner.stop();
+      await stopQuietly(runner);
       await db.deleteFrom("tidings.worker_heartbeats").where("process_id", "=", processId).execute().catch(() => {});
     },
   };

@@ -23,6 +23,15 @@ export interface Database {
     description: string;
   };
   "tidings.stream_producers": { stream: string; actor: string };
+  "tidings.checkpoint_failures": {
+    entry: Generated<number>;
+    checkpoint: string;
+    id: string;
+    records: unknown;
+    error: string;
+    recorded_at: Generated<Date>;
+    recorded_by: Generated<string>;
+  };
   "tidings.checkpoints": {
     name: string;
     actor: string;

@@ -145,7 +145,8 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
   const hashes = batch.map((w) => (w.idempotencyKey === undefined ? null : requestHash(w.op)));
   const claimed = new Set<string>();
   if (firstWithKey.size > 0) {
-    const keys = [...firstWithKey.keys()];
+    // Sorted: two shared commits inserting the same keys take their locks in one order.
+    const keys = [...firstWithKey.keys()].sort();
     const firsts = keys.map((k) => firstWithKey.get(k)!);
     const { rows } = await sql<{ key: string }>`
       insert into api.idempotency_keys (key, request_sha256, tracking_id, api_key_id)

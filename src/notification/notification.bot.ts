@@ -56,7 +56,10 @@ const channelStream = (channel: Channel) => (channel === "email" ? Streams.email
  * costs two lookups and one append per (stream, strategy), whatever its size.
  */
 export function createNotificationBot(): TransactionalBot<NotificationDeps> {
-  const handleBatch = async ({ tx, records, deps, now }: BatchHandlerContext<NotificationDeps>) => {
+  const handleBatch = async ({ tx, records: all, deps, now }: BatchHandlerContext<NotificationDeps>) => {
+    // Two client operations with one tracking id (appended by hand, write_always) make one
+    // notification: the first prepares it, and the saga it writes keeps any later run from preparing it again.
+    const records = all.filter((r, i) => all.findIndex((other) => other.id === r.id) === i);
     const ids = records.map((r) => r.id);
     // A saga exists only if an earlier run prepared the channel operations
     // (it committed them together): a re-run or re-drive must not make more.

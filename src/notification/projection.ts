@@ -60,7 +60,7 @@ export async function loadLatestNotifications(
     rows.map((r) => [r.id, { aggregate: NotificationAggregate.parse(r.payload.aggregate), asOfPosition: r.payload.asOfPosition }]),
   );
   const events = new Map<string, StreamRecord[]>();
-  for (const e of await findRecords(db, Streams.notificationEvents, { ids })) {
+  for (const e of await findRecords(db, Streams.notificationEvents, { ids, limit: null })) {
     if (e.position > (snapshots.get(e.id)?.asOfPosition ?? 0)) events.set(e.id, [...(events.get(e.id) ?? []), e]);
   }
   const result = new Map<string, { aggregate: NotificationAggregate; snapshot: NotificationSnapshot | null }>();
@@ -100,8 +100,8 @@ async function channelProgress(db: Executor, ids: readonly string[]) {
       where o.id = any(${[...ids]}::text[])
       order by o.id, o.payload->>'operationId', o.position desc`.execute(db);
   const [emailEvents, slackEvents, emailHandling, slackHandling] = await Promise.all([
-    findRecords(db, Streams.emailEvents, { ids }),
-    findRecords(db, Streams.slackEvents, { ids }),
+    findRecords(db, Streams.emailEvents, { ids, limit: null }),
+    findRecords(db, Streams.slackEvents, { ids, limit: null }),
     handling(Streams.emailOperations),
     handling(Streams.slackOperations),
   ]);

@@ -23,10 +23,12 @@ async function observedOutcomes(tx: Tx, ids: readonly string[]): Promise<Map<str
   const [email, slack] = await Promise.all([
     findRecords(tx, Streams.emailEvents, {
       ids,
+      limit: null,
       types: [EmailRecordTypes.SucceededInSendingEmailEvent, EmailRecordTypes.FailedToSendEmailEvent],
     }),
     findRecords(tx, Streams.slackEvents, {
       ids,
+      limit: null,
       types: [SlackRecordTypes.SucceededInSendingSlackMessageEvent, SlackRecordTypes.FailedToSendSlackMessageEvent],
     }),
   ]);

@@ -46,7 +46,8 @@ export interface RecordFilter {
   /** Every tag given must match (name = value). */
   tags?: Tags;
   afterPosition?: number;
-  limit?: number;
+  /** At most this many (default 10,000); null: all of them (set-based reads by id). */
+  limit?: number | null;
 }
 
 function filterSql(filter: RecordFilter): RawBuilder<unknown> {
@@ -109,11 +110,11 @@ export async function getAllById(db: Executor, stream: string, id: string): Prom
 
 /** Records matching a filter, in position order. */
 export async function findRecords(db: Executor, stream: string, filter: RecordFilter = {}): Promise<StreamRecord[]> {
-  const limit = filter.limit ?? 10_000;
+  const limit = filter.limit === null ? sql`` : sql`limit ${filter.limit ?? 10_000}`;
   const { rows } = await sql<RecordRow>`
     select ${COLUMNS} from ${streamTable(stream)}
     where ${filterSql(filter)}
-    order by position limit ${limit}`.execute(db);
+    order by position ${limit}`.execute(db);
   return rows.map((r) => toRecord(stream, r));
 }
 

@@ -1,3 +1,4 @@
+import { sql } from "kysely";
 import type { CatchUpBot } from "../../src/bots/bot";
 import { catchUpOnce } from "../../src/bots/catchUp";
 import { inTransaction } from "../../src/db/database";
@@ -19,6 +20,7 @@ beforeAll(async () => {
   await declareTestStream(t.db, { stream, producer: "test_producer", consumer: "test_follower" });
   await t.query(`insert into tidings.checkpoints (name, actor, description) values ($1, 'test_follower', 'test')`, [CHECKPOINT]);
   await t.query(`grant select, update on tidings.checkpoints to tidings_test_follower`);
+  await t.query(`grant select, insert on tidings.checkpoint_failures to tidings_test_follower`);
 });
 afterAll(async () => {
   await t.close();
@@ -86,26 +88,61 @@ describe("catch-up bots", () => {
     expect(seen).toEqual([["while-held"]]);
   });
 
-  it("repeats a failed batch from the same checkpoint", async () => {
+  it("a batch its code fails on once is handled again one id at a time, in the same pass", async () => {
     const seen: string[][] = [];
     await add("retried-1");
     await add("retried-2");
-    const before = await cursor();
     let failures = 1;
     const bot = follower(seen, () => failures-- > 0);
-    const failure = await waitFor(
-      () => catchUpOnce(bot, runtime()).then(() => null, (error: Error) => error),
-      { what: "the batch to fail" },
-    );
-    expect(failure.message).toBe("the batch failed");
-    expect(await cursor()).toEqual(before);
-    await waitFor(async () => (await catchUpOnce(bot, runtime())) > 0, { what: "the batch to be repeated" });
-    expect(seen).toEqual([["retried-1", "retried-2"]]);
+    await waitFor(async () => (await catchUpOnce(bot, runtime())) > 0, { what: "the batch" });
+    expect(seen).toEqual([["retried-1"], ["retried-2"]]);
+    const { rows } = await t.query(`select count(*)::int as n from tidings.checkpoint_failures where id like 'retried-%'`);
+    expect(rows[0].n).toBe(0);
   });
 
   it("names an undeclared checkpoint", async () => {
     const bot = { ...follower([]), checkpoint: "nobody_declared_this" };
     await add("undeclared");
     await expect(catchUpOnce(bot, runtime())).rejects.toThrow('checkpoint "nobody_declared_this" is not declared');
+  });
+
+  it("passes over, and records, an id its code fails on; the others are handled and the checkpoint moves", async () => {
+    const seen: string[][] = [];
+    await add("good-1");
+    await add("poison");
+    await add("good-2");
+    const bot: CatchUpBot<object> = {
+      ...follower(seen),
+      async handleBatch({ records }) {
+        if (records.some((r) => r.id === "poison")) throw new TypeError("cannot read this payload");
+        seen.push(records.map((r) => r.id));
+      },
+    };
+    await waitFor(async () => (await catchUpOnce(bot, runtime())) > 0, { what: "the batch" });
+    expect(seen.flat()).toEqual(expect.arrayContaining(["good-1", "good-2"]));
+    expect(seen.flat()).not.toContain("poison");
+    const { rows } = await t.query(`select id, error, records from tidings.checkpoint_failures where checkpoint = $1`, [CHECKPOINT]);
+    expect(rows).toEqual([{ id: "poison", error: "cannot read this payload", records: [{ stream, position: expect.any(Number) }] }]);
+    expect(await catchUpOnce(bot, runtime())).toBe(0);
+  });
+
+  it("a database error is not passed over: the batch is retried from the same checkpoint", async () => {
+    await add("db-error");
+    const before = await cursor();
+    let calls = 0;
+    const bot: CatchUpBot<object> = {
+      ...follower([]),
+      async handleBatch({ tx }) {
+        calls += 1;
+        await sql`select 1/0`.execute(tx);
+      },
+    };
+    const failure = await waitFor(() => catchUpOnce(bot, runtime()).then(() => null, (error: Error) => error), { what: "the batch to fail" });
+    expect(failure.message).toMatch(/division by zero/);
+    expect(calls).toBe(1);
+    expect(await cursor()).toEqual(before);
+    const { rows } = await t.query(`select count(*)::int as n from tidings.checkpoint_failures where id = 'db-error'`);
+    expect(rows[0].n).toBe(0);
+    await waitFor(async () => (await catchUpOnce(follower([]), runtime())) > 0, { what: "the record to be handled" });
   });
 });
