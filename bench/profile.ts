@@ -119,19 +119,22 @@ async function main() {
     for (const [w, n] of [...waits].sort((a, b) => b[1] - a[1]).slice(0, 15)) process.stdout.write(`  ${(n / samples).toFixed(2).padStart(7)}  ${w}\n`);
     const { rows } = await bench.pool.query(
       `select calls, round(total_exec_time::numeric, 0) as ms, round((total_exec_time / calls)::numeric, 3) as mean_ms, rows,
-              regexp_replace(left(query, 160), '\\s+', ' ', 'g') as q
+              pg_get_userbyid(userid) as role, regexp_replace(left(query, 140), '\\s+', ' ', 'g') as q
        from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
        order by total_exec_time desc limit 30`,
     );
-    process.stdout.write(`\ntop statements by total execution time:\n`);
-    for (const r of rows) process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  ${r.q}\n`);
+    process.stdout.write(
+      `\ntop statements by total execution time ([role]; one entry per role and query; statements run by triggers\n` +
+        `deferred to commit count as top level; PostgreSQL may merge statements on same-named tables of different schemas):\n`,
+    );
+    for (const r of rows) process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  [${r.role}] ${r.q}\n`);
     const { rows: byCalls } = await bench.pool.query(
-      `select calls, regexp_replace(left(query, 140), '\\s+', ' ', 'g') as q
+      `select calls, pg_get_userbyid(userid) as role, regexp_replace(left(query, 120), '\\s+', ' ', 'g') as q
        from pg_stat_statements where toplevel and dbid = (select oid from pg_database where datname = current_database())
        order by calls desc limit 40`,
     );
     process.stdout.write(`\ntop statements by calls (per notification):\n`);
-    for (const r of byCalls) process.stdout.write(`${(Number(r.calls) / COUNT).toFixed(2).padStart(7)}  ${r.q}\n`);
+    for (const r of byCalls) process.stdout.write(`${(Number(r.calls) / COUNT).toFixed(2).padStart(7)}  [${r.role}] ${r.q}\n`);
   } finally {
     await smtp.close();
     await slack.close();

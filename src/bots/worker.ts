@@ -27,6 +27,8 @@ export interface WorkerSettings {
 export interface TidingsWorker {
   processId: string;
   runner: Runner;
+  /** Say the process is going down (call at once on a signal): connection errors from now on are expected. */
+  markShuttingDown(): void;
   stop(): Promise<void>;
 }
 
@@ -40,11 +42,14 @@ const FETCH_FAILED = "Error occurred fetching jobs";
  */
 const FETCH_FAILURES_BEFORE_RESTART = 10;
 
-function adaptLogger(logger: Logger, onFetchFailed: () => void): WorkerLogger {
+function adaptLogger(logger: Logger, onFetchFailed: () => void, shuttingDown: () => boolean): WorkerLogger {
   return new WorkerLogger((scope) => (level, message, meta) => {
     const child = logger.child({ component: "graphile-worker", ...scope });
     if (level === "error" && message.startsWith(FETCH_FAILED)) onFetchFailed();
-    if (level === "error") child.error(meta ?? {}, message);
+    // Connections cut while the process stops (its embedded PostgreSQL stops on
+    // the same signal) are expected then, not errors.
+    if (level === "error" && shuttingDown()) child.info(meta ?? {}, `${message} (while shutting down)`);
+    else if (level === "error") child.error(meta ?? {}, message);
     else if (level === "warning") child.warn(meta ?? {}, message);
     else child.debug(meta ?? {}, message);
   });
@@ -101,7 +106,7 @@ export async function startWorker<TDeps>(options: {
       concurrency: settings.concurrency,
       pollInterval: settings.pollIntervalMs,
       noHandleSignals: true,
-      logger: adaptLogger(logger, onFetchFailed),
+      logger: adaptLogger(logger, onFetchFailed, () => stopped || shuttingDown),
       events,
       preset: {
         worker: {
@@ -116,6 +121,7 @@ export async function startWorker<TDeps>(options: {
   };
 
   let stopped = false;
+  let shuttingDown = false;
   let runner: Runner = await startRunner();
   // A pool replaced for failing to fetch is already stopping: stopping it again is not an error.
   const stopQuietly = async (r: Runner) => {
@@ -190,6 +196,9 @@ export async function startWorker<TDeps>(options: {
     processId,
     get runner() {
       return runner;
+    },
+    markShuttingDown() {
+      shuttingDown = true;
     },
     async stop() {
       if (stopped) return;

@@ -33,7 +33,8 @@ export const configSchema = z.object({
   SLACK_BOT_TOKEN: z.string().regex(/^xox[a-z]-/, "must be a Slack token (xoxb-...)").optional(),
   SLACK_API_URL: z.url().optional(),
   // Who hears about failed notifications.
-  INTERNAL_TEAM_EMAIL: z.email().default("ops@localhost"),
+  // A default that passes the same check as a configured value (an email a channel operation can carry).
+  INTERNAL_TEAM_EMAIL: z.email().default("internal-team@tidings.invalid"),
   INTERNAL_TEAM_SLACK_CHANNEL: z.string().optional(),
   // Workflow.
   SAGA_DEADLINE_MS: int(1_000, 7 * 86_400_000).default(15 * 60_000),

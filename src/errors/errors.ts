@@ -1,3 +1,4 @@
+import { ZodError } from "zod";
 /**
  * A small set of error types. The HTTP mapper (src/http/problem.ts) turns
  * them into RFC 7807 problems; bots use `retryable` to decide between a retry
@@ -74,6 +75,11 @@ export class ExternalError extends TidingsError {
 
 /** Anything thrown becomes an Error with a message worth keeping. */
 export function coerceError(thrown: unknown): Error {
+  // zod's own message is its issues as JSON; what is kept in handling state and shown to operators reads better.
+  if (thrown instanceof ZodError) {
+    const issues = thrown.issues.map((i) => ({ path: i.path.join(".") || "(value)", message: i.message }));
+    return new ValidationError(`invalid data: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`, issues);
+  }
   if (thrown instanceof Error) return thrown;
   if (typeof thrown === "string") return new Error(thrown);
   try {

@@ -1,4 +1,5 @@
 import { ConfigError, loadConfig } from "../../src/config/config";
+import { SendEmailOp } from "../../src/email/email.schemas";
 
 describe("configuration", () => {
   it("has defaults for a fresh machine", () => {
@@ -6,6 +7,24 @@ describe("configuration", () => {
     expect(config.DATABASE_URL).toBeUndefined();
     expect(config.PORT).toBe(3000);
     expect(config.DATA_DIR).toBe(".data");
+  });
+
+  it("defaults pass their own checks: the default internal team address is one an alert email can carry", () => {
+    const config = loadConfig({});
+    expect(loadConfig({ INTERNAL_TEAM_EMAIL: config.INTERNAL_TEAM_EMAIL }).INTERNAL_TEAM_EMAIL).toBe(config.INTERNAL_TEAM_EMAIL);
+    expect(() =>
+      SendEmailOp.parse({
+        operationId: "n:alert-1:email",
+        notificationId: "n",
+        purpose: "internal_alert",
+        entityId: null,
+        to: [config.INTERNAL_TEAM_EMAIL],
+        subject: "s",
+        text: "t",
+        messageId: "<n.alert@tidings>",
+        tags: {},
+      }),
+    ).not.toThrow();
   });
 
   it("names the variable and the problem in one line", () => {
