@@ -403,7 +403,7 @@ describe("the audit views", () => {
 
 // --- the auditor role ------------------------------------------------------------------
 
-const AUDIT_VIEWS = ["emails", "entity_versions", "failures_waiting", "handling_changes", "notifications", "records", "redrives", "slack_messages"];
+const AUDIT_VIEWS = ["emails", "entity_versions", "failures_waiting", "handling_changes", "notifications", "projection_failures", "records", "redrives", "slack_messages"];
 
 /** Run one statement as tidings_auditor in a writable transaction, so only privileges can refuse it. */
 const asAuditorRole = (statement: string) => inTransaction(app.t.db, "auditor", (tx) => sql.raw(statement).execute(tx));
@@ -445,6 +445,10 @@ describe("the tidings_auditor role", () => {
   it("reads every audit view, and the schema holds exactly the documented views", async () => {
     const { rows } = await app.t.query("select table_name from information_schema.views where table_schema = 'audit' order by 1");
     expect(rows.map((r) => r.table_name)).toEqual(AUDIT_VIEWS);
+    // The flows above pass nothing over; one failure as the projection would record it.
+    await app.t.query(
+      `insert into tidings.checkpoint_failures (checkpoint, id, records, error) values ('notification_views', 'audit-test', '[]', 'cannot read this payload')`,
+    );
     for (const view of AUDIT_VIEWS) {
       const result = await asAuditorRole(`select count(*)::int as n from audit.${view}`);
       expect((result.rows[0] as { n: number }).n).toBeGreaterThan(0);

@@ -137,6 +137,18 @@ describe("catch-up bots", () => {
     expect(seen.flat()).not.toContain("poison");
     const { rows } = await t.query(`select id, error, records from tidings.checkpoint_failures where checkpoint = $1`, [CHECKPOINT]);
     expect(rows).toEqual([{ id: "poison", error: "cannot read this payload", records: [{ stream, position: expect.any(Number) }] }]);
+    // Auditors see it, and may not read tidings.* directly.
+    const auditor = await t.pool.connect();
+    try {
+      await auditor.query("begin");
+      await auditor.query("set local role tidings_auditor");
+      const { rows: audited } = await auditor.query(`select notification_id, error from audit.projection_failures where checkpoint = $1`, [CHECKPOINT]);
+      expect(audited).toEqual([{ notification_id: "poison", error: "cannot read this payload" }]);
+      await expect(auditor.query("select * from tidings.checkpoint_failures")).rejects.toMatchObject({ code: "42501" });
+    } finally {
+      await auditor.query("rollback").catch(() => {});
+      auditor.release();
+    }
     expect(await catchUpOnce(bot, runtime())).toBe(0);
   });
 
