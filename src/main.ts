@@ -2,6 +2,7 @@ import "dotenv/config";
 import type { Server } from "node:http";
 import { ConfigError, loadConfig } from "./config/config";
 import { openDatabase } from "./db/connect";
+import { takeOverShutdownSignals } from "./db/embedded";
 import { startWorker, type TidingsWorker } from "./bots/worker";
 import { createApp } from "./http/app";
 import { createLogger } from "./logging/logger";
@@ -95,8 +96,11 @@ async function main(): Promise<void> {
     logger.info("stopped");
     process.exit(0);
   };
+  // Ours, in order: HTTP, workers, channels, then the database (embedded or not).
+  if (database.embedded) takeOverShutdownSignals();
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGHUP", () => void shutdown("SIGHUP"));
 }
 
 main().catch((error) => {

