@@ -257,7 +257,7 @@ export async function resolveSelection(
   const concern = optionalText(input.concern, "concern", issues, 200) ?? undefined;
 
   if (issues.length > 0) {
-    throw new ValidationError(`invalid selection: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`, issues);
+    throw ValidationError.fromIssues("selection", issues);
   }
   const pairs = await resolvePairs(db, stream, concern);
   return {

@@ -21,6 +21,19 @@ export class ValidationError extends TidingsError {
   ) {
     super(message);
   }
+
+  /** "invalid <what>: <field>: <problem>; ...": each issue names its field. */
+  static fromIssues(what: string, issues: { path: string; message: string }[]): ValidationError {
+    return new ValidationError(`invalid ${what}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`, issues);
+  }
+
+  /** zod's issues, each under its field's path (an issue about the whole value under `whole`). */
+  static fromZod(error: ZodError, what: string, whole = "(value)"): ValidationError {
+    return ValidationError.fromIssues(
+      what,
+      error.issues.map((i) => ({ path: i.path.join(".") || whole, message: i.message })),
+    );
+  }
 }
 
 export class NotFoundError extends TidingsError {
@@ -76,10 +89,7 @@ export class ExternalError extends TidingsError {
 /** Anything thrown becomes an Error with a message worth keeping. */
 export function coerceError(thrown: unknown): Error {
   // zod's own message is its issues as JSON; what is kept in handling state and shown to operators reads better.
-  if (thrown instanceof ZodError) {
-    const issues = thrown.issues.map((i) => ({ path: i.path.join(".") || "(value)", message: i.message }));
-    return new ValidationError(`invalid data: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`, issues);
-  }
+  if (thrown instanceof ZodError) return ValidationError.fromZod(thrown, "data");
   if (thrown instanceof Error) return thrown;
   if (typeof thrown === "string") return new Error(thrown);
   try {

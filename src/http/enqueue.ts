@@ -4,7 +4,7 @@ import type { z } from "zod";
 import type { ApiPrincipal } from "../auth/apiKeys";
 import { inTransaction, type Db, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
-import { clientOperation, enqueueNotificationInTransaction } from "../notification/enqueue";
+import { clientOperation } from "../notification/enqueue";
 import { trackingIdForIdempotencyKey } from "../notification/ids";
 import { append } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
@@ -18,42 +18,6 @@ export type SendNotification = z.output<typeof SendNotificationBody>;
 export function requestHash(op: SendNotification): Buffer {
   return createHash("sha256").update(canonicalJson(op)).digest();
 }
-
-/**
- * Enqueue as the client actor. With an idempotency key, the key is recorded
- * in the same transaction as the client operation; its primary key makes a
- * concurrent duplicate wait for the first transaction and then find its row.
- * The request is compared as validated (defaults applied, key order ignored).
- */
-export async function enqueueIdempotently(
-  db: Db,
-  op: SendNotification,
-  idempotencyKey: string | undefined,
-  principal: ApiPrincipal | null,
-): Promise<{ id: string; created: boolean }> {
-  if (idempotencyKey === undefined) {
-    const enqueued = await inTransaction(db, "client", (tx) => enqueueNotificationInTransaction(tx, op));
-    return { id: enqueued.trackingId, created: enqueued.created };
-  }
-  const hash = requestHash(op);
-  return inTransaction(db, "client", async (tx) => {
-    const inserted = await sql`
-      insert into api.idempotency_keys (key, request_sha256, tracking_id, api_key_id)
-      values (${idempotencyKey}, ${hash}, ${trackingIdForIdempotencyKey(idempotencyKey)}, ${principal?.keyId ?? null})
-      on conflict (key) do nothing
-      returning key`.execute(tx);
-    if (inserted.rows.length === 0) {
-      const { rows } = await sql<{ request_sha256: Buffer; tracking_id: string }>`
-        select request_sha256, tracking_id from api.idempotency_keys where key = ${idempotencyKey}`.execute(tx);
-      const original = rows[0]!;
-      if (!original.request_sha256.equals(hash)) throw new IdempotencyKeyReusedError(idempotencyKey, original.tracking_id);
-      return { id: original.tracking_id, created: false };
-    }
-    const enqueued = await enqueueNotificationInTransaction(tx, { ...op, idempotencyKey });
-    return { id: enqueued.trackingId, created: enqueued.created };
-  });
-}
-
 
 export interface EnqueueAnswer {
   id: string;
@@ -70,7 +34,8 @@ interface Waiting {
 }
 
 /**
- * Group commit for `POST /v1/notifications`. Requests that arrive while
+ * Enqueue for `POST /v1/notifications`, as the client actor, with group
+ * commit. Requests that arrive while
  * earlier ones are being committed wait and are then committed together: one
  * transaction, one insert of their idempotency keys, one append of their
  * client operations, one commit (one WAL flush) for all. Durability is the
@@ -109,14 +74,14 @@ export class EnqueueBatcher {
   private async commit(batch: Waiting[]): Promise<void> {
     let answers: Array<EnqueueAnswer | Error>;
     try {
-      answers = batch.length === 1 ? [await this.alone(batch[0]!)] : await inTransaction(this.db, "client", (tx) => enqueueTogether(tx, batch));
+      answers = await this.together(batch);
     } catch (error) {
       // Retrying alone is safe only if the shared transaction certainly rolled
       // back; after a lost connection it may have committed, and a request
       // without an idempotency key would then be enqueued twice.
       if (batch.length === 1 || !certainlyRolledBack(error)) return batch.forEach((w) => w.reject(error));
       this.options.logger?.warn({ err: error, requests: batch.length }, "shared enqueue failed; committing each request alone");
-      await Promise.all(batch.map((w) => this.alone(w).then(w.resolve, w.reject)));
+      await Promise.all(batch.map((w) => this.commit([w])));
       return;
     }
     batch.forEach((w, i) => {
@@ -126,12 +91,19 @@ export class EnqueueBatcher {
     });
   }
 
-  private alone(w: Waiting): Promise<EnqueueAnswer> {
-    return enqueueIdempotently(this.db, w.op, w.idempotencyKey, w.principal);
+  private together(batch: Waiting[]): Promise<Array<EnqueueAnswer | Error>> {
+    return inTransaction(this.db, "client", (tx) => enqueueTogether(tx, batch));
   }
 }
 
-/** The batch's requests in one transaction (already the client actor); an answer or an error per request, in order. */
+/**
+ * The batch's requests in one transaction (already the client actor); an
+ * answer or an error per request, in order. With an idempotency key, the key
+ * is recorded in the same transaction as the client operation; its primary
+ * key makes a concurrent duplicate wait for the first transaction and then
+ * find its row. Requests are compared as validated (defaults applied, key
+ * order ignored).
+ */
 async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueAnswer | Error>> {
   const answers: Array<EnqueueAnswer | Error | undefined> = new Array(batch.length);
 

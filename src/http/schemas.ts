@@ -102,7 +102,7 @@ const ChannelView = z.object({
   ts: z.string().optional(),
 });
 
-/** The view the projection bot writes (src/notification/projection.ts, buildView), served as stored. */
+/** The view the projection bot writes (src/notification/projection.ts, buildViews), served as stored. */
 export const NotificationView = z.looseObject({
   id: z.uuid(),
   status: NotificationAggregate.shape.status,

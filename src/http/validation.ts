@@ -66,5 +66,5 @@ export function parseInput<S extends ZodType>(schema: S, input: unknown, where: 
   const issues = [...(parsed.success ? [] : issuesFrom(parsed.error)), ...extra]
     .map((i) => (where === "body" && i.path === "(whole value)" ? { ...i, path: "(body)" } : i))
     .filter((i) => !seen.has(i.path + i.message) && seen.add(i.path + i.message));
-  throw new ValidationError(`invalid ${WHAT[where]}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`, issues);
+  throw ValidationError.fromIssues(WHAT[where], issues);
 }

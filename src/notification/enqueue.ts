@@ -1,5 +1,4 @@
 import { sql } from "kysely";
-import { ZodError } from "zod";
 import type { Db, Tx } from "../db/database";
 import { ValidationError } from "../errors/errors";
 import { appendOne } from "../streams/append";
@@ -15,18 +14,9 @@ export interface Enqueued {
   position: number;
 }
 
-/** zod's issues as ValidationError: each names the field and the problem. */
-export function validationErrorFrom(error: ZodError, what: string): ValidationError {
-  const issues = error.issues.map((i) => ({ path: i.path.join(".") || "(body)", message: i.message }));
-  return new ValidationError(
-    `invalid ${what}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`,
-    issues,
-  );
-}
-
 export function parseSendNotification(input: unknown): SendNotificationToEntityOp {
   const parsed = SendNotificationToEntityOp.safeParse(input);
-  if (!parsed.success) throw validationErrorFrom(parsed.error, "SendNotificationToEntityOp");
+  if (!parsed.success) throw ValidationError.fromZod(parsed.error, "SendNotificationToEntityOp", "(body)");
   return parsed.data;
 }
 

@@ -123,12 +123,7 @@ async function channelProgress(db: Executor, ids: readonly string[]) {
   };
 }
 
-/** The UI view: the aggregate plus each channel's live progress (attempts, last error). */
-export async function buildView(db: Executor, aggregate: NotificationAggregate) {
-  return (await buildViews(db, [aggregate]))[0]!;
-}
-
-/** The views of several notifications at once (same order as given). */
+/** The UI views of several notifications (same order as given): each aggregate plus its channels' live progress (attempts, last error). */
 export async function buildViews(db: Executor, aggregates: readonly NotificationAggregate[]) {
   const progress = await channelProgress(db, [...new Set(aggregates.map((a) => a.id))]);
   return aggregates.map((aggregate) => {
@@ -180,7 +175,7 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
     };
   });
 }
-export type NotificationView = Awaited<ReturnType<typeof buildView>>;
+export type NotificationView = Awaited<ReturnType<typeof buildViews>>[number];
 
 /** The latest views of several notifications, as stored. */
 export async function latestViewsJson(db: Executor, ids: readonly string[]): Promise<Map<string, string>> {
@@ -192,9 +187,7 @@ export async function latestViewsJson(db: Executor, ids: readonly string[]): Pro
 
 /** The latest view, as stored (the API serves it raw). */
 export async function latestViewJson(db: Executor, id: string): Promise<string | null> {
-  const { rows } = await sql<{ payload: string }>`
-    select payload::text as payload from notification.views where id = ${id} order by position desc limit 1`.execute(db);
-  return rows[0]?.payload ?? null;
+  return (await latestViewsJson(db, [id])).get(id) ?? null;
 }
 
 export { getLatestById };

@@ -74,7 +74,11 @@ export async function appendFor(
   else await append(ctx.tx, stream, [record], strategy);
 }
 
-/** Which of these ids have a record (of this type) in the stream: one round trip (producers only, like recordExists). */
+/**
+ * Which of these ids have a record (of this type) in the stream, in one round
+ * trip, through the engine's security-definer lookup: a write-only producer
+ * may ask this much.
+ */
 export async function existingIds(db: Executor, stream: string, ids: readonly string[], type?: string): Promise<Set<string>> {
   assertStreamName(stream);
   const { rows } = await sql<{ id: string }>`
@@ -98,13 +102,3 @@ export function translateStreamError(error: unknown): unknown {
   }
 }
 
-/**
- * Whether a record with this id (and type) exists, through the engine's
- * security-definer lookup: a write-only producer may ask this much.
- */
-export async function recordExists(db: Executor, stream: string, id: string, type?: string): Promise<boolean> {
-  assertStreamName(stream);
-  const { rows } = await sql<{ position: number | null }>`
-    select tidings.existing_position(${stream}, ${id}, ${type ?? null}) as position`.execute(db);
-  return rows[0]?.position != null;
-}

@@ -331,22 +331,9 @@ export async function countActions(
 }
 
 /**
- * Claim many records of one stream for one concern in one statement (the
- * batch runner's hot path). Returns the states of the records claimed; a
- * record not returned is held by someone else, finished, disabled, or gone.
- */
-export async function claimMany(
-  db: Executor,
-  target: { stream: string; concern: string },
-  items: ReadonlyArray<{ position: number; claimedBy: string }>,
-  actor: string,
-): Promise<HandlingState[]> {
-  return (await claimManyWithRecords(db, target, items, actor)).map((c) => c.state);
-}
-
-/**
- * claimMany, and the claimed records themselves, in one round trip (the
- * batch runners' first statement). In position order.
+ * Claim many records of one stream for one concern, and read them, in one
+ * statement (the batch runners' first). In position order; a record not
+ * returned is held by someone else, finished, disabled, or gone.
  */
 export async function claimManyWithRecords(
   db: Executor,

@@ -65,14 +65,6 @@ export async function getByPosition(db: Executor, stream: string, position: numb
   return rows[0] && toRecord(stream, rows[0]);
 }
 
-/** Records at these positions, in position order (one query for a batch). */
-export async function getByPositions(db: Executor, stream: string, positions: readonly number[]): Promise<StreamRecord[]> {
-  if (positions.length === 0) return [];
-  const { rows } = await sql<RecordRow>`
-    select ${COLUMNS} from ${streamTable(stream)} where position = any(${[...positions]}::bigint[]) order by position`.execute(db);
-  return rows.map((r) => toRecord(stream, r));
-}
-
 /** The newest record with this id (and type, when given). */
 export async function getLatestById(
   db: Executor,
