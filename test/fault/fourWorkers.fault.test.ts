@@ -6,43 +6,23 @@
  * another; each channel operation is sent exactly once (unique Message-IDs
  * at the SMTP server, one Slack post per operation).
  */
-import { createTestDatabase, type TestDatabase } from "../helpers/db";
 import {
-  SENT_ON_ALL,
-  auditHandling,
-  auditProblems,
-  checkNotifications,
-  deliveries,
   enqueueMany,
-  outcomeTally,
+  expectAllDelivered,
+  expectAllSentOnAll,
   seedEntities,
   spawnWorker,
-  startChannels,
-  stopAll,
+  useFaultFixture,
   waitForAllOutcomes,
-  waitForQuiet,
   workerEnv,
-  type Channels,
-  type WorkerProcess,
 } from "../helpers/faultFlow";
 
 const COUNT = 240;
 
-let t: TestDatabase;
-let channels: Channels;
-const workers: WorkerProcess[] = [];
-
-beforeAll(async () => {
-  t = await createTestDatabase(5);
-  channels = await startChannels();
-});
-afterAll(async () => {
-  await stopAll(workers);
-  await channels?.close();
-  await t?.close();
-});
+const fixture = useFaultFixture(5);
 
 it("four workers on one database: each record handled once per concern, each send made once", async () => {
+  const { t, channels, workers } = fixture;
   const entities = await seedEntities(t.db, "four");
   channels.smtp.setLatency(10);
   const env = workerEnv({ databaseUrl: t.url, channels, extra: { WORKER_CONCURRENCY: "4", DB_POOL_SIZE: "8" } });
@@ -53,21 +33,12 @@ it("four workers on one database: each record handled once per concern, each sen
   const ids = sent.map((s) => s.trackingId);
   await waitForAllOutcomes(t.query, ids, 60_000);
 
-  const check = await checkNotifications(t.query, ids);
-  expect(check.lost).toEqual([]);
-  expect(outcomeTally(check)).toEqual({ [SENT_ON_ALL]: COUNT });
-  expect(check.unfinished).toEqual([]);
-  await waitForQuiet(t.query);
-  const audit = await auditHandling(t.query);
-  expect(auditProblems(audit)).toEqual([]);
+  const audit = await expectAllSentOnAll(t.query, ids, COUNT);
   // No worker died, so no attempt was abandoned.
   expect(audit.filter((r) => r.cancels > 0)).toEqual([]);
   const retried = audit.filter((r) => r.claims > 1);
 
-  const d = deliveries(channels, sent);
-  expect(d.emailMissing).toEqual([]);
-  expect(d.slackMissing).toEqual([]);
-  expect(d.strangers).toEqual([]);
+  const d = expectAllDelivered(channels, sent);
   expect([...d.emails.values()].filter((n) => n !== 1)).toEqual([]);
   expect([...d.posts.values()].filter((n) => n !== 1)).toEqual([]);
   expect(channels.smtp.messages).toHaveLength(COUNT);

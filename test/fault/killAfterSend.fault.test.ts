@@ -6,47 +6,27 @@
  * notification; the killed email arrives exactly twice, with the same
  * Message-ID, and nothing else is repeated beyond what was in flight.
  */
-import { createTestDatabase, type TestDatabase } from "../helpers/db";
 import {
-  SENT_ON_ALL,
-  auditHandling,
-  auditProblems,
   channelHistory,
-  checkNotifications,
-  deliveries,
   enqueueMany,
-  outcomeTally,
+  expectAllDelivered,
+  expectAllSentOnAll,
   runningSends,
   seedEntities,
   spawnWorker,
-  startChannels,
-  stopAll,
+  useFaultFixture,
   waitForAllOutcomes,
-  waitForQuiet,
   workerEnv,
-  type Channels,
-  type WorkerProcess,
 } from "../helpers/faultFlow";
 
 const COUNT = 200;
 const KILLS = 3;
 const KILL_AFTER_EMAILS = 25;
 
-let t: TestDatabase;
-let channels: Channels;
-const workers: WorkerProcess[] = [];
-
-beforeAll(async () => {
-  t = await createTestDatabase(10);
-  channels = await startChannels();
-});
-afterAll(async () => {
-  await stopAll(workers);
-  await channels?.close();
-  await t?.close();
-});
+const fixture = useFaultFixture(10);
 
 it("killed between a send and the recording of its outcome, three times: delivered, each killed email sent twice with one Message-ID", async () => {
+  const { t, channels, workers } = fixture;
   const entities = await seedEntities(t.db, "k2");
   const sent = await enqueueMany(t.db, { label: "k2", count: COUNT, entities });
   const ids = sent.map((s) => s.trackingId);
@@ -78,17 +58,9 @@ it("killed between a send and the recording of its outcome, three times: deliver
   await last.ready();
   await waitForAllOutcomes(t.query, ids, 60_000);
 
-  const check = await checkNotifications(t.query, ids);
-  expect(check.lost).toEqual([]);
-  expect(outcomeTally(check)).toEqual({ [SENT_ON_ALL]: COUNT });
-  expect(check.unfinished).toEqual([]);
-  await waitForQuiet(t.query);
-  expect(auditProblems(await auditHandling(t.query))).toEqual([]);
+  await expectAllSentOnAll(t.query, ids, COUNT);
 
-  const d = deliveries(channels, sent);
-  expect(d.emailMissing).toEqual([]);
-  expect(d.slackMissing).toEqual([]);
-  expect(d.strangers).toEqual([]);
+  const d = expectAllDelivered(channels, sent);
   for (const k of killed) {
     const expected = 1 + killed.filter((x) => x.messageId === k.messageId).length;
     expect({ messageId: k.messageId, received: d.emails.get(k.messageId) }).toEqual({ messageId: k.messageId, received: expected });

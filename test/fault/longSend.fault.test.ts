@@ -5,26 +5,18 @@
  * the handling history tells the story: the abandoned attempt is cancelled
  * with its reason, then the record is claimed again and completed.
  */
-import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
+import { waitFor } from "../helpers/db";
 import {
-  SENT_ON_ALL,
-  auditHandling,
-  auditProblems,
   channelHistory,
-  checkNotifications,
-  deliveries,
   enqueueMany,
-  outcomeTally,
+  expectAllDelivered,
+  expectAllSentOnAll,
   runningSends,
   seedEntities,
   spawnWorker,
-  startChannels,
-  stopAll,
+  useFaultFixture,
   waitForAllOutcomes,
-  waitForQuiet,
   workerEnv,
-  type Channels,
-  type WorkerProcess,
 } from "../helpers/faultFlow";
 
 const COUNT = 200;
@@ -34,21 +26,10 @@ const SLOW_MS = 15_000;
 /** Lease + one heartbeat period + a poll + a send, with a wide margin for a loaded machine. */
 const TAKEOVER_LIMIT_MS = 12_000;
 
-let t: TestDatabase;
-let channels: Channels;
-const workers: WorkerProcess[] = [];
-
-beforeAll(async () => {
-  t = await createTestDatabase(5);
-  channels = await startChannels();
-});
-afterAll(async () => {
-  await stopAll(workers);
-  await channels?.close();
-  await t?.close();
-});
+const fixture = useFaultFixture(5);
 
 it("a worker killed during a slow send: another worker finishes that notification within seconds, the abandoned attempt in the history", async () => {
+  const { t, channels, workers } = fixture;
   const entities = await seedEntities(t.db, "slow");
   channels.smtp.setLatency(50);
   // The very first mail transaction takes SLOW_MS to be answered.
@@ -94,20 +75,12 @@ it("a worker killed during a slow send: another worker finishes that notificatio
   expect(history[1]!.reason).toMatch(/^attempt 1 by job \d+ was abandoned before recording an outcome; handling again$/);
 
   await waitForAllOutcomes(t.query, ids, 60_000);
-  const check = await checkNotifications(t.query, ids);
-  expect(check.lost).toEqual([]);
-  expect(outcomeTally(check)).toEqual({ [SENT_ON_ALL]: COUNT });
-  expect(check.unfinished).toEqual([]);
-  await waitForQuiet(t.query);
-  expect(auditProblems(await auditHandling(t.query))).toEqual([]);
+  await expectAllSentOnAll(t.query, ids, COUNT);
   // The server finishes the slow transaction of the dead worker too: the same
   // message, the same Message-ID, a second time (a receiver can drop it).
   await waitFor(async () => slow.outcome !== "open", { timeoutMs: SLOW_MS + 10_000, what: "the slow transaction to end" });
-  const d = deliveries(channels, sent);
+  const d = expectAllDelivered(channels, sent);
   expect(d.emails.get(slowOne.messageId)).toBe(2);
-  expect(d.emailMissing).toEqual([]);
-  expect(d.slackMissing).toEqual([]);
-  expect(d.strangers).toEqual([]);
   expect(d.emailDuplicates).toBeLessThanOrEqual(inFlight.email);
   expect(d.slackDuplicates).toBeLessThanOrEqual(inFlight.slack);
   process.stdout.write(

@@ -5,45 +5,26 @@
  * still delivered, each 429 is one self_cancel (a deferral) in the handling
  * history, and no attempt is spent.
  */
-import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
+import { waitFor } from "../helpers/db";
 import {
-  SENT_ON_ALL,
-  auditHandling,
-  auditProblems,
-  checkNotifications,
   countOutcomes,
-  deliveries,
   enqueueMany,
-  outcomeTally,
+  expectAllDelivered,
+  expectAllSentOnAll,
   seedEntities,
   sleep,
   spawnWorker,
-  startChannels,
-  stopAll,
+  useFaultFixture,
   waitForAllOutcomes,
-  waitForQuiet,
   workerEnv,
-  type Channels,
-  type WorkerProcess,
 } from "../helpers/faultFlow";
 
 const COUNT = 200;
 
-let t: TestDatabase;
-let channels: Channels;
-const workers: WorkerProcess[] = [];
-
-beforeAll(async () => {
-  t = await createTestDatabase(5);
-  channels = await startChannels();
-});
-afterAll(async () => {
-  await stopAll(workers);
-  await channels?.close();
-  await t?.close();
-});
+const fixture = useFaultFixture(5);
 
 it("bursts of 429 with Retry-After: delivered, each 429 a self_cancel deferral, no attempt used up", async () => {
+  const { t, channels, workers } = fixture;
   const entities = await seedEntities(t.db, "rl");
   const sent = await enqueueMany(t.db, { label: "rl", count: COUNT, entities });
   const ids = sent.map((s) => s.trackingId);
@@ -64,16 +45,8 @@ it("bursts of 429 with Retry-After: delivered, each 429 a self_cancel deferral, 
   channels.slack.endRateLimitBurst();
   await waitForAllOutcomes(t.query, ids, 60_000);
 
-  const check = await checkNotifications(t.query, ids);
-  expect(check.lost).toEqual([]);
-  expect(outcomeTally(check)).toEqual({ [SENT_ON_ALL]: COUNT });
-  expect(check.unfinished).toEqual([]);
-  await waitForQuiet(t.query);
-  expect(auditProblems(await auditHandling(t.query))).toEqual([]);
-  const d = deliveries(channels, sent);
-  expect(d.slackMissing).toEqual([]);
-  expect(d.strangers).toEqual([]);
-  expect(d.emailMissing).toEqual([]);
+  await expectAllSentOnAll(t.query, ids, COUNT);
+  const d = expectAllDelivered(channels, sent);
   expect(d.slackDuplicates).toBe(0);
 
   const limited = channels.slack.calls.filter((c) => c.method === "chat.postMessage" && c.answer === "rate limited").length;

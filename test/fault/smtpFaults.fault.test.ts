@@ -6,55 +6,38 @@
  * transaction is one failed attempt in the handling history, and no email
  * arrives twice.
  */
-import { createTestDatabase, type TestDatabase } from "../helpers/db";
 import {
-  SENT_ON_ALL,
-  auditHandling,
-  auditProblems,
-  checkNotifications,
-  deliveries,
   enqueueMany,
-  outcomeTally,
+  expectAllDelivered,
+  expectAllSentOnAll,
   seedEntities,
   spawnWorker,
-  startChannels,
-  stopAll,
+  useFaultFixture,
   waitForAllOutcomes,
-  waitForQuiet,
   workerEnv,
-  type Channels,
-  type WorkerProcess,
 } from "../helpers/faultFlow";
 
 // Two flows of 120: 240 notifications in the file.
 const COUNT = 120;
 
-let t: TestDatabase;
-let channels: Channels;
+const fixture = useFaultFixture(5);
 let entities: string[];
-const workers: WorkerProcess[] = [];
 
 beforeAll(async () => {
-  t = await createTestDatabase(5);
-  channels = await startChannels();
+  const { t, channels, workers } = fixture;
   entities = await seedEntities(t.db, "smtp");
   const w = spawnWorker("smtp", workerEnv({ databaseUrl: t.url, channels, extra: { BOT_MAX_ATTEMPTS: "10" } }));
   workers.push(w);
   await w.ready();
 });
-afterAll(async () => {
-  await stopAll(workers);
-  await channels?.close();
-  await t?.close();
-});
 beforeEach(() => {
-  channels.smtp.reset();
-  channels.slack.reset();
+  fixture.channels.smtp.reset();
+  fixture.channels.slack.reset();
 });
 
 /** Failed attempts recorded for these notifications' emails, and the failure events written. */
 async function emailFailures(ids: string[]) {
-  const { rows } = await t.query<{ fails: number; finals: number; failedEvents: number }>(
+  const { rows } = await fixture.t.query<{ fails: number; finals: number; failedEvents: number }>(
     `select (select count(*)::int from email.operations__handling_history h join email.operations o on o.position = h.position
               where o.id = any($1::text[]) and h.concern = 'email_bot' and h.action = 'fail') as fails,
             (select count(*)::int from email.operations__handling where concern = 'email_bot' and status = 'Failed') as finals,
@@ -64,18 +47,11 @@ async function emailFailures(ids: string[]) {
   return rows[0]!;
 }
 
-async function expectAllDelivered(label: string, ids: string[], sent: Awaited<ReturnType<typeof enqueueMany>>) {
+async function expectFlowDelivered(label: string, ids: string[], sent: Awaited<ReturnType<typeof enqueueMany>>) {
+  const { t, channels } = fixture;
   await waitForAllOutcomes(t.query, ids, 60_000);
-  const check = await checkNotifications(t.query, ids);
-  expect(check.lost).toEqual([]);
-  expect(outcomeTally(check)).toEqual({ [SENT_ON_ALL]: COUNT });
-  expect(check.unfinished).toEqual([]);
-  await waitForQuiet(t.query);
-  expect(auditProblems(await auditHandling(t.query))).toEqual([]);
-  const d = deliveries(channels, sent);
-  expect(d.emailMissing).toEqual([]);
-  expect(d.slackMissing).toEqual([]);
-  expect(d.strangers).toEqual([]);
+  await expectAllSentOnAll(t.query, ids, COUNT);
+  const d = expectAllDelivered(channels, sent);
   // Nothing crashed, so nothing may arrive twice.
   expect({ emailDuplicates: d.emailDuplicates, slackDuplicates: d.slackDuplicates }).toEqual({ emailDuplicates: 0, slackDuplicates: 0 });
   // No failure reached the internal team.
@@ -84,10 +60,11 @@ async function expectAllDelivered(label: string, ids: string[], sent: Awaited<Re
 }
 
 it("30% of transactions answered 451 at DATA: every notification delivered, each 451 one retried attempt", async () => {
+  const { t, channels } = fixture;
   channels.smtp.faultFraction(0.3, { action: "reject", stage: "DATA", code: 451 }, { seed: 4511 });
   const sent = await enqueueMany(t.db, { label: "smtp451", count: COUNT, entities });
   const ids = sent.map((s) => s.trackingId);
-  await expectAllDelivered("451", ids, sent);
+  await expectFlowDelivered("451", ids, sent);
 
   const refused = channels.smtp.transactions.filter((x) => x.outcome === "rejected" && x.code === 451).length;
   expect(refused).toBeGreaterThan(COUNT / 10);
@@ -97,10 +74,11 @@ it("30% of transactions answered 451 at DATA: every notification delivered, each
 }, 120_000);
 
 it("25% of connections cut in the middle of DATA: every notification delivered, each cut one retried attempt", async () => {
+  const { t, channels } = fixture;
   channels.smtp.faultFraction(0.25, { action: "drop", stage: "DATA" }, { seed: 2525 });
   const sent = await enqueueMany(t.db, { label: "smtpdrop", count: COUNT, entities });
   const ids = sent.map((s) => s.trackingId);
-  await expectAllDelivered("drop", ids, sent);
+  await expectFlowDelivered("drop", ids, sent);
 
   const dropped = channels.smtp.transactions.filter((x) => x.outcome === "dropped" && x.stage === "DATA").length;
   expect(dropped).toBeGreaterThan(COUNT / 10);

@@ -4,44 +4,25 @@
  * Every notification must still reach its outcome, and the only repeated
  * sends are those that were in flight at the kill.
  */
-import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
+import { waitFor } from "../helpers/db";
 import {
-  SENT_ON_ALL,
-  auditHandling,
-  auditProblems,
-  checkNotifications,
-  deliveries,
   enqueueMany,
-  outcomeTally,
+  expectAllDelivered,
+  expectAllSentOnAll,
   runningSends,
   seedEntities,
   spawnWorker,
-  startChannels,
-  stopAll,
+  useFaultFixture,
   waitForAllOutcomes,
-  waitForQuiet,
   workerEnv,
-  type Channels,
-  type WorkerProcess,
 } from "../helpers/faultFlow";
 
 const COUNT = 240;
 
-let t: TestDatabase;
-let channels: Channels;
-const workers: WorkerProcess[] = [];
-
-beforeAll(async () => {
-  t = await createTestDatabase(10);
-  channels = await startChannels();
-});
-afterAll(async () => {
-  await stopAll(workers);
-  await channels?.close();
-  await t?.close();
-});
+const fixture = useFaultFixture(10);
 
 it("SIGKILL mid-flow: every notification reaches its outcome, repeats bounded by the sends in flight", async () => {
+  const { t, channels, workers } = fixture;
   const entities = await seedEntities(t.db, "kill");
   // Server latency keeps several sends in flight at any moment.
   channels.smtp.setLatency(100);
@@ -69,17 +50,9 @@ it("SIGKILL mid-flow: every notification reaches its outcome, repeats bounded by
   await waitForAllOutcomes(t.query, ids, 60_000);
   const recoveredInMs = Date.now() - killedAt;
 
-  const check = await checkNotifications(t.query, ids);
-  expect(check.lost).toEqual([]);
-  expect(outcomeTally(check)).toEqual({ [SENT_ON_ALL]: COUNT });
-  expect(check.unfinished).toEqual([]);
-  await waitForQuiet(t.query);
-  expect(auditProblems(await auditHandling(t.query))).toEqual([]);
+  await expectAllSentOnAll(t.query, ids, COUNT);
 
-  const d = deliveries(channels, sent);
-  expect(d.emailMissing).toEqual([]);
-  expect(d.slackMissing).toEqual([]);
-  expect(d.strangers).toEqual([]);
+  const d = expectAllDelivered(channels, sent);
   // A send is repeated only if it reached the other side but its outcome was
   // not committed: at most the operations Running when the process died.
   expect(d.emailDuplicates).toBeLessThanOrEqual(inFlight.email);

@@ -11,7 +11,7 @@ import { sql } from "kysely";
 import type { Db } from "../../src/db/database";
 import { putEntity } from "../../src/entities/entity.repository";
 import { enqueueNotification } from "../../src/notification/enqueue";
-import { waitFor } from "./db";
+import { createTestDatabase, waitFor, type TestDatabase } from "./db";
 import { startSlackStandIn, type SlackStandIn } from "./slackStandIn";
 import { startSmtpServer, type TestSmtpServer } from "./smtpServer";
 import { OUTCOME_TYPES, person } from "./tidings";
@@ -544,3 +544,61 @@ export async function channelHistory(query: Query, stream: "email.operations" | 
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export interface FaultFixture {
+  readonly t: TestDatabase;
+  readonly channels: Channels;
+  /** Every worker process the file starts; all stopped after the file. */
+  readonly workers: WorkerProcess[];
+}
+
+/** A fault test file's database and channels (created before its tests) and worker processes, all stopped and closed after it. */
+export function useFaultFixture(poolSize: number): FaultFixture {
+  let t: TestDatabase | undefined;
+  let channels: Channels | undefined;
+  const workers: WorkerProcess[] = [];
+  beforeAll(async () => {
+    t = await createTestDatabase(poolSize);
+    channels = await startChannels();
+  });
+  afterAll(async () => {
+    await stopAll(workers);
+    await channels?.close();
+    await t?.close();
+  });
+  return {
+    get t() {
+      return t!;
+    },
+    get channels() {
+      return channels!;
+    },
+    workers,
+  };
+}
+
+/**
+ * What every fault test proves once the outcomes are in: none lost, all sent
+ * on every channel, no channel operation left unfinished, and (once nothing
+ * is due soon) every record's handling history clean. Returns that audit for
+ * checks of the test's own.
+ */
+export async function expectAllSentOnAll(query: Query, ids: readonly string[], count: number): Promise<HandlingAuditRow[]> {
+  const check = await checkNotifications(query, ids);
+  expect(check.lost).toEqual([]);
+  expect(outcomeTally(check)).toEqual({ [SENT_ON_ALL]: count });
+  expect(check.unfinished).toEqual([]);
+  await waitForQuiet(query);
+  const audit = await auditHandling(query);
+  expect(auditProblems(audit)).toEqual([]);
+  return audit;
+}
+
+/** Every notification arrived on both channels, and nothing arrived for anyone else. Returns the counts for the test's own checks. */
+export function expectAllDelivered(channels: Channels, sent: readonly SentNotification[]): ReturnType<typeof deliveries> {
+  const d = deliveries(channels, sent);
+  expect(d.emailMissing).toEqual([]);
+  expect(d.slackMissing).toEqual([]);
+  expect(d.strangers).toEqual([]);
+  return d;
+}

@@ -22,6 +22,7 @@ import {
   enqueueMany,
   idleSurvivors,
   outcomeTally,
+  SENT_ON_ALL,
   seedEntities,
   sleep,
   spawnWorker,
@@ -54,6 +55,19 @@ export interface ScenarioResult {
   faultDetail: string;
   /** From the start of the fault to the last outcome. */
   recoveryMs: number;
+}
+
+/** What a database-fault scenario must show: the fault landed mid-flow, and afterwards every notification was sent and delivered, none lost. */
+export function expectRecovered(r: ScenarioResult): void {
+  // The fault must land mid-flow, or the scenario proves nothing.
+  expect(r.outcomesBeforeFault).toBeLessThan(r.count);
+  expect(r.check.lost).toEqual([]);
+  expect(r.tally).toEqual({ [SENT_ON_ALL]: r.count });
+  expect(r.check.unfinished).toEqual([]);
+  expect(r.auditProblems).toEqual([]);
+  expect(r.emailMissing).toEqual([]);
+  expect(r.slackMissing).toEqual([]);
+  expect(r.strangers).toEqual([]);
 }
 
 /** "a exited (code 1): Error: ..." for each dead worker, for failure messages. */
