@@ -4,7 +4,7 @@ import { inTransaction, type Db, type Tx } from "../db/database";
 import { ValidationError } from "../errors/errors";
 
 /**
- * Typed questions over the audit views (migrations/0006_audit.sql,
+ * Typed questions over the audit views (migrations/0003_api_and_audit.sql,
  * docs/audit.md), shared by the `audit` command and the tests. Every function
  * takes an AuditorTx, which only `asAuditor` hands out: the queries run as
  * tidings_auditor in a read-only transaction, so they see exactly what the

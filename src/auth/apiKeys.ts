@@ -6,7 +6,7 @@ import { ConflictError, NotFoundError, ValidationError } from "../errors/errors"
 
 /**
  * API keys: a name, scopes, and the SHA-256 of a random secret
- * (migrations/0005). The secret is returned once, by createApiKey, and never
+ * (migrations/0003_api_and_audit.sql). The secret is returned once, by createApiKey, and never
  * stored. Requests send it as `Authorization: Bearer <secret>`.
  */
 

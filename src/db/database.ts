@@ -107,7 +107,7 @@ export function createDb(pool: pg.Pool): Db {
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 
-/** Actors of migrations/0002: each one a PostgreSQL role `tidings_<actor>`. */
+/** Actors of migrations/0002_notification.sql: each one a PostgreSQL role `tidings_<actor>`. */
 export type Actor =
   | "client"
   | "notification_bot"

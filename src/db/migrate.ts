@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { Logger as WorkerLogger, runMigrations as runWorkerMigrations } from "graphile-worker";
@@ -5,7 +6,11 @@ import type pg from "pg";
 
 /**
  * Forward-only migrations: numbered SQL files in migrations/, each applied
- * once, in its own transaction, recorded in public.tidings_migrations.
+ * once, in its own transaction, recorded in public.tidings_migrations with
+ * the SHA-256 of its text. A database whose applied migrations are not the
+ * files here (another name for a number, or another text) is refused with
+ * what differs: tidings is unreleased and edits its migrations in place, so
+ * such a database was made by an earlier pre-release and must be recreated.
  * A session-level advisory lock makes concurrent starts safe: the second
  * process waits, then finds nothing left to apply. graphile-worker's own
  * schema is installed first, under the same lock, because the outbox
@@ -18,6 +23,32 @@ export interface MigrationFile {
   id: number;
   name: string;
   file: string;
+}
+
+export class MigrationMismatchError extends Error {
+  override name = "MigrationMismatchError";
+}
+
+function sha256(text: string): Buffer {
+  return createHash("sha256").update(text).digest();
+}
+
+interface AppliedMigration {
+  id: number;
+  name: string;
+  sha256: Buffer | null;
+}
+
+/** Applied migrations that are not the files here, in words an operator can act on. */
+function mismatches(applied: AppliedMigration[], files: Map<number, { name: string; sha256: Buffer }>): string[] {
+  const problems: string[] = [];
+  for (const a of applied) {
+    const f = files.get(a.id);
+    const label = `${String(a.id).padStart(4, "0")}_${a.name}`;
+    if (!f || f.name !== a.name) problems.push(`${label} was applied but is not in migrations/`);
+    else if (!a.sha256 || !a.sha256.equals(f.sha256)) problems.push(`${label}.sql was applied with another text`);
+  }
+  return problems;
 }
 
 export async function listMigrations(dir = MIGRATIONS_DIR): Promise<MigrationFile[]> {
@@ -42,18 +73,33 @@ export async function migrate(pool: pg.Pool, log: (msg: string) => void = () => 
       create table if not exists public.tidings_migrations (
         id integer primary key,
         name text not null,
+        sha256 bytea,
         applied_at timestamptz not null default now()
       )`);
-    const done = new Set(
-      (await client.query<{ id: number }>("select id from public.tidings_migrations")).rows.map((r) => r.id),
-    );
+    await client.query("alter table public.tidings_migrations add column if not exists sha256 bytea");
+    const texts = new Map<number, string>();
+    for (const m of migrations) texts.set(m.id, await readFile(m.file, "utf8"));
+    const files = new Map(migrations.map((m) => [m.id, { name: m.name, sha256: sha256(texts.get(m.id)!) }]));
+    const before = (await client.query<AppliedMigration>("select id, name, sha256 from public.tidings_migrations order by id")).rows;
+    const problems = mismatches(before, files);
+    if (problems.length > 0) {
+      throw new MigrationMismatchError(
+        `this database was migrated by another version of tidings (${problems.join("; ")}); ` +
+          "pre-release schemas are not upgraded: recreate the database (for the embedded default, stop tidings and delete DATA_DIR/pg)",
+      );
+    }
+    const done = new Set(before.map((r) => r.id));
     for (const m of migrations) {
       if (done.has(m.id)) continue;
-      const text = await readFile(m.file, "utf8");
+      const text = texts.get(m.id)!;
       await client.query("begin");
       try {
         await client.query(text);
-        await client.query("insert into public.tidings_migrations (id, name) values ($1, $2)", [m.id, m.name]);
+        await client.query("insert into public.tidings_migrations (id, name, sha256) values ($1, $2, $3)", [
+          m.id,
+          m.name,
+          files.get(m.id)!.sha256,
+        ]);
         await client.query("commit");
       } catch (error) {
         await client.query("rollback");

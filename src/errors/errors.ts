@@ -99,7 +99,7 @@ export function coerceError(thrown: unknown): Error {
   }
 }
 
-/** PostgreSQL error codes raised by the stream engine (migrations/0001). */
+/** PostgreSQL error codes raised by the stream engine (migrations/0001_engine.sql). */
 export const PgCodes = {
   appendOnly: "TD001",
   invalidTransition: "TD002",

@@ -8,7 +8,7 @@ import { encodeListCursor, type ListCursor, type NotificationStatus } from "./sc
 
 /**
  * The API's reads of notifications. Every function runs in a transaction
- * acting as the reader actor (grants in migrations/0002 and 0005).
+ * acting as the reader actor (grants in migrations/0002_notification.sql and 0003_api_and_audit.sql).
  */
 
 export interface PendingNotification {

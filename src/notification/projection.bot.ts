@@ -8,7 +8,7 @@ import { NotificationRecordTypes } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
 import { buildViews, latestViewsJson, loadLatestNotifications } from "./projection";
 
-/** Checkpoint row of the projection (migrations/0011). */
+/** Checkpoint row of the projection (migrations/0002_notification.sql). */
 export const PROJECTION_CHECKPOINT = "notification_views";
 
 /**

@@ -96,7 +96,7 @@ function sameOutcome(previous: StreamRecord | undefined, decision: Extract<SagaD
 
 /**
  * The saga record itself. Its job is queued to run at the saga's deadline
- * (consumer run_at_field, migrations/0008); if it runs early all the same (a
+ * (consumer run_at_field, migrations/0002_notification.sql); if it runs early all the same (a
  * re-drive), it waits (self-cancel) until the deadline.
  */
 export function createSagaDeadlineBot(): TransactionalBot<NotificationDeps> {

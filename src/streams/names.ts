@@ -1,7 +1,7 @@
 import { sql } from "kysely";
 import { ValidationError } from "../errors/errors";
 
-/** The streams declared by migrations/0002 (a test checks this list against `tidings.streams`). */
+/** The streams declared by migrations/0002_notification.sql (a test checks this list against `tidings.streams`). */
 export const Streams = {
   notificationClientOperations: "notification.client_operations",
   notificationInternalOperations: "notification.internal_operations",

@@ -39,3 +39,35 @@ describe("migrations", () => {
     }
   });
 });
+
+describe("a database migrated from another text of the migrations", () => {
+  const name = `tidings_t_${process.env.TIDINGS_TEST_RUN_ID}_mig_${randomBytes(3).toString("hex")}`;
+  const admin = () => new pg.Client({ connectionString: process.env.TIDINGS_TEST_SERVER_URL });
+  let pool: pg.Pool;
+
+  beforeAll(async () => {
+    const c = admin();
+    await c.connect();
+    await c.query(`create database ${name}`);
+    await c.end();
+    pool = createPool(databaseUrl(name), 2, "migrate-test");
+    await migrate(pool);
+  });
+  afterAll(async () => {
+    await pool.end();
+    const c = admin();
+    await c.connect();
+    await c.query(`drop database if exists ${name} with (force)`);
+    await c.end();
+  });
+
+  it("is refused, naming the migration that differs, and nothing is applied", async () => {
+    // As a database made by an earlier pre-release would look: another text under the same number...
+    await pool.query("update public.tidings_migrations set sha256 = sha256('older text') where id = 1");
+    await expect(migrate(pool)).rejects.toThrow(/0001_engine\.sql was applied with another text.*recreate the database/);
+    // ...or a migration that no longer exists.
+    await pool.query("update public.tidings_migrations set sha256 = null where id = 1");
+    await pool.query("insert into public.tidings_migrations (id, name) values (10, 'outbox_once_per_transaction')");
+    await expect(migrate(pool)).rejects.toThrow(/0010_outbox_once_per_transaction was applied but is not in migrations/);
+  });
+});

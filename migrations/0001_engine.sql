@@ -1,10 +1,15 @@
 -- The stream engine: a registry of streams, append-only stream tables, handling
--- state kept beside each stream, and the transactional outbox that queues a
--- graphile-worker job for every consumer of an appended record.
+-- state kept beside each stream, the transactional outbox that queues a
+-- graphile-worker job for every consumer of an appended record, and the
+-- checkpoints of consumers that follow streams instead of taking jobs.
 --
 -- Streams are declared (tidings.declare_stream), not hand-written: every stream
 -- table, its handling tables, triggers and grants come from the same functions,
 -- so a new stream cannot forget to be append-only or to queue its jobs.
+--
+-- This file is the engine's whole current definition. tidings is unreleased:
+-- it is edited in place, and the migration runner refuses a database that
+-- applied an earlier text of it (src/db/migrate.ts).
 
 create schema tidings;
 comment on schema tidings is 'The stream engine: registry, append, handling state and the outbox.';
@@ -93,11 +98,17 @@ create table tidings.stream_consumers (
   -- Only records of these types queue a job (null: every record). Filtering
   -- here keeps the job queue free of work a consumer would only skip.
   record_types text[],
+  -- When set, jobs run at the timestamptz in payload->>run_at_field (e.g. a
+  -- saga's deadline) instead of at once.
+  run_at_field text check (run_at_field ~ '^[A-Za-z][A-Za-z0-9_]*$'),
   description text not null,
   primary key (stream, concern)
 );
+comment on column tidings.stream_consumers.run_at_field is
+  'When set, jobs for this consumer run at the timestamptz in payload->>run_at_field (at once when absent).';
 
 -- Stream-wide switch per concern: disabled means nothing new is claimed,
+
 -- running work may finish. Current state here, every change in the history.
 create table tidings.stream_concern_states (
   stream text not null,
@@ -138,31 +149,7 @@ $$;
 -- One add_jobs call per statement (not per row) keeps NOTIFY traffic to one
 -- message per appending statement. Security definer: producers need no
 -- privileges on graphile_worker's tables.
-create function tidings.tg_queue_handling() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
-declare
-  specs graphile_worker.job_spec[];
-  stream_name text := tg_table_schema || '.' || tg_table_name;
-begin
-  select array_agg(row(
-           c.task_identifier,
-           json_build_object('stream', stream_name, 'position', n.position, 'id', n.id),
-           null, null, null, null, null, null
-         )::graphile_worker.job_spec order by n.position)
-    into specs
-    from new_rows n
-    join tidings.stream_consumers c
-      on c.stream = stream_name
-     and (c.record_types is null or n.type = any (c.record_types));
-  if specs is not null then
-    perform graphile_worker.add_jobs(specs);
-  end if;
-  return null;
-end;
-$$;
 
--- Guard on every handling table: only transitions listed in
--- tidings.handling_transitions are allowed, and every change but 'complete'
 -- carries a reason. Enforced here so a hand-written UPDATE cannot skip it.
 create function tidings.tg_guard_handling() returns trigger
 language plpgsql as $$
@@ -192,9 +179,16 @@ end;
 $$;
 
 -- Every handling change lands in the append-only history, written by the
+
+-- Every handling change lands in the append-only history, written by the
 -- database itself so no code path can change status without leaving a trace.
+-- recorded_by names the session user and the role it acted as: the trigger
+-- runs as its owner (security definer), where current_user is the owner; the
+-- role set with SET ROLE is current_setting('role').
 create function tidings.tg_record_handling_history() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  acting text := current_setting('role', true);
 begin
   execute format(
     'insert into %I.%I (position, concern, from_status, to_status, action, actor, reason, details, attempt, recorded_by)
@@ -203,10 +197,117 @@ begin
   using new.position, new.concern,
         case when tg_op = 'INSERT' then 'AvailableByDefault'::tidings.handling_status else old.status end,
         new.status, new.last_action, new.last_actor, new.last_reason, new.last_details, new.attempts,
-        session_user::text || case when current_user <> session_user then ' as ' || current_user::text else '' end;
+        session_user::text || case when acting is not null and acting <> 'none' and acting <> session_user::text
+                                   then ' as ' || acting else '' end;
   return null;
 end;
 $$;
+
+-- ---------------------------------------------------------------------------
+-- The transactional outbox: appending a record queues a job per consuming
+-- concern in the appending transaction, so a rolled-back append queues
+-- nothing and a committed one cannot be missed. Jobs are queued once per
+-- transaction, not once per appending statement: a bot's batch appends record
+-- by record, and each graphile_worker.add_jobs call (five statements and a
+-- NOTIFY) cost about half a millisecond of the server's time, ten per
+-- notification, the largest single cost (docs/performance.md).
+--
+-- A transaction-local setting, tidings.outbox, keeps the note: a flag
+-- ('D' when some append has not been queued yet, 'C' when all have) and, per
+-- stream this transaction appended to, the last position already queued:
+-- 'D;notification.events=0;email.operations=0'. A BEFORE statement trigger
+-- adds the stream and sets the flag; an AFTER row constraint trigger,
+-- deferred to commit, reads back this transaction's rows after each noted
+-- position (tx_id, indexed), queues them all with one add_jobs call, moves
+-- the positions on and clears the flag (its other calls then return at
+-- once). Under SET CONSTRAINTS ALL IMMEDIATE the same trigger runs at the end
+-- of each statement and queues that statement's rows. A rollback, or a
+-- rollback to a savepoint, takes the note back with the rows (and with any
+-- jobs queued meanwhile). Still one transaction: a commit queues the jobs of
+-- all its records, a rollback none.
+
+create function tidings.tg_note_outbox() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  stream_name text := tg_table_schema || '.' || tg_table_name;
+  note text := coalesce(nullif(current_setting('tidings.outbox', true), ''), 'C');
+begin
+  if strpos(note || ';', ';' || stream_name || '=') = 0 then
+    -- Streams nobody consumes need no note.
+    if not exists (select 1 from tidings.stream_consumers c where c.stream = stream_name) then
+      return null;
+    end if;
+    note := note || ';' || stream_name || '=0';
+  end if;
+  perform set_config('tidings.outbox', 'D' || substr(note, 2), true);
+  return null;
+end;
+$$;
+
+-- The note names streams and positions only; what is queued comes from the
+-- rows this transaction wrote and the declared consumers, so a hand-written
+-- note cannot forge a job.
+create function tidings.tg_flush_outbox() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  note text := nullif(current_setting('tidings.outbox', true), '');
+  entry text;
+  stream_name text;
+  queued_upto bigint;
+  entries text[] := '{}';
+  specs graphile_worker.job_spec[] := '{}';
+  more graphile_worker.job_spec[];
+  newest bigint;
+begin
+  if note is null or left(note, 1) <> 'D' then
+    return null;
+  end if;
+  foreach entry in array coalesce(string_to_array(nullif(substr(note, 3), ''), ';'), '{}') loop
+    stream_name := split_part(entry, '=', 1);
+    queued_upto := split_part(entry, '=', 2)::bigint;
+    if exists (select 1 from tidings.streams s where s.name = stream_name) then
+      execute format($q$
+        select array_agg(row(
+                 c.task_identifier,
+                 json_build_object('stream', $1, 'position', n.position, 'id', n.id),
+                 null,
+                 case when c.run_at_field is not null then (n.payload->>c.run_at_field)::timestamptz end,
+                 null, null, null, null
+               )::graphile_worker.job_spec order by n.position),
+               max(n.position)
+          from %s n
+          join tidings.stream_consumers c
+            on c.stream = $1
+           and (c.record_types is null or n.type = any (c.record_types))
+         where n.tx_id = pg_current_xact_id() and n.position > $2$q$, stream_name)
+        into more, newest
+        using stream_name, queued_upto;
+      specs := specs || coalesce(more, '{}');
+      queued_upto := greatest(queued_upto, coalesce(newest, 0));
+    end if;
+    entries := entries || (stream_name || '=' || queued_upto);
+  end loop;
+  perform set_config('tidings.outbox', 'C' || coalesce(';' || nullif(array_to_string(entries, ';'), ''), ''), true);
+  if cardinality(specs) > 0 then
+    perform graphile_worker.add_jobs(specs);
+  end if;
+  return null;
+end;
+$$;
+
+create function tidings.create_outbox_triggers(p_stream text) returns void
+language plpgsql as $$
+begin
+  execute format('create trigger note_outbox before insert on %I.%I
+                  for each statement execute function tidings.tg_note_outbox()',
+                 split_part(p_stream, '.', 1), split_part(p_stream, '.', 2));
+  execute format('create constraint trigger flush_outbox after insert on %I.%I
+                  deferrable initially deferred
+                  for each row execute function tidings.tg_flush_outbox()',
+                 split_part(p_stream, '.', 1), split_part(p_stream, '.', 2));
+end;
+$$;
+revoke execute on function tidings.create_outbox_triggers(text) from public;
 
 -- ---------------------------------------------------------------------------
 -- Roles. Every actor is a role without login; the application's login role is
@@ -274,9 +375,7 @@ begin
                   for each statement execute function tidings.tg_refuse_change()', sch, tbl);
   execute format('create trigger refuse_truncate before truncate on %I.%I
                   for each statement execute function tidings.tg_refuse_change()', sch, tbl);
-  execute format('create trigger queue_handling after insert on %I.%I
-                  referencing new table as new_rows
-                  for each statement execute function tidings.tg_queue_handling()', sch, tbl);
+  perform tidings.create_outbox_triggers(p_name);
 
   -- Handling state beside the stream: current status per (record, concern)...
   execute format($ddl$
@@ -348,18 +447,20 @@ begin
   -- existing record through tidings.existing_position.
   execute format('grant insert on %s to %I', p_stream, r);
   execute format('grant select (position) on %s to %I', p_stream, r);
+  execute format('grant execute on function tidings.existing_position(text, text, text) to %I', r);
 end;
 $$;
 
 create function tidings.declare_consumer(
-  p_stream text, p_concern text, p_actor text, p_record_types text[], p_description text
+  p_stream text, p_concern text, p_actor text, p_record_types text[], p_description text,
+  p_run_at_field text default null
 ) returns void
 language plpgsql as $$
 declare
   r name := (select role_name from tidings.actors where name = p_actor);
 begin
-  insert into tidings.stream_consumers (stream, concern, actor, task_identifier, record_types, description)
-  values (p_stream, p_concern, p_actor, p_stream || ':' || p_concern, p_record_types, p_description);
+  insert into tidings.stream_consumers (stream, concern, actor, task_identifier, record_types, run_at_field, description)
+  values (p_stream, p_concern, p_actor, p_stream || ':' || p_concern, p_record_types, p_run_at_field, p_description);
   -- Register the task up front: otherwise the first job of a task inserts its
   -- row into _private_tasks, and concurrent appenders wait on that insert
   -- until the first appender commits.
@@ -533,5 +634,71 @@ revoke execute on function tidings.queue_handling(text, text, bigint[], timestam
 revoke execute on function tidings.declare_actor(text, text) from public;
 revoke execute on function tidings.declare_stream(text, text, text, text, text) from public;
 revoke execute on function tidings.declare_producer(text, text) from public;
-revoke execute on function tidings.declare_consumer(text, text, text, text[], text) from public;
+revoke execute on function tidings.declare_consumer(text, text, text, text[], text, text) from public;
 revoke execute on function tidings.declare_reader(text, text) from public;
+-- Producers are granted it by declare_producer.
+revoke execute on function tidings.existing_position(text, text, text) from public;
+
+-- ---------------------------------------------------------------------------
+-- Worker liveness. graphile-worker only frees the jobs of a dead worker after
+-- 4 hours; each tidings worker process records a heartbeat here, and any
+-- process may unlock the jobs held by a worker pool whose heartbeat stopped
+-- (recoverAbandonedJobs in src/bots/worker.ts, docs/operations.md).
+-- ---------------------------------------------------------------------------
+create table tidings.worker_heartbeats (
+  process_id text primary key,
+  worker_ids text[] not null default '{}',
+  hostname text not null,
+  pid integer not null,
+  started_at timestamptz not null default now(),
+  heartbeat_at timestamptz not null default now()
+);
+comment on table tidings.worker_heartbeats is
+  'One row per running worker process: the graphile-worker pool ids it owns and when it last proved alive.';
+
+-- ---------------------------------------------------------------------------
+-- Checkpoints of catch-up consumers. Derived data (views, snapshots) is not
+-- built by one job per record: that was seven jobs per notification and more
+-- than half of the server's statements (docs/performance.md). A catch-up
+-- consumer follows its streams from a checkpoint instead, the way event
+-- stores run projections: it reads the records committed after its cursor in
+-- each stream, handles them with set-based queries, and moves the cursor, all
+-- in one transaction. Its handling state is that cursor, kept here; what each
+-- view was built from is in the view's caused_by and version.
+-- ---------------------------------------------------------------------------
+create table tidings.checkpoints (
+  name text primary key check (name ~ '^[a-z][a-z0-9_]*$'),
+  actor text not null references tidings.actors (name),
+  -- Per stream: the (writing transaction id, position) of the last record
+  -- handled, the same gap-safe cursor as the feed (src/streams/read.ts).
+  cursors jsonb not null default '{}' check (jsonb_typeof(cursors) = 'object'),
+  updated_at timestamptz not null default now(),
+  description text not null
+);
+comment on table tidings.checkpoints is
+  'Where each catch-up consumer (a projection) is in the streams it follows: stream name → "<txid>-<position>".';
+
+-- A record a catch-up bot cannot handle (a payload its code cannot read) must
+-- not hold back every record after it. When a batch fails with such an error
+-- (not a database error: those are retried from the same checkpoint), the
+-- bot handles the batch again one id at a time; an id that still fails is
+-- recorded here, append-only, and passed over. A later record of the same id
+-- is tried again.
+create table tidings.checkpoint_failures (
+  entry bigint generated always as identity primary key,
+  checkpoint text not null references tidings.checkpoints (name),
+  id text not null,
+  -- The records of this id in the failed batch: [{"stream": ..., "position": ...}].
+  records jsonb not null check (jsonb_typeof(records) = 'array'),
+  error text not null,
+  recorded_at timestamptz not null default now(),
+  recorded_by text not null default current_user
+);
+create index on tidings.checkpoint_failures (checkpoint, id, entry);
+comment on table tidings.checkpoint_failures is
+  'Records a catch-up bot (the projection) passed over because handling them failed, with the error.';
+create trigger refuse_update_delete before update or delete on tidings.checkpoint_failures
+  for each statement execute function tidings.tg_refuse_change();
+create trigger refuse_truncate before truncate on tidings.checkpoint_failures
+  for each statement execute function tidings.tg_refuse_change();
+revoke all on tidings.checkpoint_failures from public;
