@@ -108,7 +108,6 @@ comment on column tidings.stream_consumers.run_at_field is
   'When set, jobs for this consumer run at the timestamptz in payload->>run_at_field (at once when absent).';
 
 -- Stream-wide switch per concern: disabled means nothing new is claimed,
-
 -- running work may finish. Current state here, every change in the history.
 create table tidings.stream_concern_states (
   stream text not null,
@@ -143,13 +142,8 @@ begin
 end;
 $$;
 
--- The transactional outbox: one statement-level trigger per stream queues a
--- job per (appended record, consuming concern) in the appending transaction.
--- A rolled-back append queues nothing; a committed one cannot be missed.
--- One add_jobs call per statement (not per row) keeps NOTIFY traffic to one
--- message per appending statement. Security definer: producers need no
--- privileges on graphile_worker's tables.
-
+-- Guard on every handling table: only transitions listed in
+-- tidings.handling_transitions are allowed, and every change but 'complete'
 -- carries a reason. Enforced here so a hand-written UPDATE cannot skip it.
 create function tidings.tg_guard_handling() returns trigger
 language plpgsql as $$
@@ -177,8 +171,6 @@ begin
   return new;
 end;
 $$;
-
--- Every handling change lands in the append-only history, written by the
 
 -- Every handling change lands in the append-only history, written by the
 -- database itself so no code path can change status without leaving a trace.
