@@ -11,8 +11,9 @@
 -- it is edited in place, and the migration runner refuses a database that
 -- applied an earlier text of it (src/db/migrate.ts).
 
-create schema tidings;
+-- The schema exists already: the migration runner keeps tidings.migrations in it.
 comment on schema tidings is 'The stream engine: registry, append, handling state and the outbox.';
+comment on table tidings.migrations is 'Migrations applied, with the SHA-256 of each file''s text (src/db/migrate.ts).';
 
 -- ---------------------------------------------------------------------------
 -- Handling statuses and the transitions between them (the original system's).
@@ -65,7 +66,10 @@ where s not in ('DisabledForRecord', 'DisabledForStream');
 create table tidings.actors (
   name text primary key check (name ~ '^[a-z][a-z0-9_]*$'),
   role_name name not null unique,
-  description text not null
+  description text not null,
+  -- May change the handling state of any concern (an operator's re-drive);
+  -- every other actor only that of the concerns it consumes.
+  repairs_handling boolean not null default false
 );
 comment on table tidings.actors is
   'Producers and consumers. Each acts as its own PostgreSQL role (SET LOCAL ROLE inside each transaction).';
@@ -77,6 +81,10 @@ create table tidings.streams (
     'client_operation', 'internal_operation', 'saga', 'event', 'view', 'snapshot', 'operation'
   )),
   concern text,
+  -- The record types the stream holds; the stream table's check constraint
+  -- declared_type refuses any other. Null (said explicitly when declaring):
+  -- any type.
+  record_types text[] check (cardinality(record_types) > 0),
   description text not null,
   declared_at timestamptz not null default now()
 );
@@ -106,6 +114,15 @@ create table tidings.stream_consumers (
 );
 comment on column tidings.stream_consumers.run_at_field is
   'When set, jobs for this consumer run at the timestamptz in payload->>run_at_field (at once when absent).';
+
+-- Readers that are not consumers (views, the API, the saga reading channel
+-- operations): they read the stream, and its handling state when said.
+create table tidings.stream_readers (
+  stream text not null references tidings.streams (name),
+  actor text not null references tidings.actors (name),
+  reads_handling boolean not null,
+  primary key (stream, actor)
+);
 
 -- Stream-wide switch per concern: disabled means nothing new is claimed,
 -- running work may finish. Current state here, every change in the history.
@@ -143,17 +160,31 @@ end;
 $$;
 
 -- Guard on every handling table: only transitions listed in
--- tidings.handling_transitions are allowed, and every change but 'complete'
--- carries a reason. Enforced here so a hand-written UPDATE cannot skip it.
+-- tidings.handling_transitions are allowed, every change but 'complete'
+-- carries a reason, and the acting role changes only the handling of a
+-- concern it consumes (or repairs: the operator). Enforced here so a
+-- hand-written statement cannot skip it. Security invoker: current_user is
+-- the acting role (SET ROLE, or a login inheriting an actor role).
 create function tidings.tg_guard_handling() returns trigger
 language plpgsql as $$
 declare
   prior tidings.handling_status :=
     case when tg_op = 'INSERT' then 'AvailableByDefault'::tidings.handling_status else old.status end;
+  stream_name text := tg_table_schema || '.' || left(tg_table_name, -length('__handling'));
 begin
   if tg_op = 'UPDATE' and (new.position is distinct from old.position or new.concern is distinct from old.concern) then
     raise exception 'handling of %.% cannot move to another record or concern', tg_table_schema, tg_table_name
       using errcode = 'TD002';
+  end if;
+  if not exists (
+    select 1 from tidings.actors a
+    where pg_has_role(current_user, a.role_name, 'USAGE')
+      and (a.repairs_handling or exists (
+        select 1 from tidings.stream_consumers c where c.stream = stream_name and c.concern = new.concern and c.actor = a.name))
+  ) then
+    raise exception 'role % may not change the handling of stream % for concern "%"', current_user, stream_name, new.concern
+      using errcode = '42501',
+            hint = 'Only the actor that consumes the stream for that concern, or an operator, may.';
   end if;
   if not exists (
     select 1 from tidings.handling_transitions t
@@ -302,9 +333,36 @@ $$;
 revoke execute on function tidings.create_outbox_triggers(text) from public;
 
 -- ---------------------------------------------------------------------------
--- Roles. Every actor is a role without login; the application's login role is
--- made a member so it can SET LOCAL ROLE to each inside a transaction.
+-- Roles (docs/security.md). Migrations run as tidings_owner, which owns every
+-- object here. Every actor is a role without login. tidings_service is the
+-- running service's role: a member of every actor, so it may SET LOCAL ROLE
+-- to each inside a transaction, but NOINHERIT, so it holds none of their
+-- privileges unless it does; what it holds itself is only what the service
+-- does as itself (graphile-worker's queue, worker heartbeats, API keys). The
+-- service's login role (tidings_app by default) is granted tidings_service
+-- and nothing else: neither a superuser nor an owner, it cannot disable a
+-- trigger, truncate a stream or change a row.
 -- ---------------------------------------------------------------------------
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'tidings_service') then
+    begin
+      create role tidings_service nologin noinherit;
+    exception when duplicate_object or unique_violation then
+      null; -- another database on this server created it at the same moment
+    end;
+  end if;
+end;
+$$;
+grant usage on schema tidings to tidings_service;
+-- The service checks at start and in /readyz that its schema is current.
+grant select on tidings.migrations to tidings_service;
+grant select on tidings.streams, tidings.stream_producers, tidings.stream_consumers, tidings.stream_readers,
+  tidings.actors, tidings.stream_concern_states, tidings.handling_transitions to tidings_service;
+-- graphile-worker's queue (owned by tidings_owner like everything else) is
+-- the service's to work: the migration runner grants it after each
+-- migration, for the tables a graphile-worker release may add
+-- (grantQueueToService in src/db/migrate.ts).
 create function tidings.declare_actor(p_name text, p_description text) returns void
 language plpgsql as $$
 declare
@@ -317,9 +375,9 @@ begin
       null; -- another database on this server created it at the same moment
     end;
   end if;
-  if not pg_has_role(current_user, r, 'member') then
-    execute format('grant %I to %I', r, current_user);
-  end if;
+  -- The service acts as every actor (SET LOCAL ROLE); NOINHERIT keeps their
+  -- privileges from adding up in the service's own.
+  execute format('grant %I to tidings_service', r);
   execute format('grant usage on schema tidings to %I', r);
   -- Every actor may read the registry (append and the handling guard consult it).
   execute format('grant select on tidings.streams, tidings.stream_producers, tidings.stream_consumers,
@@ -331,16 +389,19 @@ $$;
 -- ---------------------------------------------------------------------------
 -- Declaring streams.
 -- ---------------------------------------------------------------------------
+-- p_record_types: the types of record the stream holds (null: any). The
+-- table refuses any other type, whoever writes it.
 create function tidings.declare_stream(
-  p_name text, p_subsystem text, p_kind text, p_concern text, p_description text
+  p_name text, p_subsystem text, p_kind text, p_concern text, p_record_types text[], p_description text
 ) returns void
 language plpgsql as $$
 declare
   sch text := split_part(p_name, '.', 1);
   tbl text := split_part(p_name, '.', 2);
+  repairer record;
 begin
-  insert into tidings.streams (name, subsystem, kind, concern, description)
-  values (p_name, p_subsystem, p_kind, p_concern, p_description);
+  insert into tidings.streams (name, subsystem, kind, concern, record_types, description)
+  values (p_name, p_subsystem, p_kind, p_concern, p_record_types, p_description);
 
   execute format('create schema if not exists %I', sch);
 
@@ -359,6 +420,7 @@ begin
       check ((caused_by_stream is null) = (caused_by_position is null))
     )$ddl$, sch, tbl);
   execute format('comment on table %I.%I is %L', sch, tbl, p_description);
+  perform tidings.constrain_record_types(p_name);
   execute format('create index on %I.%I (id, position)', sch, tbl);
   -- Gap-safe feeds read in (tx_id, position) order; see src/streams/read.ts.
   execute format('create index on %I.%I (tx_id, position)', sch, tbl);
@@ -421,8 +483,43 @@ begin
   execute format('create trigger refuse_truncate before truncate on %I.%I
                   for each statement execute function tidings.tg_refuse_change()', sch, tbl || '__handling_history');
 
-  -- Nobody but the owner holds any privilege until producers and consumers are declared.
+  -- Nobody but the owner holds any privilege until producers and consumers are declared...
   execute format('revoke all on %I.%I, %I.%I, %I.%I from public', sch, tbl, sch, tbl || '__handling', sch, tbl || '__handling_history');
+  -- ...but those who repair handling state on every stream.
+  for repairer in select name from tidings.actors where repairs_handling loop
+    perform tidings.grant_handling_repair(p_name, repairer.name);
+  end loop;
+end;
+$$;
+
+-- The stream table's check constraint declared_type lists the types of
+-- tidings.streams.record_types: a check constraint costs an append nothing
+-- measurable, where a trigger looking the type up would cost every row.
+create function tidings.constrain_record_types(p_stream text) returns void
+language plpgsql as $$
+declare
+  types text[] := (select record_types from tidings.streams where name = p_stream);
+begin
+  execute format('alter table %s drop constraint if exists declared_type', p_stream);
+  if types is not null then
+    -- NOT VALID: rows already there were checked against the earlier list,
+    -- which this one only widens (see declare_record_types).
+    execute format('alter table %s add constraint declared_type check (type = any (%L::text[])) not valid', p_stream, types);
+  end if;
+end;
+$$;
+
+-- A stream holds a new type of record from now on (a later migration's).
+create function tidings.declare_record_types(p_stream text, p_types text[]) returns void
+language plpgsql as $$
+begin
+  update tidings.streams
+  set record_types = (select array_agg(distinct t order by t) from unnest(record_types || p_types) t)
+  where name = p_stream and record_types is not null;
+  if not found then
+    raise exception 'stream "%" is unknown or holds any type', p_stream using errcode = 'TD004';
+  end if;
+  perform tidings.constrain_record_types(p_stream);
 end;
 $$;
 
@@ -437,7 +534,10 @@ begin
   -- SELECT on the position column alone lets INSERT .. RETURNING position
   -- tell the producer where its record landed; idempotent appends look for an
   -- existing record through tidings.existing_position.
-  execute format('grant insert on %s to %I', p_stream, r);
+  -- INSERT of the content columns only: position, recorded_at, recorded_by
+  -- and tx_id are the database's own (identity and defaults), so a producer
+  -- can neither squat a position nor name another writer or time.
+  execute format('grant insert (id, type, payload, tags, caused_by_stream, caused_by_position) on %s to %I', p_stream, r);
   execute format('grant select (position) on %s to %I', p_stream, r);
   execute format('grant execute on function tidings.existing_position(text, text, text) to %I', r);
 end;
@@ -450,7 +550,12 @@ create function tidings.declare_consumer(
 language plpgsql as $$
 declare
   r name := (select role_name from tidings.actors where name = p_actor);
+  held text[] := (select record_types from tidings.streams where name = p_stream);
 begin
+  if held is not null and p_record_types is not null and not p_record_types <@ held then
+    raise exception 'stream % holds no records of type %', p_stream,
+      array(select t from unnest(p_record_types) t where t <> all (held)) using errcode = 'TD004';
+  end if;
   insert into tidings.stream_consumers (stream, concern, actor, task_identifier, record_types, run_at_field, description)
   values (p_stream, p_concern, p_actor, p_stream || ':' || p_concern, p_record_types, p_run_at_field, p_description);
   -- Register the task up front: otherwise the first job of a task inserts its
@@ -468,14 +573,49 @@ begin
 end;
 $$;
 
--- Read-only access for a reader that is not a handler (API views, auditors).
-create function tidings.declare_reader(p_stream text, p_actor text) returns void
+-- Read-only access for a reader that is not a handler (views, the API, a
+-- bot reading another stream), with its handling state when p_handling.
+create function tidings.declare_reader(p_stream text, p_actor text, p_handling boolean default false) returns void
 language plpgsql as $$
 declare
   r name := (select role_name from tidings.actors where name = p_actor);
 begin
+  insert into tidings.stream_readers (stream, actor, reads_handling) values (p_stream, p_actor, p_handling)
+  on conflict (stream, actor) do update set reads_handling = tidings.stream_readers.reads_handling or excluded.reads_handling;
   execute format('grant usage on schema %I to %I', split_part(p_stream, '.', 1), r);
   execute format('grant select on %s to %I', p_stream, r);
+  if p_handling then
+    execute format('grant select on %s, %s to %I', p_stream || '__handling', p_stream || '__handling_history', r);
+  end if;
+end;
+$$;
+
+-- An actor that repairs handling state on every stream (the operator's
+-- re-drive, cancel, archive): reads every stream, changes the handling of
+-- any concern (the guard lets it), never writes a stream.
+create function tidings.declare_handling_repairer(p_actor text) returns void
+language plpgsql as $$
+declare
+  s record;
+  r name := (select role_name from tidings.actors where name = p_actor);
+begin
+  update tidings.actors set repairs_handling = true where name = p_actor;
+  for s in select name from tidings.streams loop
+    perform tidings.grant_handling_repair(s.name, p_actor);
+  end loop;
+  execute format('grant insert, update on tidings.stream_concern_states to %I', r);
+  execute format('grant select, insert on tidings.stream_concern_history to %I', r);
+  execute format('grant execute on function tidings.queue_handling(text, text, bigint[], timestamptz) to %I', r);
+end;
+$$;
+
+create function tidings.grant_handling_repair(p_stream text, p_actor text) returns void
+language plpgsql as $$
+declare
+  r name := (select role_name from tidings.actors where name = p_actor);
+begin
+  perform tidings.declare_reader(p_stream, p_actor, true);
+  execute format('grant insert, update on %s to %I', p_stream || '__handling', r);
 end;
 $$;
 
@@ -488,13 +628,23 @@ language sql stable as $$ select exists (select 1 from tidings.streams where nam
 -- The position of the latest record with this id (and type, when given), or
 -- null. Security definer so a write-only producer can make its appends
 -- idempotent without being granted read access to the stream.
+-- Only for a stream the caller produces: the acting role (SET ROLE), or the
+-- login when it acts as itself with an actor role it inherits.
 create function tidings.existing_position(p_stream text, p_id text, p_type text default null) returns bigint
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
   found bigint;
+  acting text := coalesce(nullif(nullif(current_setting('role', true), ''), 'none'), session_user);
 begin
   if not tidings.stream_exists(p_stream) then
     raise exception 'unknown stream "%"', p_stream using errcode = 'TD004';
+  end if;
+  if not exists (
+    select 1 from tidings.stream_producers p join tidings.actors a on a.name = p.actor
+    where p.stream = p_stream and pg_has_role(acting, a.role_name, 'USAGE')
+  ) then
+    raise exception 'role % does not produce stream %: only its producers may look up its records', acting, p_stream
+      using errcode = '42501';
   end if;
   execute format('select max(position) from %s where id = $1 and ($2::text is null or type = $2)', p_stream)
     into found using p_id, p_type;
@@ -624,10 +774,14 @@ $$;
 
 revoke execute on function tidings.queue_handling(text, text, bigint[], timestamptz) from public;
 revoke execute on function tidings.declare_actor(text, text) from public;
-revoke execute on function tidings.declare_stream(text, text, text, text, text) from public;
+revoke execute on function tidings.declare_stream(text, text, text, text, text[], text) from public;
+revoke execute on function tidings.constrain_record_types(text) from public;
+revoke execute on function tidings.declare_record_types(text, text[]) from public;
+revoke execute on function tidings.declare_handling_repairer(text) from public;
+revoke execute on function tidings.grant_handling_repair(text, text) from public;
 revoke execute on function tidings.declare_producer(text, text) from public;
 revoke execute on function tidings.declare_consumer(text, text, text, text[], text, text) from public;
-revoke execute on function tidings.declare_reader(text, text) from public;
+revoke execute on function tidings.declare_reader(text, text, boolean) from public;
 -- Producers are granted it by declare_producer.
 revoke execute on function tidings.existing_position(text, text, text) from public;
 
@@ -647,6 +801,7 @@ create table tidings.worker_heartbeats (
 );
 comment on table tidings.worker_heartbeats is
   'One row per running worker process: the graphile-worker pool ids it owns and when it last proved alive.';
+grant select, insert, update, delete on tidings.worker_heartbeats to tidings_service;
 
 -- ---------------------------------------------------------------------------
 -- Checkpoints of catch-up consumers. Derived data (views, snapshots) is not

@@ -6,6 +6,7 @@
 -- function for services that share the database.
 
 -- Actors (each one a PostgreSQL role named tidings_<name>, without login).
+-- Streams declare the types of record they hold: the database refuses any other.
 select tidings.declare_actor('client', 'Clients of the notification subsystem: the HTTP API enqueueing for a caller, or a service enqueueing in SQL.');
 select tidings.declare_actor('notification_bot', 'Handles SendNotificationToEntityOp: audience, preferences, channel operations, saga.');
 select tidings.declare_actor('saga_bot', 'Follows each notification''s channel operations and writes its one outcome event.');
@@ -21,32 +22,46 @@ select tidings.declare_actor('auditor', 'Answers questions about what happened; 
 
 -- Notification subsystem.
 select tidings.declare_stream('notification.client_operations', 'notification', 'client_operation', null,
+  array['SendNotificationToEntityOp'],
   'Operations clients asked the notification subsystem to execute (SendNotificationToEntityOp). The record id is the tracking id.');
 select tidings.declare_stream('notification.internal_operations', 'notification', 'internal_operation', null,
+  array['AlertInternalTeamOp'],
   'Operations the subsystem queued for itself, e.g. alerting the internal team about a failed notification.');
 select tidings.declare_stream('notification.sagas', 'notification', 'saga', null,
+  array['NotificationSaga'],
   'One saga per notification: the channel operations it waits for and the deadline by which they must have an outcome.');
 select tidings.declare_stream('notification.events', 'notification', 'event', null,
+  array['SendNotificationRequestedEvent', 'CouldNotGetOrUseAudienceEvent', 'AudienceOptedOutOfAllChannelsEvent',
+        'CouldNotPrepareToSendOnAnyChannelEvent', 'PreparedToSendOnAllChannelsEvent', 'PreparedToSendOnSomeChannelsEvent',
+        'SentOnAllPreparedChannelsEvent', 'SentOnSomePreparedChannelsEvent', 'CouldNotSendOnAnyPreparedChannelEvent',
+        'FailedNotificationSentToInternalTeamEvent'],
   'Events of the notification aggregate; applied in order they rebuild it.');
 select tidings.declare_stream('notification.views', 'notification', 'view', null,
+  array['NotificationView'],
   'UI-shaped JSON of a notification after each change, served raw by the API.');
 select tidings.declare_stream('notification.snapshots', 'notification', 'snapshot', null,
+  array['NotificationSnapshot'],
   'The notification aggregate as of an event position: written at terminal states and every N events.');
 
 -- Email concern.
 select tidings.declare_stream('email.operations', 'notification', 'operation', 'email',
+  array['SendEmailOp'],
   'SendEmailOp: everything needed to compose and deliver one email.');
 select tidings.declare_stream('email.events', 'notification', 'event', 'email',
+  array['SendEmailRequestedEvent', 'SucceededInSendingEmailEvent', 'FailedToSendEmailEvent'],
   'What happened to each SendEmailOp: requested, succeeded (server reply) or failed (error, code, classification).');
 
 -- Slack concern.
 select tidings.declare_stream('slack.operations', 'notification', 'operation', 'slack',
+  array['SendSlackMessageOp'],
   'SendSlackMessageOp: everything needed to post one Slack message.');
 select tidings.declare_stream('slack.events', 'notification', 'event', 'slack',
+  array['SendSlackMessageRequestedEvent', 'SucceededInSendingSlackMessageEvent', 'FailedToSendSlackMessageEvent'],
   'What happened to each SendSlackMessageOp: requested, succeeded (channel, ts) or failed (error, classification).');
 
 -- Entities.
 select tidings.declare_stream('entity.events', 'entity', 'event', null,
+  array['EntityChangedEvent', 'EntityRemovedEvent'],
   'Changes of an entity (id = entity id): contact details and channel preferences; the current entity is their projection.');
 
 -- Producers: write-only access.
@@ -99,8 +114,8 @@ select tidings.declare_reader('notification.events', 'saga_bot');
 select tidings.declare_reader('notification.sagas', 'projection_bot');
 select tidings.declare_reader('notification.snapshots', 'projection_bot');
 select tidings.declare_reader('notification.views', 'projection_bot');
-select tidings.declare_reader('email.operations', 'projection_bot');
-select tidings.declare_reader('slack.operations', 'projection_bot');
+select tidings.declare_reader('email.operations', 'projection_bot', true);
+select tidings.declare_reader('slack.operations', 'projection_bot', true);
 select tidings.declare_reader('notification.client_operations', 'projection_bot');
 select tidings.declare_reader('email.operations', 'saga_bot');
 select tidings.declare_reader('slack.operations', 'saga_bot');
@@ -108,24 +123,12 @@ select tidings.declare_reader('notification.events', 'internal_operation_bot');
 select tidings.declare_reader('notification.views', 'reader');
 select tidings.declare_reader('notification.snapshots', 'reader');
 select tidings.declare_reader('notification.events', 'reader');
-grant select on email.operations__handling to tidings_projection_bot;
-grant select on slack.operations__handling to tidings_projection_bot;
+-- The entity admin compares a change with the entity's current version.
+select tidings.declare_reader('entity.events', 'entity_admin');
 
--- The operator repairs handling state on every stream (never the stream
--- itself) and switches streams on and off for a concern.
-do $$
-declare s record;
-begin
-  for s in select name from tidings.streams loop
-    perform tidings.declare_reader(s.name, 'operator');
-    execute format('grant select, insert, update on %s to tidings_operator', s.name || '__handling');
-    execute format('grant select on %s to tidings_operator', s.name || '__handling_history');
-  end loop;
-end $$;
-grant insert, update on tidings.stream_concern_states to tidings_operator;
-grant insert on tidings.stream_concern_history to tidings_operator;
-grant select on tidings.stream_concern_history to tidings_operator;
-grant execute on function tidings.queue_handling(text, text, bigint[], timestamptz) to tidings_operator;
+-- The operator repairs handling state on every stream, of any concern
+-- (never the stream itself), and switches streams on and off for a concern.
+select tidings.declare_handling_repairer('operator');
 
 -- ---------------------------------------------------------------------------
 -- The projection: views and snapshots of notifications, built from

@@ -35,8 +35,10 @@ create table api.keys (
 );
 comment on table api.keys is
   'API keys: name, scopes and the SHA-256 of the secret (the secret itself is shown once, at creation, and never stored).';
--- Read and written only by the application's login role (authentication and scripts/apikeys.ts).
+-- Read and written only by the service itself (authentication and scripts/apikeys.ts).
 revoke all on api.keys from public;
+grant usage on schema api to tidings_service;
+grant select, insert, update on api.keys to tidings_service;
 
 -- ---------------------------------------------------------------------------
 -- Idempotency keys. One row per Idempotency-Key ever used, global (not per
@@ -74,9 +76,7 @@ do $$
 declare s record;
 begin
   for s in select name from tidings.streams loop
-    perform tidings.declare_reader(s.name, 'reader');
-    execute format('grant select on %s to tidings_reader', s.name || '__handling');
-    execute format('grant select on %s to tidings_reader', s.name || '__handling_history');
+    perform tidings.declare_reader(s.name, 'reader', true);
   end loop;
 end $$;
 

@@ -1,18 +1,38 @@
 import "dotenv/config";
 import { ConfigError, loadConfig } from "../src/config/config";
 import { openDatabase } from "../src/db/connect";
+import { RolesNotReadyError, loginOf, prepareDatabase } from "../src/db/roles";
+import { MigrationMismatchError } from "../src/db/migrate";
 import { createLogger } from "../src/logging/logger";
 
-/** `npm run migrate`: apply pending migrations (to DATABASE_URL, or the embedded database) and exit. */
+/**
+ * `npm run migrate`: set the roles up and apply pending migrations, then exit.
+ * - MIGRATION_DATABASE_URL (a superuser, or a member of tidings_owner)
+ *   migrates; with DATABASE_URL too, the service login it names is created
+ *   if missing and granted what the service needs.
+ * - DATABASE_URL alone: that login migrates (it must be allowed to).
+ * - neither: the embedded database under DATA_DIR, as `npm start` does.
+ */
 async function main() {
   const config = loadConfig();
   const logger = createLogger(config.LOG_LEVEL, "tidings-migrate");
-  const database = await openDatabase(config, logger, "tidings-migrate");
+  const log = (m: string) => (m.startsWith("warning:") ? logger.warn(m.slice(9)) : logger.info(m));
+  if (config.MIGRATION_DATABASE_URL) {
+    await prepareDatabase(config.MIGRATION_DATABASE_URL, {
+      log,
+      ...(config.DATABASE_URL ? { serviceLogin: loginOf(config.DATABASE_URL) } : {}),
+    });
+  } else if (config.DATABASE_URL) {
+    await prepareDatabase(config.DATABASE_URL, { log });
+  } else {
+    const database = await openDatabase(config, logger, "tidings-migrate");
+    await database.close();
+  }
   logger.info("migrations are current");
-  await database.close();
 }
 
 main().catch((error) => {
-  process.stderr.write(`${error instanceof ConfigError ? error.message : (error as Error).stack}\n`);
+  const oneLine = error instanceof ConfigError || error instanceof RolesNotReadyError || error instanceof MigrationMismatchError;
+  process.stderr.write(`${oneLine ? (error as Error).message : (error as Error).stack}\n`);
   process.exit(error instanceof ConfigError ? 2 : 1);
 });

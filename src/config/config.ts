@@ -13,6 +13,12 @@ export const configSchema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, "must be a postgres:// connection string")
     .optional(),
+  // The login that migrates (a superuser, or a member of tidings_owner); with
+  // DATABASE_URL, the service login it creates and grants. docs/security.md.
+  MIGRATION_DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, "must be a postgres:// connection string")
+    .optional(),
   DATA_DIR: z.string().min(1).default(".data"),
   EMBEDDED_PG_PORT: int(1, 65535).default(54329),
   HOST: z.string().min(1).default("127.0.0.1"),

@@ -87,12 +87,19 @@ function typeParser(oid: number, format?: "text" | "binary") {
   return pg.types.getTypeParser(oid, format as "text");
 }
 
-export function createPool(connectionString: string, max: number, applicationName = "tidings"): pg.Pool {
+export function createPool(
+  connectionString: string,
+  max: number,
+  applicationName = "tidings",
+  options: { role?: string } = {},
+): pg.Pool {
   const pool = new pg.Pool({
     connectionString,
     max,
     application_name: applicationName,
     types: { getTypeParser: typeParser as typeof pg.types.getTypeParser },
+    // Every connection acts as this role from the start (the migrator acting as the owner).
+    ...(options.role ? { options: `-c role=${options.role}` } : {}),
   });
   // An idle client that loses its connection (server restart, terminated
   // backend) emits 'error' on the pool; without a listener it would crash the process.

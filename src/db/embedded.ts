@@ -16,6 +16,12 @@ export interface EmbeddedDatabase {
 }
 
 const PASSWORD = "tidings";
+/**
+ * The embedded default's service login (tidings_app) password. Well known,
+ * like its superuser's: the embedded server is a development default that
+ * listens on 127.0.0.1 only (docs/security.md).
+ */
+export const EMBEDDED_SERVICE_PASSWORD = "tidings";
 
 /** Where the embedded default listens (the same address `npm start` uses). */
 export function embeddedUrl(port: number, database = "tidings"): string {

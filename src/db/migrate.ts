@@ -6,7 +6,7 @@ import type pg from "pg";
 
 /**
  * Forward-only migrations: numbered SQL files in migrations/, each applied
- * once, in its own transaction, recorded in public.tidings_migrations with
+ * once, in its own transaction, recorded in tidings.migrations with
  * the SHA-256 of its text. A database whose applied migrations are not the
  * files here (another name for a number, or another text) is refused with
  * what differs: tidings is unreleased and edits its migrations in place, so
@@ -69,18 +69,24 @@ export async function migrate(pool: pg.Pool, log: (msg: string) => void = () => 
   try {
     await client.query("select pg_advisory_lock(hashtextextended($1, 0))", [LOCK_KEY]);
     await runWorkerMigrations({ pgPool: pool, logger: quietWorkerLogger });
+    if ((await client.query("select to_regclass('public.tidings_migrations') is not null as old")).rows[0].old) {
+      throw new MigrationMismatchError(
+        "this database was migrated by a pre-release of tidings (tidings.migrations); it is not upgraded: " +
+          "recreate the database (for the embedded default, stop tidings and delete DATA_DIR/pg)",
+      );
+    }
     await client.query(`
-      create table if not exists public.tidings_migrations (
+      create schema if not exists tidings;
+      create table if not exists tidings.migrations (
         id integer primary key,
         name text not null,
-        sha256 bytea,
+        sha256 bytea not null,
         applied_at timestamptz not null default now()
       )`);
-    await client.query("alter table public.tidings_migrations add column if not exists sha256 bytea");
     const texts = new Map<number, string>();
     for (const m of migrations) texts.set(m.id, await readFile(m.file, "utf8"));
     const files = new Map(migrations.map((m) => [m.id, { name: m.name, sha256: sha256(texts.get(m.id)!) }]));
-    const before = (await client.query<AppliedMigration>("select id, name, sha256 from public.tidings_migrations order by id")).rows;
+    const before = (await client.query<AppliedMigration>("select id, name, sha256 from tidings.migrations order by id")).rows;
     const problems = mismatches(before, files);
     if (problems.length > 0) {
       throw new MigrationMismatchError(
@@ -95,7 +101,7 @@ export async function migrate(pool: pg.Pool, log: (msg: string) => void = () => 
       await client.query("begin");
       try {
         await client.query(text);
-        await client.query("insert into public.tidings_migrations (id, name, sha256) values ($1, $2, $3)", [
+        await client.query("insert into tidings.migrations (id, name, sha256) values ($1, $2, $3)", [
           m.id,
           m.name,
           files.get(m.id)!.sha256,
@@ -108,6 +114,7 @@ export async function migrate(pool: pg.Pool, log: (msg: string) => void = () => 
       applied.push(path.basename(m.file));
       log(`applied migration ${path.basename(m.file)}`);
     }
+    await grantQueueToService(client);
   } finally {
     await client.query("select pg_advisory_unlock(hashtextextended($1, 0))", [LOCK_KEY]).catch(() => {});
     client.release();
@@ -115,13 +122,47 @@ export async function migrate(pool: pg.Pool, log: (msg: string) => void = () => 
   return applied;
 }
 
-/** Migrations in migrations/ that the database has not applied yet (for /readyz). */
+/**
+ * graphile-worker's queue is the service's to work: its workers fetch,
+ * complete and fail jobs as the service login. graphile-worker protects its
+ * tables with row-level security and no policy (only their owner may use
+ * them); the service gets a policy of its own on each, and the grants, so
+ * it works the queue without owning it. Run after every migration, for the
+ * tables a later graphile-worker release may add.
+ */
+async function grantQueueToService(client: pg.PoolClient): Promise<void> {
+  await client.query(`
+    do $$
+    declare t record;
+    begin
+      if not exists (select 1 from pg_roles where rolname = 'tidings_service') then
+        return;
+      end if;
+      grant usage on schema graphile_worker to tidings_service;
+      grant select, insert, update, delete on all tables in schema graphile_worker to tidings_service;
+      grant usage, select on all sequences in schema graphile_worker to tidings_service;
+      grant execute on all functions in schema graphile_worker to tidings_service;
+      for t in
+        select c.oid::regclass as rel from pg_class c
+        where c.relnamespace = 'graphile_worker'::regnamespace and c.relkind = 'r' and c.relrowsecurity
+          and not exists (select 1 from pg_policy p where p.polrelid = c.oid and p.polname = 'tidings_service')
+      loop
+        execute format('create policy tidings_service on %s to tidings_service using (true) with check (true)', t.rel);
+      end loop;
+    end $$`);
+}
+
+/**
+ * What keeps this database from being current (for start-up and /readyz):
+ * migrations not applied yet, and applied ones that are not the files here.
+ */
 export async function pendingMigrations(pool: pg.Pool): Promise<string[]> {
   const migrations = await listMigrations();
-  const exists = await pool.query<{ t: string | null }>("select to_regclass('public.tidings_migrations')::text as t");
+  const exists = await pool.query<{ t: string | null }>("select to_regclass('tidings.migrations')::text as t");
   if (!exists.rows[0]?.t) return migrations.map((m) => path.basename(m.file));
-  const done = new Set(
-    (await pool.query<{ id: number }>("select id from public.tidings_migrations")).rows.map((r) => r.id),
-  );
-  return migrations.filter((m) => !done.has(m.id)).map((m) => path.basename(m.file));
+  const applied = (await pool.query<AppliedMigration>("select id, name, sha256 from tidings.migrations order by id")).rows;
+  const files = new Map<number, { name: string; sha256: Buffer }>();
+  for (const m of migrations) files.set(m.id, { name: m.name, sha256: sha256(await readFile(m.file, "utf8")) });
+  const done = new Set(applied.map((r) => r.id));
+  return [...migrations.filter((m) => !done.has(m.id)).map((m) => path.basename(m.file)), ...mismatches(applied, files)];
 }

@@ -52,7 +52,7 @@ const FIELDS = ["kind", "name", "email", "slack", "preferences"] as const;
 export async function putEntity(db: Db, id: string, input: EntityInput, changedBy: string): Promise<{ version: EntityVersion; created: boolean; changed: boolean }> {
   entityId.parse(id);
   const parsed = EntityInput.parse(input);
-  return inTransaction(db, null, async (tx) => {
+  return inTransaction(db, "entity_admin", async (tx) => {
     await sql`select pg_advisory_xact_lock(hashtextextended(${`entity ${id}`}, 0))`.execute(tx);
     const before = await getEntity(tx, id);
     const entity: Entity = { id, ...parsed };
@@ -61,7 +61,6 @@ export async function putEntity(db: Db, id: string, input: EntityInput, changedB
       : [...FIELDS];
     if (before && changed.length === 0) return { version: before, created: false, changed: false };
     const payload = EntityChangedEvent.parse({ entity, changed, changedBy });
-    await sql`set local role tidings_entity_admin`.execute(tx);
     const appended = await appendOne(tx, Streams.entityEvents, { id, type: EntityRecordTypes.EntityChangedEvent, payload });
     return {
       version: { entity, position: appended.position, recordedAt: new Date(), changed, changedBy },
@@ -72,10 +71,9 @@ export async function putEntity(db: Db, id: string, input: EntityInput, changedB
 }
 
 export async function removeEntity(db: Db, id: string, removedBy: string): Promise<boolean> {
-  return inTransaction(db, null, async (tx) => {
+  return inTransaction(db, "entity_admin", async (tx) => {
     await sql`select pg_advisory_xact_lock(hashtextextended(${`entity ${id}`}, 0))`.execute(tx);
     if (!(await getEntity(tx, id))) return false;
-    await sql`set local role tidings_entity_admin`.execute(tx);
     await appendOne(tx, Streams.entityEvents, {
       id,
       type: EntityRecordTypes.EntityRemovedEvent,

@@ -1,7 +1,7 @@
 import { sql } from "kysely";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { HandledInfo } from "../bots/bot";
-import type { Db } from "../db/database";
+import { inTransaction, type Db } from "../db/database";
 import { Streams, handlingTable } from "../streams/names";
 
 /**
@@ -73,8 +73,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Tidin
     registers: [registry],
   });
 
-  // Runs as the login role: graphile-worker's tables and every handling
-  // table are process internals no actor is granted as a whole.
+  // graphile-worker's queue is read as the service itself (it works the queue).
   async function refreshDatabaseGauges(db: Db): Promise<void> {
     try {
       const jobs = await sql<{ task: string; now: number; later: number }>`
@@ -86,17 +85,20 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Tidin
         where j.is_available
         group by t.identifier`.execute(db);
       const consumers = await db.selectFrom("tidings.stream_consumers").select(["stream", "concern"]).execute();
-      // One count per (stream, concern), each answered by the handling table's (concern, status) index.
+      // One count per (stream, concern), each answered by the handling table's
+      // (concern, status) index; as the reader, which may read every handling table.
       const failed =
         consumers.length === 0
           ? { rows: [] }
-          : await sql<{ stream: string; concern: string; n: number }>`${sql.join(
-              consumers.map(
-                (c) => sql`select ${c.stream}::text as stream, ${c.concern}::text as concern, count(*)::int as n
-                           from ${handlingTable(c.stream)} where concern = ${c.concern} and status = 'Failed'`,
-              ),
-              sql` union all `,
-            )}`.execute(db);
+          : await inTransaction(db, "reader", (tx) =>
+              sql<{ stream: string; concern: string; n: number }>`${sql.join(
+                consumers.map(
+                  (c) => sql`select ${c.stream}::text as stream, ${c.concern}::text as concern, count(*)::int as n
+                             from ${handlingTable(c.stream)} where concern = ${c.concern} and status = 'Failed'`,
+                ),
+                sql` union all `,
+              )}`.execute(tx),
+            );
       // Replaced in one synchronous step, so a concurrent scrape never renders half of it.
       jobsWaiting.reset();
       failedRecords.reset();

@@ -65,7 +65,7 @@ describe("npm start with no DATABASE_URL", () => {
     const client = new pg.Client({ connectionString: `postgres://postgres:tidings@127.0.0.1:${pgPort}/tidings` });
     await client.connect();
     try {
-      const { rows } = await client.query("select count(*)::int as n from public.tidings_migrations");
+      const { rows } = await client.query("select count(*)::int as n from tidings.migrations");
       expect(rows[0].n).toBeGreaterThanOrEqual(3);
       const streams = await client.query("select count(*)::int as n from tidings.streams");
       expect(streams.rows[0].n).toBe(11);

@@ -90,12 +90,12 @@ export async function createEntity(t: TestDatabase, id: string, input: EntityInp
 
 /** Wait for the notification's outcome event (sent on all/some/none, or a terminal failure). */
 export async function waitForOutcome(t: TestDatabase, id: string, timeoutMs = 20_000) {
-  return waitFor(() => getLatestById(t.db, Streams.notificationEvents, id, { types: OUTCOME_TYPES }), {
+  return waitFor(() => getLatestById(t.adminDb, Streams.notificationEvents, id, { types: OUTCOME_TYPES }), {
     timeoutMs,
     what: `the outcome of notification ${id}`,
   });
 }
 
 export async function eventTypes(t: TestDatabase, stream: string, id: string): Promise<string[]> {
-  return (await findRecords(t.db, stream, { ids: [id] })).map((r) => r.type);
+  return (await findRecords(t.adminDb, stream, { ids: [id] })).map((r) => r.type);
 }

@@ -24,7 +24,7 @@ async function appendEvents(...ids: string[]): Promise<void> {
     append(
       tx,
       Streams.notificationEvents,
-      ids.map((id) => ({ id, type: "FeedTestEvent", payload: { n: id } })),
+      ids.map((id) => ({ id, type: "SendNotificationRequestedEvent", payload: { n: id } })),
     ),
   );
 }
@@ -55,7 +55,7 @@ describe("GET /v1/events", () => {
     expect(first.events.map((e: { id: string }) => e.id)).toEqual(["f-1", "f-2", "f-3"]);
     expect(first.events[0]).toMatchObject({
       cursor: expect.stringMatching(/^\d+-\d+$/),
-      type: "FeedTestEvent",
+      type: "SendNotificationRequestedEvent",
       payload: { n: "f-1" },
       tags: {},
       causedBy: null,

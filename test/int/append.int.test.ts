@@ -1,15 +1,18 @@
 import { sql } from "kysely";
 import { inTransaction } from "../../src/db/database";
 import { RecordExistsError, append, appendOne } from "../../src/streams/append";
-import { Streams } from "../../src/streams/names";
 import { findRecords, getAllById, getLatestById, readAfter, FEED_START } from "../../src/streams/read";
-import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
+import { createTestDatabase, declareTestStream, waitFor, type TestDatabase } from "../helpers/db";
 
-const stream = Streams.notificationEvents;
+const stream = "testing.append_events";
+const feedStreamName = "testing.feed_events";
 let t: TestDatabase;
 
 beforeAll(async () => {
   t = await createTestDatabase(60);
+  // The engine's own behaviour, on streams of any record type, written as a superuser.
+  await declareTestStream(t.adminDb, { stream, producer: "append_writer", consumer: "append_reader" });
+  await declareTestStream(t.adminDb, { stream: feedStreamName, producer: "append_writer", consumer: "feed_reader" });
 });
 afterAll(async () => {
   await t.close();
@@ -19,13 +22,13 @@ const event = (id: string, type = "SendNotificationRequestedEvent", payload: unk
 
 describe("append", () => {
   it("writes records with increasing positions, metadata and cause", async () => {
-    const [a, b] = await append(t.db, stream, [
+    const [a, b] = await append(t.adminDb, stream, [
       event("n-1"),
       { ...event("n-1", "PreparedToSendOnAllChannelsEvent"), tags: { tenant: "acme" }, causedBy: { stream, position: 1 } },
     ]);
     expect(a!.written && b!.written).toBe(true);
     expect(b!.position).toBeGreaterThan(a!.position);
-    const latest = await getLatestById(t.db, stream, "n-1");
+    const latest = await getLatestById(t.adminDb, stream, "n-1");
     expect(latest).toMatchObject({
       id: "n-1",
       type: "PreparedToSendOnAllChannelsEvent",
@@ -34,46 +37,46 @@ describe("append", () => {
       payload: { n: 1 },
     });
     expect(latest!.recordedAt).toBeInstanceOf(Date);
-    expect((await getLatestById(t.db, stream, "n-1", { type: "SendNotificationRequestedEvent" }))!.position).toBe(a!.position);
-    expect((await getAllById(t.db, stream, "n-1")).map((r) => r.position)).toEqual([a!.position, b!.position]);
+    expect((await getLatestById(t.adminDb, stream, "n-1", { type: "SendNotificationRequestedEvent" }))!.position).toBe(a!.position);
+    expect((await getAllById(t.adminDb, stream, "n-1")).map((r) => r.position)).toEqual([a!.position, b!.position]);
   });
 
   it("filters by type and tags", async () => {
-    await append(t.db, stream, [
+    await append(t.adminDb, stream, [
       { ...event("f-1"), tags: { tenant: "acme", env: "prod" } },
       { ...event("f-2"), tags: { tenant: "other" } },
       { ...event("f-3", "SentOnAllPreparedChannelsEvent"), tags: { tenant: "acme" } },
     ]);
-    const acme = await findRecords(t.db, stream, { tags: { tenant: "acme" }, ids: ["f-1", "f-2", "f-3"] });
+    const acme = await findRecords(t.adminDb, stream, { tags: { tenant: "acme" }, ids: ["f-1", "f-2", "f-3"] });
     expect(acme.map((r) => r.id)).toEqual(["f-1", "f-3"]);
-    const sent = await findRecords(t.db, stream, { types: ["SentOnAllPreparedChannelsEvent"], ids: ["f-1", "f-2", "f-3"] });
+    const sent = await findRecords(t.adminDb, stream, { types: ["SentOnAllPreparedChannelsEvent"], ids: ["f-1", "f-2", "f-3"] });
     expect(sent.map((r) => r.id)).toEqual(["f-3"]);
   });
 
   it("skips or throws on an existing record by id, or by id and type", async () => {
-    const first = await appendOne(t.db, stream, event("s-1"), "skip_if_id_exists");
+    const first = await appendOne(t.adminDb, stream, event("s-1"), "skip_if_id_exists");
     expect(first.written).toBe(true);
-    const again = await appendOne(t.db, stream, event("s-1", "OtherEvent"), "skip_if_id_exists");
+    const again = await appendOne(t.adminDb, stream, event("s-1", "OtherEvent"), "skip_if_id_exists");
     expect(again).toMatchObject({ written: false, position: first.position });
 
-    const otherType = await appendOne(t.db, stream, event("s-1", "OtherEvent"), "skip_if_id_and_type_exists");
+    const otherType = await appendOne(t.adminDb, stream, event("s-1", "OtherEvent"), "skip_if_id_and_type_exists");
     expect(otherType.written).toBe(true);
-    const sameType = await appendOne(t.db, stream, event("s-1", "OtherEvent"), "skip_if_id_and_type_exists");
+    const sameType = await appendOne(t.adminDb, stream, event("s-1", "OtherEvent"), "skip_if_id_and_type_exists");
     expect(sameType).toMatchObject({ written: false, position: otherType.position });
 
-    await expect(appendOne(t.db, stream, event("s-1", "ThirdEvent"), "throw_if_id_exists")).rejects.toThrow(RecordExistsError);
-    await expect(appendOne(t.db, stream, event("s-1", "OtherEvent"), "throw_if_id_and_type_exists")).rejects.toThrow(
+    await expect(appendOne(t.adminDb, stream, event("s-1", "ThirdEvent"), "throw_if_id_exists")).rejects.toThrow(RecordExistsError);
+    await expect(appendOne(t.adminDb, stream, event("s-1", "OtherEvent"), "throw_if_id_and_type_exists")).rejects.toThrow(
       /a record with id "s-1" and type "OtherEvent" already exists/,
     );
-    expect(await appendOne(t.db, stream, event("s-1", "ThirdEvent"), "throw_if_id_and_type_exists")).toMatchObject({ written: true });
-    expect((await appendOne(t.db, stream, event("s-1"), "write_always")).written).toBe(true);
-    expect(await getAllById(t.db, stream, "s-1")).toHaveLength(4);
+    expect(await appendOne(t.adminDb, stream, event("s-1", "ThirdEvent"), "throw_if_id_and_type_exists")).toMatchObject({ written: true });
+    expect((await appendOne(t.adminDb, stream, event("s-1"), "write_always")).written).toBe(true);
+    expect(await getAllById(t.adminDb, stream, "s-1")).toHaveLength(4);
   });
 
   it("50 concurrent writers of the same (id, type) with skip produce exactly one row", async () => {
     const results = await Promise.all(
       Array.from({ length: 50 }, (_, i) =>
-        inTransaction(t.db, null, async (tx) => {
+        inTransaction(t.adminDb, null, async (tx) => {
           const r = await appendOne(tx, stream, event("race-1", "RaceEvent", { writer: i }), "skip_if_id_and_type_exists");
           // Hold the transaction a moment so writers truly overlap.
           await sql`select pg_sleep(0.01)`.execute(tx);
@@ -82,50 +85,50 @@ describe("append", () => {
       ),
     );
     expect(results.filter((r) => r.written)).toHaveLength(1);
-    const rows = await t.query("select count(*)::int as n from notification.events where id = 'race-1' and type = 'RaceEvent'");
+    const rows = await t.query("select count(*)::int as n from testing.append_events where id = 'race-1' and type = 'RaceEvent'");
     expect(rows.rows[0].n).toBe(1);
     expect(new Set(results.map((r) => r.position)).size).toBe(1);
   });
 
   it("refuses UPDATE, DELETE and TRUNCATE on a stream table", async () => {
-    await appendOne(t.db, stream, event("immutable-1"));
-    await expect(t.query("update notification.events set type = 'Changed' where id = 'immutable-1'")).rejects.toThrow(
-      /stream notification\.events is append-only: UPDATE is not allowed/,
+    await appendOne(t.adminDb, stream, event("immutable-1"));
+    await expect(t.query("update testing.append_events set type = 'Changed' where id = 'immutable-1'")).rejects.toThrow(
+      /stream testing\.append_events is append-only: UPDATE is not allowed/,
     );
-    await expect(t.query("delete from notification.events where id = 'immutable-1'")).rejects.toThrow(
+    await expect(t.query("delete from testing.append_events where id = 'immutable-1'")).rejects.toThrow(
       /append-only: DELETE is not allowed/,
     );
-    await expect(t.query("truncate notification.events")).rejects.toThrow(/append-only: TRUNCATE is not allowed/);
-    expect((await getAllById(t.db, stream, "immutable-1"))[0]!.type).toBe("SendNotificationRequestedEvent");
+    await expect(t.query("truncate testing.append_events")).rejects.toThrow(/append-only: TRUNCATE is not allowed/);
+    expect((await getAllById(t.adminDb, stream, "immutable-1"))[0]!.type).toBe("SendNotificationRequestedEvent");
   });
 
   it("rejects malformed records with a clear error and stores nothing", async () => {
-    const before = (await t.query("select count(*)::int as n from notification.events")).rows[0].n;
-    await expect(append(t.db, stream, [event("ok-1"), { id: "", type: "X", payload: {} }])).rejects.toThrow(/id/);
-    await expect(append(t.db, stream, [{ id: "x", type: "not a type!", payload: {} }])).rejects.toThrow(/type/);
-    await expect(append(t.db, "notification.nope", [event("x")])).rejects.toThrow(/unknown stream "notification.nope"/);
-    expect((await t.query("select count(*)::int as n from notification.events")).rows[0].n).toBe(before);
+    const before = (await t.query("select count(*)::int as n from testing.append_events")).rows[0].n;
+    await expect(append(t.adminDb, stream, [event("ok-1"), { id: "", type: "X", payload: {} }])).rejects.toThrow(/id/);
+    await expect(append(t.adminDb, stream, [{ id: "x", type: "not a type!", payload: {} }])).rejects.toThrow(/type/);
+    await expect(append(t.adminDb, "notification.nope", [event("x")])).rejects.toThrow(/unknown stream "notification.nope"/);
+    expect((await t.query("select count(*)::int as n from testing.append_events")).rows[0].n).toBe(before);
   });
 });
 
 describe("resumable reads", () => {
   it("never skip a record committed late by a slower transaction with a lower position", async () => {
-    const feedStream = Streams.emailEvents;
-    let cursor = (await readAfter(t.db, feedStream, FEED_START, { limit: 10_000 })).next;
+    const feedStream = feedStreamName;
+    let cursor = (await readAfter(t.adminDb, feedStream, FEED_START, { limit: 10_000 })).next;
 
     // The slow transaction takes a position first and commits last.
-    const slow = await t.pool.connect();
+    const slow = await t.adminPool.connect();
     await slow.query("begin");
     const slowPos = (
       await slow.query(
-        "select position from tidings.append('email.events', '[{\"id\":\"slow\",\"type\":\"SlowEvent\",\"payload\":{}}]'::jsonb)",
+        "select position from tidings.append('testing.feed_events', '[{\"id\":\"slow\",\"type\":\"SlowEvent\",\"payload\":{}}]'::jsonb)",
       )
     ).rows[0].position;
-    const fast = await appendOne(t.db, feedStream, event("fast", "FastEvent"));
+    const fast = await appendOne(t.adminDb, feedStream, event("fast", "FastEvent"));
     expect(fast.position).toBeGreaterThan(Number(slowPos));
 
     // While the slow one is open the feed must not move past it.
-    const during = await readAfter(t.db, feedStream, cursor);
+    const during = await readAfter(t.adminDb, feedStream, cursor);
     expect(during.records.map((r) => r.id)).toEqual([]);
     cursor = during.next;
 
@@ -134,23 +137,24 @@ describe("resumable reads", () => {
     // Other tests' transactions on the same server also hold the horizon back
     // for a moment (xids are server-wide), so poll until it passes.
     const after = await waitFor(async () => {
-      const page = await readAfter(t.db, feedStream, cursor);
+      const page = await readAfter(t.adminDb, feedStream, cursor);
       return page.records.length > 0 ? page : undefined;
     }, { what: "the feed to pass the slow transaction" });
     expect(after.records.map((r) => r.id).sort()).toEqual(["fast", "slow"]);
-    const rest = await readAfter(t.db, feedStream, after.next);
+    const rest = await readAfter(t.adminDb, feedStream, after.next);
     expect(rest.records).toEqual([]);
   });
 
   it("resumes from a cursor with exactly the later records", async () => {
-    const feedStream = Streams.slackEvents;
-    await append(t.db, feedStream, [1, 2, 3, 4, 5].map((i) => event(`r-${i}`, "E")));
-    await waitFor(async () => (await readAfter(t.db, feedStream, FEED_START, { limit: 10 })).records.length === 5, {
+    const feedStream = "testing.resume_events";
+    await declareTestStream(t.adminDb, { stream: feedStream, producer: "append_writer", consumer: "resume_reader" });
+    await append(t.adminDb, feedStream, [1, 2, 3, 4, 5].map((i) => event(`r-${i}`, "E")));
+    await waitFor(async () => (await readAfter(t.adminDb, feedStream, FEED_START, { limit: 10 })).records.length === 5, {
       what: "the feed to see the five records",
     });
-    const page1 = await readAfter(t.db, feedStream, FEED_START, { limit: 2 });
+    const page1 = await readAfter(t.adminDb, feedStream, FEED_START, { limit: 2 });
     expect(page1.records.map((r) => r.id)).toEqual(["r-1", "r-2"]);
-    const page2 = await readAfter(t.db, feedStream, page1.next, { limit: 10 });
+    const page2 = await readAfter(t.adminDb, feedStream, page1.next, { limit: 10 });
     expect(page2.records.map((r) => r.id)).toEqual(["r-3", "r-4", "r-5"]);
   });
 });

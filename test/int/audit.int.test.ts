@@ -19,7 +19,7 @@ import { enqueueNotification } from "../../src/notification/enqueue";
 import { appendOne } from "../../src/streams/append";
 import { claim, setStreamDisabled, transition } from "../../src/streams/handling";
 import { Streams } from "../../src/streams/names";
-import { createTestDatabase, declareTestStream, waitFor } from "../helpers/db";
+import { asOwner, createTestDatabase, declareTestStream, waitFor } from "../helpers/db";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 
 /**
@@ -565,8 +565,8 @@ describe("views over every stream", () => {
   it("cover a stream declared later once tidings.refresh_audit_views() runs", async () => {
     const t = await createTestDatabase(4);
     try {
-      await declareTestStream(t.db, { stream: "testing.audit_probe", producer: "audit_probe_writer", consumer: "audit_probe_bot" });
-      await t.query("select tidings.refresh_audit_views()");
+      await declareTestStream(t.adminDb, { stream: "testing.audit_probe", producer: "audit_probe_writer", consumer: "audit_probe_bot" });
+      await asOwner(t.adminDb, (tx) => sql`select tidings.refresh_audit_views()`.execute(tx));
       const target = { stream: "testing.audit_probe", concern: "audit_probe_bot" };
       const { position } = await inTransaction(t.db, "audit_probe_writer", (tx) => appendOne(tx, "testing.audit_probe", { id: "probe-1", type: "Probe", payload: {} }));
       await inTransaction(t.db, "audit_probe_bot", async (tx) => {
@@ -581,7 +581,7 @@ describe("views over every stream", () => {
       expect(await read("redrives")).toEqual([]);
 
       // A person's re-drive shows; the new bot's own changes did not.
-      await inTransaction(t.db, null, (tx) => transition(tx, { ...target, position }, "reset_failed", { actor: "bea", reason: "fixed the probe" }));
+      await inTransaction(t.db, "operator", (tx) => transition(tx, { ...target, position }, "reset_failed", { actor: "bea", reason: "fixed the probe" }));
       expect(await read("redrives")).toEqual([expect.objectContaining({ actor: "bea", action: "reset_failed", record_id: "probe-1" })]);
     } finally {
       await t.close();

@@ -10,7 +10,7 @@ const stream = "testing.batched";
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  await declareTestStream(t.db, { stream, producer: "test_producer", consumer: "batch_consumer" });
+  await declareTestStream(t.adminDb, { stream, producer: "test_producer", consumer: "batch_consumer" });
 });
 afterAll(async () => {
   await t.close();
@@ -49,8 +49,8 @@ describe("batched handling", () => {
       await worker.stop();
     }
     const poison = appended[150]!.position;
-    expect((await getHandling(t.db, stream, poison, "batch_consumer")).status).toBe("Failed");
-    expect((await getHandling(t.db, stream, poison, "batch_consumer")).lastError).toBe("poison record");
+    expect((await getHandling(t.adminDb, stream, poison, "batch_consumer")).status).toBe("Failed");
+    expect((await getHandling(t.adminDb, stream, poison, "batch_consumer")).lastError).toBe("poison record");
     const { rows } = await t.query(`select status, count(*)::int as n from testing.batched__handling group by status order by status`);
     expect(rows).toEqual([{ status: "Completed", n: 199 }, { status: "Failed", n: 1 }]);
     // Each id was handled at least once, and far fewer than 200 times in all.
@@ -58,13 +58,13 @@ describe("batched handling", () => {
     // Far fewer transactions than records (graphile-worker's own fetches and completions included).
     expect((await commits()) - before).toBeLessThan(200);
     // History of a normal record: one claim, one completion.
-    const history = await getHistory(t.db, stream, appended[0]!.position, "batch_consumer");
+    const history = await getHistory(t.adminDb, stream, appended[0]!.position, "batch_consumer");
     expect(history.map((h) => h.action)).toEqual(["claim", "complete"]);
   });
 
   it("a set-based bot gets whole batches, one record per id, and a failing batch falls back to one record at a time", async () => {
     const setStream = "testing.set_based";
-    await declareTestStream(t.db, { stream: setStream, producer: "test_producer", consumer: "set_consumer" });
+    await declareTestStream(t.adminDb, { stream: setStream, producer: "test_producer", consumer: "set_consumer" });
     const calls: Array<{ how: "batch" | "one"; ids: string[] }> = [];
     const bot: TransactionalBot<object> = {
       kind: "transactional",

@@ -17,7 +17,7 @@ const CHECKPOINT = "test_follower";
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  await declareTestStream(t.db, { stream, producer: "test_producer", consumer: "test_follower" });
+  await declareTestStream(t.adminDb, { stream, producer: "test_producer", consumer: "test_follower" });
   await t.query(`insert into tidings.checkpoints (name, actor, description) values ($1, 'test_follower', 'test')`, [CHECKPOINT]);
   await t.query(`grant select, update on tidings.checkpoints to tidings_test_follower`);
   await t.query(`grant select, insert on tidings.checkpoint_failures to tidings_test_follower`);

@@ -86,7 +86,7 @@ async function withEmailBot<T>(
 async function outcome(position: number): Promise<HandlingState> {
   return waitFor(
     async () => {
-      const state = await getHandling(t.db, Streams.emailOperations, position, CONCERN);
+      const state = await getHandling(t.adminDb, Streams.emailOperations, position, CONCERN);
       return state.status === "Completed" || state.status === "Failed" ? state : null;
     },
     { timeoutMs: 10_000, what: `email operation at position ${position} to be completed or failed` },
@@ -94,11 +94,11 @@ async function outcome(position: number): Promise<HandlingState> {
 }
 
 async function emailEvents(trackingId: string) {
-  return getAllById(t.db, Streams.emailEvents, trackingId);
+  return getAllById(t.adminDb, Streams.emailEvents, trackingId);
 }
 
 function history(position: number) {
-  return getHistory(t.db, Streams.emailOperations, position, CONCERN);
+  return getHistory(t.adminDb, Streams.emailOperations, position, CONCERN);
 }
 
 const crlf = (s: string | null) => s?.replace(/\r\n/g, "\n") ?? null;

@@ -4,27 +4,31 @@ import { enqueueNotificationInTransaction } from "../../src/notification/enqueue
 import { trackingIdForIdempotencyKey } from "../../src/notification/ids";
 import { Streams } from "../../src/streams/names";
 import { findRecords, getLatestById } from "../../src/streams/read";
+import type { TestLogin } from "../helpers/db";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 
 let app: Tidings;
+/** The calling service: a login of its own, granted tidings_client (README), with a business table. */
+let shop: TestLogin;
 beforeAll(async () => {
   app = await startTidings();
   await createEntity(app.t, "shop", person({ email: "shop@example.com", slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }));
+  shop = await app.t.createLogin({ prefix: "shop", grants: ["tidings_client"] });
   // A business table of the calling service, in the same database.
   await app.t.query("create table public.orders (id serial primary key, item text not null)");
-  await app.t.query("grant insert, select on public.orders to tidings_client; grant usage on sequence public.orders_id_seq to tidings_client");
+  await app.t.query(`grant usage on schema public to ${shop.name}; grant insert, select on public.orders to ${shop.name}; grant usage on sequence public.orders_id_seq to ${shop.name}`);
 });
 afterAll(async () => {
   await app.stop();
 });
 
 async function clientOps(): Promise<number> {
-  return (await findRecords(app.t.db, Streams.notificationClientOperations)).length;
+  return (await findRecords(app.t.adminDb, Streams.notificationClientOperations)).length;
 }
 
 describe("enqueue inside the caller's own transaction, in SQL", () => {
   async function withClient<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const c = await app.t.pool.connect();
+    const c = await shop.pool.connect();
     try {
       return await fn(c);
     } finally {
@@ -35,7 +39,7 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
   it("rolled back: no notification, no email", async () => {
     const before = await clientOps();
     await withClient(async (c) => {
-      await c.query("begin; set local role tidings_client");
+      await c.query("begin");
       await c.query("insert into public.orders (item) values ('lost')");
       const { rows } = await c.query("select tidings.send_notification_to_entity('shop', 'Order lost', 'never sent') as id");
       expect(rows[0].id).toMatch(/^[0-9a-f-]{36}$/);
@@ -49,7 +53,7 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
 
   it("committed: delivered, with tags and channels as given", async () => {
     const id = await withClient(async (c) => {
-      await c.query("begin; set local role tidings_client");
+      await c.query("begin");
       await c.query("insert into public.orders (item) values ('book')");
       const { rows } = await c.query(
         `select tidings.send_notification_to_entity('shop', 'Order placed', 'Thanks for your order.', channels => array['email'], tags => '{"order":"1"}') as id`,
@@ -60,17 +64,18 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
     const outcome = await waitForOutcome(app.t, id);
     expect(outcome.type).toBe("SentOnAllPreparedChannelsEvent");
     expect(app.smtp.messages.find((m) => m.subject === "Order placed")?.text).toContain("Thanks for your order.");
-    const op = await getLatestById(app.t.db, Streams.notificationClientOperations, id);
+    const op = await getLatestById(app.t.adminDb, Streams.notificationClientOperations, id);
     expect(op!.tags).toEqual({ order: "1" });
-    expect(op!.recordedBy).toBe("tidings_client");
+    // The service's own login wrote it (it inherits tidings_client).
+    expect(op!.recordedBy).toBe(shop.name);
   });
 
   it("an idempotency key yields the same tracking id as the TypeScript client, once", async () => {
-    const first = (await app.t.query("select tidings.send_notification_to_entity('shop', 's', 't', idempotency_key => 'order-42') as id")).rows[0].id;
-    const again = (await app.t.query("select tidings.send_notification_to_entity('shop', 's', 't', idempotency_key => 'order-42') as id")).rows[0].id;
+    const first = (await shop.pool.query("select tidings.send_notification_to_entity('shop', 's', 't', idempotency_key => 'order-42') as id")).rows[0].id;
+    const again = (await shop.pool.query("select tidings.send_notification_to_entity('shop', 's', 't', idempotency_key => 'order-42') as id")).rows[0].id;
     expect(first).toBe(trackingIdForIdempotencyKey("order-42"));
     expect(again).toBe(first);
-    expect(await findRecords(app.t.db, Streams.notificationClientOperations, { ids: [first] })).toHaveLength(1);
+    expect(await findRecords(app.t.adminDb, Streams.notificationClientOperations, { ids: [first] })).toHaveLength(1);
   });
 
   it.each([
@@ -82,21 +87,15 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
     [`select tidings.send_notification_to_entity('a', 's', 't', tags => '[1]')`, /tags: must be a JSON object/],
   ])("refuses bad input with a message naming it: %s", async (query, message) => {
     const before = await clientOps();
-    await expect(app.t.query(query)).rejects.toThrow(message);
+    await expect(shop.pool.query(query)).rejects.toThrow(message);
     expect(await clientOps()).toBe(before);
   });
 
   it("only clients may call it", async () => {
-    await expect(
-      withClient(async (c) => {
-        await c.query("begin; set local role tidings_reader");
-        try {
-          await c.query("select tidings.send_notification_to_entity('shop', 's', 't')");
-        } finally {
-          await c.query("rollback");
-        }
-      }),
-    ).rejects.toThrow(/permission denied for function send_notification_to_entity/);
+    const reader = await app.t.createLogin({ prefix: "reader", grants: ["tidings_reader"] });
+    await expect(reader.pool.query("select tidings.send_notification_to_entity('shop', 's', 't')")).rejects.toThrow(
+      /permission denied for function send_notification_to_entity/,
+    );
   });
 });
 
@@ -104,7 +103,7 @@ describe("enqueue inside the caller's own transaction, from TypeScript", () => {
   it("rolled back: nothing; committed: delivered", async () => {
     const before = await clientOps();
     await expect(
-      app.t.db.transaction().execute(async (tx) => {
+      shop.db.transaction().execute(async (tx) => {
         await sql`insert into public.orders (item) values ('ts-lost')`.execute(tx);
         await enqueueNotificationInTransaction(tx, { entityId: "shop", subject: "TS lost", text: "never" });
         throw new Error("the caller's business rule failed");
@@ -112,12 +111,12 @@ describe("enqueue inside the caller's own transaction, from TypeScript", () => {
     ).rejects.toThrow("business rule");
     expect(await clientOps()).toBe(before);
 
-    const { trackingId } = await app.t.db.transaction().execute(async (tx) => {
+    const { trackingId } = await shop.db.transaction().execute(async (tx) => {
       await sql`insert into public.orders (item) values ('ts-book')`.execute(tx);
       const enqueued = await enqueueNotificationInTransaction(tx, { entityId: "shop", subject: "TS placed", text: "yes" });
       // The caller's own role is back after the enqueue.
       const { rows } = await sql<{ u: string }>`select current_user as u`.execute(tx);
-      expect(rows[0]!.u).not.toBe("tidings_client");
+      expect(rows[0]!.u).toBe(shop.name);
       return enqueued;
     });
     expect((await waitForOutcome(app.t, trackingId)).type).toBe("SentOnAllPreparedChannelsEvent");

@@ -12,7 +12,7 @@ import {
 } from "../../src/streams/handling";
 import { HANDLING_STATUSES, type HandlingStatus } from "../../src/streams/interfaces";
 import { TRANSITIONS, type HandlingAction } from "../../src/streams/transitions";
-import { createTestDatabase, declareTestStream, type TestDatabase } from "../helpers/db";
+import { asOwner, createTestDatabase, declareTestStream, type TestDatabase } from "../helpers/db";
 
 let t: TestDatabase;
 const stream = "testing.handled";
@@ -21,8 +21,8 @@ const B = "concern_b";
 
 beforeAll(async () => {
   t = await createTestDatabase(40);
-  await declareTestStream(t.db, { stream, producer: "test_producer", consumer: "test_consumer", concern: A });
-  await sql`select tidings.declare_consumer(${stream}, ${B}, 'test_consumer', null, 'second concern')`.execute(t.db);
+  await declareTestStream(t.adminDb, { stream, producer: "test_producer", consumer: "test_consumer", concern: A });
+  await asOwner(t.adminDb, (tx) => sql`select tidings.declare_consumer(${stream}, ${B}, 'test_consumer', null, 'second concern')`.execute(tx));
 });
 afterAll(async () => {
   await t.close();
@@ -31,7 +31,7 @@ afterAll(async () => {
 let counter = 0;
 async function newRecord(): Promise<number> {
   counter += 1;
-  return (await appendOne(t.db, stream, { id: `h-${counter}`, type: "Thing", payload: {} })).position;
+  return (await appendOne(t.adminDb, stream, { id: `h-${counter}`, type: "Thing", payload: {} })).position;
 }
 
 const by = { actor: "tester", reason: "because the test says so" };
@@ -53,27 +53,27 @@ async function recordIn(status: HandlingStatus): Promise<number> {
     DisabledForRecord: ["disable_for_record"],
   };
   for (const action of paths[status]!) {
-    if (action === "claim") expect((await claim(t.db, target, by)).claimed).toBe(true);
-    else if (action === "disable_for_record") await disableRecord(t.db, stream, position, by);
-    else await transition(t.db, target, action, by);
+    if (action === "claim") expect((await claim(t.adminDb, target, by)).claimed).toBe(true);
+    else if (action === "disable_for_record") await disableRecord(t.adminDb, stream, position, by);
+    else await transition(t.adminDb, target, action, by);
   }
-  expect((await getHandling(t.db, stream, position, A)).status).toBe(status);
+  expect((await getHandling(t.adminDb, stream, position, A)).status).toBe(status);
   return position;
 }
 
 async function apply(position: number, action: HandlingAction) {
   const target = { stream, position, concern: A };
   if (action === "claim") {
-    const r = await claim(t.db, target, by);
+    const r = await claim(t.adminDb, target, by);
     if (!r.claimed) throw new InvalidTransitionError("claim", r.state.status, "Running", r.why);
     return r.state;
   }
   if (action === "disable_for_record") {
-    const rows = await disableRecord(t.db, stream, position, by);
+    const rows = await disableRecord(t.adminDb, stream, position, by);
     if (rows.length === 0) throw new InvalidTransitionError(action, "DisabledForRecord", "DisabledForRecord", "already");
     return rows.find((r) => r.concern === A)!;
   }
-  return transition(t.db, target, action, by);
+  return transition(t.adminDb, target, action, by);
 }
 
 const recordStatuses = HANDLING_STATUSES.filter((s) => s !== "DisabledForStream");
@@ -88,21 +88,21 @@ describe("handling transitions", () => {
         if (allowed) {
           const state = await apply(position, action);
           expect(state.status).toBe(rule.to);
-          const history = await getHistory(t.db, stream, position, A);
+          const history = await getHistory(t.adminDb, stream, position, A);
           const last = history.at(-1)!;
           expect(last).toMatchObject({ fromStatus: from, toStatus: rule.to, action, actor: "tester" });
           expect(last.reason).toBe(by.reason);
           expect(last.recordedAt).toBeInstanceOf(Date);
         } else {
-          const historyBefore = await getHistory(t.db, stream, position, A);
+          const historyBefore = await getHistory(t.adminDb, stream, position, A);
           await expect(apply(position, action)).rejects.toThrow(InvalidTransitionError);
           if (action !== "claim" && action !== "disable_for_record") {
             await expect(apply(position, action)).rejects.toThrow(
               `current status is ${from}, requested status is ${rule.to}`,
             );
           }
-          expect((await getHandling(t.db, stream, position, A)).status).toBe(from);
-          expect(await getHistory(t.db, stream, position, A)).toEqual(historyBefore);
+          expect((await getHandling(t.adminDb, stream, position, A)).status).toBe(from);
+          expect(await getHistory(t.adminDb, stream, position, A)).toEqual(historyBefore);
         }
       });
     }
@@ -110,9 +110,9 @@ describe("handling transitions", () => {
 
   it("requires a reason for every change but complete", async () => {
     const position = await recordIn("Running");
-    await expect(transition(t.db, { stream, position, concern: A }, "fail", { actor: "x" })).rejects.toThrow(ValidationError);
-    await transition(t.db, { stream, position, concern: A }, "complete", { actor: "x" });
-    expect((await getHandling(t.db, stream, position, A)).status).toBe("Completed");
+    await expect(transition(t.adminDb, { stream, position, concern: A }, "fail", { actor: "x" })).rejects.toThrow(ValidationError);
+    await transition(t.adminDb, { stream, position, concern: A }, "complete", { actor: "x" });
+    expect((await getHandling(t.adminDb, stream, position, A)).status).toBe("Completed");
   });
 
   it("the database itself refuses a forbidden change, even in hand-written SQL", async () => {
@@ -134,40 +134,40 @@ describe("handling transitions", () => {
 
   it("keeps concerns independent", async () => {
     const position = await newRecord();
-    await claim(t.db, { stream, position, concern: A }, by);
-    await transition(t.db, { stream, position, concern: A }, "fail", by);
-    expect((await getHandling(t.db, stream, position, A)).status).toBe("Failed");
-    expect((await getHandling(t.db, stream, position, B)).status).toBe("AvailableByDefault");
-    expect((await claim(t.db, { stream, position, concern: B }, by)).claimed).toBe(true);
+    await claim(t.adminDb, { stream, position, concern: A }, by);
+    await transition(t.adminDb, { stream, position, concern: A }, "fail", by);
+    expect((await getHandling(t.adminDb, stream, position, A)).status).toBe("Failed");
+    expect((await getHandling(t.adminDb, stream, position, B)).status).toBe("AvailableByDefault");
+    expect((await claim(t.adminDb, { stream, position, concern: B }, by)).claimed).toBe(true);
   });
 
   it("disabling a record disables it for every concern, for good", async () => {
     const position = await newRecord();
-    await claim(t.db, { stream, position, concern: B }, by);
-    const states = await disableRecord(t.db, stream, position, { actor: "ops", reason: "poison record" });
+    await claim(t.adminDb, { stream, position, concern: B }, by);
+    const states = await disableRecord(t.adminDb, stream, position, { actor: "ops", reason: "poison record" });
     expect(states.map((s) => [s.concern, s.status]).sort()).toEqual([
       [A, "DisabledForRecord"],
       [B, "DisabledForRecord"],
     ]);
-    const result = await claim(t.db, { stream, position, concern: A }, by);
+    const result = await claim(t.adminDb, { stream, position, concern: A }, by);
     expect(result).toMatchObject({ claimed: false, state: { status: "DisabledForRecord" } });
   });
 
   it("a disabled stream claims nothing new, lets running work finish, and resumes when enabled", async () => {
     const running = await recordIn("Running");
     const waiting = await newRecord();
-    await setStreamDisabled(t.db, stream, A, true, { actor: "ops", reason: "maintenance" });
-    expect((await getHandling(t.db, stream, waiting, A)).status).toBe("DisabledForStream");
-    const refused = await claim(t.db, { stream, position: waiting, concern: A }, by);
+    await setStreamDisabled(t.adminDb, stream, A, true, { actor: "ops", reason: "maintenance" });
+    expect((await getHandling(t.adminDb, stream, waiting, A)).status).toBe("DisabledForStream");
+    const refused = await claim(t.adminDb, { stream, position: waiting, concern: A }, by);
     expect(refused).toMatchObject({ claimed: false, why: `stream ${stream} is disabled for ${A}` });
     // the other concern is not affected
-    expect((await claim(t.db, { stream, position: waiting, concern: B }, by)).claimed).toBe(true);
+    expect((await claim(t.adminDb, { stream, position: waiting, concern: B }, by)).claimed).toBe(true);
     // running work may finish
-    await transition(t.db, { stream, position: running, concern: A }, "complete", { actor: "x" });
+    await transition(t.adminDb, { stream, position: running, concern: A }, "complete", { actor: "x" });
 
-    const { requeued } = await setStreamDisabled(t.db, stream, A, false, { actor: "ops", reason: "maintenance over" });
+    const { requeued } = await setStreamDisabled(t.adminDb, stream, A, false, { actor: "ops", reason: "maintenance over" });
     expect(requeued).toBeGreaterThanOrEqual(1);
-    expect((await claim(t.db, { stream, position: waiting, concern: A }, by)).claimed).toBe(true);
+    expect((await claim(t.adminDb, { stream, position: waiting, concern: A }, by)).claimed).toBe(true);
     const history = await t.query(
       `select disabled, changed_by, reason from tidings.stream_concern_history where stream = $1 and concern = $2 order by entry`,
       [stream, A],
@@ -182,7 +182,7 @@ describe("handling transitions", () => {
     const position = await newRecord();
     const results = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
-        inTransaction(t.db, null, async (tx) => {
+        inTransaction(t.adminDb, null, async (tx) => {
           const r = await claim(tx, { stream, position, concern: A }, { actor: `claimer-${i}`, claimedBy: `claimer-${i}` });
           await sql`select pg_sleep(0.02)`.execute(tx);
           return r;
@@ -195,7 +195,7 @@ describe("handling transitions", () => {
       expect(loser).toMatchObject({ state: { status: "Running" } });
       expect((loser as { why: string }).why).toMatch(/already being handled for concern_a \(by claimer-\d+\)/);
     }
-    const history = await getHistory(t.db, stream, position, A);
+    const history = await getHistory(t.adminDb, stream, position, A);
     expect(history).toHaveLength(1);
   });
 

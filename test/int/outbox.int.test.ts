@@ -12,7 +12,7 @@ const stream = "testing.outbox";
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  await declareTestStream(t.db, { stream, producer: "test_producer", consumer: "test_consumer" });
+  await declareTestStream(t.adminDb, { stream, producer: "test_producer", consumer: "test_consumer" });
 });
 afterAll(async () => {
   await t.close();
@@ -72,11 +72,11 @@ describe("transactional outbox", () => {
     );
     const worker = await startTestWorker(t, [bot], {});
     try {
-      await waitFor(async () => (await getHandling(t.db, stream, appended.position, "test_consumer")).status === "Completed", {
+      await waitFor(async () => (await getHandling(t.adminDb, stream, appended.position, "test_consumer")).status === "Completed", {
         what: "the record to be completed",
       });
       expect(handled).toContain("o-run");
-      const history = await getHistory(t.db, stream, appended.position, "test_consumer");
+      const history = await getHistory(t.adminDb, stream, appended.position, "test_consumer");
       expect(history.map((h) => [h.fromStatus, h.toStatus])).toEqual([
         ["AvailableByDefault", "Running"],
         ["Running", "Completed"],
@@ -147,7 +147,7 @@ describe("transactional outbox", () => {
 
   it("a stream whose name ends another's is not mistaken for it", async () => {
     const other = "xtesting.outbox";
-    await declareTestStream(t.db, { stream: other, producer: "test_producer", consumer: "test_consumer_x" });
+    await declareTestStream(t.adminDb, { stream: other, producer: "test_producer", consumer: "test_consumer_x" });
     const [a, b] = await inTransaction(t.db, "test_producer", async (tx) => [
       (await appendOne(tx, other, { id: "o-x", type: "Thing", payload: {} })).position,
       (await appendOne(tx, stream, { id: "o-plain", type: "Thing", payload: {} })).position,

@@ -18,8 +18,8 @@ afterAll(async () => {
   await app.stop();
 });
 
-const views = async (id: string) => findRecords(app.t.db, Streams.notificationViews, { ids: [id] });
-const snapshots = async (id: string) => findRecords(app.t.db, Streams.notificationSnapshots, { ids: [id] });
+const views = async (id: string) => findRecords(app.t.adminDb, Streams.notificationViews, { ids: [id] });
+const snapshots = async (id: string) => findRecords(app.t.adminDb, Streams.notificationSnapshots, { ids: [id] });
 const runtime = () => ({ db: app.t.db, deps: app.deps, logger: testLogger, settings: { maxAttempts: 3, retryBaseMs: 50, retryMaxMs: 1000 } });
 
 describe("the projection", () => {

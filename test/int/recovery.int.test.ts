@@ -12,7 +12,7 @@ const stream = "testing.crash";
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  await declareTestStream(t.db, { stream, producer: "test_producer", consumer: "crash_consumer" });
+  await declareTestStream(t.adminDb, { stream, producer: "test_producer", consumer: "crash_consumer" });
 });
 afterAll(async () => {
   await t.close();
@@ -32,7 +32,7 @@ describe("a worker killed before completing", () => {
     child.stdout.on("data", (d) => (output += String(d)));
     child.stderr.on("data", (d) => (output += String(d)));
     await waitFor(async () => output.includes(`STARTED ${position}`), { what: "the stalling worker to start the send" });
-    expect((await getHandling(t.db, stream, position, "crash_consumer")).status).toBe("Running");
+    expect((await getHandling(t.adminDb, stream, position, "crash_consumer")).status).toBe("Running");
 
     child.kill("SIGKILL");
     await new Promise((resolve) => child.once("exit", resolve));
@@ -50,7 +50,7 @@ describe("a worker killed before completing", () => {
     };
     const worker = await startTestWorker(t, [bot], {}, { leaseMs: 1000 });
     try {
-      await waitFor(async () => (await getHandling(t.db, stream, position, "crash_consumer")).status === "Completed", {
+      await waitFor(async () => (await getHandling(t.adminDb, stream, position, "crash_consumer")).status === "Completed", {
         what: "another worker to finish the abandoned record",
         timeoutMs: 20_000,
       });
@@ -58,7 +58,7 @@ describe("a worker killed before completing", () => {
       await worker.stop();
     }
     expect(sent).toEqual([position]);
-    const history = await getHistory(t.db, stream, position, "crash_consumer");
+    const history = await getHistory(t.adminDb, stream, position, "crash_consumer");
     expect(history.map((h) => `${h.action}:${h.toStatus}`)).toEqual([
       "claim:Running",
       "cancel:AvailableAfterExternalCancellation",

@@ -37,9 +37,9 @@ async function failedSlackNotification(name: string) {
   const { trackingId } = await enqueueNotification(app.t.db, { entityId, subject: "Quarterly report", text: "It is ready." });
   const outcome = await waitForOutcome(app.t, trackingId);
   expect(outcome.type).toBe("SentOnSomePreparedChannelsEvent");
-  const [op] = await findRecords(app.t.db, Streams.slackOperations, { ids: [trackingId] });
+  const [op] = await findRecords(app.t.adminDb, Streams.slackOperations, { ids: [trackingId] });
   const target = { stream: Streams.slackOperations, position: op!.position, concern: "slack_bot" };
-  expect((await getHandling(app.t.db, target.stream, target.position, target.concern)).status).toBe("Failed");
+  expect((await getHandling(app.t.adminDb, target.stream, target.position, target.concern)).status).toBe("Failed");
   return { entityId, email, slack, trackingId, target };
 }
 
@@ -50,13 +50,13 @@ async function handlingSnapshot(stream: string, position: number) {
 }
 
 async function latestOutcome(id: string): Promise<StreamRecord | undefined> {
-  return getLatestById(app.t.db, Streams.notificationEvents, id, { types: OUTCOME_TYPES });
+  return getLatestById(app.t.adminDb, Streams.notificationEvents, id, { types: OUTCOME_TYPES });
 }
 
 async function waitForView(id: string, status: string) {
   return waitFor(
     async () => {
-      const view = await getLatestById(app.t.db, Streams.notificationViews, id);
+      const view = await getLatestById(app.t.adminDb, Streams.notificationViews, id);
       return view && (view.payload as { status: string }).status === status ? view : undefined;
     },
     { what: `the view of ${id} to say ${status}` },
@@ -107,7 +107,7 @@ describe("redrive", () => {
   it("re-drives a failed Slack send once Slack recovers: delivered, new outcome, view sent, lineage in the history", async () => {
     const n = await failedSlackNotification("ada");
     await waitFor(async () => app.smtp.messages.some((m) => m.to.includes(n.email)), { what: "the first email" });
-    const failEntry = (await getHistory(app.t.db, n.target.stream, n.target.position, "slack_bot")).filter((h) => h.action === "fail").at(-1)!;
+    const failEntry = (await getHistory(app.t.adminDb, n.target.stream, n.target.position, "slack_bot")).filter((h) => h.action === "fail").at(-1)!;
 
     const report = await runAction(
       app.t.db,
@@ -120,7 +120,7 @@ describe("redrive", () => {
     const post = await waitFor(async () => app.slack.posts.find((p) => p.requestedChannel === n.slack), { what: "the re-driven Slack post" });
     expect(post.text).toContain("It is ready.");
     const success = await waitFor(
-      () => getLatestById(app.t.db, Streams.slackEvents, n.trackingId, { type: "SucceededInSendingSlackMessageEvent" }),
+      () => getLatestById(app.t.adminDb, Streams.slackEvents, n.trackingId, { type: "SucceededInSendingSlackMessageEvent" }),
       { what: "SucceededInSendingSlackMessageEvent" },
     );
     expect(success.payload).toMatchObject({ attempt: 2 });
@@ -132,7 +132,7 @@ describe("redrive", () => {
     const view = await waitForView(n.trackingId, "sent");
     expect(view.payload).toMatchObject({ outcome: { type: "SentOnAllPreparedChannelsEvent" } });
 
-    const history = await getHistory(app.t.db, n.target.stream, n.target.position, "slack_bot");
+    const history = await getHistory(app.t.adminDb, n.target.stream, n.target.position, "slack_bot");
     const reset = history.find((h) => h.action === "reset_failed" && h.actor === "alice")!;
     expect(reset).toMatchObject({
       fromStatus: "Failed",
@@ -151,8 +151,8 @@ describe("redrive", () => {
     ]);
     // Only Slack was sent again: the entity still has exactly one email.
     expect(app.smtp.messages.filter((m) => m.to.includes(n.email))).toHaveLength(1);
-    const [emailOp] = await findRecords(app.t.db, Streams.emailOperations, { ids: [n.trackingId] });
-    expect(await getHandling(app.t.db, Streams.emailOperations, emailOp!.position, "email_bot")).toMatchObject({ status: "Completed", attempts: 1 });
+    const [emailOp] = await findRecords(app.t.adminDb, Streams.emailOperations, { ids: [n.trackingId] });
+    expect(await getHandling(app.t.adminDb, Streams.emailOperations, emailOp!.position, "email_bot")).toMatchObject({ status: "Completed", attempts: 1 });
   });
 
   it("refuses to act without a reason", async () => {
@@ -171,7 +171,7 @@ describe("redrive", () => {
     const { trackingId } = await enqueueNotification(app.t.db, { entityId: "done-dora", subject: "Done", text: "Delivered once." });
     expect((await waitForOutcome(app.t, trackingId)).type).toBe("SentOnAllPreparedChannelsEvent");
     await waitFor(async () => app.smtp.messages.some((m) => m.to.includes("dora@example.com")), { what: "the email" });
-    const [emailOp] = await findRecords(app.t.db, Streams.emailOperations, { ids: [trackingId] });
+    const [emailOp] = await findRecords(app.t.adminDb, Streams.emailOperations, { ids: [trackingId] });
     const before = await handlingSnapshot(Streams.emailOperations, emailOp!.position);
     const completed = { notification: trackingId, concern: "email_bot" };
 
@@ -233,7 +233,7 @@ describe("redrive", () => {
     const outcome = await waitForOutcome(app.t, trackingId);
     expect(outcome.type).toBe("SentOnAllPreparedChannelsEvent");
     await waitFor(async () => app.smtp.messages.some((m) => m.to.includes("sam@example.com")), { what: "the email" });
-    const history = await getHistory(app.t.db, Streams.notificationClientOperations, position, "notification_bot");
+    const history = await getHistory(app.t.adminDb, Streams.notificationClientOperations, position, "notification_bot");
     expect(history.find((h) => h.action === "cancel")).toMatchObject({
       actor: "bob",
       reason: "worker host was lost",
@@ -247,7 +247,7 @@ describe("redrive", () => {
 
     const report = await runAction(app.t.db, "archive-failed", { notification: n.trackingId, concern: "slack_bot" }, { execute: true, reason: "channel deleted for good", actor: "carol" });
     expect(report).toMatchObject({ changed: 1, queued: 0 });
-    expect((await getHandling(app.t.db, n.target.stream, n.target.position, "slack_bot")).status).toBe("ArchivedAfterFailure");
+    expect((await getHandling(app.t.adminDb, n.target.stream, n.target.position, "slack_bot")).status).toBe("ArchivedAfterFailure");
     expect((await findStuck(app.t.db, { notification: n.trackingId })).failed.records).toEqual([]);
     expect((await runAction(app.t.db, "redrive-failed", { notification: n.trackingId })).selected).toBe(0);
     const listed = await listRecords(app.t.db, { notification: n.trackingId, status: ["ArchivedAfterFailure"] });
@@ -284,8 +284,8 @@ describe("redrive", () => {
     expect(report).toMatchObject({ selected: 2, changed: 1, failed: 1 });
     expect(report.changes[1]!.error).toMatch(/cannot archive_failure .* current status is AvailableAfterFailure/);
     expect(seen).toEqual([1, 2]);
-    expect((await getHandling(app.t.db, first.target.stream, first.target.position, "slack_bot")).status).toBe("ArchivedAfterFailure");
-    expect((await getHandling(app.t.db, second.target.stream, second.target.position, "slack_bot")).lastActor).toBe("dave");
+    expect((await getHandling(app.t.adminDb, first.target.stream, first.target.position, "slack_bot")).status).toBe("ArchivedAfterFailure");
+    expect((await getHandling(app.t.adminDb, second.target.stream, second.target.position, "slack_bot")).lastActor).toBe("dave");
   });
 
   it("selects by entity: the records of notifications to that entity only", async () => {
@@ -362,12 +362,12 @@ describe("redrive", () => {
       const human = await runCli(["redrive-failed", ...selection]);
       expect(human.stdout).toContain("DRY RUN: nothing was changed. 1 record would change");
       expect(human.stdout).toContain("Failed → AvailableAfterFailure");
-      expect((await getHandling(app.t.db, n.target.stream, n.target.position, "slack_bot")).status).toBe("Failed");
+      expect((await getHandling(app.t.adminDb, n.target.stream, n.target.position, "slack_bot")).status).toBe("Failed");
 
       const refused = await runCli(["redrive-failed", ...selection, "--execute"]);
       expect(refused.code).toBe(2);
       expect(refused.stderr).toContain("--reason");
-      expect((await getHandling(app.t.db, n.target.stream, n.target.position, "slack_bot")).status).toBe("Failed");
+      expect((await getHandling(app.t.adminDb, n.target.stream, n.target.position, "slack_bot")).status).toBe("Failed");
 
       const done = await runCli(["redrive-failed", ...selection, "--execute", "--reason", "channel re-created", "--actor", "cli-op", "--json"]);
       expect(done.code).toBe(0);
@@ -375,7 +375,7 @@ describe("redrive", () => {
       expect(done.stderr).toContain("progress: 1/1");
       await waitFor(async () => app.slack.posts.find((p) => p.requestedChannel === n.slack), { what: "the re-driven post" });
       await waitFor(async () => (await latestOutcome(n.trackingId))?.type === "SentOnAllPreparedChannelsEvent", { what: "the new outcome" });
-      const reset = (await getHistory(app.t.db, n.target.stream, n.target.position, "slack_bot")).find((h) => h.action === "reset_failed" && h.actor === "cli-op");
+      const reset = (await getHistory(app.t.adminDb, n.target.stream, n.target.position, "slack_bot")).find((h) => h.action === "reset_failed" && h.actor === "cli-op");
       expect(reset).toMatchObject({ reason: "channel re-created", details: { redriveOf: { attempt: 1 } } });
 
       const unknown = await runCli(["list", "--concern", "pigeon_bot", "--json"]);

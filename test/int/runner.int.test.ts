@@ -6,7 +6,7 @@ import { ExternalError } from "../../src/errors/errors";
 import { append, appendOne } from "../../src/streams/append";
 import { getHandling, getHistory } from "../../src/streams/handling";
 import { getAllById } from "../../src/streams/read";
-import { createTestDatabase, declareTestStream, waitFor, type TestDatabase } from "../helpers/db";
+import { asOwner, createTestDatabase, declareTestStream, waitFor, type TestDatabase } from "../helpers/db";
 import { startTestWorker } from "../helpers/worker";
 
 let t: TestDatabase;
@@ -16,9 +16,11 @@ const concern = "worker_bot";
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  await declareTestStream(t.db, { stream, producer: "test_producer", consumer: concern });
-  await sql`select tidings.declare_stream(${out}, 'testing', 'event', null, 'results')`.execute(t.db);
-  await sql`select tidings.declare_producer(${out}, ${concern})`.execute(t.db);
+  await declareTestStream(t.adminDb, { stream, producer: "test_producer", consumer: concern });
+  await asOwner(t.adminDb, async (tx) => {
+    await sql`select tidings.declare_stream(${out}, 'testing', 'event', null, null, 'results')`.execute(tx);
+    await sql`select tidings.declare_producer(${out}, ${concern})`.execute(tx);
+  });
 });
 afterAll(async () => {
   await t.close();
@@ -56,12 +58,12 @@ describe("bot runner", () => {
     await worker.stop();
   });
 
-  const statusOf = (position: number) => getHandling(t.db, stream, position, concern);
+  const statusOf = (position: number) => getHandling(t.adminDb, stream, position, concern);
 
   it("retries a transient failure with backoff and completes; each attempt is in the history", async () => {
     const position = await appendWork("flaky-2", { mode: "flaky", failTimes: 2 });
     await waitFor(async () => (await statusOf(position)).status === "Completed", { what: "completion" });
-    const history = await getHistory(t.db, stream, position, concern);
+    const history = await getHistory(t.adminDb, stream, position, concern);
     expect(history.map((h) => h.action)).toEqual([
       "claim", "fail", "reset_failed",
       "claim", "fail", "reset_failed",
@@ -70,7 +72,7 @@ describe("bot runner", () => {
     expect(history[1]!.reason).toBe("attempt 1 failed: flaky 1");
     expect(history[2]!.reason).toMatch(/^transient failure; attempt 2 of 3 in \d+ ms$/);
     // Failed attempts rolled back what their handler wrote: only the third attempt's record remains.
-    const touched = await getAllById(t.db, out, "flaky-2");
+    const touched = await getAllById(t.adminDb, out, "flaky-2");
     expect(touched.map((r) => (r.payload as { attempt: number }).attempt)).toEqual([3]);
     expect(touched[0]!.causedBy).toEqual({ stream, position });
   });
@@ -83,7 +85,7 @@ describe("bot runner", () => {
     expect(state.lastError).toBe("no such mailbox");
     expect(state.lastReason).toBe("permanent failure on attempt 1: no such mailbox");
     expect(state.lastDetails).toMatchObject({ attempt: 1, transient: false, external: { code: 550 } });
-    expect(await getAllById(t.db, out, "perm")).toEqual([]);
+    expect(await getAllById(t.adminDb, out, "perm")).toEqual([]);
   });
 
   it("gives up after the configured attempts and ends Failed", async () => {
@@ -97,7 +99,7 @@ describe("bot runner", () => {
   it("lets a handler ask to be tried again later (self-cancel)", async () => {
     const position = await appendWork("later", { mode: "later" });
     await waitFor(async () => (await statusOf(position)).status === "Completed", { what: "completion" });
-    const history = await getHistory(t.db, stream, position, concern);
+    const history = await getHistory(t.adminDb, stream, position, concern);
     expect(history.map((h) => `${h.action}:${h.toStatus}`)).toEqual([
       "claim:Running",
       "self_cancel:AvailableAfterSelfCancellation",

@@ -30,7 +30,7 @@ describe("the saga's deadline", () => {
     });
     // The failure outcome raises the alert like any other.
     await waitFor(
-      () => getLatestById(app.t.db, Streams.notificationEvents, trackingId, { type: "FailedNotificationSentToInternalTeamEvent" }),
+      () => getLatestById(app.t.adminDb, Streams.notificationEvents, trackingId, { type: "FailedNotificationSentToInternalTeamEvent" }),
       { what: "the alert" },
     );
   });

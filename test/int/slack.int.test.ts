@@ -73,7 +73,7 @@ async function withWorker<T>(poster: SlackPoster, fn: () => Promise<T>, options:
 async function until(position: number, status: HandlingStatus) {
   return waitFor(
     async () => {
-      const state = await getHandling(t.db, Streams.slackOperations, position, CONCERN);
+      const state = await getHandling(t.adminDb, Streams.slackOperations, position, CONCERN);
       return state.status === status ? state : undefined;
     },
     { timeoutMs: 10_000, what: `slack.operations ${position} to be ${status}` },
@@ -81,11 +81,11 @@ async function until(position: number, status: HandlingStatus) {
 }
 
 async function eventsOf(id: string) {
-  return findRecords(t.db, Streams.slackEvents, { ids: [id] });
+  return findRecords(t.adminDb, Streams.slackEvents, { ids: [id] });
 }
 
 async function historyOf(position: number) {
-  return getHistory(t.db, Streams.slackOperations, position, CONCERN);
+  return getHistory(t.adminDb, Streams.slackOperations, position, CONCERN);
 }
 
 const claims = (history: Awaited<ReturnType<typeof historyOf>>) => history.filter((h) => h.toStatus === "Running");

@@ -49,7 +49,7 @@ describe("the notification workflow", () => {
     ]);
 
     const view = await waitFor(async () => {
-      const v = await getLatestById(app.t.db, Streams.notificationViews, trackingId);
+      const v = await getLatestById(app.t.adminDb, Streams.notificationViews, trackingId);
       return v && (v.payload as { status: string }).status === "sent" ? v : undefined;
     }, { what: "the final view" });
     expect(view.payload).toMatchObject({
@@ -63,7 +63,7 @@ describe("the notification workflow", () => {
         { channel: "slack", destination: "U0ADA0001", status: "sent", attempts: 1, lastError: null },
       ],
     });
-    const snapshot = await waitFor(() => getLatestById(app.t.db, Streams.notificationSnapshots, trackingId), { what: "a snapshot" });
+    const snapshot = await waitFor(() => getLatestById(app.t.adminDb, Streams.notificationSnapshots, trackingId), { what: "a snapshot" });
     expect(snapshot.payload).toMatchObject({ aggregate: { status: "sent" } });
     expect(app.smtp.messages.filter((m) => m.to.includes("oncall@example.test"))).toHaveLength(0);
   });
@@ -81,7 +81,7 @@ describe("the notification workflow", () => {
     });
     expect(alert.subject).toBe(`[tidings] notification ${trackingId} failed: it was sent on some channels only`);
     expect(alert.text).toContain("channel_not_found");
-    await waitFor(() => getLatestById(app.t.db, Streams.notificationEvents, trackingId, { type: "FailedNotificationSentToInternalTeamEvent" }), {
+    await waitFor(() => getLatestById(app.t.adminDb, Streams.notificationEvents, trackingId, { type: "FailedNotificationSentToInternalTeamEvent" }), {
       what: "FailedNotificationSentToInternalTeamEvent",
     });
     expect(await eventTypes(app.t, Streams.notificationInternalOperations, trackingId)).toEqual(["AlertInternalTeamOp"]);
@@ -94,7 +94,7 @@ describe("the notification workflow", () => {
     const { trackingId } = await send("cy");
     const outcome = await waitForOutcome(app.t, trackingId);
     expect(outcome.type).toBe("CouldNotSendOnAnyPreparedChannelEvent");
-    const failure = await getLatestById(app.t.db, Streams.emailEvents, trackingId, { type: "FailedToSendEmailEvent" });
+    const failure = await getLatestById(app.t.adminDb, Streams.emailEvents, trackingId, { type: "FailedToSendEmailEvent" });
     expect(failure!.payload).toMatchObject({ smtpCode: 550, classification: "permanent", attempt: 1 });
     await waitFor(async () => app.smtp.messages.find((m) => m.to.includes("oncall@example.test") && m.subject?.includes(trackingId)), {
       what: "the alert email",
@@ -107,8 +107,8 @@ describe("the notification workflow", () => {
     const { trackingId } = await send("di");
     const outcome = await waitForOutcome(app.t, trackingId);
     expect(outcome.type).toBe("SentOnAllPreparedChannelsEvent");
-    const [op] = await findRecords(app.t.db, Streams.emailOperations, { ids: [trackingId] });
-    const history = await getHistory(app.t.db, Streams.emailOperations, op!.position, "email_bot");
+    const [op] = await findRecords(app.t.adminDb, Streams.emailOperations, { ids: [trackingId] });
+    const history = await getHistory(app.t.adminDb, Streams.emailOperations, op!.position, "email_bot");
     expect(history.filter((h) => h.action === "claim")).toHaveLength(3);
     expect(history.filter((h) => h.action === "fail").map((h) => h.reason)).toEqual([
       expect.stringMatching(/^attempt 1 failed: .*451/),
@@ -135,9 +135,9 @@ describe("the notification workflow", () => {
     const outcome = await waitForOutcome(app.t, trackingId);
     expect(outcome.type).toBe("CouldNotGetOrUseAudienceEvent");
     expect(outcome.payload).toMatchObject({ reason: 'unknown entity "nobody-here"' });
-    expect(await findRecords(app.t.db, Streams.emailOperations, { ids: [trackingId] }).then((r) => r.filter((x) => (x.payload as { purpose: string }).purpose === "notification"))).toEqual([]);
-    expect(await findRecords(app.t.db, Streams.slackOperations, { ids: [trackingId] })).toEqual([]);
-    expect(await findRecords(app.t.db, Streams.notificationSagas, { ids: [trackingId] })).toEqual([]);
+    expect(await findRecords(app.t.adminDb, Streams.emailOperations, { ids: [trackingId] }).then((r) => r.filter((x) => (x.payload as { purpose: string }).purpose === "notification"))).toEqual([]);
+    expect(await findRecords(app.t.adminDb, Streams.slackOperations, { ids: [trackingId] })).toEqual([]);
+    expect(await findRecords(app.t.adminDb, Streams.notificationSagas, { ids: [trackingId] })).toEqual([]);
   });
 
   it("entity opted out of every channel: AudienceOptedOutOfAllChannelsEvent, no channel operations", async () => {
@@ -145,8 +145,8 @@ describe("the notification workflow", () => {
     const { trackingId } = await send("fay", { channels: ["email"] });
     const outcome = await waitForOutcome(app.t, trackingId);
     expect(outcome.type).toBe("AudienceOptedOutOfAllChannelsEvent");
-    expect(await findRecords(app.t.db, Streams.notificationSagas, { ids: [trackingId] })).toEqual([]);
-    expect(await findRecords(app.t.db, Streams.slackOperations, { ids: [trackingId] })).toEqual([]);
+    expect(await findRecords(app.t.adminDb, Streams.notificationSagas, { ids: [trackingId] })).toEqual([]);
+    expect(await findRecords(app.t.adminDb, Streams.slackOperations, { ids: [trackingId] })).toEqual([]);
   });
 
   it("the notification bot run twice for the same operation makes no second channel operation or email", async () => {
@@ -161,9 +161,9 @@ describe("the notification workflow", () => {
       });
       await queueHandling(tx, Streams.notificationClientOperations, "notification_bot", [position]);
     });
-    await waitFor(async () => (await getHandling(app.t.db, Streams.notificationClientOperations, position, "notification_bot")).attempts === 2 &&
-      (await getHandling(app.t.db, Streams.notificationClientOperations, position, "notification_bot")).status === "Completed", { what: "the second run" });
-    expect(await findRecords(app.t.db, Streams.emailOperations, { ids: [trackingId] })).toHaveLength(1);
+    await waitFor(async () => (await getHandling(app.t.adminDb, Streams.notificationClientOperations, position, "notification_bot")).attempts === 2 &&
+      (await getHandling(app.t.adminDb, Streams.notificationClientOperations, position, "notification_bot")).status === "Completed", { what: "the second run" });
+    expect(await findRecords(app.t.adminDb, Streams.emailOperations, { ids: [trackingId] })).toHaveLength(1);
     await new Promise((r) => setTimeout(r, 300));
     expect(app.smtp.messages.filter((m) => m.to.includes("gus@example.com"))).toHaveLength(1);
     expect((await eventTypes(app.t, Streams.notificationEvents, trackingId)).filter((t) => t === "SendNotificationRequestedEvent")).toHaveLength(1);
@@ -177,9 +177,9 @@ describe("the notification workflow", () => {
     const second = await putEntity(app.t.db, "hal", person({ preferences: { channels: ["slack"], optedOut: ["email"], delivery: "all" } }), "hal");
     expect(second.changed).toBe(true);
     expect(second.version.changed).toEqual(["preferences"]);
-    expect((await getEntity(app.t.db, "hal", between))!.entity.preferences).toEqual(first.version.entity.preferences);
-    expect((await getEntity(app.t.db, "hal"))!.entity.preferences.optedOut).toEqual(["email"]);
-    expect(await getEntityHistory(app.t.db, "hal")).toHaveLength(2);
+    expect((await getEntity(app.t.adminDb, "hal", between))!.entity.preferences).toEqual(first.version.entity.preferences);
+    expect((await getEntity(app.t.adminDb, "hal"))!.entity.preferences.optedOut).toEqual(["email"]);
+    expect(await getEntityHistory(app.t.adminDb, "hal")).toHaveLength(2);
     // an unchanged PUT records nothing
     expect((await putEntity(app.t.db, "hal", person({ preferences: { channels: ["slack"], optedOut: ["email"], delivery: "all" } }), "hal")).changed).toBe(false);
   });
@@ -188,12 +188,12 @@ describe("the notification workflow", () => {
     await createEntity(app.t, "ivy", person({ email: "ivy@example.com", slack: "U0IVY0001" }));
     const { trackingId } = await send("ivy");
     await waitForOutcome(app.t, trackingId);
-    await waitFor(() => getLatestById(app.t.db, Streams.notificationSnapshots, trackingId), { what: "a snapshot" });
-    const events = await findRecords(app.t.db, Streams.notificationEvents, { ids: [trackingId] });
-    const now = await loadNotification(app.t.db, trackingId);
+    await waitFor(() => getLatestById(app.t.adminDb, Streams.notificationSnapshots, trackingId), { what: "a snapshot" });
+    const events = await findRecords(app.t.adminDb, Streams.notificationEvents, { ids: [trackingId] });
+    const now = await loadNotification(app.t.adminDb, trackingId);
     expect(now.snapshot).not.toBeNull();
     expect(now.aggregate!.status).toBe("sent");
-    const atSecond = await loadNotification(app.t.db, trackingId, { position: events[1]!.position });
+    const atSecond = await loadNotification(app.t.adminDb, trackingId, { position: events[1]!.position });
     expect(atSecond.aggregate!.status).toBe("sending");
     expect(atSecond.aggregate!.eventCount).toBe(2);
   });

@@ -10,6 +10,10 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 
+// The service's own login, as `npm start` uses it (src/db/roles.ts).
+const SERVICE_USER = "tidings_app";
+const SERVICE_PASSWORD = "tidings-test";
+
 async function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
@@ -61,14 +65,26 @@ export default async function globalSetup() {
   await admin.query(`create database ${template}`);
   await admin.end();
 
+  // Migrated the way a user does it: as a superuser (MIGRATION_DATABASE_URL),
+  // which sets up tidings_owner and the service login the tests' code runs as.
+  const serviceUrl = new URL(withDatabase(serverUrl, template));
+  serviceUrl.username = SERVICE_USER;
+  serviceUrl.password = SERVICE_PASSWORD;
   const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..");
   execFileSync(process.execPath, ["--import", "tsx", path.join(root, "scripts/migrate.ts")], {
     cwd: root,
-    env: { ...process.env, DATABASE_URL: withDatabase(serverUrl, template), LOG_LEVEL: "warn" },
+    env: {
+      ...process.env,
+      MIGRATION_DATABASE_URL: withDatabase(serverUrl, template),
+      DATABASE_URL: serviceUrl.toString(),
+      LOG_LEVEL: "warn",
+    },
     stdio: "inherit",
   });
 
   process.env.TIDINGS_TEST_SERVER_URL = serverUrl;
+  process.env.TIDINGS_TEST_SERVICE_USER = SERVICE_USER;
+  process.env.TIDINGS_TEST_SERVICE_PASSWORD = SERVICE_PASSWORD;
   process.env.TIDINGS_TEST_TEMPLATE = template;
   process.env.TIDINGS_TEST_RUN_ID = String(process.pid);
   globalThis.__TIDINGS_TEST_ADMIN__ = { serverUrl, template };
