@@ -31,7 +31,9 @@ export function createLogger(level: string, name = "tidings", destination?: pino
     },
     hooks: {
       logMethod(args, method) {
-        const redacted = args.map((arg) => (typeof arg === "string" ? redactSecrets(arg) : arg));
+        const redacted: unknown[] = args.map((arg) => (typeof arg === "string" ? redactSecrets(arg) : arg));
+        // logger.error(error) takes the error's own message as the line's message.
+        if (redacted[0] instanceof Error && typeof redacted[1] !== "string") redacted.splice(1, 0, redactSecrets(redacted[0].message));
         return method.apply(this, redacted as Parameters<pino.LogFn>);
       },
     },
