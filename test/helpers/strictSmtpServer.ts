@@ -15,6 +15,8 @@ import { SMTPServer } from "smtp-server";
 export const MAX_LINE_OCTETS = 998;
 
 export interface StrictMessage {
+  /** Envelope recipients (RCPT TO). */
+  to: string[];
   /** The message as received: dot-unstuffed, CRLF line ends, still encoded. */
   raw: Buffer;
   /** Length in octets of its longest line, CRLF not counted. */
@@ -71,7 +73,7 @@ export async function startStrictSmtpServer(): Promise<StrictSmtpServer> {
     logger: false,
     // Far above anything tidings sends; the point is the line length, not the size.
     size: 50 * 1024 * 1024,
-    onData(stream, _session, callback) {
+    onData(stream, session, callback) {
       const chunks: Buffer[] = [];
       stream.on("data", (chunk: Buffer) => chunks.push(chunk));
       stream.on("error", (error) => callback(error));
@@ -86,6 +88,7 @@ export async function startStrictSmtpServer(): Promise<StrictSmtpServer> {
         simpleParser(raw, { skipTextToHtml: true, skipHtmlToText: true, skipImageLinks: true }).then(
           (parsed) => {
             messages.push({
+              to: session.envelope.rcptTo.map((r) => r.address),
               raw,
               longestLine,
               subject: parsed.subject,
