@@ -9,6 +9,8 @@ import { createLogger } from "./logging/logger";
 import { allBots, createBotDeps } from "./bots/registry";
 import { ensureDevelopmentKey } from "./auth/apiKeys";
 import { createMetrics } from "./http/metrics";
+import { ExternalError } from "./errors/errors";
+import { redactSecrets } from "./logging/redact";
 
 /** `npm start`: migrate, then run the HTTP API and the workers in this process. */
 async function main(): Promise<void> {
@@ -104,6 +106,9 @@ async function main(): Promise<void> {
 }
 
 main().catch((error) => {
-  process.stderr.write(`tidings failed to start: ${(error as Error).stack ?? String(error)}\n`);
+  // A failure of the outside world (the database unreachable) is one line an
+  // operator can act on; anything else keeps its stack. Secrets hidden either way.
+  const text = error instanceof ExternalError ? error.message.replace(/\s*[\r\n]+\s*/g, " ") : ((error as Error).stack ?? String(error));
+  process.stderr.write(`tidings failed to start: ${redactSecrets(text)}\n`);
   process.exit(1);
 });

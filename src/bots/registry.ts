@@ -1,6 +1,7 @@
 import path from "node:path";
 import type { Config } from "../config/config";
 import { createEmailBot, type EmailDeps } from "../email/email.bot";
+import { messageIdDomain, senderWarnings } from "../email/sender";
 import { createEmailTransport } from "../email/transport";
 import type { Logger } from "../logging/logger";
 import { createInternalOperationBot, createReactionBot } from "../notification/alert.bots";
@@ -29,6 +30,7 @@ export async function createBotDeps(config: Config, logger: Logger): Promise<Bot
   });
   logger.info(`email: ${transport.describe()}`);
   logger.info(`slack: ${poster.describe()}`);
+  for (const warning of senderWarnings(config)) logger.warn(warning);
   return {
     email: { transport, from: config.EMAIL_FROM },
     slack: { poster },
@@ -37,6 +39,7 @@ export async function createBotDeps(config: Config, logger: Logger): Promise<Bot
       internalTeamEmail: config.INTERNAL_TEAM_EMAIL,
       internalTeamSlackChannel: config.INTERNAL_TEAM_SLACK_CHANNEL,
       snapshotEvery: config.SNAPSHOT_EVERY,
+      messageIdDomain: messageIdDomain(config),
     },
     async close() {
       await transport.close?.();

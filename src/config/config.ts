@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { asciiDomain, parseSender } from "../email/sender";
+import { describeSecret, redactSecrets, redactUrl } from "../logging/redact";
 
 /**
  * Every setting comes from the environment (and `.env`, loaded by the entry
@@ -35,7 +37,27 @@ export const configSchema = z.object({
   BOT_RETRY_MAX_MS: int(1, 86_400_000).default(300_000),
   // Channels. Unset SMTP_URL / SLACK_BOT_TOKEN: messages go to local sinks under DATA_DIR/outbox.
   SMTP_URL: z.string().regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL").optional(),
-  EMAIL_FROM: z.string().min(3).default("tidings <tidings@localhost>"),
+  // At most 320 characters: the From header stays far below SMTP's 998-octet line limit.
+  EMAIL_FROM: z
+    .string()
+    .max(320)
+    .superRefine((from, ctx) => {
+      const parsed = parseSender(from);
+      if ("problem" in parsed) ctx.addIssue({ code: "custom", message: parsed.problem });
+    })
+    .default("tidings <tidings@localhost>"),
+  // Right-hand side of every Message-ID; unset: the domain of EMAIL_FROM.
+  EMAIL_MESSAGE_ID_DOMAIN: z
+    .string()
+    .transform((domain, ctx) => {
+      const ascii = asciiDomain(domain);
+      if (ascii === null) {
+        ctx.addIssue({ code: "custom", message: "must be a domain name, e.g. mail.example.com" });
+        return z.NEVER;
+      }
+      return ascii;
+    })
+    .optional(),
   SLACK_BOT_TOKEN: z.string().regex(/^xox[a-z]-/, "must be a Slack token (xoxb-...)").optional(),
   SLACK_API_URL: z.url().optional(),
   // Who hears about failed notifications.
@@ -53,6 +75,16 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+/** Settings that hold credentials: an error shows them redacted (src/logging/redact.ts), never as given. */
+const URL_SETTINGS: ReadonlySet<string> = new Set(["DATABASE_URL", "SMTP_URL", "SLACK_API_URL"]);
+const SECRET_SETTINGS: ReadonlySet<string> = new Set(["SLACK_BOT_TOKEN"]);
+
+/** The rejected value as a config error may print it. */
+function shownValue(variable: string, value: string): string {
+  if (SECRET_SETTINGS.has(variable)) return describeSecret(value);
+  return JSON.stringify(URL_SETTINGS.has(variable) ? redactUrl(value) : redactSecrets(value));
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // Empty strings mean "not set" (a blank line copied from .env.example).
   const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
@@ -62,7 +94,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const variable = issue.path.join(".") || "(environment)";
     const got = cleaned[variable];
     throw new ConfigError(
-      `configuration error: ${variable} ${issue.message}${got === undefined ? "" : ` (got ${JSON.stringify(got)})`}`,
+      `configuration error: ${variable} ${issue.message}${got === undefined ? "" : ` (got ${shownValue(variable, got)})`}`,
     );
   }
   return parsed.data;

@@ -1,6 +1,8 @@
 import path from "node:path";
 import type { Config } from "../config/config";
+import { ExternalError } from "../errors/errors";
 import type { Logger } from "../logging/logger";
+import { redactUrl } from "../logging/redact";
 import { createDb, createPool, type Db } from "./database";
 import pg from "pg";
 import { EMBEDDED_SERVICE_PASSWORD, embeddedUrl, startEmbeddedPostgres, type EmbeddedDatabase } from "./embedded";
@@ -55,6 +57,7 @@ export async function openDatabase(config: Config, logger: Logger, applicationNa
   let pool: pg.Pool | null = null;
   try {
     if (migrationUrl) {
+      await checkConnection(migrationUrl, applicationName);
       const applied = await prepareDatabase(migrationUrl, {
         serviceLogin: loginOf(url),
         log: (m) => (m.startsWith("warning:") ? logger.warn(m.slice(9)) : logger.info(m)),
@@ -62,6 +65,7 @@ export async function openDatabase(config: Config, logger: Logger, applicationNa
       });
       if (applied.length === 0) logger.debug("database schema is current");
     }
+    await checkConnection(url, applicationName);
     pool = createPool(url, config.DB_POOL_SIZE, applicationName);
     await assertServiceLogin(pool);
     const pending = await pendingMigrations(pool);
@@ -89,6 +93,42 @@ export async function openDatabase(config: Config, logger: Logger, applicationNa
       await embedded?.stop();
     },
   };
+}
+
+/** Node's reason for a failed connect: an AggregateError (IPv6 and IPv4 both tried) has no message of its own. */
+function connectFailure(error: unknown): string {
+  if (error instanceof AggregateError && error.errors.length > 0) {
+    return [...new Set(error.errors.map((e: unknown) => (e instanceof Error ? e.message : String(e))))].join("; ");
+  }
+  return error instanceof Error && error.message ? error.message : String(error);
+}
+
+/** SQLSTATEs that no retry will cure: wrong password or user (class 28), no such database. */
+const PERMANENT_CONNECT_CODES = /^(28...|3D000)$/;
+
+/**
+ * Connect once before anything else, with a bounded wait, so that a
+ * database that is down, unreachable or refusing the login stops the start
+ * with one line naming it (credentials hidden) instead of a stack trace
+ * from deep inside the migrations.
+ */
+async function checkConnection(url: string, applicationName: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000, application_name: applicationName });
+  client.on("error", () => {});
+  try {
+    await client.connect();
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    throw new ExternalError(
+      `cannot connect to the database at ${redactUrl(url)}: ${connectFailure(error)}`,
+      !(typeof code === "string" && PERMANENT_CONNECT_CODES.test(code)),
+      { code: typeof code === "string" ? code : null },
+      undefined,
+      { cause: error },
+    );
+  } finally {
+    await client.end().catch(() => {});
+  }
 }
 
 async function answers(url: string): Promise<boolean> {

@@ -1,8 +1,10 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { createTransport } from "nodemailer";
+import { createTransport, type SendMailOptions } from "nodemailer";
+import { encodeWord } from "nodemailer/lib/mime-funcs";
 import { ExternalError } from "../errors/errors";
+import { redactUrl } from "../logging/redact";
 
 /** One message as the email concern sends it: plain text, optional HTML alternative. */
 export interface EmailMessage {
@@ -57,15 +59,63 @@ export function createEmailTransport(options: EmailTransportOptions): EmailTrans
   return options.smtpUrl ? createSmtpTransport(options.smtpUrl, options) : createSinkTransport(options);
 }
 
-/** `smtp://user:secret@host` → `smtp://user:***@host`, for logs and describe(). */
+/** `smtp://user:secret@host` → `smtp://user:***@host`, for logs and describe() (src/logging/redact.ts). */
 export function redactSmtpUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "(unparseable SMTP URL)";
-  }
+  return redactUrl(url);
+}
+
+/*
+ * SMTP lines (RFC 5321 4.5.3.1.6, RFC 5322 2.1.1) hold at most 998 octets,
+ * and strict servers refuse a message with a longer one (exim: "550 line of
+ * 999 octets"). Bodies are safe: nodemailer sends text with a line over 76
+ * characters as quoted-printable or base64. Headers are not: nodemailer
+ * folds a plain-ASCII subject only at whitespace, so one long word stays one
+ * line ("Subject:" + a 998-character word was 999 octets on the wire).
+ */
+
+/** A run without whitespace longer than fits "Subject: " + word in RFC 5322's recommended 78 octets. */
+const UNFOLDABLE_WORD = /\S{70,}/;
+/** Whitespace other than single spaces: readers unfold a folded header by squeezing the run at the fold into one space. */
+const SQUEEZABLE_SPACE = /\s\s|[^\S ]/;
+
+/**
+ * The subject as nodemailer should write it. A subject with a word too long
+ * to fold is sent as RFC 2047 encoded-words of at most 52 characters
+ * (nodemailer's own splitting, which keeps UTF-8 sequences whole), which
+ * nodemailer passes through and folds between; every reader decodes them
+ * back to the same text. So is a subject whose whitespace a reader would
+ * change (tabs, runs of spaces: mailparser and mail clients turn a fold and
+ * the whitespace after it into one space), and one holding something that
+ * reads as an encoded-word (`=?utf-8?q?x?=`), which a reader would decode
+ * into other text. Anything else is left to nodemailer, which already
+ * encodes non-ASCII and control characters.
+ */
+export function subjectForWire(subject: string): string {
+  if (!UNFOLDABLE_WORD.test(subject) && !SQUEEZABLE_SPACE.test(subject) && !subject.includes("=?")) return subject;
+  return encodeWord(subject, /^[\x20-\x7e]*$/.test(subject) ? "Q" : "B", 52);
+}
+
+/**
+ * Text has CRLF line breaks only (RFC 2046 4.1.1). nodemailer turns LF into
+ * CRLF but drops a lone CR ("line1\rline2" arrived as "line1line2"), so every
+ * CR, LF or CRLF is made a line break first.
+ */
+export function lineBreaks(text: string): string {
+  return text.replace(/\r\n?/g, "\n");
+}
+
+/** The nodemailer message for ours: the same for SMTP and for the sink, so the sink shows what SMTP carries. */
+function mailOptions(message: EmailMessage, signal: AbortSignal | undefined): SendMailOptions {
+  return {
+    from: message.from,
+    to: message.to,
+    subject: subjectForWire(message.subject),
+    text: lineBreaks(message.text),
+    ...(message.html === undefined ? {} : { html: lineBreaks(message.html) }),
+    messageId: message.messageId,
+    ...(message.headers ? { headers: message.headers } : {}),
+    ...(signal ? { signal } : {}),
+  };
 }
 
 function addressList(list: unknown): string[] {
@@ -98,16 +148,7 @@ function createSmtpTransport(smtpUrl: string, options: EmailTransportOptions): E
   return {
     describe: () => description,
     async send(message, signal) {
-      const info = await mailer.sendMail({
-        from: message.from,
-        to: message.to,
-        subject: message.subject,
-        text: message.text,
-        ...(message.html === undefined ? {} : { html: message.html }),
-        messageId: message.messageId,
-        ...(message.headers ? { headers: message.headers } : {}),
-        ...(signal ? { signal } : {}),
-      });
+      const info = await mailer.sendMail(mailOptions(message, signal));
       return {
         messageId: info.messageId,
         accepted: addressList(info.accepted),
@@ -146,16 +187,7 @@ function createSinkTransport(options: EmailTransportOptions): EmailTransport {
     describe: () => `local sink: no SMTP URL configured, messages are written as .eml files to ${dir}`,
     async send(message, signal) {
       if (closed) throw new Error("the email sink transport is closed");
-      const info = await composer.sendMail({
-        from: message.from,
-        to: message.to,
-        subject: message.subject,
-        text: message.text,
-        ...(message.html === undefined ? {} : { html: message.html }),
-        messageId: message.messageId,
-        ...(message.headers ? { headers: message.headers } : {}),
-        ...(signal ? { signal } : {}),
-      });
+      const info = await composer.sendMail(mailOptions(message, signal));
       signal?.throwIfAborted();
       await mkdir(dir, { recursive: true });
       const file = path.join(dir, sinkFileName(message.messageId));

@@ -113,7 +113,7 @@ export function createInternalOperationBot(): TransactionalBot<NotificationDeps>
           to: [team.internalTeamEmail],
           subject,
           text,
-          messageId: messageIdFor(emailOperationId),
+          messageId: messageIdFor(emailOperationId, team.messageIdDomain),
           tags: { alert: "failed-notification" },
         }),
       }]);

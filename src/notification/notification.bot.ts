@@ -26,6 +26,8 @@ export interface NotificationSettings {
   internalTeamSlackChannel?: string;
   /** Write a snapshot every N notification events (and at terminal states). */
   snapshotEvery: number;
+  /** Right-hand side of the Message-IDs of email operations (src/email/sender.ts messageIdDomain). */
+  messageIdDomain: string;
 }
 
 export interface NotificationDeps {
@@ -172,7 +174,7 @@ function planNotification(
         subject: op.subject,
         text: op.text,
         ...(op.html !== undefined ? { html: op.html } : {}),
-        messageId: messageIdFor(plan.operationId),
+        messageId: messageIdFor(plan.operationId, context.deps.notification.messageIdDomain),
         tags: op.tags,
       });
       out.add(plan.stream, { id, type: "SendEmailOp", payload, causedBy: cause });

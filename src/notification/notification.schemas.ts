@@ -11,7 +11,15 @@ const tags = z
 /** What a client asks for (notification.client_operations). */
 export const SendNotificationToEntityOp = z.strictObject({
   entityId,
-  subject: z.string().trim().min(1).max(998),
+  // One line: a subject becomes an email header, where CR or LF would end it (and
+  // start another, e.g. "Bcc:"); refused rather than flattened into something not sent.
+  // Checked before trimming, so a trailing newline is refused too.
+  subject: z
+    .string()
+    .regex(/^[^\r\n]*$/, "must be one line (no CR or LF): it becomes an email header")
+    .trim()
+    .min(1)
+    .max(998),
   text: z.string().min(1).max(100_000),
   html: z.string().max(500_000).optional(),
   markdown: z.string().max(100_000).optional(),

@@ -362,6 +362,8 @@ export function workerEnv(options: {
     RUN_WORKER: "true",
     SMTP_URL: channels.smtp.url,
     EMAIL_FROM: "tidings <tidings@example.test>",
+    // The fault tests name each email by its Message-ID, <tracking-id.email@tidings>.
+    EMAIL_MESSAGE_ID_DOMAIN: "tidings",
     SLACK_BOT_TOKEN: channels.slack.token,
     SLACK_API_URL: channels.slack.apiUrl,
     INTERNAL_TEAM_EMAIL: "oncall@example.test",

@@ -50,6 +50,7 @@ export async function startTidings(options: { sagaDeadlineMs?: number; maxAttemp
       internalTeamEmail: "oncall@example.test",
       internalTeamSlackChannel: options.internalTeamSlackChannel,
       snapshotEvery: 3,
+      messageIdDomain: "example.test",
     },
     close: async () => transport.close?.(),
   };

@@ -145,7 +145,7 @@ const DOC_CHECKS: Record<string, () => Promise<void>> = {
       status: "sent",
       attempts: 1,
       smtp_code: 250,
-      message_id: `<${ids.ada}.email@tidings>`,
+      message_id: `<${ids.ada}.email@example.test>`,
       last_error: null,
     });
     expect(rows[0].response).toMatch(/^250 /);

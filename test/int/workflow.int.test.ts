@@ -33,7 +33,7 @@ describe("the notification workflow", () => {
     const [mail] = app.smtp.messages.filter((m) => m.to.includes("ada@example.com"));
     expect(mail!.subject).toBe("Your report is ready");
     expect(mail!.text).toContain("Hello from tidings.");
-    expect(mail!.messageId).toBe(`<${trackingId}.email@tidings>`);
+    expect(mail!.messageId).toBe(`<${trackingId}.email@example.test>`);
     const post = app.slack.posts.find((p) => p.requestedChannel === "U0ADA0001");
     expect(post!.text).toContain("Hello from tidings.");
 

@@ -1,0 +1,90 @@
+import { domainToASCII } from "node:url";
+import addressparser from "nodemailer/lib/addressparser";
+
+/**
+ * The sender (EMAIL_FROM) and what follows from it: the domain every
+ * Message-ID ends in, and whether a real mail system will take mail from it.
+ */
+
+export interface Sender {
+  /** `local@domain` as written. */
+  address: string;
+  /** The domain, in ASCII (punycode) and lower case: what a Message-ID's right-hand side can carry. */
+  domain: string;
+}
+
+/** A domain literal (`[192.0.2.1]`) is kept as written: RFC 5322 allows it on a Message-ID's right-hand side too. */
+const DOMAIN_LITERAL = /^\[[\x21-\x5a\x5e-\x7e]+\]$/;
+const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+/** A domain as a Message-ID carries it: ASCII, lower case, no trailing dot; null when it is not a host name. */
+export function asciiDomain(domain: string): string | null {
+  if (DOMAIN_LITERAL.test(domain)) return domain;
+  const ascii = domainToASCII(domain.replace(/\.$/, "")).toLowerCase();
+  return HOSTNAME.test(ascii) ? ascii : null;
+}
+
+/** EMAIL_FROM's one address and its domain, or why it is not one usable sender. */
+export function parseSender(from: string): { sender: Sender } | { problem: string } {
+  const addresses = addressparser(from, { flatten: true });
+  if (addresses.length !== 1) return { problem: "must be one address, e.g. Notifications <notify@example.com>" };
+  const address = addresses[0]!.address;
+  const at = address.lastIndexOf("@");
+  if (at <= 0 || at === address.length - 1) return { problem: "must be an address of the form name@domain, e.g. notify@example.com" };
+  const domain = asciiDomain(address.slice(at + 1));
+  if (domain === null) return { problem: `must be an address at a valid domain (got domain "${address.slice(at + 1)}")` };
+  return { sender: { address, domain } };
+}
+
+/**
+ * Domains no mail system on the internet takes mail from: single-label
+ * names (`localhost`, `mailhost`), the special-use names of RFC 2606 and
+ * RFC 6761 (`.invalid`, `.test`, `.example`, `.localhost`,
+ * `example.com/.net/.org`), `.local` (mDNS) and `.localdomain`.
+ */
+export function isPlaceholderDomain(domain: string): boolean {
+  const d = domain.toLowerCase().replace(/\.$/, "");
+  if (DOMAIN_LITERAL.test(d)) return false;
+  if (!d.includes(".")) return true;
+  return (
+    /\.(invalid|test|example|localhost|local|localdomain)$/.test(d) ||
+    /(^|\.)example\.(com|net|org)$/.test(d)
+  );
+}
+
+/** The Message-ID right-hand side: the configured domain, else the sender's. */
+export function messageIdDomain(settings: { EMAIL_FROM: string; EMAIL_MESSAGE_ID_DOMAIN?: string | undefined }): string {
+  if (settings.EMAIL_MESSAGE_ID_DOMAIN) return settings.EMAIL_MESSAGE_ID_DOMAIN;
+  const parsed = parseSender(settings.EMAIL_FROM);
+  // loadConfig refuses an EMAIL_FROM without a usable domain, so this only guards direct callers.
+  if ("problem" in parsed) throw new Error(`EMAIL_FROM ${parsed.problem}`);
+  return parsed.sender.domain;
+}
+
+/**
+ * What an operator should hear at start when mail goes to a real SMTP
+ * server: a sender at a placeholder domain is refused or sent to spam by
+ * receivers (no SPF, no DMARC, no MX to answer bounces), and alerts sent to
+ * a placeholder address reach nobody. Each warning names its setting.
+ * With no SMTP_URL mail goes to the local sink, where the defaults are right.
+ */
+export function senderWarnings(settings: { SMTP_URL?: string | undefined; EMAIL_FROM: string; INTERNAL_TEAM_EMAIL: string }): string[] {
+  if (!settings.SMTP_URL) return [];
+  const warnings: string[] = [];
+  const parsed = parseSender(settings.EMAIL_FROM);
+  if ("sender" in parsed && isPlaceholderDomain(parsed.sender.domain)) {
+    warnings.push(
+      `EMAIL_FROM is ${JSON.stringify(settings.EMAIL_FROM)}: mail from ${parsed.sender.domain}, a domain that does not exist on the internet, ` +
+        "is refused or filtered as spam by most receivers, and Message-IDs end in it; set EMAIL_FROM to an address at your own domain",
+    );
+  }
+  const team = settings.INTERNAL_TEAM_EMAIL;
+  const teamDomain = team.slice(team.lastIndexOf("@") + 1);
+  if (isPlaceholderDomain(teamDomain)) {
+    warnings.push(
+      `INTERNAL_TEAM_EMAIL is ${JSON.stringify(team)}: alerts about failed notifications go to a domain that does not exist and reach nobody; ` +
+        "set INTERNAL_TEAM_EMAIL to an address someone reads",
+    );
+  }
+  return warnings;
+}
