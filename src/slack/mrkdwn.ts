@@ -256,10 +256,10 @@ function renderTable(node: Node): string {
   return fence(rows.map((r) => `| ${r.join(" | ")} |`).join("\n"));
 }
 
-function renderBlocks(nodes: readonly Node[], tight = false): string {
+function renderBlocks(nodes: readonly Node[], tight = false, quoted = false): string {
   const parts: string[] = [];
   for (const node of nodes) {
-    const block = renderBlock(node);
+    const block = renderBlock(node, quoted);
     if (block !== null) parts.push(block);
   }
   return parts.join(tight ? "\n" : "\n\n");
@@ -272,12 +272,13 @@ function renderList(node: Node, ordered: boolean): string {
     .map((item) => {
       const marker = ordered ? `${n++}. ` : "• ";
       const tight = item.children.every((c) => c.token.type !== "paragraph_open" || c.token.hidden);
-      return indent(renderBlocks(item.children, tight), "    ", marker);
+      // A quote marker can only open a line: inside a list item a quote is plain text.
+      return indent(renderBlocks(item.children, tight, true), "    ", marker);
     })
     .join("\n");
 }
 
-function renderBlock(node: Node): string | null {
+function renderBlock(node: Node, quoted: boolean): string | null {
   const { token } = node;
   switch (token.type) {
     case "paragraph_open":
@@ -290,7 +291,9 @@ function renderBlock(node: Node): string | null {
     case "ordered_list_open":
       return renderList(node, true);
     case "blockquote_open":
-      return indent(renderBlocks(node.children), "> ").replace(/^$/gm, ">");
+      // Slack quotes one level deep: a quote inside a quote (or a list) is part of it.
+      if (quoted) return renderBlocks(node.children, false, true);
+      return indent(renderBlocks(node.children, false, true), "> ").replace(/^$/gm, ">");
     case "fence":
     case "code_block":
       return fence(token.content);
@@ -301,7 +304,7 @@ function renderBlock(node: Node): string | null {
     case "inline":
       return renderInline(token.children ?? []);
     default:
-      return node.children.length > 0 ? renderBlocks(node.children) : token.content ? literalMrkdwn(token.content) : null;
+      return node.children.length > 0 ? renderBlocks(node.children, false, quoted) : token.content ? literalMrkdwn(token.content) : null;
   }
 }
 

@@ -129,7 +129,8 @@ describe("slack bot", () => {
     await withWorker(sdkPoster(), () => until(position, "Completed"));
     expect(standIn.posts[0]).toMatchObject({
       text: "Build 42 passed",
-      mrkdwn: true,
+      // The fallback is plain text: never formatted (it was formatted as mrkdwn before).
+      mrkdwn: false,
       blocks: [{ type: "section", text: { type: "mrkdwn", text: "*Build 42* passed <https://ci.example/42|details> &lt;!here&gt;" } }],
     });
   });

@@ -65,7 +65,8 @@ describe("createSlackPoster with a token (the SDK)", () => {
     await poster.postMessage({ channel: "#ops", text: "Deploy done", mrkdwn: "*Deploy* done <https://ci.example/1|build 1>" });
     expect(standIn.posts[0]).toMatchObject({
       text: "Deploy done",
-      mrkdwn: true,
+      // The fallback is plain text: never formatted (it was formatted as mrkdwn before).
+      mrkdwn: false,
       blocks: [{ type: "section", text: { type: "mrkdwn", text: "*Deploy* done <https://ci.example/1|build 1>" } }],
     });
   });
