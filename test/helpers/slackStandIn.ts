@@ -87,6 +87,8 @@ export interface SlackStandIn {
   /** Answer 429 with Retry-After to every chat.postMessage for `durationMs` (or until `endRateLimitBurst`). */
   rateLimitBurst(options: { retryAfterSec: number; durationMs?: number }): void;
   endRateLimitBurst(): void;
+  /** Close the connections of calls left hanging: their clients see the connection reset. */
+  cutHanging(): void;
   /** Replace the token's scopes (null: every scope again). */
   setScopes(scopes: string[] | null): void;
   /** The posts whose metadata carries this operation id. */
@@ -394,6 +396,9 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
     },
     endRateLimitBurst() {
       burst = null;
+    },
+    cutHanging() {
+      for (const res of hanging) res.destroy();
     },
     setScopes(list) {
       scopes = new Set(list ?? ALL_SCOPES);
