@@ -53,6 +53,10 @@ function nullableInt(value: unknown): number | null {
  * (channel and ts) or, once no retry follows, Failed. A transient failure
  * that will be retried writes no event: the saga takes any failure event as
  * the operation's outcome, and the handling history already shows each attempt.
+ * Every post carries the operation id in its metadata; after an attempt that
+ * may have posted without recording it (abandoned, or failed in doubt), the
+ * channel's history is searched first and a message found there is the
+ * success (docs/workflow.md, "Slack messages").
  */
 export function createSlackBot(): ExternalBot<SlackDeps, SlackSendResult> {
   const warned = new Set<string>();
