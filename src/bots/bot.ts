@@ -82,6 +82,19 @@ export interface PerformContext<TDeps> {
   deps: TDeps;
   logger: Logger;
   signal: AbortSignal;
+  /**
+   * How the attempt before this one ended, null on a first attempt: whether
+   * it was abandoned while Running (its worker died or was cut off before
+   * recording an outcome, so its side effect may have happened), and the
+   * record's last recorded error. A bot whose side effect must not repeat
+   * checks for it first.
+   */
+  previousAttempt?: PreviousAttempt | null;
+}
+
+export interface PreviousAttempt {
+  abandoned: boolean;
+  lastError: string | null;
 }
 
 export interface ExternalBot<TDeps, TResult> extends BotBase {

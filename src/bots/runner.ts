@@ -3,11 +3,11 @@ import { ZodError } from "zod";
 import { inTransaction, type Tx } from "../db/database";
 import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationError, coerceError } from "../errors/errors";
 import { AppendBuffer } from "../streams/append";
-import { claim, claimManyWithRecords, completeMany, countActions, queueHandling, transition } from "../streams/handling";
+import { claim, claimManyWithRecords, completeMany, countActions, getHistory, queueHandling, transition } from "../streams/handling";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
 import { BatchQueue, runTransactionalBatch, type BatchItem } from "./batch";
-import { taskIdentifier, type Bot, type HandledOutcome, type BotRuntime, type ExternalBot, type HandlerContext, type TransactionalBot } from "./bot";
+import { taskIdentifier, type Bot, type HandledOutcome, type BotRuntime, type ExternalBot, type HandlerContext, type PreviousAttempt, type TransactionalBot } from "./bot";
 
 /** What the outbox trigger (and queue_handling) put in each job: a pointer, not a copy. */
 interface JobPayload {
@@ -279,14 +279,29 @@ class BotRun<TDeps> {
     await this.recordSendSuccess(bot, state, record, result);
   }
 
-  perform<TResult>(bot: ExternalBot<TDeps, TResult>, state: HandlingState, record: StreamRecord): Promise<TResult> {
+  async perform<TResult>(bot: ExternalBot<TDeps, TResult>, state: HandlingState, record: StreamRecord): Promise<TResult> {
     return bot.perform({
       record,
       attempt: state.attempts,
       deps: this.rt.deps,
       logger: this.logger,
       signal: this.signal ?? new AbortController().signal,
+      previousAttempt: await this.previousAttempt(state),
     });
+  }
+
+  /**
+   * How the attempt before this claim ended. This claim's history entry says
+   * what the record was before it: AvailableAfterExternalCancellation means
+   * the previous attempt was cancelled while Running without an outcome
+   * (claimForJob's "abandoned", or an operator's cancel). A first attempt
+   * reads nothing.
+   */
+  private async previousAttempt(state: HandlingState): Promise<PreviousAttempt | null> {
+    if (state.attempts <= 1) return null;
+    const history = await this.transactionAsBot((tx) => getHistory(tx, this.bot.stream, this.target.position, this.bot.concern));
+    const claim = history.findLast((h) => h.action === "claim");
+    return { abandoned: claim?.fromStatus === "AvailableAfterExternalCancellation", lastError: state.lastError };
   }
 
   async recordSendFailure(error: Error, state: HandlingState, record: StreamRecord): Promise<void> {

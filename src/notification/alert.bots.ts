@@ -2,7 +2,7 @@ import type { z } from "zod";
 import type { TransactionalBot } from "../bots/bot";
 import { SendEmailOp } from "../email/email.schemas";
 import { SendSlackMessageOp } from "../slack/slack.schemas";
-import { escapeSlackText } from "../slack/format";
+import { escapeSlackText, fitSlackText } from "../slack/format";
 import { append, appendOne } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
@@ -131,8 +131,9 @@ export function createInternalOperationBot(): TransactionalBot<NotificationDeps>
             purpose: "internal_alert",
             entityId: null,
             channel: team.internalTeamSlackChannel,
-            text: `${subject}\n\n${text}`,
-            mrkdwn: `*${escapeSlackText(subject)}*\n\`\`\`${escapeSlackText(text)}\`\`\``,
+            subject,
+            text: fitSlackText(`${subject}\n\n${text}`),
+            mrkdwn: fitSlackText(`\`\`\`\n${escapeSlackText(text)}\n\`\`\``),
             tags: { alert: "failed-notification" },
           }),
         }]);

@@ -6,8 +6,7 @@ import { SendSlackMessageOp } from "../slack/slack.schemas";
 import { AppendBuffer, existingIds } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
-import { escapeSlackText } from "../slack/format";
-import { markdownToMrkdwn } from "./compose";
+import { composeSlackParts } from "./compose";
 import { channelOperationId, messageIdFor } from "./ids";
 import {
   NotificationSaga,
@@ -185,10 +184,7 @@ function planNotification(
         purpose: "notification",
         entityId: entity.id,
         channel: plan.destination,
-        text: `${op.subject}\n\n${op.text}`,
-        ...(op.markdown !== undefined
-          ? { mrkdwn: `*${escapeSlackText(op.subject)}*\n\n${markdownToMrkdwn(op.markdown)}` }
-          : {}),
+        ...composeSlackParts(op),
         tags: op.tags,
       });
       out.add(plan.stream, { id, type: "SendSlackMessageOp", payload, causedBy: cause });

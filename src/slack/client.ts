@@ -1,9 +1,9 @@
-import { appendFile, mkdir } from "node:fs/promises";
+import { appendFile, mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { webApi } from "@slack/bolt";
 import { ExternalError } from "../errors/errors";
 import type { Logger } from "../logging/logger";
-import { buildPostMessageArgs } from "./format";
+import { TIDINGS_EVENT_TYPE, buildPostMessageArgs } from "./format";
 
 export { buildPostMessageArgs, escapeSlackText, sanitizeSlackMrkdwn } from "./format";
 
@@ -13,6 +13,11 @@ export interface SlackMessage {
   text: string;
   /** Slack mrkdwn body, sanitised before sending (see format.ts). */
   mrkdwn?: string;
+  /** Shown exactly as typed above a mrkdwn body (a plain_text header). */
+  subject?: string;
+  /** Carried in the message's metadata, so that a later attempt can find the message (findPosted). */
+  operationId?: string;
+  attempt?: number;
 }
 
 export interface PostResult {
@@ -22,10 +27,23 @@ export interface PostResult {
   ts: string;
 }
 
+/** What a look for an earlier post of an operation found. */
+export type FindPostedResult =
+  | { status: "found"; post: PostResult }
+  | { status: "absent" }
+  /** Slack could not be asked (a scope missing, the bot not in the channel, a history too long): `key` names the reason for logging once. */
+  | { status: "unchecked"; key: string; reason: string };
+
 export interface SlackPoster {
   /** Which poster this is, for the startup log: the Web API URL or the sink's absolute path. */
   describe(): string;
   postMessage(msg: SlackMessage, signal?: AbortSignal): Promise<PostResult>;
+  /**
+   * Look in `channel` for a message posted since `since` whose metadata
+   * carries `operationId`. Throws an ExternalError (transient) when Slack
+   * could not answer now; answers "unchecked" when it cannot be asked at all.
+   */
+  findPosted(query: { channel: string; operationId: string; since: Date }, signal?: AbortSignal): Promise<FindPostedResult>;
 }
 
 export interface SlackPosterOptions {
@@ -139,9 +157,143 @@ class WebApiPoster implements SlackPoster {
         httpStatus: 200,
       });
     }
+    this.conversationIds.set(msg.channel, result.channel);
     return { channel: result.channel, ts: result.ts };
   }
+
+  /** Destinations (#names, user ids) and the conversation ids Slack posted them to, learnt from posts and look-ups. */
+  private readonly conversationIds = new Map<string, string>();
+
+  async findPosted(query: { channel: string; operationId: string; since: Date }, signal?: AbortSignal): Promise<FindPostedResult> {
+    const conversation = await this.conversationId(query.channel, signal);
+    if (typeof conversation !== "string") return conversation;
+    // Slack's ts are seconds since the epoch; a minute of margin for clocks that disagree.
+    const oldest = (Math.floor(query.since.getTime() / 1000) - CLOCK_MARGIN_S).toFixed(6);
+    let cursor: string | undefined;
+    for (let page = 1; page <= HISTORY_MAX_PAGES; page++) {
+      const result = await this.call("conversations.history", signal, () =>
+        this.client.conversations.history({
+          channel: conversation,
+          oldest,
+          limit: HISTORY_PAGE_SIZE,
+          include_all_metadata: true,
+          ...(cursor ? { cursor } : {}),
+        }),
+      );
+      if ("status" in result) return result;
+      for (const message of result.messages ?? []) {
+        const metadata = message.metadata as { event_type?: unknown; event_payload?: Record<string, unknown> } | undefined;
+        if (metadata?.event_type === TIDINGS_EVENT_TYPE && metadata.event_payload?.operation_id === query.operationId && typeof message.ts === "string") {
+          return { status: "found", post: { channel: conversation, ts: message.ts } };
+        }
+      }
+      cursor = result.response_metadata?.next_cursor || undefined;
+      if (!result.has_more || !cursor) return { status: "absent" };
+    }
+    return {
+      status: "unchecked",
+      key: "history-too-long",
+      reason: `more than ${HISTORY_MAX_PAGES} pages of history since the operation was recorded; stopped looking`,
+    };
+  }
+
+  /**
+   * The conversation id conversations.history needs. Channel ids as they
+   * are; a user id is the bot's direct-message channel with them
+   * (conversations.open); a #name is looked up in conversations.list. Both
+   * answers are kept for the life of the process.
+   */
+  private async conversationId(channel: string, signal?: AbortSignal): Promise<string | FindPostedResult> {
+    if (/^[CGD][A-Z0-9]+$/.test(channel)) return channel;
+    const known = this.conversationIds.get(channel);
+    if (known) return known;
+    if (/^U[A-Z0-9]+$/.test(channel)) {
+      const opened = await this.call("conversations.open", signal, () => this.client.conversations.open({ users: channel }));
+      if ("status" in opened) return opened;
+      const id = opened.channel?.id;
+      if (!id) return { status: "unchecked", key: "open-no-id", reason: `conversations.open answered no channel for ${channel}` };
+      this.conversationIds.set(channel, id);
+      return id;
+    }
+    const name = channel.replace(/^#/, "");
+    let cursor: string | undefined;
+    for (let page = 1; page <= LIST_MAX_PAGES; page++) {
+      const result = await this.call("conversations.list", signal, () =>
+        this.client.conversations.list({
+          types: "public_channel,private_channel",
+          exclude_archived: true,
+          limit: LIST_PAGE_SIZE,
+          ...(cursor ? { cursor } : {}),
+        }),
+      );
+      if ("status" in result) return result;
+      const match = result.channels?.find((c) => c.name === name);
+      if (match?.id) {
+        this.conversationIds.set(channel, match.id);
+        return match.id;
+      }
+      cursor = result.response_metadata?.next_cursor || undefined;
+      if (!cursor) break;
+    }
+    return { status: "unchecked", key: `no-channel:${channel}`, reason: `no channel named ${channel} in conversations.list` };
+  }
+
+  /**
+   * One look-up call. Answers Slack gives when the token may not read there
+   * (a scope missing, the bot not in the channel) become "unchecked": they
+   * must not block sending. Failures that may pass throw, classified.
+   */
+  private async call<T>(method: string, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T | FindPostedResult> {
+    try {
+      return await abortable(fn(), signal);
+    } catch (thrown) {
+      const error = classifySlackError(thrown, method);
+      if (!error.transient) {
+        const slackError = typeof error.details.slackError === "string" ? error.details.slackError : `http ${String(error.details.httpStatus)}`;
+        const needed = typeof error.details.needed === "string" ? ` (needs ${error.details.needed})` : "";
+        return { status: "unchecked", key: `${method}:${slackError}`, reason: `${error.message}${needed}` };
+      }
+      throw lookupFailed(error);
+    }
+  }
 }
+
+/** conversations.history pages read, and their size, when looking for an earlier post. */
+const HISTORY_PAGE_SIZE = 100;
+const HISTORY_MAX_PAGES = 10;
+/** conversations.list pages read to find a #name's id. */
+const LIST_PAGE_SIZE = 200;
+const LIST_MAX_PAGES = 10;
+const CLOCK_MARGIN_S = 60;
+
+/** The start of the message of a failure to look for an earlier post: such an attempt is still in doubt. */
+export const LOOKUP_FAILED = "could not look for an earlier post in Slack";
+
+export function lookupFailed(error: ExternalError): ExternalError {
+  return new ExternalError(`${LOOKUP_FAILED}: ${error.message}`, error.transient, { ...error.details, lookup: true }, error.retryAfterMs, {
+    cause: error,
+  });
+}
+
+/**
+ * Whether an attempt that failed with this error may have posted anyway:
+ * every failure but those where Slack (or the network) says the message was
+ * not taken: a refusal (`ok: false`), a rate limit, an HTTP error answer, a
+ * connection that was never made. A timeout, a connection reset after the
+ * request went out, a worker stopping mid-request, or a failed look-up for
+ * an earlier post leave it in doubt.
+ */
+export function mayHaveBeenPosted(lastError: string | null): boolean {
+  if (lastError === null) return false;
+  return !NOT_POSTED.some((pattern) => pattern.test(lastError));
+}
+
+const NOT_POSTED = [
+  /^Slack refused chat\.postMessage: /,
+  /^Slack rate-limited chat\.postMessage/,
+  /^Slack answered HTTP \d/,
+  /^could not reach Slack: .*\b(?:connect E[A-Z]+|ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT|getaddrinfo)\b/,
+];
 
 let lastSinkMicros = 0;
 
@@ -161,6 +313,29 @@ class SinkPoster implements SlackPoster {
 
   describe(): string {
     return `local Slack sink (no Slack token set): one JSON line per message appended to ${this.file}`;
+  }
+
+  async findPosted(query: { channel: string; operationId: string; since: Date }, signal?: AbortSignal): Promise<FindPostedResult> {
+    if (signal?.aborted) throw abortError(signal);
+    let content: string;
+    try {
+      content = await readFile(this.file, "utf8");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return { status: "absent" };
+      throw error;
+    }
+    for (const line of content.split("\n")) {
+      if (!line.includes(query.operationId)) continue;
+      try {
+        const parsed = JSON.parse(line) as { ts?: string; channel?: string; request?: { metadata?: { event_payload?: { operation_id?: string } } } };
+        if (parsed.request?.metadata?.event_payload?.operation_id === query.operationId && parsed.channel === query.channel && parsed.ts) {
+          return { status: "found", post: { channel: parsed.channel, ts: parsed.ts } };
+        }
+      } catch {
+        // A line cut short by a crash mid-write: not a post.
+      }
+    }
+    return { status: "absent" };
   }
 
   async postMessage(msg: SlackMessage, signal?: AbortSignal): Promise<PostResult> {
@@ -252,7 +427,7 @@ function build(
  * `slackError` (Slack's error code or null), `httpStatus` (or null) and the
  * SDK's error code.
  */
-export function classifySlackError(error: unknown): ExternalError {
+export function classifySlackError(error: unknown, method = "chat.postMessage"): ExternalError {
   if (error instanceof ExternalError) return error;
   const e = asObject(error) ?? {};
   const sdkCode = typeof e.code === "string" ? e.code : undefined;
@@ -261,7 +436,7 @@ export function classifySlackError(error: unknown): ExternalError {
     case webApi.ErrorCode.RateLimitedError: {
       const retryAfterMs = retryAfterMsFrom(e.retryAfter);
       return build(
-        `Slack rate-limited chat.postMessage${retryAfterMs === undefined ? "" : `; retry after ${retryAfterMs / 1000} s`}`,
+        `Slack rate-limited ${method}${retryAfterMs === undefined ? "" : `; retry after ${retryAfterMs / 1000} s`}`,
         true,
         { slackError: "ratelimited", httpStatus: 429, sdkCode, retryAfterSec: e.retryAfter ?? null },
         error,
@@ -274,10 +449,14 @@ export function classifySlackError(error: unknown): ExternalError {
       const metadata = asObject(data.response_metadata);
       const transient = TRANSIENT_SLACK_ERRORS.has(slackError);
       const retryAfterMs = transient ? retryAfterMsFrom(metadata?.retryAfter) : undefined;
-      const extra = Array.isArray(metadata?.messages) ? { slackMessages: metadata.messages } : {};
+      const extra = {
+        ...(Array.isArray(metadata?.messages) ? { slackMessages: metadata.messages } : {}),
+        // missing_scope answers say which scope was needed.
+        ...(typeof data.needed === "string" ? { needed: data.needed } : {}),
+      };
       // The SDK raises platform errors only for HTTP 200 answers with ok: false.
       return build(
-        `Slack refused chat.postMessage: ${slackError}`,
+        `Slack refused ${method}: ${slackError}`,
         transient,
         { slackError, httpStatus: 200, sdkCode, ...extra },
         error,
@@ -314,7 +493,7 @@ export function classifySlackError(error: unknown): ExternalError {
   const message = typeof e.message === "string" ? e.message : String(error);
   // A 429 whose Retry-After the SDK could not read: still a rate limit, use the runner's backoff.
   if (/rate.?limit|Retry header did not contain a valid timeout/i.test(message)) {
-    return build(`Slack rate-limited chat.postMessage: ${message}`, true, { slackError: "ratelimited", httpStatus: 429, sdkCode: sdkCode ?? null }, error);
+    return build(`Slack rate-limited ${method}: ${message}`, true, { slackError: "ratelimited", httpStatus: 429, sdkCode: sdkCode ?? null }, error);
   }
   const code = networkCode(error);
   if ((code && TRANSIENT_NETWORK_CODES.has(code)) || isTimeout(error) || e.name === "AbortError") {

@@ -1,3 +1,5 @@
+import { disguisedLink } from "./mrkdwn";
+
 /**
  * How a SendSlackMessageOp's text becomes chat.postMessage arguments.
  *
@@ -19,13 +21,18 @@ const SAFE_LINK = /^<((?:https?:\/\/|mailto:)[^\s<>|]+)(?:\|([^<>]*))?>$/i;
 // already-escaped entity, a `<...>` sequence, or any single character.
 const MRKDWN_TOKEN = /^>|&(?:amp|lt|gt);|<[^<>]*>|[\s\S]/gm;
 
+const unescapeEntities = (s: string) => s.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+
 /**
- * Make a Slack mrkdwn body (composed by the notification workflow from the
- * client's Markdown) safe to post: web and mail links are kept, every other
- * control sequence (mentions such as `<!here>`, `<@U123>`, `<#C123>`,
- * `<!subteam^…>`) is escaped so it shows as text, and so is any stray `&`,
- * `<` or `>` but a blockquote marker. Entities already escaped by the
- * producer are left alone, so the body is never escaped twice.
+ * Make a Slack mrkdwn body safe to post, whoever composed it (the final
+ * safety net after markdownToMrkdwn, and for operations recorded before it):
+ * web and mail links are kept, unless their label names another place than
+ * their target (then the label is shown followed by the real target, as
+ * markdownToMrkdwn does); every other control sequence (mentions such as
+ * `<!here>`, `<@U123>`, `<#C123>`, `<!subteam^…>`) is escaped so it shows as
+ * text, and so is any stray `&`, `<` or `>` but a blockquote marker.
+ * Entities already escaped by the producer are left alone, so the body is
+ * never escaped twice.
  */
 export function sanitizeSlackMrkdwn(mrkdwn: string): string {
   return mrkdwn.replace(MRKDWN_TOKEN, (token, offset: number) => {
@@ -35,14 +42,27 @@ export function sanitizeSlackMrkdwn(mrkdwn: string): string {
     if (token.startsWith("&")) return token;
     const link = SAFE_LINK.exec(token);
     if (!link) return escapeSlackText(token);
-    const [, url, label] = link;
-    // A label with a raw `&` would still be read as an entity: escape it (entities kept).
-    return label === undefined ? `<${url}>` : `<${url}|${sanitizeSlackMrkdwn(label)}>`;
+    const [, rawUrl, rawLabel] = link;
+    // Raw `&` in the URL or label would be read as an entity: escape it (entities kept).
+    const url = escapeSlackText(unescapeEntities(rawUrl!));
+    if (rawLabel === undefined || rawLabel.trim() === "") return `<${url}>`;
+    const label = sanitizeSlackMrkdwn(rawLabel);
+    return disguisedLink(unescapeEntities(rawLabel), unescapeEntities(rawUrl!)) ? `${label} (<${url}>)` : `<${url}|${label}>`;
   });
 }
 
 /** Slack caps a section block's text at 3000 characters. */
 export const SECTION_TEXT_LIMIT = 3000;
+/** Slack caps a header block's plain text at 150 characters. */
+export const HEADER_TEXT_LIMIT = 150;
+/** Slack accepts at most 50 blocks in a message. */
+const MAX_BLOCKS = 50;
+
+/** The `event_type` of the message metadata tidings attaches to every post. */
+export const TIDINGS_EVENT_TYPE = "tidings_message";
+
+type TextObject = { type: "mrkdwn"; text: string } | { type: "plain_text"; text: string };
+export type SlackBlock = { type: "header"; text: { type: "plain_text"; text: string } } | { type: "section"; text: TextObject };
 
 /** The arguments tidings passes to chat.postMessage (a subset of the SDK's ChatPostMessageArguments). */
 export interface SlackPostArgs {
@@ -51,33 +71,96 @@ export interface SlackPostArgs {
   mrkdwn: boolean;
   /** Never turn `@name` or `#channel` typed by a user into mentions. */
   link_names: false;
-  blocks?: { type: "section"; text: { type: "mrkdwn"; text: string } }[];
+  blocks?: SlackBlock[];
+  /** Which operation (and attempt) posted the message: what lets a later attempt find it (conversations.history). */
+  metadata?: { event_type: string; event_payload: { operation_id: string; attempt?: number } };
+}
+
+/** What buildPostMessageArgs needs: the SlackMessage of client.ts. */
+export interface SlackMessageParts {
+  channel: string;
+  text: string;
+  mrkdwn?: string;
+  subject?: string;
+  operationId?: string;
+  attempt?: number;
+}
+
+/**
+ * Cut a mrkdwn body into section-sized pieces, at a paragraph or line break
+ * when there is one, and never inside an entity or a `<...>` sequence.
+ */
+export function splitMrkdwn(body: string, limit = SECTION_TEXT_LIMIT): string[] {
+  const pieces: string[] = [];
+  let rest = body;
+  while (rest.length > limit) {
+    const window = rest.slice(0, limit);
+    let cut = window.lastIndexOf("\n\n");
+    if (cut < limit / 2) cut = window.lastIndexOf("\n");
+    if (cut < limit / 2) {
+      cut = limit;
+      const amp = window.lastIndexOf("&");
+      if (amp > window.lastIndexOf(";")) cut = amp;
+      const open = window.lastIndexOf("<");
+      if (open > window.lastIndexOf(">")) cut = Math.min(cut, open);
+      if (cut <= 0) cut = limit;
+    }
+    pieces.push(rest.slice(0, cut));
+    rest = rest.slice(cut).replace(/^\n+/, "");
+  }
+  if (rest.trim() !== "") pieces.push(rest);
+  return pieces;
+}
+
+/**
+ * The subject as Slack shows it exactly as typed: a plain_text object, which
+ * Slack never formats and in which `<!channel>` is not a mention. A header
+ * block when it fits (150 characters), a plain_text section otherwise.
+ */
+function subjectBlock(subject: string): SlackBlock {
+  return subject.length <= HEADER_TEXT_LIMIT
+    ? { type: "header", text: { type: "plain_text", text: subject } }
+    : { type: "section", text: { type: "plain_text", text: subject } };
 }
 
 /**
  * Build chat.postMessage arguments.
  *
  * - Plain text only: sent escaped with `mrkdwn: false`, so `*` and `_` show as typed.
- * - With a mrkdwn body: the body goes in a section block with mrkdwn
- *   formatting, and the escaped plain text stays in `text`, which Slack uses
- *   for notifications and clients that cannot show blocks. A body longer than
- *   a section block allows is sent as `text` with mrkdwn on instead (Slack
- *   accepts far longer `text`); notifications then show the body.
+ * - With a mrkdwn body: the subject (when given) in a plain_text header
+ *   block, the sanitised body in mrkdwn section blocks, and the escaped plain
+ *   text in `text` with `mrkdwn: false`: Slack shows it in notifications and
+ *   in clients that cannot show blocks, as typed.
+ * - Without a subject, a body longer than a section block allows is sent as
+ *   `text` with mrkdwn on instead (how operations recorded before subjects
+ *   were kept apart are still sent).
+ * - With an operation id: message metadata (`tidings_message`, the operation
+ *   id and attempt), so a later attempt can tell whether this one was posted.
  */
-export function buildPostMessageArgs(msg: { channel: string; text: string; mrkdwn?: string }): SlackPostArgs {
+export function buildPostMessageArgs(msg: SlackMessageParts): SlackPostArgs {
   const text = escapeSlackText(msg.text);
+  const metadata = msg.operationId
+    ? { metadata: { event_type: TIDINGS_EVENT_TYPE, event_payload: { operation_id: msg.operationId, ...(msg.attempt ? { attempt: msg.attempt } : {}) } } }
+    : {};
+  const subject = msg.subject?.trim() ? msg.subject : undefined;
   if (msg.mrkdwn === undefined || msg.mrkdwn.trim() === "") {
-    return { channel: msg.channel, text, mrkdwn: false, link_names: false };
+    return { channel: msg.channel, text, mrkdwn: false, link_names: false, ...metadata };
   }
   const body = sanitizeSlackMrkdwn(msg.mrkdwn);
-  if (body.length > SECTION_TEXT_LIMIT) {
-    return { channel: msg.channel, text: body, mrkdwn: true, link_names: false };
+  if (subject === undefined && body.length > SECTION_TEXT_LIMIT) {
+    return { channel: msg.channel, text: body, mrkdwn: true, link_names: false, ...metadata };
   }
-  return {
-    channel: msg.channel,
-    text,
-    mrkdwn: true,
-    link_names: false,
-    blocks: [{ type: "section", text: { type: "mrkdwn", text: body } }],
-  };
+  const blocks: SlackBlock[] = subject === undefined ? [] : [subjectBlock(subject)];
+  for (const piece of splitMrkdwn(body).slice(0, MAX_BLOCKS - blocks.length)) blocks.push({ type: "section", text: { type: "mrkdwn", text: piece } });
+  return { channel: msg.channel, text, mrkdwn: false, link_names: false, blocks, ...metadata };
+}
+
+/** The longest `text` and mrkdwn body a SendSlackMessageOp holds (Slack truncates `text` at 40,000 characters). */
+export const SLACK_TEXT_MAX = 40_000;
+
+/** `text` cut to `max` characters with a note that it was, for bodies longer than Slack takes. */
+export function fitSlackText(text: string, max = SLACK_TEXT_MAX): string {
+  if (text.length <= max) return text;
+  const note = "\n… (truncated)";
+  return text.slice(0, max - note.length) + note;
 }

@@ -4,7 +4,7 @@ import { ExternalError } from "../errors/errors";
 import { appendFor, type AppendBuffer } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
-import { classifySlackError, type PostResult, type SlackPoster } from "./client";
+import { classifySlackError, lookupFailed, mayHaveBeenPosted, type PostResult, type SlackPoster } from "./client";
 import {
   FailedToSendSlackMessageEvent,
   SendSlackMessageOp,
@@ -16,6 +16,9 @@ import {
 export interface SlackDeps {
   slack: { poster: SlackPoster };
 }
+
+/** A post, or the message an earlier attempt had posted (found in the channel's history). */
+export type SlackSendResult = PostResult & { foundInHistory?: true };
 
 export const SLACK_CONCERN = "slack_bot";
 export const SLACK_ACTOR = "slack_bot";
@@ -50,8 +53,13 @@ function nullableInt(value: unknown): number | null {
  * (channel and ts) or, once no retry follows, Failed. A transient failure
  * that will be retried writes no event: the saga takes any failure event as
  * the operation's outcome, and the handling history already shows each attempt.
+ * Every post carries the operation id in its metadata; after an attempt that
+ * may have posted without recording it (abandoned, or failed in doubt), the
+ * channel's history is searched first and a message found there is the
+ * success (docs/workflow.md, "Slack messages").
  */
-export function createSlackBot(): ExternalBot<SlackDeps, PostResult> {
+export function createSlackBot(): ExternalBot<SlackDeps, SlackSendResult> {
+  const warned = new Set<string>();
   return {
     kind: "external",
     stream: Streams.slackOperations,
@@ -72,11 +80,40 @@ export function createSlackBot(): ExternalBot<SlackDeps, PostResult> {
       );
     },
 
-    async perform({ record, deps, signal }) {
+    async perform({ record, attempt, deps, signal, logger, previousAttempt }) {
       const op = opOf(record);
+      // An earlier attempt that may have reached Slack without its outcome being
+      // recorded: find its message (by the operation id in its metadata) rather
+      // than post a second one.
+      if (previousAttempt && (previousAttempt.abandoned || mayHaveBeenPosted(previousAttempt.lastError))) {
+        const found = await deps.slack.poster
+          .findPosted({ channel: op.channel, operationId: op.operationId, since: record.recordedAt }, signal)
+          .catch((error: unknown) => {
+            throw error instanceof ExternalError ? error : lookupFailed(classifySlackError(error, "conversations.history"));
+          });
+        if (found.status === "found") {
+          logger.info({ operationId: op.operationId, ts: found.post.ts }, "an earlier attempt had posted this message; recording it instead of posting again");
+          return { ...found.post, foundInHistory: true };
+        }
+        if (found.status === "unchecked" && !warned.has(found.key)) {
+          // Once per reason and process: a missing history scope would otherwise warn on every retry.
+          warned.add(found.key);
+          logger.warn(
+            { operationId: op.operationId, reason: found.reason },
+            "cannot tell whether an earlier attempt posted this message; posting (a duplicate is possible). Grant channels:history, groups:history, im:history (and channels:read, groups:read, im:write for #names and users) to avoid it",
+          );
+        }
+      }
       try {
         return await deps.slack.poster.postMessage(
-          { channel: op.channel, text: op.text, ...(op.mrkdwn === undefined ? {} : { mrkdwn: op.mrkdwn }) },
+          {
+            channel: op.channel,
+            text: op.text,
+            ...(op.mrkdwn === undefined ? {} : { mrkdwn: op.mrkdwn }),
+            ...(op.subject === undefined ? {} : { subject: op.subject }),
+            operationId: op.operationId,
+            attempt,
+          },
           signal,
         );
       } catch (error) {
@@ -91,7 +128,13 @@ export function createSlackBot(): ExternalBot<SlackDeps, PostResult> {
         ctx,
         record,
         SlackRecordTypes.SucceededInSendingSlackMessageEvent,
-        SucceededInSendingSlackMessageEvent.parse({ operationId: op.operationId, attempt, channel: result.channel, ts: result.ts }),
+        SucceededInSendingSlackMessageEvent.parse({
+          operationId: op.operationId,
+          attempt,
+          channel: result.channel,
+          ts: result.ts,
+          ...(result.foundInHistory ? { foundInHistory: true } : {}),
+        }),
       );
     },
 

@@ -14,6 +14,8 @@ export const SendSlackMessageOp = z.strictObject({
   purpose: z.enum(["notification", "internal_alert"]),
   entityId: z.string().min(1).max(200).nullable(),
   channel: slackDestination,
+  /** The subject, shown exactly as typed (a plain_text header above the mrkdwn body). Absent in operations recorded before it was kept apart. */
+  subject: z.string().max(998).optional(),
   /** Plain-text fallback (also what notifications show). */
   text: z.string().min(1).max(40_000),
   /** Slack mrkdwn body, when the client gave Markdown. */
@@ -34,6 +36,8 @@ export const SucceededInSendingSlackMessageEvent = z.strictObject({
   channel: z.string(),
   /** Slack's message timestamp: the message's id within the channel. */
   ts: z.string(),
+  /** Set when this attempt did not post but found the message an earlier, unrecorded attempt posted (conversations.history). */
+  foundInHistory: z.literal(true).optional(),
 });
 
 export const FailedToSendSlackMessageEvent = z.strictObject({

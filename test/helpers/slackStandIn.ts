@@ -4,13 +4,22 @@ import type { AddressInfo } from "node:net";
 
 /**
  * A stand-in for Slack's Web API: a real HTTP server on 127.0.0.1 that speaks
- * enough of it for the official SDK (chat.postMessage, auth.test), so tests
- * exercise the real client, its serialisation and its error handling.
+ * enough of it for the official SDK (chat.postMessage with message metadata,
+ * conversations.history, conversations.list, conversations.open, auth.test),
+ * so tests exercise the real client, its serialisation and its error
+ * handling. Answers follow Slack's documented shapes: history newest first,
+ * `oldest`/`latest` exclusive unless `inclusive`, metadata only with
+ * `include_all_metadata`, cursor pagination with `has_more` and
+ * `response_metadata.next_cursor`, and `missing_scope` (with `needed` and
+ * `provided`) for a method whose scope the token lacks (`setScopes`).
+ * A message posted to a user id lands in the bot's direct-message channel
+ * with them (a D… id), as in Slack.
  *
  * Scriptable: `failNext` makes the next calls answer a Slack error, an HTTP
- * status, a 429 with Retry-After, or hang/delay; `rateLimitBurst` answers 429
- * to every call for a while (fault tests). Every request is kept in `calls`;
- * every message actually "posted" in `posts`.
+ * status, a 429 with Retry-After, or hang/delay, or post and then never
+ * answer (`postThenHang`: the message exists, the client never learns it);
+ * `rateLimitBurst` answers 429 to every call for a while (fault tests). Every
+ * request is kept in `calls`; every message actually "posted" in `posts`.
  */
 
 export type StandInReply =
@@ -23,7 +32,9 @@ export type StandInReply =
   /** Never answer (the connection stays open until the client gives up or the stand-in closes). */
   | { kind: "hang" }
   /** Answer normally, but only after `ms`. */
-  | { kind: "delay"; ms: number };
+  | { kind: "delay"; ms: number }
+  /** Post the message (it is in `posts` and in the channel's history) and never answer. */
+  | { kind: "postThenHang" };
 
 export interface RecordedCall {
   method: string;
@@ -46,6 +57,8 @@ export interface RecordedPost {
   /** Whether Slack would format `text` as mrkdwn (its default is true). */
   mrkdwn: boolean;
   blocks: unknown[] | undefined;
+  /** The message metadata as posted (`{ event_type, event_payload }`), if any. */
+  metadata: { event_type: string; event_payload: Record<string, unknown> } | undefined;
   args: Record<string, unknown>;
   headers: http.IncomingHttpHeaders;
   receivedAt: number;
@@ -56,7 +69,12 @@ export interface SlackStandInOptions {
   token?: string;
   /** When given, posting anywhere else answers `channel_not_found`. Entries: #names or ids. */
   knownChannels?: string[];
+  /** The token's scopes (default: every scope tidings can use). */
+  scopes?: string[];
 }
+
+/** Every scope tidings' Slack client can use. */
+export const ALL_SCOPES = ["chat:write", "channels:history", "groups:history", "im:history", "channels:read", "groups:read", "im:write"];
 
 export interface SlackStandIn {
   token: string;
@@ -69,6 +87,12 @@ export interface SlackStandIn {
   /** Answer 429 with Retry-After to every chat.postMessage for `durationMs` (or until `endRateLimitBurst`). */
   rateLimitBurst(options: { retryAfterSec: number; durationMs?: number }): void;
   endRateLimitBurst(): void;
+  /** Close the connections of calls left hanging: their clients see the connection reset. */
+  cutHanging(): void;
+  /** Replace the token's scopes (null: every scope again). */
+  setScopes(scopes: string[] | null): void;
+  /** The posts whose metadata carries this operation id. */
+  postsOf(operationId: string): RecordedPost[];
   /** Resolve once `n` messages have been posted. */
   waitForPosts(n: number, timeoutMs?: number): Promise<RecordedPost[]>;
   /** Forget calls, posts and scripted replies (between tests). */
@@ -76,10 +100,48 @@ export interface SlackStandIn {
   close(): Promise<void>;
 }
 
+const hashId = (prefix: string, of: string) => `${prefix}${createHash("sha256").update(of).digest("hex").slice(0, 10).toUpperCase()}`;
+
+/** The conversation a destination is: a #name's channel (a stable fake id, C + 10 characters), a user's DM (D…), or the id itself. */
 function channelId(channel: string): string {
-  if (!channel.startsWith("#")) return channel;
-  // A stable fake id per name, shaped like Slack's: C + 10 upper-case characters.
-  return `C${createHash("sha256").update(channel).digest("hex").slice(0, 10).toUpperCase()}`;
+  if (channel.startsWith("#")) return hashId("C", channel);
+  if (/^U[A-Z0-9]+$/.test(channel)) return hashId("D", channel);
+  return channel;
+}
+
+/** The scope a call needs, by method and conversation (null: none the stand-in checks). */
+function scopeFor(method: string, args: Record<string, unknown>): string | null {
+  const channel = typeof args.channel === "string" ? args.channel : "";
+  switch (method) {
+    case "chat.postMessage":
+      return "chat:write";
+    case "conversations.history":
+      return channel.startsWith("D") ? "im:history" : channel.startsWith("G") ? "groups:history" : "channels:history";
+    case "conversations.list":
+      return String(args.types ?? "public_channel").includes("private_channel") ? "groups:read" : "channels:read";
+    case "conversations.open":
+      return "im:write";
+    default:
+      return null;
+  }
+}
+
+/** Cursors are opaque to clients; here they encode the offset of the next page. */
+const encodeCursor = (offset: number) => Buffer.from(`offset:${offset}`).toString("base64");
+function decodeCursor(cursor: unknown): number | null {
+  if (typeof cursor !== "string" || cursor === "") return 0;
+  const match = /^offset:(\d+)$/.exec(Buffer.from(cursor, "base64").toString("utf8"));
+  return match ? Number(match[1]) : null;
+}
+
+function pageOf<T>(items: T[], args: Record<string, unknown>, defaultLimit: number, maxLimit: number) {
+  const offset = decodeCursor(args.cursor);
+  if (offset === null) return null;
+  const requested = Number(args.limit ?? defaultLimit);
+  const limit = Math.min(Number.isFinite(requested) && requested > 0 ? requested : defaultLimit, maxLimit);
+  const page = items.slice(offset, offset + limit);
+  const more = offset + limit < items.length;
+  return { page, has_more: more, response_metadata: { next_cursor: more ? encodeCursor(offset + limit) : "" } };
 }
 
 function parseArgs(raw: string, contentType: string): Record<string, unknown> {
@@ -116,6 +178,7 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
   const posts: RecordedPost[] = [];
   let script: { method: string; reply: StandInReply }[] = [];
   let burst: { retryAfterSec: number; until: number } | null = null;
+  let scopes = new Set(options.scopes ?? ALL_SCOPES);
   const hanging = new Set<http.ServerResponse>();
   const delays = new Set<NodeJS.Timeout>();
   // ts values increase strictly, like Slack's within a channel.
@@ -137,7 +200,7 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
     return script.splice(index, 1)[0]!.reply;
   }
 
-  function answerNormally(res: http.ServerResponse, call: RecordedCall, authorization: string | undefined): void {
+  function answerNormally(res: http.ServerResponse, call: RecordedCall, authorization: string | undefined, hangAfterPost = false): void {
     const presented = authorization?.startsWith("Bearer ") ? authorization.slice(7) : (call.args.token as string | undefined);
     if (!presented) return void json(res, 200, { ok: false, error: (call.answer = "not_authed") });
     if (presented !== token) return void json(res, 200, { ok: false, error: (call.answer = "invalid_auth") });
@@ -155,6 +218,19 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
         is_enterprise_install: false,
       });
     }
+    const needed = scopeFor(call.method, call.args);
+    if (needed !== null && !scopes.has(needed)) {
+      call.answer = "missing_scope";
+      return void json(res, 200, { ok: false, error: "missing_scope", needed, provided: [...scopes].join(",") });
+    }
+    if (call.method === "conversations.history") return answerHistory(res, call);
+    if (call.method === "conversations.list") return answerList(res, call);
+    if (call.method === "conversations.open") {
+      const user = typeof call.args.users === "string" ? call.args.users : "";
+      if (!/^U[A-Z0-9]+$/.test(user)) return void json(res, 200, { ok: false, error: (call.answer = "user_not_found") });
+      call.answer = "ok";
+      return void json(res, 200, { ok: true, channel: { id: channelId(user) } });
+    }
     if (call.method !== "chat.postMessage") return void json(res, 200, { ok: false, error: (call.answer = "unknown_method") });
 
     const requested = typeof call.args.channel === "string" ? call.args.channel : "";
@@ -168,6 +244,7 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
     tsMicros = Math.max(tsMicros + 1, Date.now() * 1000);
     const ts = `${Math.floor(tsMicros / 1e6)}.${String(tsMicros % 1e6).padStart(6, "0")}`;
     const channel = channelId(requested);
+    const metadata = call.args.metadata as RecordedPost["metadata"];
     const post: RecordedPost = {
       requestedChannel: requested,
       channel,
@@ -175,19 +252,77 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
       text,
       mrkdwn: asBool(call.args.mrkdwn, true),
       blocks,
+      metadata: metadata && typeof metadata === "object" ? metadata : undefined,
       args: call.args,
       headers: call.headers,
       receivedAt: call.receivedAt,
     };
     posts.push(post);
     call.answer = "ok";
+    for (const wake of postWaiters.splice(0)) wake();
+    if (hangAfterPost) {
+      call.answer = "posted, no answer";
+      hanging.add(res);
+      res.on("close", () => hanging.delete(res));
+      return;
+    }
     json(res, 200, {
       ok: true,
       channel,
       ts,
       message: { type: "message", user: "U0STANDIN", bot_id: "B0STANDIN", text, ts, ...(blocks ? { blocks } : {}) },
     });
-    for (const wake of postWaiters.splice(0)) wake();
+  }
+
+  /** conversations.history: the channel's messages newest first, within oldest/latest, a page at a time. */
+  function answerHistory(res: http.ServerResponse, call: RecordedCall): void {
+    const channel = typeof call.args.channel === "string" ? call.args.channel : "";
+    // Slack wants a conversation id here; a #name is not one.
+    const exists = /^[CGD][A-Z0-9]+$/.test(channel) && (!known || known.has(channel) || posts.some((p) => p.channel === channel));
+    if (!exists) return void json(res, 200, { ok: false, error: (call.answer = "channel_not_found") });
+    const inclusive = asBool(call.args.inclusive, false);
+    const oldest = call.args.oldest === undefined ? 0 : Number(call.args.oldest);
+    const latest = call.args.latest === undefined ? Number.POSITIVE_INFINITY : Number(call.args.latest);
+    if (!Number.isFinite(oldest)) return void json(res, 200, { ok: false, error: (call.answer = "invalid_ts_oldest") });
+    const withMetadata = asBool(call.args.include_all_metadata, false);
+    const messages = posts
+      .filter((p) => p.channel === channel)
+      .filter((p) => {
+        const ts = Number(p.ts);
+        return (inclusive ? ts >= oldest : ts > oldest) && (inclusive ? ts <= latest : ts < latest);
+      })
+      .reverse()
+      .map((p) => ({
+        type: "message",
+        subtype: "bot_message",
+        user: "U0STANDIN",
+        bot_id: "B0STANDIN",
+        text: p.text,
+        ts: p.ts,
+        ...(p.blocks ? { blocks: p.blocks } : {}),
+        ...(withMetadata && p.metadata ? { metadata: p.metadata } : {}),
+      }));
+    const page = pageOf(messages, call.args, 100, 999);
+    if (!page) return void json(res, 200, { ok: false, error: (call.answer = "invalid_cursor") });
+    call.answer = "ok";
+    json(res, 200, { ok: true, messages: page.page, has_more: page.has_more, pin_count: 0, response_metadata: page.response_metadata });
+  }
+
+  /** conversations.list: the channels known or posted to by #name. */
+  function answerList(res: http.ServerResponse, call: RecordedCall): void {
+    const names = new Set([...(options.knownChannels ?? []), ...posts.map((p) => p.requestedChannel)].filter((c) => c.startsWith("#")));
+    const channels = [...names].sort().map((name) => ({
+      id: channelId(name),
+      name: name.slice(1),
+      is_channel: true,
+      is_private: false,
+      is_archived: false,
+      is_member: true,
+    }));
+    const page = pageOf(channels, call.args, 100, 1000);
+    if (!page) return void json(res, 200, { ok: false, error: (call.answer = "invalid_cursor") });
+    call.answer = "ok";
+    json(res, 200, { ok: true, channels: page.page, response_metadata: page.response_metadata });
   }
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, raw: string): void {
@@ -224,6 +359,8 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
         hanging.add(res);
         res.on("close", () => hanging.delete(res));
         return;
+      case "postThenHang":
+        return answerNormally(res, call, req.headers.authorization, true);
       case "delay": {
         const timer = setTimeout(() => {
           delays.delete(timer);
@@ -260,6 +397,15 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
     endRateLimitBurst() {
       burst = null;
     },
+    cutHanging() {
+      for (const res of hanging) res.destroy();
+    },
+    setScopes(list) {
+      scopes = new Set(list ?? ALL_SCOPES);
+    },
+    postsOf(operationId) {
+      return posts.filter((p) => p.metadata?.event_payload.operation_id === operationId);
+    },
     async waitForPosts(n, timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
       while (posts.length < n) {
@@ -280,6 +426,7 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
       posts.length = 0;
       script = [];
       burst = null;
+      scopes = new Set(options.scopes ?? ALL_SCOPES);
     },
     async close() {
       for (const timer of delays) clearTimeout(timer);

@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { inTransaction } from "../../src/db/database";
-import { createSlackPoster, type SlackPoster } from "../../src/slack/client";
+import { createSlackPoster, LOOKUP_FAILED, type SlackPoster } from "../../src/slack/client";
+import { composeSlackParts } from "../../src/notification/compose";
 import { createSlackBot } from "../../src/slack/slack.bot";
 import type { SendSlackMessageOp } from "../../src/slack/slack.schemas";
 import { append } from "../../src/streams/append";
@@ -11,7 +12,7 @@ import type { HandlingStatus } from "../../src/streams/interfaces";
 import { Streams } from "../../src/streams/names";
 import { findRecords } from "../../src/streams/read";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
-import { startSlackStandIn, type SlackStandIn } from "../helpers/slackStandIn";
+import { ALL_SCOPES, startSlackStandIn, type SlackStandIn } from "../helpers/slackStandIn";
 import { startTestWorker } from "../helpers/worker";
 
 /**
@@ -37,8 +38,8 @@ afterAll(async () => {
 });
 beforeEach(() => standIn.reset());
 
-function sdkPoster(): SlackPoster {
-  return createSlackPoster({ token: standIn.token, apiUrl: standIn.apiUrl, sinkFile: path.join(tmp, "unused.jsonl"), timeoutMs: 2_000 });
+function sdkPoster(timeoutMs = 2_000): SlackPoster {
+  return createSlackPoster({ token: standIn.token, apiUrl: standIn.apiUrl, sinkFile: path.join(tmp, "unused.jsonl"), timeoutMs });
 }
 
 /** Append one SendSlackMessageOp as the notification bot (a declared producer) and return its id and position. */
@@ -129,7 +130,8 @@ describe("slack bot", () => {
     await withWorker(sdkPoster(), () => until(position, "Completed"));
     expect(standIn.posts[0]).toMatchObject({
       text: "Build 42 passed",
-      mrkdwn: true,
+      // The fallback is plain text: never formatted (it was formatted as mrkdwn before).
+      mrkdwn: false,
       blocks: [{ type: "section", text: { type: "mrkdwn", text: "*Build 42* passed <https://ci.example/42|details> &lt;!here&gt;" } }],
     });
   });
@@ -242,5 +244,131 @@ describe("slack bot", () => {
     const succeeded = (await eventsOf(id)).find((e) => e.type === "SucceededInSendingSlackMessageEvent");
     expect(succeeded?.payload).toMatchObject({ channel: "C0123ABC", ts: lines[0].ts });
     expect(standIn.calls).toHaveLength(0);
+  });
+
+  it("metadata: every post carries the operation id and the attempt (tidings_message)", async () => {
+    standIn.failNext(1, { kind: "httpStatus", status: 503 });
+    const { position, op } = await enqueue();
+    await withWorker(sdkPoster(), () => until(position, "Completed"));
+    expect(standIn.posts.map((p) => p.metadata)).toEqual([{ event_type: "tidings_message", event_payload: { operation_id: op.operationId, attempt: 2 } }]);
+    // An HTTP error answer means Slack did not take the message: no look in the history first.
+    expect(standIn.calls.map((c) => c.method)).toEqual(["chat.postMessage", "chat.postMessage"]);
+  });
+
+  it("a notification's subject reaches Slack exactly as typed, its Markdown as mrkdwn, nothing in either pings or disguises", async () => {
+    const subject = "Deploy *done* _now_ ~maybe~ `v2` <!channel> & co";
+    const parts = composeSlackParts({
+      subject,
+      text: "plain",
+      markdown: "**Shipped** <!here> [https://bank.example](https://evil.example) and [the log](https://ci.example/1?a=1&b=2)",
+    });
+    const { position } = await enqueue(parts);
+    await withWorker(sdkPoster(), () => until(position, "Completed"));
+    expect(standIn.posts).toHaveLength(1);
+    expect(standIn.posts[0]).toMatchObject({
+      text: "Deploy *done* _now_ ~maybe~ `v2` &lt;!channel&gt; &amp; co\n\nplain",
+      mrkdwn: false,
+      blocks: [
+        { type: "header", text: { type: "plain_text", text: subject } },
+        {
+          type: "section",
+          text: {
+            type: "mrkdwn",
+            text: "*Shipped* &lt;!here&gt; https://bank.example (<https://evil.example>) and <https://ci.example/1?a=1&amp;b=2|the log>",
+          },
+        },
+      ],
+    });
+  });
+
+  describe("a send in doubt is not posted twice", () => {
+    it("the post reached Slack but the answer never came (timeout): the next attempt finds it in the channel's history and records its ts", async () => {
+      standIn.failNext(1, { kind: "postThenHang" });
+      const { id, position, op } = await enqueue({ channel: "#deploys" });
+      const state = await withWorker(sdkPoster(1_000), () => until(position, "Completed"));
+
+      expect(standIn.postsOf(op.operationId)).toHaveLength(1);
+      expect(standIn.posts).toHaveLength(1);
+      const post = standIn.posts[0]!;
+      expect(state.attempts).toBe(2);
+      expect(standIn.calls.map((c) => `${c.method} ${c.answer}`)).toEqual([
+        "chat.postMessage posted, no answer",
+        // #deploys is a name: its id comes from conversations.list, then the history is read from when the operation was recorded.
+        "conversations.list ok",
+        "conversations.history ok",
+      ]);
+      const history = standIn.calls[2]!.args;
+      expect(history).toMatchObject({ channel: post.channel, include_all_metadata: "true" });
+      expect(Number(history.oldest)).toBeLessThan(Number(post.ts));
+      expect(Number(history.limit)).toBeLessThanOrEqual(100);
+
+      const events = await eventsOf(id);
+      expect(events.map((e) => e.type)).toEqual([
+        "SendSlackMessageRequestedEvent",
+        "SendSlackMessageRequestedEvent",
+        "SucceededInSendingSlackMessageEvent",
+      ]);
+      expect(events[2]!.payload).toEqual({ operationId: op.operationId, attempt: 2, channel: post.channel, ts: post.ts, foundInHistory: true });
+      expect((await historyOf(position)).find((h) => h.action === "fail")!.reason).toBe("attempt 1 failed: Slack did not answer in time");
+    });
+
+    it("a look-up that fails leaves the send in doubt: the attempt after it looks again rather than post", async () => {
+      standIn.failNext(1, { kind: "postThenHang" });
+      standIn.failNext(1, { kind: "httpStatus", status: 500 }, "conversations.history");
+      const { position, op } = await enqueue({ channel: "C0DEPLOYS" });
+      await withWorker(sdkPoster(1_000), () => until(position, "Completed"), { maxAttempts: 4 });
+
+      expect(standIn.postsOf(op.operationId)).toHaveLength(1);
+      expect(standIn.calls.map((c) => `${c.method} ${c.answer}`)).toEqual([
+        "chat.postMessage posted, no answer",
+        "conversations.history http 500",
+        "conversations.history ok",
+      ]);
+      const fails = (await historyOf(position)).filter((h) => h.action === "fail").map((h) => h.reason);
+      expect(fails).toEqual([
+        "attempt 1 failed: Slack did not answer in time",
+        `attempt 2 failed: ${LOOKUP_FAILED}: Slack answered HTTP 500 Internal Server Error`,
+      ]);
+    });
+
+    it("connection reset after the post: the look-up follows the cursor through a busy channel, bounded by when the operation was recorded", async () => {
+      const { position, op } = await enqueue({ channel: "C0BUSY" });
+      standIn.failNext(1, { kind: "postThenHang" });
+      const filler = createSlackPoster({ token: standIn.token, apiUrl: standIn.apiUrl, sinkFile: "unused" });
+      await withWorker(sdkPoster(30_000), async () => {
+        await standIn.waitForPosts(1);
+        // 250 messages after ours, before the worker learns anything: ours is on the third page of 100, newest first.
+        for (let i = 0; i < 250; i++) await filler.postMessage({ channel: "C0BUSY", text: `noise ${i}` });
+        standIn.cutHanging();
+        await until(position, "Completed");
+      });
+      expect(standIn.postsOf(op.operationId)).toHaveLength(1);
+      const lookups = standIn.calls.filter((c) => c.method === "conversations.history");
+      expect(lookups.map((c) => c.args.cursor === undefined)).toEqual([true, false, false]);
+      const fail = (await historyOf(position)).find((h) => h.action === "fail")!;
+      expect(fail.reason).toMatch(/^attempt 1 failed: could not reach Slack: /);
+    });
+
+    it("without the history scope (missing_scope) the send still goes out: posted again, a duplicate Slack could not rule out", async () => {
+      standIn.setScopes(ALL_SCOPES.filter((s) => s !== "channels:history"));
+      standIn.failNext(1, { kind: "postThenHang" });
+      const { id, position, op } = await enqueue({ channel: "C0NOHISTORY" });
+      await withWorker(sdkPoster(1_000), () => until(position, "Completed"));
+
+      expect(standIn.calls.map((c) => `${c.method} ${c.answer}`)).toEqual([
+        "chat.postMessage posted, no answer",
+        "conversations.history missing_scope",
+        "chat.postMessage ok",
+      ]);
+      expect(standIn.postsOf(op.operationId).map((p) => p.metadata?.event_payload.attempt)).toEqual([1, 2]);
+      const succeeded = (await eventsOf(id)).find((e) => e.type === "SucceededInSendingSlackMessageEvent");
+      expect(succeeded?.payload).toEqual({ operationId: op.operationId, attempt: 2, channel: "C0NOHISTORY", ts: standIn.posts[1]!.ts });
+    });
+
+    it("a first attempt never looks: one call per message", async () => {
+      const { position } = await enqueue({ channel: "C0QUIET" });
+      await withWorker(sdkPoster(), () => until(position, "Completed"));
+      expect(standIn.calls.map((c) => c.method)).toEqual(["chat.postMessage"]);
+    });
   });
 });

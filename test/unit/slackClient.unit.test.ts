@@ -3,8 +3,8 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { ExternalError } from "../../src/errors/errors";
-import { classifySlackError, createSlackPoster, type SlackPoster } from "../../src/slack/client";
-import { startSlackStandIn, type SlackStandIn } from "../helpers/slackStandIn";
+import { classifySlackError, createSlackPoster, mayHaveBeenPosted, type SlackPoster } from "../../src/slack/client";
+import { ALL_SCOPES, startSlackStandIn, type SlackStandIn } from "../helpers/slackStandIn";
 
 /** The poster with the real SDK against the stand-in: what goes over the wire and what comes back. */
 
@@ -65,7 +65,8 @@ describe("createSlackPoster with a token (the SDK)", () => {
     await poster.postMessage({ channel: "#ops", text: "Deploy done", mrkdwn: "*Deploy* done <https://ci.example/1|build 1>" });
     expect(standIn.posts[0]).toMatchObject({
       text: "Deploy done",
-      mrkdwn: true,
+      // The fallback is plain text: never formatted (it was formatted as mrkdwn before).
+      mrkdwn: false,
       blocks: [{ type: "section", text: { type: "mrkdwn", text: "*Deploy* done <https://ci.example/1|build 1>" } }],
     });
   });
@@ -203,5 +204,94 @@ describe("createSlackPoster without a token (the local sink)", () => {
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatchObject({ ts: a.ts, channel: "#ops", request: { text: "one &lt;b&gt;", mrkdwn: false } });
     expect(lines[1].request.blocks[0].text.text).toBe("*two*");
+  });
+});
+
+describe("findPosted: is the message of an operation already in the channel?", () => {
+  const since = () => new Date(Date.now() - 5_000);
+
+  it("finds it by the operation id in its metadata, for a channel id, a #name and a user (their DM)", async () => {
+    for (const channel of ["C0FIND", "#find-me", "U0FINDME"]) {
+      const posted = await poster.postMessage({ channel, text: "hello", operationId: `op-${channel}`, attempt: 1 });
+      await poster.postMessage({ channel, text: "another", operationId: "op-other", attempt: 1 });
+      // A fresh poster has learnt no channel ids from posts: it must look them up as a new worker would.
+      const fresh = createSlackPoster({ token: standIn.token, apiUrl: standIn.apiUrl, sinkFile: "unused" });
+      expect(await fresh.findPosted({ channel, operationId: `op-${channel}`, since: since() })).toEqual({ status: "found", post: posted });
+      expect(await fresh.findPosted({ channel, operationId: "op-never", since: since() })).toEqual({ status: "absent" });
+    }
+    expect(standIn.calls.filter((c) => c.method === "conversations.open").map((c) => c.args.users)).toEqual(["U0FINDME"]);
+    expect(standIn.calls.filter((c) => c.method === "conversations.list")).toHaveLength(1);
+  });
+
+  it("messages posted before `since` (minus a minute for clocks) are not looked at", async () => {
+    await poster.postMessage({ channel: "C0OLD", text: "old", operationId: "op-old" });
+    const later = new Date(Date.now() + 120_000);
+    expect(await poster.findPosted({ channel: "C0OLD", operationId: "op-old", since: later })).toEqual({ status: "absent" });
+  });
+
+  it("a missing scope is 'unchecked' with the scope named, not an error", async () => {
+    standIn.setScopes(ALL_SCOPES.filter((scope) => scope !== "channels:history"));
+    expect(await poster.findPosted({ channel: "C0SCOPE", operationId: "op", since: since() })).toEqual({
+      status: "unchecked",
+      key: "conversations.history:missing_scope",
+      reason: "Slack refused conversations.history: missing_scope (needs channels:history)",
+    });
+    standIn.setScopes(["chat:write"]);
+    expect(await poster.findPosted({ channel: "#somewhere", operationId: "op", since: since() })).toMatchObject({
+      status: "unchecked",
+      reason: "Slack refused conversations.list: missing_scope (needs groups:read)",
+    });
+  });
+
+  it("Slack failing to answer the look-up is a transient error saying so", async () => {
+    standIn.failNext(1, { kind: "httpStatus", status: 503 }, "conversations.history");
+    const e = await poster.findPosted({ channel: "C0DOWN", operationId: "op", since: since() }).then(
+      () => null,
+      (error: unknown) => error as ExternalError,
+    );
+    expect(e).toBeInstanceOf(ExternalError);
+    expect(e!.transient).toBe(true);
+    expect(e!.message).toBe("could not look for an earlier post in Slack: Slack answered HTTP 503 Service Unavailable");
+    expect(mayHaveBeenPosted(e!.message)).toBe(true);
+  });
+
+  it("the local sink finds its own lines", async () => {
+    const sink = createSlackPoster({ sinkFile: path.join(tmp, "find", "slack.jsonl") });
+    expect(await sink.findPosted({ channel: "#ops", operationId: "op-1", since: since() })).toEqual({ status: "absent" });
+    const posted = await sink.postMessage({ channel: "#ops", text: "one", operationId: "op-1", attempt: 1 });
+    expect(await sink.findPosted({ channel: "#ops", operationId: "op-1", since: since() })).toEqual({ status: "found", post: posted });
+    expect(await sink.findPosted({ channel: "#other", operationId: "op-1", since: since() })).toEqual({ status: "absent" });
+  });
+});
+
+describe("mayHaveBeenPosted: which failures leave a send in doubt", () => {
+  it("in doubt: timeouts, resets after sending, a stop mid-request, failed look-ups", async () => {
+    standIn.failNext(1, { kind: "hang" });
+    const timeout = await failureOf(
+      createSlackPoster({ token: standIn.token, apiUrl: standIn.apiUrl, sinkFile: "unused", timeoutMs: 200 }).postMessage({ channel: "#ops", text: "x" }),
+    );
+    standIn.failNext(1, { kind: "postThenHang" });
+    const pending = failureOf(poster.postMessage({ channel: "#ops", text: "y" }));
+    await standIn.waitForPosts(1);
+    standIn.cutHanging();
+    const reset = await pending;
+    for (const e of [timeout, reset]) expect({ message: e.message, inDoubt: mayHaveBeenPosted(e.message) }).toEqual({ message: e.message, inDoubt: true });
+    expect(mayHaveBeenPosted("could not reach Slack: Slack request abandoned: worker stopping")).toBe(true);
+    expect(mayHaveBeenPosted("could not look for an earlier post in Slack: Slack rate-limited conversations.history")).toBe(true);
+  });
+
+  it("not in doubt: Slack refused, rate-limited or answered an HTTP error, or no connection was made", async () => {
+    const port = await closedPort();
+    const refused = await failureOf(
+      createSlackPoster({ token: standIn.token, apiUrl: `http://127.0.0.1:${port}/api/`, sinkFile: "unused" }).postMessage({ channel: "#ops", text: "x" }),
+    );
+    standIn.failNext(1, { kind: "slackError", error: "channel_not_found" });
+    const platform = await failureOf(poster.postMessage({ channel: "#ops", text: "x" }));
+    standIn.failNext(1, { kind: "rateLimited", retryAfterSec: 1 });
+    const limited = await failureOf(poster.postMessage({ channel: "#ops", text: "x" }));
+    standIn.failNext(1, { kind: "httpStatus", status: 502 });
+    const http = await failureOf(poster.postMessage({ channel: "#ops", text: "x" }));
+    for (const e of [refused, platform, limited, http]) expect({ message: e.message, inDoubt: mayHaveBeenPosted(e.message) }).toEqual({ message: e.message, inDoubt: false });
+    expect(mayHaveBeenPosted(null)).toBe(false);
   });
 });

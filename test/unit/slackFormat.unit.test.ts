@@ -96,7 +96,8 @@ describe("buildPostMessageArgs", () => {
     expect(args).toEqual({
       channel: "C0123ABC",
       text: "Deploy &lt;done&gt;",
-      mrkdwn: true,
+      // The fallback is plain text: never formatted (it was formatted as mrkdwn before).
+      mrkdwn: false,
       link_names: false,
       blocks: [{ type: "section", text: { type: "mrkdwn", text: "*Deploy* done &lt;!here&gt;" } }],
     });
