@@ -179,6 +179,9 @@ begin
     raise exception 'entity_id: must be 1-200 characters, start with a letter or digit and contain only letters, digits and . _ : @ -'
       using errcode = '22023';
   end if;
+  if subject ~ '[\r\n]' then
+    raise exception 'subject: must be one line (no CR or LF): it becomes an email header' using errcode = '22023';
+  end if;
   if trimmed_subject is null or trimmed_subject = '' or length(trimmed_subject) > 998 then
     raise exception 'subject: must be 1-998 characters' using errcode = '22023';
   end if;

@@ -1,8 +1,10 @@
 import "dotenv/config";
 import { ConfigError, loadConfig } from "../src/config/config";
 import { openDatabase } from "../src/db/connect";
-import { RolesNotReadyError, loginOf, prepareDatabase } from "../src/db/roles";
-import { MigrationMismatchError } from "../src/db/migrate";
+import { loginOf, prepareDatabase } from "../src/db/roles";
+import { DatabaseSetupError } from "../src/db/migrate";
+import { ExternalError } from "../src/errors/errors";
+import { redactSecrets } from "../src/logging/redact";
 import { createLogger } from "../src/logging/logger";
 
 /**
@@ -32,7 +34,7 @@ async function main() {
 }
 
 main().catch((error) => {
-  const oneLine = error instanceof ConfigError || error instanceof RolesNotReadyError || error instanceof MigrationMismatchError;
-  process.stderr.write(`${oneLine ? (error as Error).message : (error as Error).stack}\n`);
+  const oneLine = error instanceof ConfigError || error instanceof DatabaseSetupError || error instanceof ExternalError;
+  process.stderr.write(`${redactSecrets(oneLine ? (error as Error).message : ((error as Error).stack ?? String(error)))}\n`);
   process.exit(error instanceof ConfigError ? 2 : 1);
 });

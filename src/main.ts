@@ -2,6 +2,7 @@ import "dotenv/config";
 import type { Server } from "node:http";
 import { ConfigError, loadConfig } from "./config/config";
 import { openDatabase } from "./db/connect";
+import { DatabaseSetupError } from "./db/migrate";
 import { takeOverShutdownSignals } from "./db/embedded";
 import { startWorker, type TidingsWorker } from "./bots/worker";
 import { createApp } from "./http/app";
@@ -108,7 +109,7 @@ async function main(): Promise<void> {
 main().catch((error) => {
   // A failure of the outside world (the database unreachable) is one line an
   // operator can act on; anything else keeps its stack. Secrets hidden either way.
-  const text = error instanceof ExternalError ? error.message.replace(/\s*[\r\n]+\s*/g, " ") : ((error as Error).stack ?? String(error));
+  const text = error instanceof ExternalError || error instanceof DatabaseSetupError ? error.message.replace(/\s*[\r\n]+\s*/g, " ") : ((error as Error).stack ?? String(error));
   process.stderr.write(`tidings failed to start: ${redactSecrets(text)}\n`);
   process.exit(1);
 });

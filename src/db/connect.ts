@@ -6,7 +6,7 @@ import { redactUrl } from "../logging/redact";
 import { createDb, createPool, type Db } from "./database";
 import pg from "pg";
 import { EMBEDDED_SERVICE_PASSWORD, embeddedUrl, startEmbeddedPostgres, type EmbeddedDatabase } from "./embedded";
-import { pendingMigrations } from "./migrate";
+import { DatabaseSetupError, pendingMigrations } from "./migrate";
 import { DEFAULT_SERVICE_LOGIN, assertServiceLogin, loginOf, prepareDatabase } from "./roles";
 
 export interface Database {
@@ -18,7 +18,7 @@ export interface Database {
   close(): Promise<void>;
 }
 
-export class SchemaNotCurrentError extends Error {
+export class SchemaNotCurrentError extends DatabaseSetupError {
   override name = "SchemaNotCurrentError";
 }
 

@@ -25,7 +25,13 @@ export interface MigrationFile {
   file: string;
 }
 
-export class MigrationMismatchError extends Error {
+/**
+ * The database is not set up the way tidings needs, in words an operator can
+ * act on (printed as one line at start, no stack trace).
+ */
+export class DatabaseSetupError extends Error {}
+
+export class MigrationMismatchError extends DatabaseSetupError {
   override name = "MigrationMismatchError";
 }
 

@@ -1,6 +1,6 @@
 import pg from "pg";
 import { createPool } from "./database";
-import { migrate } from "./migrate";
+import { DatabaseSetupError, migrate } from "./migrate";
 
 /**
  * Who is who in the database (docs/security.md):
@@ -21,12 +21,12 @@ export const SERVICE_ROLE = "tidings_service";
 export const DEFAULT_SERVICE_LOGIN = "tidings_app";
 
 /** The migrating login cannot set the roles up; the message says what an administrator must run. */
-export class RolesNotReadyError extends Error {
+export class RolesNotReadyError extends DatabaseSetupError {
   override name = "RolesNotReadyError";
 }
 
 /** The service's login may do more than the service needs; the message says what to change. */
-export class PrivilegedServiceLoginError extends Error {
+export class PrivilegedServiceLoginError extends DatabaseSetupError {
   override name = "PrivilegedServiceLoginError";
 }
 

@@ -71,7 +71,7 @@ afterAll(async () => {
 });
 
 async function storedMessageIds(trackingId: string): Promise<Map<string, string>> {
-  const ops = await findRecords(t.db, Streams.emailOperations, { ids: [trackingId] });
+  const ops = await findRecords(t.adminDb, Streams.emailOperations, { ids: [trackingId] });
   return new Map(ops.map((r) => SendEmailOp.parse(r.payload)).map((op) => [op.to[0]!, op.messageId]));
 }
 

@@ -47,9 +47,9 @@ it("killed after the post reached Slack, before any answer: recovered from the c
   expect(channels.slack.posts).toHaveLength(1);
   expect(posted[0]!.blocks![0]).toEqual({ type: "header", text: { type: "plain_text", text: subject } });
 
-  const outcome = await findRecords(t.db, Streams.notificationEvents, { ids: [trackingId], types: [SENT_ON_ALL] });
+  const outcome = await findRecords(t.adminDb, Streams.notificationEvents, { ids: [trackingId], types: [SENT_ON_ALL] });
   expect(outcome).toHaveLength(1);
-  const succeeded = await findRecords(t.db, Streams.slackEvents, { ids: [trackingId], types: ["SucceededInSendingSlackMessageEvent"] });
+  const succeeded = await findRecords(t.adminDb, Streams.slackEvents, { ids: [trackingId], types: ["SucceededInSendingSlackMessageEvent"] });
   expect(succeeded.map((e) => e.payload)).toEqual([{ operationId, attempt: 2, channel: posted[0]!.channel, ts: posted[0]!.ts, foundInHistory: true }]);
 
   // The abandoned attempt is visible, then the recovered one.
