@@ -1,6 +1,7 @@
 -- The interfaces around the notification subsystem: the HTTP API's tables
--- (API keys, idempotency keys) and grants, and the SQL audit interface
--- (schema audit, role tidings_auditor). See docs/api.md and docs/audit.md.
+-- (API keys, idempotency keys) and grants, the SQL API (enqueue in the
+-- caller's transaction), and the SQL audit interface (schema audit, role
+-- tidings_auditor). See docs/api.md and docs/audit.md.
 
 -- ===========================================================================
 -- The HTTP API: API keys (stored hashed), idempotency keys for POST
@@ -41,30 +42,88 @@ grant usage on schema api to tidings_service;
 grant select, insert, update on api.keys to tidings_service;
 
 -- ---------------------------------------------------------------------------
--- Idempotency keys. One row per Idempotency-Key ever used, global (not per
--- API key): the tracking id is derived from the key alone
--- (src/notification/ids.ts), as it is for clients enqueueing in SQL, and a
--- key must survive the rotation of the API key that used it. Never expires.
--- The primary key is what makes concurrent duplicates safe: the second insert
--- waits for the first transaction and then finds its row.
+-- Idempotency keys: one row per key ever used, per caller. A key belongs to
+-- the caller that used it: an API key ('api:<key id>') or a SQL login
+-- ('sql:<login>'), so two clients may use the same key for two notifications
+-- and neither learns anything of the other's. The tracking id is derived from
+-- (scope, key) (tidings.idempotent_tracking_id, and trackingIdForIdempotencyKey
+-- in src/notification/ids.ts). Never expires. The primary key is what makes
+-- concurrent duplicates safe: the second insert waits for the first
+-- transaction and then finds its row. Only the service (the HTTP API) reads
+-- and writes the table; SQL callers reach it through the enqueue function.
 -- ---------------------------------------------------------------------------
 create table api.idempotency_keys (
-  key text primary key check (length(key) between 1 and 255),
+  scope text not null check (scope ~ '^(api|sql):.+$'),
+  key text not null check (length(key) between 1 and 255),
   -- SHA-256 of the request as validated (canonical JSON, defaults applied):
   -- the same key with another request is refused.
   request_sha256 bytea not null check (length(request_sha256) = 32),
   tracking_id text not null,
   api_key_id uuid references api.keys (id),
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  primary key (scope, key)
 );
 comment on table api.idempotency_keys is
-  'Every Idempotency-Key used with POST /v1/notifications: the request it was first used with and the notification it created.';
+  'Every idempotency key used to enqueue a notification, per caller (API key or SQL login): the request it was first used with and the notification it created.';
 revoke all on api.idempotency_keys from public;
+grant select, insert on api.idempotency_keys to tidings_service;
 
--- The enqueue transaction runs as the client actor and records the key in
--- the same transaction as the client operation.
+-- The tracking id of an idempotency key within its caller's scope: a
+-- name-based UUID (the same as trackingIdForIdempotencyKey in
+-- src/notification/ids.ts).
+create function tidings.idempotent_tracking_id(p_scope text, p_key text) returns text
+language plpgsql immutable strict set search_path = pg_catalog, pg_temp as $$
+declare
+  digest bytea := sha256(convert_to('tidings idempotency ' || p_scope || ' ' || p_key, 'UTF8'));
+  hex text;
+begin
+  digest := set_byte(digest, 6, (get_byte(digest, 6) & 15) | 80);
+  digest := set_byte(digest, 8, (get_byte(digest, 8) & 63) | 128);
+  hex := encode(substring(digest from 1 for 16), 'hex');
+  return substr(hex, 1, 8) || '-' || substr(hex, 9, 4) || '-' || substr(hex, 13, 4) || '-'
+         || substr(hex, 17, 4) || '-' || substr(hex, 21, 12);
+end;
+$$;
+
+-- Claim an idempotency key for the calling SQL login (session_user: the
+-- login, whatever role it acts as), in the caller's transaction: the
+-- tracking id and true the first time; the same tracking id and false for
+-- the same request again; an error for another request. Security definer so
+-- a client needs no privilege on the table: it can claim and look up only
+-- its own keys.
+create function api.claim_idempotency_key(p_key text, p_request jsonb)
+returns table (tracking_id text, created boolean)
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  caller_scope text := 'sql:' || session_user;
+  request bytea := sha256(convert_to(p_request::text, 'UTF8'));
+  known record;
+begin
+  if p_key is null or p_key = '' or length(p_key) > 255 then
+    raise exception 'idempotency_key: must be 1-255 characters' using errcode = '22023';
+  end if;
+  tracking_id := tidings.idempotent_tracking_id(caller_scope, p_key);
+  insert into api.idempotency_keys (scope, key, request_sha256, tracking_id)
+  values (caller_scope, p_key, request, tracking_id)
+  on conflict do nothing;
+  if found then
+    created := true;
+    return next;
+    return;
+  end if;
+  select k.request_sha256, k.tracking_id into known from api.idempotency_keys k where k.scope = caller_scope and k.key = p_key;
+  if known.request_sha256 <> request then
+    raise exception 'idempotency key "%" was already used with a different request (it created notification %)', p_key, known.tracking_id
+      using errcode = 'TD005', hint = 'Repeat the original request exactly, or use a new key for a new notification.';
+  end if;
+  tracking_id := known.tracking_id;
+  created := false;
+  return next;
+end;
+$$;
+revoke execute on function api.claim_idempotency_key(text, jsonb) from public;
 grant usage on schema api to tidings_client;
-grant select, insert on api.idempotency_keys to tidings_client;
+grant execute on function api.claim_idempotency_key(text, jsonb) to tidings_client;
 
 -- ---------------------------------------------------------------------------
 -- Reads. The API reads as the reader actor: a notification's records in every
@@ -87,6 +146,116 @@ end $$;
 create index client_operations_by_time on notification.client_operations (recorded_at, position);
 create index client_operations_by_entity
   on notification.client_operations ((payload->>'entityId'), recorded_at, position);
+
+-- ===========================================================================
+-- The SQL API: enqueue a notification from SQL, inside the caller's own transaction: a
+-- service in any language that shares the database can record its business
+-- change and the notification about it atomically. The notification exists
+-- if and only if the caller commits.
+--
+--   select tidings.send_notification_to_entity('ada', 'Your report is ready', 'Hello.');
+--
+-- Checks mirror SendNotificationToEntityOp (src/notification/notification.schemas.ts)
+-- so what this function accepts, the notification bot accepts too.
+-- ===========================================================================
+create function tidings.send_notification_to_entity(
+  entity_id text,
+  subject text,
+  text_body text,
+  html_body text default null,
+  markdown_body text default null,
+  channels text[] default null,
+  tags jsonb default '{}',
+  idempotency_key text default null
+) returns text
+-- Security invoker: the append runs with the caller's privileges (those of
+-- tidings_client, inherited by a login role granted it), and the record's
+-- recorded_by names the caller.
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+declare
+  tracking_id text;
+  created boolean;
+  payload jsonb;
+  trimmed_subject text := btrim(subject);
+  tag record;
+begin
+  if entity_id is null or length(entity_id) > 200 or entity_id !~ '^[A-Za-z0-9][A-Za-z0-9._:@-]*$' then
+    raise exception 'entity_id: must be 1-200 characters, start with a letter or digit and contain only letters, digits and . _ : @ -'
+      using errcode = '22023';
+  end if;
+  if subject ~ '[\r\n]' then
+    raise exception 'subject: must be one line (no CR or LF): it becomes an email header' using errcode = '22023';
+  end if;
+  if trimmed_subject is null or trimmed_subject = '' or length(trimmed_subject) > 998 then
+    raise exception 'subject: must be 1-998 characters' using errcode = '22023';
+  end if;
+  if text_body is null or text_body = '' or length(text_body) > 100000 then
+    raise exception 'text_body: must be 1-100000 characters' using errcode = '22023';
+  end if;
+  if length(html_body) > 500000 then
+    raise exception 'html_body: must be at most 500000 characters' using errcode = '22023';
+  end if;
+  if length(markdown_body) > 100000 then
+    raise exception 'markdown_body: must be at most 100000 characters' using errcode = '22023';
+  end if;
+  if channels is not null and (
+       cardinality(channels) not between 1 and 2
+       or exists (select 1 from unnest(channels) c where c is null or c not in ('email', 'slack'))
+       or (select count(distinct c) from unnest(channels) c) <> cardinality(channels)) then
+    raise exception 'channels: must be 1-2 distinct channels out of email, slack (or null for the entity''s preferences)'
+      using errcode = '22023';
+  end if;
+  tags := coalesce(tags, '{}');
+  if jsonb_typeof(tags) <> 'object' then
+    raise exception 'tags: must be a JSON object of name to string value' using errcode = '22023';
+  end if;
+  if (select count(*) from jsonb_object_keys(tags)) > 20 then
+    raise exception 'tags: at most 20 tags' using errcode = '22023';
+  end if;
+  for tag in select key, value from jsonb_each(tags) loop
+    if tag.key !~ '^[A-Za-z0-9_.:-]{1,64}$' or jsonb_typeof(tag.value) <> 'string' or length(tag.value #>> '{}') > 256 then
+      raise exception 'tags: tag "%" must have a name of letters, digits and _ . : - and a string value of at most 256 characters', tag.key
+        using errcode = '22023';
+    end if;
+  end loop;
+  if idempotency_key is not null and (idempotency_key = '' or length(idempotency_key) > 255) then
+    raise exception 'idempotency_key: must be 1-255 characters' using errcode = '22023';
+  end if;
+
+  payload := jsonb_strip_nulls(jsonb_build_object(
+    'entityId', entity_id,
+    'subject', trimmed_subject,
+    'text', text_body,
+    'html', html_body,
+    'markdown', markdown_body,
+    'channels', to_jsonb(channels),
+    'tags', tags,
+    'idempotencyKey', idempotency_key));
+  if idempotency_key is null then
+    tracking_id := gen_random_uuid()::text;
+  else
+    -- The key is the caller's own (scoped to its login): a repeat returns the
+    -- notification it made, another request under it is refused.
+    select c.tracking_id, c.created into tracking_id, created
+    from api.claim_idempotency_key(idempotency_key, payload) c;
+    if not created then
+      return tracking_id;
+    end if;
+  end if;
+
+  perform tidings.append(
+    'notification.client_operations',
+    jsonb_build_array(jsonb_build_object('id', tracking_id, 'type', 'SendNotificationToEntityOp', 'tags', tags, 'payload', payload)));
+  return tracking_id;
+end;
+$$;
+
+comment on function tidings.send_notification_to_entity(text, text, text, text, text, text[], jsonb, text) is
+  'Enqueue SendNotificationToEntityOp in the caller''s transaction; returns the tracking id. Callers need the tidings_client role.';
+
+-- Only clients: a service's login role gets `grant tidings_client to <role>`.
+revoke execute on function tidings.send_notification_to_entity(text, text, text, text, text, text[], jsonb, text) from public;
+grant execute on function tidings.send_notification_to_entity(text, text, text, text, text, text[], jsonb, text) to tidings_client;
 
 -- ===========================================================================
 -- The audit interface: documented, read-only views in schema `audit` that

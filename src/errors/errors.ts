@@ -105,6 +105,7 @@ export const PgCodes = {
   invalidTransition: "TD002",
   recordExists: "TD003",
   unknownStream: "TD004",
+  idempotencyKeyReused: "TD005",
   insufficientPrivilege: "42501",
   uniqueViolation: "23505",
 } as const;

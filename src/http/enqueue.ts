@@ -2,10 +2,10 @@ import { createHash } from "node:crypto";
 import { sql } from "kysely";
 import type { z } from "zod";
 import type { ApiPrincipal } from "../auth/apiKeys";
-import { inTransaction, type Db, type Tx } from "../db/database";
+import { actAs, inTransaction, type Db, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
-import { clientOperation } from "../notification/enqueue";
-import { trackingIdForIdempotencyKey } from "../notification/ids";
+import { clientOperation, parseSendNotification } from "../notification/enqueue";
+import { newTrackingId, trackingIdForIdempotencyKey } from "../notification/ids";
 import { append } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
@@ -92,73 +92,85 @@ export class EnqueueBatcher {
   }
 
   private together(batch: Waiting[]): Promise<Array<EnqueueAnswer | Error>> {
-    return inTransaction(this.db, "client", (tx) => enqueueTogether(tx, batch));
+    // As the service first (it keeps the idempotency keys), then as the client actor.
+    return inTransaction(this.db, null, (tx) => enqueueTogether(tx, batch));
   }
 }
 
+/** Whose an idempotency key is: the API key's (docs/api.md). */
+export function idempotencyScope(principal: ApiPrincipal | null): string {
+  return `api:${principal?.keyId ?? "none"}`;
+}
+
 /**
- * The batch's requests in one transaction (already the client actor); an
- * answer or an error per request, in order. With an idempotency key, the key
- * is recorded in the same transaction as the client operation; its primary
- * key makes a concurrent duplicate wait for the first transaction and then
- * find its row. Requests are compared as validated (defaults applied, key
- * order ignored).
+ * The batch's requests in one transaction; an answer or an error per
+ * request, in order. With an idempotency key, the key is recorded (as the
+ * service) in the same transaction as the client operation (appended as the
+ * client actor); its primary key makes a concurrent duplicate wait for the
+ * first transaction and then find its row. Keys belong to the API key that
+ * used them. Requests are compared as validated (defaults applied, key order
+ * ignored).
  */
 async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueAnswer | Error>> {
   const answers: Array<EnqueueAnswer | Error | undefined> = new Array(batch.length);
 
-  // Idempotency keys: the first request with a key in this batch claims it
-  // (unless an earlier transaction did); any other with the same key is
-  // answered like a repeat, or refused if its body differs.
+  // Idempotency keys: the first request with a (scope, key) in this batch
+  // claims it (unless an earlier transaction did); any other with the same
+  // one is answered like a repeat, or refused if its body differs.
+  const scoped = (w: Waiting) => (w.idempotencyKey === undefined ? undefined : JSON.stringify([idempotencyScope(w.principal), w.idempotencyKey]));
   const firstWithKey = new Map<string, number>();
   batch.forEach((w, i) => {
-    if (w.idempotencyKey !== undefined && !firstWithKey.has(w.idempotencyKey)) firstWithKey.set(w.idempotencyKey, i);
+    const k = scoped(w);
+    if (k !== undefined && !firstWithKey.has(k)) firstWithKey.set(k, i);
   });
   const hashes = batch.map((w) => (w.idempotencyKey === undefined ? null : requestHash(w.op)));
+  const trackingIds = batch.map((w) => (w.idempotencyKey === undefined ? newTrackingId() : trackingIdForIdempotencyKey(idempotencyScope(w.principal), w.idempotencyKey)));
   const claimed = new Set<string>();
   if (firstWithKey.size > 0) {
     // Sorted: two shared commits inserting the same keys take their locks in one order.
     const keys = [...firstWithKey.keys()].sort();
     const firsts = keys.map((k) => firstWithKey.get(k)!);
-    const { rows } = await sql<{ key: string }>`
-      insert into api.idempotency_keys (key, request_sha256, tracking_id, api_key_id)
-      select * from unnest(${keys}::text[], ${firsts.map((i) => hashes[i]!)}::bytea[],
-                           ${keys.map(trackingIdForIdempotencyKey)}::text[], ${firsts.map((i) => batch[i]!.principal?.keyId ?? null)}::uuid[])
-      on conflict (key) do nothing
-      returning key`.execute(tx);
-    for (const r of rows) claimed.add(r.key);
+    const scopes = firsts.map((i) => idempotencyScope(batch[i]!.principal));
+    const names = firsts.map((i) => batch[i]!.idempotencyKey!);
+    const { rows } = await sql<{ scope: string; key: string }>`
+      insert into api.idempotency_keys (scope, key, request_sha256, tracking_id, api_key_id)
+      select * from unnest(${scopes}::text[], ${names}::text[], ${firsts.map((i) => hashes[i]!)}::bytea[],
+                           ${firsts.map((i) => trackingIds[i]!)}::text[], ${firsts.map((i) => batch[i]!.principal?.keyId ?? null)}::uuid[])
+      on conflict (scope, key) do nothing
+      returning scope, key`.execute(tx);
+    for (const r of rows) claimed.add(JSON.stringify([r.scope, r.key]));
     const known = new Map<string, { request_sha256: Buffer; tracking_id: string }>();
-    const elsewhere = keys.filter((k) => !claimed.has(k));
+    const elsewhere = keys.filter((k) => !claimed.has(k)).map((k) => JSON.parse(k) as [string, string]);
     if (elsewhere.length > 0) {
-      const { rows: found } = await sql<{ key: string; request_sha256: Buffer; tracking_id: string }>`
-        select key, request_sha256, tracking_id from api.idempotency_keys where key = any(${elsewhere}::text[])`.execute(tx);
-      for (const f of found) known.set(f.key, f);
+      const { rows: found } = await sql<{ scope: string; key: string; request_sha256: Buffer; tracking_id: string }>`
+        select i.scope, i.key, i.request_sha256, i.tracking_id
+        from api.idempotency_keys i
+        join unnest(${elsewhere.map((e) => e[0])}::text[], ${elsewhere.map((e) => e[1])}::text[]) as w(scope, key)
+          on i.scope = w.scope and i.key = w.key`.execute(tx);
+      for (const f of found) known.set(JSON.stringify([f.scope, f.key]), f);
     }
     batch.forEach((w, i) => {
-      const key = w.idempotencyKey;
-      if (key === undefined) return;
-      const original = claimed.has(key) && firstWithKey.get(key) !== i
-        ? { request_sha256: hashes[firstWithKey.get(key)!]!, tracking_id: trackingIdForIdempotencyKey(key) }
-        : known.get(key);
+      const k = scoped(w);
+      if (k === undefined) return;
+      const original = claimed.has(k) && firstWithKey.get(k) !== i
+        ? { request_sha256: hashes[firstWithKey.get(k)!]!, tracking_id: trackingIds[i]! }
+        : known.get(k);
       if (!original) return; // claimed by this request: enqueued below
       answers[i] = original.request_sha256.equals(hashes[i]!)
         ? { id: original.tracking_id, created: false }
-        : new IdempotencyKeyReusedError(key, original.tracking_id);
+        : new IdempotencyKeyReusedError(w.idempotencyKey!, original.tracking_id);
     });
   }
 
-  // One append per strategy for every request still to enqueue.
+  // One append for every request still to enqueue, as the client actor.
   const fresh: Array<{ index: number; record: NewRecord }> = [];
-  const keyed: Array<{ index: number; record: NewRecord }> = [];
   batch.forEach((w, i) => {
     if (answers[i] !== undefined) return;
-    const { record } = clientOperation(w.idempotencyKey === undefined ? w.op : { ...w.op, idempotencyKey: w.idempotencyKey });
-    (w.idempotencyKey === undefined ? fresh : keyed).push({ index: i, record });
+    const op = parseSendNotification(w.idempotencyKey === undefined ? w.op : { ...w.op, idempotencyKey: w.idempotencyKey });
+    fresh.push({ index: i, record: clientOperation(op, trackingIds[i]!) });
   });
-  const written = [
-    ...zip(fresh, await append(tx, Streams.notificationClientOperations, fresh.map((f) => f.record), "write_always")),
-    ...zip(keyed, await append(tx, Streams.notificationClientOperations, keyed.map((k) => k.record), "skip_if_id_and_type_exists")),
-  ];
+  await actAs(tx, "client");
+  const written = zip(fresh, await append(tx, Streams.notificationClientOperations, fresh.map((f) => f.record), "write_always"));
   for (const { index, record, result } of written) answers[index] = { id: record.id, created: result.written };
   return answers.map((a) => a ?? new Error("request left unanswered by the batch"));
 }

@@ -1,10 +1,10 @@
 import { sql } from "kysely";
 import type { Db, Tx } from "../db/database";
-import { ValidationError } from "../errors/errors";
+import { ConflictError, PgCodes, ValidationError, pgCode } from "../errors/errors";
 import { appendOne } from "../streams/append";
-import type { ExistingRecordStrategy, NewRecord } from "../streams/interfaces";
+import type { NewRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
-import { newTrackingId, trackingIdForIdempotencyKey } from "./ids";
+import { newTrackingId } from "./ids";
 import { NotificationRecordTypes, SendNotificationToEntityOp } from "./notification.schemas";
 
 export interface Enqueued {
@@ -24,31 +24,47 @@ export function parseSendNotification(input: unknown): SendNotificationToEntityO
  * Enqueue a notification inside the caller's own transaction: the client
  * operation is appended as the `client` role (then the caller's role is
  * restored), and its job is queued by the outbox trigger, so the
- * notification exists if and only if the caller commits.
+ * notification exists if and only if the caller commits. An idempotency key
+ * is the calling login's own (the same as with the SQL function): a repeat
+ * returns the notification it made, another request under it is refused.
  */
 export async function enqueueNotificationInTransaction(tx: Tx, input: unknown): Promise<Enqueued> {
-  const { record, strategy } = clientOperation(input);
+  const op = parseSendNotification(input);
   const { rows } = await sql<{ role: string }>`select current_user as role`.execute(tx);
   await sql`set local role tidings_client`.execute(tx);
-  const result = await appendOne(tx, Streams.notificationClientOperations, record, strategy);
+  let trackingId = newTrackingId();
+  if (op.idempotencyKey !== undefined) {
+    const claimed = await claimIdempotencyKey(tx, op);
+    if (!claimed.created) {
+      await sql`set local role ${sql.id(rows[0]!.role)}`.execute(tx);
+      return { trackingId: claimed.trackingId, created: false, position: claimed.position };
+    }
+    trackingId = claimed.trackingId;
+  }
+  const result = await appendOne(tx, Streams.notificationClientOperations, clientOperation(op, trackingId));
   // Restored on success only: after a failed append the transaction is
   // aborted, and a SET there would replace the real error with 25P02.
   await sql`set local role ${sql.id(rows[0]!.role)}`.execute(tx);
-  return { trackingId: record.id, created: result.written, position: result.position };
+  return { trackingId, created: result.written, position: result.position };
 }
 
-/**
- * The client operation record for a request, validated: its tracking id is
- * derived from the idempotency key when there is one (so a repeat finds it),
- * new otherwise.
- */
-export function clientOperation(input: unknown): { record: NewRecord<SendNotificationToEntityOp>; strategy: ExistingRecordStrategy } {
-  const op = parseSendNotification(input);
-  const trackingId = op.idempotencyKey ? trackingIdForIdempotencyKey(op.idempotencyKey) : newTrackingId();
-  return {
-    record: { id: trackingId, type: NotificationRecordTypes.SendNotificationToEntityOp, payload: op, tags: op.tags },
-    strategy: op.idempotencyKey ? "skip_if_id_and_type_exists" : "write_always",
-  };
+async function claimIdempotencyKey(tx: Tx, op: SendNotificationToEntityOp): Promise<{ trackingId: string; created: boolean; position: number }> {
+  try {
+    const { rows } = await sql<{ tracking_id: string; created: boolean; position: number | null }>`
+      select c.tracking_id, c.created,
+             case when not c.created then tidings.existing_position('notification.client_operations', c.tracking_id) end as position
+      from api.claim_idempotency_key(${op.idempotencyKey!}, ${JSON.stringify(op)}::jsonb) c`.execute(tx);
+    const row = rows[0]!;
+    return { trackingId: row.tracking_id, created: row.created, position: row.position ?? 0 };
+  } catch (error) {
+    if (pgCode(error) === PgCodes.idempotencyKeyReused) throw new ConflictError((error as Error).message, { cause: error });
+    throw error;
+  }
+}
+
+/** The client operation record of a validated request under its tracking id. */
+export function clientOperation(op: SendNotificationToEntityOp, trackingId: string): NewRecord<SendNotificationToEntityOp> {
+  return { id: trackingId, type: NotificationRecordTypes.SendNotificationToEntityOp, payload: op, tags: op.tags };
 }
 
 /** Enqueue a notification in a transaction of its own. */

@@ -10,9 +10,13 @@ export function newTrackingId(): string {
   return randomUUID();
 }
 
-/** The same idempotency key always yields the same tracking id (a name-based UUID). */
-export function trackingIdForIdempotencyKey(key: string): string {
-  const h = createHash("sha256").update(`tidings idempotency ${key}`).digest();
+/**
+ * The same idempotency key of the same caller always yields the same tracking
+ * id (a name-based UUID); the scope is the caller's: `api:<API key id>` or
+ * `sql:<login>` (tidings.idempotent_tracking_id computes the same in SQL).
+ */
+export function trackingIdForIdempotencyKey(scope: string, key: string): string {
+  const h = createHash("sha256").update(`tidings idempotency ${scope} ${key}`).digest();
   h[6] = (h[6]! & 0x0f) | 0x50; // version 5-style (name-based)
   h[8] = (h[8]! & 0x3f) | 0x80; // RFC 4122 variant
   const hex = h.subarray(0, 16).toString("hex");

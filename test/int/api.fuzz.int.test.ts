@@ -673,8 +673,8 @@ describe("malformed requests are refused with a problem naming the problem, and 
     await sendAndJudge([{ ...first, label: "replay", expect: { status: [202], headers: { "idempotent-replayed": /^true$/ } } }], 1);
     await sendAndJudge(
       [
-        bodyProbe("notification", "Idempotency-Key reused with another request", JSON.stringify({ ...body, text: "different" }), { status: [422], problemType: "idempotency-key-reused", mentions: [/Idempotency-Key/] }, { "idempotency-key": idempotencyKey }),
-        bodyProbe("notification", "Idempotency-Key reused with an invalid request", JSON.stringify({ ...body, text: 5 }), refused("text"), { "idempotency-key": idempotencyKey }),
+        bodyProbe("notification", "Idempotency-Key reused with another request", JSON.stringify({ ...body, text: "different" }), { status: [422], problemType: "idempotency-key-reused", mentions: [/Idempotency-Key/] }, { ...bearer(keys.producer), "idempotency-key": idempotencyKey }),
+        bodyProbe("notification", "Idempotency-Key reused with an invalid request", JSON.stringify({ ...body, text: 5 }), refused("text"), { ...bearer(keys.producer), "idempotency-key": idempotencyKey }),
       ],
       1,
     );

@@ -83,12 +83,23 @@ describe("POST /v1/notifications", () => {
     expect((await post(body, "order-1002")).json.id).toBe(first.json.id);
   });
 
-  it("keys are global: another API key repeating the request gets the same notification", async () => {
+  it("keys belong to their API key: another API key with the same key gets a notification of its own and learns nothing", async () => {
     const other = await apiKey(t, ["producer"], "another-service");
     const first = await post(body, "shared-key-1");
+    // The same request from another API key is another client's: a new notification.
     const second = await post(body, "shared-key-1", other);
-    expect(second.json.id).toBe(first.json.id);
+    expect(second.status).toBe(202);
+    expect(second.json.id).not.toBe(first.json.id);
+    // Another body under the same key from the other API key: accepted too, and it names nothing of the first's.
+    const third = await post({ ...body, subject: "Something else" }, "shared-key-2", other);
+    const fourth = await post(body, "shared-key-2");
+    expect([third.status, fourth.status]).toEqual([202, 202]);
+    expect(JSON.stringify(fourth.json)).not.toContain(third.json.id);
     expect(await clientOperations(first.json.id)).toBe(1);
+    expect(await clientOperations(second.json.id)).toBe(1);
+    // Each one still replays for its own key.
+    expect((await post(body, "shared-key-1", other)).json.id).toBe(second.json.id);
+    expect((await post(body, "shared-key-1")).json.id).toBe(first.json.id);
   });
 
   it("20 identical requests at once: one notification, every answer the same", async () => {

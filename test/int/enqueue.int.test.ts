@@ -70,10 +70,11 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
     expect(op!.recordedBy).toBe(shop.name);
   });
 
-  it("an idempotency key yields the same tracking id as the TypeScript client, once", async () => {
+  it("an idempotency key yields one notification per login and key, the same from SQL and from TypeScript", async () => {
     const first = (await shop.pool.query("select tidings.send_notification_to_entity('shop', 's', 't', idempotency_key => 'order-42') as id")).rows[0].id;
     const again = (await shop.pool.query("select tidings.send_notification_to_entity('shop', 's', 't', idempotency_key => 'order-42') as id")).rows[0].id;
-    expect(first).toBe(trackingIdForIdempotencyKey("order-42"));
+    // The key is this login's own: its tracking id is derived from (login, key).
+    expect(first).toBe(trackingIdForIdempotencyKey(`sql:${shop.name}`, "order-42"));
     expect(again).toBe(first);
     expect(await findRecords(app.t.adminDb, Streams.notificationClientOperations, { ids: [first] })).toHaveLength(1);
   });
