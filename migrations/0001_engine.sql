@@ -408,7 +408,8 @@ begin
   execute format($ddl$
     create table %1$I.%2$I (
       position bigint generated always as identity primary key,
-      id text not null check (id <> '' and length(id) <= 200),
+      -- No control characters: ids end up in logs, alerts and pasted SQL.
+      id text not null check (id <> '' and length(id) <= 200 and id !~ '[[:cntrl:]]'),
       type text not null check (type ~ '^[A-Za-z][A-Za-z0-9_.]*$'),
       payload jsonb not null,
       tags jsonb not null default '{}' check (jsonb_typeof(tags) = 'object'),

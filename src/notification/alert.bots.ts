@@ -55,6 +55,15 @@ const HEADLINES: Partial<Record<NotificationEventType, string>> = {
   CouldNotSendOnAnyPreparedChannelEvent: "it could not be sent on any channel",
 };
 
+/**
+ * A statement an operator can paste to see the notification's events. The id
+ * is a SQL string literal (quotes doubled): a record id written by a SQL
+ * client can hold any character but a control one.
+ */
+export function askQuery(id: string): string {
+  return `select * from notification.events where id = '${id.replace(/'/g, "''")}' order by position;`;
+}
+
 /** The alert's text: what failed and why, from the notification's own events. */
 function describeFailure(id: string, failure: StreamRecord, requested: StreamRecord | undefined): { subject: string; text: string } {
   const type = failure.type as NotificationEventType;
@@ -76,7 +85,7 @@ function describeFailure(id: string, failure: StreamRecord, requested: StreamRec
   } else {
     lines.push("", `Details: ${JSON.stringify(parsed)}`);
   }
-  lines.push("", `Ask: select * from notification.events where id = '${id}' order by position;`);
+  lines.push("", `Ask: ${askQuery(id)}`);
   return { subject: `[tidings] notification ${id} failed: ${HEADLINES[type] ?? type}`, text: lines.join("\n") };
 }
 

@@ -1,0 +1,108 @@
+/**
+ * Issue 9.5: small leaks. The existence lookup answers only a stream's
+ * producers; a bot changes only the handling of the concerns it consumes;
+ * the alert's ready-to-paste SQL quotes the record id; record ids hold no
+ * control characters.
+ */
+import { sql } from "kysely";
+import { inTransaction } from "../../src/db/database";
+import { askQuery } from "../../src/notification/alert.bots";
+import { appendOne } from "../../src/streams/append";
+import { claim } from "../../src/streams/handling";
+import { asOwner, createTestDatabase, declareTestStream, type TestDatabase } from "../helpers/db";
+
+let t: TestDatabase;
+
+beforeAll(async () => {
+  t = await createTestDatabase(5);
+});
+afterAll(async () => {
+  await t.close();
+});
+
+describe("tidings.existing_position", () => {
+  const lookup = (actor: string, stream: string) =>
+    inTransaction(t.db, actor, (tx) => sql`select tidings.existing_position(${stream}, 'anything') as p`.execute(tx));
+
+  it("answers a producer about its own stream", async () => {
+    await expect(lookup("client", "notification.client_operations")).resolves.toBeDefined();
+    await expect(lookup("notification_bot", "notification.sagas")).resolves.toBeDefined();
+  });
+
+  it("refuses anyone about a stream it does not produce", async () => {
+    await expect(lookup("client", "notification.events")).rejects.toThrow(/role tidings_client does not produce stream notification.events/);
+    await expect(lookup("client", "entity.events")).rejects.toThrow(/does not produce stream entity.events/);
+    await expect(lookup("email_bot", "notification.client_operations")).rejects.toThrow(/does not produce/);
+    await expect(lookup("slack_bot", "email.events")).rejects.toThrow(/does not produce/);
+  });
+
+  it("refuses a SQL login granted tidings_client about other streams too", async () => {
+    const login = await t.createLogin({ prefix: "prober", grants: ["tidings_client"] });
+    await expect(login.pool.query("select tidings.existing_position('notification.client_operations', 'x')")).resolves.toBeDefined();
+    await expect(login.pool.query("select tidings.existing_position('email.operations', 'x')")).rejects.toThrow(/does not produce/);
+  });
+});
+
+describe("handling state of another bot's concern", () => {
+  const stream = "testing.shared";
+  let position: number;
+
+  beforeAll(async () => {
+    await declareTestStream(t.adminDb, { stream, producer: "shared_writer", consumer: "first_bot" });
+    await asOwner(t.adminDb, async (tx) => {
+      await sql`select tidings.declare_actor('second_bot', 'test actor')`.execute(tx);
+      await sql`select tidings.declare_consumer(${stream}, 'second_bot', 'second_bot', null, 'second concern')`.execute(tx);
+    });
+    position = (await inTransaction(t.db, "shared_writer", (tx) => appendOne(tx, stream, { id: "s-1", type: "Thing", payload: {} }))).position;
+  });
+
+  it("a bot claims its own concern", async () => {
+    const won = await inTransaction(t.db, "first_bot", (tx) => claim(tx, { stream, position, concern: "first_bot" }, { actor: "first_bot" }));
+    expect(won.claimed).toBe(true);
+  });
+
+  it("a bot writing the handling of another consumer's concern, or of no concern, is refused by the database", async () => {
+    for (const concern of ["second_bot", "nobody"]) {
+      await expect(
+        inTransaction(t.db, "first_bot", (tx) =>
+          sql`insert into testing.shared__handling (position, concern, status, last_action, last_actor, last_reason)
+              values (${position}, ${concern}, 'DisabledForRecord', 'disable_for_record', 'first_bot', 'squat')`.execute(tx),
+        ),
+      ).rejects.toThrow(new RegExp(`role tidings_first_bot may not change the handling of stream testing.shared for concern "${concern}"`));
+    }
+    // The saga bot holds write access to email.events' handling, for its own concern only.
+    await expect(
+      inTransaction(t.db, "saga_bot", (tx) =>
+        sql`insert into email.events__handling (position, concern, status, last_action, last_actor, last_reason)
+            values (1, 'email_bot', 'DisabledForRecord', 'disable_for_record', 'saga_bot', 'squat')`.execute(tx),
+      ),
+    ).rejects.toThrow(/may not change the handling of stream email.events for concern "email_bot"/);
+    const { rows } = await t.query("select count(*)::int as n from testing.shared__handling where concern <> 'first_bot'");
+    expect(rows[0].n).toBe(0);
+  });
+
+  it("the operator may repair any concern", async () => {
+    const state = await inTransaction(t.db, "operator", (tx) => claim(tx, { stream, position, concern: "second_bot" }, { actor: "operator", reason: "by hand" }));
+    expect(state.claimed).toBe(true);
+  });
+});
+
+describe("record ids in the alert's ready-to-paste SQL", () => {
+  it("are quoted: pasted, the statement selects exactly that id and runs nothing else", async () => {
+    const evil = "x'; create table pwned (); --";
+    await t.query("insert into notification.events (id, type, payload) values ($1, 'SendNotificationRequestedEvent', '{}')", [evil]);
+    const statement = askQuery(evil);
+    expect(statement).toBe(`select * from notification.events where id = 'x''; create table pwned (); --' order by position;`);
+    // The simple query protocol runs several statements: an injection would create the table.
+    const { rows } = await t.query(statement);
+    expect(rows.map((r) => r.id)).toEqual([evil]);
+    expect((await t.query("select to_regclass('public.pwned') as t")).rows[0].t).toBeNull();
+  });
+
+  it("may not hold control characters (a newline would forge lines in logs and alerts)", async () => {
+    const login = await t.createLogin({ prefix: "ids", grants: ["tidings_client"] });
+    await expect(
+      login.pool.query("insert into notification.client_operations (id, type, payload) values (E'x\\nSubject: fake', 'SendNotificationToEntityOp', '{}')"),
+    ).rejects.toThrow(/violates check constraint/);
+  });
+});
