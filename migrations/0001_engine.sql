@@ -255,6 +255,14 @@ declare
   stream_name text := tg_table_schema || '.' || tg_table_name;
   note text := coalesce(nullif(current_setting('tidings.outbox', true), ''), 'C');
 begin
+  -- This transaction appends to the stream: readers of it wait for it (see
+  -- tidings.feed_horizon), before any of its rows takes its feed key.
+  perform tidings.mark_appending(stream_name);
+  if note = 'C' then
+    -- Its first append: from now on the transaction may not stay open past
+    -- the bound, so it cannot hold readers back for long.
+    perform tidings.bound_appending_transaction();
+  end if;
   if strpos(note || ';', ';' || stream_name || '=') = 0 then
     -- Streams nobody consumes need no note.
     if not exists (select 1 from tidings.stream_consumers c where c.stream = stream_name) then
@@ -331,6 +339,106 @@ begin
 end;
 $$;
 revoke execute on function tidings.create_outbox_triggers(text) from public;
+
+-- ---------------------------------------------------------------------------
+-- Gap-safe reading. Positions come from a sequence, so a slower transaction
+-- can commit position 5 after a faster one committed 6: a reader that
+-- remembered "6" would skip 5 for ever. Readers therefore go through a
+-- stream in (feed_key, position) order and only as far as the feed horizon,
+-- below which nothing can appear any more.
+--
+-- A transaction appending to a stream first takes a shared advisory lock
+-- that names the stream and its own transaction id (mark_appending, from the
+-- outbox's statement trigger); then each row it writes takes as feed_key the
+-- greater of its transaction id and the xmax of a snapshot taken after that
+-- lock (tg_stamp_feed_key). A reader's horizon is the smallest transaction
+-- id among those marked on its streams and still in progress, or else the
+-- xmax of its snapshot (feed_horizon), computed in a statement before it
+-- reads. Whoever marked before the reader looked holds the horizon at or
+-- below its own id, hence below its keys; whoever marks later takes keys at
+-- or above the reader's xmax, hence at or above the horizon. So only
+-- transactions that append to the streams being read hold a reader back: a
+-- long transaction elsewhere, in this database or another, does not (the
+-- transaction-id horizon, pg_snapshot_xmin, waited for every one on the
+-- server).
+-- ---------------------------------------------------------------------------
+create function tidings.mark_appending(p_stream text) returns void
+language sql volatile set search_path = pg_catalog, pg_temp as $$
+  select pg_advisory_xact_lock_shared(
+    hashtext('tidings feed ' || p_stream),
+    -- The low 32 bits of the transaction id, as the int4 whose bits they are.
+    ((pg_current_xact_id()::text::bigint % 4294967296) - case when pg_current_xact_id()::text::bigint % 4294967296 >= 2147483648 then 4294967296 else 0 end)::int4)
+$$;
+
+create function tidings.tg_stamp_feed_key() returns trigger
+language plpgsql as $$
+begin
+  -- A plpgsql expression in a volatile function runs with a fresh snapshot:
+  -- one taken after this transaction's mark (tg_note_outbox ran first).
+  new.feed_key := greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()));
+  return new;
+end;
+$$;
+
+-- The horizon for reading these streams now: read records with feed_key
+-- below it, in a later statement of a READ COMMITTED transaction (whose
+-- snapshot is younger than this one's look at the marks).
+create function tidings.feed_horizon(p_streams text[]) returns xid8
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+  snap pg_snapshot := pg_current_snapshot();
+  marked xid8;
+begin
+  if current_setting('transaction_isolation') <> 'read committed' then
+    raise exception 'tidings.feed_horizon needs a READ COMMITTED transaction (the read that follows must see a newer snapshot)'
+      using errcode = '25000';
+  end if;
+  select min(x) into marked
+  from pg_snapshot_xip(snap) x
+  where (x::text::bigint % 4294967296) in (
+    select l.objid::bigint from pg_locks l
+    where l.locktype = 'advisory' and l.objsubid = 2
+      and l.database = (select d.oid from pg_database d where d.datname = current_database())
+      and l.classid::bigint in (select (hashtext('tidings feed ' || s)::bigint + 4294967296) % 4294967296 from unnest(p_streams) s));
+  return least(pg_snapshot_xmax(snap), marked);
+end;
+$$;
+
+-- Settings of the engine that a database keeps (an operator changes them with UPDATE).
+create table tidings.settings (
+  name text primary key,
+  value text not null,
+  description text not null
+);
+insert into tidings.settings (name, value, description) values
+  ('append_transaction_timeout', '60s',
+   'A transaction that appended to a stream is ended by the database once it has been open (PostgreSQL 17+) or idle, or one statement has run, this long: it holds the readers of that stream back meanwhile. 0 turns it off.');
+
+-- Bound the transaction that is appending (see tidings.settings). Never
+-- loosens a stricter bound the caller set; a caller that raises it again
+-- afterwards holds back only its own streams' readers.
+create function tidings.bound_appending_transaction() returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  bound text := (select value from tidings.settings where name = 'append_transaction_timeout');
+  bound_ms bigint;
+  setting text;
+begin
+  if bound is null then
+    return;
+  end if;
+  bound_ms := extract(epoch from bound::interval) * 1000;
+  if bound_ms <= 0 then
+    return;
+  end if;
+  foreach setting in array array['idle_in_transaction_session_timeout',
+    case when current_setting('server_version_num')::int >= 170000 then 'transaction_timeout' else 'statement_timeout' end] loop
+    if current_setting(setting)::interval = interval '0' or current_setting(setting)::interval > bound::interval then
+      perform set_config(setting, bound_ms || 'ms', true);
+    end if;
+  end loop;
+end;
+$$;
 
 -- ---------------------------------------------------------------------------
 -- Roles (docs/security.md). Migrations run as tidings_owner, which owns every
@@ -418,13 +526,18 @@ begin
       recorded_at timestamptz not null default now(),
       recorded_by name not null default current_user,
       tx_id xid8 not null default pg_current_xact_id(),
+      -- The gap-safe read order (feed_horizon): set by trigger stamp_feed_key.
+      feed_key xid8 not null default pg_current_xact_id(),
       check ((caused_by_stream is null) = (caused_by_position is null))
     )$ddl$, sch, tbl);
   execute format('comment on table %I.%I is %L', sch, tbl, p_description);
   perform tidings.constrain_record_types(p_name);
   execute format('create index on %I.%I (id, position)', sch, tbl);
-  -- Gap-safe feeds read in (tx_id, position) order; see src/streams/read.ts.
+  -- The outbox finds a transaction's rows by tx_id; readers go in (feed_key, position) order.
   execute format('create index on %I.%I (tx_id, position)', sch, tbl);
+  execute format('create index on %I.%I (feed_key, position)', sch, tbl);
+  execute format('create trigger stamp_feed_key before insert on %I.%I
+                  for each row execute function tidings.tg_stamp_feed_key()', sch, tbl);
 
   execute format('create trigger refuse_update_delete before update or delete on %I.%I
                   for each statement execute function tidings.tg_refuse_change()', sch, tbl);
@@ -536,7 +649,7 @@ begin
   -- tell the producer where its record landed; idempotent appends look for an
   -- existing record through tidings.existing_position.
   -- INSERT of the content columns only: position, recorded_at, recorded_by
-  -- and tx_id are the database's own (identity and defaults), so a producer
+  -- tx_id and feed_key are the database's own (identity and defaults), so a producer
   -- can neither squat a position nor name another writer or time.
   execute format('grant insert (id, type, payload, tags, caused_by_stream, caused_by_position) on %s to %I', p_stream, r);
   execute format('grant select (position) on %s to %I', p_stream, r);

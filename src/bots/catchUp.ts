@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import { inTransaction, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
 import type { StreamRecord } from "../streams/interfaces";
-import { decodeCursor, encodeCursor, FEED_START, readAfter, type FeedCursor } from "../streams/read";
+import { decodeCursor, encodeCursor, FEED_START, feedHorizon, nudgeHorizon, readAfter, type FeedCursor } from "../streams/read";
 import type { BotRuntime, CatchUpBot } from "./bot";
 
 export interface CatchUpSettings {
@@ -25,7 +25,8 @@ export interface RunningCatchUp {
  * commit to flush).
  */
 export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps>): Promise<number> {
-  return inTransaction(rt.db, bot.actor, async (tx) => {
+  let stalled = false;
+  const handled = await inTransaction(rt.db, bot.actor, async (tx) => {
     const { rows: locked } = await sql<{ locked: boolean }>`
       select pg_try_advisory_xact_lock(hashtextextended(${`checkpoint ${bot.checkpoint}`}, 0)) as locked`.execute(tx);
     if (!locked[0]?.locked) return 0;
@@ -38,9 +39,12 @@ export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<
     const cursors = row.cursors as Record<string, string>;
     const records: StreamRecord[] = [];
     const next: Record<string, string> = { ...cursors };
+    // One horizon for the streams it follows, taken before any of them is read.
+    const horizon = await feedHorizon(tx, bot.streams);
     for (const stream of bot.streams) {
       const after: FeedCursor = cursors[stream] ? decodeCursor(cursors[stream]) : FEED_START;
-      const read = await readAfter(tx, stream, after, { limit: bot.batchSize });
+      const read = await readAfter(tx, stream, after, { limit: bot.batchSize, horizon });
+      stalled ||= read.stalled;
       records.push(...read.records);
       next[stream] = encodeCursor(read.next);
     }
@@ -80,6 +84,9 @@ export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<
       .execute();
     return records.length;
   });
+  // Records wait at the horizon: move it for the next look.
+  if (stalled) await nudgeHorizon(rt.db);
+  return handled;
 }
 
 /** Run a catch-up bot until stopped: batch after batch while it is behind, a short pause otherwise. */

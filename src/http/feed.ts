@@ -3,7 +3,7 @@ import type { Gauge } from "prom-client";
 import { inTransaction, type Db } from "../db/database";
 import type { StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
-import { FEED_START, encodeCursor, readAfter, type FeedCursor } from "../streams/read";
+import { FEED_START, cursorAfter, encodeCursor, nudgeHorizon, readAfter, type FeedCursor } from "../streams/read";
 import { requireScope } from "./auth";
 import type { ApiContext, RouteDef } from "./routes";
 import { FeedQuery } from "./schemas";
@@ -13,7 +13,7 @@ export const DEFAULT_FEED_POLL_MS = 250;
 
 function toFeedEvent(r: StreamRecord) {
   return {
-    cursor: encodeCursor({ txId: r.txId, position: r.position }),
+    cursor: encodeCursor(cursorAfter(r)),
     position: r.position,
     id: r.id,
     type: r.type,
@@ -46,6 +46,11 @@ async function readOrWait(
   try {
     for (;;) {
       const page = await inTransaction(db, "reader", (tx) => readAfter(tx, Streams.notificationEvents, after, { limit }));
+      // Events wait at the horizon: move it and look again at once.
+      if (page.stalled && page.records.length === 0) {
+        await nudgeHorizon(db);
+        continue;
+      }
       const left = deadline - Date.now();
       if (page.records.length > 0 || left <= 0 || gone) return page;
       if (!counted) waiting?.inc();

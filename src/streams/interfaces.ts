@@ -40,8 +40,10 @@ export interface StreamRecord<TPayload = unknown> {
   causedBy: RecordRef | null;
   recordedAt: Date;
   recordedBy: string;
-  /** Transaction id (xid8) that wrote the record; orders gap-safe feeds. */
+  /** Transaction id (xid8) that wrote the record. */
   txId: string;
+  /** Where the record stands in gap-safe reads: (feedKey, position) order (src/streams/read.ts). */
+  feedKey: string;
 }
 
 export interface NewRecord<TPayload = unknown> {

@@ -15,11 +15,12 @@ export interface RecordRow {
   recorded_at: Date;
   recorded_by: string;
   tx_id: string;
+  feed_key: string;
 }
 
-const COLUMNS = sql`position, id, type, payload, tags, caused_by_stream, caused_by_position, recorded_at, recorded_by, tx_id::text as tx_id`;
+const COLUMNS = sql`position, id, type, payload, tags, caused_by_stream, caused_by_position, recorded_at, recorded_by, tx_id::text as tx_id, feed_key::text as feed_key`;
 /** The record columns of a stream table aliased `r`, for joins. */
-export const RECORD_COLUMNS_R = sql`r.position, r.id, r.type, r.payload, r.tags, r.caused_by_stream, r.caused_by_position, r.recorded_at, r.recorded_by, r.tx_id::text as tx_id`;
+export const RECORD_COLUMNS_R = sql`r.position, r.id, r.type, r.payload, r.tags, r.caused_by_stream, r.caused_by_position, r.recorded_at, r.recorded_by, r.tx_id::text as tx_id, r.feed_key::text as feed_key`;
 
 /** Row type → domain type, in one place. */
 export function toRecord(stream: string, row: RecordRow): StreamRecord {
@@ -37,6 +38,7 @@ export function toRecord(stream: string, row: RecordRow): StreamRecord {
     recordedAt: row.recorded_at,
     recordedBy: row.recorded_by,
     txId: row.tx_id,
+    feedKey: row.feed_key,
   };
 }
 
@@ -114,43 +116,83 @@ export async function findRecords(db: Executor, stream: string, filter: RecordFi
  * A resumable feed cursor. Positions come from a sequence, so a slower
  * transaction can commit position 5 after a faster one committed 6: a reader
  * that remembered "6" would skip 5 for ever. The feed therefore reads in
- * (writing transaction id, position) order and only returns records written by
- * transactions older than every transaction still in progress
- * (`pg_snapshot_xmin`): nothing can later appear before the cursor.
+ * (feed_key, position) order and only below the feed horizon, which only
+ * transactions still appending to the stream hold back
+ * (tidings.feed_horizon in migrations/0001_engine.sql): nothing can later
+ * appear before the cursor.
  */
 export interface FeedCursor {
-  txId: string;
+  key: string;
   position: number;
 }
 
-export const FEED_START: FeedCursor = { txId: "0", position: 0 };
+export const FEED_START: FeedCursor = { key: "0", position: 0 };
 
 export function encodeCursor(cursor: FeedCursor): string {
-  return `${cursor.txId}-${cursor.position}`;
+  return `${cursor.key}-${cursor.position}`;
 }
 
 export function decodeCursor(text: string): FeedCursor {
   const match = /^(\d{1,20})-(\d{1,16})$/.exec(text);
-  if (!match || BigInt(match[1]!) > 0xffffffffffffffffn) throw new ValidationError(`invalid feed cursor "${text}": expected <txid>-<position> as returned by the feed`);
-  return { txId: match[1]!, position: Number(match[2]) };
+  if (!match || BigInt(match[1]!) > 0xffffffffffffffffn) throw new ValidationError(`invalid feed cursor "${text}": expected <key>-<position> as returned by the feed`);
+  return { key: match[1]!, position: Number(match[2]) };
 }
 
+/** The cursor that resumes right after this record. */
+export function cursorAfter(record: StreamRecord): FeedCursor {
+  return { key: record.feedKey, position: record.position };
+}
+
+/**
+ * Below this, nothing new can appear in these streams (the feed horizon).
+ * Read it in a statement of its own, before the read it bounds, in a READ
+ * COMMITTED transaction (the database refuses otherwise).
+ */
+export async function feedHorizon(db: Executor, streams: readonly string[]): Promise<string> {
+  for (const stream of streams) assertStreamName(stream);
+  const { rows } = await sql<{ horizon: string }>`select tidings.feed_horizon(${[...streams]}::text[])::text as horizon`.execute(db);
+  return rows[0]!.horizon;
+}
+
+/**
+ * Records after the cursor, below the horizon. `stalled`: a committed record
+ * waits exactly at the horizon. That happens when a transaction that began
+ * before newer ones completed appends last: its key is the horizon itself,
+ * which moves only when a newer transaction completes. On a busy server one
+ * always does; a quiet one gets `nudgeHorizon`.
+ */
 export async function readAfter(
   db: Executor,
   stream: string,
   after: FeedCursor = FEED_START,
-  options: { limit?: number; types?: readonly string[]; tags?: Tags } = {},
-): Promise<{ records: StreamRecord[]; next: FeedCursor }> {
+  options: { limit?: number; types?: readonly string[]; tags?: Tags; horizon?: string } = {},
+): Promise<{ records: StreamRecord[]; next: FeedCursor; stalled: boolean }> {
   assertStreamName(stream);
   const limit = options.limit ?? 100;
+  const horizon = options.horizon ?? (await feedHorizon(db, [stream]));
   const { rows } = await sql<RecordRow>`
     select ${COLUMNS} from ${streamTable(stream)}
-    where (tx_id, position) > (${after.txId}::xid8, ${after.position}::bigint)
-      and tx_id < pg_snapshot_xmin(pg_current_snapshot())
+    where (feed_key, position) > (${after.key}::xid8, ${after.position}::bigint)
+      and feed_key < ${horizon}::xid8
       and ${filterSql({ types: options.types, tags: options.tags })}
-    order by tx_id, position
+    order by feed_key, position
     limit ${limit}`.execute(db);
   const records = rows.map((r) => toRecord(stream, r));
   const last = records.at(-1);
-  return { records, next: last ? { txId: last.txId, position: last.position } : after };
+  let stalled = false;
+  if (records.length < limit) {
+    const waiting = await sql<{ waiting: boolean }>`
+      select exists (select 1 from ${streamTable(stream)} where feed_key = ${horizon}::xid8) as waiting`.execute(db);
+    stalled = waiting.rows[0]!.waiting;
+  }
+  return { records, next: last ? cursorAfter(last) : after, stalled };
+}
+
+/**
+ * Move the horizon past records that wait exactly at it (see readAfter's
+ * `stalled`): a transaction that takes a new transaction id and completes.
+ * Run it on the pool, outside any open transaction.
+ */
+export async function nudgeHorizon(db: Executor): Promise<void> {
+  await sql`select pg_current_xact_id()`.execute(db);
 }

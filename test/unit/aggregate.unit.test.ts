@@ -5,7 +5,7 @@ let position = 0;
 const at = new Date("2026-11-26T10:00:00.000Z");
 function event(type: string, payload: unknown): StreamRecord {
   position += 1;
-  return { stream: "notification.events", position, id: "n1", type, payload, tags: {}, causedBy: null, recordedAt: new Date(at.getTime() + position * 1000), recordedBy: "x", txId: String(position) };
+  return { stream: "notification.events", position, id: "n1", type, payload, tags: {}, causedBy: null, recordedAt: new Date(at.getTime() + position * 1000), recordedBy: "x", txId: String(position), feedKey: String(position) };
 }
 const requested = () => event("SendNotificationRequestedEvent", {
   entityId: "ada", subject: "Hi", channelsRequested: null, tags: { t: "1" }, clientOperation: { stream: "notification.client_operations", position: 1 },

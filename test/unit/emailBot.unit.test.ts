@@ -32,6 +32,7 @@ const record: StreamRecord = {
   recordedAt: new Date(),
   recordedBy: "tidings_notification_bot",
   txId: "1",
+  feedKey: "1",
 };
 
 function fakeTransport(send: (message: EmailMessage) => Promise<EmailSendResult>): EmailTransport & { sent: EmailMessage[] } {
