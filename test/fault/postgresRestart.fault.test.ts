@@ -7,9 +7,18 @@
  * reconnect by themselves (a worker that dies fails the test at once, with
  * its cause) and every notification reach its outcome, none lost.
  */
+import { countOpenResources, expectNothingLeftOpen } from "../helpers/faultFlow";
 import { expectRecovered, runPostgresRestart } from "../helpers/faultScenarios";
 
 const COUNT = 240;
+
+let openAtStart: Map<string, number>;
+beforeAll(() => {
+  openAtStart = countOpenResources();
+});
+afterAll(async () => {
+  await expectNothingLeftOpen(openAtStart);
+});
 
 it("the database restarts mid-flow: the workers carry on and every notification reaches its outcome", async () => {
   const r = await runPostgresRestart({ count: COUNT });

@@ -7,16 +7,20 @@
  * task lookup per pool), this stalled on every run.
  */
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
+import { countOpenResources, expectNothingLeftOpen } from "../helpers/faultFlow";
 import { expectRecovered, runTerminatedConnections } from "../helpers/faultScenarios";
 
 const COUNT = 240;
 
 let t: TestDatabase;
+let openAtStart: Map<string, number>;
 beforeAll(async () => {
+  openAtStart = countOpenResources();
   t = await createTestDatabase(5);
 });
 afterAll(async () => {
   await t?.close();
+  await expectNothingLeftOpen(openAtStart);
 });
 
 it("worker connections terminated every 20 ms: the worker carries on and every notification reaches its outcome", async () => {
