@@ -17,8 +17,10 @@ import {
   enqueueMany,
   expectAllDelivered,
   expectAllSentOnAll,
+  FLOW_LIMIT_MS,
   seedEntities,
   spawnWorker,
+  TEST_TIMEOUT_MS,
   useFaultFixture,
   waitForAllOutcomes,
   workerEnv,
@@ -41,7 +43,7 @@ it("four workers on one database: each record handled once per concern, each sen
     await Promise.all(fixture.workers.map((w) => w.stop(5_000)));
     await Promise.all(ownServers.map((s) => s.close()));
   }
-}, 120_000);
+}, TEST_TIMEOUT_MS);
 
 async function fourWorkers(servers: TestSmtpServer[]): Promise<void> {
   const { t, channels, workers } = fixture;
@@ -56,12 +58,12 @@ async function fourWorkers(servers: TestSmtpServer[]): Promise<void> {
   // Enqueued while the four are already polling, so they race for every job.
   const sent = await enqueueMany(t.db, { label: "four", count: COUNT, entities });
   const ids = sent.map((s) => s.trackingId);
-  await Promise.all(holds.map((h) => h.waitForHeld(1, 45_000)));
+  await Promise.all(holds.map((h) => h.waitForHeld(1, FLOW_LIMIT_MS)));
   const releasedAt = Date.now();
   const held = holds.map((h) => h.release());
   // No worker gave up waiting for its reply (that would be a send it retried).
   expect(holds.flatMap((h) => h.held.filter((x) => x.clientGoneAt !== null && x.clientGoneAt < releasedAt))).toEqual([]);
-  await waitForAllOutcomes(t.query, ids, 60_000);
+  await waitForAllOutcomes(t.query, ids, FLOW_LIMIT_MS);
 
   const audit = await expectAllSentOnAll(t.query, ids, COUNT);
   // No worker died, so no attempt was abandoned.

@@ -15,9 +15,11 @@ import {
   expectAllSentOnAll,
   expectHandoversExplained,
   expectRepeatsExplained,
+  FLOW_LIMIT_MS,
   seedEntities,
   settleAfterDeath,
   spawnWorker,
+  TEST_TIMEOUT_MS,
   useFaultFixture,
   waitForAllOutcomes,
   workerEnv,
@@ -46,7 +48,7 @@ it("killed between a send and the recording of its outcome, three times: deliver
     await w.ready();
     // Bounded: a worker that never reaches its Nth send fails the test instead of hanging it.
     let timer: NodeJS.Timeout | undefined;
-    const exit = await Promise.race([w.exited, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), 45_000)))]);
+    const exit = await Promise.race([w.exited, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), FLOW_LIMIT_MS)))]);
     clearTimeout(timer);
     expect(exit).toEqual({ code: null, signal: "SIGKILL" });
     const line = /KILLING (\S+) (\S+)/.exec(w.output());
@@ -58,7 +60,7 @@ it("killed between a send and the recording of its outcome, three times: deliver
   const last = spawnWorker("finisher", env(0), "test/fixtures/faultWorker.ts");
   workers.push(last);
   await last.ready();
-  await waitForAllOutcomes(t.query, ids, 60_000);
+  await waitForAllOutcomes(t.query, ids, FLOW_LIMIT_MS);
 
   await expectAllSentOnAll(t.query, ids, COUNT);
 
@@ -79,4 +81,4 @@ it("killed between a send and the recording of its outcome, three times: deliver
     `fault 1b: ${COUNT} notifications, ${KILLS} kills after a send; in doubt (Running) at the kills: ${account.inDoubt.email} email, ${account.inDoubt.slack} slack; ` +
       `repeats: ${account.emailRepeats} email (exactly the ${account.emailsDeliveredInDoubt} delivered in doubt, ${killed.length} of them the killed sends), ${account.slackRepeats} slack\n`,
   );
-}, 240_000);
+}, TEST_TIMEOUT_MS);

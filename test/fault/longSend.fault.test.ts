@@ -17,9 +17,11 @@ import {
   enqueueMany,
   expectAllDelivered,
   expectAllSentOnAll,
+  FLOW_LIMIT_MS,
   repeatsBeyondHandovers,
   seedEntities,
   spawnWorker,
+  TEST_TIMEOUT_MS,
   useFaultFixture,
   waitForAllOutcomes,
   workerEnv,
@@ -45,7 +47,7 @@ it("a worker killed during a send that does not end: another worker finishes tha
   workers.push(holder);
   await holder.ready();
   // The slow message is in (its DATA received); the server has not answered.
-  const [slow] = await slowHold.waitForHeld(1, 30_000);
+  const [slow] = await slowHold.waitForHeld(1, FLOW_LIMIT_MS);
   const slowOne = sent.find((s) => s.messageId === slow!.item.messageId)!;
   expect(slowOne).toBeDefined();
   const before = await channelHistory(t.query, "email.operations", slowOne.trackingId);
@@ -78,7 +80,7 @@ it("a worker killed during a send that does not end: another worker finishes tha
   // The server had the dead worker's message and now queues it too: the same
   // message, the same Message-ID, a second time (a receiver can drop it).
   expect(slowHold.release()).toBe(1);
-  await waitForAllOutcomes(t.query, ids, 60_000);
+  await waitForAllOutcomes(t.query, ids, FLOW_LIMIT_MS);
   await expectAllSentOnAll(t.query, ids, COUNT);
   const d = expectAllDelivered(channels, sent);
   expect(d.emails.get(slowOne.messageId)).toBe(2);
@@ -94,4 +96,4 @@ it("a worker killed during a send that does not end: another worker finishes tha
       `(lease ${LEASE_MS} ms); handed over: ${inDoubt.email} email, ${inDoubt.slack} slack; ` +
       `repeats: ${d.emailDuplicates} email, ${d.slackDuplicates} slack\n`,
   );
-}, 150_000);
+}, TEST_TIMEOUT_MS);

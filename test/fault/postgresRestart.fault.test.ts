@@ -7,7 +7,7 @@
  * reconnect by themselves (a worker that dies fails the test at once, with
  * its cause) and every notification reach its outcome, none lost.
  */
-import { countOpenResources, expectNothingLeftOpen } from "../helpers/faultFlow";
+import { countOpenResources, expectNothingLeftOpen, TEST_TIMEOUT_MS } from "../helpers/faultFlow";
 import { expectRecovered, runPostgresRestart } from "../helpers/faultScenarios";
 
 const COUNT = 240;
@@ -27,4 +27,4 @@ it("the database restarts mid-flow: the workers carry on and every notification 
     `fault 2: ${COUNT} notifications, ${r.faultDetail} with ${r.outcomesBeforeFault} outcomes reached; ` +
       `all outcomes ${r.recoveryMs} ms after; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
   );
-}, 150_000);
+}, TEST_TIMEOUT_MS);

@@ -16,8 +16,10 @@ import {
   enqueueMany,
   expectAllDelivered,
   expectAllSentOnAll,
+  FLOW_LIMIT_MS,
   seedEntities,
   spawnWorker,
+  TEST_TIMEOUT_MS,
   useFaultFixture,
   waitForAllOutcomes,
   workerEnv,
@@ -49,7 +51,7 @@ it("bursts of 429 with Retry-After: delivered, each 429 a self_cancel deferral, 
   const w = spawnWorker("ratelimited", workerEnv({ databaseUrl: t.url, channels, extra: { BOT_MAX_ATTEMPTS: "1" } }));
   workers.push(w);
   await w.ready();
-  await waitForAllOutcomes(t.query, ids, 60_000);
+  await waitForAllOutcomes(t.query, ids, FLOW_LIMIT_MS);
 
   await expectAllSentOnAll(t.query, ids, COUNT);
   const d = expectAllDelivered(channels, sent);
@@ -73,4 +75,4 @@ it("bursts of 429 with Retry-After: delivered, each 429 a self_cancel deferral, 
   );
   expect(failed[0]!.n).toBe(0);
   process.stdout.write(`fault 5: ${COUNT} notifications, ${BURSTS.length} bursts of 429, ${limited} calls deferred, all delivered once\n`);
-}, 120_000);
+}, TEST_TIMEOUT_MS);

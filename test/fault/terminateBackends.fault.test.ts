@@ -7,7 +7,7 @@
  * reach its outcome, none lost.
  */
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
-import { countOpenResources, expectNothingLeftOpen } from "../helpers/faultFlow";
+import { countOpenResources, expectNothingLeftOpen, TEST_TIMEOUT_MS } from "../helpers/faultFlow";
 import { expectRecovered, runTerminatedConnections } from "../helpers/faultScenarios";
 
 const COUNT = 240;
@@ -30,4 +30,4 @@ it("worker connections terminated every 200 ms: the worker carries on and every 
     `fault 3: ${COUNT} notifications, ${r.faultDetail} with ${r.outcomesBeforeFault} outcomes reached; ` +
       `all outcomes ${r.recoveryMs} ms after the first termination; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
   );
-}, 150_000);
+}, TEST_TIMEOUT_MS);

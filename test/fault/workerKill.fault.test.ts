@@ -21,9 +21,11 @@ import {
   expectAllSentOnAll,
   expectHandoversExplained,
   expectRepeatsExplained,
+  FLOW_LIMIT_MS,
   seedEntities,
   settleAfterDeath,
   spawnWorker,
+  TEST_TIMEOUT_MS,
   useFaultFixture,
   waitForAllOutcomes,
   workerEnv,
@@ -48,7 +50,7 @@ it("SIGKILL while emails, then Slack posts, are held mid-send: every notificatio
   const first = spawnWorker("first", env);
   workers.push(first);
   await first.ready();
-  await emailHold.waitForHeld(1, 45_000);
+  await emailHold.waitForHeld(1, FLOW_LIMIT_MS);
   const firstKilledAt = Date.now();
   await first.kill();
   deaths.push(await settleAfterDeath({ query: t.query, channels }, first, ids(), sent, () => emailHold.release()));
@@ -61,7 +63,7 @@ it("SIGKILL while emails, then Slack posts, are held mid-send: every notificatio
   const second = spawnWorker("second", env);
   workers.push(second);
   await second.ready();
-  await slackHold.waitForHeld(1, 45_000);
+  await slackHold.waitForHeld(1, FLOW_LIMIT_MS);
   const secondKilledAt = Date.now();
   await second.kill();
   deaths.push(await settleAfterDeath({ query: t.query, channels }, second, ids(), sent, () => slackHold.release()));
@@ -69,7 +71,7 @@ it("SIGKILL while emails, then Slack posts, are held mid-send: every notificatio
   const third = spawnWorker("third", env);
   workers.push(third);
   await third.ready();
-  await waitForAllOutcomes(t.query, ids(), 60_000);
+  await waitForAllOutcomes(t.query, ids(), FLOW_LIMIT_MS);
   const recoveredInMs = Date.now() - secondKilledAt;
 
   // The kills landed mid-send: every held send was still awaited by its
@@ -102,4 +104,4 @@ it("SIGKILL while emails, then Slack posts, are held mid-send: every notificatio
   function ids(): string[] {
     return sent.map((s) => s.trackingId);
   }
-}, 180_000);
+}, TEST_TIMEOUT_MS);

@@ -18,6 +18,15 @@ import { OUTCOME_TYPES, person } from "./tidings";
 
 export const ROOT = path.resolve(__dirname, "../..");
 
+/**
+ * The bound on any wait for the flow to get somewhere (a send held, every
+ * outcome in, a worker started). Generous, so a machine loaded many times
+ * over still passes: reaching it is a failure with a message, never what
+ * decides what a test tests. Test timeouts are TEST_TIMEOUT_MS.
+ */
+export const FLOW_LIMIT_MS = 120_000;
+export const TEST_TIMEOUT_MS = 300_000;
+
 /** The outcome type that means "delivered on every channel". */
 export const SENT_ON_ALL = "SentOnAllPreparedChannelsEvent";
 
@@ -622,7 +631,7 @@ export function spawnWorker(name: string, env: NodeJS.ProcessEnv, entry = "src/m
     name,
     output: () => text,
     exited,
-    async ready(timeoutMs = 20_000) {
+    async ready(timeoutMs = 60_000) {
       await waitFor(
         async () => {
           if (gone) throw new Error(`worker ${name} exited before starting:\n${text.slice(-3000)}`);

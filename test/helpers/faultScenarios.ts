@@ -24,6 +24,7 @@ import {
   describeHeartbeats,
   describeJobs,
   enqueueMany,
+  FLOW_LIMIT_MS,
   idleSurvivors,
   outcomeTally,
   repeatsBeyondHandovers,
@@ -116,7 +117,7 @@ async function runFlow(
   const processEnv = workerEnv({ databaseUrl: env.url, channels });
   for (let i = 0; i < options.workers; i++) env.workers.push(spawnWorker(String.fromCharCode(97 + i), processEnv));
   await Promise.all(env.workers.map((w) => w.ready()));
-  const heldAtFault = (await hold.waitForHeld(1, 40_000)).length;
+  const heldAtFault = (await hold.waitForHeld(1, FLOW_LIMIT_MS)).length;
   const outcomesBeforeFault = await countOutcomes(query, ids);
   const faultStarted = Date.now();
   let released = false;
@@ -131,7 +132,7 @@ async function runFlow(
       .filter((w) => w.child.exitCode !== null || w.child.signalCode !== null)
       .map((w) => ({ worker: w.name, exit: w.child.signalCode ?? `code ${w.child.exitCode}`, cause: causeOfDeath(w.output()) }));
   let reached = 0;
-  const deadline = Date.now() + 45_000;
+  const deadline = Date.now() + FLOW_LIMIT_MS;
   for (;;) {
     // A dead worker stays dead (nothing restarts it here): say so at once rather than time out.
     if (crashes().length > 0) {
@@ -145,7 +146,7 @@ async function runFlow(
     if (Date.now() > deadline) {
       const stuck = [...idleSurvivors(env.workers), ...stuckFetching(env.workers, faultEnded)];
       throw new Error(
-        `timed out after 45000 ms: only ${reached} of ${ids.length} notifications reached an outcome` +
+        `timed out after ${FLOW_LIMIT_MS} ms: only ${reached} of ${ids.length} notifications reached an outcome` +
           `${stuck.length > 0 ? `\nstuck: ${stuck.join("\n")}` : ""}\njobs left:\n${await describeJobs(query)}` +
           `\nheartbeats:\n${await describeHeartbeats(query)}\nworkers said:\n${env.workers.map((w) => complaints(w)).join("\n")}`,
       );
