@@ -24,7 +24,7 @@ it("the database restarts mid-flow: the workers carry on and every notification 
   const r = await runPostgresRestart({ count: COUNT });
   expectRecovered(r);
   process.stdout.write(
-    `fault 2: ${COUNT} notifications, ${r.faultDetail} with ${r.outcomesBeforeFault} outcomes reached; ` +
+    `fault 2: ${COUNT} notifications, ${r.faultDetail} with ${r.emailsBeforeFault} emails accepted, ${r.heldAtFault} held and ${r.outcomesBeforeFault} outcomes reached before it; ` +
       `all outcomes ${r.recoveryMs} ms after; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
   );
 }, TEST_TIMEOUT_MS);

@@ -62,6 +62,8 @@ export interface ScenarioResult {
   outcomesBeforeFault: number;
   /** Sends held at the SMTP server when the fault began, released by the fault. */
   heldAtFault: number;
+  /** Emails the SMTP server had accepted when the fault began (a quarter of them: the flow was under way). */
+  emailsBeforeFault: number;
   faultDetail: string;
   /** From the start of the fault to the last outcome. */
   recoveryMs: number;
@@ -119,6 +121,7 @@ async function runFlow(
   await Promise.all(env.workers.map((w) => w.ready()));
   const heldAtFault = (await hold.waitForHeld(1, FLOW_LIMIT_MS)).length;
   const outcomesBeforeFault = await countOutcomes(query, ids);
+  const emailsBeforeFault = channels.smtp.messages.length;
   const faultStarted = Date.now();
   let released = false;
   const faultDetail = await options.fault(() => {
@@ -175,6 +178,7 @@ async function runFlow(
     repeatsBeyondHandovers: repeats.beyond,
     outcomesBeforeFault,
     heldAtFault,
+    emailsBeforeFault,
     faultDetail,
     recoveryMs,
   };
