@@ -170,14 +170,6 @@ export function deliveries(channels: Received, sent: readonly SentNotification[]
   return { emails, posts, emailDuplicates, slackDuplicates, emailMissing, slackMissing, strangers };
 }
 
-/** Channel operations Running right now (sends that may be in flight). */
-export async function runningSends(query: Query): Promise<{ email: number; slack: number }> {
-  const { rows } = await query<{ email: number; slack: number }>(`
-    select (select count(*)::int from email.operations__handling where concern = 'email_bot' and status = 'Running') as email,
-           (select count(*)::int from slack.operations__handling where concern = 'slack_bot' and status = 'Running') as slack`);
-  return rows[0]!;
-}
-
 /** The tracking ids whose email and Slack operations have this handling status now. */
 async function operationsIn(query: Query, ids: readonly string[], status: string): Promise<{ email: Set<string>; slack: Set<string> }> {
   const { rows } = await query<{ channel: "email" | "slack"; id: string }>(

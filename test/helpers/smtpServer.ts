@@ -289,15 +289,16 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
         if (fault?.stage === "DATA" && fault.action === "reject") return void apply(fault, "DATA", session, callback);
         const port = session.remotePort;
         const h = holder;
-        const held = state && !fault && h ? h.take(state.tx, accept, () => {
+        const cut = () => {
           end(session, "dropped", "DATA", 0);
           sockets.get(port)?.destroy();
-        }) : null;
+        };
+        const held = state && !fault && h ? h.take(state.tx, accept, cut) : null;
         if (held) {
           const gone = () => h!.clientGone(held);
+          // Noticed when its connection closes (the client gave up or died).
           if (!sockets.has(port)) return gone();
-          const waiting = heldOn.get(port) ?? new Set();
-          heldOn.set(port, waiting.add(gone));
+          heldOn.set(port, (heldOn.get(port) ?? new Set()).add(gone));
           return;
         }
         void (async () => {
