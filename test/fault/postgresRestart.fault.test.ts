@@ -7,15 +7,24 @@
  * reconnect by themselves (a worker that dies fails the test at once, with
  * its cause) and every notification reach its outcome, none lost.
  */
+import { countOpenResources, expectNothingLeftOpen, TEST_TIMEOUT_MS } from "../helpers/faultFlow";
 import { expectRecovered, runPostgresRestart } from "../helpers/faultScenarios";
 
 const COUNT = 240;
+
+let openAtStart: Map<string, number>;
+beforeAll(() => {
+  openAtStart = countOpenResources();
+});
+afterAll(async () => {
+  await expectNothingLeftOpen(openAtStart);
+});
 
 it("the database restarts mid-flow: the workers carry on and every notification reaches its outcome", async () => {
   const r = await runPostgresRestart({ count: COUNT });
   expectRecovered(r);
   process.stdout.write(
-    `fault 2: ${COUNT} notifications, ${r.faultDetail} with ${r.outcomesBeforeFault} outcomes reached; ` +
+    `fault 2: ${COUNT} notifications, ${r.faultDetail} with ${r.emailsBeforeFault} emails accepted, ${r.heldAtFault} held and ${r.outcomesBeforeFault} outcomes reached before it; ` +
       `all outcomes ${r.recoveryMs} ms after; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
   );
-}, 150_000);
+}, TEST_TIMEOUT_MS);

@@ -10,8 +10,10 @@ import {
   enqueueMany,
   expectAllDelivered,
   expectAllSentOnAll,
+  FLOW_LIMIT_MS,
   seedEntities,
   spawnWorker,
+  TEST_TIMEOUT_MS,
   useFaultFixture,
   waitForAllOutcomes,
   workerEnv,
@@ -49,7 +51,7 @@ async function emailFailures(ids: string[]) {
 
 async function expectFlowDelivered(label: string, ids: string[], sent: Awaited<ReturnType<typeof enqueueMany>>) {
   const { t, channels } = fixture;
-  await waitForAllOutcomes(t.query, ids, 60_000);
+  await waitForAllOutcomes(t.query, ids, FLOW_LIMIT_MS);
   await expectAllSentOnAll(t.query, ids, COUNT);
   const d = expectAllDelivered(channels, sent);
   // Nothing crashed, so nothing may arrive twice.
@@ -71,7 +73,7 @@ it("30% of transactions answered 451 at DATA: every notification delivered, each
   const failures = await emailFailures(ids);
   expect(failures).toEqual({ fails: refused, finals: 0, failedEvents: 0 });
   process.stdout.write(`fault 4a: ${COUNT} notifications, ${refused} transactions answered 451, all delivered once\n`);
-}, 120_000);
+}, TEST_TIMEOUT_MS);
 
 it("25% of connections cut in the middle of DATA: every notification delivered, each cut one retried attempt", async () => {
   const { t, channels } = fixture;
@@ -85,4 +87,4 @@ it("25% of connections cut in the middle of DATA: every notification delivered, 
   const failures = await emailFailures(ids);
   expect(failures).toEqual({ fails: dropped, finals: 0, failedEvents: 0 });
   process.stdout.write(`fault 4b: ${COUNT} notifications, ${dropped} connections cut mid-DATA, all delivered once\n`);
-}, 120_000);
+}, TEST_TIMEOUT_MS);

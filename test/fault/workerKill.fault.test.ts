@@ -1,65 +1,107 @@
 /**
  * Scenario 1a: the real worker process (src/main.ts, RUN_API=false) is
- * SIGKILLed while emails and Slack posts are in flight, then started again.
- * Every notification must still reach its outcome, and the only repeated
- * sends are those that were in flight at the kill.
+ * SIGKILLed while sends are certainly in flight, twice, then a third process
+ * finishes. The kill lands mid-send by construction, not by latency: the
+ * receiving side has taken the whole message (or chat.postMessage call) and
+ * holds its reply until the test releases it, after the kill.
+ *
+ * Both channels cannot be held in one process by construction: a held send
+ * keeps its whole batch, and the job slots of its batch-mates, waiting, so a
+ * worker whose slots fill up with held emails never reaches a Slack post. So
+ * the first process dies with emails held, the second with Slack posts held
+ * (its own wave of notifications guarantees it has posts to make).
+ *
+ * Every notification must still reach its outcome, and the repeats are
+ * exactly the sends in doubt: an email delivered by a dead worker that had
+ * not recorded it arrives once more (same Message-ID), nothing else twice.
  */
-import { waitFor } from "../helpers/db";
 import {
   enqueueMany,
   expectAllDelivered,
   expectAllSentOnAll,
-  runningSends,
+  expectHandoversExplained,
+  expectRepeatsExplained,
+  FLOW_LIMIT_MS,
   seedEntities,
+  settleAfterDeath,
   spawnWorker,
+  TEST_TIMEOUT_MS,
   useFaultFixture,
   waitForAllOutcomes,
   workerEnv,
+  type DeathSnapshot,
 } from "../helpers/faultFlow";
 
-const COUNT = 240;
+/** Two waves of 120 notifications. */
+const WAVE = 120;
 
 const fixture = useFaultFixture(10);
 
-it("SIGKILL mid-flow: every notification reaches its outcome, repeats bounded by the sends in flight", async () => {
+it("SIGKILL while emails, then Slack posts, are held mid-send: every notification reaches its outcome, repeats exactly the sends in doubt", async () => {
   const { t, channels, workers } = fixture;
   const entities = await seedEntities(t.db, "kill");
-  // Server latency keeps several sends in flight at any moment.
-  channels.smtp.setLatency(100);
-  channels.slack.failNext(10_000, { kind: "delay", ms: 50 });
-  const sent = await enqueueMany(t.db, { label: "kill", count: COUNT, entities });
-  const ids = sent.map((s) => s.trackingId);
   const env = workerEnv({ databaseUrl: t.url, channels });
+  const sent = await enqueueMany(t.db, { label: "kill", count: WAVE, entities });
+  const deaths: DeathSnapshot[] = [];
 
+  // Round 1: a third of the emails go through, then the SMTP server holds
+  // every reply. The first worker is killed once one send waits on it.
+  const emailHold = channels.smtp.holdReplies({ after: WAVE / 3 });
   const first = spawnWorker("first", env);
   workers.push(first);
   await first.ready();
-  await waitFor(async () => channels.smtp.messages.length >= COUNT / 3, {
-    timeoutMs: 45_000,
-    what: "a third of the emails to arrive",
-  });
+  await emailHold.waitForHeld(1, FLOW_LIMIT_MS);
+  const firstKilledAt = Date.now();
   await first.kill();
-  const inFlight = await runningSends(t.query);
-  const killedAt = Date.now();
-  // The kill must land mid-flow, or this test proves nothing.
-  expect(inFlight.email + inFlight.slack).toBeGreaterThan(0);
+  deaths.push(await settleAfterDeath({ query: t.query, channels }, first, ids(), sent, () => emailHold.release()));
 
+  // Round 2: a second wave, so there are Slack posts left to make whatever
+  // the first worker did; a third of its posts go through, then the stand-in
+  // holds every chat.postMessage.
+  sent.push(...(await enqueueMany(t.db, { label: "kill2", count: WAVE, entities })));
+  const slackHold = channels.slack.holdReplies({ after: WAVE / 3 });
   const second = spawnWorker("second", env);
   workers.push(second);
   await second.ready();
-  await waitForAllOutcomes(t.query, ids, 60_000);
-  const recoveredInMs = Date.now() - killedAt;
+  await slackHold.waitForHeld(1, FLOW_LIMIT_MS);
+  const secondKilledAt = Date.now();
+  await second.kill();
+  deaths.push(await settleAfterDeath({ query: t.query, channels }, second, ids(), sent, () => slackHold.release()));
 
-  await expectAllSentOnAll(t.query, ids, COUNT);
+  const third = spawnWorker("third", env);
+  workers.push(third);
+  await third.ready();
+  await waitForAllOutcomes(t.query, ids(), FLOW_LIMIT_MS);
+  const recoveredInMs = Date.now() - secondKilledAt;
 
-  const d = expectAllDelivered(channels, sent);
-  // A send is repeated only if it reached the other side but its outcome was
-  // not committed: at most the operations Running when the process died.
-  expect(d.emailDuplicates).toBeLessThanOrEqual(inFlight.email);
-  expect(d.slackDuplicates).toBeLessThanOrEqual(inFlight.slack);
-  // Every repeated email carried the same Message-ID (counted per id above), so a receiver can drop it.
+  // The kills landed mid-send: every held send was still awaited by its
+  // worker when it died, and was an operation Running (in doubt) then.
+  const heldEmails = emailHold.held.filter((h) => h.state === "released");
+  const heldPosts = slackHold.held.filter((h) => h.state === "released");
+  expect(heldEmails.filter((h) => h.clientGoneAt !== null && h.clientGoneAt < firstKilledAt)).toEqual([]);
+  expect(heldPosts.filter((h) => h.clientGoneAt !== null && h.clientGoneAt < secondKilledAt)).toEqual([]);
+  const trackingIdOf = (marker: string) => sent.find((s) => marker.includes(s.marker))?.trackingId;
+  const heldEmailIds = heldEmails.map((h) => sent.find((s) => s.messageId === h.item.messageId)?.trackingId);
+  const heldPostIds = heldPosts.map((h) => trackingIdOf(String(h.item.args.text)));
+  expect(heldEmailIds.length).toBeGreaterThan(0);
+  expect(heldPostIds.length).toBeGreaterThan(0);
+  expect(heldEmailIds.filter((id) => !id || !deaths[0]!.running.email.has(id))).toEqual([]);
+  expect(heldPostIds.filter((id) => !id || !deaths[1]!.running.slack.has(id))).toEqual([]);
+
+  await expectAllSentOnAll(t.query, ids(), 2 * WAVE);
+  expectAllDelivered(channels, sent);
+  const account = expectRepeatsExplained(deaths, channels, sent);
+  // Every held email reached the server, so each is one of the repeats.
+  expect(account.emailsDeliveredInDoubt).toBeGreaterThanOrEqual(heldEmails.length);
+  await expectHandoversExplained(t.query, deaths, ids());
   process.stdout.write(
-    `fault 1a: ${COUNT} notifications; in flight at kill: ${inFlight.email} email, ${inFlight.slack} slack; ` +
-      `duplicates: ${d.emailDuplicates} email, ${d.slackDuplicates} slack; all outcomes ${recoveredInMs} ms after the kill\n`,
+    `fault 1a: ${2 * WAVE} notifications, two kills; held at the kills: ${heldEmails.length} emails, ${heldPosts.length} posts; ` +
+      `in doubt (Running): ${deaths.map((x) => `${x.running.email.size} email + ${x.running.slack.size} slack`).join(", then ")}; ` +
+      `repeats: ${account.emailRepeats} email (exactly the ${account.emailsDeliveredInDoubt} delivered in doubt), ${account.slackRepeats} slack; ` +
+      `all outcomes ${recoveredInMs} ms after the second kill\n`,
   );
-}, 150_000);
+
+  function ids(): string[] {
+    return sent.map((s) => s.trackingId);
+  }
+}, TEST_TIMEOUT_MS);

@@ -12,11 +12,20 @@ import type { Db } from "../../src/db/database";
 import { putEntity } from "../../src/entities/entity.repository";
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { createTestDatabase, waitFor, type TestDatabase } from "./db";
-import { startSlackStandIn, type SlackStandIn } from "./slackStandIn";
-import { startSmtpServer, type TestSmtpServer } from "./smtpServer";
+import { startSlackStandIn, type RecordedPost, type SlackStandIn } from "./slackStandIn";
+import { startSmtpServer, type ReceivedMessage, type TestSmtpServer } from "./smtpServer";
 import { OUTCOME_TYPES, person } from "./tidings";
 
 export const ROOT = path.resolve(__dirname, "../..");
+
+/**
+ * The bound on any wait for the flow to get somewhere (a send held, every
+ * outcome in, a worker started). Generous, so a machine loaded many times
+ * over still passes: reaching it is a failure with a message, never what
+ * decides what a test tests. Test timeouts are TEST_TIMEOUT_MS.
+ */
+export const FLOW_LIMIT_MS = 120_000;
+export const TEST_TIMEOUT_MS = 300_000;
 
 /** The outcome type that means "delivered on every channel". */
 export const SENT_ON_ALL = "SentOnAllPreparedChannelsEvent";
@@ -122,8 +131,14 @@ export async function waitForAllOutcomes(query: Query, ids: readonly string[], t
   }
 }
 
+/** What arrived at the receiving side: a fixture's channels, or several SMTP servers' messages put together. */
+export interface Received {
+  smtp: { readonly messages: readonly ReceivedMessage[] };
+  slack: { readonly posts: readonly RecordedPost[] };
+}
+
 /** Count emails (by Message-ID) and Slack posts (by marker) at the receiving side. */
-export function deliveries(channels: Channels, sent: readonly SentNotification[]) {
+export function deliveries(channels: Received, sent: readonly SentNotification[]) {
   const emails = new Map<string, number>();
   for (const m of channels.smtp.messages) if (m.messageId) emails.set(m.messageId, (emails.get(m.messageId) ?? 0) + 1);
   const markerOf = /\[fault:[a-z0-9-]+:\d+\]/;
@@ -155,12 +170,223 @@ export function deliveries(channels: Channels, sent: readonly SentNotification[]
   return { emails, posts, emailDuplicates, slackDuplicates, emailMissing, slackMissing, strangers };
 }
 
-/** Channel operations Running right now (sends that may be in flight). */
-export async function runningSends(query: Query): Promise<{ email: number; slack: number }> {
-  const { rows } = await query<{ email: number; slack: number }>(`
-    select (select count(*)::int from email.operations__handling where concern = 'email_bot' and status = 'Running') as email,
-           (select count(*)::int from slack.operations__handling where concern = 'slack_bot' and status = 'Running') as slack`);
-  return rows[0]!;
+/** The email and Slack operations (tracking id → attempt) that have this handling status now. */
+async function operationsIn(
+  query: Query,
+  ids: readonly string[],
+  status: string,
+): Promise<{ email: Map<string, number>; slack: Map<string, number> }> {
+  const { rows } = await query<{ channel: "email" | "slack"; id: string; attempts: number }>(
+    `select 'email' as channel, o.id, h.attempts from email.operations o
+       join email.operations__handling h on h.position = o.position and h.concern = 'email_bot'
+      where o.id = any($1::text[]) and h.status::text = $2
+     union all
+     select 'slack', o.id, h.attempts from slack.operations o
+       join slack.operations__handling h on h.position = o.position and h.concern = 'slack_bot'
+      where o.id = any($1::text[]) and h.status::text = $2`,
+    [ids, status],
+  );
+  const of = (channel: "email" | "slack") => new Map(rows.filter((r) => r.channel === channel).map((r) => [r.id, r.attempts]));
+  return { email: of("email"), slack: of("slack") };
+}
+
+/** Where things stood when a worker process died, once nothing of it could still act. */
+export interface DeathSnapshot {
+  worker: string;
+  /** Tracking ids whose email / Slack operation was Completed (→ its attempt): none of them may be sent again. */
+  completed: { email: Map<string, number>; slack: Map<string, number> };
+  /**
+   * Tracking ids whose operation was Running (→ the attempt): the sends in
+   * doubt, each attempt handed over with one `cancel` (abandoned) by a later
+   * worker (maybe not the next one: a worker killed within the lease never
+   * took the previous one's jobs).
+   */
+  running: { email: Map<string, number>; slack: Map<string, number> };
+  /** Emails received so far per tracking id (by Message-ID), the dead worker's held replies released. */
+  emails: Map<string, number>;
+}
+
+/**
+ * After a worker died (killed, or by its own hand), before anything else
+ * runs: wait until nothing of it can still act, then read where every channel
+ * operation stood, release the replies held for it, and count the emails
+ * received. Nothing of it can still act once its database sessions have ended
+ * (a COMMIT it sent just before dying is then applied or gone) and the SMTP
+ * server has seen every one of its connections close (no message of its is
+ * still on the way). Only the test's own sessions (application_name
+ * tidings-test) may remain, so no other worker may be running.
+ */
+export async function settleAfterDeath(
+  fixture: { query: Query; channels: Channels },
+  worker: WorkerProcess,
+  ids: readonly string[],
+  sent: readonly SentNotification[],
+  release: () => void = () => {},
+): Promise<DeathSnapshot> {
+  const { query, channels } = fixture;
+  await worker.exited;
+  await waitFor(
+    async () => {
+      const { rows } = await query<{ n: number }>(
+        `select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and backend_type = 'client backend'
+            and pid <> pg_backend_pid() and application_name is distinct from 'tidings-test'`,
+      );
+      return rows[0]!.n === 0;
+    },
+    { timeoutMs: 30_000, intervalMs: 20, what: `the database sessions of ${worker.name} to end` },
+  );
+  await waitFor(async () => (await channels.smtp.openConnections()) === 0, {
+    timeoutMs: 30_000,
+    intervalMs: 20,
+    what: `the SMTP connections of ${worker.name} to close`,
+  });
+  const completed = await operationsIn(query, ids, "Completed");
+  const running = await operationsIn(query, ids, "Running");
+  release();
+  const byMessageId = deliveries(channels, sent).emails;
+  const emails = new Map(sent.map((s) => [s.trackingId, byMessageId.get(s.messageId) ?? 0]));
+  return { worker: worker.name, completed, running, emails };
+}
+
+/** Repeats counted at the receiving side, and the sends in doubt that explain them. */
+export interface RepeatAccount {
+  emailRepeats: number;
+  slackRepeats: number;
+  /** Emails a dead worker delivered without recording it: each must arrive exactly once more. */
+  emailsDeliveredInDoubt: number;
+  /** Attempts found Running at the deaths (one counted once however many deaths found it). */
+  inDoubt: { email: number; slack: number };
+}
+
+/** How many distinct attempts of this operation the deaths found Running. */
+function attemptsInDoubt(deaths: readonly DeathSnapshot[], channel: "email" | "slack", id: string): number {
+  return new Set(deaths.filter((death) => death.running[channel].has(id)).map((death) => death.running[channel].get(id))).size;
+}
+
+/**
+ * The exact account of repeated sends across worker deaths (`deaths` in
+ * order; the last worker then finished the flow). For every notification's
+ * email: each worker delivered it at most once; a worker never delivered it
+ * after an earlier death found it Completed; a delivery that a dead worker had
+ * not recorded Completed belonged to an operation Running at its death; the
+ * final count is 1 plus the number of such deliveries (each is repeated once
+ * more, with the same Message-ID, and nothing else is repeated). For every
+ * Slack post: it arrived at least once, and at most once more per death at
+ * which its operation was Running (only a bound: a Slack post has no
+ * idempotency key, and a worker may one day find an in-doubt post in the
+ * channel instead of posting again).
+ */
+export function expectRepeatsExplained(deaths: readonly DeathSnapshot[], received: Received, sent: readonly SentNotification[]): RepeatAccount {
+  const d = deliveries(received, sent);
+  const problems: string[] = [];
+  let emailsDeliveredInDoubt = 0;
+  for (const s of sent) {
+    const id = s.trackingId;
+    let before = 0;
+    let expected = 1;
+    deaths.forEach((death, k) => {
+      const now = death.emails.get(id) ?? 0;
+      const delivered = now - before;
+      if (delivered < 0 || delivered > 1) problems.push(`${id}: ${death.worker} delivered its email ${delivered} times`);
+      if (k > 0 && deaths[k - 1]!.completed.email.has(id) && delivered !== 0) {
+        problems.push(`${id}: ${death.worker} sent an email already Completed when ${deaths[k - 1]!.worker} died`);
+      }
+      if (delivered === 1 && !death.completed.email.has(id)) {
+        expected += 1;
+        emailsDeliveredInDoubt += 1;
+        if (!death.running.email.has(id)) problems.push(`${id}: ${death.worker} delivered an email it had not claimed (not Running at its death)`);
+      }
+      before = now;
+    });
+    const last = deaths.at(-1);
+    const total = d.emails.get(s.messageId) ?? 0;
+    if (last && total - before !== (last.completed.email.has(id) ? 0 : 1)) {
+      problems.push(`${id}: the last worker delivered its email ${total - before} times (Completed at the last death: ${last.completed.email.has(id)})`);
+    }
+    if (total !== expected) problems.push(`${id}: email received ${total} times, expected ${expected}`);
+    const posts = d.posts.get(s.marker) ?? 0;
+    const doubts = attemptsInDoubt(deaths, "slack", id);
+    if (posts < 1 || posts > 1 + doubts) problems.push(`${id}: Slack post received ${posts} times, ${doubts} attempts in doubt`);
+  }
+  expect(problems).toEqual([]);
+  const inDoubt = (channel: "email" | "slack") => sent.reduce((n, s) => n + attemptsInDoubt(deaths, channel, s.trackingId), 0);
+  return {
+    emailRepeats: d.emailDuplicates,
+    slackRepeats: d.slackDuplicates,
+    emailsDeliveredInDoubt,
+    inDoubt: { email: inDoubt("email"), slack: inDoubt("slack") },
+  };
+}
+
+/**
+ * The `cancel` actions in the handling history of these notifications'
+ * channel operations: `channel id: N cancels, M abandoned` (abandoned: "…was
+ * abandoned before recording an outcome", the hand-over of a send a dead
+ * worker left Running), per operation that has any.
+ */
+export async function cancelsInHistory(
+  query: Query,
+  ids: readonly string[],
+): Promise<Array<{ channel: "email" | "slack"; id: string; cancels: number; abandoned: number }>> {
+  const { rows } = await query<{ channel: "email" | "slack"; id: string; cancels: number; abandoned: number }>(
+    `select 'email' as channel, o.id, count(*)::int as cancels,
+            count(*) filter (where x.reason like '%was abandoned before recording an outcome%')::int as abandoned
+       from email.operations o join email.operations__handling_history x on x.position = o.position
+      where o.id = any($1::text[]) and x.concern = 'email_bot' and x.action = 'cancel' group by o.id
+     union all
+     select 'slack', o.id, count(*)::int, count(*) filter (where x.reason like '%was abandoned before recording an outcome%')::int
+       from slack.operations o join slack.operations__handling_history x on x.position = o.position
+      where o.id = any($1::text[]) and x.concern = 'slack_bot' and x.action = 'cancel' group by o.id`,
+    [ids],
+  );
+  return rows;
+}
+
+/**
+ * Sends that arrived more often than their hand-overs explain. A send can
+ * arrive twice only if a worker left it Running (it died, or could not
+ * record the outcome and gave the job back), and the next run of the job
+ * then hands it over with an "abandoned" cancel: so at most 1 + that many
+ * times. Read from the history, so it holds whatever else ran meanwhile.
+ */
+export async function repeatsBeyondHandovers(
+  query: Query,
+  received: Received,
+  sent: readonly SentNotification[],
+): Promise<{ beyond: string[]; handedOver: { email: number; slack: number } }> {
+  const d = deliveries(received, sent);
+  const cancels = await cancelsInHistory(query, sent.map((s) => s.trackingId));
+  const handovers = (channel: "email" | "slack", id: string) => cancels.find((c) => c.channel === channel && c.id === id)?.abandoned ?? 0;
+  const beyond: string[] = [];
+  for (const s of sent) {
+    const emails = d.emails.get(s.messageId) ?? 0;
+    const posts = d.posts.get(s.marker) ?? 0;
+    if (emails > 1 + handovers("email", s.trackingId)) beyond.push(`email ${s.trackingId} received ${emails} times, handed over ${handovers("email", s.trackingId)}`);
+    if (posts > 1 + handovers("slack", s.trackingId)) beyond.push(`Slack post ${s.trackingId} received ${posts} times, handed over ${handovers("slack", s.trackingId)}`);
+  }
+  return {
+    beyond,
+    handedOver: { email: cancels.filter((c) => c.channel === "email" && c.abandoned > 0).length, slack: cancels.filter((c) => c.channel === "slack" && c.abandoned > 0).length },
+  };
+}
+
+/**
+ * Every operation Running at a death was handed over exactly once: one
+ * `cancel` ("…was abandoned before recording an outcome") in its history per
+ * attempt that a death found Running, and no other cancel.
+ */
+export async function expectHandoversExplained(query: Query, deaths: readonly DeathSnapshot[], ids: readonly string[]): Promise<void> {
+  const found = (await cancelsInHistory(query, ids)).map((r) => `${r.channel} ${r.id}: ${r.cancels} cancels, ${r.abandoned} abandoned`).sort();
+  const expected: string[] = [];
+  for (const channel of ["email", "slack"] as const) {
+    for (const id of ids) {
+      // One hand-over per attempt left Running, however many deaths found it so.
+      const n = attemptsInDoubt(deaths, channel, id);
+      if (n > 0) expected.push(`${channel} ${id}: ${n} cancels, ${n} abandoned`);
+    }
+  }
+  expect(found).toEqual(expected.sort());
 }
 
 export interface NotificationCheck {
@@ -399,8 +625,11 @@ export function spawnWorker(name: string, env: NodeJS.ProcessEnv, entry = "src/m
   };
   child.stdout!.on("data", append);
   child.stderr!.on("data", append);
+  // "close", not "exit": the process is gone *and* everything it printed has
+  // been read (a line written just before a SIGKILL may still sit in the pipe
+  // at "exit"), and its pipes are closed, so nothing of it outlives the test.
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal })),
+    child.once("close", (code, signal) => resolve({ code, signal })),
   );
   let gone = false;
   void exited.then(() => (gone = true));
@@ -409,7 +638,7 @@ export function spawnWorker(name: string, env: NodeJS.ProcessEnv, entry = "src/m
     name,
     output: () => text,
     exited,
-    async ready(timeoutMs = 20_000) {
+    async ready(timeoutMs = 60_000) {
       await waitFor(
         async () => {
           if (gone) throw new Error(`worker ${name} exited before starting:\n${text.slice(-3000)}`);
@@ -554,12 +783,54 @@ export interface FaultFixture {
   readonly workers: WorkerProcess[];
 }
 
-/** A fault test file's database and channels (created before its tests) and worker processes, all stopped and closed after it. */
+/** Kinds of handle that keep a process alive (process.getActiveResourcesInfo names) and that a fault test creates. */
+const WATCHED_RESOURCES = ["TCPSocketWrap", "TCPServerWrap", "ProcessWrap", "PipeWrap", "Timeout"];
+
+function countResources(): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const r of process.getActiveResourcesInfo()) if (WATCHED_RESOURCES.includes(r)) counts.set(r, (counts.get(r) ?? 0) + 1);
+  return counts;
+}
+
+/**
+ * Check, at the end of a test file, that it left nothing open: no socket,
+ * server, child process, pipe or timer beyond those open when the file began
+ * (`countOpenResources()` then). A leftover keeps jest's worker alive after
+ * the run ("A worker process has failed to exit gracefully"). Closing is
+ * asynchronous (a destroyed socket is released on a later turn), so this waits,
+ * bounded, for the count to come back, and names what is left if it does not.
+ */
+export async function expectNothingLeftOpen(baseline: Map<string, number>, timeoutMs = 5_000): Promise<void> {
+  const excess = () => {
+    const now = countResources();
+    return WATCHED_RESOURCES.filter((r) => (now.get(r) ?? 0) > (baseline.get(r) ?? 0)).map((r) => `${r} ×${(now.get(r) ?? 0) - (baseline.get(r) ?? 0)}`);
+  };
+  const deadline = Date.now() + timeoutMs;
+  while (excess().length > 0 && Date.now() < deadline) await new Promise((resolve) => setImmediate(resolve));
+  const left = excess();
+  if (left.length > 0) {
+    const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().map((h) => {
+      const o = h as { constructor?: { name?: string }; remotePort?: number; localPort?: number; pid?: number; spawnargs?: string[] };
+      return `${o.constructor?.name ?? typeof h}${o.pid ? ` pid ${o.pid} ${o.spawnargs?.slice(-1).join(" ")}` : ""}${o.remotePort ? ` ${o.localPort} -> ${o.remotePort}` : ""}`;
+    });
+    throw new Error(`the test file left open: ${left.join(", ")}
+active handles: ${handles.join("; ")}`);
+  }
+}
+
+/** The resources open now, for `expectNothingLeftOpen` at the end of the file. */
+export function countOpenResources(): Map<string, number> {
+  return countResources();
+}
+
+/** A fault test file's database and channels (created before its tests) and worker processes, all stopped and closed after it; then nothing may be left open. */
 export function useFaultFixture(poolSize: number): FaultFixture {
   let t: TestDatabase | undefined;
   let channels: Channels | undefined;
   const workers: WorkerProcess[] = [];
+  let baseline = new Map<string, number>();
   beforeAll(async () => {
+    baseline = countOpenResources();
     t = await createTestDatabase(poolSize);
     channels = await startChannels();
   });
@@ -567,6 +838,7 @@ export function useFaultFixture(poolSize: number): FaultFixture {
     await stopAll(workers);
     await channels?.close();
     await t?.close();
+    await expectNothingLeftOpen(baseline);
   });
   return {
     get t() {
@@ -597,7 +869,7 @@ export async function expectAllSentOnAll(query: Query, ids: readonly string[], c
 }
 
 /** Every notification arrived on both channels, and nothing arrived for anyone else. Returns the counts for the test's own checks. */
-export function expectAllDelivered(channels: Channels, sent: readonly SentNotification[]): ReturnType<typeof deliveries> {
+export function expectAllDelivered(channels: Received, sent: readonly SentNotification[]): ReturnType<typeof deliveries> {
   const d = deliveries(channels, sent);
   expect(d.emailMissing).toEqual([]);
   expect(d.slackMissing).toEqual([]);

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { ReplyHolder, type HoldOptions, type ReplyHold } from "./replyHold";
 
 /**
  * A stand-in for Slack's Web API: a real HTTP server on 127.0.0.1 that speaks
@@ -97,6 +98,14 @@ export interface SlackStandIn {
   waitForPosts(n: number, timeoutMs?: number): Promise<RecordedPost[]>;
   /** Forget calls, posts and scripted replies (between tests). */
   reset(): void;
+  /**
+   * From now on, answer the next `after` calls of `method` (default
+   * chat.postMessage) as usual, then take the following `count` (default: all)
+   * in full and hold their replies until the hold is released (then a post is
+   * posted, even if its client went away) or aborted: a call certainly in
+   * flight, for crash tests. Held calls skip the scripted replies.
+   */
+  holdReplies(options?: HoldOptions & { method?: string }): ReplyHold<RecordedCall>;
   close(): Promise<void>;
 }
 
@@ -184,6 +193,7 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
   // ts values increase strictly, like Slack's within a channel.
   let tsMicros = Math.floor(Date.now() / 1000) * 1e6;
   const postWaiters: (() => void)[] = [];
+  let hold: { method: string; holder: ReplyHolder<RecordedCall> } | null = null;
 
   const json = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     res.writeHead(status, { "content-type": "application/json; charset=utf-8", ...headers });
@@ -338,6 +348,12 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
     }
     const call: RecordedCall = { method: match[1]!, receivedAt: Date.now(), headers: req.headers, contentType, args, answer: "" };
     calls.push(call);
+    const holder = hold?.method === call.method ? hold.holder : null;
+    const held = holder?.take(call, () => answerNormally(res, call, req.headers.authorization), () => res.destroy());
+    if (held) {
+      call.answer = "held";
+      return void res.on("close", () => holder!.clientGone(held));
+    }
 
     const reply = takeScripted(call.method);
     switch (reply?.kind) {
@@ -421,6 +437,17 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
       }
       return posts.slice(0, n);
     },
+    holdReplies(options = {}) {
+      if (hold?.holder.holding) throw new Error("stand-in: a hold is already holding replies: release or abort it first");
+      const holder = new ReplyHolder<RecordedCall>(
+        "Slack stand-in",
+        options,
+        () => new Promise<number>((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n)))),
+        () => `${posts.length} posted`,
+      );
+      hold = { method: options.method ?? "chat.postMessage", holder };
+      return holder.controller();
+    },
     reset() {
       calls.length = 0;
       posts.length = 0;
@@ -429,6 +456,7 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
       scopes = new Set(options.scopes ?? ALL_SCOPES);
     },
     async close() {
+      hold?.holder.close();
       for (const timer of delays) clearTimeout(timer);
       delays.clear();
       for (const res of hanging) res.destroy();

@@ -1,5 +1,6 @@
 import type net from "node:net";
 import { SMTPServer, type SMTPServerSession } from "smtp-server";
+import { ReplyHolder, type HoldOptions, type ReplyHold } from "./replyHold";
 
 /**
  * A real SMTP server on 127.0.0.1 for tests: records what it receives and
@@ -9,6 +10,11 @@ import { SMTPServer, type SMTPServerSession } from "smtp-server";
  * connection: a pooled client sends many messages over one connection, and
  * "the next 2 messages fail" is what a test means. CONNECT faults are the
  * exception and count connections.
+ *
+ * `holdReplies` puts a send in flight by construction: the server takes the
+ * whole message and keeps its reply until the test releases it, so a test
+ * can crash the client while it waits instead of hoping a latency is long
+ * enough.
  */
 
 export type SmtpStage = "CONNECT" | "MAIL" | "RCPT" | "DATA";
@@ -76,6 +82,17 @@ export interface TestSmtpServer {
   rejectRecipient(address: string, code: number, message?: string): void;
   /** Answer every accepted DATA after this many ms (server latency). */
   setLatency(ms: number): void;
+  /**
+   * From now on, answer the next `after` transactions that reach the end of
+   * DATA as usual, then hold the reply of the following `count` (default: all)
+   * until the hold is released (250, and the message counts as received even
+   * if its client went away: a server that had queued it when its reply was
+   * lost) or aborted (connection cut, nothing kept). Transactions that meet a
+   * fault are not held.
+   */
+  holdReplies(options?: HoldOptions): ReplyHold<SmtpTransaction>;
+  /** Client connections open now: 0 once every connection of a dead client has closed, so nothing more can arrive from it. */
+  openConnections(): Promise<number>;
   /** Forget faults, latency and recordings. */
   reset(): void;
   waitForMessages(count: number, timeoutMs?: number): Promise<ReceivedMessage[]>;
@@ -114,8 +131,6 @@ function defaultMessage(code: number): string {
   return code >= 500 ? "5.7.1 Rejected by test server" : "4.3.0 Try again later (test server)";
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 export interface SmtpServerOptions {
   /** Require AUTH with these credentials (535 otherwise); without it AUTH is optional and any login passes. */
   auth?: { user: string; pass: string };
@@ -133,6 +148,19 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
   const current = new Map<string, { fault: SmtpFault | null; tx: SmtpTransaction }>();
   /** Sockets by client port, to drop a connection and to close quickly. */
   const sockets = new Map<number, net.Socket>();
+  /** Pending delays (latency, delay faults), cleared by close(): none may outlive the server and keep the test process alive. */
+  const timers = new Set<NodeJS.Timeout>();
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        resolve();
+      }, ms);
+      timers.add(timer);
+    });
+  let holder: ReplyHolder<SmtpTransaction> | null = null;
+  /** Held transactions by the client port they wait on, to notice a client that goes away. */
+  const heldOn = new Map<number, Set<() => void>>();
 
   /** Pick the fault for the next connection (CONNECT) or transaction (anything else). */
   function draw(connect: boolean): SmtpFault | null {
@@ -242,10 +270,7 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
         const raw = Buffer.concat(chunks).toString("utf8");
         const parsed = parseMessage(raw);
         if (state) state.tx.messageId = parsed.headers["message-id"] ?? null;
-        void (async () => {
-          if (fault?.stage === "DATA" && fault.action === "reject") return apply(fault, "DATA", session, callback);
-          if (fault?.stage === "DATA" && fault.action === "delay") await sleep(fault.ms);
-          if (latencyMs > 0) await sleep(latencyMs);
+        const accept = () => {
           messages.push({
             sessionId: session.id,
             from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
@@ -260,6 +285,26 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
           });
           end(session, "accepted", null, 250);
           callback(null, `2.0.0 Ok: queued as ${session.id}.${messages.length}`);
+        };
+        if (fault?.stage === "DATA" && fault.action === "reject") return void apply(fault, "DATA", session, callback);
+        const port = session.remotePort;
+        const h = holder;
+        const cut = () => {
+          end(session, "dropped", "DATA", 0);
+          sockets.get(port)?.destroy();
+        };
+        const held = state && !fault && h ? h.take(state.tx, accept, cut) : null;
+        if (held) {
+          const gone = () => h!.clientGone(held);
+          // Noticed when its connection closes (the client gave up or died).
+          if (!sockets.has(port)) return gone();
+          heldOn.set(port, (heldOn.get(port) ?? new Set()).add(gone));
+          return;
+        }
+        void (async () => {
+          if (fault?.stage === "DATA" && fault.action === "delay") await sleep(fault.ms);
+          if (latencyMs > 0) await sleep(latencyMs);
+          accept();
         })();
       });
     },
@@ -269,7 +314,11 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
     const port = socket.remotePort;
     if (port === undefined) return;
     sockets.set(port, socket);
-    socket.on("close", () => sockets.delete(port));
+    socket.on("close", () => {
+      sockets.delete(port);
+      for (const gone of heldOn.get(port) ?? []) gone();
+      heldOn.delete(port);
+    });
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -280,6 +329,8 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
     });
   });
   const port = (server.server.address() as net.AddressInfo).port;
+  const openConnections = () =>
+    new Promise<number>((resolve, reject) => server.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
 
   return {
     url: `smtp://127.0.0.1:${port}`,
@@ -319,6 +370,12 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
     setLatency(ms) {
       latencyMs = ms;
     },
+    holdReplies(options = {}) {
+      if (holder?.holding) throw new Error("a hold is already holding SMTP replies: release or abort it first");
+      holder = new ReplyHolder<SmtpTransaction>("SMTP server", options, openConnections, () => `${messages.length} messages accepted`);
+      return holder.controller();
+    },
+    openConnections,
     reset() {
       counted = [];
       fractions = [];
@@ -333,11 +390,14 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
         if (Date.now() > deadline) {
           throw new Error(`timed out after ${timeoutMs} ms waiting for ${count} messages (got ${messages.length})`);
         }
-        await sleep(20);
+        await new Promise((resolve) => setTimeout(resolve, 20));
       }
       return messages.slice();
     },
     async close() {
+      holder?.close();
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const socket of sockets.values()) socket.destroy();
       await closed;

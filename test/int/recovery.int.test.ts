@@ -31,11 +31,16 @@ describe("a worker killed before completing", () => {
     let output = "";
     child.stdout.on("data", (d) => (output += String(d)));
     child.stderr.on("data", (d) => (output += String(d)));
-    await waitFor(async () => output.includes(`STARTED ${position}`), { what: "the stalling worker to start the send" });
-    expect((await getHandling(t.adminDb, stream, position, "crash_consumer")).status).toBe("Running");
-
-    child.kill("SIGKILL");
-    await new Promise((resolve) => child.once("exit", resolve));
+    // "close": gone, and its pipes closed. Killed whatever happens here: a
+    // stalling worker left behind never ends and keeps jest's worker alive.
+    const closed = new Promise((resolve) => child.once("close", resolve));
+    try {
+      await waitFor(async () => output.includes(`STARTED ${position}`), { what: "the stalling worker to start the send" });
+      expect((await getHandling(t.adminDb, stream, position, "crash_consumer")).status).toBe("Running");
+    } finally {
+      child.kill("SIGKILL");
+      await closed;
+    }
 
     const sent: number[] = [];
     const bot: ExternalBot<object, void> = {
