@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { sql } from "kysely";
-import type { Db } from "../../src/db/database";
+import { inTransaction, type Db } from "../../src/db/database";
 import { putEntity } from "../../src/entities/entity.repository";
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { createTestDatabase, waitFor, type TestDatabase } from "./db";
@@ -96,8 +96,10 @@ export async function enqueueMany(
     if (i % 2 === 0) {
       trackingId = (await enqueueNotification(db, { entityId, subject, text })).trackingId;
     } else {
-      const { rows } = await sql<{ id: string }>`
-        select tidings.send_notification_to_entity(${entityId}, ${subject}, ${text}) as id`.execute(db);
+      // As a service enqueueing in SQL does (its login acting as the client).
+      const { rows } = await inTransaction(db, "client", (tx) =>
+        sql<{ id: string }>`select tidings.send_notification_to_entity(${entityId}, ${subject}, ${text}) as id`.execute(tx),
+      );
       trackingId = rows[0]!.id;
     }
     sent.push({ trackingId, marker, messageId: `<${trackingId}.email@tidings>` });

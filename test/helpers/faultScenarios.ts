@@ -12,7 +12,7 @@
  */
 import type pg from "pg";
 import { createDb, createPool, type Db } from "../../src/db/database";
-import { migrate } from "../../src/db/migrate";
+import { prepareDatabase } from "../../src/db/roles";
 import {
   auditHandling,
   auditProblems,
@@ -191,19 +191,25 @@ async function runFlow(
 export async function runPostgresRestart(options: { count: number }): Promise<ScenarioResult> {
   let server: ThrowawayPostgres | null = null;
   let pool: pg.Pool | null = null;
+  let admin: pg.Pool | null = null;
   let db: Db | null = null;
   let channels: Channels | null = null;
   const workers: WorkerProcess[] = [];
   try {
     server = await startThrowawayPostgres();
-    pool = createPool(server.url, 5, "fault-test");
+    // Set up as a user does: migrated as the superuser, served to the service login.
+    await prepareDatabase(server.url, { serviceLogin: { user: "tidings_app", password: "fault" } });
+    const serviceUrl = new URL(server.url);
+    serviceUrl.username = "tidings_app";
+    serviceUrl.password = "fault";
+    admin = createPool(server.url, 5, "fault-test-admin");
+    pool = createPool(serviceUrl.toString(), 5, "fault-test");
     db = createDb(pool);
-    const p = pool;
-    await migrate(pool);
+    const p = admin;
     channels = await startChannels();
     const srv = server;
     return await runFlow(
-      { query: (text, values) => p.query(text, values as unknown[]), db, url: server.url, channels, workers },
+      { query: (text, values) => p.query(text, values as unknown[]), db, url: serviceUrl.toString(), channels, workers },
       {
         label: "pgr",
         count: options.count,
@@ -223,6 +229,7 @@ export async function runPostgresRestart(options: { count: number }): Promise<Sc
     await stopAll(workers);
     await channels?.close();
     await db?.destroy();
+    await admin?.end();
     await server?.destroy();
   }
 }
