@@ -672,6 +672,12 @@ begin
   end if;
   insert into tidings.stream_consumers (stream, concern, actor, task_identifier, record_types, run_at_field, description)
   values (p_stream, p_concern, p_actor, p_stream || ':' || p_concern, p_record_types, p_run_at_field, p_description);
+  -- The sweep starts at the stream's end: records written before the
+  -- consumer existed were never its to handle.
+  execute format($q$
+    insert into tidings.sweep_cursors (stream, concern, feed_key, position)
+    select $1, $2, coalesce(max(feed_key), '0'), coalesce(max(position), 0) from %s$q$, p_stream)
+    using p_stream, p_concern;
   -- Register the task up front: otherwise the first job of a task inserts its
   -- row into _private_tasks, and concurrent appenders wait on that insert
   -- until the first appender commits.
@@ -885,6 +891,108 @@ begin
   return coalesce(array_length(specs, 1), 0);
 end;
 $$;
+
+-- ---------------------------------------------------------------------------
+-- The handling sweep. The outbox queues a job for every record a consumer
+-- must handle, in the appending transaction. Should a job go missing all the
+-- same (a transaction that overwrote its own outbox note, the owner
+-- appending with triggers disabled, a job deleted from graphile-worker's
+-- queue, whose tables the service works), the record would wait for ever.
+-- The sweep follows every consumed stream from a cursor of its own and
+-- queues a job for each record that waits (no handling row, or an Available
+-- status) with no job in the queue. Its cursor passes a record only once the
+-- record is settled for the concern (Completed, Failed, archived, disabled),
+-- so a job lost while its record waited is found too. One sweeper at a time
+-- (an advisory lock); src/bots/worker.ts runs it now and then.
+-- ---------------------------------------------------------------------------
+create table tidings.sweep_cursors (
+  stream text not null,
+  concern text not null,
+  -- Gap-safe, like the feed's: the (feed_key, position) of the last record passed.
+  feed_key xid8 not null default '0',
+  position bigint not null default 0,
+  updated_at timestamptz not null default now(),
+  primary key (stream, concern),
+  foreign key (stream, concern) references tidings.stream_consumers (stream, concern)
+);
+comment on table tidings.sweep_cursors is
+  'Where the handling sweep is in each consumed stream: every record before it is settled for the concern.';
+
+create function tidings.sweep_handling(p_limit integer default 1000)
+returns table (stream text, concern text, examined integer, queued integer)
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  c record;
+  horizon xid8;
+  specs graphile_worker.job_spec[];
+  new_key xid8;
+  new_position bigint;
+begin
+  if not pg_try_advisory_xact_lock(hashtextextended('tidings handling sweep', 0)) then
+    return; -- another process is sweeping
+  end if;
+  for c in
+    select sc.stream, sc.concern, sc.task_identifier, sc.record_types, sc.run_at_field, k.feed_key, k.position
+    from tidings.stream_consumers sc
+    join tidings.sweep_cursors k on k.stream = sc.stream and k.concern = sc.concern
+    where not exists (select 1 from tidings.stream_concern_states d
+                      where d.stream = sc.stream and d.concern = sc.concern and d.disabled)
+    order by sc.stream, sc.concern
+  loop
+    horizon := tidings.feed_horizon(array[c.stream]);
+    execute format($q$
+      with candidate as (
+        select r.feed_key, r.position, r.id, r.payload, h.status,
+               h.status is null or h.status not in ('Completed', 'Failed', 'ArchivedAfterFailure', 'DisabledForRecord') as unsettled
+        from %1$s r
+        left join %2$s h on h.position = r.position and h.concern = $1
+        where (r.feed_key, r.position) > ($2, $3) and r.feed_key < $4
+          and ($5::text[] is null or r.type = any ($5))
+        order by r.feed_key, r.position
+        limit $6
+      ), missing as (
+        select m.* from candidate m
+        where (m.status is null or m.status = any ($8::tidings.handling_status[]))
+          and not exists (
+            select 1 from graphile_worker._private_jobs j
+            join graphile_worker._private_tasks t on t.id = j.task_id
+            where t.identifier = $7 and (j.payload->>'position')::bigint = m.position)
+      ), first_unsettled as (
+        select u.feed_key, u.position from candidate u where u.unsettled order by u.feed_key, u.position limit 1
+      ), passed as (
+        select p.feed_key, p.position from candidate p
+        where not exists (select 1 from first_unsettled)
+           or (p.feed_key, p.position) < (select f.feed_key, f.position from first_unsettled f)
+        order by p.feed_key desc, p.position desc limit 1
+      )
+      select (select count(*)::int from candidate),
+             (select array_agg(row($7, json_build_object('stream', $9, 'position', m.position, 'id', m.id), null,
+                                   case when $10::text is not null then (m.payload->>$10)::timestamptz end,
+                                   null, null, null, null)::graphile_worker.job_spec order by m.position) from missing m),
+             (select p.feed_key from passed p),
+             (select p.position from passed p)
+      $q$, c.stream, c.stream || '__handling')
+      into examined, specs, new_key, new_position
+      using c.concern, c.feed_key, c.position, horizon, c.record_types, p_limit, c.task_identifier,
+            array['AvailableByDefault', 'AvailableAfterCompletion', 'AvailableAfterFailure',
+                  'AvailableAfterExternalCancellation', 'AvailableAfterSelfCancellation']::tidings.handling_status[],
+            c.stream, c.run_at_field;
+    queued := coalesce(cardinality(specs), 0);
+    if queued > 0 then
+      perform graphile_worker.add_jobs(specs);
+    end if;
+    if new_key is not null then
+      update tidings.sweep_cursors k set feed_key = new_key, position = new_position, updated_at = now()
+      where k.stream = c.stream and k.concern = c.concern;
+    end if;
+    stream := c.stream;
+    concern := c.concern;
+    return next;
+  end loop;
+end;
+$$;
+revoke execute on function tidings.sweep_handling(integer) from public;
+grant execute on function tidings.sweep_handling(integer) to tidings_service;
 
 revoke execute on function tidings.queue_handling(text, text, bigint[], timestamptz) from public;
 revoke execute on function tidings.declare_actor(text, text) from public;

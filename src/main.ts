@@ -59,6 +59,7 @@ async function main(): Promise<void> {
         concurrency: config.WORKER_CONCURRENCY,
         pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
         leaseMs: config.WORKER_LEASE_MS,
+        sweepMs: config.HANDLING_SWEEP_MS,
       },
       logger,
     });

@@ -9,6 +9,7 @@ import type { Logger } from "../logging/logger";
 import { createTask } from "./runner";
 import { taskIdentifier, type AnyBot, type BotRuntime, type CatchUpBot } from "./bot";
 import { startCatchUp } from "./catchUp";
+import { sweepHandling } from "../streams/handling";
 
 export interface WorkerSettings {
   concurrency: number;
@@ -22,6 +23,8 @@ export interface WorkerSettings {
   leaseMs: number;
   /** How often an idle catch-up bot (the projection) looks for new records; default 100 ms. */
   catchUpIdleMs?: number;
+  /** How often the handling sweep looks for records whose job went missing (tidings.sweep_handling); default 30 s. */
+  sweepMs?: number;
 }
 
 export interface TidingsWorker {
@@ -190,6 +193,16 @@ export async function startWorker<TDeps>(options: {
   }, Math.max(100, Math.floor(settings.leaseMs / 3)));
   timer.unref();
 
+  // The outbox's safety net: records waiting with no job get one.
+  const sweep = async () => {
+    const queued = (await sweepHandling(db)).filter((r) => r.queued > 0);
+    if (queued.length > 0) logger.warn({ queued }, "handling sweep queued records whose jobs were missing");
+  };
+  const sweepTimer = setInterval(() => {
+    sweep().catch((error) => logger.warn({ err: error }, "handling sweep failed"));
+  }, settings.sweepMs ?? 30_000);
+  sweepTimer.unref();
+
   const runningCatchUps = catchUps.map((bot) => startCatchUp(bot, runtime, { idleMs: settings.catchUpIdleMs ?? 100, errorMs: 1_000 }, logger));
 
   return {
@@ -204,6 +217,7 @@ export async function startWorker<TDeps>(options: {
       if (stopped) return;
       stopped = true;
       clearInterval(timer);
+      clearInterval(sweepTimer);
       await Promise.all(runningCatchUps.map((c) => c.stop()));
       await stopQuietly(runner);
       await db.deleteFrom("tidings.worker_heartbeats").where("process_id", "=", processId).execute().catch(() => {});

@@ -31,6 +31,7 @@ export const configSchema = z.object({
   WORKER_CONCURRENCY: int(1, 500).default(64),
   WORKER_POLL_INTERVAL_MS: int(50, 60_000).default(2_000),
   WORKER_LEASE_MS: int(1_000, 86_400_000).default(30_000),
+  HANDLING_SWEEP_MS: int(1_000, 86_400_000).default(30_000),
   DB_POOL_SIZE: int(2, 500).default(40),
   BOT_MAX_ATTEMPTS: int(1, 100).default(5),
   BOT_RETRY_BASE_MS: int(1, 3_600_000).default(1_000),

@@ -385,3 +385,22 @@ export async function completeMany(
   }
   return rows.length;
 }
+
+export interface SweepResult {
+  stream: string;
+  concern: string;
+  /** Records looked at after the sweep's cursor. */
+  examined: number;
+  /** Of those, records waiting with no job in the queue: queued now. */
+  queued: number;
+}
+
+/**
+ * Queue the records that wait for a concern with no job in the queue (see
+ * tidings.sweep_handling): the outbox's safety net. One sweeper at a time;
+ * a call while another sweeps returns nothing.
+ */
+export async function sweepHandling(db: Executor, limit = 1000): Promise<SweepResult[]> {
+  const { rows } = await sql<SweepResult>`select * from tidings.sweep_handling(${limit})`.execute(db);
+  return rows;
+}

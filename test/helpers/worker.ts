@@ -29,7 +29,9 @@ export async function startTestWorker<TDeps>(
         retryMaxMs: options.retryMaxMs ?? 1_000,
       },
     },
-    settings: { concurrency: options.concurrency ?? 4, pollIntervalMs: 100, leaseMs: options.leaseMs ?? 30_000, catchUpIdleMs: 25 },
+    // The handling sweep runs only when a test calls it (sweepHandling): a
+    // timed one could take the sweep's lock from under the test.
+    settings: { concurrency: options.concurrency ?? 4, pollIntervalMs: 100, leaseMs: options.leaseMs ?? 30_000, catchUpIdleMs: 25, sweepMs: 86_400_000 },
     logger: testLogger,
   });
 }
