@@ -121,6 +121,19 @@ begin
   return next;
 end;
 $$;
+-- Which of these entities do not exist now (never created, or removed):
+-- a notification for one of them is refused at enqueue, nothing stored.
+-- Security definer: a client may not read entity.events, but may learn that
+-- the entity it names is unknown.
+create function api.unknown_entities(p_ids text[]) returns text[]
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select coalesce(array_agg(i order by i), '{}')
+  from unnest(p_ids) as i
+  where coalesce((select e.type from entity.events e where e.id = i order by e.position desc limit 1), '') <> 'EntityChangedEvent'
+$$;
+revoke execute on function api.unknown_entities(text[]) from public;
+grant execute on function api.unknown_entities(text[]) to tidings_client, tidings_service;
+
 revoke execute on function api.claim_idempotency_key(text, jsonb) from public;
 grant usage on schema api to tidings_client;
 grant execute on function api.claim_idempotency_key(text, jsonb) to tidings_client;
@@ -220,6 +233,9 @@ begin
   end loop;
   if idempotency_key is not null and (idempotency_key = '' or length(idempotency_key) > 255) then
     raise exception 'idempotency_key: must be 1-255 characters' using errcode = '22023';
+  end if;
+  if cardinality(api.unknown_entities(array[entity_id])) > 0 then
+    raise exception 'entity_id: unknown entity "%": create it first', entity_id using errcode = 'TD006';
   end if;
 
   payload := jsonb_strip_nulls(jsonb_build_object(
@@ -459,8 +475,8 @@ select
     when 'SentOnSomePreparedChannelsEvent' then 'partially_sent'
     when 'CouldNotSendOnAnyPreparedChannelEvent' then 'failed'
     when 'CouldNotGetOrUseAudienceEvent' then 'failed'
-    when 'AudienceOptedOutOfAllChannelsEvent' then 'failed'
-    when 'CouldNotPrepareToSendOnAnyChannelEvent' then 'failed'
+    when 'AudienceOptedOutOfAllChannelsEvent' then 'not_sent'
+    when 'CouldNotPrepareToSendOnAnyChannelEvent' then 'not_sent'
     else 'pending'
   end as status,
   case when l.terminal then l.type end as outcome_type,
@@ -512,13 +528,13 @@ comment on column audit.notifications.tags is 'The client''s tags (JSON object o
 comment on column audit.notifications.requested_at is 'When the client''s request was recorded. Indexed: filter on it.';
 comment on column audit.notifications.channels_requested is 'Channels the client asked for instead of the entity''s preferences; null: the preferences.';
 comment on column audit.notifications.idempotency_key is 'The client''s idempotency key, if it gave one.';
-comment on column audit.notifications.status is 'pending (not picked up yet), requested, sending, sent, partially_sent or failed.';
+comment on column audit.notifications.status is 'pending (not picked up yet), requested, sending, sent, partially_sent, failed, or not_sent (the entity had no channel to use: opted out of every one, or no contact detail; not a failure).';
 comment on column audit.notifications.outcome_type is 'The outcome event (SentOnAllPreparedChannelsEvent, CouldNotGetOrUseAudienceEvent, ...); null while under way.';
 comment on column audit.notifications.outcome_at is 'When the outcome was recorded.';
 comment on column audit.notifications.timed_out is 'Whether the saga''s deadline decided the outcome (channels without an answer counted as failed).';
 comment on column audit.notifications.sent_channels is 'Channels it was delivered on.';
 comment on column audit.notifications.failed_channels is 'Channels that failed, or could not be used (skipped), when it has an outcome.';
-comment on column audit.notifications.failure_reason is 'Why it failed, per channel ("slack: channel_not_found") or as a whole ("unknown entity ..."); null when sent.';
+comment on column audit.notifications.failure_reason is 'Why it failed, per channel ("slack: channel_not_found") or as a whole ("unknown entity ..."), or why it was not sent ("opted out of every channel"); null when sent.';
 comment on column audit.notifications.internal_team_alerted is 'Whether the internal team was alerted about this notification''s failure.';
 comment on column audit.notifications.alerted_at is 'When the alert was sent on its way.';
 comment on column audit.notifications.client_operation_position is 'Position of the request in notification.client_operations.';

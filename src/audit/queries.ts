@@ -75,7 +75,7 @@ export interface AuditSlackMessage {
   operation_position: number;
 }
 
-export const NOTIFICATION_STATUSES = ["pending", "requested", "sending", "sent", "partially_sent", "failed"] as const;
+export const NOTIFICATION_STATUSES = ["pending", "requested", "sending", "sent", "partially_sent", "failed", "not_sent"] as const;
 
 export interface AuditNotification {
   tracking_id: string;

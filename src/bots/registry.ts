@@ -39,6 +39,7 @@ export async function createBotDeps(config: Config, logger: Logger): Promise<Bot
       internalTeamEmail: config.INTERNAL_TEAM_EMAIL,
       internalTeamSlackChannel: config.INTERNAL_TEAM_SLACK_CHANNEL,
       snapshotEvery: config.SNAPSHOT_EVERY,
+      alertOnNotSent: config.ALERT_ON_NOT_SENT,
       messageIdDomain: messageIdDomain(config),
     },
     async close() {

@@ -65,6 +65,7 @@ export const configSchema = z.object({
   // A default that passes the same check as a configured value (an email a channel operation can carry).
   INTERNAL_TEAM_EMAIL: z.email().default("internal-team@tidings.invalid"),
   INTERNAL_TEAM_SLACK_CHANNEL: z.string().optional(),
+  ALERT_ON_NOT_SENT: bool.default(false),
   // Workflow.
   SAGA_DEADLINE_MS: int(1_000, 7 * 86_400_000).default(15 * 60_000),
   SNAPSHOT_EVERY: int(1, 10_000).default(10),

@@ -45,6 +45,18 @@ export class ConflictError extends TidingsError {
   readonly kind = "conflict";
 }
 
+/** The request is valid but names something tidings cannot act on (HTTP 422). */
+export class UnprocessableError extends TidingsError {
+  readonly kind = "unprocessable";
+}
+
+/** A notification for an entity that does not exist (never created, or removed). */
+export class UnknownEntityError extends UnprocessableError {
+  constructor(readonly entityId: string) {
+    super(`unknown entity "${entityId}": create it first (PUT /v1/entities/${encodeURIComponent(entityId)})`);
+  }
+}
+
 /** A handling change the state machine does not allow. */
 export class InvalidTransitionError extends ConflictError {
   constructor(
@@ -106,6 +118,7 @@ export const PgCodes = {
   recordExists: "TD003",
   unknownStream: "TD004",
   idempotencyKeyReused: "TD005",
+  unknownEntity: "TD006",
   insufficientPrivilege: "42501",
   uniqueViolation: "23505",
 } as const;

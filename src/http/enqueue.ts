@@ -4,7 +4,8 @@ import type { z } from "zod";
 import type { ApiPrincipal } from "../auth/apiKeys";
 import { actAs, inTransaction, type Db, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
-import { clientOperation, parseSendNotification } from "../notification/enqueue";
+import { UnknownEntityError } from "../errors/errors";
+import { clientOperation, parseSendNotification, unknownEntities } from "../notification/enqueue";
 import { newTrackingId, trackingIdForIdempotencyKey } from "../notification/ids";
 import { append } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
@@ -114,6 +115,28 @@ export function idempotencyScope(principal: ApiPrincipal | null): string {
 async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueAnswer | Error>> {
   const answers: Array<EnqueueAnswer | Error | undefined> = new Array(batch.length);
 
+  // A request for an entity that does not exist is refused before anything
+  // of it is stored (its idempotency key included).
+  // A replay of a request accepted before the entity was removed is still a
+  // replay: requests whose key was used already go on to be answered by it.
+  const unknown = new Set(await unknownEntities(tx, [...new Set(batch.map((w) => w.op.entityId))]));
+  const refused = batch.map((w) => unknown.has(w.op.entityId));
+  const keyedRefusals = batch.filter((w, i) => refused[i] && w.idempotencyKey !== undefined);
+  if (keyedRefusals.length > 0) {
+    const { rows } = await sql<{ scope: string; key: string }>`
+      select i.scope, i.key from api.idempotency_keys i
+      join unnest(${keyedRefusals.map((w) => idempotencyScope(w.principal))}::text[], ${keyedRefusals.map((w) => w.idempotencyKey!)}::text[]) as w(scope, key)
+        on i.scope = w.scope and i.key = w.key`.execute(tx);
+    const used = new Set(rows.map((r) => JSON.stringify([r.scope, r.key])));
+    batch.forEach((w, i) => {
+      if (refused[i] && used.has(JSON.stringify([idempotencyScope(w.principal), w.idempotencyKey]))) refused[i] = false;
+    });
+  }
+  batch.forEach((w, i) => {
+    if (refused[i]) answers[i] = new UnknownEntityError(w.op.entityId);
+  });
+  const live = (i: number) => answers[i] === undefined;
+
   // Idempotency keys: the first request with a (scope, key) in this batch
   // claims it (unless an earlier transaction did); any other with the same
   // one is answered like a repeat, or refused if its body differs.
@@ -121,7 +144,7 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
   const firstWithKey = new Map<string, number>();
   batch.forEach((w, i) => {
     const k = scoped(w);
-    if (k !== undefined && !firstWithKey.has(k)) firstWithKey.set(k, i);
+    if (k !== undefined && live(i) && !firstWithKey.has(k)) firstWithKey.set(k, i);
   });
   const hashes = batch.map((w) => (w.idempotencyKey === undefined ? null : requestHash(w.op)));
   const trackingIds = batch.map((w) => (w.idempotencyKey === undefined ? newTrackingId() : trackingIdForIdempotencyKey(idempotencyScope(w.principal), w.idempotencyKey)));
@@ -151,7 +174,7 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
     }
     batch.forEach((w, i) => {
       const k = scoped(w);
-      if (k === undefined) return;
+      if (k === undefined || !live(i)) return;
       const original = claimed.has(k) && firstWithKey.get(k) !== i
         ? { request_sha256: hashes[firstWithKey.get(k)!]!, tracking_id: trackingIds[i]! }
         : known.get(k);

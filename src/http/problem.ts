@@ -7,6 +7,8 @@ import {
   NotFoundError,
   PgCodes,
   TidingsError,
+  UnknownEntityError,
+  UnprocessableError,
   ValidationError,
   pgCode,
 } from "../errors/errors";
@@ -122,6 +124,10 @@ export function problemFor(error: unknown): ProblemAnswer {
       notificationId: error.originalId,
     });
   }
+  if (error instanceof UnknownEntityError) {
+    return answer(422, "unknown-entity", "The entity does not exist", error.message, { entityId: error.entityId });
+  }
+  if (error instanceof UnprocessableError) return answer(422, "unprocessable", "The request cannot be acted on", error.message);
   if (error instanceof ConflictError) return answer(409, "conflict", "Conflict with what is stored", error.message);
   if (error instanceof AuthError) {
     const a = answer(401, "unauthorized", "Authentication required", error.message);

@@ -19,7 +19,7 @@ import {
  */
 export const NotificationAggregate = z.object({
   id: z.string(),
-  status: z.enum(["requested", "sending", "sent", "partially_sent", "failed"]),
+  status: z.enum(["requested", "sending", "sent", "partially_sent", "failed", "not_sent"]),
   entityId: z.string(),
   entityName: z.string().nullable(),
   subject: z.string(),
@@ -81,13 +81,13 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
       return { ...next, status: "failed", outcome: { type, at, timedOut: false }, failureReason: CouldNotGetOrUseAudienceEvent.parse(event.payload).reason };
     case "AudienceOptedOutOfAllChannelsEvent": {
       const e = AudienceOptedOutOfAllChannelsEvent.parse(event.payload);
-      return { ...next, status: "failed", skipped: e.skipped, outcome: { type, at, timedOut: false }, failureReason: "opted out of every channel" };
+      return { ...next, status: "not_sent", skipped: e.skipped, outcome: { type, at, timedOut: false }, failureReason: "opted out of every channel" };
     }
     case "CouldNotPrepareToSendOnAnyChannelEvent": {
       const e = CouldNotPrepareToSendOnAnyChannelEvent.parse(event.payload);
       return {
         ...next,
-        status: "failed",
+        status: "not_sent",
         skipped: e.skipped,
         outcome: { type, at, timedOut: false },
         failureReason: e.skipped.map((s) => `${s.channel}: ${s.reason}`).join("; ") || "no channel wanted",

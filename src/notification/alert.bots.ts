@@ -11,6 +11,7 @@ import { alertOperationId, messageIdFor } from "./ids";
 import {
   AlertInternalTeamOp,
   FAILURE_EVENT_TYPES,
+  NOT_SENT_EVENT_TYPES,
   NotificationRecordTypes,
   SendNotificationRequestedEvent,
   SendOutcomeEvent,
@@ -32,8 +33,10 @@ export function createReactionBot(): TransactionalBot<NotificationDeps> {
     concern: "reaction_bot",
     actor: "reaction_bot",
     batch: { maxSize: 64 },
-    async handle({ tx, record }) {
-      if (!FAILURE_EVENT_TYPES.includes(record.type as NotificationEventType)) return;
+    async handle({ tx, record, deps }) {
+      const type = record.type as NotificationEventType;
+      const alerting = FAILURE_EVENT_TYPES.includes(type) || (deps.notification.alertOnNotSent === true && NOT_SENT_EVENT_TYPES.includes(type));
+      if (!alerting) return;
       await appendOne(tx, Streams.notificationInternalOperations, {
         id: record.id,
         type: NotificationRecordTypes.AlertInternalTeamOp,

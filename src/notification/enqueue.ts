@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import type { Db, Tx } from "../db/database";
-import { ConflictError, PgCodes, ValidationError, pgCode } from "../errors/errors";
+import { ConflictError, PgCodes, UnknownEntityError, ValidationError, pgCode } from "../errors/errors";
 import { appendOne } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
@@ -32,6 +32,8 @@ export async function enqueueNotificationInTransaction(tx: Tx, input: unknown): 
   const op = parseSendNotification(input);
   const { rows } = await sql<{ role: string }>`select current_user as role`.execute(tx);
   await sql`set local role tidings_client`.execute(tx);
+  const [unknown] = await unknownEntities(tx, [op.entityId]);
+  if (unknown !== undefined) throw new UnknownEntityError(unknown);
   let trackingId = newTrackingId();
   if (op.idempotencyKey !== undefined) {
     const claimed = await claimIdempotencyKey(tx, op);
@@ -60,6 +62,13 @@ async function claimIdempotencyKey(tx: Tx, op: SendNotificationToEntityOp): Prom
     if (pgCode(error) === PgCodes.idempotencyKeyReused) throw new ConflictError((error as Error).message, { cause: error });
     throw error;
   }
+}
+
+/** Of these entity ids, those that do not exist now (never created, or removed). */
+export async function unknownEntities(tx: Tx, ids: readonly string[]): Promise<string[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await sql<{ unknown: string[] }>`select api.unknown_entities(${[...ids]}::text[]) as unknown`.execute(tx);
+  return rows[0]!.unknown;
 }
 
 /** The client operation record of a validated request under its tracking id. */

@@ -25,6 +25,8 @@ export interface NotificationSettings {
   internalTeamSlackChannel?: string;
   /** Write a snapshot every N notification events (and at terminal states). */
   snapshotEvery: number;
+  /** Alert the internal team also when a notification is not sent because its entity has no channel to use. */
+  alertOnNotSent?: boolean;
   /** Right-hand side of the Message-IDs of email operations (src/email/sender.ts messageIdDomain). */
   messageIdDomain: string;
 }

@@ -122,10 +122,19 @@ export const notificationEventSchemas: Record<NotificationEventType, z.ZodType> 
 /** Events that end a notification with a failure: the internal team hears about them. */
 export const FAILURE_EVENT_TYPES: readonly NotificationEventType[] = [
   "CouldNotGetOrUseAudienceEvent",
-  "AudienceOptedOutOfAllChannelsEvent",
-  "CouldNotPrepareToSendOnAnyChannelEvent",
   "SentOnSomePreparedChannelsEvent",
   "CouldNotSendOnAnyPreparedChannelEvent",
+];
+
+/**
+ * Events that end a notification without sending it and without a failure:
+ * the entity has no channel to use (opted out of every one, or no contact
+ * detail for any it wants). Status `not_sent`; the internal team hears about
+ * them only when ALERT_ON_NOT_SENT is set.
+ */
+export const NOT_SENT_EVENT_TYPES: readonly NotificationEventType[] = [
+  "AudienceOptedOutOfAllChannelsEvent",
+  "CouldNotPrepareToSendOnAnyChannelEvent",
 ];
 
 export const TERMINAL_EVENT_TYPES: readonly NotificationEventType[] = [

@@ -5,6 +5,10 @@ import { createEmailTransport } from "../../src/email/transport";
 import type { EntityInput } from "../../src/entities/entity.schemas";
 import { putEntity } from "../../src/entities/entity.repository";
 import { createSlackPoster } from "../../src/slack/client";
+import { inTransaction } from "../../src/db/database";
+import { clientOperation, parseSendNotification } from "../../src/notification/enqueue";
+import { newTrackingId } from "../../src/notification/ids";
+import { appendOne } from "../../src/streams/append";
 import { Streams } from "../../src/streams/names";
 import { findRecords, getLatestById } from "../../src/streams/read";
 import { createTestDatabase, waitFor, type TestDatabase } from "./db";
@@ -36,7 +40,7 @@ export interface Tidings {
  * real SMTP server, the Slack Web API stand-in, and every bot running in
  * real graphile-worker workers.
  */
-export async function startTidings(options: { sagaDeadlineMs?: number; maxAttempts?: number; internalTeamSlackChannel?: string; autoStart?: boolean } = {}): Promise<Tidings> {
+export async function startTidings(options: { sagaDeadlineMs?: number; maxAttempts?: number; internalTeamSlackChannel?: string; autoStart?: boolean; alertOnNotSent?: boolean } = {}): Promise<Tidings> {
   const t = await createTestDatabase(30);
   const smtp = await startSmtpServer();
   const slack = await startSlackStandIn();
@@ -49,6 +53,7 @@ export async function startTidings(options: { sagaDeadlineMs?: number; maxAttemp
       sagaDeadlineMs: options.sagaDeadlineMs ?? 60_000,
       internalTeamEmail: "oncall@example.test",
       internalTeamSlackChannel: options.internalTeamSlackChannel,
+      alertOnNotSent: options.alertOnNotSent ?? false,
       snapshotEvery: 3,
       messageIdDomain: "example.test",
     },
@@ -99,4 +104,17 @@ export async function waitForOutcome(t: TestDatabase, id: string, timeoutMs = 20
 
 export async function eventTypes(t: TestDatabase, stream: string, id: string): Promise<string[]> {
   return (await findRecords(t.adminDb, stream, { ids: [id] })).map((r) => r.type);
+}
+
+/**
+ * A client operation for an entity that is gone by the time the notification
+ * bot handles it: enqueue refuses an unknown entity, so this appends the
+ * operation as the client actor directly, as if the entity had been removed
+ * between the enqueue and its handling.
+ */
+export async function enqueueForGoneEntity(t: TestDatabase, entityId: string, subject = "for nobody"): Promise<{ trackingId: string }> {
+  const op = parseSendNotification({ entityId, subject, text: "Hello from tidings." });
+  const trackingId = newTrackingId();
+  await inTransaction(t.db, "client", (tx) => appendOne(tx, Streams.notificationClientOperations, clientOperation(op, trackingId)));
+  return { trackingId };
 }

@@ -6,6 +6,7 @@ import { SCOPES, createApiKey, revokeApiKey, type Scope } from "../../src/auth/a
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
 import { apiKey, startApi, type TestApi } from "../helpers/api";
+import { createEntity } from "../helpers/tidings";
 
 let t: TestDatabase;
 let api: TestApi;
@@ -14,6 +15,8 @@ let notificationId: string;
 
 beforeAll(async () => {
   t = await createTestDatabase();
+  // Notifications are for entities that exist: enqueue refuses any other.
+  await createEntity(t, "ada");
   api = await startApi(t);
   for (const scope of SCOPES) keys[scope] = await apiKey(t, [scope]);
   notificationId = (await enqueueNotification(t.db, { entityId: "ada", subject: "s", text: "t" })).trackingId;

@@ -19,6 +19,7 @@ import {
   type Probe,
   unstorablePaths,
 } from "../helpers/fuzz";
+import { createEntity } from "../helpers/tidings";
 
 /**
  * Thousands of malformed requests against the real API over HTTP: each must
@@ -44,6 +45,11 @@ const succeeded = new Set<Probe>();
 
 beforeAll(async () => {
   t = await createTestDatabase();
+  // Notifications are for entities that exist: enqueue refuses any other.
+  await createEntity(t, "ada");
+  await createEntity(t, "a");
+  await createEntity(t, "bea");
+  await createEntity(t, "a".repeat(200));
   api = await startApi(t);
   keys.admin = await apiKey(t, ["admin"]);
   keys.producer = await apiKey(t, ["producer"]);

@@ -1,5 +1,6 @@
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
 import { apiKey, startApi, type TestApi } from "../helpers/api";
+import { createEntity } from "../helpers/tidings";
 
 let t: TestDatabase;
 let api: TestApi;
@@ -7,6 +8,8 @@ let producer: string;
 
 beforeAll(async () => {
   t = await createTestDatabase(30);
+  // Notifications are for entities that exist: enqueue refuses any other.
+  await createEntity(t, "ada");
   api = await startApi(t);
   producer = await apiKey(t, ["producer"]);
 });

@@ -3,6 +3,7 @@ import { claim, transition } from "../../src/streams/handling";
 import { Streams } from "../../src/streams/names";
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
 import { apiKey, startApi, type TestApi } from "../helpers/api";
+import { createEntity } from "../helpers/tidings";
 
 let t: TestDatabase;
 let api: TestApi;
@@ -10,6 +11,8 @@ let producer: string;
 
 beforeAll(async () => {
   t = await createTestDatabase();
+  // Notifications are for entities that exist: enqueue refuses any other.
+  await createEntity(t, "ada");
   api = await startApi(t);
   producer = await apiKey(t, ["producer"]);
 });

@@ -5,6 +5,7 @@ import { claim, transition } from "../../src/streams/handling";
 import { Streams } from "../../src/streams/names";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
 import { apiKey, startApi, type TestApi } from "../helpers/api";
+import { createEntity } from "../helpers/tidings";
 
 let t: TestDatabase;
 let api: TestApi;
@@ -12,6 +13,9 @@ let admin: string;
 
 beforeAll(async () => {
   t = await createTestDatabase();
+  // Notifications are for entities that exist: enqueue refuses any other.
+  await createEntity(t, "dot");
+  await createEntity(t, "eve");
   api = await startApi(t);
   admin = await apiKey(t, ["admin"]);
 });
@@ -21,8 +25,13 @@ afterAll(async () => {
 });
 
 const get = (path: string) => api.call("GET", path, { key: admin });
-const enqueue = async (entityId: string) =>
-  (await api.call("POST", "/v1/notifications", { key: admin, body: { entityId, subject: `to ${entityId}`, text: "hello" } })).json.id as string;
+const entities = new Set<string>();
+const enqueue = async (entityId: string) => {
+  // Notifications are for entities that exist.
+  if (!entities.has(entityId)) await createEntity(t, entityId);
+  entities.add(entityId);
+  return (await api.call("POST", "/v1/notifications", { key: admin, body: { entityId, subject: `to ${entityId}`, text: "hello" } })).json.id as string;
+};
 
 /** A view as the projection bot would write it. */
 async function writeView(id: string, status: string, extra: Record<string, unknown> = {}) {

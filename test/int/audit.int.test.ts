@@ -20,7 +20,7 @@ import { appendOne } from "../../src/streams/append";
 import { claim, setStreamDisabled, transition } from "../../src/streams/handling";
 import { Streams } from "../../src/streams/names";
 import { asOwner, createTestDatabase, declareTestStream, waitFor } from "../helpers/db";
-import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
+import { createEntity, enqueueForGoneEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 
 /**
  * The audit views against a database where real deliveries happened: one
@@ -65,7 +65,7 @@ beforeAll(async () => {
   await createEntity(app.t, "cy", person({ email: "cy@example.com", slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }));
   app.smtp.rejectRecipient("cy@example.com", 550, "5.1.1 No such user");
   ids.cy = (await send("cy")).trackingId;
-  ids.nobody = (await send("nobody-here")).trackingId;
+  ids.nobody = (await enqueueForGoneEntity(app.t, "nobody-here")).trackingId;
   await waitForOutcome(app.t, ids.cy);
   await waitForOutcome(app.t, ids.nobody);
 

@@ -6,7 +6,7 @@ import { getHandling, getHistory, queueHandling, transition } from "../../src/st
 import { Streams } from "../../src/streams/names";
 import { findRecords, getLatestById } from "../../src/streams/read";
 import { waitFor } from "../helpers/db";
-import { createEntity, eventTypes, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
+import { createEntity, enqueueForGoneEntity, eventTypes, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 
 let app: Tidings;
 beforeAll(async () => {
@@ -130,8 +130,8 @@ describe("the notification workflow", () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
   });
 
-  it("unknown entity: CouldNotGetOrUseAudienceEvent, no channel operations", async () => {
-    const { trackingId } = await send("nobody-here");
+  it("an entity removed between enqueue and handling: CouldNotGetOrUseAudienceEvent, no channel operations", async () => {
+    const { trackingId } = await enqueueForGoneEntity(app.t, "nobody-here");
     const outcome = await waitForOutcome(app.t, trackingId);
     expect(outcome.type).toBe("CouldNotGetOrUseAudienceEvent");
     expect(outcome.payload).toMatchObject({ reason: 'unknown entity "nobody-here"' });

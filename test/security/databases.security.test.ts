@@ -6,7 +6,10 @@
  */
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import { createDb, createPool } from "../../src/db/database";
 import { prepareDatabase } from "../../src/db/roles";
+import { putEntity } from "../../src/entities/entity.repository";
+import { person } from "../helpers/tidings";
 import { databaseUrl, serviceUrl } from "../helpers/db";
 
 const run = `tidings_t_${process.env.TIDINGS_TEST_RUN_ID}_two_${randomBytes(3).toString("hex")}`;
@@ -37,6 +40,10 @@ beforeAll(async () => {
     // As a user does it: npm run migrate as a superuser, with the service's URL.
     await prepareDatabase(databaseUrl(db), { serviceLogin: { user: new URL(serviceUrl(db)).username, password: process.env.TIDINGS_TEST_SERVICE_PASSWORD! } });
   }
+  // The entity the notifications are for (enqueue refuses an unknown one).
+  const service = createDb(createPool(serviceUrl(first), 1));
+  await putEntity(service, "ada", person(), "test");
+  await service.destroy();
   // Another service, granted tidings_client and CONNECT for the first database only.
   await sql(`create role ${login} login password 'a-service-secret'`);
   await sql(`grant tidings_client to ${login}`);

@@ -8,12 +8,15 @@ import { sql } from "kysely";
 import { inTransaction } from "../../src/db/database";
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
+import { createEntity } from "../helpers/tidings";
 
 let t: TestDatabase;
 let producers: Array<{ stream: string; actor: string; type: string }>;
 
 beforeAll(async () => {
   t = await createTestDatabase(10);
+  // Notifications are for entities that exist: enqueue refuses any other.
+  await createEntity(t, "ada");
   const { rows } = await t.query<{ stream: string; actor: string; type: string }>(`
     select p.stream, p.actor, s.record_types[1] as type
     from tidings.stream_producers p join tidings.streams s on s.name = p.stream

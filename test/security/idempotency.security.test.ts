@@ -6,6 +6,7 @@
  */
 import { trackingIdForIdempotencyKey } from "../../src/notification/ids";
 import { createTestDatabase, type TestDatabase, type TestLogin } from "../helpers/db";
+import { createEntity } from "../helpers/tidings";
 
 let t: TestDatabase;
 let a: TestLogin;
@@ -13,6 +14,8 @@ let b: TestLogin;
 
 beforeAll(async () => {
   t = await createTestDatabase(5);
+  // Notifications are for entities that exist: enqueue refuses any other.
+  await createEntity(t, "ada");
   a = await t.createLogin({ prefix: "svc_a", grants: ["tidings_client"] });
   b = await t.createLogin({ prefix: "svc_b", grants: ["tidings_client"] });
 });

@@ -10,6 +10,7 @@ import { sql } from "kysely";
 import { createPool, inTransaction } from "../../src/db/database";
 import { PrivilegedServiceLoginError, assertServiceLogin } from "../../src/db/roles";
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
+import { createEntity } from "../helpers/tidings";
 
 let t: TestDatabase;
 let streams: string[];
@@ -17,6 +18,8 @@ let actors: string[];
 
 beforeAll(async () => {
   t = await createTestDatabase(10);
+  // Notifications are for entities that exist: enqueue refuses any other.
+  await createEntity(t, "ada");
   streams = (await t.query("select name from tidings.streams order by name")).rows.map((r) => r.name);
   actors = (await t.query("select name from tidings.actors order by name")).rows.map((r) => r.name);
   // A row in every stream to aim at.

@@ -61,12 +61,11 @@ describe("markdownToMrkdwn: what the author typed cannot become a mention, an en
     expect(markdownToMrkdwn("[click](javascript:alert(1))")).toBe("[click](javascript:alert(1))");
   });
 
-  it("100 kB of Markdown converts in well under a second, escaped throughout (property of the output)", () => {
+  // How fast is measured by hand (docs/workflow.md), not here: a timed test fails on a busy machine.
+  it("100 kB of Markdown converts whole, escaped throughout (property of the output)", () => {
     const part = (i: number) => `## Part ${i} <!here>\n\nSome **bold** & [a link](https://x.example/${i}) and \`code\`.\n\n- item *${i}*\n`;
     const markdown = Array.from({ length: 1200 }, (_, i) => part(i)).join("\n").slice(0, 100_000);
-    const started = performance.now();
     const mrkdwn = markdownToMrkdwn(markdown);
-    expect(performance.now() - started).toBeLessThan(1_000);
     const last = [...markdown.matchAll(/^## Part (\d+)/gm)].at(-1)![1];
     expect(mrkdwn).toContain(`*Part ${last} &lt;!here&gt;*`);
     expect(controlSequences(mrkdwn)).toEqual([]);
