@@ -92,7 +92,7 @@ async function main(): Promise<void> {
       }
     }
     if ((await listApiKeys(database.db, { includeRevoked: false })).length === 0) {
-      logger.warn(`no active API key exists, so the API refuses every request: create one with ${createKeyCommand()} (it prints the secret once)`);
+      logger.warn(`no active API key exists, so the API refuses every request; create one (its secret is printed once) with: ${createKeyCommand()}`);
     }
     const address = server.address();
     const port = typeof address === "object" && address ? address.port : config.PORT;

@@ -1,20 +1,21 @@
-import { existsSync } from "node:fs";
 import { SCOPES } from "./apiKeys";
 
 /**
  * The command that creates a first API key, as an operator can paste it:
- * `npm run apikeys` on the machine that runs tidings (it connects with the
- * same DATABASE_URL, or to the running embedded database), or through the
- * `tidings` service of docker-compose.yml when tidings runs in a container.
+ * `npm run apikeys` where tidings runs (it connects with the same
+ * DATABASE_URL, or to the running embedded database).
  */
 export const FIRST_KEY_ARGUMENTS = `create --name my-first-key --scopes ${SCOPES.join(",")}`;
 
-/** Docker (and Podman) mark their containers with these files. */
-export function runsInContainer(): boolean {
-  return existsSync("/.dockerenv") || existsSync("/run/.containerenv");
-}
+/**
+ * How an operator reaches this process's npm scripts when they are not run
+ * where the operator types: the Dockerfile sets `docker compose exec tidings`
+ * (docker-compose.yml's service). Not guessed from /.dockerenv: development
+ * containers and CI runners have one too, and run `npm start` directly.
+ */
+export const EXEC_PREFIX_VARIABLE = "TIDINGS_EXEC_PREFIX";
 
-export function createKeyCommand(inContainer = runsInContainer()): string {
+export function createKeyCommand(prefix = process.env[EXEC_PREFIX_VARIABLE]): string {
   const command = `npm run apikeys -- ${FIRST_KEY_ARGUMENTS}`;
-  return inContainer ? `docker compose exec tidings ${command}` : command;
+  return prefix?.trim() ? `${prefix.trim()} ${command}` : command;
 }
