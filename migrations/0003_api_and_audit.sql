@@ -545,7 +545,9 @@ comment on column audit.notifications.client_operation_position is 'Position of 
 create view audit.entity_versions with (security_invoker = false) as
 select
   e.id as entity_id,
-  e.position as version,
+  -- Per entity, as the API numbers them; the (id, position) index serves the partition.
+  row_number() over (partition by e.id order by e.position) as version,
+  e.position,
   e.type as change_type,
   e.type = 'EntityRemovedEvent' as removed,
   e.recorded_at as valid_from,
@@ -565,7 +567,8 @@ from entity.events e;
 comment on view audit.entity_versions is
   'Every version of every entity (entity.events) with the interval it was in force: valid_from <= t < valid_to (valid_to null: still current).';
 comment on column audit.entity_versions.entity_id is 'The entity''s id. Filter on it (index on entity.events (id, position)).';
-comment on column audit.entity_versions.version is 'Position of the change in entity.events; notifications record the version they used.';
+comment on column audit.entity_versions.version is 'The entity''s own version number, as the API answers it: 1 for its first record, one more for each change or removal (a re-created entity continues the count).';
+comment on column audit.entity_versions.position is 'Position of the change in entity.events; notifications record it as entityVersion (PreparedToSend events).';
 comment on column audit.entity_versions.change_type is 'EntityChangedEvent or EntityRemovedEvent.';
 comment on column audit.entity_versions.removed is 'This version removes the entity: from valid_from on it does not exist.';
 comment on column audit.entity_versions.valid_from is 'When this version took effect.';

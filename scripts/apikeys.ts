@@ -6,6 +6,7 @@ import pino from "pino";
 import { SCOPES, createApiKey, listApiKeys, revokeApiKey, type ApiKeyInfo } from "../src/auth/apiKeys";
 import { ConfigError, loadConfig, type Config } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
+import { DatabaseSetupError } from "../src/db/migrate";
 import { TidingsError } from "../src/errors/errors";
 
 /**
@@ -122,7 +123,8 @@ program
   });
 
 program.parseAsync(process.argv).catch((error: unknown) => {
-  if (error instanceof ConfigError || error instanceof TidingsError) {
+  // The database's answer (unreachable, schema not migrated, wrong login) is one line too.
+  if (error instanceof ConfigError || error instanceof TidingsError || error instanceof DatabaseSetupError) {
     process.stderr.write(`apikeys: ${(error as Error).message}\n`);
     process.exit(EXIT_REFUSED);
   }

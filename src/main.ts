@@ -8,7 +8,8 @@ import { startWorker, type TidingsWorker } from "./bots/worker";
 import { createApp } from "./http/app";
 import { createLogger } from "./logging/logger";
 import { allBots, createBotDeps } from "./bots/registry";
-import { ensureDevelopmentKey } from "./auth/apiKeys";
+import { ensureDevelopmentKey, listApiKeys } from "./auth/apiKeys";
+import { createKeyCommand } from "./auth/keyCommand";
 import { createMetrics } from "./http/metrics";
 import { ExternalError } from "./errors/errors";
 import { redactSecrets } from "./logging/redact";
@@ -69,6 +70,17 @@ async function main(): Promise<void> {
   let server: Server | null = null;
   if (config.RUN_API) {
     const app = createApp({ pool: database.pool, db: database.db, logger, metrics });
+    try {
+      server = await listen(app, config.HOST, config.PORT);
+    } catch (error) {
+      // Stop what was started (an embedded database included) before the one line that says why.
+      worker?.markShuttingDown();
+      await worker?.stop();
+      await deps?.close();
+      await database.close();
+      throw error;
+    }
+    // After listening, so a start that fails does not spend the key's only showing.
     // The zero-setup run gets a key to try the API with; a configured database never does.
     if (!config.DATABASE_URL) {
       const key = await ensureDevelopmentKey(database.db);
@@ -79,9 +91,9 @@ async function main(): Promise<void> {
         );
       }
     }
-    server = await new Promise<Server>((resolve) => {
-      const s = app.listen(config.PORT, config.HOST, () => resolve(s));
-    });
+    if ((await listApiKeys(database.db, { includeRevoked: false })).length === 0) {
+      logger.warn(`no active API key exists, so the API refuses every request; create one (its secret is printed once) with: ${createKeyCommand()}`);
+    }
     const address = server.address();
     const port = typeof address === "object" && address ? address.port : config.PORT;
     logger.info(`tidings API listening on http://${config.HOST}:${port}`);
@@ -105,6 +117,31 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGHUP", () => void shutdown("SIGHUP"));
+}
+
+/** What an operator can do about each listen failure. */
+const LISTEN_FAILURES: Record<string, string> = {
+  EADDRINUSE: "address already in use (another process listens there: stop it, or set PORT)",
+  EACCES: "permission denied (ports below 1024 need privileges: set PORT to 1024 or above)",
+  EADDRNOTAVAIL: "address not available (HOST is not an address of this machine)",
+  ENOTFOUND: "no such host (set HOST to an address or a name that resolves)",
+  EAI_AGAIN: "the host name could not be resolved now (set HOST to an address)",
+};
+
+/**
+ * Listen, or fail with one line naming the address. Express 5 hands a listen
+ * error to the callback, where it is easy to take for success.
+ */
+function listen(app: ReturnType<typeof createApp>, host: string, port: number): Promise<Server> {
+  return new Promise<Server>((resolve, reject) => {
+    const server = app.listen(port, host, (error?: Error) => {
+      if (!error) return resolve(server);
+      const code = (error as NodeJS.ErrnoException).code ?? "";
+      const reason = LISTEN_FAILURES[code] ?? error.message;
+      const address = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+      reject(new ExternalError(`cannot listen on ${address}: ${reason}`, false, { code }, undefined, { cause: error }));
+    });
+  });
 }
 
 main().catch((error) => {

@@ -132,7 +132,10 @@ export interface AuditFailure {
 
 export interface AuditEntityVersion {
   entity_id: string;
+  /** The entity's own version (1, 2, ...), as the API answers it. */
   version: number;
+  /** Position in entity.events (what notifications record as entityVersion). */
+  position: number;
   change_type: string;
   removed: boolean;
   valid_from: Date;

@@ -8,7 +8,7 @@ import { EntityBody, EntityHistoryQuery, EntityIdParams, NoQuery } from "./schem
 import { parseInput } from "./validation";
 
 function versionJson(v: EntityVersion) {
-  return { entity: v.entity, version: v.position, recordedAt: v.recordedAt.toISOString(), changed: v.changed, changedBy: v.changedBy };
+  return { entity: v.entity, version: v.version, recordedAt: v.recordedAt.toISOString(), changed: v.changed, changedBy: v.changedBy };
 }
 
 export function entityRoutes(ctx: ApiContext): RouteDef[] {
@@ -63,7 +63,7 @@ export function entityRoutes(ctx: ApiContext): RouteDef[] {
           if (history.length === 0) throw new NotFoundError(`no entity with id "${id}"`);
           res.json({
             id,
-            versions: history.map((h) => ({ version: h.position, recordedAt: h.recordedAt.toISOString(), type: h.type, payload: h.payload })),
+            versions: history.map((h) => ({ version: h.version, position: h.position, recordedAt: h.recordedAt.toISOString(), type: h.type, payload: h.payload })),
           });
         },
       ],

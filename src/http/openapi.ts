@@ -127,8 +127,8 @@ function generate(): object {
       security: security("entities"),
       request: { params: inputOf(EntityIdParams), body: { content: json(Entity), required: true } },
       responses: {
-        201: { description: "Created", content: json(EntityPut) },
-        200: { description: "Changed, or unchanged (nothing recorded)", content: json(EntityPut) },
+        201: { description: "Created: version 1, or the next version of a removed entity", content: json(EntityPut) },
+        200: { description: "Changed (the next version), or unchanged (nothing recorded: same version, `changed` empty)", content: json(EntityPut) },
         ...problems(400, 413, 415),
         ...authProblems,
       },

@@ -203,20 +203,35 @@ export const EntityIdParams = z.strictObject({ id: entityId });
 export const EntityBody = EntityInput;
 export const EntityHistoryQuery = z.strictObject({ at: isoTime.optional() });
 
+const entityVersionNumber = z
+  .number()
+  .int()
+  .min(1)
+  .describe("This entity's own version: 1 for its first, one more for each change or removal (a re-created entity continues the count)");
+
 export const EntityVersionResponse = z.object({
   entity: Entity,
-  version: z.number().int(),
+  version: entityVersionNumber,
   recordedAt: z.string(),
-  changed: z.array(z.string()),
+  changed: z.array(z.string()).describe("The top-level fields this version changed (every field for a new entity)"),
   changedBy: z.string(),
 });
 
-export const EntityPutResponse = EntityVersionResponse.extend({ result: z.enum(["created", "changed", "unchanged"]) });
+export const EntityPutResponse = EntityVersionResponse.extend({
+  changed: z.array(z.string()).describe("The top-level fields this request changed: every field when created, none when unchanged"),
+  result: z.enum(["created", "changed", "unchanged"]),
+});
 
 export const EntityHistoryResponse = z.object({
   id: entityId,
   versions: z.array(
-    z.object({ version: z.number().int(), recordedAt: z.string(), type: z.string(), payload: z.unknown() }),
+    z.object({
+      version: entityVersionNumber,
+      position: z.number().int().describe("Where the version is in entity.events; a notification's `entityVersion` names this position"),
+      recordedAt: z.string(),
+      type: z.string(),
+      payload: z.unknown(),
+    }),
   ),
 });
 
