@@ -48,15 +48,15 @@ select tidings.declare_stream('email.operations', 'notification', 'operation', '
   array['SendEmailOp'],
   'SendEmailOp: everything needed to compose and deliver one email.');
 select tidings.declare_stream('email.events', 'notification', 'event', 'email',
-  array['SendEmailRequestedEvent', 'SucceededInSendingEmailEvent', 'FailedToSendEmailEvent'],
-  'What happened to each SendEmailOp: requested, succeeded (server reply) or failed (error, code, classification).');
+  array['SendEmailRequestedEvent', 'SendEmailAttemptFailedEvent', 'SucceededInSendingEmailEvent', 'FailedToSendEmailEvent'],
+  'What happened to each SendEmailOp: requested (each attempt), an attempt failed (retried later), succeeded (server reply) or failed for good (error, code, classification).');
 
 -- Slack concern.
 select tidings.declare_stream('slack.operations', 'notification', 'operation', 'slack',
   array['SendSlackMessageOp'],
   'SendSlackMessageOp: everything needed to post one Slack message.');
 select tidings.declare_stream('slack.events', 'notification', 'event', 'slack',
-  array['SendSlackMessageRequestedEvent', 'SucceededInSendingSlackMessageEvent', 'FailedToSendSlackMessageEvent'],
+  array['SendSlackMessageRequestedEvent', 'SendSlackMessageAttemptFailedEvent', 'SucceededInSendingSlackMessageEvent', 'FailedToSendSlackMessageEvent'],
   'What happened to each SendSlackMessageOp: requested, succeeded (channel, ts) or failed (error, classification).');
 
 -- Entities.

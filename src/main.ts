@@ -54,6 +54,7 @@ async function main(): Promise<void> {
           maxAttempts: config.BOT_MAX_ATTEMPTS,
           retryBaseMs: config.BOT_RETRY_BASE_MS,
           retryMaxMs: config.BOT_RETRY_MAX_MS,
+          retrySchedules: { email_bot: config.EMAIL_RETRY_SCHEDULE, slack_bot: config.SLACK_RETRY_SCHEDULE },
         },
       },
       settings: {

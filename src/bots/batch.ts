@@ -1,4 +1,4 @@
-import { inTransaction, type Tx } from "../db/database";
+import { databaseNow, inTransaction, type Tx } from "../db/database";
 import { claimManyWithRecords, completeMany, queueHandling, transition } from "../streams/handling";
 import type { StreamRecord } from "../streams/interfaces";
 import type { BotRuntime, TransactionalBot } from "./bot";
@@ -97,7 +97,7 @@ export async function runTransactionalBatch<TDeps>(
       ? records.filter((r, i) => i === records.length - 1 || records[i + 1]!.id !== r.id)
       : records;
     const completed = new Set(records.map((r) => r.position));
-    const now = rt.clock?.() ?? new Date();
+    const now = rt.clock?.() ?? (await databaseNow(tx));
     if (bot.handleBatch) {
       await bot.handleBatch({ tx, records: toHandle, deps: rt.deps, logger: rt.logger.child({ stream: bot.stream, concern: bot.concern }), now });
     } else {
@@ -114,7 +114,7 @@ export async function runTransactionalBatch<TDeps>(
           completed.delete(record.position);
           const t = { ...target, position: record.position };
           await transition(tx, t, "self_cancel", { actor: bot.actor, reason: outcome.reason });
-          await queueHandling(tx, bot.stream, bot.concern, [record.position], new Date(Date.now() + outcome.retryAfterMs));
+          await queueHandling(tx, bot.stream, bot.concern, [record.position], outcome.retryAfterMs);
         }
       }
     }

@@ -111,8 +111,8 @@ export interface ExternalBot<TDeps, TResult> extends BotBase {
   perform(ctx: PerformContext<TDeps>): Promise<TResult>;
   /** Runs in the completion transaction with perform's result. */
   succeeded(ctx: HandlerContext<TDeps> & { result: TResult }): Promise<void>;
-  /** Runs in the failure transaction; `final` when no retry follows. */
-  failed?(ctx: HandlerContext<TDeps> & { error: Error; final: boolean; transient: boolean }): Promise<void>;
+  /** Runs in the failure transaction; `final` when no retry follows, else `retryInMs` until the next attempt. */
+  failed?(ctx: HandlerContext<TDeps> & { error: Error; final: boolean; transient: boolean; retryInMs?: number }): Promise<void>;
 }
 
 export type Bot<TDeps> = TransactionalBot<TDeps> | ExternalBot<TDeps, any>;
@@ -155,6 +155,12 @@ export interface RunnerSettings {
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /**
+   * A retry schedule per concern (e.g. email_bot): the delays before each
+   * further attempt after a transient failure, so attempts = delays + 1.
+   * Concerns without one retry maxAttempts times with exponential backoff.
+   */
+  retrySchedules?: Partial<Record<string, readonly number[]>>;
 }
 
 /** How one job's run ended. */

@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import { inTransaction, type Tx } from "../db/database";
+import { databaseNow, inTransaction, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
 import type { StreamRecord } from "../streams/interfaces";
 import { decodeCursor, encodeCursor, FEED_START, feedHorizon, nudgeHorizon, readAfter, type FeedCursor } from "../streams/read";
@@ -50,7 +50,7 @@ export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<
     }
     if (records.length === 0) return 0;
     const logger = rt.logger.child({ checkpoint: bot.checkpoint });
-    const now = rt.clock?.() ?? new Date();
+    const now = rt.clock?.() ?? (await databaseNow(tx));
     const handle = (batch: StreamRecord[]) => savepoint(tx, () => bot.handleBatch({ tx, records: batch, deps: rt.deps, logger, now }));
     try {
       await handle(records);

@@ -1,6 +1,6 @@
 import type { JobHelpers, Task } from "graphile-worker";
 import { ZodError } from "zod";
-import { inTransaction, type Tx } from "../db/database";
+import { databaseNow, inTransaction, type Tx } from "../db/database";
 import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationError, coerceError } from "../errors/errors";
 import { AppendBuffer } from "../streams/append";
 import { claim, claimManyWithRecords, completeMany, countActions, getHistory, queueHandling, transition } from "../streams/handling";
@@ -107,6 +107,19 @@ const MAX_DEFERRALS = 20;
 export function backoffMs(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
   const raw = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
   return Math.max(1, Math.round(raw * (0.8 + 0.4 * random())));
+}
+
+/** A scheduled delay, ±10%: retries of many records failed together do not come back together. */
+export function jitter(ms: number, random = Math.random): number {
+  return Math.max(1, Math.round(ms * (0.9 + 0.2 * random())));
+}
+
+/** "300 ms", "61 s", "15 min", "4.0 h": for reasons an operator reads. */
+export function formatDelay(ms: number): string {
+  if (ms < 1_000) return `${ms} ms`;
+  if (ms < 120_000) return `${Math.round(ms / 1_000)} s`;
+  if (ms < 7_200_000) return `${Math.round(ms / 60_000)} min`;
+  return `${(ms / 3_600_000).toFixed(1)} h`;
 }
 
 /** Transient failures are retried with backoff; permanent ones fail the record now. */
@@ -218,8 +231,8 @@ class BotRun<TDeps> {
   }
 
   private async selfCancel(tx: Tx, retryAfterMs: number, reason: string): Promise<void> {
-    await transition(tx, this.target, "self_cancel", { actor: this.bot.actor, reason });
-    await queueHandling(tx, this.bot.stream, this.bot.concern, [this.target.position], new Date(Date.now() + retryAfterMs));
+    await transition(tx, this.target, "self_cancel", { actor: this.bot.actor, reason, details: { retryInMs: retryAfterMs } });
+    await queueHandling(tx, this.bot.stream, this.bot.concern, [this.target.position], retryAfterMs);
   }
 
   async transactional(bot: TransactionalBot<TDeps>): Promise<void> {
@@ -228,7 +241,9 @@ class BotRun<TDeps> {
         const state = await this.claimForJob(tx);
         if (!state) return;
         const record = await this.loadRecord(tx);
-        const outcome = await bot.handle(this.context(tx, record, state.attempts));
+        // Deadlines are the database's time, whatever this process's clock says.
+        const now = this.rt.clock?.() ?? (await databaseNow(tx));
+        const outcome = await bot.handle({ ...this.context(tx, record, state.attempts), now });
         if (outcome) await this.selfCancel(tx, outcome.retryAfterMs, outcome.reason);
         else await transition(tx, this.target, "complete", { actor: bot.actor });
         this.outcome = outcome ? "self_cancelled" : "completed";
@@ -372,7 +387,7 @@ class BotRun<TDeps> {
           error: message,
           details: { retryInMs: delay, ...externalDetails },
         });
-        await queueHandling(tx, bot.stream, bot.concern, [this.target.position], new Date(Date.now() + delay));
+        await queueHandling(tx, bot.stream, bot.concern, [this.target.position], delay);
         this.outcome = "deferred";
         this.logger.info({ err: error, delay }, "deferred at the other side's request");
         return;
@@ -380,9 +395,13 @@ class BotRun<TDeps> {
     }
 
     const failures = (await countActions(tx, this.target, "fail")) + 1;
-    const final = !transient || failures >= maxAttempts;
+    // A channel's own schedule (email waits out greylisting), else backoff.
+    const schedule = this.rt.settings.retrySchedules?.[bot.concern];
+    const attemptsAllowed = schedule ? schedule.length + 1 : maxAttempts;
+    const final = !transient || failures >= attemptsAllowed;
+    const delay = final ? undefined : schedule ? jitter(schedule[failures - 1]!) : backoffMs(failures, retryBaseMs, retryMaxMs);
     if (bot.kind === "external" && bot.failed && record) {
-      await bot.failed({ ...this.context(tx, record, attempt), error, final, transient });
+      await bot.failed({ ...this.context(tx, record, attempt), error, final, transient, ...(delay === undefined ? {} : { retryInMs: delay }) });
     }
     await transition(tx, this.target, "fail", {
       actor: bot.actor,
@@ -397,13 +416,12 @@ class BotRun<TDeps> {
       this.logger.warn({ err: error, attempt }, "handling failed");
       return;
     }
-    const delay = backoffMs(failures, retryBaseMs, retryMaxMs);
     await transition(tx, this.target, "reset_failed", {
       actor: "runner",
-      reason: `transient failure; attempt ${failures + 1} of ${maxAttempts} in ${delay} ms`,
+      reason: `transient failure; attempt ${failures + 1} of ${attemptsAllowed} in ${formatDelay(delay!)}`,
       details: { retryInMs: delay },
     });
-    await queueHandling(tx, bot.stream, bot.concern, [this.target.position], new Date(Date.now() + delay));
+    await queueHandling(tx, bot.stream, bot.concern, [this.target.position], delay);
     this.outcome = "retrying";
     this.logger.info({ err: error, attempt, delay }, "attempt failed; retry scheduled");
   }

@@ -1,3 +1,4 @@
+import ms from "ms";
 import { z } from "zod";
 import { asciiDomain, parseSender } from "../email/sender";
 import { describeSecret, redactSecrets, redactUrl } from "../logging/redact";
@@ -8,6 +9,17 @@ import { describeSecret, redactSecrets, redactUrl } from "../logging/redact";
  * line naming the variable. `.env.example` documents each one.
  */
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/** "1m,5m,15m,1h": the delays before each further attempt (the `ms` package's units: ms, s, m, h, d). */
+const schedule = z
+  .string()
+  .transform((text, ctx) => {
+    const delays = text.split(",").map((part) => ms(part.trim() as ms.StringValue));
+    if (delays.length === 0 || delays.some((d) => typeof d !== "number" || !Number.isFinite(d) || d <= 0)) {
+      ctx.addIssue({ code: "custom", message: 'must be delays separated by commas, e.g. "1m,5m,15m,1h" (units ms, s, m, h, d)' });
+      return z.NEVER;
+    }
+    return delays;
+  });
 const bool = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
 
 export const configSchema = z.object({
@@ -36,6 +48,10 @@ export const configSchema = z.object({
   BOT_MAX_ATTEMPTS: int(1, 100).default(5),
   BOT_RETRY_BASE_MS: int(1, 3_600_000).default(1_000),
   BOT_RETRY_MAX_MS: int(1, 86_400_000).default(300_000),
+  // Retries of transient channel failures, like an MTA: email waits out
+  // greylisting (attempts over about 31 hours), Slack retries sooner.
+  EMAIL_RETRY_SCHEDULE: schedule.default(["1m", "5m", "15m", "1h", "2h", "4h", "8h", "8h", "8h"].map((d) => ms(d as ms.StringValue))),
+  SLACK_RETRY_SCHEDULE: schedule.default(["5s", "30s", "2m", "10m", "30m"].map((d) => ms(d as ms.StringValue))),
   // Channels. Unset SMTP_URL / SLACK_BOT_TOKEN: messages go to local sinks under DATA_DIR/outbox.
   SMTP_URL: z.string().regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL").optional(),
   // At most 320 characters: the From header stays far below SMTP's 998-octet line limit.

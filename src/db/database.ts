@@ -155,6 +155,15 @@ export async function inTransaction<T>(db: Db, actor: string | null, fn: (tx: Tx
   });
 }
 
+/**
+ * The database's clock (the transaction's start). Deadlines and the times
+ * jobs run are the database's, so every process agrees whatever its own clock.
+ */
+export async function databaseNow(db: Kysely<Database>): Promise<Date> {
+  const { rows } = await sql<{ now: Date }>`select now() as now`.execute(db);
+  return rows[0]!.now;
+}
+
 /** Switch role inside a transaction the caller already opened. */
 export async function actAs(tx: Tx, actor: string): Promise<void> {
   await sql`set local role ${sql.id(roleOf(actor))}`.execute(tx);

@@ -6,6 +6,7 @@ import { Streams } from "../streams/names";
 import {
   EmailRecordTypes,
   FailedToSendEmailEvent,
+  SendEmailAttemptFailedEvent,
   SendEmailOp,
   SendEmailRequestedEvent,
   SucceededInSendingEmailEvent,
@@ -117,9 +118,22 @@ export function createEmailBot(): ExternalBot<EmailDeps, SendResult> {
     },
 
     async failed(ctx) {
-      if (!ctx.final) return;
       const op = operationOf(ctx.record);
       const smtpCode = ctx.error instanceof ExternalError ? ctx.error.details.smtpCode : null;
+      if (!ctx.final) {
+        await appendEvent(
+          ctx,
+          EmailRecordTypes.SendEmailAttemptFailedEvent,
+          SendEmailAttemptFailedEvent.parse({
+            operationId: op.operationId,
+            attempt: ctx.attempt,
+            error: ctx.error.message || ctx.error.name,
+            smtpCode: typeof smtpCode === "number" ? smtpCode : null,
+            retryInMs: ctx.retryInMs ?? 0,
+          }),
+        );
+        return;
+      }
       await appendEvent(
         ctx,
         EmailRecordTypes.FailedToSendEmailEvent,

@@ -54,15 +54,30 @@ export const FailedToSendEmailEvent = z.strictObject({
 });
 export type FailedToSendEmailEvent = z.infer<typeof FailedToSendEmailEvent>;
 
+/**
+ * An attempt failed and another follows after `retryInMs` (a 451 from a
+ * greylisting server, a refused connection): the view shows the channel as
+ * retrying with the error and when. Not an outcome: the saga waits on.
+ */
+export const SendEmailAttemptFailedEvent = z.strictObject({
+  operationId: z.string(),
+  attempt: z.number().int().min(1),
+  error: z.string(),
+  smtpCode: z.number().int().nullable(),
+  retryInMs: z.number().int().min(0),
+});
+
 export const EmailRecordTypes = {
   SendEmailOp: "SendEmailOp",
   SendEmailRequestedEvent: "SendEmailRequestedEvent",
+  SendEmailAttemptFailedEvent: "SendEmailAttemptFailedEvent",
   SucceededInSendingEmailEvent: "SucceededInSendingEmailEvent",
   FailedToSendEmailEvent: "FailedToSendEmailEvent",
 } as const;
 
 export const emailEventSchemas = {
   SendEmailRequestedEvent,
+  SendEmailAttemptFailedEvent,
   SucceededInSendingEmailEvent,
   FailedToSendEmailEvent,
 };

@@ -94,10 +94,12 @@ export const NotificationPending = z.object({
 const ChannelView = z.object({
   channel: z.enum(["email", "slack"]),
   destination: z.string(),
-  status: z.enum(["pending", "sending", "sent", "failed"]),
+  status: z.enum(["pending", "sending", "retrying", "sent", "failed"]),
   attempts: z.number().int(),
   lastError: z.string().nullable(),
   sentAt: z.string().nullable(),
+  /** While retrying: when the next attempt is due. */
+  nextAttemptAt: z.string().optional(),
   messageId: z.string().optional(),
   ts: z.string().optional(),
 });

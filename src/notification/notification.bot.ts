@@ -19,8 +19,14 @@ import {
 import { resolveChannels } from "./preferences";
 
 export interface NotificationSettings {
-  /** Channel operations without an outcome by then count as failed. */
+  /**
+   * How long past its last scheduled retry a channel operation may take to
+   * have an outcome; the saga's deadline is this plus the longest retry
+   * schedule of the channels it waits for.
+   */
   sagaDeadlineMs: number;
+  /** Each channel's retry schedule (delays before each further attempt), as the runner applies them. */
+  retrySchedules?: Partial<Record<Channel, readonly number[]>>;
   internalTeamEmail: string;
   internalTeamSlackChannel?: string;
   /** Write a snapshot every N notification events (and at terminal states). */
@@ -33,6 +39,17 @@ export interface NotificationSettings {
 
 export interface NotificationDeps {
   notification: NotificationSettings;
+}
+
+/**
+ * When the saga stops waiting for these channels: the longest of their retry
+ * schedules (every delay at its +10% jitter), plus the settled grace for the
+ * last attempt. A greylisted email is retried for hours, not given up after
+ * the grace alone.
+ */
+export function sagaDeadline(now: Date, channels: readonly Channel[], settings: NotificationSettings): Date {
+  const longest = Math.max(0, ...channels.map((c) => (settings.retrySchedules?.[c] ?? []).reduce((sum, d) => sum + d * 1.1, 0)));
+  return new Date(now.getTime() + Math.ceil(longest) + settings.sagaDeadlineMs);
 }
 
 /** A notification event for this record's tracking id, validated with its schema. */
@@ -156,7 +173,7 @@ function planNotification(
   const cause = { stream: record.stream, position: record.position };
   const saga = NotificationSaga.parse({
     awaiting: plans,
-    deadline: new Date(context.now.getTime() + context.deps.notification.sagaDeadlineMs).toISOString(),
+    deadline: sagaDeadline(context.now, plans.map((p) => p.channel), context.deps.notification).toISOString(),
     onAllSent: "SentOnAllPreparedChannelsEvent",
     onSomeSent: "SentOnSomePreparedChannelsEvent",
     onNoneSent: "CouldNotSendOnAnyPreparedChannelEvent",

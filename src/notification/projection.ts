@@ -75,9 +75,12 @@ export async function loadLatestNotifications(
 export interface ChannelView {
   channel: "email" | "slack";
   destination: string;
-  status: "pending" | "sending" | "sent" | "failed";
+  /** `retrying`: an attempt failed and the next one is scheduled (`nextAttemptAt`). */
+  status: "pending" | "sending" | "retrying" | "sent" | "failed";
   attempts: number;
   lastError: string | null;
+  /** When the next attempt is due (the database's time), while retrying. */
+  nextAttemptAt?: string;
   sentAt: string | null;
   messageId?: string;
   ts?: string;
@@ -87,6 +90,8 @@ interface OperationHandling {
   attempts: number | null;
   last_error: string | null;
   status: string | null;
+  /** When a retry (or a deferral) was scheduled for, if the operation waits for one. */
+  retry_at: Date | null;
 }
 
 /** Everything the views of some notifications need beyond their aggregates, in four queries. */
@@ -94,7 +99,9 @@ async function channelProgress(db: Executor, ids: readonly string[]) {
   const handling = (opStream: string) =>
     sql<OperationHandling & { id: string; operation_id: string }>`
       select distinct on (o.id, o.payload->>'operationId')
-             o.id, o.payload->>'operationId' as operation_id, h.attempts, h.last_error, h.status::text as status
+             o.id, o.payload->>'operationId' as operation_id, h.attempts, h.last_error, h.status::text as status,
+             case when h.status in ('AvailableAfterFailure', 'AvailableAfterSelfCancellation') and h.last_details ? 'retryInMs'
+                  then h.updated_at + (h.last_details->>'retryInMs')::bigint * interval '1 millisecond' end as retry_at
       from ${sql.table(opStream)} o
       left join ${sql.table(`${opStream}__handling`)} h on h.position = o.position
       where o.id = any(${[...ids]}::text[])
@@ -143,9 +150,11 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
           ? "sent"
           : c.outcome === "failed" || failure
             ? "failed"
-            : handling?.status
-              ? "sending"
-              : "pending";
+            : handling?.retry_at
+              ? "retrying"
+              : handling?.status
+                ? "sending"
+                : "pending";
       const view: ChannelView = {
         channel: c.channel,
         destination: c.destination,
@@ -153,6 +162,7 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
         attempts: handling?.attempts ?? events.filter((e) => e.type.endsWith("RequestedEvent")).length,
         lastError: status === "sent" ? null : (c.error ?? handling?.last_error ?? null),
         sentAt: success ? success.recordedAt.toISOString() : null,
+        ...(status === "retrying" ? { nextAttemptAt: new Date(handling!.retry_at!).toISOString() } : {}),
       };
       if (success && c.channel === "email") view.messageId = SucceededInSendingEmailEvent.parse(success.payload).messageId;
       if (success && c.channel === "slack") view.ts = SucceededInSendingSlackMessageEvent.parse(success.payload).ts;

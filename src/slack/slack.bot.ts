@@ -9,6 +9,7 @@ import {
   FailedToSendSlackMessageEvent,
   SendSlackMessageOp,
   SendSlackMessageRequestedEvent,
+  SendSlackMessageAttemptFailedEvent,
   SlackRecordTypes,
   SucceededInSendingSlackMessageEvent,
 } from "./slack.schemas";
@@ -140,9 +141,24 @@ export function createSlackBot(): ExternalBot<SlackDeps, SlackSendResult> {
 
     async failed(ctx) {
       const { record, attempt, error, final, transient } = ctx;
-      if (!final) return;
       const op = opOf(record);
       const details = error instanceof ExternalError ? error.details : {};
+      if (!final) {
+        await appendEvent(
+          ctx,
+          record,
+          SlackRecordTypes.SendSlackMessageAttemptFailedEvent,
+          SendSlackMessageAttemptFailedEvent.parse({
+            operationId: op.operationId,
+            attempt,
+            error: error.message || error.name,
+            slackError: nullableString(details.slackError),
+            httpStatus: nullableInt(details.httpStatus),
+            retryInMs: ctx.retryInMs ?? 0,
+          }),
+        );
+        return;
+      }
       await appendEvent(
         ctx,
         record,

@@ -51,15 +51,27 @@ export const FailedToSendSlackMessageEvent = z.strictObject({
   reason: z.string(),
 });
 
+/** An attempt failed and another follows after `retryInMs`: the view shows the channel as retrying. Not an outcome. */
+export const SendSlackMessageAttemptFailedEvent = z.strictObject({
+  operationId: z.string(),
+  attempt: z.number().int().min(1),
+  error: z.string(),
+  slackError: z.string().nullable(),
+  httpStatus: z.number().int().nullable(),
+  retryInMs: z.number().int().min(0),
+});
+
 export const SlackRecordTypes = {
   SendSlackMessageOp: "SendSlackMessageOp",
   SendSlackMessageRequestedEvent: "SendSlackMessageRequestedEvent",
+  SendSlackMessageAttemptFailedEvent: "SendSlackMessageAttemptFailedEvent",
   SucceededInSendingSlackMessageEvent: "SucceededInSendingSlackMessageEvent",
   FailedToSendSlackMessageEvent: "FailedToSendSlackMessageEvent",
 } as const;
 
 export const slackEventSchemas = {
   SendSlackMessageRequestedEvent,
+  SendSlackMessageAttemptFailedEvent,
   SucceededInSendingSlackMessageEvent,
   FailedToSendSlackMessageEvent,
 };

@@ -304,17 +304,23 @@ export async function setStreamDisabled(
   return { changed, requeued };
 }
 
-/** Queue the handling job of these records for a concern (again), optionally later. */
+/**
+ * Queue the handling job of these records for a concern (again), optionally
+ * after a delay. The time it runs is the database's (now() plus the delay),
+ * like every job's: a process whose clock is off cannot make a retry run
+ * early or late.
+ */
 export async function queueHandling(
   db: Executor,
   stream: string,
   concern: string,
   positions: readonly number[],
-  runAt?: Date,
+  afterMs?: number,
 ): Promise<number> {
   if (positions.length === 0) return 0;
+  const runAt = afterMs === undefined ? sql`null::timestamptz` : sql`now() + ${Math.max(0, Math.round(afterMs))} * interval '1 millisecond'`;
   const { rows } = await sql<{ n: number }>`
-    select tidings.queue_handling(${stream}, ${concern}, ${[...positions]}::bigint[], ${runAt ?? null}::timestamptz) as n`.execute(db);
+    select tidings.queue_handling(${stream}, ${concern}, ${[...positions]}::bigint[], ${runAt}) as n`.execute(db);
   return rows[0]?.n ?? 0;
 }
 

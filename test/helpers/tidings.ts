@@ -40,7 +40,17 @@ export interface Tidings {
  * real SMTP server, the Slack Web API stand-in, and every bot running in
  * real graphile-worker workers.
  */
-export async function startTidings(options: { sagaDeadlineMs?: number; maxAttempts?: number; internalTeamSlackChannel?: string; autoStart?: boolean; alertOnNotSent?: boolean } = {}): Promise<Tidings> {
+export async function startTidings(
+  options: {
+    sagaDeadlineMs?: number;
+    maxAttempts?: number;
+    internalTeamSlackChannel?: string;
+    autoStart?: boolean;
+    alertOnNotSent?: boolean;
+    /** Channels' retry schedules (delays before each further attempt), as EMAIL_/SLACK_RETRY_SCHEDULE. */
+    retrySchedules?: { email?: number[]; slack?: number[] };
+  } = {},
+): Promise<Tidings> {
   const t = await createTestDatabase(30);
   const smtp = await startSmtpServer();
   const slack = await startSlackStandIn();
@@ -54,6 +64,7 @@ export async function startTidings(options: { sagaDeadlineMs?: number; maxAttemp
       internalTeamEmail: "oncall@example.test",
       internalTeamSlackChannel: options.internalTeamSlackChannel,
       alertOnNotSent: options.alertOnNotSent ?? false,
+      ...(options.retrySchedules ? { retrySchedules: options.retrySchedules } : {}),
       snapshotEvery: 3,
       messageIdDomain: "example.test",
     },
@@ -66,7 +77,13 @@ export async function startTidings(options: { sagaDeadlineMs?: number; maxAttemp
     deps,
     worker: null,
     async startWorker() {
-      self.worker = await startTestWorker(t, allBots(), deps, { maxAttempts: options.maxAttempts ?? 3, concurrency: 8 });
+      self.worker = await startTestWorker(t, allBots(), deps, {
+        maxAttempts: options.maxAttempts ?? 3,
+        concurrency: 8,
+        ...(options.retrySchedules
+          ? { retrySchedules: { email_bot: options.retrySchedules.email, slack_bot: options.retrySchedules.slack } }
+          : {}),
+      });
       return self.worker;
     },
     async stop() {

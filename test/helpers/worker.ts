@@ -13,7 +13,14 @@ export async function startTestWorker<TDeps>(
   t: TestDatabase,
   bots: readonly AnyBot<TDeps>[],
   deps: TDeps,
-  options: { maxAttempts?: number; retryBaseMs?: number; retryMaxMs?: number; concurrency?: number; leaseMs?: number } = {},
+  options: {
+    maxAttempts?: number;
+    retryBaseMs?: number;
+    retryMaxMs?: number;
+    concurrency?: number;
+    leaseMs?: number;
+    retrySchedules?: Partial<Record<string, readonly number[] | undefined>>;
+  } = {},
 ): Promise<TidingsWorker> {
   return startWorker({
     pool: t.pool,
@@ -27,6 +34,7 @@ export async function startTestWorker<TDeps>(
         maxAttempts: options.maxAttempts ?? 3,
         retryBaseMs: options.retryBaseMs ?? 50,
         retryMaxMs: options.retryMaxMs ?? 1_000,
+        ...(options.retrySchedules ? { retrySchedules: options.retrySchedules as Partial<Record<string, readonly number[]>> } : {}),
       },
     },
     // The handling sweep runs only when a test calls it (sweepHandling): a

@@ -8,7 +8,7 @@ import { inTransaction } from "../../src/db/database";
 import { removeEntity } from "../../src/entities/entity.repository";
 import { UnknownEntityError } from "../../src/errors/errors";
 import { enqueueNotification } from "../../src/notification/enqueue";
-import { getHandling } from "../../src/streams/handling";
+import { getHandling, getHistory } from "../../src/streams/handling";
 import { Streams } from "../../src/streams/names";
 import { findRecords } from "../../src/streams/read";
 import { waitFor } from "../helpers/db";
@@ -104,5 +104,72 @@ describe("an entity with no channel to use: not sent, not a failure", () => {
     } finally {
       await alerting.stop();
     }
+  });
+});
+
+describe("retry schedules that outlast greylisting", () => {
+  const HOUR = 3_600_000;
+  let greylisted: Tidings;
+
+  beforeAll(async () => {
+    // An hour before the second attempt, as an MTA would wait; the test moves
+    // the clock on by making the queued retry due (as a fake clock would).
+    greylisted = await startTidings({ retrySchedules: { email: [HOUR, 4 * HOUR], slack: [1_000] } });
+    await createEntity(greylisted.t, "new-contact", person({ email: "first@greylist.example", slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }));
+  });
+  afterAll(async () => {
+    await greylisted.stop();
+  });
+
+  it("a 451 then a 250: retrying in the view with the error and the next attempt, then sent, every attempt in the history", async () => {
+    greylisted.smtp.rejectNext(1, "RCPT", 451, "4.7.1 Greylisted, please try again later");
+    const before = Date.now();
+    const { trackingId } = await enqueueNotification(greylisted.t.db, { entityId: "new-contact", subject: "welcome", text: "Hello." });
+
+    // The saga waits as long as the schedule (and its grace), not 15 minutes.
+    const [saga] = await waitFor(async () => {
+      const found = await findRecords(greylisted.t.adminDb, Streams.notificationSagas, { ids: [trackingId] });
+      return found.length > 0 ? found : undefined;
+    }, { what: "the saga" });
+    expect(Date.parse((saga!.payload as { deadline: string }).deadline) - before).toBeGreaterThanOrEqual(5 * HOUR);
+
+    const retrying = await waitFor(async () => {
+      const { rows } = await greylisted.t.query("select payload from notification.views where id = $1 order by position desc limit 1", [trackingId]);
+      const channel = rows[0]?.payload.channels?.[0];
+      return channel?.status === "retrying" ? { view: rows[0].payload, channel } : undefined;
+    }, { what: "the view to show the email retrying" });
+    expect(retrying.view.status).toBe("sending");
+    expect(retrying.channel.lastError).toMatch(/451/);
+    const next = Date.parse(retrying.channel.nextAttemptAt);
+    expect(next - Date.now()).toBeGreaterThan(0.8 * HOUR);
+    expect(next - Date.now()).toBeLessThan(1.2 * HOUR);
+
+    // An hour later (the retry made due now), the server accepts.
+    const [op] = await findRecords(greylisted.t.adminDb, Streams.emailOperations, { ids: [trackingId] });
+    const moved = await greylisted.t.query(
+      `update graphile_worker._private_jobs set run_at = now()
+       where task_id = (select id from graphile_worker._private_tasks where identifier = 'email.operations:email_bot')
+         and (payload->>'position')::bigint = $1 and run_at > now() returning id`,
+      [op!.position],
+    );
+    expect(moved.rowCount).toBe(1);
+    expect((await waitForOutcome(greylisted.t, trackingId)).type).toBe("SentOnAllPreparedChannelsEvent");
+    expect(greylisted.smtp.messages.filter((m) => m.subject === "welcome")).toHaveLength(1);
+
+    const history = await getHistory(greylisted.t.adminDb, Streams.emailOperations, op!.position, "email_bot");
+    expect(history.map((h) => h.action)).toEqual(["claim", "fail", "reset_failed", "claim", "complete"]);
+    expect(history[1]!.reason).toMatch(/attempt 1 failed: .*451/);
+    expect(history[2]!.reason).toMatch(/attempt 2 of 3 in (5[4-9]|6[0-6]) min/);
+    expect((await findRecords(greylisted.t.adminDb, Streams.emailEvents, { ids: [trackingId] })).map((e) => e.type)).toEqual([
+      "SendEmailRequestedEvent",
+      "SendEmailAttemptFailedEvent",
+      "SendEmailRequestedEvent",
+      "SucceededInSendingEmailEvent",
+    ]);
+    const sent = await waitFor(async () => {
+      const { rows } = await greylisted.t.query("select payload from notification.views where id = $1 order by position desc limit 1", [trackingId]);
+      return rows[0]?.payload.status === "sent" ? rows[0].payload : undefined;
+    }, { what: "the view to say sent" });
+    expect(sent.channels[0]).toMatchObject({ status: "sent", attempts: 2, lastError: null });
   });
 });

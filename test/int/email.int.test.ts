@@ -214,7 +214,7 @@ describe("email bot over real SMTP", () => {
     expect(entries[1]!.reason).toMatch(/^permanent failure on attempt 1: .*550/);
   });
 
-  it("retries 451 replies and delivers on the third attempt, writing no failure event", async () => {
+  it("retries 451 replies and delivers on the third attempt, each retried attempt an AttemptFailed event, no failure event", async () => {
     server.rejectNext(2, "DATA", 451, "4.3.0 Temporary local problem, try again");
     const { trackingId, op } = operation("transient-451");
     const position = await enqueue(trackingId, op);
@@ -248,7 +248,9 @@ describe("email bot over real SMTP", () => {
     const events = await emailEvents(trackingId);
     expect(events.map((e) => [e.type, (e.payload as { attempt: number }).attempt])).toEqual([
       ["SendEmailRequestedEvent", 1],
+      ["SendEmailAttemptFailedEvent", 1],
       ["SendEmailRequestedEvent", 2],
+      ["SendEmailAttemptFailedEvent", 2],
       ["SendEmailRequestedEvent", 3],
       ["SucceededInSendingEmailEvent", 3],
     ]);
@@ -267,6 +269,7 @@ describe("email bot over real SMTP", () => {
     expect(entries[1]!.details).toMatchObject({ transient: true, external: { smtpCode: null, code: "ECONNECTION" } });
     expect((await emailEvents(trackingId)).map((e) => e.type)).toEqual([
       "SendEmailRequestedEvent",
+      "SendEmailAttemptFailedEvent",
       "SendEmailRequestedEvent",
       "SucceededInSendingEmailEvent",
     ]);
@@ -292,14 +295,16 @@ describe("email bot over real SMTP", () => {
     expect(entries.at(-1)!.reason).toMatch(/^gave up after attempt 3: /);
 
     const events = await emailEvents(trackingId);
-    // Only the final failure is an event; the two retried ones are in the history alone.
+    // Each retried failure is an AttemptFailed event; the final one a FailedToSend outcome.
     expect(events.map((e) => e.type)).toEqual([
       "SendEmailRequestedEvent",
+      "SendEmailAttemptFailedEvent",
       "SendEmailRequestedEvent",
+      "SendEmailAttemptFailedEvent",
       "SendEmailRequestedEvent",
       "FailedToSendEmailEvent",
     ]);
-    expect(events[3]!.payload).toEqual({
+    expect(events[5]!.payload).toEqual({
       operationId: op.operationId,
       attempt: 3,
       error: expect.stringContaining("ECONNREFUSED"),

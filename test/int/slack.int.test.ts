@@ -305,10 +305,11 @@ describe("slack bot", () => {
       const events = await eventsOf(id);
       expect(events.map((e) => e.type)).toEqual([
         "SendSlackMessageRequestedEvent",
+        "SendSlackMessageAttemptFailedEvent",
         "SendSlackMessageRequestedEvent",
         "SucceededInSendingSlackMessageEvent",
       ]);
-      expect(events[2]!.payload).toEqual({ operationId: op.operationId, attempt: 2, channel: post.channel, ts: post.ts, foundInHistory: true });
+      expect(events[3]!.payload).toEqual({ operationId: op.operationId, attempt: 2, channel: post.channel, ts: post.ts, foundInHistory: true });
       expect((await historyOf(position)).find((h) => h.action === "fail")!.reason).toBe("attempt 1 failed: Slack did not answer in time");
     });
 

@@ -55,7 +55,7 @@ describe("the notification aggregate", () => {
       status: "failed", failureReason: 'unknown entity "ada"',
     });
     expect(foldEvents(null, [requested(), event("AudienceOptedOutOfAllChannelsEvent", { entityId: "ada", optedOut: ["email"], skipped: [{ channel: "email", reason: "opted out" }] })])).toMatchObject({
-      status: "failed", failureReason: "opted out of every channel",
+      status: "not_sent", failureReason: "opted out of every channel",
     });
   });
 

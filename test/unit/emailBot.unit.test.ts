@@ -1,3 +1,4 @@
+import { AppendBuffer } from "../../src/streams/append";
 import pino from "pino";
 import type { HandlerContext } from "../../src/bots/bot";
 import type { Tx } from "../../src/db/database";
@@ -82,19 +83,40 @@ describe("email bot perform", () => {
 });
 
 describe("email bot failed", () => {
-  it("writes nothing for a failure that will be retried", async () => {
-    // Any use of the transaction would throw: a retried failure must not append.
-    const tx = new Proxy({}, { get: () => { throw new Error("the transaction must not be used"); } }) as Tx;
-    const ctx: HandlerContext<EmailDeps> = {
-      tx,
+  const context = (appended: unknown[]): HandlerContext<EmailDeps> & { out: AppendBuffer } => {
+    const out = new AppendBuffer();
+    const add = out.add.bind(out);
+    out.add = (stream, r, strategy) => {
+      appended.push({ stream, ...r });
+      add(stream, r, strategy);
+    };
+    return {
+      // Appends go through the batch's buffer: the transaction itself is never touched.
+      tx: new Proxy({}, { get: () => { throw new Error("the transaction must not be used"); } }) as Tx,
       record,
       attempt: 1,
       deps: { email: { transport: fakeTransport(async () => { throw new Error("unused"); }), from: "x@example.com" } },
       logger,
       now: new Date(),
+      out,
     };
-    await expect(
-      createEmailBot().failed!({ ...ctx, error: new ExternalError("451", true, { smtpCode: 451 }), final: false, transient: true }),
-    ).resolves.toBeUndefined();
+  };
+
+  it("a failure that will be retried writes an AttemptFailed event with the error and the delay, not an outcome", async () => {
+    const appended: unknown[] = [];
+    await createEmailBot().failed!({ ...context(appended), error: new ExternalError("451 greylisted", true, { smtpCode: 451 }), final: false, transient: true, retryInMs: 60_000 });
+    expect(appended).toEqual([
+      expect.objectContaining({
+        stream: "email.events",
+        type: "SendEmailAttemptFailedEvent",
+        payload: { operationId: expect.any(String), attempt: 1, error: "451 greylisted", smtpCode: 451, retryInMs: 60_000 },
+      }),
+    ]);
+  });
+
+  it("a final failure writes FailedToSendEmailEvent", async () => {
+    const appended: unknown[] = [];
+    await createEmailBot().failed!({ ...context(appended), error: new ExternalError("550 no such user", false, { smtpCode: 550 }), final: true, transient: false });
+    expect(appended).toEqual([expect.objectContaining({ type: "FailedToSendEmailEvent", payload: expect.objectContaining({ smtpCode: 550, reason: "permanent" }) })]);
   });
 });
