@@ -34,7 +34,7 @@ export function createApp(deps: ApiDeps): Express {
   const ctx: RouteContext = {
     ...deps,
     feedWaitLimits,
-    gate: new RequestGate(deps.db, deps.rateLimit ?? { limit: 0, windowSeconds: 60 }),
+    gate: new RequestGate(deps.pool, deps.rateLimit ?? { limit: 0, windowSeconds: 60 }),
     feedWaits: createFeedWaits({ ...deps, feedWaitLimits }),
   };
   if (deps.stopping?.aborted) ctx.feedWaits.stop();

@@ -1,6 +1,6 @@
 import type { RequestHandler, Response } from "express";
 import { admitRequests, allows, type AdmissionResult, type ApiPrincipal, type RateLimitDefaults, type RateWindow, type Scope } from "../auth/apiKeys";
-import type { Db } from "../db/database";
+import type pg from "pg";
 import { AuthError } from "../errors/errors";
 import { MissingScopeError, RateLimitedError } from "./problem";
 
@@ -31,7 +31,7 @@ export class RequestGate {
   private readonly running = new Set<string>();
 
   constructor(
-    private readonly db: Db,
+    private readonly pool: pg.Pool,
     private readonly defaults: RateLimitDefaults,
   ) {}
 
@@ -50,7 +50,7 @@ export class RequestGate {
     this.queued.delete(secret);
     this.running.add(secret);
     try {
-      const result = await admitRequests(this.db, secret, batch.length, this.defaults);
+      const result = await admitRequests(this.pool, secret, batch.length, this.defaults);
       const window = result.ok ? result.window : null;
       // The batch was counted as one step of `batch.length`: request i used the (used - n + i + 1)th place.
       batch.forEach((w, i) => w.resolve({ result, rate: window && placeInWindow(window, window.used - batch.length + i + 1) }));

@@ -151,6 +151,20 @@ describe("rate limit per API key", () => {
   });
 });
 
+describe("who may touch the counts", () => {
+  it("a SQL client (tidings_client) can neither read nor reset a key's window, nor raise its limit", async () => {
+    const k = await key("guarded", 1);
+    const api = await start();
+    await read(api, k.secret);
+    const client = await t.createLogin({ prefix: "ratelimit_client", grants: ["tidings_client"] });
+    await expect(client.pool.query("select * from api.key_request_windows")).rejects.toThrow(/permission denied/);
+    await expect(client.pool.query("update api.key_request_windows set used = 0")).rejects.toThrow(/permission denied/);
+    await expect(client.pool.query("delete from api.key_request_windows")).rejects.toThrow(/permission denied/);
+    await expect(client.pool.query("update api.keys set rate_limit = null")).rejects.toThrow(/permission denied/);
+    expect((await read(api, k.secret)).status).toBe(429);
+  });
+});
+
 describe("npm run apikeys: rate limits", () => {
   const run = promisify(execFile);
   const cli = (...args: string[]) =>
