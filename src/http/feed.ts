@@ -10,9 +10,21 @@ import { parseInput } from "./validation";
 
 export const DEFAULT_FEED_POLL_MS = 250;
 
+/** The cursor that resumes right after a record. */
+function cursorOf(r: StreamRecord): FeedCursor {
+  return { txId: r.txId, position: r.position };
+}
+
+/** The feed's order: (writing transaction, position). */
+function compareCursors(a: FeedCursor, b: FeedCursor): number {
+  const tx = BigInt(a.txId) - BigInt(b.txId);
+  if (tx !== 0n) return tx < 0n ? -1 : 1;
+  return a.position - b.position;
+}
+
 function toFeedEvent(r: StreamRecord) {
   return {
-    cursor: encodeCursor({ txId: r.txId, position: r.position }),
+    cursor: encodeCursor(cursorOf(r)),
     position: r.position,
     id: r.id,
     type: r.type,
@@ -65,6 +77,8 @@ export function feedRoutes(ctx: RouteContext): RouteDef[] {
 export function createFeedWaits(ctx: Pick<RouteContext, "db" | "metrics" | "feedPollMs" | "feedWaitLimits">): FeedWaits {
   return new FeedWaits({
     read: (after, limit) => readFeed(ctx.db, after, limit),
+    cursorOf,
+    compare: compareCursors,
     pollMs: ctx.feedPollMs ?? DEFAULT_FEED_POLL_MS,
     limits: ctx.feedWaitLimits,
     waiting: ctx.metrics?.feedWaiting,

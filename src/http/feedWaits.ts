@@ -31,12 +31,6 @@ export interface WaitSlot {
   release(): void;
 }
 
-function compareCursors(a: FeedCursor, b: FeedCursor): number {
-  const tx = BigInt(a.txId) - BigInt(b.txId);
-  if (tx !== 0n) return tx < 0n ? -1 : 1;
-  return a.position - b.position;
-}
-
 /**
  * The long-polls of GET /v1/events in one process. Each request reads once
  * on its own; if that finds nothing it waits here, and one poller reads the
@@ -68,6 +62,9 @@ export class FeedWaits {
   constructor(
     private readonly options: {
       read(after: FeedCursor, limit: number): Promise<FeedPage>;
+      /** The cursor right after a record, and the feed's order of cursors (src/http/feed.ts). */
+      cursorOf(record: StreamRecord): FeedCursor;
+      compare(a: FeedCursor, b: FeedCursor): number;
       pollMs: number;
       limits: FeedWaitLimits;
       waiting?: Gauge;
@@ -161,7 +158,8 @@ export class FeedWaits {
     if (waiting.length === 0 || this.stopped) return;
     this.polling = true;
     try {
-      const from = waiting.reduce((min, w) => (compareCursors(w.after, min) < 0 ? w.after : min), waiting[0]!.after);
+      const { compare, cursorOf } = this.options;
+      const from = waiting.reduce((min, w) => (compare(w.after, min) < 0 ? w.after : min), waiting[0]!.after);
       const limit = Math.max(...waiting.map((w) => w.limit));
       this.options.polls?.inc();
       let page: FeedPage;
@@ -175,9 +173,9 @@ export class FeedWaits {
       // The page is the records right after `from`, in feed order: each waiter's share is the part after its own cursor.
       for (const w of waiting) {
         if (!this.waiters.has(w)) continue;
-        const records = page.records.filter((r) => compareCursors({ txId: r.txId, position: r.position }, w.after) > 0).slice(0, w.limit);
+        const records = page.records.filter((r) => compare(cursorOf(r), w.after) > 0).slice(0, w.limit);
         const last = records.at(-1);
-        if (last) w.finish({ records, next: { txId: last.txId, position: last.position } });
+        if (last) w.finish({ records, next: cursorOf(last) });
       }
     } finally {
       this.polling = false;

@@ -127,9 +127,12 @@ const CONNECTION_ERROR_CODES: ReadonlySet<string> = new Set([
  * up or shutting down), 53300 (too many connections).
  */
 const UNAVAILABLE_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[123]|53300)$/;
-/** node-postgres and pg-pool say these in words only (no code). */
-const CONNECTION_MESSAGES =
-  /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error and is not queryable|Cannot use a pool after calling end on the pool|Client was closed and is not queryable)/;
+/**
+ * node-postgres and pg-pool say these in words only (no code). Not "Cannot
+ * use a pool after calling end on the pool": the process ended its own pool,
+ * a bug (npm start ends it only once the server has closed), so a 500.
+ */
+const CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error and is not queryable)/;
 
 /**
  * Whether an error means the database could not be reached or lost the
