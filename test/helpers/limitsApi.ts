@@ -87,8 +87,8 @@ export function countingDb(pool: pg.Pool): { db: Db; statements: string[]; count
   return { db, statements, count: (pattern) => statements.filter((s) => pattern.test(s)).length };
 }
 
-/** Reads of the event feed's stream (readAfter). */
-export const FEED_READ = /from "notification"\."events"/;
+/** Reads of the event feed's page (readAfter's ordered select, not any check beside it). */
+export const FEED_READ = /from "notification"\."events"[\s\S]*order by/;
 
 /**
  * A TCP proxy on loopback in front of a PostgreSQL server: the API's pool
