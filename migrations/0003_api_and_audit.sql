@@ -68,6 +68,38 @@ comment on table api.idempotency_keys is
 revoke all on api.idempotency_keys from public;
 grant select, insert on api.idempotency_keys to tidings_service;
 
+-- ---------------------------------------------------------------------------
+-- Request rate limits per API key (docs/api.md, "Limits"). A key may make
+-- rate_limit requests per window (null: the API process's API_RATE_LIMIT);
+-- the window's length is API_RATE_LIMIT_WINDOW_SECONDS. Every API process
+-- counts in the same row, timed by the database's clock, so the limit holds
+-- for the key across processes. A window starts at the key's first request
+-- after the previous window ended (not on a shared boundary, so keys do not
+-- all reset at once).
+--
+-- The counter is bumped on every request, in the statement that looks the
+-- key up (src/auth/apiKeys.ts, admitRequests), so it must be cheap:
+-- - UNLOGGED: an update writes no WAL, and a transaction that wrote no WAL
+--   commits without waiting for a WAL flush; a crash or a failover resets
+--   the counters, which only forgives a window;
+-- - fillfactor 50 and no index on the updated columns: updates stay HOT
+--   (heap-only), so the hot row of a busy key does not grow its index.
+-- ---------------------------------------------------------------------------
+alter table api.keys add column rate_limit integer check (rate_limit > 0);
+comment on column api.keys.rate_limit is
+  'Requests this key may make per rate-limit window; null: the API''s default (API_RATE_LIMIT).';
+
+create unlogged table api.key_request_windows (
+  key_id uuid primary key references api.keys (id),
+  window_start timestamptz not null,
+  -- Requests counted in this window, refused ones included.
+  used bigint not null check (used > 0)
+) with (fillfactor = 50);
+comment on table api.key_request_windows is
+  'The current rate-limit window of each API key: when it started and how many requests it has counted (unlogged: reset by a crash).';
+revoke all on api.key_request_windows from public;
+grant select, insert, update on api.key_request_windows to tidings_service;
+
 -- The tracking id of an idempotency key within its caller's scope: a
 -- name-based UUID (the same as trackingIdForIdempotencyKey in
 -- src/notification/ids.ts).

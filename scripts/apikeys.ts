@@ -3,7 +3,7 @@ import os from "node:os";
 import Table from "cli-table3";
 import { Command, InvalidArgumentError } from "commander";
 import pino from "pino";
-import { SCOPES, createApiKey, listApiKeys, revokeApiKey, type ApiKeyInfo } from "../src/auth/apiKeys";
+import { SCOPES, createApiKey, listApiKeys, revokeApiKey, setApiKeyRateLimit, type ApiKeyInfo } from "../src/auth/apiKeys";
 import { ConfigError, loadConfig, type Config } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
 import { DatabaseSetupError } from "../src/db/migrate";
@@ -43,6 +43,17 @@ function parseScopes(value: string): string[] {
   return scopes;
 }
 
+/** A positive whole number of requests per window, or "default" (null: the API's API_RATE_LIMIT). */
+function parseRateLimit(value: string): number | null {
+  if (value === "default") return null;
+  if (!/^[1-9][0-9]{0,9}$/.test(value) || Number(value) > 1_000_000_000) {
+    throw new InvalidArgumentError(`give a whole number of requests per window from 1 to 1000000000, or "default" (got "${value}")`);
+  }
+  return Number(value);
+}
+
+const describeRateLimit = (limit: number | null) => (limit === null ? "default (API_RATE_LIMIT)" : `${limit} requests per window`);
+
 function publicView(k: ApiKeyInfo) {
   return {
     id: k.keyId,
@@ -53,6 +64,7 @@ function publicView(k: ApiKeyInfo) {
     createdBy: k.createdBy,
     revokedAt: k.revokedAt?.toISOString() ?? null,
     revokedReason: k.revokedReason,
+    rateLimit: k.rateLimit,
   };
 }
 
@@ -66,10 +78,16 @@ program
   .description("create a key and print its secret (shown only this once)")
   .requiredOption("--name <name>", "what the key is for, e.g. billing-service")
   .requiredOption("--scopes <list>", `comma-separated scopes: ${SCOPES.join(", ")}`, parseScopes)
+  .option("--rate-limit <n>", 'requests per rate-limit window (API_RATE_LIMIT_WINDOW_SECONDS), or "default"', parseRateLimit)
   .option("--json", "print JSON")
-  .action(async (options: { name: string; scopes: string[]; json?: boolean }) => {
+  .action(async (options: { name: string; scopes: string[]; rateLimit?: number | null; json?: boolean }) => {
     const key = await withDatabase((d) =>
-      createApiKey(d.db, { name: options.name, scopes: options.scopes, createdBy: `apikeys script (${os.userInfo().username})` }),
+      createApiKey(d.db, {
+        name: options.name,
+        scopes: options.scopes,
+        createdBy: `apikeys script (${os.userInfo().username})`,
+        rateLimit: options.rateLimit ?? null,
+      }),
     );
     if (options.json) {
       process.stdout.write(`${JSON.stringify({ ...publicView(key), secret: key.secret })}\n`);
@@ -80,6 +98,7 @@ program
         `created API key ${key.keyId}`,
         `  name:   ${key.name}`,
         `  scopes: ${key.scopes.join(", ")}`,
+        `  rate limit: ${describeRateLimit(key.rateLimit)}`,
         `  secret: ${key.secret}`,
         "",
         "The secret is shown only this once and is not stored; keep it now.",
@@ -104,10 +123,10 @@ program
       process.stdout.write("no API keys\n");
       return;
     }
-    const table = new Table({ head: ["id", "name", "scopes", "secret", "created", "revoked"] });
+    const table = new Table({ head: ["id", "name", "scopes", "secret", "rate limit", "created", "revoked"] });
     for (const k of keys) {
       const v = publicView(k);
-      table.push([v.id, v.name, v.scopes.join(","), v.hint, v.createdAt, v.revokedAt ? `${v.revokedAt}: ${v.revokedReason}` : "-"]);
+      table.push([v.id, v.name, v.scopes.join(","), v.hint, v.rateLimit ?? "default", v.createdAt, v.revokedAt ? `${v.revokedAt}: ${v.revokedReason}` : "-"]);
     }
     process.stdout.write(`${table.toString()}\n`);
   });
@@ -120,6 +139,16 @@ program
   .action(async (id: string, options: { reason: string }) => {
     const key = await withDatabase((d) => revokeApiKey(d.db, id, options.reason));
     process.stdout.write(`revoked API key ${key.keyId} (${key.name}) at ${key.revokedAt!.toISOString()}: ${key.revokedReason}\n`);
+  });
+
+program
+  .command("rate-limit")
+  .description("set a key's request rate limit per window (shared by every API process), from its next request on")
+  .argument("<id>", "the key's id (see list)")
+  .argument("<limit>", 'requests per window (API_RATE_LIMIT_WINDOW_SECONDS), or "default" for API_RATE_LIMIT', parseRateLimit)
+  .action(async (id: string, limit: number | null) => {
+    const key = await withDatabase((d) => setApiKeyRateLimit(d.db, id, limit));
+    process.stdout.write(`API key ${key.keyId} (${key.name}): rate limit ${describeRateLimit(key.rateLimit)}\n`);
   });
 
 program.parseAsync(process.argv).catch((error: unknown) => {

@@ -35,7 +35,9 @@ async function main(): Promise<void> {
     logger.error({ err: reason }, "unhandled rejection (carrying on)");
   });
   const database = await openDatabase(config, logger);
-  const metrics = createMetrics({ defaultMetrics: true });
+  const metrics = createMetrics({ defaultMetrics: true, databaseRefreshMs: config.METRICS_REFRESH_MS });
+  // Aborted at shutdown: long-polls answer at once instead of holding server.close() for their wait.
+  const stopRequests = new AbortController();
 
   let worker: TidingsWorker | null = null;
   let deps: Awaited<ReturnType<typeof createBotDeps>> | null = null;
@@ -70,7 +72,15 @@ async function main(): Promise<void> {
 
   let server: Server | null = null;
   if (config.RUN_API) {
-    const app = createApp({ pool: database.pool, db: database.db, logger, metrics });
+    const app = createApp({
+      pool: database.pool,
+      db: database.db,
+      logger,
+      metrics,
+      rateLimit: { limit: config.API_RATE_LIMIT, windowSeconds: config.API_RATE_LIMIT_WINDOW_SECONDS },
+      feedWaitLimits: { perKey: config.FEED_MAX_WAITS_PER_KEY, total: config.FEED_MAX_WAITS },
+      stopping: stopRequests.signal,
+    });
     try {
       server = await listen(app, config.HOST, config.PORT);
     } catch (error) {
@@ -106,6 +116,7 @@ async function main(): Promise<void> {
     stopping = true;
     worker?.markShuttingDown();
     logger.info({ signal }, "shutting down");
+    stopRequests.abort();
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     await worker?.stop();
     await deps?.close();

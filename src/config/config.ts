@@ -37,6 +37,14 @@ export const configSchema = z.object({
   EMBEDDED_PG_PORT: int(1, 65535).default(54329),
   HOST: z.string().min(1).default("127.0.0.1"),
   PORT: int(0, 65535).default(3000),
+  // API limits (docs/api.md, "Limits"). Requests per API key per window for keys without a limit of their own; 0: none.
+  API_RATE_LIMIT: int(0, 1_000_000_000).default(6_000),
+  API_RATE_LIMIT_WINDOW_SECONDS: int(1, 86_400).default(60),
+  // Long-polls of GET /v1/events waiting at once, per API key and per process.
+  FEED_MAX_WAITS_PER_KEY: int(1, 100_000).default(10),
+  FEED_MAX_WAITS: int(1, 1_000_000).default(1_000),
+  // The database gauges of /metrics are refreshed at most this often (ms); 0: at every scrape.
+  METRICS_REFRESH_MS: int(0, 3_600_000).default(10_000),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   RUN_API: bool.default(true),
   RUN_WORKER: bool.default(true),

@@ -2,19 +2,26 @@ import { randomUUID } from "node:crypto";
 import express, { type Express } from "express";
 import { pendingMigrations } from "../db/migrate";
 import { NotFoundError } from "../errors/errors";
+import { RequestGate } from "./auth";
 import { entityRoutes } from "./entities";
-import { feedRoutes } from "./feed";
+import { createFeedWaits, feedRoutes } from "./feed";
+import { DEFAULT_FEED_WAIT_LIMITS } from "./feedWaits";
 import { notificationRoutes } from "./notifications";
 import { buildOpenApiDocument } from "./openapi";
 import { MethodNotAllowedError, problemHandler } from "./problem";
-import type { ApiContext, RouteDef } from "./routes";
+import type { ApiContext, RouteContext, RouteDef } from "./routes";
 
 export type ApiDeps = ApiContext;
 
 /**
  * The HTTP API (docs/api.md): notifications, the event feed and entities
  * under /v1 behind API keys; health, readiness, metrics and the OpenAPI
- * document open. Every error leaves through src/http/problem.ts.
+ * document open. Every error leaves through src/http/problem.ts. Limits
+ * (docs/api.md): a rate limit per API key, kept in PostgreSQL; a cap on
+ * long-polls per key and per process, which share one poller; cached
+ * database gauges in /metrics. When `deps.stopping` is aborted every
+ * long-poll answers at once and answers close their connection, so
+ * `server.close()` finishes as soon as the requests in flight have.
  */
 export function createApp(deps: ApiDeps): Express {
   const app = express();
@@ -23,8 +30,20 @@ export function createApp(deps: ApiDeps): Express {
   // Express's query parser would build objects from a[b]=c; the API's parameters are flat strings.
   app.set("query parser", "simple");
 
+  const feedWaitLimits = deps.feedWaitLimits ?? DEFAULT_FEED_WAIT_LIMITS;
+  const ctx: RouteContext = {
+    ...deps,
+    feedWaitLimits,
+    gate: new RequestGate(deps.pool, deps.rateLimit ?? { limit: 0, windowSeconds: 60 }),
+    feedWaits: createFeedWaits({ ...deps, feedWaitLimits }),
+  };
+  if (deps.stopping?.aborted) ctx.feedWaits.stop();
+  deps.stopping?.addEventListener("abort", () => ctx.feedWaits.stop(), { once: true });
+
   app.use((_req, res, next) => {
     res.set("X-Request-Id", randomUUID());
+    // Stopping: no keep-alive, so server.close() is not held by idle connections.
+    if (deps.stopping?.aborted) res.set("Connection", "close");
     next();
   });
 
@@ -57,7 +76,7 @@ export function createApp(deps: ApiDeps): Express {
     res.type(deps.metrics.contentType).send(text);
   });
 
-  const routes: RouteDef[] = [...notificationRoutes(deps), ...feedRoutes(deps), ...entityRoutes(deps)];
+  const routes: RouteDef[] = [...notificationRoutes(ctx), ...feedRoutes(ctx), ...entityRoutes(ctx)];
   for (const r of routes) app[r.method](r.path, ...r.handlers);
 
   // A known path with another method: 405 naming the allowed ones (OPTIONS answers them).

@@ -3,7 +3,7 @@ import { inTransaction } from "../db/database";
 import { NotFoundError } from "../errors/errors";
 import { principalOf, requireScope } from "./auth";
 import { jsonBody } from "./body";
-import type { ApiContext, RouteDef } from "./routes";
+import type { RouteContext, RouteDef } from "./routes";
 import { EntityBody, EntityHistoryQuery, EntityIdParams, NoQuery } from "./schemas";
 import { parseInput } from "./validation";
 
@@ -11,14 +11,14 @@ function versionJson(v: EntityVersion) {
   return { entity: v.entity, version: v.version, recordedAt: v.recordedAt.toISOString(), changed: v.changed, changedBy: v.changedBy };
 }
 
-export function entityRoutes(ctx: ApiContext): RouteDef[] {
+export function entityRoutes(ctx: RouteContext): RouteDef[] {
   const { db } = ctx;
   return [
     {
       method: "put",
       path: "/v1/entities/:id",
       handlers: [
-        requireScope(db, "entities"),
+        requireScope(ctx.gate, "entities"),
         jsonBody(ctx.bodyLimit),
         async (req, res) => {
           const { id } = parseInput(EntityIdParams, req.params, "path");
@@ -35,7 +35,7 @@ export function entityRoutes(ctx: ApiContext): RouteDef[] {
       method: "get",
       path: "/v1/entities/:id",
       handlers: [
-        requireScope(db, "entities"),
+        requireScope(ctx.gate, "entities"),
         async (req, res) => {
           const { id } = parseInput(EntityIdParams, req.params, "path");
           parseInput(NoQuery, req.query, "query");
@@ -49,7 +49,7 @@ export function entityRoutes(ctx: ApiContext): RouteDef[] {
       method: "get",
       path: "/v1/entities/:id/history",
       handlers: [
-        requireScope(db, "entities"),
+        requireScope(ctx.gate, "entities"),
         async (req, res) => {
           const { id } = parseInput(EntityIdParams, req.params, "path");
           const { at } = parseInput(EntityHistoryQuery, req.query, "query");

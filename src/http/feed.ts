@@ -1,19 +1,30 @@
-import type { Response } from "express";
-import type { Gauge } from "prom-client";
 import { inTransaction, type Db } from "../db/database";
 import type { StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
 import { FEED_START, cursorAfter, encodeCursor, nudgeHorizon, readAfter, type FeedCursor } from "../streams/read";
-import { requireScope } from "./auth";
-import type { ApiContext, RouteDef } from "./routes";
+import { principalOf, requireScope } from "./auth";
+import { FeedWaits, type FeedPage } from "./feedWaits";
+import type { RouteContext, RouteDef } from "./routes";
 import { FeedQuery } from "./schemas";
 import { parseInput } from "./validation";
 
 export const DEFAULT_FEED_POLL_MS = 250;
 
+/** The cursor that resumes right after a record. */
+function cursorOf(r: StreamRecord): FeedCursor {
+  return cursorAfter(r);
+}
+
+/** The feed's order: (feed key, position). */
+function compareCursors(a: FeedCursor, b: FeedCursor): number {
+  const key = BigInt(a.key) - BigInt(b.key);
+  if (key !== 0n) return key < 0n ? -1 : 1;
+  return a.position - b.position;
+}
+
 function toFeedEvent(r: StreamRecord) {
   return {
-    cursor: encodeCursor(cursorAfter(r)),
+    cursor: encodeCursor(cursorOf(r)),
     position: r.position,
     id: r.id,
     type: r.type,
@@ -25,60 +36,58 @@ function toFeedEvent(r: StreamRecord) {
 }
 
 /**
- * Read the feed after `after`; when it is empty and `waitMs` > 0, look again
- * every `pollMs` until an event is there, the wait is over, or the client
- * has gone. No connection is held between looks.
+ * One read of the feed, as the reader actor. Events that wait exactly at the
+ * horizon (a quiet server) are let through by moving it, and read again.
  */
-async function readOrWait(
-  db: Db,
-  after: FeedCursor,
-  limit: number,
-  waitMs: number,
-  pollMs: number,
-  res: Response,
-  waiting: Gauge | undefined,
-): Promise<{ records: StreamRecord[]; next: FeedCursor }> {
-  const deadline = Date.now() + waitMs;
-  let gone = false;
-  let counted = false;
-  const onClose = () => (gone = true);
-  res.on("close", onClose);
-  try {
-    for (;;) {
-      const page = await inTransaction(db, "reader", (tx) => readAfter(tx, Streams.notificationEvents, after, { limit }));
-      // Events wait at the horizon: move it and look again at once.
-      if (page.stalled && page.records.length === 0) {
-        await nudgeHorizon(db);
-        continue;
-      }
-      const left = deadline - Date.now();
-      if (page.records.length > 0 || left <= 0 || gone) return page;
-      if (!counted) waiting?.inc();
-      counted = true;
-      await new Promise((resolve) => setTimeout(resolve, Math.min(pollMs, left)));
-    }
-  } finally {
-    res.off("close", onClose);
-    if (counted) waiting?.dec();
-  }
+export async function readFeed(db: Db, after: FeedCursor, limit: number): Promise<FeedPage> {
+  const page = await inTransaction(db, "reader", (tx) => readAfter(tx, Streams.notificationEvents, after, { limit }));
+  if (!page.stalled || page.records.length > 0) return page;
+  await nudgeHorizon(db);
+  return inTransaction(db, "reader", (tx) => readAfter(tx, Streams.notificationEvents, after, { limit }));
 }
 
-export function feedRoutes(ctx: ApiContext): RouteDef[] {
-  const { db } = ctx;
+export function feedRoutes(ctx: RouteContext): RouteDef[] {
+  const { db, feedWaits } = ctx;
   return [
     {
       method: "get",
       path: "/v1/events",
       handlers: [
-        requireScope(db, "reader"),
+        requireScope(ctx.gate, "reader"),
         async (req, res) => {
           const query = parseInput(FeedQuery, req.query, "query");
           const after = query.after ?? FEED_START;
-          const pollMs = ctx.feedPollMs ?? DEFAULT_FEED_POLL_MS;
-          const page = await readOrWait(db, after, query.limit, query.wait * 1000, pollMs, res, ctx.metrics?.feedWaiting);
+          let page: FeedPage;
+          if (query.wait === 0 || feedWaits.stopping) {
+            page = await readFeed(db, after, query.limit);
+          } else {
+            // The place is taken before the first read, so a key over its cap costs no read either.
+            const slot = feedWaits.reserve(principalOf(res).keyId, Date.now() + query.wait * 1000);
+            try {
+              page = await readFeed(db, after, query.limit);
+              if (page.records.length === 0) page = await slot.wait(after, query.limit, (stop) => res.once("close", stop));
+            } finally {
+              slot.release();
+            }
+          }
+          // Stopping: this connection is not kept alive, so server.close() need not wait for it to idle out.
+          if (feedWaits.stopping) res.set("Connection", "close");
           res.json({ events: page.records.map(toFeedEvent), next: encodeCursor(page.next) });
         },
       ],
     },
   ];
+}
+
+/** The waits of one app: one shared poller of the feed (src/http/feedWaits.ts). */
+export function createFeedWaits(ctx: Pick<RouteContext, "db" | "metrics" | "feedPollMs" | "feedWaitLimits">): FeedWaits {
+  return new FeedWaits({
+    read: (after, limit) => readFeed(ctx.db, after, limit),
+    cursorOf,
+    compare: compareCursors,
+    pollMs: ctx.feedPollMs ?? DEFAULT_FEED_POLL_MS,
+    limits: ctx.feedWaitLimits,
+    waiting: ctx.metrics?.feedWaiting,
+    polls: ctx.metrics?.feedPolls,
+  });
 }

@@ -10,7 +10,7 @@ import { principalOf, requireScope } from "./auth";
 import { jsonBody } from "./body";
 import { EnqueueBatcher } from "./enqueue";
 import { listNotifications, notificationRecords, pendingNotification } from "./reads";
-import type { ApiContext, RouteDef } from "./routes";
+import type { RouteContext, RouteDef } from "./routes";
 import {
   IdempotencyKeyHeader,
   ListNotificationsQuery,
@@ -29,7 +29,7 @@ function sendRawJson(res: Response, status: number, json: string): void {
   res.status(status).type("application/json").send(json);
 }
 
-export function notificationRoutes(ctx: ApiContext): RouteDef[] {
+export function notificationRoutes(ctx: RouteContext): RouteDef[] {
   const { db } = ctx;
   // One shared commit at a time: measured best (npm run bench, BENCH_SECTIONS=http: 1,785 requests/s
   // with one, 1,570-1,630 with two, 1,316 with four); the next batch gathers while it commits.
@@ -39,7 +39,7 @@ export function notificationRoutes(ctx: ApiContext): RouteDef[] {
       method: "post",
       path: "/v1/notifications",
       handlers: [
-        requireScope(db, "producer"),
+        requireScope(ctx.gate, "producer"),
         jsonBody(ctx.bodyLimit),
         async (req, res) => {
           parseInput(NoQuery, req.query, "query");
@@ -59,7 +59,7 @@ export function notificationRoutes(ctx: ApiContext): RouteDef[] {
       method: "get",
       path: "/v1/notifications",
       handlers: [
-        requireScope(db, "reader"),
+        requireScope(ctx.gate, "reader"),
         async (req, res) => {
           const query = parseInput(ListNotificationsQuery, req.query, "query");
           const page = await inTransaction(db, "reader", (tx) => listNotifications(tx, query));
@@ -71,7 +71,7 @@ export function notificationRoutes(ctx: ApiContext): RouteDef[] {
       method: "get",
       path: "/v1/notifications/:id",
       handlers: [
-        requireScope(db, "reader"),
+        requireScope(ctx.gate, "reader"),
         async (req, res) => {
           const { id } = parseInput(NotificationIdParams, req.params, "path");
           parseInput(NoQuery, req.query, "query");
@@ -90,7 +90,7 @@ export function notificationRoutes(ctx: ApiContext): RouteDef[] {
       method: "get",
       path: "/v1/notifications/:id/events",
       handlers: [
-        requireScope(db, "reader"),
+        requireScope(ctx.gate, "reader"),
         async (req, res) => {
           const { id } = parseInput(NotificationIdParams, req.params, "path");
           parseInput(NoQuery, req.query, "query");

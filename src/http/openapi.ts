@@ -65,7 +65,8 @@ function generate(): object {
   const json = (schema: z.ZodType) => ({ "application/json": { schema } });
 
 
-  const authProblems = problems(401, 403);
+  // Every keyed endpoint: no or bad key, wrong scope, over the key's rate limit, the database out of reach.
+  const authProblems = problems(401, 403, 429, 503);
   const routes: RouteConfig[] = [
     {
       method: "post",
@@ -228,4 +229,6 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   413: "Request body larger than 256 kB",
   415: "Content-Type is not application/json",
   422: "The Idempotency-Key was already used with a different request",
+  429: "Over the API key's rate limit (`rate-limited`, with Retry-After and the RateLimit-* fields), or, for GET /v1/events with wait, too many requests waiting already (`too-many-waits`, with Retry-After)",
+  503: "The database is out of reach (`database-unavailable`); retry after Retry-After seconds",
 };

@@ -78,6 +78,78 @@ export class MissingScopeError extends ForbiddenError {
   }
 }
 
+/** The API key has used its requests of this window: 429 with Retry-After and the RateLimit fields. */
+export class RateLimitedError extends TidingsError {
+  readonly kind = "rate_limited";
+  constructor(
+    readonly limit: number,
+    readonly windowSeconds: number,
+    readonly retryAfterSeconds: number,
+    readonly rateLimitHeaders: Record<string, string>,
+  ) {
+    super(`this API key may make ${limit} requests per ${windowSeconds} s and has made them; the window ends in ${retryAfterSeconds} s`);
+  }
+}
+
+/** Too many long-polls of the feed waiting already (for this key, or in this process): 429 with Retry-After. */
+export class TooManyWaitsError extends TidingsError {
+  readonly kind = "too_many_waits";
+  constructor(
+    readonly scope: "key" | "process",
+    readonly cap: number,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(
+      scope === "key"
+        ? `this API key already has ${cap} requests waiting on the feed (the most it may have); retry when one has answered, or without wait`
+        : `this process already has ${cap} requests waiting on the feed (the most it serves); retry later, or without wait`,
+    );
+  }
+}
+
+// --- The database out of reach ----------------------------------------------
+
+/** How long a client is asked to wait when the database is out of reach. */
+export const DATABASE_RETRY_AFTER_SECONDS = 5;
+
+/** Node's socket errors for a peer that is gone, refuses, or cannot be found. */
+const CONNECTION_ERROR_CODES: ReadonlySet<string> = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+]);
+/**
+ * SQLSTATEs of a server that is not there for us: class 08 (connection
+ * exception), 57P01-57P03 (terminated by an administrator, crash, starting
+ * up or shutting down), 53300 (too many connections).
+ */
+const UNAVAILABLE_SQLSTATE = /^(08[0-9A-Z]{3}|57P0[123]|53300)$/;
+/**
+ * node-postgres and pg-pool say these in words only (no code). Not "Cannot
+ * use a pool after calling end on the pool": the process ended its own pool,
+ * a bug (npm start ends it only once the server has closed), so a 500.
+ */
+const CONNECTION_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error and is not queryable)/;
+
+/**
+ * Whether an error means the database could not be reached or lost the
+ * connection (as opposed to refusing a statement): looked for in the error,
+ * its causes, and an AggregateError's errors (Node tries IPv6 and IPv4).
+ */
+export function isDatabaseUnavailable(error: unknown, depth = 0): boolean {
+  if (depth > 5 || typeof error !== "object" || error === null) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string" && (CONNECTION_ERROR_CODES.has(code) || UNAVAILABLE_SQLSTATE.test(code))) return true;
+  if (error instanceof Error && CONNECTION_MESSAGES.test(error.message)) return true;
+  if (error instanceof AggregateError && error.errors.some((e) => isDatabaseUnavailable(e, depth + 1))) return true;
+  return isDatabaseUnavailable((error as { cause?: unknown }).cause, depth + 1);
+}
+
 // --- Mapping ------------------------------------------------------------------
 
 const URN = "urn:tidings:problem:";
@@ -150,6 +222,19 @@ export function problemFor(error: unknown): ProblemAnswer {
   }
   if (error instanceof UnsupportedMediaTypeError) return answer(415, "unsupported-media-type", "Unsupported media type", error.message);
   if (error instanceof PayloadTooLargeError) return answer(413, "payload-too-large", "Request body too large", error.message);
+  if (error instanceof RateLimitedError) {
+    const a = answer(429, "rate-limited", "Too many requests for this API key", error.message, {
+      limit: error.limit,
+      windowSeconds: error.windowSeconds,
+    });
+    Object.assign(a.headers, error.rateLimitHeaders, { "Retry-After": String(error.retryAfterSeconds) });
+    return a;
+  }
+  if (error instanceof TooManyWaitsError) {
+    const a = answer(429, "too-many-waits", "Too many requests waiting on the feed", error.message, { cap: error.cap, capScope: error.scope });
+    a.headers["Retry-After"] = String(error.retryAfterSeconds);
+    return a;
+  }
   // Client errors that carry a 4xx status but no body-parser `type`: the router's URIError for a path
   // that is not percent-encoded UTF-8, and zlib's errors (Z_*, ERR__* for brotli) for a body that does not match its Content-Encoding.
   const status = (error as { status?: unknown } | null)?.status;
@@ -173,6 +258,16 @@ export function problemFor(error: unknown): ProblemAnswer {
         return answer(error.status ?? 400, "bad-request", "Bad request", error.message);
     }
   }
+  if (isDatabaseUnavailable(error)) {
+    const a = answer(
+      503,
+      "database-unavailable",
+      "The database is out of reach",
+      `tidings cannot reach its database at the moment; retry in ${DATABASE_RETRY_AFTER_SECONDS} s (a POST with the same Idempotency-Key is safe to repeat)`,
+    );
+    a.headers["Retry-After"] = String(DATABASE_RETRY_AFTER_SECONDS);
+    return a;
+  }
   return {
     problem: {
       type: URN + "internal",
@@ -192,6 +287,9 @@ export function sendProblem(req: Request, res: Response, error: unknown, logger?
   if (internal) {
     problem.requestId = requestId;
     logger?.error({ err: error, requestId, method: req.method, path: problem.instance }, "request failed");
+  } else if (problem.status === 503) {
+    // Not the client's doing, and not a bug: operators need to see it, once per request is enough.
+    logger?.warn({ err: error, requestId, method: req.method, path: problem.instance }, "database out of reach: answered 503");
   }
   if (res.headersSent) {
     res.destroy();
