@@ -404,6 +404,59 @@ begin
 end;
 $$;
 
+-- How far behind the gap-safe readers are, for metrics and operators:
+-- per stream, the committed records the horizon still holds back (reader
+-- 'horizon': the feed waits for a transaction that appended before them);
+-- per checkpoint and stream, the records past its cursor (a catch-up bot
+-- such as the projection has yet to handle them). Each with the age of the
+-- oldest (from its writing transaction's start).
+create function tidings.read_lag()
+returns table (reader text, stream text, waiting bigint, oldest_seconds double precision)
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  s record;
+  horizon xid8;
+begin
+  for s in select name from tidings.streams order by name loop
+    horizon := tidings.feed_horizon(array[s.name]);
+    reader := 'horizon';
+    stream := s.name;
+    execute format('select count(*), coalesce(extract(epoch from now() - min(recorded_at)), 0)::float8 from %s where feed_key >= $1', s.name)
+      into waiting, oldest_seconds using horizon;
+    return next;
+  end loop;
+  for s in select c.name, e.key as followed, e.value as cursor from tidings.checkpoints c, jsonb_each_text(c.cursors) e order by 1, 2 loop
+    reader := 'checkpoint:' || s.name;
+    stream := s.followed;
+    execute format('select count(*), coalesce(extract(epoch from now() - min(recorded_at)), 0)::float8 from %s
+                    where (feed_key, position) > ($1::xid8, $2::bigint)', s.followed)
+      into waiting, oldest_seconds using split_part(s.cursor, '-', 1), split_part(s.cursor, '-', 2)::bigint;
+    return next;
+  end loop;
+end;
+$$;
+revoke execute on function tidings.read_lag() from public;
+
+-- Records whose handling is Failed, per stream and concern (each count
+-- answered by the handling table's (concern, status) index): what waits for
+-- an operator, for metrics.
+create function tidings.failed_handling_counts()
+returns table (stream text, concern text, failed bigint)
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  c record;
+begin
+  for c in select sc.stream, sc.concern from tidings.stream_consumers sc order by 1, 2 loop
+    stream := c.stream;
+    concern := c.concern;
+    execute format('select count(*) from %s where concern = $1 and status = ''Failed''', c.stream || '__handling')
+      into failed using c.concern;
+    return next;
+  end loop;
+end;
+$$;
+revoke execute on function tidings.failed_handling_counts() from public;
+
 -- Settings of the engine that a database keeps (an operator changes them with UPDATE).
 create table tidings.settings (
   name text primary key,
@@ -465,6 +518,7 @@ $$;
 grant usage on schema tidings to tidings_service;
 -- The service checks at start and in /readyz that its schema is current.
 grant select on tidings.migrations to tidings_service;
+grant execute on function tidings.read_lag(), tidings.failed_handling_counts() to tidings_service;
 grant select on tidings.streams, tidings.stream_producers, tidings.stream_consumers, tidings.stream_readers,
   tidings.actors, tidings.stream_concern_states, tidings.handling_transitions to tidings_service;
 -- graphile-worker's queue (owned by tidings_owner like everything else) is

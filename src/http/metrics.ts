@@ -1,8 +1,8 @@
 import { sql } from "kysely";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { HandledInfo } from "../bots/bot";
-import { inTransaction, type Db } from "../db/database";
-import { Streams, handlingTable } from "../streams/names";
+import type { Db } from "../db/database";
+import { Streams } from "../streams/names";
 
 /**
  * Prometheus metrics. Counters and the latency histogram are kept by this
@@ -83,6 +83,18 @@ export function createMetrics(options: { defaultMetrics?: boolean; databaseRefre
     labelNames: ["stream", "concern"] as const,
     registers: [registry],
   });
+  const readWaiting = new Gauge({
+    name: "tidings_read_waiting_records",
+    help: "Records gap-safe readers have not reached: reader=horizon, committed records the feed horizon still holds back (a transaction appending to the stream is open); reader=checkpoint:<name>, records past a catch-up bot's cursor (the projection's lag).",
+    labelNames: ["reader", "stream"] as const,
+    registers: [registry],
+  });
+  const readLag = new Gauge({
+    name: "tidings_read_lag_seconds",
+    help: "Age of the oldest record counted in tidings_read_waiting_records (0 when none waits).",
+    labelNames: ["reader", "stream"] as const,
+    registers: [registry],
+  });
   const databaseUp = new Gauge({
     name: "tidings_metrics_database_up",
     help: "1 when the database gauges could be read at their last refresh, 0 when not (they are then left out).",
@@ -105,24 +117,19 @@ export function createMetrics(options: { defaultMetrics?: boolean; databaseRefre
         join graphile_worker._private_tasks t on t.id = j.task_id
         where j.is_available
         group by t.identifier`.execute(db);
-      const consumers = await db.selectFrom("tidings.stream_consumers").select(["stream", "concern"]).execute();
-      // One count per (stream, concern), each answered by the handling table's
-      // (concern, status) index; as the reader, which may read every handling table.
-      const failed =
-        consumers.length === 0
-          ? { rows: [] }
-          : await inTransaction(db, "reader", (tx) =>
-              sql<{ stream: string; concern: string; n: number }>`${sql.join(
-                consumers.map(
-                  (c) => sql`select ${c.stream}::text as stream, ${c.concern}::text as concern, count(*)::int as n
-                             from ${handlingTable(c.stream)} where concern = ${c.concern} and status = 'Failed'`,
-                ),
-                sql` union all `,
-              )}`.execute(tx),
-            );
+      const failed = await sql<{ stream: string; concern: string; n: number }>`
+        select stream, concern, failed::int as n from tidings.failed_handling_counts()`.execute(db);
+      const lag = await sql<{ reader: string; stream: string; waiting: number; oldest_seconds: number }>`
+        select reader, stream, waiting, oldest_seconds from tidings.read_lag()`.execute(db);
       // Replaced in one synchronous step, so a concurrent scrape never renders half of it.
       jobsWaiting.reset();
       failedRecords.reset();
+      readWaiting.reset();
+      readLag.reset();
+      for (const r of lag.rows) {
+        readWaiting.labels(r.reader, r.stream).set(Number(r.waiting));
+        readLag.labels(r.reader, r.stream).set(r.oldest_seconds);
+      }
       for (const r of jobs.rows) {
         jobsWaiting.labels(r.task, "now").set(r.now);
         jobsWaiting.labels(r.task, "later").set(r.later);
@@ -132,6 +139,8 @@ export function createMetrics(options: { defaultMetrics?: boolean; databaseRefre
     } catch {
       jobsWaiting.reset();
       failedRecords.reset();
+      readWaiting.reset();
+      readLag.reset();
       databaseUp.set(0);
     }
   }

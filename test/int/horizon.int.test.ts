@@ -8,6 +8,7 @@
  */
 import pg from "pg";
 import { inTransaction } from "../../src/db/database";
+import { createMetrics } from "../../src/http/metrics";
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { appendOne } from "../../src/streams/append";
 import { Streams } from "../../src/streams/names";
@@ -85,6 +86,20 @@ describe("the read horizon", () => {
     expect((await read(streamA, startA)).records.map((r) => r.id)).toEqual([]);
     await slow.finish(true);
     expect((await read(streamA, startA)).records.map((r) => r.id)).toEqual(["slow", "fast-a"]);
+  });
+
+  it("/metrics shows what the horizon holds back and how far the projection is behind", async () => {
+    const slow = await openTransaction(app.t.url, ["set local role tidings_horizon_writer"]);
+    await slow.client.query(`select * from tidings.append('${streamA}', '[{"id":"held-slow","type":"Thing","payload":{}}]'::jsonb)`);
+    await append(streamA, "held-fast");
+    const metrics = createMetrics();
+    const text = await metrics.render(app.t.db);
+    const held = new RegExp(`tidings_read_waiting_records\\{reader="horizon",stream="${streamA.replace(".", "\\.")}"\\} (\\d+)`).exec(text);
+    expect(Number(held?.[1])).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/tidings_read_lag_seconds\{reader="checkpoint:notification_views",stream="notification\.events"\} /);
+    await slow.finish(true);
+    const after = await metrics.render(app.t.db);
+    expect(after).toMatch(new RegExp(`tidings_read_waiting_records\\{reader="horizon",stream="${streamA.replace(".", "\\.")}"\\} 0`));
   });
 
   it("a transaction that began before a record was read and appends only afterwards is still read after it", async () => {
