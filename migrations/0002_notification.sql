@@ -34,7 +34,7 @@ select tidings.declare_stream('notification.events', 'notification', 'event', nu
   array['SendNotificationRequestedEvent', 'CouldNotGetOrUseAudienceEvent', 'AudienceOptedOutOfAllChannelsEvent',
         'CouldNotPrepareToSendOnAnyChannelEvent', 'PreparedToSendOnAllChannelsEvent', 'PreparedToSendOnSomeChannelsEvent',
         'SentOnAllPreparedChannelsEvent', 'SentOnSomePreparedChannelsEvent', 'CouldNotSendOnAnyPreparedChannelEvent',
-        'FailedNotificationSentToInternalTeamEvent'],
+        'FailedNotificationSentToInternalTeamEvent', 'FellBackToNextChannelEvent'],
   'Events of the notification aggregate; applied in order they rebuild it.');
 select tidings.declare_stream('notification.views', 'notification', 'view', null,
   array['NotificationView'],
@@ -75,6 +75,11 @@ select tidings.declare_producer('notification.views', 'projection_bot');
 select tidings.declare_producer('notification.snapshots', 'projection_bot');
 select tidings.declare_producer('email.operations', 'notification_bot');
 select tidings.declare_producer('email.operations', 'internal_operation_bot');
+-- The saga falls back to the next channel (delivery: fallback): it appends
+-- the operation prepared for it, and the saga awaiting it.
+select tidings.declare_producer('email.operations', 'saga_bot');
+select tidings.declare_producer('slack.operations', 'saga_bot');
+select tidings.declare_producer('notification.sagas', 'saga_bot');
 select tidings.declare_producer('email.events', 'email_bot');
 select tidings.declare_producer('slack.operations', 'notification_bot');
 select tidings.declare_producer('slack.operations', 'internal_operation_bot');

@@ -503,6 +503,7 @@ select
     when 'SendNotificationRequestedEvent' then 'requested'
     when 'PreparedToSendOnAllChannelsEvent' then 'sending'
     when 'PreparedToSendOnSomeChannelsEvent' then 'sending'
+    when 'FellBackToNextChannelEvent' then 'sending'
     when 'SentOnAllPreparedChannelsEvent' then 'sent'
     when 'SentOnSomePreparedChannelsEvent' then 'partially_sent'
     when 'CouldNotSendOnAnyPreparedChannelEvent' then 'failed'
@@ -523,6 +524,7 @@ select
   end as failed_channels,
   case
     when l.terminal is not true then null
+    when l.type = 'SentOnAllPreparedChannelsEvent' then null -- delivered (by a fallback channel, perhaps)
     when l.type = 'CouldNotGetOrUseAudienceEvent' then l.payload->>'reason'
     when l.type = 'AudienceOptedOutOfAllChannelsEvent' then 'opted out of every channel'
     when l.type = 'CouldNotPrepareToSendOnAnyChannelEvent' then coalesce(
@@ -564,7 +566,7 @@ comment on column audit.notifications.status is 'pending (not picked up yet), re
 comment on column audit.notifications.outcome_type is 'The outcome event (SentOnAllPreparedChannelsEvent, CouldNotGetOrUseAudienceEvent, ...); null while under way.';
 comment on column audit.notifications.outcome_at is 'When the outcome was recorded.';
 comment on column audit.notifications.timed_out is 'Whether the saga''s deadline decided the outcome (channels without an answer counted as failed).';
-comment on column audit.notifications.sent_channels is 'Channels it was delivered on.';
+comment on column audit.notifications.sent_channels is 'Channels it was delivered on (with delivery: fallback, the one that delivered after the others failed).';
 comment on column audit.notifications.failed_channels is 'Channels that failed, or could not be used (skipped), when it has an outcome.';
 comment on column audit.notifications.failure_reason is 'Why it failed, per channel ("slack: channel_not_found") or as a whole ("unknown entity ..."), or why it was not sent ("opted out of every channel"); null when sent.';
 comment on column audit.notifications.internal_team_alerted is 'Whether the internal team was alerted about this notification''s failure.';

@@ -19,12 +19,14 @@ const uniqueChannels = z
 /**
  * Channel preferences: the channels the entity wants, most preferred first;
  * the channels it opted out of (they win even over a client's override);
- * and whether to deliver on every wanted channel or only the first usable one.
+ * and how to deliver: on every wanted channel (`all`), on the first usable
+ * one only (`first`), or on the first and, when it fails for good, on the
+ * next one, and so on (`fallback`).
  */
 export const Preferences = z.strictObject({
   channels: uniqueChannels,
   optedOut: uniqueChannels.default([]),
-  delivery: z.enum(["all", "first"]).default("all"),
+  delivery: z.enum(["all", "first", "fallback"]).default("all"),
 });
 export type Preferences = z.infer<typeof Preferences>;
 

@@ -6,6 +6,7 @@ import {
   CouldNotGetOrUseAudienceEvent,
   CouldNotPrepareToSendOnAnyChannelEvent,
   FailedNotificationSentToInternalTeamEvent,
+  FellBackToNextChannelEvent,
   PreparedToSendOnChannelsEvent,
   SendNotificationRequestedEvent,
   SendOutcomeEvent,
@@ -36,7 +37,7 @@ export const NotificationAggregate = z.object({
     }),
   ),
   skipped: z.array(z.object({ channel: Channel, reason: z.string() })),
-  outcome: z.object({ type: z.string(), at: z.string(), timedOut: z.boolean() }).nullable(),
+  outcome: z.object({ type: z.string(), at: z.string(), timedOut: z.boolean(), deliveredBy: Channel.optional() }).nullable(),
   failureReason: z.string().nullable(),
   alert: z.object({ at: z.string(), operations: z.array(z.object({ channel: Channel, operationId: z.string(), destination: z.string() })) }).nullable(),
   /** Position in notification.events of the last event applied, and how many were. */
@@ -104,6 +105,15 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
         channels: e.prepared.map((p) => ({ channel: p.channel, operationId: p.operationId, destination: p.destination, outcome: "pending" as const, error: null })),
       };
     }
+    case "FellBackToNextChannelEvent": {
+      // delivery: fallback: the channel tried failed for good; the next one is on its way.
+      const e = FellBackToNextChannelEvent.parse(event.payload);
+      const channels = next.channels.map((c) => (c.operationId === e.failed.operationId ? { ...c, outcome: "failed" as const, error: e.failed.error } : c));
+      if (!channels.some((c) => c.operationId === e.next.operationId)) {
+        channels.push({ channel: e.next.channel, operationId: e.next.operationId, destination: e.next.destination, outcome: "pending", error: null });
+      }
+      return { ...next, channels };
+    }
     case "SentOnAllPreparedChannelsEvent":
     case "SentOnSomePreparedChannelsEvent":
     case "CouldNotSendOnAnyPreparedChannelEvent": {
@@ -118,8 +128,9 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
         ...next,
         channels,
         status,
-        outcome: { type, at, timedOut: e.timedOut },
-        failureReason: failed.length ? failed.map((c) => `${c.channel}: ${c.error ?? "failed"}`).join("; ") : null,
+        outcome: { type, at, timedOut: e.timedOut, ...(e.deliveredBy ? { deliveredBy: e.deliveredBy } : {}) },
+        // Delivered (by a fallback channel, perhaps): nothing failed as far as the notification goes.
+        failureReason: status !== "sent" && failed.length ? failed.map((c) => `${c.channel}: ${c.error ?? "failed"}`).join("; ") : null,
       };
     }
     case "FailedNotificationSentToInternalTeamEvent":

@@ -155,25 +155,39 @@ function planNotification(
     return;
   }
 
-  const plans: ChannelPlan[] = resolution.channels.map(({ channel, destination }) => ({
+  const planOf = ({ channel, destination }: { channel: Channel; destination: string }): ChannelPlan => ({
     channel,
     operationId: channelOperationId(id, channel),
     stream: channelStream(channel),
     destination,
-  }));
+  });
+  const plans = resolution.channels.map(planOf);
+  const fallbacks = resolution.fallbacks.map(planOf);
   out.add(
     Streams.notificationEvents,
     notificationEvent(
       record,
       resolution.skipped.length === 0 ? "PreparedToSendOnAllChannelsEvent" : "PreparedToSendOnSomeChannelsEvent",
-      { entityId: entity.id, entityName: entity.name, prepared: plans, skipped: resolution.skipped, entityVersion: version.position },
+      {
+        entityId: entity.id,
+        entityName: entity.name,
+        prepared: plans,
+        ...(fallbacks.length > 0 ? { fallbacks } : {}),
+        skipped: resolution.skipped,
+        entityVersion: version.position,
+      },
     ),
   );
 
   const cause = { stream: record.stream, position: record.position };
+  const operation = (plan: ChannelPlan) => channelOperation(plan, op, { id, entityId: entity.id }, context.deps.notification);
   const saga = NotificationSaga.parse({
     awaiting: plans,
+    // With fallback channels, every step is awaited in turn; each waits as long as its own channel's schedule.
     deadline: sagaDeadline(context.now, plans.map((p) => p.channel), context.deps.notification).toISOString(),
+    ...(entity.preferences.delivery === "fallback"
+      ? { policy: "fallback", fallbacks: fallbacks.map((plan) => ({ plan, operation: operation(plan) })) }
+      : {}),
     onAllSent: "SentOnAllPreparedChannelsEvent",
     onSomeSent: "SentOnSomePreparedChannelsEvent",
     onNoneSent: "CouldNotSendOnAnyPreparedChannelEvent",
@@ -181,32 +195,47 @@ function planNotification(
   // Saga and channel operations commit together, so no channel outcome can arrive before someone waits for it.
   out.add(Streams.notificationSagas, { id, type: NotificationRecordTypes.NotificationSaga, payload: saga, causedBy: cause }, "skip_if_id_and_type_exists");
 
-  for (const plan of plans) {
-    if (plan.channel === "email") {
-      const payload = SendEmailOp.parse({
+  for (const plan of plans) out.add(plan.stream, { id, ...operation(plan), causedBy: cause });
+}
+
+/**
+ * The channel operation that delivers a notification on one channel: all it
+ * needs to send (the Naos rule), validated. Written at once, or kept in the
+ * saga for a fallback step.
+ */
+export function channelOperation(
+  plan: ChannelPlan,
+  op: SendNotificationToEntityOp,
+  notification: { id: string; entityId: string },
+  settings: Pick<NotificationSettings, "messageIdDomain">,
+): { type: string; payload: unknown } {
+  if (plan.channel === "email") {
+    return {
+      type: "SendEmailOp",
+      payload: SendEmailOp.parse({
         operationId: plan.operationId,
-        notificationId: id,
+        notificationId: notification.id,
         purpose: "notification",
-        entityId: entity.id,
+        entityId: notification.entityId,
         to: [plan.destination],
         subject: op.subject,
         text: op.text,
         ...(op.html !== undefined ? { html: op.html } : {}),
-        messageId: messageIdFor(plan.operationId, context.deps.notification.messageIdDomain),
+        messageId: messageIdFor(plan.operationId, settings.messageIdDomain),
         tags: op.tags,
-      });
-      out.add(plan.stream, { id, type: "SendEmailOp", payload, causedBy: cause });
-    } else {
-      const payload = SendSlackMessageOp.parse({
-        operationId: plan.operationId,
-        notificationId: id,
-        purpose: "notification",
-        entityId: entity.id,
-        channel: plan.destination,
-        ...composeSlackParts(op),
-        tags: op.tags,
-      });
-      out.add(plan.stream, { id, type: "SendSlackMessageOp", payload, causedBy: cause });
-    }
+      }),
+    };
   }
+  return {
+    type: "SendSlackMessageOp",
+    payload: SendSlackMessageOp.parse({
+      operationId: plan.operationId,
+      notificationId: notification.id,
+      purpose: "notification",
+      entityId: notification.entityId,
+      channel: plan.destination,
+      ...composeSlackParts(op),
+      tags: op.tags,
+    }),
+  };
 }

@@ -64,6 +64,8 @@ export const PreparedToSendOnChannelsEvent = z.strictObject({
   entityId,
   entityName: z.string(),
   prepared: z.array(ChannelPlan).min(1),
+  /** `delivery: fallback`: the channels to try next, in order, each only if the one before fails for good. */
+  fallbacks: z.array(ChannelPlan).optional(),
   skipped: z.array(SkippedChannel),
   /** The entity version the preferences came from (entity.events position). */
   entityVersion: z.number().int(),
@@ -84,6 +86,17 @@ export const SendOutcomeEvent = z.strictObject({
   failed: z.array(Channel),
   operations: z.array(OperationOutcome),
   timedOut: z.boolean(),
+  /** `delivery: fallback`: the channel that delivered, after those in `failed` failed for good. */
+  deliveredBy: Channel.optional(),
+});
+
+/**
+ * `delivery: fallback`: the channel being tried failed for good (a permanent
+ * error, or its retries ran out), so the saga sends on the next one.
+ */
+export const FellBackToNextChannelEvent = z.strictObject({
+  failed: OperationOutcome,
+  next: ChannelPlan,
 });
 export type SendOutcomeEvent = z.infer<typeof SendOutcomeEvent>;
 
@@ -103,6 +116,7 @@ export const NotificationEventTypes = {
   SentOnSomePreparedChannelsEvent: "SentOnSomePreparedChannelsEvent",
   CouldNotSendOnAnyPreparedChannelEvent: "CouldNotSendOnAnyPreparedChannelEvent",
   FailedNotificationSentToInternalTeamEvent: "FailedNotificationSentToInternalTeamEvent",
+  FellBackToNextChannelEvent: "FellBackToNextChannelEvent",
 } as const;
 export type NotificationEventType = keyof typeof NotificationEventTypes;
 
@@ -117,6 +131,7 @@ export const notificationEventSchemas: Record<NotificationEventType, z.ZodType> 
   SentOnSomePreparedChannelsEvent: SendOutcomeEvent,
   CouldNotSendOnAnyPreparedChannelEvent: SendOutcomeEvent,
   FailedNotificationSentToInternalTeamEvent,
+  FellBackToNextChannelEvent,
 };
 
 /** Events that end a notification with a failure: the internal team hears about them. */
@@ -147,9 +162,22 @@ export const TERMINAL_EVENT_TYPES: readonly NotificationEventType[] = [
 ];
 
 // --- Saga (notification.sagas) ----------------------------------------------
+/** A channel operation prepared in advance, appended only if the saga falls back to it (the Naos rule: it holds all it needs). */
+export const FallbackStep = z.strictObject({
+  plan: ChannelPlan,
+  operation: z.strictObject({ type: z.string(), payload: z.unknown() }),
+});
+export type FallbackStep = z.infer<typeof FallbackStep>;
+
 export const NotificationSaga = z.strictObject({
   /** The channel operations whose outcomes decide the notification's outcome. */
   awaiting: z.array(ChannelPlan).min(1),
+  /** `all` (every awaited operation counts) or `fallback` (one at a time, in order: the first that delivers ends it). */
+  policy: z.enum(["all", "fallback"]).default("all"),
+  /** `fallback`: operations already tried that failed for good, oldest first. */
+  tried: z.array(ChannelPlan).default([]),
+  /** `fallback`: the operations to try next, in order. */
+  fallbacks: z.array(FallbackStep).default([]),
   /** Past this, operations without an outcome count as failed ("timed out"). */
   deadline: z.iso.datetime(),
   /** Event written for each outcome (the original system's "instructions"). */

@@ -3,6 +3,8 @@ import type { Channel, Entity } from "../entities/entity.schemas";
 export interface ChannelResolution {
   /** Channels to send on, in the entity's order of preference. */
   channels: Array<{ channel: Channel; destination: string }>;
+  /** With `delivery: fallback`: the usable channels to try next, in order, each only if the one before failed for good. */
+  fallbacks: Array<{ channel: Channel; destination: string }>;
   /** Channels asked for but not used, and why. */
   skipped: Array<{ channel: Channel; reason: string }>;
   /** Every channel asked for was opted out of. */
@@ -17,11 +19,13 @@ function destinationOf(entity: Entity, channel: Channel): string | null {
  * Which channels a notification goes out on. The client's override replaces
  * the entity's wanted channels, but an opt-out always wins. A channel without
  * a contact detail is skipped with the reason. `delivery: first` keeps only
- * the most preferred usable channel.
+ * the most preferred usable channel; `delivery: fallback` sends on that one
+ * and keeps the others, in order, to fall back on.
  */
 export function resolveChannels(entity: Entity, override?: readonly Channel[]): ChannelResolution {
   const wanted = override ?? entity.preferences.channels;
   const channels: ChannelResolution["channels"] = [];
+  const fallbacks: ChannelResolution["fallbacks"] = [];
   const skipped: ChannelResolution["skipped"] = [];
   for (const channel of wanted) {
     if (entity.preferences.optedOut.includes(channel)) {
@@ -37,9 +41,13 @@ export function resolveChannels(entity: Entity, override?: readonly Channel[]): 
       skipped.push({ channel, reason: "delivery is 'first' and a more preferred channel is used" });
       continue;
     }
+    if (entity.preferences.delivery === "fallback" && channels.length > 0) {
+      fallbacks.push({ channel, destination });
+      continue;
+    }
     channels.push({ channel, destination });
   }
   // Wanting no channel at all is opting out of every one.
   const allOptedOut = channels.length === 0 && skipped.every((s) => s.reason === "opted out");
-  return { channels, skipped, allOptedOut };
+  return { channels, fallbacks, skipped, allOptedOut };
 }

@@ -3,13 +3,13 @@ import type { HandlerOutcome, TransactionalBot } from "../bots/bot";
 import type { Tx } from "../db/database";
 import { EmailRecordTypes, FailedToSendEmailEvent, SucceededInSendingEmailEvent } from "../email/email.schemas";
 import { FailedToSendSlackMessageEvent, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "../slack/slack.schemas";
-import { append } from "../streams/append";
+import { AppendBuffer } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
 import { findRecords, getLatestByIds } from "../streams/read";
-import { NotificationRecordTypes, NotificationSaga, SendOutcomeEvent } from "./notification.schemas";
+import { NotificationRecordTypes, NotificationSaga, SendOutcomeEvent, type FallbackStep, type OperationOutcome } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
-import { notificationEvent } from "./notification.bot";
+import { notificationEvent, sagaDeadline } from "./notification.bot";
 import { decideSaga, type ObservedOutcome, type SagaDecision } from "./saga";
 
 const OUTCOME_TYPES = [
@@ -62,7 +62,12 @@ type Evaluation = SagaDecision & { saga: NotificationSaga };
  * written again. Ids without a saga (an internal alert's operations) are
  * left out.
  */
-async function evaluateSagas(tx: Tx, causes: ReadonlyMap<string, StreamRecord>, now: Date): Promise<Map<string, Evaluation>> {
+async function evaluateSagas(
+  tx: Tx,
+  causes: ReadonlyMap<string, StreamRecord>,
+  now: Date,
+  settings: NotificationDeps["notification"],
+): Promise<Map<string, Evaluation>> {
   const ids = [...causes.keys()].sort();
   await sql`select pg_advisory_xact_lock(hashtextextended('saga ' || id, 0)) from unnest(${ids}::text[]) as id order by id`.execute(tx);
   const [sagas, previous, observed] = await Promise.all([
@@ -71,19 +76,55 @@ async function evaluateSagas(tx: Tx, causes: ReadonlyMap<string, StreamRecord>, 
     observedOutcomes(tx, ids),
   ]);
   const evaluations = new Map<string, Evaluation>();
-  const outcomes: NewRecord[] = [];
+  const out = new AppendBuffer();
   for (const id of ids) {
     const sagaRecord = sagas.get(id);
     if (!sagaRecord) continue;
     const saga = NotificationSaga.parse(sagaRecord.payload);
     const decision = decideSaga(saga, observed.get(id) ?? [], now);
     if (decision.done && !sameOutcome(previous.get(id), decision)) {
-      outcomes.push(notificationEvent(causes.get(id)!, decision.eventType, decision.payload));
+      out.add(Streams.notificationEvents, notificationEvent(causes.get(id)!, decision.eventType, decision.payload));
+    }
+    if (!decision.done && decision.fallBack) {
+      const next = fallBack(out, causes.get(id)!, sagaRecord, saga, decision.fallBack, now, settings);
+      evaluations.set(id, { done: false, waitingFor: [decision.fallBack.next.plan.operationId], saga: next });
+      continue;
     }
     evaluations.set(id, { ...decision, saga });
   }
-  await append(tx, Streams.notificationEvents, outcomes);
+  // Events first, then the saga, then the operation: the same order as the notification bot.
+  await out.flush(tx);
   return evaluations;
+}
+
+/**
+ * `delivery: fallback`: the channel tried failed for good, so record that and
+ * send on the next one: the event, the saga awaiting the next operation
+ * (with its own deadline), and the operation prepared when the notification
+ * was, all in this transaction.
+ */
+function fallBack(
+  out: AppendBuffer,
+  cause: StreamRecord,
+  sagaRecord: StreamRecord,
+  saga: NotificationSaga,
+  step: { failed: OperationOutcome; next: FallbackStep; rest: FallbackStep[] },
+  now: Date,
+  settings: NotificationDeps["notification"],
+): NotificationSaga {
+  const id = sagaRecord.id;
+  out.add(Streams.notificationEvents, notificationEvent(cause, "FellBackToNextChannelEvent", { failed: step.failed, next: step.next.plan }));
+  const next = NotificationSaga.parse({
+    ...saga,
+    awaiting: [step.next.plan],
+    tried: [...saga.tried, ...saga.awaiting],
+    fallbacks: step.rest,
+    deadline: sagaDeadline(now, [step.next.plan.channel], settings).toISOString(),
+  });
+  const causedBy = { stream: cause.stream, position: cause.position };
+  out.add(Streams.notificationSagas, { id, type: NotificationRecordTypes.NotificationSaga, payload: next, causedBy });
+  out.add(step.next.plan.stream, { id, type: step.next.operation.type, payload: step.next.operation.payload, causedBy });
+  return next;
 }
 
 function sameOutcome(previous: StreamRecord | undefined, decision: Extract<SagaDecision, { done: true }>): boolean {
@@ -107,8 +148,8 @@ export function createSagaDeadlineBot(): TransactionalBot<NotificationDeps> {
     actor: "saga_bot",
     batch: { maxSize: 64 },
     schemas: { [NotificationRecordTypes.NotificationSaga]: NotificationSaga },
-    async handle({ tx, record, now }): Promise<HandlerOutcome> {
-      const result = (await evaluateSagas(tx, new Map([[record.id, record]]), now)).get(record.id);
+    async handle({ tx, record, now, deps }): Promise<HandlerOutcome> {
+      const result = (await evaluateSagas(tx, new Map([[record.id, record]]), now, deps.notification)).get(record.id);
       if (!result || result.done) return;
       const untilDeadline = Date.parse(result.saga.deadline) - now.getTime();
       return {
@@ -129,11 +170,11 @@ function createSagaOutcomeBot(stream: string): TransactionalBot<NotificationDeps
     // Outcomes of one notification arriving together need one evaluation,
     // and a batch of notifications is evaluated set-based.
     batch: { maxSize: 64, coalesceById: true },
-    async handle({ tx, record, now }) {
-      await evaluateSagas(tx, new Map([[record.id, record]]), now);
+    async handle({ tx, record, now, deps }) {
+      await evaluateSagas(tx, new Map([[record.id, record]]), now, deps.notification);
     },
-    async handleBatch({ tx, records, now }) {
-      await evaluateSagas(tx, new Map(records.map((r) => [r.id, r])), now);
+    async handleBatch({ tx, records, now, deps }) {
+      await evaluateSagas(tx, new Map(records.map((r) => [r.id, r])), now, deps.notification);
     },
   };
 }

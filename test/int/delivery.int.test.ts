@@ -173,3 +173,56 @@ describe("retry schedules that outlast greylisting", () => {
     expect(sent.channels[0]).toMatchObject({ status: "sent", attempts: 2, lastError: null });
   });
 });
+
+describe("delivery: fallback", () => {
+  it("Slack first, its channel gone: the saga falls back to email, delivered; the fallback is in the view and the audit", async () => {
+    const auditor = (q: string, values: unknown[]) => inTransaction(app.t.db, "auditor", (tx) => sql.raw<any>(q.replace("$1", `'${values[0]}'`)).execute(tx));
+    await createEntity(app.t, "flo", person({ email: "flo@example.com", slack: "#gone", preferences: { channels: ["slack", "email"], optedOut: [], delivery: "fallback" } }));
+    app.slack.failNext(1, { kind: "slackError", error: "channel_not_found" });
+    const { id } = (await post({ entityId: "flo", subject: "fall back", text: "Hello." })).json;
+    const outcome = await waitForOutcome(app.t, id);
+    expect(outcome.type).toBe("SentOnAllPreparedChannelsEvent");
+    expect(outcome.payload).toMatchObject({ sent: ["email"], failed: ["slack"], deliveredBy: "email" });
+    expect(app.smtp.messages.filter((m) => m.subject === "fall back")).toHaveLength(1);
+    // Email waited for Slack to fail for good: one Slack attempt, then the email.
+    expect((await findRecords(app.t.adminDb, Streams.notificationEvents, { ids: [id] })).map((e) => e.type)).toEqual([
+      "SendNotificationRequestedEvent",
+      "PreparedToSendOnAllChannelsEvent",
+      "FellBackToNextChannelEvent",
+      "SentOnAllPreparedChannelsEvent",
+    ]);
+    const prepared = (await findRecords(app.t.adminDb, Streams.notificationEvents, { ids: [id], types: ["PreparedToSendOnAllChannelsEvent"] }))[0]!;
+    expect(prepared.payload).toMatchObject({ prepared: [{ channel: "slack" }], fallbacks: [{ channel: "email", destination: "flo@example.com" }] });
+    const fell = (await findRecords(app.t.adminDb, Streams.notificationEvents, { ids: [id], types: ["FellBackToNextChannelEvent"] }))[0]!;
+    expect(fell.payload).toMatchObject({ failed: { channel: "slack", outcome: "failed", error: expect.stringMatching(/channel_not_found/) }, next: { channel: "email" } });
+    // The email operation was written by the saga, in reaction to Slack's failure.
+    const [emailOp] = await findRecords(app.t.adminDb, Streams.emailOperations, { ids: [id] });
+    const [slackFailure] = await findRecords(app.t.adminDb, Streams.slackEvents, { ids: [id], types: ["FailedToSendSlackMessageEvent"] });
+    expect(emailOp!.recordedBy).toBe("tidings_saga_bot");
+    expect(emailOp!.causedBy).toEqual({ stream: Streams.slackEvents, position: slackFailure!.position });
+
+    const v = await waitFor(async () => ((await view(id)).status === "sent" ? view(id) : undefined), { what: "the view to say sent" });
+    expect(v.outcome).toMatchObject({ type: "SentOnAllPreparedChannelsEvent", deliveredBy: "email" });
+    expect(v.failureReason).toBeNull();
+    expect(v.channels.map((c: { channel: string; status: string }) => [c.channel, c.status])).toEqual([
+      ["slack", "failed"],
+      ["email", "sent"],
+    ]);
+    const audited = await auditor("select status, sent_channels, failed_channels, failure_reason, internal_team_alerted from audit.notifications where tracking_id = $1", [id]);
+    expect(audited.rows).toEqual([{ status: "sent", sent_channels: ["email"], failed_channels: ["slack"], failure_reason: null, internal_team_alerted: false }]);
+    // A delivered notification is not one the reaction bot takes up: no alert.
+    expect(await findRecords(app.t.adminDb, Streams.notificationInternalOperations, { ids: [id] })).toEqual([]);
+  });
+
+  it("every channel fails for good: not sent on any, each step in the events, the team alerted", async () => {
+    await createEntity(app.t, "gil", person({ email: "gil@example.com", slack: "#gone", preferences: { channels: ["slack", "email"], optedOut: [], delivery: "fallback" } }));
+    app.slack.failNext(1, { kind: "slackError", error: "channel_not_found" });
+    app.smtp.rejectRecipient("gil@example.com", 550, "5.1.1 No such user");
+    const { id } = (await post({ entityId: "gil", subject: "nowhere", text: "Hello." })).json;
+    const outcome = await waitForOutcome(app.t, id);
+    expect(outcome.type).toBe("CouldNotSendOnAnyPreparedChannelEvent");
+    expect(outcome.payload).toMatchObject({ sent: [], failed: ["slack", "email"] });
+    expect(outcome.payload).not.toHaveProperty("deliveredBy");
+    await waitFor(async () => (await findRecords(app.t.adminDb, Streams.notificationInternalOperations, { ids: [id] })).length > 0, { what: "the alert" });
+  });
+});

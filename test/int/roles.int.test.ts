@@ -26,7 +26,8 @@ describe("who may write what, enforced by PostgreSQL", () => {
     const { rows } = await t.query("select name, kind from tidings.streams where name not like 'testing.%' order by name");
     expect(rows.map((r) => r.name)).toEqual(Object.values(Streams).sort());
     const producers = await t.query("select actor from tidings.stream_producers where stream = 'email.operations' order by actor");
-    expect(producers.rows.map((r) => r.actor)).toEqual(["internal_operation_bot", "notification_bot"]);
+    // The saga writes the next channel's operation when it falls back (delivery: fallback).
+    expect(producers.rows.map((r) => r.actor)).toEqual(["internal_operation_bot", "notification_bot", "saga_bot"]);
     const consumers = await t.query("select concern, task_identifier from tidings.stream_consumers where stream = 'email.operations'");
     expect(consumers.rows).toEqual([{ concern: "email_bot", task_identifier: "email.operations:email_bot" }]);
   });
@@ -51,10 +52,10 @@ describe("who may write what, enforced by PostgreSQL", () => {
     await expect(
       asActor("email_bot", (tx) => appendOne(tx, Streams.notificationEvents, { id: "x", type: "Forged", payload: {} })),
     ).rejects.toThrow(/refused by PostgreSQL: permission denied/);
-    // the saga bot reads the email streams but does not produce email operations
+    // the saga bot reads the email events but does not produce them
     await expect(
-      asActor("saga_bot", (tx) => appendOne(tx, Streams.emailOperations, { id: "x", type: "Forged", payload: {} })),
-    ).rejects.toThrow(/refused by PostgreSQL: permission denied for table operations/);
+      asActor("saga_bot", (tx) => appendOne(tx, Streams.emailEvents, { id: "x", type: "SucceededInSendingEmailEvent", payload: {} })),
+    ).rejects.toThrow(/refused by PostgreSQL: permission denied for table events/);
     await expect(
       asActor("reader", (tx) => appendOne(tx, Streams.notificationViews, { id: "x", type: "View", payload: {} })),
     ).rejects.toThrow(/permission denied/);

@@ -1,7 +1,6 @@
-import type { NotificationSaga } from "../../src/notification/notification.schemas";
-import { decideSaga, type ObservedOutcome } from "../../src/notification/saga";
+import { decideSaga, type ObservedOutcome, type SagaInput } from "../../src/notification/saga";
 
-const saga = (channels: Array<"email" | "slack">, deadline = "2030-01-01T00:00:00.000Z"): NotificationSaga => ({
+const saga = (channels: Array<"email" | "slack">, deadline = "2030-01-01T00:00:00.000Z"): SagaInput => ({
   awaiting: channels.map((channel) => ({ channel, operationId: `n:${channel}`, stream: `${channel}.operations`, destination: "x" })),
   deadline,
   onAllSent: "SentOnAllPreparedChannelsEvent",
