@@ -28,13 +28,13 @@ select tidings.declare_stream('notification.internal_operations', 'notification'
   array['AlertInternalTeamOp'],
   'Operations the subsystem queued for itself, e.g. alerting the internal team about a failed notification.');
 select tidings.declare_stream('notification.sagas', 'notification', 'saga', null,
-  array['NotificationSaga'],
+  array['NotificationSaga', 'NotificationDelayWatch'],
   'One saga per notification: the channel operations it waits for and the deadline by which they must have an outcome.');
 select tidings.declare_stream('notification.events', 'notification', 'event', null,
   array['SendNotificationRequestedEvent', 'CouldNotGetOrUseAudienceEvent', 'AudienceOptedOutOfAllChannelsEvent',
         'CouldNotPrepareToSendOnAnyChannelEvent', 'PreparedToSendOnAllChannelsEvent', 'PreparedToSendOnSomeChannelsEvent',
         'SentOnAllPreparedChannelsEvent', 'SentOnSomePreparedChannelsEvent', 'CouldNotSendOnAnyPreparedChannelEvent',
-        'FailedNotificationSentToInternalTeamEvent', 'FellBackToNextChannelEvent'],
+        'FailedNotificationSentToInternalTeamEvent', 'FellBackToNextChannelEvent', 'NotificationDelayedEvent'],
   'Events of the notification aggregate; applied in order they rebuild it.');
 select tidings.declare_stream('notification.views', 'notification', 'view', null,
   array['NotificationView'],
@@ -95,8 +95,8 @@ select tidings.declare_consumer('notification.sagas', 'saga_bot', 'saga_bot',
   null, 'Enforces the saga deadline (runs at the deadline).', 'deadline');
 select tidings.declare_consumer('notification.events', 'reaction_bot', 'reaction_bot',
   array['CouldNotGetOrUseAudienceEvent', 'AudienceOptedOutOfAllChannelsEvent', 'CouldNotPrepareToSendOnAnyChannelEvent',
-        'SentOnSomePreparedChannelsEvent', 'CouldNotSendOnAnyPreparedChannelEvent'],
-  'Alerts the internal team about failure outcomes.');
+        'SentOnSomePreparedChannelsEvent', 'CouldNotSendOnAnyPreparedChannelEvent', 'NotificationDelayedEvent'],
+  'Alerts the internal team about failure outcomes (and delays, and notifications not sent when configured).');
 select tidings.declare_consumer('email.operations', 'email_bot', 'email_bot',
   array['SendEmailOp'], 'Sends the email.');
 select tidings.declare_consumer('email.events', 'saga_bot', 'saga_bot',

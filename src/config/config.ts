@@ -90,6 +90,7 @@ export const configSchema = z.object({
   INTERNAL_TEAM_EMAIL: z.email().default("internal-team@tidings.invalid"),
   INTERNAL_TEAM_SLACK_CHANNEL: z.string().optional(),
   ALERT_ON_NOT_SENT: bool.default(false),
+  DELAYED_ALERT_AFTER_MS: int(1_000, 30 * 86_400_000).optional(),
   // Workflow.
   SAGA_DEADLINE_MS: int(1_000, 7 * 86_400_000).default(15 * 60_000),
   SNAPSHOT_EVERY: int(1, 10_000).default(10),

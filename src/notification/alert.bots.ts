@@ -56,6 +56,7 @@ const HEADLINES: Partial<Record<NotificationEventType, string>> = {
   CouldNotPrepareToSendOnAnyChannelEvent: "no channel could be prepared",
   SentOnSomePreparedChannelsEvent: "it was sent on some channels only",
   CouldNotSendOnAnyPreparedChannelEvent: "it could not be sent on any channel",
+  NotificationDelayedEvent: "it has no outcome yet (a channel is still retrying or waiting)",
 };
 
 /**
@@ -70,9 +71,10 @@ export function askQuery(id: string): string {
 /** The alert's text: what failed and why, from the notification's own events. */
 function describeFailure(id: string, failure: StreamRecord, requested: StreamRecord | undefined): { subject: string; text: string } {
   const type = failure.type as NotificationEventType;
+  const verb = type === "NotificationDelayedEvent" ? "is delayed" : "failed";
   const req = requested ? SendNotificationRequestedEvent.parse(requested.payload) : null;
   const lines = [
-    `Notification ${id} failed: ${HEADLINES[type] ?? type}.`,
+    `Notification ${id} ${verb}: ${HEADLINES[type] ?? type}.`,
     "",
     `Entity: ${req?.entityId ?? "unknown"}`,
     `Subject: ${req?.subject ?? "unknown"}`,
@@ -89,7 +91,7 @@ function describeFailure(id: string, failure: StreamRecord, requested: StreamRec
     lines.push("", `Details: ${JSON.stringify(parsed)}`);
   }
   lines.push("", `Ask: ${askQuery(id)}`);
-  return { subject: `[tidings] notification ${id} failed: ${HEADLINES[type] ?? type}`, text: lines.join("\n") };
+  return { subject: `[tidings] notification ${id} ${verb}: ${HEADLINES[type] ?? type}`, text: lines.join("\n") };
 }
 
 /** Executes AlertInternalTeamOp: an email (and optionally a Slack message) to the internal team. */

@@ -9,6 +9,7 @@ import { Streams } from "../streams/names";
 import { composeSlackParts } from "./compose";
 import { channelOperationId, messageIdFor } from "./ids";
 import {
+  NotificationDelayWatch,
   NotificationSaga,
   NotificationRecordTypes,
   SendNotificationToEntityOp,
@@ -33,6 +34,8 @@ export interface NotificationSettings {
   snapshotEvery: number;
   /** Alert the internal team also when a notification is not sent because its entity has no channel to use. */
   alertOnNotSent?: boolean;
+  /** Alert the internal team when a notification still has no outcome this long after it was prepared (unset: never). */
+  delayedAlertAfterMs?: number;
   /** Right-hand side of the Message-IDs of email operations (src/email/sender.ts messageIdDomain). */
   messageIdDomain: string;
 }
@@ -196,6 +199,12 @@ function planNotification(
   out.add(Streams.notificationSagas, { id, type: NotificationRecordTypes.NotificationSaga, payload: saga, causedBy: cause }, "skip_if_id_and_type_exists");
 
   for (const plan of plans) out.add(plan.stream, { id, ...operation(plan), causedBy: cause });
+  // A check for the saga to make later: is there an outcome by then?
+  const delayAfter = context.deps.notification.delayedAlertAfterMs;
+  if (delayAfter !== undefined) {
+    const watch = NotificationDelayWatch.parse({ deadline: new Date(context.now.getTime() + delayAfter).toISOString(), afterMs: delayAfter });
+    out.add(Streams.notificationSagas, { id, type: NotificationRecordTypes.NotificationDelayWatch, payload: watch, causedBy: cause }, "skip_if_id_and_type_exists");
+  }
 }
 
 /**

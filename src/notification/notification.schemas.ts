@@ -94,6 +94,16 @@ export const SendOutcomeEvent = z.strictObject({
  * `delivery: fallback`: the channel being tried failed for good (a permanent
  * error, or its retries ran out), so the saga sends on the next one.
  */
+/**
+ * No outcome yet this long after the request (DELAYED_ALERT_AFTER_MS): a
+ * channel is still retrying or waiting. Not an outcome: the saga waits on;
+ * the internal team hears about it.
+ */
+export const NotificationDelayedEvent = z.strictObject({
+  delayedForMs: z.number().int().min(0),
+  waitingFor: z.array(z.string()),
+});
+
 export const FellBackToNextChannelEvent = z.strictObject({
   failed: OperationOutcome,
   next: ChannelPlan,
@@ -117,6 +127,7 @@ export const NotificationEventTypes = {
   CouldNotSendOnAnyPreparedChannelEvent: "CouldNotSendOnAnyPreparedChannelEvent",
   FailedNotificationSentToInternalTeamEvent: "FailedNotificationSentToInternalTeamEvent",
   FellBackToNextChannelEvent: "FellBackToNextChannelEvent",
+  NotificationDelayedEvent: "NotificationDelayedEvent",
 } as const;
 export type NotificationEventType = keyof typeof NotificationEventTypes;
 
@@ -132,6 +143,7 @@ export const notificationEventSchemas: Record<NotificationEventType, z.ZodType> 
   CouldNotSendOnAnyPreparedChannelEvent: SendOutcomeEvent,
   FailedNotificationSentToInternalTeamEvent,
   FellBackToNextChannelEvent,
+  NotificationDelayedEvent,
 };
 
 /** Events that end a notification with a failure: the internal team hears about them. */
@@ -139,6 +151,8 @@ export const FAILURE_EVENT_TYPES: readonly NotificationEventType[] = [
   "CouldNotGetOrUseAudienceEvent",
   "SentOnSomePreparedChannelsEvent",
   "CouldNotSendOnAnyPreparedChannelEvent",
+  // Not a failure yet, but the team hears about it the same way.
+  "NotificationDelayedEvent",
 ];
 
 /**
@@ -193,9 +207,16 @@ export const AlertInternalTeamOp = z.strictObject({
   failureEvent: z.strictObject({ stream: z.string(), position: z.number().int() }),
 });
 
+/** A check of the saga's, due at `deadline`: has the notification an outcome yet? (DELAYED_ALERT_AFTER_MS) */
+export const NotificationDelayWatch = z.strictObject({
+  deadline: z.iso.datetime(),
+  afterMs: z.number().int().min(1),
+});
+
 export const NotificationRecordTypes = {
   SendNotificationToEntityOp: "SendNotificationToEntityOp",
   NotificationSaga: "NotificationSaga",
+  NotificationDelayWatch: "NotificationDelayWatch",
   AlertInternalTeamOp: "AlertInternalTeamOp",
   NotificationView: "NotificationView",
   NotificationSnapshot: "NotificationSnapshot",

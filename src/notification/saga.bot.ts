@@ -3,11 +3,18 @@ import type { HandlerOutcome, TransactionalBot } from "../bots/bot";
 import type { Tx } from "../db/database";
 import { EmailRecordTypes, FailedToSendEmailEvent, SucceededInSendingEmailEvent } from "../email/email.schemas";
 import { FailedToSendSlackMessageEvent, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "../slack/slack.schemas";
-import { AppendBuffer } from "../streams/append";
+import { AppendBuffer, append } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
 import { findRecords, getLatestByIds } from "../streams/read";
-import { NotificationRecordTypes, NotificationSaga, SendOutcomeEvent, type FallbackStep, type OperationOutcome } from "./notification.schemas";
+import {
+  NotificationDelayWatch,
+  NotificationRecordTypes,
+  NotificationSaga,
+  SendOutcomeEvent,
+  type FallbackStep,
+  type OperationOutcome,
+} from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
 import { notificationEvent, sagaDeadline } from "./notification.bot";
 import { decideSaga, type ObservedOutcome, type SagaDecision } from "./saga";
@@ -147,8 +154,9 @@ export function createSagaDeadlineBot(): TransactionalBot<NotificationDeps> {
     concern: "saga_bot",
     actor: "saga_bot",
     batch: { maxSize: 64 },
-    schemas: { [NotificationRecordTypes.NotificationSaga]: NotificationSaga },
+    schemas: { [NotificationRecordTypes.NotificationSaga]: NotificationSaga, [NotificationRecordTypes.NotificationDelayWatch]: NotificationDelayWatch },
     async handle({ tx, record, now, deps }): Promise<HandlerOutcome> {
+      if (record.type === NotificationRecordTypes.NotificationDelayWatch) return watchForDelay(tx, record, now, deps.notification);
       const result = (await evaluateSagas(tx, new Map([[record.id, record]]), now, deps.notification)).get(record.id);
       if (!result || result.done) return;
       const untilDeadline = Date.parse(result.saga.deadline) - now.getTime();
@@ -158,6 +166,24 @@ export function createSagaDeadlineBot(): TransactionalBot<NotificationDeps> {
       };
     },
   };
+}
+
+/**
+ * A delay watch came due: if the notification has no outcome yet, record
+ * NotificationDelayedEvent (the reaction bot alerts the team about it). A
+ * watch that runs early all the same (a re-drive) waits until it is due.
+ */
+async function watchForDelay(tx: Tx, record: StreamRecord, now: Date, settings: NotificationDeps["notification"]): Promise<HandlerOutcome> {
+  const watch = NotificationDelayWatch.parse(record.payload);
+  const dueInMs = Date.parse(watch.deadline) - now.getTime();
+  if (dueInMs > 0) return { retryAfterMs: dueInMs + 50, reason: `delay watch due at ${watch.deadline}` };
+  const evaluation = (await evaluateSagas(tx, new Map([[record.id, record]]), now, settings)).get(record.id);
+  if (!evaluation || evaluation.done) return;
+  const [outcome] = (await getLatestByIds(tx, Streams.notificationEvents, [record.id], { types: OUTCOME_TYPES })).values();
+  if (outcome) return;
+  await append(tx, Streams.notificationEvents, [
+    notificationEvent(record, "NotificationDelayedEvent", { delayedForMs: watch.afterMs, waitingFor: evaluation.waitingFor }),
+  ]);
 }
 
 /** A channel outcome event: re-evaluate the saga that awaits it. */

@@ -47,6 +47,7 @@ export async function startTidings(
     internalTeamSlackChannel?: string;
     autoStart?: boolean;
     alertOnNotSent?: boolean;
+    delayedAlertAfterMs?: number;
     /** Channels' retry schedules (delays before each further attempt), as EMAIL_/SLACK_RETRY_SCHEDULE. */
     retrySchedules?: { email?: number[]; slack?: number[] };
   } = {},
@@ -64,6 +65,7 @@ export async function startTidings(
       internalTeamEmail: "oncall@example.test",
       internalTeamSlackChannel: options.internalTeamSlackChannel,
       alertOnNotSent: options.alertOnNotSent ?? false,
+      ...(options.delayedAlertAfterMs === undefined ? {} : { delayedAlertAfterMs: options.delayedAlertAfterMs }),
       ...(options.retrySchedules ? { retrySchedules: options.retrySchedules } : {}),
       snapshotEvery: 3,
       messageIdDomain: "example.test",

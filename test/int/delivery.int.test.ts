@@ -226,3 +226,30 @@ describe("delivery: fallback", () => {
     await waitFor(async () => (await findRecords(app.t.adminDb, Streams.notificationInternalOperations, { ids: [id] })).length > 0, { what: "the alert" });
   });
 });
+
+describe("an alert when a notification is delayed", () => {
+  it("no outcome DELAYED_ALERT_AFTER_MS after it was prepared: NotificationDelayedEvent and an alert; the notification is still sent later", async () => {
+    const delayed = await startTidings({ retrySchedules: { email: [3_600_000] }, delayedAlertAfterMs: 1_000 });
+    try {
+      await createEntity(delayed.t, "slow", person({ email: "slow@greylist.example", slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }));
+      delayed.smtp.rejectNext(1, "RCPT", 451, "4.7.1 Greylisted");
+      const { trackingId } = await enqueueNotification(delayed.t.db, { entityId: "slow", subject: "later", text: "t" });
+      const event = await waitFor(async () => (await findRecords(delayed.t.adminDb, Streams.notificationEvents, { ids: [trackingId], types: ["NotificationDelayedEvent"] }))[0], {
+        what: "the delay event",
+      });
+      expect(event.payload).toEqual({ delayedForMs: 1_000, waitingFor: [`${trackingId}:email`] });
+      const alert = await waitFor(async () => delayed.smtp.messages.find((m) => m.to.includes("oncall@example.test") && (m.subject ?? "").includes(trackingId)), {
+        what: "the alert email",
+      });
+      expect(alert.subject).toMatch(/is delayed/);
+      // It was not a failure: make the retry due, and it is sent.
+      await delayed.t.query(
+        `update graphile_worker._private_jobs set run_at = now()
+         where task_id = (select id from graphile_worker._private_tasks where identifier = 'email.operations:email_bot') and run_at > now()`,
+      );
+      expect((await waitForOutcome(delayed.t, trackingId)).type).toBe("SentOnAllPreparedChannelsEvent");
+    } finally {
+      await delayed.stop();
+    }
+  });
+});
