@@ -26,6 +26,7 @@ export async function createBotDeps(config: Config, logger: Logger): Promise<Bot
     token: config.SLACK_BOT_TOKEN,
     apiUrl: config.SLACK_API_URL,
     sinkFile: path.join(outbox, "slack.jsonl"),
+    sinkMissingChannels: config.SLACK_SINK_MISSING_CHANNELS ?? [],
     logger,
   });
   logger.info(`email: ${transport.describe()}`);

@@ -85,6 +85,11 @@ export const configSchema = z.object({
     .optional(),
   SLACK_BOT_TOKEN: z.string().regex(/^xox[a-z]-/, "must be a Slack token (xoxb-...)").optional(),
   SLACK_API_URL: z.url().optional(),
+  // Without a token: destinations the local sink answers channel_not_found for (comma-separated), to try fallbacks.
+  SLACK_SINK_MISSING_CHANNELS: z
+    .string()
+    .transform((text) => text.split(",").map((c) => c.trim()).filter((c) => c !== ""))
+    .optional(),
   // Who hears about failed notifications.
   // A default that passes the same check as a configured value (an email a channel operation can carry).
   INTERNAL_TEAM_EMAIL: z.email().default("internal-team@tidings.invalid"),

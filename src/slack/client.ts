@@ -53,6 +53,12 @@ export interface SlackPosterOptions {
   apiUrl?: string;
   /** JSON-lines file the local sink appends to. */
   sinkFile: string;
+  /**
+   * Destinations the local sink answers `channel_not_found` for, as Slack does
+   * for a channel that is gone: to try fallbacks and failure alerts without
+   * Slack (SLACK_SINK_MISSING_CHANNELS).
+   */
+  sinkMissingChannels?: readonly string[];
   /** Per-request timeout. Default 10 s. */
   timeoutMs?: number;
   /** Where the SDK's own log lines go; by default only its errors reach stderr. */
@@ -64,7 +70,7 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 
 export function createSlackPoster(options: SlackPosterOptions): SlackPoster {
   const token = options.token?.trim();
-  return token ? new WebApiPoster(token, options) : new SinkPoster(options.sinkFile);
+  return token ? new WebApiPoster(token, options) : new SinkPoster(options.sinkFile, options.sinkMissingChannels ?? []);
 }
 
 /** Adapt pino to the SDK's logger interface. */
@@ -306,13 +312,16 @@ function syntheticTs(): string {
 /** Without a token: one JSON line per message in a local file, so a default run works end to end. */
 class SinkPoster implements SlackPoster {
   private readonly file: string;
+  private readonly missing: ReadonlySet<string>;
 
-  constructor(file: string) {
+  constructor(file: string, missing: readonly string[]) {
     this.file = path.resolve(file);
+    this.missing = new Set(missing);
   }
 
   describe(): string {
-    return `local Slack sink (no Slack token set): one JSON line per message appended to ${this.file}`;
+    const gone = this.missing.size > 0 ? `; answers channel_not_found for ${[...this.missing].join(", ")}` : "";
+    return `local Slack sink (no Slack token set): one JSON line per message appended to ${this.file}${gone}`;
   }
 
   async findPosted(query: { channel: string; operationId: string; since: Date }, signal?: AbortSignal): Promise<FindPostedResult> {
@@ -340,6 +349,14 @@ class SinkPoster implements SlackPoster {
 
   async postMessage(msg: SlackMessage, signal?: AbortSignal): Promise<PostResult> {
     if (signal?.aborted) throw abortError(signal);
+    if (this.missing.has(msg.channel)) {
+      // What Slack answers for a channel that does not exist (or is archived): permanent.
+      throw new ExternalError("Slack refused chat.postMessage: channel_not_found", false, {
+        slackError: "channel_not_found",
+        httpStatus: 200,
+        sink: true,
+      });
+    }
     const ts = syntheticTs();
     const line = { ts, channel: msg.channel, postedAt: new Date().toISOString(), request: buildPostMessageArgs(msg) };
     await mkdir(path.dirname(this.file), { recursive: true });

@@ -39,7 +39,8 @@ describe("npm start with no DATABASE_URL", () => {
     dataDir = mkdtempSync(path.join(os.tmpdir(), "tidings-start-"));
     chmodSync(dataDir, 0o755);
     const [port, pgPort] = [await freePort(), await freePort()];
-    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), EMBEDDED_PG_PORT: String(pgPort), DATA_DIR: dataDir, LOG_LEVEL: "info" };
+    // As the README's try-it section: the local Slack sink answers channel_not_found for #gone.
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), EMBEDDED_PG_PORT: String(pgPort), DATA_DIR: dataDir, LOG_LEVEL: "info", SLACK_SINK_MISSING_CHANNELS: "#gone" };
     delete env.DATABASE_URL;
     child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
     child.stdout!.on("data", (d) => (output += String(d)));
@@ -100,6 +101,22 @@ describe("npm start with no DATABASE_URL", () => {
       const emails = readdirSync(path.join(outbox, "email")).filter((f) => f.endsWith(".eml"));
       expect(emails.map((f) => readFileSync(path.join(outbox, "email", f), "utf8")).join("\n")).toContain("Subject: Hello from the default run");
       expect(readFileSync(path.join(outbox, "slack.jsonl"), "utf8")).toContain("It works.");
+
+      // The README's fallback: Slack first, its channel gone, so email delivers.
+      await putEntity(createDb(pool), "flo", {
+        kind: "user",
+        name: "Flo",
+        email: "flo@example.com",
+        slack: "#gone",
+        preferences: { channels: ["slack", "email"], optedOut: [], delivery: "fallback" },
+      }, "e2e");
+      const fell = (await pool.query("select tidings.send_notification_to_entity('flo', 'Falls back to email', 'Slack is gone.') as id")).rows[0].id as string;
+      const view = await waitFor(async () => {
+        const r = await pool.query("select payload from notification.views where id = $1 order by position desc limit 1", [fell]);
+        return r.rows[0]?.payload.status === "sent" ? r.rows[0].payload : undefined;
+      }, { timeoutMs: 30_000, what: "the fallback to be sent" });
+      expect(view.outcome.deliveredBy).toBe("email");
+      expect(view.channels.map((c: { channel: string; status: string }) => `${c.channel} ${c.status}`)).toEqual(["slack failed", "email sent"]);
     } finally {
       await pool.end();
     }
