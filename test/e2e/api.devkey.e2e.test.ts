@@ -1,20 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { createTestDatabase, waitFor } from "../helpers/db";
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from "../helpers/net";
 
 const root = path.resolve(__dirname, "../..");
 const KEY_LINE = /created a development API key with every scope \(no key existed\); it is shown only this once: (tdk_[A-Za-z0-9_-]{43})/;

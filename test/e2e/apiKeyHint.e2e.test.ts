@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { createKeyCommand, EXEC_PREFIX_VARIABLE } from "../../src/auth/keyCommand";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
+import { freePort } from "../helpers/net";
 
 /**
  * With DATABASE_URL set (docker compose, your own PostgreSQL) no development
@@ -13,17 +13,6 @@ import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
 
 const root = path.resolve(__dirname, "../..");
 const HINT = /no active API key exists, so the API refuses every request; create one \(its secret is printed once\) with: ([^"\n]+)"/;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 interface Running {
   url: string;
