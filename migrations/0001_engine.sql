@@ -351,7 +351,7 @@ revoke execute on function tidings.create_outbox_triggers(text) from public;
 -- that names the stream and its own transaction id (mark_appending, from the
 -- outbox's statement trigger); then each row it writes takes as feed_key the
 -- greater of its transaction id and the xmax of a snapshot taken after that
--- lock (tg_stamp_feed_key). A reader's horizon is the smallest transaction
+-- lock (tg_stamp_record). A reader's horizon is the smallest transaction
 -- id among those marked on its streams and still in progress, or else the
 -- xmax of its snapshot (feed_horizon), computed in a statement before it
 -- reads. Whoever marked before the reader looked holds the horizon at or
@@ -370,9 +370,15 @@ language sql volatile set search_path = pg_catalog, pg_temp as $$
     ((pg_current_xact_id()::text::bigint % 4294967296) - case when pg_current_xact_id()::text::bigint % 4294967296 >= 2147483648 then 4294967296 else 0 end)::int4)
 $$;
 
-create function tidings.tg_stamp_feed_key() returns trigger
+-- Every row's engine columns are the database's own, whoever inserts it (the
+-- owner included; producers may not even name them): when, who, in which
+-- transaction, and where it stands in gap-safe reads.
+create function tidings.tg_stamp_record() returns trigger
 language plpgsql as $$
 begin
+  new.recorded_at := now();
+  new.recorded_by := current_user;
+  new.tx_id := pg_current_xact_id();
   -- A plpgsql expression in a volatile function runs with a fresh snapshot:
   -- one taken after this transaction's mark (tg_note_outbox ran first).
   new.feed_key := greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()));
@@ -580,7 +586,7 @@ begin
       recorded_at timestamptz not null default now(),
       recorded_by name not null default current_user,
       tx_id xid8 not null default pg_current_xact_id(),
-      -- The gap-safe read order (feed_horizon): set by trigger stamp_feed_key.
+      -- The gap-safe read order (feed_horizon): set by trigger stamp_record.
       feed_key xid8 not null default pg_current_xact_id(),
       check ((caused_by_stream is null) = (caused_by_position is null))
     )$ddl$, sch, tbl);
@@ -590,8 +596,8 @@ begin
   -- The outbox finds a transaction's rows by tx_id; readers go in (feed_key, position) order.
   execute format('create index on %I.%I (tx_id, position)', sch, tbl);
   execute format('create index on %I.%I (feed_key, position)', sch, tbl);
-  execute format('create trigger stamp_feed_key before insert on %I.%I
-                  for each row execute function tidings.tg_stamp_feed_key()', sch, tbl);
+  execute format('create trigger stamp_record before insert on %I.%I
+                  for each row execute function tidings.tg_stamp_record()', sch, tbl);
 
   execute format('create trigger refuse_update_delete before update or delete on %I.%I
                   for each statement execute function tidings.tg_refuse_change()', sch, tbl);
