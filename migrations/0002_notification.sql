@@ -11,13 +11,13 @@ select tidings.declare_actor('client', 'Clients of the notification subsystem: t
 select tidings.declare_actor('notification_bot', 'Handles SendNotificationToEntityOp: audience, preferences, channel operations, saga.');
 select tidings.declare_actor('saga_bot', 'Follows each notification''s channel operations and writes its one outcome event.');
 select tidings.declare_actor('reaction_bot', 'Reacts to failure outcomes on the notification event stream by queueing an internal operation.');
-select tidings.declare_actor('internal_operation_bot', 'Executes internal operations: alerts the internal team about failed notifications.');
+select tidings.declare_actor('internal_operation_bot', 'Executes internal operations: alerts the internal team about failed notifications; prepares an operator''s resend from the entity as it is now.');
 select tidings.declare_actor('projection_bot', 'Writes UI views and aggregate snapshots after each change of a notification (follows its streams from a checkpoint).');
 select tidings.declare_actor('email_bot', 'Sends email over SMTP and records the outcome.');
 select tidings.declare_actor('slack_bot', 'Posts Slack messages and records the outcome.');
 select tidings.declare_actor('entity_admin', 'Records changes of entities: contact details and channel preferences.');
 select tidings.declare_actor('reader', 'Reads views, snapshots and events for API clients and UIs; writes nothing.');
-select tidings.declare_actor('operator', 'Repairs handling state (re-drive, cancel, archive, disable); never writes a stream.');
+select tidings.declare_actor('operator', 'Repairs handling state (re-drive, cancel, archive, disable); writes no stream but its own requests (ResendNotificationOp).');
 select tidings.declare_actor('auditor', 'Answers questions about what happened; reads only what it is granted.');
 
 -- Notification subsystem.
@@ -25,8 +25,8 @@ select tidings.declare_stream('notification.client_operations', 'notification', 
   array['SendNotificationToEntityOp'],
   'Operations clients asked the notification subsystem to execute (SendNotificationToEntityOp). The record id is the tracking id.');
 select tidings.declare_stream('notification.internal_operations', 'notification', 'internal_operation', null,
-  array['AlertInternalTeamOp'],
-  'Operations the subsystem queued for itself, e.g. alerting the internal team about a failed notification.');
+  array['AlertInternalTeamOp', 'ResendNotificationOp'],
+  'Operations the subsystem queued for itself (alerting the internal team about a failed notification) or an operator asked of it (resending failed channels from the entity as it is now).');
 select tidings.declare_stream('notification.sagas', 'notification', 'saga', null,
   array['NotificationSaga', 'NotificationDelayWatch'],
   'One saga per notification: the channel operations it waits for and the deadline by which they must have an outcome.');
@@ -34,7 +34,8 @@ select tidings.declare_stream('notification.events', 'notification', 'event', nu
   array['SendNotificationRequestedEvent', 'CouldNotGetOrUseAudienceEvent', 'AudienceOptedOutOfAllChannelsEvent',
         'CouldNotPrepareToSendOnAnyChannelEvent', 'PreparedToSendOnAllChannelsEvent', 'PreparedToSendOnSomeChannelsEvent',
         'SentOnAllPreparedChannelsEvent', 'SentOnSomePreparedChannelsEvent', 'CouldNotSendOnAnyPreparedChannelEvent',
-        'FailedNotificationSentToInternalTeamEvent', 'FellBackToNextChannelEvent', 'NotificationDelayedEvent'],
+        'FailedNotificationSentToInternalTeamEvent', 'FellBackToNextChannelEvent', 'NotificationDelayedEvent',
+        'ResendRequestedEvent'],
   'Events of the notification aggregate; applied in order they rebuild it.');
 select tidings.declare_stream('notification.views', 'notification', 'view', null,
   array['NotificationView'],
@@ -67,6 +68,9 @@ select tidings.declare_stream('entity.events', 'entity', 'event', null,
 -- Producers: write-only access.
 select tidings.declare_producer('notification.client_operations', 'client');
 select tidings.declare_producer('notification.internal_operations', 'reaction_bot');
+-- An operator's resend is a record (ResendNotificationOp, with who and why),
+-- never a channel operation written by hand: internal_operation_bot prepares it.
+select tidings.declare_producer('notification.internal_operations', 'operator');
 select tidings.declare_producer('notification.sagas', 'notification_bot');
 select tidings.declare_producer('notification.events', 'notification_bot');
 select tidings.declare_producer('notification.events', 'saga_bot');
@@ -83,6 +87,8 @@ select tidings.declare_producer('notification.sagas', 'saga_bot');
 select tidings.declare_producer('email.events', 'email_bot');
 select tidings.declare_producer('slack.operations', 'notification_bot');
 select tidings.declare_producer('slack.operations', 'internal_operation_bot');
+-- A resend's new channel operations come with a saga awaiting them.
+select tidings.declare_producer('notification.sagas', 'internal_operation_bot');
 select tidings.declare_producer('slack.events', 'slack_bot');
 select tidings.declare_producer('entity.events', 'entity_admin');
 
@@ -125,6 +131,9 @@ select tidings.declare_reader('notification.client_operations', 'projection_bot'
 select tidings.declare_reader('email.operations', 'saga_bot');
 select tidings.declare_reader('slack.operations', 'saga_bot');
 select tidings.declare_reader('notification.events', 'internal_operation_bot');
+-- A resend is prepared from the entity as it is now and the client's message as it was.
+select tidings.declare_reader('entity.events', 'internal_operation_bot');
+select tidings.declare_reader('notification.client_operations', 'internal_operation_bot');
 select tidings.declare_reader('notification.views', 'reader');
 select tidings.declare_reader('notification.snapshots', 'reader');
 select tidings.declare_reader('notification.events', 'reader');

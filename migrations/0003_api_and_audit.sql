@@ -504,6 +504,7 @@ select
     when 'PreparedToSendOnAllChannelsEvent' then 'sending'
     when 'PreparedToSendOnSomeChannelsEvent' then 'sending'
     when 'FellBackToNextChannelEvent' then 'sending'
+    when 'ResendRequestedEvent' then 'sending'
     when 'SentOnAllPreparedChannelsEvent' then 'sent'
     when 'SentOnSomePreparedChannelsEvent' then 'partially_sent'
     when 'CouldNotSendOnAnyPreparedChannelEvent' then 'failed'
@@ -543,7 +544,9 @@ left join lateral (
          e.type in ('SentOnAllPreparedChannelsEvent', 'SentOnSomePreparedChannelsEvent', 'CouldNotSendOnAnyPreparedChannelEvent',
                     'CouldNotGetOrUseAudienceEvent', 'AudienceOptedOutOfAllChannelsEvent', 'CouldNotPrepareToSendOnAnyChannelEvent') as terminal
   from notification.events e
-  where e.id = c.id and e.type <> 'FailedNotificationSentToInternalTeamEvent'
+  where e.id = c.id and e.type not in ('FailedNotificationSentToInternalTeamEvent', 'NotificationDelayedEvent')
+    -- A resend that sent nothing (every channel skipped) does not move it on.
+    and not (e.type = 'ResendRequestedEvent' and e.payload->'operations' = '[]'::jsonb)
   order by e.position desc limit 1
 ) l on true
 left join lateral (

@@ -1,10 +1,11 @@
 import "dotenv/config";
 import { Command } from "commander";
 import pino from "pino";
-import { formatAction, formatListing, formatStuck, formatSwitch } from "../src/admin/format";
+import { formatAction, formatListing, formatResend, formatStuck, formatSwitch } from "../src/admin/format";
 import {
   findStuck,
   listRecords,
+  resendNotification,
   runAction,
   switchStream,
   type ActionVerb,
@@ -236,10 +237,45 @@ function switchCommand(program: Command, disabled: boolean): void {
     });
 }
 
+function resendCommand(program: Command): void {
+  program
+    .command("resend")
+    .description(
+      "Prepare a notification's failed channels again from the entity as it is NOW (a corrected Slack channel or address), " +
+        "as new channel operations linked to the failed ones. redrive-failed, by contrast, repeats the failed operation as it was.",
+    )
+    .requiredOption("--notification <id>", "the notification's tracking id")
+    .option("--channel <channel>", "only this failed channel: email or slack (repeat or comma-separate; default: every failed channel)", list)
+    .option("--execute", "act (the default is a dry run showing old and new destinations)")
+    .option("--reason <text>", "why: required with --execute, kept with the request and in the handling history")
+    .option("--actor <name>", "who acts (default: the OS user, $USER)")
+    .option("--json", "machine-readable output")
+    .addHelpText(
+      "after",
+      examples([
+        "resend --notification <tracking-id>",
+        'resend --notification <tracking-id> --channel slack --execute --reason "Slack channel renamed to #new (TICKET-7)"',
+      ]),
+    )
+    .action(async (o: { notification: string; channel?: string[]; execute?: boolean; reason?: string; actor?: string; json?: boolean }) => {
+      await withDatabase(o.json, async ({ db }) => {
+        const report = await resendNotification(db, {
+          notificationId: o.notification,
+          channels: o.channel,
+          execute: o.execute,
+          reason: o.reason,
+          actor: o.actor,
+        });
+        print(o.json, report, formatResend(report));
+      });
+    });
+}
+
 function buildProgram(): Command {
   const program = new Command("redrive")
     .description(
-      "Repair handling state: re-drive failed records, cancel stuck ones, archive failures, switch streams off and on.\n" +
+      "Repair handling state: re-drive failed records, cancel stuck ones, archive failures, switch streams off and on;\n" +
+        "resend a notification's failed channels from the entity as it is now.\n" +
         'Every acting command is a dry run unless given --execute --reason "<why>". See docs/redrive.md.',
     )
     .showHelpAfterError()
@@ -269,6 +305,7 @@ function buildProgram(): Command {
   for (const verb of ["redrive-failed", "redrive-completed", "cancel-running", "archive-failed"] as const) actionCommand(program, verb);
   switchCommand(program, true);
   switchCommand(program, false);
+  resendCommand(program);
   return program;
 }
 

@@ -1,5 +1,5 @@
 import Table from "cli-table3";
-import type { ActionReport, StuckReport, SwitchReport } from "./redrive";
+import type { ActionReport, ResendReport, StuckReport, SwitchReport } from "./redrive";
 import type { SelectedRecord, SelectionResult } from "./selection";
 
 /** Plain-text renderings of the re-drive reports for a terminal (the CLI's default; --json gives the reports as they are). */
@@ -125,5 +125,43 @@ export function formatSwitch(report: SwitchReport): string {
   }
   lines.push(table.toString());
   if (report.dryRun && report.switches.some((s) => s.changes)) lines.push(`To act, run again with --execute --reason "<why>".`);
+  return lines.join("\n");
+}
+
+/** A resend: per channel, the failed operation, its old destination and the new one (or why it is skipped). */
+export function formatResend(report: ResendReport): string {
+  const lines: string[] = [];
+  const usable = report.channels.filter((c) => c.skipped === null);
+  const about =
+    `notification ${report.notificationId} (entity ${report.entityId}` +
+    `${report.entityVersion === null ? ", which no longer exists" : `, as it is now: version ${report.entityVersion}`}; ${report.outcome.type})`;
+  if (report.dryRun) {
+    lines.push(`DRY RUN: nothing was changed. A resend of ${about} would prepare ${plural(usable.length, "channel")} again:`);
+  } else {
+    lines.push(
+      `resend of ${about} asked by ${report.actor} (reason: ${JSON.stringify(report.reason)}): ` +
+        `${report.request!.stream} #${report.request!.position}; internal_operation_bot prepares it.`,
+    );
+  }
+  const table = new Table({ head: ["channel", "failed operation", "status", "error", "old destination", "new destination", "new operation"], style: STYLE });
+  for (const c of report.channels) {
+    table.push([
+      c.channel,
+      `${c.previous.operationId} (${c.previous.stream} #${c.previous.position})`,
+      // The failure a resend replaces is archived with it (the dry run shows what would be).
+      c.previous.status === "Failed" && c.skipped === null ? "Failed → ArchivedAfterFailure" : c.previous.status,
+      short(c.previous.error, 50),
+      c.previous.destination,
+      c.destination ?? `skipped: ${c.skipped}`,
+      c.operationId ?? "",
+    ]);
+  }
+  lines.push(table.toString());
+  for (const c of report.channels) {
+    lines.push(`${c.channel}: ${c.previous.destination} → ${c.destination ?? `(skipped: ${c.skipped})`}`);
+  }
+  for (const w of report.warnings) lines.push(`note: ${w}`);
+  if (report.dryRun && usable.length > 0) lines.push(`To act, run again with --execute --reason "<why>".`);
+  if (!report.dryRun) lines.push(`Follow it with: npm run audit -- notification ${report.notificationId}`);
   return lines.join("\n");
 }

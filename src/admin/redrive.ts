@@ -1,9 +1,16 @@
 import os from "node:os";
 import { sql } from "kysely";
 import { inTransaction, type Db, type Tx } from "../db/database";
-import { ValidationError, coerceError } from "../errors/errors";
+import { Channel } from "../entities/entity.schemas";
+import { getEntity } from "../entities/entity.repository";
+import { ConflictError, NotFoundError, ValidationError, coerceError } from "../errors/errors";
+import { NotificationRecordTypes, ResendNotificationOp, ResendRequestedEvent } from "../notification/notification.schemas";
+import { channelStream, destinationNow, latestSendOutcome, resendOperationId } from "../notification/resend";
+import { appendOne } from "../streams/append";
 import { getHandling, getHistory, queueHandling, setStreamDisabled, transition } from "../streams/handling";
-import type { HandlingStatus } from "../streams/interfaces";
+import type { HandlingStatus, StreamRecord } from "../streams/interfaces";
+import { Streams } from "../streams/names";
+import { findRecords } from "../streams/read";
 import { AVAILABLE_STATUSES, type HandlingAction } from "../streams/transitions";
 import {
   DEFAULT_STUCK_AFTER,
@@ -389,4 +396,289 @@ export async function switchStream(
     }
   });
   return report;
+}
+
+// --- Resending a notification from the entity as it is now --------------------
+
+/**
+ * A re-drive repeats a failed channel operation as it was, to the address it
+ * was prepared with. A resend is the other repair: the notification's failed
+ * channels are prepared again from the entity as it is NOW (a corrected
+ * Slack channel, a new email address), as new channel operations linked to
+ * the failed ones. The operator writes one record, a ResendNotificationOp on
+ * notification.internal_operations, with who and why and the operations it
+ * replaces; internal_operation_bot prepares it (src/notification/resend.ts).
+ * In the same transaction the failed operations it replaces are archived
+ * (Failed → ArchivedAfterFailure, by the operator, details naming the
+ * request): they no longer wait for an operator, a re-drive can no longer
+ * send them to the old address as well, and the change is in audit.redrives.
+ */
+
+export interface ResendInput {
+  notificationId: string;
+  /** The failed channels to resend; default: every channel whose latest outcome failed. */
+  channels?: readonly string[];
+  /** Who; defaults to the OS user. */
+  actor?: string;
+  /** Why; required to execute. Kept in the request and the handling history. */
+  reason?: string;
+  /** Act; without it nothing changes and the report says what would. */
+  execute?: boolean;
+}
+
+export interface ResendChannel {
+  channel: Channel;
+  /** The failed operation the resend replaces. */
+  previous: {
+    operationId: string;
+    stream: string;
+    position: number;
+    destination: string;
+    error: string | null;
+    /** Its handling by the channel's bot: Failed (archived by the resend) or ArchivedAfterFailure. */
+    status: HandlingStatus;
+    concern: string;
+  };
+  /** Where it goes now, from the entity as it is; null when skipped. */
+  destination: string | null;
+  /** Why the channel cannot be resent now (opted out, no contact detail, the entity is gone); null when it can. */
+  skipped: string | null;
+  /** The new operation's id (when not skipped). */
+  operationId: string | null;
+}
+
+export interface ResendReport {
+  verb: "resend";
+  dryRun: boolean;
+  notificationId: string;
+  entityId: string;
+  /** The entity's version the new destinations come from (null: the entity no longer exists). */
+  entityVersion: number | null;
+  actor: string;
+  reason: string | null;
+  /** The outcome being repaired. */
+  outcome: { type: string; stream: string; position: number };
+  channels: ResendChannel[];
+  /** Executed: the ResendNotificationOp written. */
+  request: { stream: string; position: number } | null;
+  /** Executed: the failed operations archived (those already archived are left as they are). */
+  archived: Array<{ stream: string; position: number; concern: string }>;
+  warnings: string[];
+}
+
+const CHANNEL_CONCERN: Record<Channel, string> = { email: "email_bot", slack: "slack_bot" };
+const NOT_SENT_TYPES = ["CouldNotGetOrUseAudienceEvent", "AudienceOptedOutOfAllChannelsEvent", "CouldNotPrepareToSendOnAnyChannelEvent"];
+
+function checkResendInput(input: ResendInput): { id: string; channels: Channel[] | null } {
+  const issues: { path: string; message: string }[] = [];
+  const id = input.notificationId?.trim() ?? "";
+  if (id === "" || id.length > 200) issues.push({ path: "notification", message: "a tracking id of 1 to 200 characters is required" });
+  let channels: Channel[] | null = null;
+  if (input.channels !== undefined && input.channels.length > 0) {
+    channels = [];
+    for (const raw of input.channels) {
+      const parsed = Channel.safeParse(raw.trim().toLowerCase());
+      if (!parsed.success) issues.push({ path: "channel", message: `unknown channel "${raw}": use ${Channel.options.join(" or ")}` });
+      else if (!channels.includes(parsed.data)) channels.push(parsed.data);
+    }
+  }
+  if (input.reason !== undefined && input.reason.length > 2000) issues.push({ path: "reason", message: "at most 2000 characters" });
+  if (issues.length > 0) throw ValidationError.fromIssues("resend", issues);
+  if (input.execute && !input.reason?.trim()) {
+    throw new ValidationError(`refusing to resend without a reason: --execute needs --reason "<why>", which is kept with the request`, [
+      { path: "reason", message: "required with --execute" },
+    ]);
+  }
+  return { id, channels };
+}
+
+/** What a resend of this notification would do now, or why it cannot be done. Read-only. */
+async function planResend(tx: Tx, id: string, wanted: Channel[] | null): Promise<Omit<ResendReport, "dryRun" | "actor" | "reason" | "request" | "archived">> {
+  const events = await findRecords(tx, Streams.notificationEvents, { ids: [id], limit: null });
+  const created = events.find((e) => e.type === "SendNotificationRequestedEvent");
+  if (!created) {
+    const [asked] = await findRecords(tx, Streams.notificationClientOperations, { ids: [id], limit: 1 });
+    if (asked) throw new ConflictError(`notification ${id} has not been prepared yet: nothing has failed to resend`);
+    throw new NotFoundError(`unknown notification "${id}": no notification has this tracking id`);
+  }
+  const entityId = (created.payload as { entityId: string }).entityId;
+
+  // One request at a time: a second one would resend the same channels twice.
+  const requests = await findRecords(tx, Streams.notificationInternalOperations, {
+    ids: [id],
+    types: [NotificationRecordTypes.ResendNotificationOp],
+    limit: null,
+  });
+  for (const r of requests) {
+    const handling = await getHandling(tx, r.stream, r.position, "internal_operation_bot");
+    if (handling.status === "Completed" || handling.status === "ArchivedAfterFailure") continue;
+    const asked = ResendNotificationOp.safeParse(r.payload);
+    const by = asked.success ? ` by ${asked.data.requestedBy}` : "";
+    throw new ConflictError(
+      `a resend of notification ${id} is already waiting to be handled (${r.stream} #${r.position}, asked${by} at ${r.recordedAt.toISOString()}, ` +
+        `handling ${handling.status}${handling.lastError ? `: ${handling.lastError}` : ""}): wait for it` +
+        (handling.status === "Failed" ? `, or re-drive it (redrive-failed --stream ${r.stream} --notification ${id})` : ""),
+    );
+  }
+
+  const latest = latestSendOutcome(events);
+  const underway = events.filter((e) => e.type === "ResendRequestedEvent" && ResendRequestedEvent.parse(e.payload).operations.length > 0).at(-1);
+  if (underway && (!latest || underway.position > latest.record.position)) {
+    throw new ConflictError(
+      `a resend of notification ${id} is under way (notification.events #${underway.position}, ${underway.recordedAt.toISOString()}): wait for its outcome`,
+    );
+  }
+  if (!latest) {
+    const notSent = events.filter((e) => NOT_SENT_TYPES.includes(e.type)).at(-1);
+    if (notSent) {
+      throw new ConflictError(
+        `nothing to resend: notification ${id} ended with ${notSent.type} before any channel operation was prepared; send a new notification once the entity is put right`,
+      );
+    }
+    throw new ConflictError(`nothing failed to resend: notification ${id} is still being sent (no outcome yet)`);
+  }
+
+  const failed = latest.outcome.operations.filter((o) => o.outcome === "failed");
+  const failedChannels = [...new Set(failed.map((o) => o.channel))];
+  let channels: Channel[];
+  if (wanted) {
+    for (const channel of wanted) {
+      if (failedChannels.includes(channel)) continue;
+      const op = latest.outcome.operations.find((o) => o.channel === channel);
+      throw new ConflictError(
+        `nothing failed to resend on ${channel}: ` +
+          (op ? `its latest operation ${op.operationId} ${op.outcome}` : `notification ${id} has no ${channel} operation`) +
+          ` (${latest.record.type})`,
+      );
+    }
+    channels = wanted;
+  } else if (failedChannels.length === 0) {
+    throw new ConflictError(`nothing failed to resend: notification ${id} ended with ${latest.record.type}`);
+  } else if (latest.record.type === "SentOnAllPreparedChannelsEvent") {
+    // delivery: fallback delivered it on another channel: the notification is not failed.
+    throw new ConflictError(
+      `nothing failed to resend: notification ${id} was delivered${latest.outcome.deliveredBy ? ` by ${latest.outcome.deliveredBy}` : ""} ` +
+        `after ${failedChannels.join(", ")} failed; name --channel ${failedChannels[0]} to send there as well`,
+    );
+  } else {
+    channels = failedChannels;
+  }
+
+  const current = await getEntity(tx, entityId);
+  const n = requests.length + 1;
+  const planned: ResendChannel[] = [];
+  for (const channel of channels) {
+    for (const outcome of failed.filter((o) => o.channel === channel)) {
+      const stream = channelStream(channel);
+      const record = (await findRecords(tx, stream, { ids: [id], limit: null })).find(
+        (r: StreamRecord) => (r.payload as { operationId?: string }).operationId === outcome.operationId,
+      );
+      if (!record) throw new NotFoundError(`the failed ${channel} operation ${outcome.operationId} of notification ${id} is not in ${stream}`);
+      const concern = CHANNEL_CONCERN[channel];
+      const handling = await getHandling(tx, stream, record.position, concern);
+      if (handling.status !== "Failed" && handling.status !== "ArchivedAfterFailure") {
+        throw new ConflictError(
+          `the failed ${channel} operation ${outcome.operationId} (${stream} #${record.position}) is ${handling.status} for ${concern}: ` +
+            `it may still send, and a resend now could deliver twice; wait until it ends (npm run redrive -- list --notification ${id})`,
+        );
+      }
+      const payload = record.payload as { to?: string[]; channel?: string };
+      const target = destinationNow(current?.entity ?? null, channel);
+      planned.push({
+        channel,
+        previous: {
+          operationId: outcome.operationId,
+          stream,
+          position: record.position,
+          destination: channel === "email" ? (payload.to ?? []).join(", ") : (payload.channel ?? ""),
+          error: outcome.error ?? handling.lastError,
+          status: handling.status,
+          concern,
+        },
+        destination: "destination" in target ? target.destination : null,
+        skipped: "skipped" in target ? target.skipped : null,
+        operationId: "destination" in target ? resendOperationId(id, channel, n) : null,
+      });
+    }
+  }
+  const warnings: string[] = [];
+  const usable = planned.filter((c) => c.skipped === null);
+  if (usable.length === 0) {
+    warnings.push(`nothing can be resent now (${planned.map((c) => `${c.channel}: ${c.skipped}`).join("; ")}): put the entity right first`);
+  } else {
+    for (const c of planned.filter((p) => p.skipped !== null)) warnings.push(`${c.channel} would be skipped: ${c.skipped}`);
+    for (const c of usable.filter((p) => p.destination === p.previous.destination)) {
+      warnings.push(`${c.channel} goes to the same destination as before (${c.destination}); if the failure was on the other side, redrive-failed repeats the operation as it was`);
+    }
+  }
+  return {
+    verb: "resend",
+    notificationId: id,
+    entityId,
+    entityVersion: current?.version ?? null,
+    outcome: { type: latest.record.type, stream: latest.record.stream, position: latest.record.position },
+    channels: planned,
+    warnings,
+  };
+}
+
+/**
+ * `resend`: prepare a notification's failed channels again from the entity as
+ * it is now. A dry run (the default) reports, per channel, the failed
+ * operation, its old destination and the new one, or why the channel would be
+ * skipped; with `execute` (and a reason) it writes the ResendNotificationOp
+ * and archives the failed operations it replaces, in one transaction.
+ * Refused: an unknown notification, nothing failed to resend, a resend
+ * already waiting or under way, a failed operation still being handled.
+ */
+export async function resendNotification(db: Db, input: ResendInput): Promise<ResendReport> {
+  const { id, channels } = checkResendInput(input);
+  const actor = resolveActor(input.actor);
+  const reason = input.reason?.trim() || null;
+  if (!input.execute) {
+    const plan = await readAsOperator(db, (tx) => planResend(tx, id, channels));
+    return { ...plan, dryRun: true, actor, reason, request: null, archived: [] };
+  }
+  return inTransaction(db, OPERATOR, async (tx) => {
+    // Two operators resending one notification at once take turns; the second then finds the first's request.
+    await sql`select pg_advisory_xact_lock(hashtextextended(${`resend ${id}`}, 0))`.execute(tx);
+    const plan = await planResend(tx, id, channels);
+    if (plan.channels.every((c) => c.skipped !== null)) {
+      throw new ConflictError(`refusing to resend notification ${id}: ${plan.warnings[0] ?? "nothing can be resent"}`);
+    }
+    const payload = ResendNotificationOp.parse({
+      ...(channels ? { channels } : {}),
+      requestedBy: actor,
+      reason: reason!,
+      previous: plan.channels.map((c) => ({
+        channel: c.channel,
+        operationId: c.previous.operationId,
+        stream: c.previous.stream,
+        position: c.previous.position,
+        destination: c.previous.destination,
+      })),
+    });
+    const request = await appendOne(tx, Streams.notificationInternalOperations, {
+      id,
+      type: NotificationRecordTypes.ResendNotificationOp,
+      payload,
+      // Who asked, where audit.records (which leaves payloads out) shows it.
+      tags: { requested_by: actor },
+      causedBy: { stream: plan.outcome.stream, position: plan.outcome.position },
+    });
+    const requestRef = { stream: Streams.notificationInternalOperations, position: request.position };
+    const archived: ResendReport["archived"] = [];
+    for (const c of plan.channels) {
+      // A channel skipped now (opted out, no contact detail) is not resent: its failure still waits for an operator.
+      if (c.previous.status !== "Failed" || c.skipped !== null) continue;
+      const target = { stream: c.previous.stream, position: c.previous.position, concern: c.previous.concern };
+      await transition(tx, target, "archive_failure", {
+        actor,
+        reason: reason!,
+        details: { tool: "redrive", verb: "resend", resentBy: requestRef, archived: { operationId: c.previous.operationId, lastError: c.previous.error } },
+      });
+      archived.push(target);
+    }
+    return { ...plan, dryRun: false, actor, reason, request: requestRef, archived };
+  });
 }

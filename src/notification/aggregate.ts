@@ -8,6 +8,7 @@ import {
   FailedNotificationSentToInternalTeamEvent,
   FellBackToNextChannelEvent,
   PreparedToSendOnChannelsEvent,
+  ResendRequestedEvent,
   SendNotificationRequestedEvent,
   SendOutcomeEvent,
   TERMINAL_EVENT_TYPES,
@@ -40,6 +41,18 @@ export const NotificationAggregate = z.object({
   outcome: z.object({ type: z.string(), at: z.string(), timedOut: z.boolean(), deliveredBy: Channel.optional() }).nullable(),
   failureReason: z.string().nullable(),
   alert: z.object({ at: z.string(), operations: z.array(z.object({ channel: Channel, operationId: z.string(), destination: z.string() })) }).nullable(),
+  /** Operators' resends, oldest first: who, why, and per channel the operation replaced and the new one (absent: never resent). */
+  resends: z
+    .array(
+      z.object({
+        at: z.string(),
+        requestedBy: z.string(),
+        reason: z.string(),
+        operations: ResendRequestedEvent.shape.operations,
+        skipped: ResendRequestedEvent.shape.skipped,
+      }),
+    )
+    .optional(),
   /** Position in notification.events of the last event applied, and how many were. */
   lastPosition: z.number().int(),
   eventCount: z.number().int(),
@@ -132,6 +145,20 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
         // Delivered (by a fallback channel, perhaps): nothing failed as far as the notification goes.
         failureReason: status !== "sent" && failed.length ? failed.map((c) => `${c.channel}: ${c.error ?? "failed"}`).join("; ") : null,
       };
+    }
+    case "ResendRequestedEvent": {
+      // An operator's resend: each resent channel now stands for its new operation (new destination,
+      // pending again) and the notification is being sent until the new saga's outcome.
+      const e = ResendRequestedEvent.parse(event.payload);
+      const resends = [...(next.resends ?? []), { at, requestedBy: e.requestedBy, reason: e.reason, operations: e.operations, skipped: e.skipped }];
+      if (e.operations.length === 0) return { ...next, resends };
+      const channels = next.channels.filter((c) => !e.operations.some((o) => o.previousOperationId === c.operationId || o.operationId === c.operationId));
+      for (const o of e.operations) {
+        channels.push({ channel: o.channel, operationId: o.operationId, destination: o.destination, outcome: "pending", error: null });
+      }
+      const order = (c: { channel: string }) => next.channels.findIndex((p) => p.channel === c.channel);
+      channels.sort((a, b) => order(a) - order(b));
+      return { ...next, resends, channels, status: "sending", outcome: null, failureReason: null };
     }
     case "FailedNotificationSentToInternalTeamEvent":
       return { ...next, alert: { at, operations: FailedNotificationSentToInternalTeamEvent.parse(event.payload).operations } };

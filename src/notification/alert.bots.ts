@@ -13,12 +13,14 @@ import {
   FAILURE_EVENT_TYPES,
   NOT_SENT_EVENT_TYPES,
   NotificationRecordTypes,
+  ResendNotificationOp,
   SendNotificationRequestedEvent,
   SendOutcomeEvent,
   notificationEventSchemas,
   type NotificationEventType,
 } from "./notification.schemas";
 import { notificationEvent, type NotificationDeps } from "./notification.bot";
+import { handleResend } from "./resend";
 
 /**
  * Reacts to a failure outcome on the notification event stream by queueing
@@ -94,7 +96,10 @@ function describeFailure(id: string, failure: StreamRecord, requested: StreamRec
   return { subject: `[tidings] notification ${id} ${verb}: ${HEADLINES[type] ?? type}`, text: lines.join("\n") };
 }
 
-/** Executes AlertInternalTeamOp: an email (and optionally a Slack message) to the internal team. */
+/**
+ * Executes AlertInternalTeamOp: an email (and optionally a Slack message) to
+ * the internal team; and an operator's ResendNotificationOp (src/notification/resend.ts).
+ */
 export function createInternalOperationBot(): TransactionalBot<NotificationDeps> {
   return {
     kind: "transactional",
@@ -102,8 +107,13 @@ export function createInternalOperationBot(): TransactionalBot<NotificationDeps>
     concern: "internal_operation_bot",
     actor: "internal_operation_bot",
     batch: { maxSize: 64 },
-    schemas: { [NotificationRecordTypes.AlertInternalTeamOp]: AlertInternalTeamOp },
-    async handle({ tx, record, deps }) {
+    schemas: {
+      [NotificationRecordTypes.AlertInternalTeamOp]: AlertInternalTeamOp,
+      [NotificationRecordTypes.ResendNotificationOp]: ResendNotificationOp,
+    },
+    async handle(ctx) {
+      if (ctx.record.type === NotificationRecordTypes.ResendNotificationOp) return handleResend(ctx);
+      const { tx, record, deps } = ctx;
       const op = record.payload as z.infer<typeof AlertInternalTeamOp>;
       const id = record.id;
       const failure = await getByPosition(tx, op.failureEvent.stream, op.failureEvent.position);

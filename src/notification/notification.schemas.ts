@@ -115,6 +115,33 @@ export const FailedNotificationSentToInternalTeamEvent = z.strictObject({
   operations: z.array(z.strictObject({ channel: Channel, operationId: z.string(), destination: z.string() })),
 });
 
+/**
+ * An operator's resend was prepared (ResendNotificationOp): per channel, the
+ * failed operation it replaces and the new one, with the old and the new
+ * destination (the entity as it is now). A channel the entity can no longer
+ * be reached on is skipped, with the reason. With no operation at all,
+ * nothing was sent and the notification's outcome stands.
+ */
+export const ResendRequestedEvent = z.strictObject({
+  requestedBy: z.string(),
+  reason: z.string(),
+  operations: z.array(
+    z.strictObject({
+      channel: Channel,
+      previousOperationId: z.string(),
+      operationId: z.string(),
+      previousDestination: z.string(),
+      destination: z.string(),
+    }),
+  ),
+  skipped: z.array(z.strictObject({ channel: Channel, previousOperationId: z.string(), reason: z.string() })),
+  /** The other channels' operations, with the outcome they had: the new saga counts them, so its outcome speaks for the whole notification. */
+  carriedOver: z.array(z.strictObject({ channel: Channel, operationId: z.string(), outcome: z.enum(["succeeded", "failed"]) })),
+  /** The entity version the new destinations came from (entity.events position); null when the entity no longer exists. */
+  entityVersion: z.number().int().nullable(),
+});
+export type ResendRequestedEvent = z.infer<typeof ResendRequestedEvent>;
+
 export const NotificationEventTypes = {
   SendNotificationRequestedEvent: "SendNotificationRequestedEvent",
   CouldNotGetOrUseAudienceEvent: "CouldNotGetOrUseAudienceEvent",
@@ -128,6 +155,7 @@ export const NotificationEventTypes = {
   FailedNotificationSentToInternalTeamEvent: "FailedNotificationSentToInternalTeamEvent",
   FellBackToNextChannelEvent: "FellBackToNextChannelEvent",
   NotificationDelayedEvent: "NotificationDelayedEvent",
+  ResendRequestedEvent: "ResendRequestedEvent",
 } as const;
 export type NotificationEventType = keyof typeof NotificationEventTypes;
 
@@ -144,6 +172,7 @@ export const notificationEventSchemas: Record<NotificationEventType, z.ZodType> 
   FailedNotificationSentToInternalTeamEvent,
   FellBackToNextChannelEvent,
   NotificationDelayedEvent,
+  ResendRequestedEvent,
 };
 
 /** Events that end a notification with a failure: the internal team hears about them. */
@@ -212,12 +241,41 @@ export const NotificationDelayWatch = z.strictObject({
   deadline: z.iso.datetime(),
   afterMs: z.number().int().min(1),
 });
+/**
+ * An operator asks for a notification's failed channels to be prepared again
+ * from the entity as it is now (src/admin/redrive.ts resendNotification):
+ * who, why, and the failed operations it replaces (their lineage).
+ */
+export const ResendNotificationOp = z.strictObject({
+  /** The channels to resend, as the operator named them; absent: every channel whose latest outcome failed. */
+  channels: z
+    .array(Channel)
+    .min(1)
+    .max(2)
+    .refine((l) => new Set(l).size === l.length, "must not repeat a channel")
+    .optional(),
+  requestedBy: z.string().trim().min(1).max(200),
+  reason: z.string().trim().min(1).max(2000),
+  previous: z
+    .array(
+      z.strictObject({
+        channel: Channel,
+        operationId: z.string().min(1),
+        stream: z.string().min(1),
+        position: z.number().int(),
+        destination: z.string(),
+      }),
+    )
+    .min(1),
+});
+export type ResendNotificationOp = z.infer<typeof ResendNotificationOp>;
 
 export const NotificationRecordTypes = {
   SendNotificationToEntityOp: "SendNotificationToEntityOp",
   NotificationSaga: "NotificationSaga",
   NotificationDelayWatch: "NotificationDelayWatch",
   AlertInternalTeamOp: "AlertInternalTeamOp",
+  ResendNotificationOp: "ResendNotificationOp",
   NotificationView: "NotificationView",
   NotificationSnapshot: "NotificationSnapshot",
 } as const;

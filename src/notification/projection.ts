@@ -181,6 +181,8 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
       channels,
       skipped: aggregate.skipped,
       alert: aggregate.alert,
+      // Operators' resends (lineage: each channel's failed operation and the one that replaced it).
+      ...(aggregate.resends ? { resends: aggregate.resends } : {}),
       version: aggregate.lastPosition,
     };
   });

@@ -12,7 +12,7 @@ import { appendOne } from "../../src/streams/append";
 import { Streams } from "../../src/streams/names";
 import { findRecords, getLatestById } from "../../src/streams/read";
 import { createTestDatabase, waitFor, type TestDatabase } from "./db";
-import { startSlackStandIn, type SlackStandIn } from "./slackStandIn";
+import { startSlackStandIn, type SlackStandIn, type SlackStandInOptions } from "./slackStandIn";
 import { startSmtpServer, type TestSmtpServer } from "./smtpServer";
 import { startTestWorker, testLogger } from "./worker";
 
@@ -50,11 +50,13 @@ export async function startTidings(
     delayedAlertAfterMs?: number;
     /** Channels' retry schedules (delays before each further attempt), as EMAIL_/SLACK_RETRY_SCHEDULE. */
     retrySchedules?: { email?: number[]; slack?: number[] };
+    /** The Slack stand-in's options, e.g. knownChannels (posting anywhere else answers channel_not_found). */
+    slack?: SlackStandInOptions;
   } = {},
 ): Promise<Tidings> {
   const t = await createTestDatabase(30);
   const smtp = await startSmtpServer();
-  const slack = await startSlackStandIn();
+  const slack = await startSlackStandIn(options.slack);
   const transport = createEmailTransport({ smtpUrl: smtp.url, from: "tidings <tidings@example.test>", sinkDir: "/nonexistent", maxConnections: 2 });
   const poster = createSlackPoster({ token: slack.token, apiUrl: slack.apiUrl, sinkFile: "/nonexistent", logger: testLogger });
   const deps: Tidings["deps"] = {
