@@ -9,6 +9,10 @@
  * WORKER_CONCURRENCY (64), PROFILE_RATE (notifications/s: offer them at this
  * rate, one transaction each, instead of all up front, and print where the
  * latency of each step goes).
+ *
+ * The worker processes and the enqueues run as the service login
+ * (tidings_app), as in production; the profile's own queries as the embedded
+ * server's superuser.
  */
 import { startSlackStandIn } from "../test/helpers/slackStandIn";
 import { startSmtpServer } from "../test/helpers/smtpServer";
@@ -56,23 +60,23 @@ async function main() {
   const smtp = await startSmtpServer();
   const slack = await startSlackStandIn();
   try {
-    await bench.pool.query("create extension if not exists pg_stat_statements");
+    await bench.adminPool.query("create extension if not exists pg_stat_statements");
     await benchEntity(bench.db);
     const enqueueOne = () => enqueueNotification(bench.db, { entityId: "bench-entity", subject: "Profile", text: "Hello." });
     if (RATE === null) {
       for (let i = 0; i < COUNT; i += 50) await Promise.all(Array.from({ length: Math.min(50, COUNT - i) }, enqueueOne));
     }
     const jobsCreated = async () => {
-      const { rows } = await bench.pool.query(`select pg_get_serial_sequence('graphile_worker._private_jobs', 'id') as s`);
-      return (await bench.pool.query(`select last_value from ${rows[0].s}`)).rows[0].last_value as string;
+      const { rows } = await bench.adminPool.query(`select pg_get_serial_sequence('graphile_worker._private_jobs', 'id') as s`);
+      return (await bench.adminPool.query(`select last_value from ${rows[0].s}`)).rows[0].last_value as string;
     };
-    const stat = async () => (await bench.pool.query("select xact_commit::bigint as c from pg_stat_database where datname = current_database()")).rows[0].c as string;
-    await bench.pool.query("select pg_stat_statements_reset()");
+    const stat = async () => (await bench.adminPool.query("select xact_commit::bigint as c from pg_stat_database where datname = current_database()")).rows[0].c as string;
+    await bench.adminPool.query("select pg_stat_statements_reset()");
     const jobs0 = Number(await jobsCreated());
     const commits0 = Number(await stat());
     const env = { databaseUrl: bench.url, smtpUrl: smtp.url, slackToken: slack.token, slackApiUrl: slack.apiUrl, concurrency: CONCURRENCY };
     const workers = await startWorkers(WORKERS, env);
-    await waitForWorkers(bench.pool, WORKERS);
+    await waitForWorkers(bench.adminPool, WORKERS);
     const t0 = performance.now();
     const offered =
       RATE === null
@@ -89,13 +93,13 @@ async function main() {
     const waits = new Map<string, number>();
     let samples = 0;
     for (;;) {
-      const { rows } = await bench.pool.query(
+      const { rows } = await bench.adminPool.query(
         `select coalesce(wait_event_type || ':' || wait_event, state) as w, count(*)::int as n
          from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and state <> 'idle' group by 1`,
       );
       samples += 1;
       for (const r of rows) waits.set(r.w, (waits.get(r.w) ?? 0) + r.n);
-      if (samples % 10 === 0 && (await completedCount(bench.pool)) >= COUNT) break;
+      if (samples % 10 === 0 && (await completedCount(bench.adminPool)) >= COUNT) break;
       await Promise.race([offered, sleep(0)]);
       await sleep(50);
     }
@@ -106,7 +110,7 @@ async function main() {
     const commits = Number(await stat()) - commits0;
     process.stdout.write(`${COUNT} notifications drained in ${seconds.toFixed(1)} s by ${WORKERS} worker(s): ${(COUNT / seconds).toFixed(1)}/s\n`);
     process.stdout.write(`jobs per notification ${(jobs / COUNT).toFixed(2)}, commits per notification ${(commits / COUNT).toFixed(2)}\n`);
-    const { rows: statements } = await bench.pool.query(
+    const { rows: statements } = await bench.adminPool.query(
       `select sum(calls)::bigint as calls, round(sum(total_exec_time)::numeric) as ms from pg_stat_statements
        where toplevel and dbid = (select oid from pg_database where datname = current_database())`,
     );
@@ -114,10 +118,10 @@ async function main() {
       `statements per notification (top level) ${(Number(statements[0].calls) / COUNT).toFixed(1)}, ` +
         `server execution time per notification ${(Number(statements[0].ms) / COUNT).toFixed(2)} ms\n`,
     );
-    if (RATE !== null) await stepLatencies(bench.pool);
+    if (RATE !== null) await stepLatencies(bench.adminPool);
     process.stdout.write(`\nactive backends by wait event (mean over ${samples} samples):\n`);
     for (const [w, n] of [...waits].sort((a, b) => b[1] - a[1]).slice(0, 15)) process.stdout.write(`  ${(n / samples).toFixed(2).padStart(7)}  ${w}\n`);
-    const { rows } = await bench.pool.query(
+    const { rows } = await bench.adminPool.query(
       `select calls, round(total_exec_time::numeric, 0) as ms, round((total_exec_time / calls)::numeric, 3) as mean_ms, rows,
               pg_get_userbyid(userid) as role, regexp_replace(left(query, 140), '\\s+', ' ', 'g') as q
        from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
@@ -128,7 +132,7 @@ async function main() {
         `deferred to commit count as top level; PostgreSQL may merge statements on same-named tables of different schemas):\n`,
     );
     for (const r of rows) process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  [${r.role}] ${r.q}\n`);
-    const { rows: byCalls } = await bench.pool.query(
+    const { rows: byCalls } = await bench.adminPool.query(
       `select calls, pg_get_userbyid(userid) as role, regexp_replace(left(query, 120), '\\s+', ' ', 'g') as q
        from pg_stat_statements where toplevel and dbid = (select oid from pg_database where datname = current_database())
        order by calls desc limit 40`,

@@ -23,16 +23,22 @@ export interface WorkerEnv {
   concurrency: number;
 }
 
-/** Real worker processes: `src/main.ts` with RUN_API=false, configured from the environment like production. */
+/**
+ * Real worker processes: `src/main.ts` with RUN_API=false, configured from
+ * the environment like production: DATABASE_URL is the service login's, and
+ * no MIGRATION_DATABASE_URL (the bench migrated beforehand, as `npm run
+ * migrate` does), so each process checks its login and the schema and serves.
+ */
 export async function startWorkers(count: number, env: WorkerEnv): Promise<{ stop(): Promise<void> }> {
   const root = path.resolve(__dirname, "../..");
   const children: ChildProcess[] = [];
   await Promise.all(
     Array.from({ length: count }, () => {
+      const { MIGRATION_DATABASE_URL: _migrationUrl, ...inherited } = process.env;
       const child = spawn(process.execPath, [...(process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), "--import", "tsx", "src/main.ts"], {
         cwd: root,
         env: {
-          ...process.env,
+          ...inherited,
           DATABASE_URL: env.databaseUrl,
           RUN_API: "false",
           RUN_WORKER: "true",
@@ -78,6 +84,7 @@ export async function startWorkers(count: number, env: WorkerEnv): Promise<{ sto
   };
 }
 
+/** `pool` is the bench's own (superuser) connections: the service login cannot read the engine's tables directly. */
 export async function waitForWorkers(pool: pg.Pool, count: number): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -120,7 +127,8 @@ const enqueueTogether = (db: Db, n: number) =>
  * so the workers never starve, and count outcomes over `seconds` after a
  * warm-up. Notifications are enqueued 20 per transaction, as the API's group
  * commit does with requests that arrive together (the producer's own cost
- * is measured in the HTTP section).
+ * is measured in the HTTP section). `db` is the service login's (what is
+ * measured), `pool` the bench's own for counting.
  */
 export async function sustained(db: Db, pool: pg.Pool, options: { seconds: number; warmupSeconds: number; backlog: number }) {
   let enqueued = 0;

@@ -32,7 +32,8 @@ async function autocannon(url: string, options: { seconds: number; connections: 
 }
 
 /**
- * POST /v1/notifications (validation, API key, idempotency bookkeeping, one
+ * POST /v1/notifications, the app connected as the service login as in
+ * production (validation, API key, idempotency bookkeeping, one
  * transaction appending the client operation and queueing its job) beside a
  * no-op Express route that parses the same JSON body and answers 202.
  */
