@@ -115,6 +115,20 @@ create table tidings.stream_consumers (
 comment on column tidings.stream_consumers.run_at_field is
   'When set, jobs for this consumer run at the timestamptz in payload->>run_at_field (at once when absent).';
 
+-- A stream's table (or its handling tables, with a suffix) as a quoted
+-- identifier for dynamic SQL. Every statement the engine builds names its
+-- tables through this: a name that is not schema.table in lower case is
+-- refused before any SQL is built from it.
+create function tidings.stream_table(p_stream text, p_suffix text default '') returns text
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+begin
+  if p_stream !~ '^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$' or p_suffix not in ('', '__handling', '__handling_history') then
+    raise exception 'invalid stream name "%"', p_stream using errcode = 'TD004';
+  end if;
+  return format('%I.%I', split_part(p_stream, '.', 1), split_part(p_stream, '.', 2) || p_suffix);
+end;
+$$;
+
 -- Readers that are not consumers (views, the API, the saga reading channel
 -- operations): they read the stream, and its handling state when said.
 create table tidings.stream_readers (
@@ -151,7 +165,7 @@ create table tidings.stream_concern_history (
 -- Trigger functions shared by every stream.
 -- ---------------------------------------------------------------------------
 create function tidings.tg_refuse_change() returns trigger
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
   raise exception 'stream %.% is append-only: % is not allowed', tg_table_schema, tg_table_name, tg_op
     using errcode = 'TD001',
@@ -166,7 +180,7 @@ $$;
 -- hand-written statement cannot skip it. Security invoker: current_user is
 -- the acting role (SET ROLE, or a login inheriting an actor role).
 create function tidings.tg_guard_handling() returns trigger
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   prior tidings.handling_status :=
     case when tg_op = 'INSERT' then 'AvailableByDefault'::tidings.handling_status else old.status end;
@@ -255,9 +269,6 @@ declare
   stream_name text := tg_table_schema || '.' || tg_table_name;
   note text := coalesce(nullif(current_setting('tidings.outbox', true), ''), 'C');
 begin
-  -- This transaction appends to the stream: readers of it wait for it (see
-  -- tidings.feed_horizon), before any of its rows takes its feed key.
-  perform tidings.mark_appending(stream_name);
   if note = 'C' then
     -- Its first append: from now on the transaction may not stay open past
     -- the bound, so it cannot hold readers back for long.
@@ -310,7 +321,7 @@ begin
           join tidings.stream_consumers c
             on c.stream = $1
            and (c.record_types is null or n.type = any (c.record_types))
-         where n.tx_id = pg_current_xact_id() and n.position > $2$q$, stream_name)
+         where n.tx_id = pg_current_xact_id() and n.position > $2$q$, tidings.stream_table(stream_name))
         into more, newest
         using stream_name, queued_upto;
       specs := specs || coalesce(more, '{}');
@@ -327,7 +338,7 @@ end;
 $$;
 
 create function tidings.create_outbox_triggers(p_stream text) returns void
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
   execute format('create trigger note_outbox before insert on %I.%I
                   for each statement execute function tidings.tg_note_outbox()',
@@ -347,40 +358,31 @@ revoke execute on function tidings.create_outbox_triggers(text) from public;
 -- stream in (feed_key, position) order and only as far as the feed horizon,
 -- below which nothing can appear any more.
 --
--- A transaction appending to a stream first takes a shared advisory lock
--- that names the stream and its own transaction id (mark_appending, from the
--- outbox's statement trigger); then each row it writes takes as feed_key the
--- greater of its transaction id and the xmax of a snapshot taken after that
--- lock (tg_stamp_record). A reader's horizon is the smallest transaction
--- id among those marked on its streams and still in progress, or else the
--- xmax of its snapshot (feed_horizon), computed in a statement before it
--- reads. Whoever marked before the reader looked holds the horizon at or
--- below its own id, hence below its keys; whoever marks later takes keys at
--- or above the reader's xmax, hence at or above the horizon. So only
--- transactions that append to the streams being read hold a reader back: a
--- long transaction elsewhere, in this database or another, does not (the
--- transaction-id horizon, pg_snapshot_xmin, waited for every one on the
--- server).
+-- Every INSERT into a stream table first takes the table's RowExclusiveLock
+-- (when the statement is parsed; held to the end of the transaction); only a
+-- role allowed to write the table can hold that lock. Then each row takes as
+-- feed_key the greater of its transaction id and the xmax of a snapshot
+-- taken after that lock (tg_stamp_record). A reader's horizon is the
+-- smallest id of the transactions that hold a stream it reads that way and
+-- are still in progress, or else the xmax of its snapshot (feed_horizon),
+-- computed in a statement before it reads. Whoever held the lock before the
+-- reader looked holds the horizon at or below its own id, hence below its
+-- keys; whoever takes it later gets keys at or above the reader's xmax,
+-- hence at or above the horizon. So only transactions that append to the
+-- streams being read hold a reader back: a long transaction elsewhere, in
+-- this database or another, does not (the transaction-id horizon,
+-- pg_snapshot_xmin, waited for every one on the server), and nobody but a
+-- stream's writers can fake one (advisory locks would let any login do so).
 -- ---------------------------------------------------------------------------
-create function tidings.mark_appending(p_stream text) returns void
-language sql volatile set search_path = pg_catalog, pg_temp as $$
-  select pg_advisory_xact_lock_shared(
-    hashtext('tidings feed ' || p_stream),
-    -- The low 32 bits of the transaction id, as the int4 whose bits they are.
-    ((pg_current_xact_id()::text::bigint % 4294967296) - case when pg_current_xact_id()::text::bigint % 4294967296 >= 2147483648 then 4294967296 else 0 end)::int4)
-$$;
 
--- Every row's engine columns are the database's own, whoever inserts it (the
--- owner included; producers may not even name them): when, who, in which
--- transaction, and where it stands in gap-safe reads.
 create function tidings.tg_stamp_record() returns trigger
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
   new.recorded_at := now();
   new.recorded_by := current_user;
   new.tx_id := pg_current_xact_id();
-  -- A plpgsql expression in a volatile function runs with a fresh snapshot:
-  -- one taken after this transaction's mark (tg_note_outbox ran first).
+  -- A plpgsql expression in a volatile function runs with a fresh snapshot
+  -- (READ COMMITTED): one taken after this statement locked the table.
   new.feed_key := greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()));
   return new;
 end;
@@ -388,25 +390,30 @@ $$;
 
 -- The horizon for reading these streams now: read records with feed_key
 -- below it, in a later statement of a READ COMMITTED transaction (whose
--- snapshot is younger than this one's look at the marks).
+-- snapshot is younger than this one's look at the locks).
 create function tidings.feed_horizon(p_streams text[]) returns xid8
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
   snap pg_snapshot := pg_current_snapshot();
-  marked xid8;
+  appending xid8;
 begin
   if current_setting('transaction_isolation') <> 'read committed' then
     raise exception 'tidings.feed_horizon needs a READ COMMITTED transaction (the read that follows must see a newer snapshot)'
       using errcode = '25000';
   end if;
-  select min(x) into marked
+  -- Backends writing one of these tables, and their transaction ids (each
+  -- transaction holds an ExclusiveLock on its own id): pg_locks is the one
+  -- place that shows both for every login.
+  select min(x) into appending
   from pg_snapshot_xip(snap) x
   where (x::text::bigint % 4294967296) in (
-    select l.objid::bigint from pg_locks l
-    where l.locktype = 'advisory' and l.objsubid = 2
-      and l.database = (select d.oid from pg_database d where d.datname = current_database())
-      and l.classid::bigint in (select (hashtext('tidings feed ' || s)::bigint + 4294967296) % 4294967296 from unnest(p_streams) s));
-  return least(pg_snapshot_xmax(snap), marked);
+    select t.transactionid::text::bigint
+    from pg_locks w
+    join pg_locks t on t.pid = w.pid and t.locktype = 'transactionid' and t.mode = 'ExclusiveLock' and t.granted
+    where w.locktype = 'relation' and w.mode = 'RowExclusiveLock'
+      and w.database = (select d.oid from pg_database d where d.datname = current_database())
+      and w.relation in (select to_regclass(tidings.stream_table(s)) from unnest(p_streams) s));
+  return least(pg_snapshot_xmax(snap), appending);
 end;
 $$;
 
@@ -427,15 +434,19 @@ begin
     horizon := tidings.feed_horizon(array[s.name]);
     reader := 'horizon';
     stream := s.name;
-    execute format('select count(*), coalesce(extract(epoch from now() - min(recorded_at)), 0)::float8 from %s where feed_key >= $1', s.name)
+    execute format('select count(*), coalesce(extract(epoch from now() - min(recorded_at)), 0)::float8 from %s where feed_key >= $1', tidings.stream_table(s.name))
       into waiting, oldest_seconds using horizon;
     return next;
   end loop;
-  for s in select c.name, e.key as followed, e.value as cursor from tidings.checkpoints c, jsonb_each_text(c.cursors) e order by 1, 2 loop
+  -- Only cursors of declared streams: a checkpoint's keys are data its bot writes.
+  for s in select c.name, e.key as followed, e.value as cursor
+           from tidings.checkpoints c, jsonb_each_text(c.cursors) e
+           where e.key in (select name from tidings.streams) and e.value ~ '^[0-9]{1,20}-[0-9]{1,19}$'
+           order by 1, 2 loop
     reader := 'checkpoint:' || s.name;
     stream := s.followed;
     execute format('select count(*), coalesce(extract(epoch from now() - min(recorded_at)), 0)::float8 from %s
-                    where (feed_key, position) > ($1::xid8, $2::bigint)', s.followed)
+                    where (feed_key, position) > ($1::xid8, $2::bigint)', tidings.stream_table(s.followed))
       into waiting, oldest_seconds using split_part(s.cursor, '-', 1), split_part(s.cursor, '-', 2)::bigint;
     return next;
   end loop;
@@ -455,7 +466,7 @@ begin
   for c in select sc.stream, sc.concern from tidings.stream_consumers sc order by 1, 2 loop
     stream := c.stream;
     concern := c.concern;
-    execute format('select count(*) from %s where concern = $1 and status = ''Failed''', c.stream || '__handling')
+    execute format('select count(*) from %s where concern = $1 and status = ''Failed''', tidings.stream_table(c.stream, '__handling'))
       into failed using c.concern;
     return next;
   end loop;
@@ -532,20 +543,26 @@ grant select on tidings.streams, tidings.stream_producers, tidings.stream_consum
 -- migration, for the tables a graphile-worker release may add
 -- (grantQueueToService in src/db/migrate.ts).
 create function tidings.declare_actor(p_name text, p_description text) returns void
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   r name := 'tidings_' || p_name;
 begin
   if not exists (select 1 from pg_roles where rolname = r) then
     begin
       execute format('create role %I nologin', r);
-    exception when duplicate_object or unique_violation then
-      null; -- another database on this server created it at the same moment
+    exception
+      when duplicate_object or unique_violation then
+        null; -- another database on this server created it at the same moment
+      when insufficient_privilege then
+        raise exception 'role % does not exist and % may not create it: run npm run migrate once as a superuser (docs/security.md)', r, current_user
+          using errcode = '42501';
     end;
   end if;
   -- The service acts as every actor (SET LOCAL ROLE); NOINHERIT keeps their
   -- privileges from adding up in the service's own.
-  execute format('grant %I to tidings_service', r);
+  if not pg_has_role('tidings_service', r, 'MEMBER') then
+    execute format('grant %I to tidings_service', r);
+  end if;
   execute format('grant usage on schema tidings to %I', r);
   -- Every actor may read the registry (append and the handling guard consult it).
   execute format('grant select on tidings.streams, tidings.stream_producers, tidings.stream_consumers,
@@ -562,7 +579,7 @@ $$;
 create function tidings.declare_stream(
   p_name text, p_subsystem text, p_kind text, p_concern text, p_record_types text[], p_description text
 ) returns void
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   sch text := split_part(p_name, '.', 1);
   tbl text := split_part(p_name, '.', 2);
@@ -670,22 +687,22 @@ $$;
 -- tidings.streams.record_types: a check constraint costs an append nothing
 -- measurable, where a trigger looking the type up would cost every row.
 create function tidings.constrain_record_types(p_stream text) returns void
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   types text[] := (select record_types from tidings.streams where name = p_stream);
 begin
-  execute format('alter table %s drop constraint if exists declared_type', p_stream);
+  execute format('alter table %s drop constraint if exists declared_type', tidings.stream_table(p_stream));
   if types is not null then
     -- NOT VALID: rows already there were checked against the earlier list,
     -- which this one only widens (see declare_record_types).
-    execute format('alter table %s add constraint declared_type check (type = any (%L::text[])) not valid', p_stream, types);
+    execute format('alter table %s add constraint declared_type check (type = any (%L::text[])) not valid', tidings.stream_table(p_stream), types);
   end if;
 end;
 $$;
 
 -- A stream holds a new type of record from now on (a later migration's).
 create function tidings.declare_record_types(p_stream text, p_types text[]) returns void
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
   update tidings.streams
   set record_types = (select array_agg(distinct t order by t) from unnest(record_types || p_types) t)
@@ -698,7 +715,7 @@ end;
 $$;
 
 create function tidings.declare_producer(p_stream text, p_actor text) returns void
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   r name := (select role_name from tidings.actors where name = p_actor);
 begin
@@ -711,8 +728,8 @@ begin
   -- INSERT of the content columns only: position, recorded_at, recorded_by
   -- tx_id and feed_key are the database's own (identity and defaults), so a producer
   -- can neither squat a position nor name another writer or time.
-  execute format('grant insert (id, type, payload, tags, caused_by_stream, caused_by_position) on %s to %I', p_stream, r);
-  execute format('grant select (position) on %s to %I', p_stream, r);
+  execute format('grant insert (id, type, payload, tags, caused_by_stream, caused_by_position) on %s to %I', tidings.stream_table(p_stream), r);
+  execute format('grant select (position) on %s to %I', tidings.stream_table(p_stream), r);
   execute format('grant execute on function tidings.existing_position(text, text, text) to %I', r);
 end;
 $$;
@@ -721,7 +738,7 @@ create function tidings.declare_consumer(
   p_stream text, p_concern text, p_actor text, p_record_types text[], p_description text,
   p_run_at_field text default null
 ) returns void
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   r name := (select role_name from tidings.actors where name = p_actor);
   held text[] := (select record_types from tidings.streams where name = p_stream);
@@ -736,7 +753,7 @@ begin
   -- consumer existed were never its to handle.
   execute format($q$
     insert into tidings.sweep_cursors (stream, concern, feed_key, position)
-    select $1, $2, coalesce(max(feed_key), '0'), coalesce(max(position), 0) from %s$q$, p_stream)
+    select $1, $2, coalesce(max(feed_key), '0'), coalesce(max(position), 0) from %s$q$, tidings.stream_table(p_stream))
     using p_stream, p_concern;
   -- Register the task up front: otherwise the first job of a task inserts its
   -- row into _private_tasks, and concurrent appenders wait on that insert
@@ -744,11 +761,11 @@ begin
   insert into graphile_worker._private_tasks (identifier) values (p_stream || ':' || p_concern)
   on conflict do nothing;
   execute format('grant usage on schema %I to %I', split_part(p_stream, '.', 1), r);
-  execute format('grant select on %s to %I', p_stream, r);
+  execute format('grant select on %s to %I', tidings.stream_table(p_stream), r);
   -- Writing handling state is not write access to the stream (the seed): the
   -- consumer may change its own handling rows; history is written by trigger.
-  execute format('grant select, insert, update on %s to %I', p_stream || '__handling', r);
-  execute format('grant select on %s to %I', p_stream || '__handling_history', r);
+  execute format('grant select, insert, update on %s to %I', tidings.stream_table(p_stream, '__handling'), r);
+  execute format('grant select on %s to %I', tidings.stream_table(p_stream, '__handling_history'), r);
   execute format('grant execute on function tidings.queue_handling(text, text, bigint[], timestamptz) to %I', r);
 end;
 $$;
@@ -756,16 +773,16 @@ $$;
 -- Read-only access for a reader that is not a handler (views, the API, a
 -- bot reading another stream), with its handling state when p_handling.
 create function tidings.declare_reader(p_stream text, p_actor text, p_handling boolean default false) returns void
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   r name := (select role_name from tidings.actors where name = p_actor);
 begin
   insert into tidings.stream_readers (stream, actor, reads_handling) values (p_stream, p_actor, p_handling)
   on conflict (stream, actor) do update set reads_handling = tidings.stream_readers.reads_handling or excluded.reads_handling;
   execute format('grant usage on schema %I to %I', split_part(p_stream, '.', 1), r);
-  execute format('grant select on %s to %I', p_stream, r);
+  execute format('grant select on %s to %I', tidings.stream_table(p_stream), r);
   if p_handling then
-    execute format('grant select on %s, %s to %I', p_stream || '__handling', p_stream || '__handling_history', r);
+    execute format('grant select on %s, %s to %I', tidings.stream_table(p_stream, '__handling'), tidings.stream_table(p_stream, '__handling_history'), r);
   end if;
 end;
 $$;
@@ -774,7 +791,7 @@ $$;
 -- re-drive, cancel, archive): reads every stream, changes the handling of
 -- any concern (the guard lets it), never writes a stream.
 create function tidings.declare_handling_repairer(p_actor text) returns void
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   s record;
   r name := (select role_name from tidings.actors where name = p_actor);
@@ -790,12 +807,12 @@ end;
 $$;
 
 create function tidings.grant_handling_repair(p_stream text, p_actor text) returns void
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
   r name := (select role_name from tidings.actors where name = p_actor);
 begin
   perform tidings.declare_reader(p_stream, p_actor, true);
-  execute format('grant insert, update on %s to %I', p_stream || '__handling', r);
+  execute format('grant insert, update on %s to %I', tidings.stream_table(p_stream, '__handling'), r);
 end;
 $$;
 
@@ -803,7 +820,7 @@ $$;
 -- Appending.
 -- ---------------------------------------------------------------------------
 create function tidings.stream_exists(p_stream text) returns boolean
-language sql stable as $$ select exists (select 1 from tidings.streams where name = p_stream) $$;
+language sql stable set search_path = pg_catalog, pg_temp as $$ select exists (select 1 from tidings.streams where name = p_stream) $$;
 
 -- The position of the latest record with this id (and type, when given), or
 -- null. Security definer so a write-only producer can make its appends
@@ -826,7 +843,7 @@ begin
     raise exception 'role % does not produce stream %: only its producers may look up its records', acting, p_stream
       using errcode = '42501';
   end if;
-  execute format('select max(position) from %s where id = $1 and ($2::text is null or type = $2)', p_stream)
+  execute format('select max(position) from %s where id = $1 and ($2::text is null or type = $2)', tidings.stream_table(p_stream))
     into found using p_id, p_type;
   return found;
 end;
@@ -841,7 +858,7 @@ $$;
 -- declared producer can append.
 create function tidings.append(p_stream text, p_records jsonb, p_strategy text default 'write_always')
 returns table (ordinal integer, "position" bigint, id text, type text, written boolean)
-language plpgsql as $$
+language plpgsql set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 declare
   item record;
@@ -876,7 +893,7 @@ begin
       )
       select n.ordinal, n.position, i.v->>'id', i.v->>'type', true
       from numbered n join input i using (ordinal)
-      order by n.ordinal$q$, p_stream) using p_records;
+      order by n.ordinal$q$, tidings.stream_table(p_stream)) using p_records;
     return;
   end if;
 
@@ -911,7 +928,7 @@ begin
     else
       execute format(
         'insert into %s (id, type, payload, tags, caused_by_stream, caused_by_position)
-         values ($1, $2, $3, coalesce($4, ''{}''), $5, $6) returning position', p_stream)
+         values ($1, $2, $3, coalesce($4, ''{}''), $5, $6) returning position', tidings.stream_table(p_stream))
         into "position"
         using item.v->>'id', item.v->>'type', item.v->'payload', item.v->'tags',
               item.v->'causedBy'->>'stream', (item.v->'causedBy'->>'position')::bigint;
@@ -940,7 +957,7 @@ begin
   execute format($q$
     select array_agg(row($2, json_build_object('stream', $3, 'position', position, 'id', id),
                          null, $4, null, null, null, null)::graphile_worker.job_spec order by position)
-    from %s where position = any ($1)$q$, p_stream)
+    from %s where position = any ($1)$q$, tidings.stream_table(p_stream))
     into specs using p_positions, task, p_stream, p_run_at;
   if coalesce(array_length(specs, 1), 0) <> coalesce(array_length(p_positions, 1), 0) then
     raise exception 'some of positions % do not exist in stream %', p_positions, p_stream using errcode = 'TD004';
@@ -1031,7 +1048,7 @@ begin
                                    null, null, null, null)::graphile_worker.job_spec order by m.position) from missing m),
              (select p.feed_key from passed p),
              (select p.position from passed p)
-      $q$, c.stream, c.stream || '__handling')
+      $q$, tidings.stream_table(c.stream), tidings.stream_table(c.stream, '__handling'))
       into examined, specs, new_key, new_position
       using c.concern, c.feed_key, c.position, horizon, c.record_types, p_limit, c.task_identifier,
             array['AvailableByDefault', 'AvailableAfterCompletion', 'AvailableAfterFailure',

@@ -6,8 +6,10 @@ import { DatabaseSetupError, migrate } from "./migrate";
  * Who is who in the database (docs/security.md):
  *
  * - tidings_owner: owns every object tidings creates; migrations run as it
- *   (SET ROLE from the migrating login). NOLOGIN, CREATEROLE (it creates the
- *   actor roles and the service login).
+ *   (SET ROLE from the migrating login). NOLOGIN. It holds CREATEROLE only
+ *   while a superuser migrates (it creates the actor roles): on PostgreSQL
+ *   15 and older CREATEROLE may grant pg_execute_server_program, so a
+ *   standing CREATEROLE would make the owner a step from superuser.
  * - tidings_service: the running service's role. A member of every actor
  *   role so it may SET LOCAL ROLE to each, NOINHERIT so it holds none of
  *   their privileges unless it does (migrations/0001_engine.sql).
@@ -71,7 +73,7 @@ async function whoAmI(client: pg.Client): Promise<Me> {
 function setupInstructions(me: Me): string {
   const db = quoteIdent(me.database);
   return [
-    `as a superuser, once: create role ${OWNER_ROLE} nologin createrole;`,
+    `as a superuser, once: create role ${OWNER_ROLE} nologin createrole; (withdraw createrole after migrating: alter role ${OWNER_ROLE} nocreaterole)`,
     `grant ${OWNER_ROLE} to ${quoteIdent(me.user)};`,
     `grant create on database ${db} to ${OWNER_ROLE};`,
     `revoke connect on database ${db} from public;`,
@@ -102,7 +104,7 @@ export async function prepareDatabase(
       if (!me.superuser) {
         throw new RolesNotReadyError(`role ${OWNER_ROLE} does not exist and ${me.user} may not create it: ${setupInstructions(me)}`);
       }
-      await admin.query(`create role ${OWNER_ROLE} nologin createrole`).catch((error: { code?: string }) => {
+      await admin.query(`create role ${OWNER_ROLE} nologin`).catch((error: { code?: string }) => {
         if (error.code !== "42710" && error.code !== "23505") throw error; // created meanwhile by another process
       });
       log(`created role ${OWNER_ROLE}, the owner of tidings's schema`);
@@ -120,12 +122,15 @@ export async function prepareDatabase(
     }
 
     // Every object created from here on belongs to tidings_owner, graphile-worker's included.
+    // It may create roles (the actors) while this migration runs, and no longer.
+    if (me.superuser) await admin.query(`alter role ${OWNER_ROLE} createrole`);
     const ownerPool = createPool(migrationUrl, 2, options.applicationName ?? "tidings-migrate", { role: OWNER_ROLE });
     try {
       applied = await migrate(ownerPool, log);
-      if (options.serviceLogin) await prepareServiceLogin(ownerPool, admin, me, options.serviceLogin, log);
+      if (options.serviceLogin) await prepareServiceLogin(me.superuser ? admin : ownerPool, admin, me, options.serviceLogin, log);
     } finally {
       await ownerPool.end();
+      if (me.superuser) await withdrawCreateRole(admin);
     }
   } finally {
     await admin.end();
@@ -133,12 +138,33 @@ export async function prepareDatabase(
   return applied;
 }
 
-async function prepareServiceLogin(ownerPool: pg.Pool, admin: pg.Client, me: Me, login: ServiceLogin, log: (m: string) => void): Promise<void> {
+/**
+ * CREATEROLE back off, unless another tidings migration on this server is
+ * under way (it holds the migration lock in its database; pg_locks shows
+ * every database's): the last one to finish withdraws it.
+ */
+async function withdrawCreateRole(admin: pg.Client): Promise<void> {
+  const { rows } = await admin.query<{ busy: boolean }>(`
+    select exists (
+      select 1 from pg_locks l
+      where l.locktype = 'advisory' and l.objsubid = 1 and l.granted and l.pid <> pg_backend_pid()
+        and ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('tidings:migrate', 0)
+    ) as busy`);
+  if (!rows[0]!.busy) await admin.query(`alter role ${OWNER_ROLE} nocreaterole`);
+}
+
+async function prepareServiceLogin(
+  roles: Pick<pg.Client, "query">,
+  admin: pg.Client,
+  me: Me,
+  login: ServiceLogin,
+  log: (m: string) => void,
+): Promise<void> {
   const name = quoteIdent(login.user);
   const password = login.password === undefined ? "" : ` password ${quoteLiteral(login.password)}`;
-  const { rows } = await ownerPool.query("select rolsuper from pg_roles where rolname = $1", [login.user]);
+  const { rows } = await roles.query("select rolsuper from pg_roles where rolname = $1", [login.user]);
   if (rows.length === 0) {
-    await ownerPool.query(`create role ${name} login${password}`).catch((error: { code?: string }) => {
+    await roles.query(`create role ${name} login${password}`).catch((error: { code?: string }) => {
       if (error.code !== "42710" && error.code !== "23505") throw error;
     });
     log(`created the service login ${login.user}`);
@@ -146,9 +172,9 @@ async function prepareServiceLogin(ownerPool: pg.Pool, admin: pg.Client, me: Me,
     // Refused at start (assertServiceLogin); nothing to grant a superuser.
     return;
   } else if (password) {
-    await ownerPool.query(`alter role ${name}${password}`);
+    await roles.query(`alter role ${name}${password}`);
   }
-  await ownerPool.query(`grant ${SERVICE_ROLE} to ${name}`);
+  await roles.query(`grant ${SERVICE_ROLE} to ${name}`);
   if (me.superuser || me.databaseOwner) {
     await admin.query(`grant connect on database ${quoteIdent(me.database)} to ${name}`);
   } else if (!(await admin.query("select has_database_privilege($1, current_database(), 'CONNECT') as ok", [login.user])).rows[0].ok) {

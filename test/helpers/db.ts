@@ -127,14 +127,32 @@ export async function declareTestStream(
   const { stream, producer, consumer } = options;
   const concern = options.concern ?? consumer;
   await asOwner(admin, async (tx) => {
-    for (const actor of new Set([producer, consumer])) {
-      const exists = await sql<{ n: number }>`select count(*)::int as n from tidings.actors where name = ${actor}`.execute(tx);
-      if (exists.rows[0]!.n === 0) await sql`select tidings.declare_actor(${actor}, ${"test actor"})`.execute(tx);
-    }
+    for (const actor of new Set([producer, consumer])) await declareTestActor(tx, actor);
     await sql`select tidings.declare_stream(${stream}, 'testing', 'event', null, ${options.types ?? null}::text[], 'a stream for tests')`.execute(tx);
     await sql`select tidings.declare_producer(${stream}, ${producer})`.execute(tx);
     await sql`select tidings.declare_consumer(${stream}, ${concern}, ${consumer}, ${options.recordTypes ?? null}::text[], 'test consumer')`.execute(tx);
   });
+}
+
+/**
+ * Declare an actor as a migration does (inside asOwner). Its role belongs to
+ * the server: a superuser creates it (the owner may create roles only while
+ * a superuser migrates) and makes the service a member, then the owner
+ * declares it.
+ */
+export async function declareTestActor(ownerTx: Db, actor: string): Promise<void> {
+  const exists = await sql<{ n: number }>`select count(*)::int as n from tidings.actors where name = ${actor}`.execute(ownerTx);
+  if (exists.rows[0]!.n > 0) return;
+  const role = `tidings_${actor}`;
+  await sql`reset role`.execute(ownerTx);
+  await sql.raw(`
+    do $$ begin
+      if not exists (select 1 from pg_roles where rolname = '${role}') then create role ${role} nologin; end if;
+      if not pg_has_role('tidings_service', '${role}', 'MEMBER') then grant ${role} to tidings_service; end if;
+    exception when duplicate_object or unique_violation then null;
+    end $$`).execute(ownerTx);
+  await sql`set local role tidings_owner`.execute(ownerTx);
+  await sql`select tidings.declare_actor(${actor}, ${"test actor"})`.execute(ownerTx);
 }
 
 /**

@@ -9,7 +9,7 @@ import { inTransaction } from "../../src/db/database";
 import { askQuery } from "../../src/notification/alert.bots";
 import { appendOne } from "../../src/streams/append";
 import { claim } from "../../src/streams/handling";
-import { asOwner, createTestDatabase, declareTestStream, type TestDatabase } from "../helpers/db";
+import { asOwner, createTestDatabase, declareTestActor, declareTestStream, type TestDatabase } from "../helpers/db";
 
 let t: TestDatabase;
 
@@ -50,7 +50,7 @@ describe("handling state of another bot's concern", () => {
   beforeAll(async () => {
     await declareTestStream(t.adminDb, { stream, producer: "shared_writer", consumer: "first_bot" });
     await asOwner(t.adminDb, async (tx) => {
-      await sql`select tidings.declare_actor('second_bot', 'test actor')`.execute(tx);
+      await declareTestActor(tx, "second_bot");
       await sql`select tidings.declare_consumer(${stream}, 'second_bot', 'second_bot', null, 'second concern')`.execute(tx);
     });
     position = (await inTransaction(t.db, "shared_writer", (tx) => appendOne(tx, stream, { id: "s-1", type: "Thing", payload: {} }))).position;
