@@ -158,7 +158,9 @@ create table tidings.stream_concern_history (
   disabled boolean not null,
   changed_at timestamptz not null default now(),
   changed_by text not null,
-  reason text not null
+  reason text not null,
+  -- The session user and the role it acted as, as in the handling history.
+  recorded_by text not null default session_user
 );
 
 -- ---------------------------------------------------------------------------
@@ -172,6 +174,40 @@ begin
           hint = 'Append a new record instead; handling state lives in the __handling tables.';
 end;
 $$;
+
+-- A stream switched on or off for a concern: the time is the database's, and
+-- the history row is written by the database itself (nobody writes it by hand).
+create function tidings.tg_stamp_concern_state() returns trigger
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+begin
+  new.changed_at := now();
+  return new;
+end;
+$$;
+
+create function tidings.tg_record_concern_history() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  acting text := current_setting('role', true);
+begin
+  insert into tidings.stream_concern_history (stream, concern, disabled, changed_at, changed_by, reason, recorded_by)
+  values (new.stream, new.concern, new.disabled, new.changed_at, new.changed_by, new.reason,
+          session_user::text || case when acting is not null and acting <> 'none' and acting <> session_user::text
+                                     then ' as ' || acting else '' end);
+  return null;
+end;
+$$;
+
+create trigger stamp before insert or update on tidings.stream_concern_states
+  for each row execute function tidings.tg_stamp_concern_state();
+create trigger history after insert or update on tidings.stream_concern_states
+  for each row execute function tidings.tg_record_concern_history();
+create trigger refuse_delete before delete or truncate on tidings.stream_concern_states
+  for each statement execute function tidings.tg_refuse_change();
+create trigger refuse_update_delete before update or delete on tidings.stream_concern_history
+  for each statement execute function tidings.tg_refuse_change();
+create trigger refuse_truncate before truncate on tidings.stream_concern_history
+  for each statement execute function tidings.tg_refuse_change();
 
 -- Guard on every handling table: only transitions listed in
 -- tidings.handling_transitions are allowed, every change but 'complete'
@@ -199,6 +235,16 @@ begin
     raise exception 'role % may not change the handling of stream % for concern "%"', current_user, stream_name, new.concern
       using errcode = '42501',
             hint = 'Only the actor that consumes the stream for that concern, or an operator, may.';
+  end if;
+  -- A change by someone who is not the concern's consumer (an operator's
+  -- repair) names a person: it may not pass for the machinery (a bot, the
+  -- runner), or the audit would take it for the bots' own work.
+  if not exists (
+    select 1 from tidings.stream_consumers c join tidings.actors a on a.name = c.actor
+    where c.stream = stream_name and c.concern = new.concern and pg_has_role(current_user, a.role_name, 'USAGE')
+  ) and (new.last_actor = 'runner' or exists (select 1 from tidings.actors a where a.name = new.last_actor)) then
+    raise exception 'role % may not record a handling change as "%": a repair names the person who made it', current_user, new.last_actor
+      using errcode = '42501';
   end if;
   if not exists (
     select 1 from tidings.handling_transitions t
@@ -801,7 +847,7 @@ begin
     perform tidings.grant_handling_repair(s.name, p_actor);
   end loop;
   execute format('grant insert, update on tidings.stream_concern_states to %I', r);
-  execute format('grant select, insert on tidings.stream_concern_history to %I', r);
+  execute format('grant select on tidings.stream_concern_history to %I', r);
   execute format('grant execute on function tidings.queue_handling(text, text, bigint[], timestamptz) to %I', r);
 end;
 $$;
@@ -947,12 +993,21 @@ create function tidings.queue_handling(
 ) returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
+  acting text := coalesce(nullif(nullif(current_setting('role', true), ''), 'none'), session_user);
   task text;
   specs graphile_worker.job_spec[];
 begin
-  select task_identifier into task from tidings.stream_consumers where stream = p_stream and concern = p_concern;
+  select c.task_identifier into task from tidings.stream_consumers c where c.stream = p_stream and c.concern = p_concern;
   if task is null then
     raise exception 'concern "%" does not consume stream "%"', p_concern, p_stream using errcode = 'TD004';
+  end if;
+  -- Only the concern's own consumer (a retry) or an operator (a re-drive) queues its work.
+  if not exists (
+    select 1 from tidings.actors a
+    where pg_has_role(acting, a.role_name, 'USAGE')
+      and (a.repairs_handling or a.name = (select c.actor from tidings.stream_consumers c where c.stream = p_stream and c.concern = p_concern))
+  ) then
+    raise exception 'role % may not queue the handling of stream % for concern "%"', acting, p_stream, p_concern using errcode = '42501';
   end if;
   execute format($q$
     select array_agg(row($2, json_build_object('stream', $3, 'position', position, 'id', id),

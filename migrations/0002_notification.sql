@@ -44,6 +44,10 @@ select tidings.declare_stream('notification.snapshots', 'notification', 'snapsho
   array['NotificationSnapshot'],
   'The notification aggregate as of an event position: written at terminal states and every N events.');
 
+-- One client operation per tracking id: a client appending under an id that
+-- is taken (by chance or on purpose) is refused, never merged into another's.
+create unique index client_operations_one_per_id on notification.client_operations (id);
+
 -- Email concern.
 select tidings.declare_stream('email.operations', 'notification', 'operation', 'email',
   array['SendEmailOp'],

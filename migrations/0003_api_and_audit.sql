@@ -45,9 +45,10 @@ grant select, insert, update on api.keys to tidings_service;
 -- Idempotency keys: one row per key ever used, per caller. A key belongs to
 -- the caller that used it: an API key ('api:<key id>') or a SQL login
 -- ('sql:<login>'), so two clients may use the same key for two notifications
--- and neither learns anything of the other's. The tracking id is derived from
--- (scope, key) (tidings.idempotent_tracking_id, and trackingIdForIdempotencyKey
--- in src/notification/ids.ts). Never expires. The primary key is what makes
+-- and neither learns anything of the other's. The tracking id of a new key is
+-- random and kept here: no caller can know another's tracking id in advance
+-- (a client may append a client operation under any id it likes; a derived
+-- id would let it take another caller's notification first). Never expires. The primary key is what makes
 -- concurrent duplicates safe: the second insert waits for the first
 -- transaction and then finds its row. Only the service (the HTTP API) reads
 -- and writes the table; SQL callers reach it through the enqueue function.
@@ -100,23 +101,6 @@ comment on table api.key_request_windows is
 revoke all on api.key_request_windows from public;
 grant select, insert, update on api.key_request_windows to tidings_service;
 
--- The tracking id of an idempotency key within its caller's scope: a
--- name-based UUID (the same as trackingIdForIdempotencyKey in
--- src/notification/ids.ts).
-create function tidings.idempotent_tracking_id(p_scope text, p_key text) returns text
-language plpgsql immutable strict set search_path = pg_catalog, pg_temp as $$
-declare
-  digest bytea := sha256(convert_to('tidings idempotency ' || p_scope || ' ' || p_key, 'UTF8'));
-  hex text;
-begin
-  digest := set_byte(digest, 6, (get_byte(digest, 6) & 15) | 80);
-  digest := set_byte(digest, 8, (get_byte(digest, 8) & 63) | 128);
-  hex := encode(substring(digest from 1 for 16), 'hex');
-  return substr(hex, 1, 8) || '-' || substr(hex, 9, 4) || '-' || substr(hex, 13, 4) || '-'
-         || substr(hex, 17, 4) || '-' || substr(hex, 21, 12);
-end;
-$$;
-
 -- Claim an idempotency key for the calling SQL login (session_user: the
 -- login, whatever role it acts as), in the caller's transaction: the
 -- tracking id and true the first time; the same tracking id and false for
@@ -134,7 +118,7 @@ begin
   if p_key is null or p_key = '' or length(p_key) > 255 then
     raise exception 'idempotency_key: must be 1-255 characters' using errcode = '22023';
   end if;
-  tracking_id := tidings.idempotent_tracking_id(caller_scope, p_key);
+  tracking_id := gen_random_uuid()::text;
   insert into api.idempotency_keys (scope, key, request_sha256, tracking_id)
   values (caller_scope, p_key, request, tracking_id)
   on conflict do nothing;

@@ -56,6 +56,7 @@ export interface Database {
     changed_at: Generated<Date>;
     changed_by: string;
     reason: string;
+    recorded_by: Generated<string>;
   };
   "tidings.worker_heartbeats": {
     process_id: string;

@@ -6,7 +6,7 @@ import { actAs, inTransaction, type Db, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
 import { UnknownEntityError } from "../errors/errors";
 import { clientOperation, parseSendNotification, unknownEntities } from "../notification/enqueue";
-import { newTrackingId, trackingIdForIdempotencyKey } from "../notification/ids";
+import { newTrackingId } from "../notification/ids";
 import { append } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
@@ -147,7 +147,8 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
     if (k !== undefined && live(i) && !firstWithKey.has(k)) firstWithKey.set(k, i);
   });
   const hashes = batch.map((w) => (w.idempotencyKey === undefined ? null : requestHash(w.op)));
-  const trackingIds = batch.map((w) => (w.idempotencyKey === undefined ? newTrackingId() : trackingIdForIdempotencyKey(idempotencyScope(w.principal), w.idempotencyKey)));
+  // Random, whether or not the request has a key (a key's is kept with it): nobody can know one in advance.
+  const trackingIds = batch.map(() => newTrackingId());
   const claimed = new Set<string>();
   if (firstWithKey.size > 0) {
     // Sorted: two shared commits inserting the same keys take their locks in one order.
@@ -176,7 +177,7 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
       const k = scoped(w);
       if (k === undefined || !live(i)) return;
       const original = claimed.has(k) && firstWithKey.get(k) !== i
-        ? { request_sha256: hashes[firstWithKey.get(k)!]!, tracking_id: trackingIds[i]! }
+        ? { request_sha256: hashes[firstWithKey.get(k)!]!, tracking_id: trackingIds[firstWithKey.get(k)!]! }
         : known.get(k);
       if (!original) return; // claimed by this request: enqueued below
       answers[i] = original.request_sha256.equals(hashes[i]!)

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 
 /**
  * Tracking ids and the ids derived from them. Every record of one
@@ -8,19 +8,6 @@ import { createHash, randomUUID } from "node:crypto";
  */
 export function newTrackingId(): string {
   return randomUUID();
-}
-
-/**
- * The same idempotency key of the same caller always yields the same tracking
- * id (a name-based UUID); the scope is the caller's: `api:<API key id>` or
- * `sql:<login>` (tidings.idempotent_tracking_id computes the same in SQL).
- */
-export function trackingIdForIdempotencyKey(scope: string, key: string): string {
-  const h = createHash("sha256").update(`tidings idempotency ${scope} ${key}`).digest();
-  h[6] = (h[6]! & 0x0f) | 0x50; // version 5-style (name-based)
-  h[8] = (h[8]! & 0x3f) | 0x80; // RFC 4122 variant
-  const hex = h.subarray(0, 16).toString("hex");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 }
 
 export function channelOperationId(trackingId: string, channel: "email" | "slack"): string {

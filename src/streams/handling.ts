@@ -285,12 +285,9 @@ export async function setStreamDisabled(
       disabled = excluded.disabled, changed_at = now(), changed_by = excluded.changed_by, reason = excluded.reason
     where tidings.stream_concern_states.disabled <> excluded.disabled
     returning disabled`.execute(db);
+  // The history row is the database's (trigger history on tidings.stream_concern_states).
   const changed = rows.length > 0;
-  if (!changed) return { changed, requeued: 0 };
-  await sql`
-    insert into tidings.stream_concern_history (stream, concern, disabled, changed_by, reason)
-    values (${stream}, ${concern}, ${disabled}, ${by.actor}, ${by.reason})`.execute(db);
-  if (disabled) return { changed, requeued: 0 };
+  if (!changed || disabled) return { changed, requeued: 0 };
   // Jobs that ran while the stream was off found nothing to claim and ended;
   // queue the records still waiting so enabling resumes them.
   const { rows: waiting } = await sql<{ position: number }>`

@@ -8,7 +8,7 @@ import { sql } from "kysely";
 import { inTransaction } from "../../src/db/database";
 import { askQuery } from "../../src/notification/alert.bots";
 import { appendOne } from "../../src/streams/append";
-import { claim } from "../../src/streams/handling";
+import { claim, transition } from "../../src/streams/handling";
 import { asOwner, createTestDatabase, declareTestActor, declareTestStream, type TestDatabase } from "../helpers/db";
 
 let t: TestDatabase;
@@ -81,9 +81,22 @@ describe("handling state of another bot's concern", () => {
     expect(rows[0].n).toBe(0);
   });
 
-  it("the operator may repair any concern", async () => {
-    const state = await inTransaction(t.db, "operator", (tx) => claim(tx, { stream, position, concern: "second_bot" }, { actor: "operator", reason: "by hand" }));
+  it("the operator may repair any concern, under a person's name", async () => {
+    const state = await inTransaction(t.db, "operator", (tx) => claim(tx, { stream, position, concern: "second_bot" }, { actor: "bea", reason: "by hand" }));
     expect(state.claimed).toBe(true);
+  });
+
+  it("the operator may not pass its changes off as the machinery's (a bot, the runner)", async () => {
+    for (const actor of ["email_bot", "second_bot", "runner", "operator"]) {
+      await expect(
+        inTransaction(t.db, "operator", (tx) => transition(tx, { stream, position, concern: "second_bot" }, "complete", { actor })),
+      ).rejects.toThrow(new RegExp(`may not record a handling change as "${actor}"`));
+    }
+    // The same check holds at the email stream: no invented "sent" from email_bot.
+    const email = await t.query("insert into email.operations (id, type, payload) values ('op-1', 'SendEmailOp', '{}') returning position");
+    await expect(
+      inTransaction(t.db, "operator", (tx) => claim(tx, { stream: "email.operations", position: email.rows[0].position, concern: "email_bot" }, { actor: "email_bot", reason: "x" })),
+    ).rejects.toThrow(/may not record a handling change as "email_bot"/);
   });
 });
 
@@ -104,5 +117,38 @@ describe("record ids in the alert's ready-to-paste SQL", () => {
     await expect(
       login.pool.query("insert into notification.client_operations (id, type, payload) values (E'x\\nSubject: fake', 'SendNotificationToEntityOp', '{}')"),
     ).rejects.toThrow(/violates check constraint/);
+  });
+});
+
+describe("a stream switched off for a concern", () => {
+  it("is recorded in the history by the database, at the database's time; nobody writes the history by hand", async () => {
+    await inTransaction(t.db, "operator", (tx) =>
+      sql`insert into tidings.stream_concern_states (stream, concern, disabled, changed_at, changed_by, reason)
+          values ('email.operations', 'email_bot', true, '2020-01-01', 'bea', 'maintenance')`.execute(tx),
+    );
+    const { rows } = await t.query(
+      "select changed_by, changed_at > now() - interval '1 minute' as now_ish, recorded_by from tidings.stream_concern_history where stream = 'email.operations'",
+    );
+    expect(rows).toEqual([{ changed_by: "bea", now_ish: true, recorded_by: "tidings_app as tidings_operator" }]);
+    const state = await t.query("select changed_at > now() - interval '1 minute' as now_ish from tidings.stream_concern_states where stream = 'email.operations'");
+    expect(state.rows).toEqual([{ now_ish: true }]);
+    await expect(
+      inTransaction(t.db, "operator", (tx) =>
+        sql`insert into tidings.stream_concern_history (stream, concern, disabled, changed_at, changed_by, reason)
+            values ('email.operations', 'email_bot', false, '2019-01-01', 'alice', 'invented')`.execute(tx),
+      ),
+    ).rejects.toThrow(/permission denied/);
+    await expect(t.query("delete from tidings.stream_concern_history")).rejects.toThrow(/append-only/);
+  });
+});
+
+describe("queueing another concern's work", () => {
+  it("is refused to any bot but the concern's own consumer; the operator may", async () => {
+    const { rows } = await t.query("insert into notification.client_operations (id, type, payload) values ('q-1', 'SendNotificationToEntityOp', '{}') returning position");
+    const queue = (actor: string) =>
+      inTransaction(t.db, actor, (tx) => sql`select tidings.queue_handling('notification.client_operations', 'notification_bot', array[${rows[0].position}::bigint])`.execute(tx));
+    await expect(queue("email_bot")).rejects.toThrow(/role tidings_email_bot may not queue the handling of stream notification.client_operations/);
+    await expect(queue("notification_bot")).resolves.toBeDefined();
+    await expect(queue("operator")).resolves.toBeDefined();
   });
 });
