@@ -152,3 +152,18 @@ describe("queueing another concern's work", () => {
     await expect(queue("operator")).resolves.toBeDefined();
   });
 });
+
+describe("data a bot writes never becomes SQL the owner runs", () => {
+  it("a checkpoint cursor named like an injection is ignored by the owner's read_lag, and runs nothing", async () => {
+    const injected =
+      "(select tidings.constrain_record_types('notification.snapshots drop constraint if exists x; create role rt_made_by_owner nologin; --')) z, notification.client_operations";
+    await inTransaction(t.db, "projection_bot", (tx) =>
+      sql`update tidings.checkpoints set cursors = cursors || jsonb_build_object(${injected}::text, '0-0') where name = 'notification_views'`.execute(tx),
+    );
+    const { rows } = await t.pool.query("select reader, stream from tidings.read_lag() where reader like 'checkpoint:%'");
+    expect(rows.map((r) => r.stream)).not.toContain(injected);
+    expect((await t.query("select count(*)::int as n from pg_roles where rolname = 'rt_made_by_owner'")).rows[0].n).toBe(0);
+    // The engine refuses such a name wherever it would build SQL from it.
+    await expect(t.query("select tidings.stream_table($1)", [injected])).rejects.toThrow(/invalid stream name/);
+  });
+});
