@@ -9,13 +9,14 @@ import { describeSecret, redactSecrets, redactUrl } from "../logging/redact";
  * line naming the variable. `.env.example` documents each one.
  */
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
-/** "1m,5m,15m,1h": the delays before each further attempt (the `ms` package's units: ms, s, m, h, d). */
+/** "1m,5m,15m,1h": the delays before each further attempt (the `ms` package's units: ms, s, m, h, d); "none": no retry. */
 const schedule = z
   .string()
   .transform((text, ctx) => {
+    if (text.trim() === "none") return [];
     const delays = text.split(",").map((part) => ms(part.trim() as ms.StringValue));
     if (delays.length === 0 || delays.some((d) => typeof d !== "number" || !Number.isFinite(d) || d <= 0)) {
-      ctx.addIssue({ code: "custom", message: 'must be delays separated by commas, e.g. "1m,5m,15m,1h" (units ms, s, m, h, d)' });
+      ctx.addIssue({ code: "custom", message: 'must be delays separated by commas, e.g. "1m,5m,15m,1h" (units ms, s, m, h, d), or "none"' });
       return z.NEVER;
     }
     return delays;

@@ -581,6 +581,10 @@ export function workerEnv(options: {
   extra?: Record<string, string>;
 }): NodeJS.ProcessEnv {
   const { databaseUrl, channels } = options;
+  // The channels retry on a short schedule here (BOT_MAX_ATTEMPTS attempts,
+  // 100 ms doubling to 2 s), not the production one of hours.
+  const attempts = Number(options.extra?.BOT_MAX_ATTEMPTS ?? 10);
+  const schedule = attempts <= 1 ? "none" : Array.from({ length: attempts - 1 }, (_, i) => `${Math.min(100 * 2 ** i, 2000)}ms`).join(",");
   return {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -600,6 +604,8 @@ export function workerEnv(options: {
     BOT_RETRY_BASE_MS: "100",
     BOT_RETRY_MAX_MS: "2000",
     BOT_MAX_ATTEMPTS: "10",
+    EMAIL_RETRY_SCHEDULE: schedule,
+    SLACK_RETRY_SCHEDULE: schedule,
     WORKER_CONCURRENCY: "8",
     DB_POOL_SIZE: "12",
     LOG_LEVEL: "info",
