@@ -9,7 +9,7 @@ import { channelStream, destinationNow, latestSendOutcome, resendOperationId } f
 import { appendOne } from "../streams/append";
 import { getHandling, getHistory, queueHandling, setStreamDisabled, transition } from "../streams/handling";
 import type { HandlingStatus, StreamRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { Streams } from "../notification/streams";
 import { findRecords } from "../streams/read";
 import { AVAILABLE_STATUSES, type HandlingAction } from "../streams/transitions";
 import {

@@ -2,7 +2,8 @@ import { sql, type RawBuilder } from "kysely";
 import type { Executor } from "../db/database";
 import { NotFoundError, ValidationError } from "../errors/errors";
 import { HANDLING_STATUSES, type HandlingStatus } from "../streams/interfaces";
-import { Streams, handlingTable, streamTable } from "../streams/names";
+import { handlingTable, streamTable } from "../streams/names";
+import { Streams } from "../notification/streams";
 import { AVAILABLE_STATUSES, isAvailable } from "../streams/transitions";
 
 /**

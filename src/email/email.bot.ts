@@ -2,7 +2,7 @@ import type { ExternalBot, HandlerContext } from "../bots/bot";
 import { ExternalError } from "../errors/errors";
 import { appendFor } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { EmailStreams } from "./email.streams";
 import {
   EmailRecordTypes,
   FailedToSendEmailEvent,
@@ -26,7 +26,7 @@ function operationOf(record: StreamRecord): SendEmailOp {
 
 /** Every event of one operation shares the notification's tracking id and points at the operation. */
 async function appendEvent(ctx: HandlerContext<EmailDeps>, type: string, payload: unknown): Promise<void> {
-  await appendFor(ctx, Streams.emailEvents, { id: ctx.record.id, type, payload, causedBy: { stream: ctx.record.stream, position: ctx.record.position } });
+  await appendFor(ctx, EmailStreams.events, { id: ctx.record.id, type, payload, causedBy: { stream: ctx.record.stream, position: ctx.record.position } });
 }
 
 /** Header values must stay on one line whatever an id contains. */
@@ -44,7 +44,7 @@ function headerValue(value: string): string {
 export function createEmailBot(): ExternalBot<EmailDeps, SendResult> {
   return {
     kind: "external",
-    stream: Streams.emailOperations,
+    stream: EmailStreams.operations,
     concern: "email_bot",
     actor: "email_bot",
     schemas: { [EmailRecordTypes.SendEmailOp]: SendEmailOp },

@@ -1,7 +1,8 @@
 import { sql, type RawBuilder } from "kysely";
 import { inTransaction, type Db, type Executor } from "../db/database";
 import { appendOne } from "../streams/append";
-import { Streams, streamTable } from "../streams/names";
+import { streamTable } from "../streams/names";
+import { EntityStreams } from "./entity.streams";
 import { findRecords, RECORD_COLUMNS_R, toRecord, type RecordRow } from "../streams/read";
 import type { StreamRecord } from "../streams/interfaces";
 import { Entity, EntityChangedEvent, EntityInput, EntityRecordTypes, EntityRemovedEvent, entityId } from "./entity.schemas";
@@ -33,11 +34,11 @@ function toVersion(record: StreamRecord, version: number): EntityVersion | null 
  * entity.events (id, position)), taken once per entity, not once per record.
  */
 async function latestWithVersion(db: Executor, where: RawBuilder<unknown>): Promise<Array<{ record: StreamRecord; version: number }>> {
-  const table = streamTable(Streams.entityEvents);
+  const table = streamTable(EntityStreams.events);
   const { rows } = await sql<RecordRow & { version: number }>`
     select l.*, (select count(*)::int from ${table} c where c.id = l.id and c.position <= l.position) as version
     from (select distinct on (r.id) ${RECORD_COLUMNS_R} from ${table} r where ${where} order by r.id, r.position desc) l`.execute(db);
-  return rows.map((row) => ({ record: toRecord(Streams.entityEvents, row), version: row.version }));
+  return rows.map((row) => ({ record: toRecord(EntityStreams.events, row), version: row.version }));
 }
 
 /** The entity as of now, or as it was at `asOf` (null: unknown, or removed at that time). */
@@ -62,7 +63,7 @@ export async function getEntityHistory(
   db: Executor,
   id: string,
 ): Promise<Array<{ version: number; position: number; recordedAt: Date; type: string; payload: unknown }>> {
-  const records = await findRecords(db, Streams.entityEvents, { ids: [id], limit: null });
+  const records = await findRecords(db, EntityStreams.events, { ids: [id], limit: null });
   return records.map((r, i) => ({ version: i + 1, position: r.position, recordedAt: r.recordedAt, type: r.type, payload: r.payload }));
 }
 
@@ -86,11 +87,11 @@ export async function putEntity(db: Db, id: string, input: EntityInput, changedB
     // Nothing new: the version stays, and this PUT changed nothing.
     if (before && changed.length === 0) return { version: { ...before, changed: [] }, created: false, changed: false };
     const payload = EntityChangedEvent.parse({ entity, changed, changedBy });
-    const appended = await appendOne(tx, Streams.entityEvents, { id, type: EntityRecordTypes.EntityChangedEvent, payload });
+    const appended = await appendOne(tx, EntityStreams.events, { id, type: EntityRecordTypes.EntityChangedEvent, payload });
     // Counted, not before.version + 1: a removed entity has no `before` but keeps its count.
     const { rows } = await sql<{ version: number; recorded_at: Date }>`
       select count(*)::int as version, max(recorded_at) filter (where position = ${appended.position}) as recorded_at
-      from ${streamTable(Streams.entityEvents)} where id = ${id} and position <= ${appended.position}`.execute(tx);
+      from ${streamTable(EntityStreams.events)} where id = ${id} and position <= ${appended.position}`.execute(tx);
     return {
       version: { entity, version: rows[0]!.version, position: appended.position, recordedAt: rows[0]!.recorded_at, changed, changedBy },
       created: !before,
@@ -103,7 +104,7 @@ export async function removeEntity(db: Db, id: string, removedBy: string): Promi
   return inTransaction(db, "entity_admin", async (tx) => {
     await sql`select pg_advisory_xact_lock(hashtextextended(${`entity ${id}`}, 0))`.execute(tx);
     if (!(await getEntity(tx, id))) return false;
-    await appendOne(tx, Streams.entityEvents, {
+    await appendOne(tx, EntityStreams.events, {
       id,
       type: EntityRecordTypes.EntityRemovedEvent,
       payload: EntityRemovedEvent.parse({ entityId: id, removedBy }),

@@ -9,7 +9,7 @@ import { clientOperation, parseSendNotification, unknownEntities } from "../noti
 import { newTrackingId } from "../notification/ids";
 import { append } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { Streams } from "../notification/streams";
 import { canonicalJson } from "../util/json";
 import { IdempotencyKeyReusedError } from "./problem";
 import type { SendNotificationBody } from "./schemas";

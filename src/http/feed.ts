@@ -1,6 +1,6 @@
 import { inTransaction, type Db } from "../db/database";
 import type { StreamRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { Streams } from "../notification/streams";
 import { FEED_START, cursorAfter, encodeCursor, nudgeHorizon, readAfter, type FeedCursor } from "../streams/read";
 import { principalOf, requireScope } from "./auth";
 import { FeedWaits, type FeedPage } from "./feedWaits";

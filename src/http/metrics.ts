@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { HandledInfo } from "../bots/bot";
 import type { Db } from "../db/database";
-import { Streams } from "../streams/names";
+import { Streams } from "../notification/streams";
 
 /**
  * Prometheus metrics. Counters and the latency histogram are kept by this

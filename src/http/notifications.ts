@@ -5,7 +5,7 @@ import type { ApiPrincipal } from "../auth/apiKeys";
 import { inTransaction, type Db } from "../db/database";
 import { NotFoundError } from "../errors/errors";
 import { latestViewJson } from "../notification/projection";
-import { Streams } from "../streams/names";
+import { Streams } from "../notification/streams";
 import { principalOf, requireScope } from "./auth";
 import { jsonBody } from "./body";
 import { EnqueueBatcher } from "./enqueue";

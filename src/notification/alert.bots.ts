@@ -5,7 +5,7 @@ import { SendSlackMessageOp } from "../slack/slack.schemas";
 import { escapeSlackText, fitSlackText } from "../slack/format";
 import { append, appendOne } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { Streams } from "./streams";
 import { findRecords, getByPosition } from "../streams/read";
 import { alertOperationId, messageIdFor } from "./ids";
 import {

@@ -3,7 +3,7 @@ import type { Db, Tx } from "../db/database";
 import { ConflictError, PgCodes, UnknownEntityError, ValidationError, pgCode } from "../errors/errors";
 import { appendOne } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { Streams } from "./streams";
 import { newTrackingId } from "./ids";
 import { NotificationRecordTypes, SendNotificationToEntityOp } from "./notification.schemas";
 

@@ -5,7 +5,7 @@ import { SendEmailOp } from "../email/email.schemas";
 import { SendSlackMessageOp } from "../slack/slack.schemas";
 import { AppendBuffer, existingIds } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { Streams } from "./streams";
 import { composeSlackParts } from "./compose";
 import { channelOperationId, messageIdFor } from "./ids";
 import {

@@ -1,7 +1,7 @@
 import type { CatchUpBot } from "../bots/bot";
 import { append } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { Streams } from "./streams";
 import { canonicalJson } from "../util/json";
 import { NotificationAggregate } from "./aggregate";
 import { NotificationRecordTypes } from "./notification.schemas";

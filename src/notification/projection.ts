@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import type { Executor } from "../db/database";
 import { SucceededInSendingEmailEvent } from "../email/email.schemas";
 import { SucceededInSendingSlackMessageEvent } from "../slack/slack.schemas";
-import { Streams } from "../streams/names";
+import { Streams } from "./streams";
 import type { StreamRecord } from "../streams/interfaces";
 import { findRecords, getLatestById } from "../streams/read";
 import { NotificationAggregate, foldEvents } from "./aggregate";

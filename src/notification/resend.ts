@@ -5,7 +5,7 @@ import { getEntity } from "../entities/entity.repository";
 import { NotFoundError } from "../errors/errors";
 import { append, appendOne } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { Streams } from "./streams";
 import { findRecords, getByPosition } from "../streams/read";
 import {
   FellBackToNextChannelEvent,

@@ -5,7 +5,7 @@ import { EmailRecordTypes, FailedToSendEmailEvent, SucceededInSendingEmailEvent 
 import { FailedToSendSlackMessageEvent, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "../slack/slack.schemas";
 import { AppendBuffer, append } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { Streams } from "./streams";
 import { findRecords, getLatestByIds } from "../streams/read";
 import {
   NotificationDelayWatch,

@@ -3,7 +3,7 @@ import type { Tx } from "../db/database";
 import { ExternalError } from "../errors/errors";
 import { appendFor, type AppendBuffer } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
-import { Streams } from "../streams/names";
+import { SlackStreams } from "./slack.streams";
 import { classifySlackError, lookupFailed, mayHaveBeenPosted, type PostResult, type SlackPoster } from "./client";
 import {
   FailedToSendSlackMessageEvent,
@@ -31,7 +31,7 @@ function opOf(record: StreamRecord): SendSlackMessageOp {
 
 /** Every event of an operation has the notification's tracking id and points back at the operation. */
 async function appendEvent(ctx: { tx: Tx; out?: AppendBuffer }, record: StreamRecord, type: string, payload: unknown): Promise<void> {
-  await appendFor(ctx, Streams.slackEvents, {
+  await appendFor(ctx, SlackStreams.events, {
     id: record.id,
     type,
     payload,
@@ -63,7 +63,7 @@ export function createSlackBot(): ExternalBot<SlackDeps, SlackSendResult> {
   const warned = new Set<string>();
   return {
     kind: "external",
-    stream: Streams.slackOperations,
+    stream: SlackStreams.operations,
     concern: SLACK_CONCERN,
     actor: SLACK_ACTOR,
     schemas: { [SlackRecordTypes.SendSlackMessageOp]: SendSlackMessageOp },

@@ -1,23 +1,6 @@
 import { sql } from "kysely";
 import { ValidationError } from "../errors/errors";
 
-/** The streams declared by migrations/0002_notification.sql (a test checks this list against `tidings.streams`). */
-export const Streams = {
-  notificationClientOperations: "notification.client_operations",
-  notificationInternalOperations: "notification.internal_operations",
-  notificationSagas: "notification.sagas",
-  notificationEvents: "notification.events",
-  notificationViews: "notification.views",
-  notificationSnapshots: "notification.snapshots",
-  emailOperations: "email.operations",
-  emailEvents: "email.events",
-  slackOperations: "slack.operations",
-  slackEvents: "slack.events",
-  entityEvents: "entity.events",
-} as const;
-
-export type KnownStream = (typeof Streams)[keyof typeof Streams];
-
 const STREAM_NAME = /^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$/;
 
 /**

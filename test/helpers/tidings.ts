@@ -9,7 +9,7 @@ import { inTransaction } from "../../src/db/database";
 import { clientOperation, parseSendNotification } from "../../src/notification/enqueue";
 import { newTrackingId } from "../../src/notification/ids";
 import { appendOne } from "../../src/streams/append";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { findRecords, getLatestById } from "../../src/streams/read";
 import { createTestDatabase, waitFor, type TestDatabase } from "./db";
 import { startSlackStandIn, type SlackStandIn, type SlackStandInOptions } from "./slackStandIn";

@@ -1,6 +1,6 @@
 import { inTransaction } from "../../src/db/database";
 import { append } from "../../src/streams/append";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
 import { apiKey } from "../helpers/api";
 import { FEED_READ, countingDb, startLimitedApi, type LimitedApi } from "../helpers/limitsApi";

@@ -1,6 +1,6 @@
 import { inTransaction } from "../../src/db/database";
 import { claim, transition } from "../../src/streams/handling";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
 import { apiKey, startApi, type TestApi } from "../helpers/api";
 import { createEntity } from "../helpers/tidings";

@@ -2,7 +2,7 @@ import { inTransaction } from "../../src/db/database";
 import { enqueueNotificationInTransaction } from "../../src/notification/enqueue";
 import { appendOne } from "../../src/streams/append";
 import { claim, transition } from "../../src/streams/handling";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
 import { apiKey, startApi, type TestApi } from "../helpers/api";
 import { createEntity } from "../helpers/tidings";

@@ -18,7 +18,7 @@ import { ValidationError } from "../../src/errors/errors";
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { appendOne } from "../../src/streams/append";
 import { claim, setStreamDisabled, transition } from "../../src/streams/handling";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { asOwner, createTestDatabase, declareTestStream, waitFor } from "../helpers/db";
 import { createEntity, enqueueForGoneEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 

@@ -9,7 +9,7 @@ import { removeEntity } from "../../src/entities/entity.repository";
 import { UnknownEntityError } from "../../src/errors/errors";
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { getHandling, getHistory } from "../../src/streams/handling";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { findRecords } from "../../src/streams/read";
 import { waitFor } from "../helpers/db";
 import { apiKey, startApi, type TestApi } from "../helpers/api";

@@ -8,7 +8,7 @@ import { createEmailTransport, type EmailTransportOptions } from "../../src/emai
 import { append } from "../../src/streams/append";
 import { getHandling, getHistory } from "../../src/streams/handling";
 import type { HandlingState } from "../../src/streams/interfaces";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { getAllById } from "../../src/streams/read";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
 import { parseMessage, startSmtpServer, type TestSmtpServer } from "../helpers/smtpServer";

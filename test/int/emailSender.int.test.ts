@@ -9,7 +9,7 @@ import { SendEmailOp } from "../../src/email/email.schemas";
 import { putEntity } from "../../src/entities/entity.repository";
 import { createLogger } from "../../src/logging/logger";
 import { enqueueNotification } from "../../src/notification/enqueue";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { findRecords } from "../../src/streams/read";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
 import { startSlackStandIn, type SlackStandIn } from "../helpers/slackStandIn";

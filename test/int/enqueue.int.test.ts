@@ -1,7 +1,7 @@
 import { sql } from "kysely";
 import pg from "pg";
 import { enqueueNotificationInTransaction } from "../../src/notification/enqueue";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { findRecords, getLatestById } from "../../src/streams/read";
 import type { TestLogin } from "../helpers/db";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";

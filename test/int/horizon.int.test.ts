@@ -11,7 +11,7 @@ import { inTransaction } from "../../src/db/database";
 import { createMetrics } from "../../src/http/metrics";
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { appendOne } from "../../src/streams/append";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { FEED_START, nudgeHorizon, readAfter, type FeedCursor } from "../../src/streams/read";
 import { databaseUrl, declareTestStream, waitFor } from "../helpers/db";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";

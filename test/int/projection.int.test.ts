@@ -1,7 +1,7 @@
 import { catchUpOnce } from "../../src/bots/catchUp";
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { createProjectionBot, PROJECTION_CHECKPOINT } from "../../src/notification/projection.bot";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { findRecords } from "../../src/streams/read";
 import { waitFor } from "../helpers/db";
 import { testLogger } from "../helpers/worker";

@@ -6,7 +6,7 @@ import { NotFoundError, ValidationError } from "../../src/errors/errors";
 import { enqueueNotification, enqueueNotificationInTransaction } from "../../src/notification/enqueue";
 import { claim, getHandling, getHistory, transition } from "../../src/streams/handling";
 import type { StreamRecord } from "../../src/streams/interfaces";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { findRecords, getLatestById } from "../../src/streams/read";
 import { waitFor } from "../helpers/db";
 import { OUTCOME_TYPES, createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";

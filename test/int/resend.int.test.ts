@@ -5,7 +5,7 @@ import { ConflictError, NotFoundError, ValidationError } from "../../src/errors/
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { getHandling, getHistory } from "../../src/streams/handling";
 import type { StreamRecord } from "../../src/streams/interfaces";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { findRecords, getByPosition, getLatestById } from "../../src/streams/read";
 import { waitFor } from "../helpers/db";
 import { OUTCOME_TYPES, createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";

@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import { inTransaction } from "../../src/db/database";
 import { ForbiddenError } from "../../src/errors/errors";
 import { appendOne } from "../../src/streams/append";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { claim } from "../../src/streams/handling";
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
 

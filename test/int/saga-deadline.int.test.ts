@@ -1,5 +1,5 @@
 import { enqueueNotification } from "../../src/notification/enqueue";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { getLatestById } from "../../src/streams/read";
 import { waitFor } from "../helpers/db";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";

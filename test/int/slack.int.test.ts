@@ -9,7 +9,7 @@ import type { SendSlackMessageOp } from "../../src/slack/slack.schemas";
 import { append } from "../../src/streams/append";
 import { getHandling, getHistory } from "../../src/streams/handling";
 import type { HandlingStatus } from "../../src/streams/interfaces";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { findRecords } from "../../src/streams/read";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db";
 import { ALL_SCOPES, startSlackStandIn, type SlackStandIn } from "../helpers/slackStandIn";

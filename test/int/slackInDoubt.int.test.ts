@@ -9,7 +9,7 @@
  */
 import { putEntity } from "../../src/entities/entity.repository";
 import { enqueueNotification } from "../../src/notification/enqueue";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { findRecords } from "../../src/streams/read";
 import { SENT_ON_ALL, channelHistory, spawnWorker, useFaultFixture, waitForAllOutcomes, workerEnv } from "../helpers/faultFlow";
 import { person } from "../helpers/tidings";

@@ -3,7 +3,7 @@ import { getEntity, getEntityHistory, putEntity } from "../../src/entities/entit
 import { enqueueNotification } from "../../src/notification/enqueue";
 import { loadNotification } from "../../src/notification/projection";
 import { getHandling, getHistory, queueHandling, transition } from "../../src/streams/handling";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { findRecords, getLatestById } from "../../src/streams/read";
 import { waitFor } from "../helpers/db";
 import { createEntity, enqueueForGoneEntity, eventTypes, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";

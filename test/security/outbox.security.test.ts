@@ -6,7 +6,7 @@
  * no job and queues it; a job deleted from the queue is found the same way.
  */
 import { sweepHandling } from "../../src/streams/handling";
-import { Streams } from "../../src/streams/names";
+import { Streams } from "../../src/notification/streams";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 
 let app: Tidings;
