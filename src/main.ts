@@ -7,7 +7,7 @@ import { takeOverShutdownSignals } from "./db/embedded";
 import { startWorker, type TidingsWorker } from "./bots/worker";
 import { createApp } from "./http/app";
 import { createLogger } from "./logging/logger";
-import { allBots, createBotDeps } from "./bots/registry";
+import { allBots, createBotDeps } from "./composition";
 import { ensureDevelopmentKey, listApiKeys } from "./auth/apiKeys";
 import { createKeyCommand } from "./auth/keyCommand";
 import { createMetrics } from "./http/metrics";

@@ -1,6 +1,6 @@
 import ms from "ms";
 import { z } from "zod";
-import { asciiDomain, parseSender } from "../email/sender";
+import { asciiDomain, parseSender } from "../util/mailAddress";
 import { describeSecret, redactSecrets, redactUrl } from "../logging/redact";
 
 /**

@@ -1,5 +1,5 @@
-import type { BotDeps } from "../../src/bots/registry";
-import { allBots } from "../../src/bots/registry";
+import type { BotDeps } from "../../src/composition";
+import { allBots } from "../../src/composition";
 import type { TidingsWorker } from "../../src/bots/worker";
 import { createEmailTransport } from "../../src/email/transport";
 import type { EntityInput } from "../../src/entities/entity.schemas";

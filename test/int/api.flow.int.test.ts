@@ -1,4 +1,4 @@
-import { allBots } from "../../src/bots/registry";
+import { allBots } from "../../src/composition";
 import { startWorker } from "../../src/bots/worker";
 import { createMetrics } from "../../src/http/metrics";
 import { waitFor } from "../helpers/db";

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
-import { allBots, createBotDeps, type BotDeps } from "../../src/bots/registry";
+import { allBots, createBotDeps, type BotDeps } from "../../src/composition";
 import type { TidingsWorker } from "../../src/bots/worker";
 import { loadConfig } from "../../src/config/config";
 import { SendEmailOp } from "../../src/email/email.schemas";

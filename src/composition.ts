@@ -1,16 +1,16 @@
 import path from "node:path";
-import type { Config } from "../config/config";
-import { createEmailBot, type EmailDeps } from "../email/email.bot";
-import { messageIdDomain, senderWarnings } from "../email/sender";
-import { createEmailTransport } from "../email/transport";
-import type { Logger } from "../logging/logger";
-import { createInternalOperationBot, createReactionBot } from "../notification/alert.bots";
-import { createNotificationBot, type NotificationDeps } from "../notification/notification.bot";
-import { createProjectionBot } from "../notification/projection.bot";
-import { createSagaBots } from "../notification/saga.bot";
-import { createSlackPoster } from "../slack/client";
-import { createSlackBot, type SlackDeps } from "../slack/slack.bot";
-import type { AnyBot } from "./bot";
+import type { Config } from "./config/config";
+import { createEmailBot, type EmailDeps } from "./email/email.bot";
+import { messageIdDomain, senderWarnings } from "./email/sender";
+import { createEmailTransport } from "./email/transport";
+import type { Logger } from "./logging/logger";
+import { createInternalOperationBot, createReactionBot } from "./notification/alert.bots";
+import { createNotificationBot, type NotificationDeps } from "./notification/notification.bot";
+import { createProjectionBot } from "./notification/projection.bot";
+import { createSagaBots } from "./notification/saga.bot";
+import { createSlackPoster } from "./slack/client";
+import { createSlackBot, type SlackDeps } from "./slack/slack.bot";
+import type { AnyBot } from "./bots/bot";
 
 /** Everything the bots are given (database access comes from the runner). */
 export type BotDeps = EmailDeps & SlackDeps & NotificationDeps;
