@@ -9,6 +9,7 @@ import { channelStream, destinationNow, latestSendOutcome, resendOperationId } f
 import { appendOne } from "../streams/append";
 import { getHandling, getHistory, queueHandling, setStreamDisabled, transition } from "../streams/handling";
 import type { HandlingStatus, StreamRecord } from "../streams/interfaces";
+import { channelOf } from "../notification/channels";
 import { Streams } from "../notification/streams";
 import { findRecords } from "../streams/read";
 import { AVAILABLE_STATUSES, type HandlingAction } from "../streams/transitions";
@@ -466,7 +467,6 @@ export interface ResendReport {
   warnings: string[];
 }
 
-const CHANNEL_CONCERN: Record<Channel, string> = { email: "email_bot", slack: "slack_bot" };
 const NOT_SENT_TYPES = ["CouldNotGetOrUseAudienceEvent", "AudienceOptedOutOfAllChannelsEvent", "CouldNotPrepareToSendOnAnyChannelEvent"];
 
 function checkResendInput(input: ResendInput): { id: string; channels: Channel[] | null } {
@@ -574,7 +574,7 @@ async function planResend(tx: Tx, id: string, wanted: Channel[] | null): Promise
         (r: StreamRecord) => (r.payload as { operationId?: string }).operationId === outcome.operationId,
       );
       if (!record) throw new NotFoundError(`the failed ${channel} operation ${outcome.operationId} of notification ${id} is not in ${stream}`);
-      const concern = CHANNEL_CONCERN[channel];
+      const concern = channelOf(channel).concern;
       const handling = await getHandling(tx, stream, record.position, concern);
       if (handling.status !== "Failed" && handling.status !== "ArchivedAfterFailure") {
         throw new ConflictError(
@@ -582,7 +582,6 @@ async function planResend(tx: Tx, id: string, wanted: Channel[] | null): Promise
             `it may still send, and a resend now could deliver twice; wait until it ends (npm run redrive -- list --notification ${id})`,
         );
       }
-      const payload = record.payload as { to?: string[]; channel?: string };
       const target = destinationNow(current?.entity ?? null, channel);
       planned.push({
         channel,
@@ -590,7 +589,7 @@ async function planResend(tx: Tx, id: string, wanted: Channel[] | null): Promise
           operationId: outcome.operationId,
           stream,
           position: record.position,
-          destination: channel === "email" ? (payload.to ?? []).join(", ") : (payload.channel ?? ""),
+          destination: channelOf(channel).destinationOf(record.payload),
           error: outcome.error ?? handling.lastError,
           status: handling.status,
           concern,

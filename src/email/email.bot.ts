@@ -1,3 +1,4 @@
+import { emailChannel } from "./email.channel";
 import type { ExternalBot, HandlerContext } from "../bots/bot";
 import { ExternalError } from "../errors/errors";
 import { appendFor } from "../streams/append";
@@ -44,8 +45,8 @@ function headerValue(value: string): string {
 export function createEmailBot(): ExternalBot<EmailDeps, SendResult> {
   return {
     kind: "external",
-    stream: EmailStreams.operations,
-    concern: "email_bot",
+    stream: emailChannel.streams.operations,
+    concern: emailChannel.concern,
     actor: "email_bot",
     schemas: { [EmailRecordTypes.SendEmailOp]: SendEmailOp },
     // Claims and outcomes of the sends that arrive together share transactions.

@@ -63,3 +63,15 @@ export function senderWarnings(settings: { SMTP_URL?: string | undefined; EMAIL_
   }
   return warnings;
 }
+
+/**
+ * A stable RFC 5322 Message-ID for an email operation: a resend after a
+ * crash carries the same one (it is stored in the SendEmailOp when the
+ * operation is prepared). The right-hand side is a domain tidings sends for
+ * (the sender's, or EMAIL_MESSAGE_ID_DOMAIN: messageIdDomain above), as RFC
+ * 5322 3.6.4 asks, so ids stay unique across installations and receivers
+ * that check it see a real domain.
+ */
+export function messageIdFor(operationId: string, domain: string): string {
+  return `<${operationId.replace(/[^A-Za-z0-9.-]/g, ".")}@${domain}>`;
+}

@@ -1,9 +1,7 @@
 import { sql } from "kysely";
 import type { Executor } from "../db/database";
-import type { HandlingStatus } from "../streams/interfaces";
-import { handlingTable, historyTable, streamTable } from "../streams/names";
+import { readTrail } from "../streams/trail";
 import { NotificationRecordTypes } from "../notification/notification.schemas";
-import { isAvailable } from "../streams/transitions";
 import { encodeListCursor, type ListCursor, type NotificationStatus } from "./schemas";
 
 /**
@@ -91,129 +89,41 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
   };
 }
 
-interface RecordRow {
-  stream: string;
-  position: number;
-  type: string;
-  payload: unknown;
-  tags: Record<string, string>;
-  caused_by_stream: string | null;
-  caused_by_position: number | null;
-  recorded_at: Date;
-  recorded_by: string;
-}
-
-interface HandlingRow {
-  position: number;
-  concern: string;
-  status: HandlingStatus;
-  attempts: number;
-  last_error: string | null;
-}
-
-interface HistoryRow {
-  entry: number;
-  position: number;
-  concern: string;
-  from_status: HandlingStatus;
-  to_status: HandlingStatus;
-  action: string;
-  actor: string;
-  reason: string | null;
-  details: unknown;
-  attempt: number;
-  recorded_at: Date;
-  recorded_by: string;
-}
-
 /**
  * Every record of one notification in every stream the reader may read
  * (the registry, tidings.streams), ordered by recorded_at (transaction
  * time), then stream name, then position; each with, per consuming concern,
- * its current handling status and its whole handling history.
+ * its current handling status and its whole handling history: the engine's
+ * readTrail, shaped for the API.
  */
 export async function notificationRecords(db: Executor, id: string) {
-  const { rows: streams } = await sql<{ name: string }>`
-    select name from tidings.streams
-    where has_table_privilege(current_user, name, 'select')
-    order by name`.execute(db);
-  if (streams.length === 0) return [];
-  const { rows: records } = await sql<RecordRow>`${sql.join(
-    streams.map(
-      (s) => sql`select ${s.name}::text as stream, position, type, payload, tags, caused_by_stream, caused_by_position,
-                        recorded_at, recorded_by::text as recorded_by
-                 from ${streamTable(s.name)} where id = ${id}`,
-    ),
-    sql` union all `,
-  )} order by recorded_at, stream, position`.execute(db);
-  if (records.length === 0) return [];
-
-  const consumers = await db
-    .selectFrom("tidings.stream_consumers")
-    .select(["stream", "concern", "record_types"])
-    .orderBy("concern")
-    .execute();
-  const disabled = await db
-    .selectFrom("tidings.stream_concern_states")
-    .select(["stream", "concern"])
-    .where("disabled", "=", true)
-    .execute();
-  const isDisabled = (stream: string, concern: string) => disabled.some((d) => d.stream === stream && d.concern === concern);
-
-  // Handling state and history: two queries per stream that has consumers and records here.
-  const handlingByStream = new Map<string, { handling: HandlingRow[]; history: HistoryRow[] }>();
-  for (const stream of new Set(records.map((r) => r.stream))) {
-    if (!consumers.some((c) => c.stream === stream)) continue;
-    const positions = records.filter((r) => r.stream === stream).map((r) => r.position);
-    const handling = await sql<HandlingRow>`
-      select position, concern, status, attempts, last_error from ${handlingTable(stream)}
-      where position = any(${positions}::bigint[])`.execute(db);
-    const history = await sql<HistoryRow>`
-      select * from ${historyTable(stream)} where position = any(${positions}::bigint[]) order by entry`.execute(db);
-    handlingByStream.set(stream, { handling: handling.rows, history: history.rows });
-  }
-
-  return records.map((r) => {
-    const state = handlingByStream.get(r.stream);
-    const handling = consumers
-      .filter((c) => c.stream === r.stream && (c.record_types === null || c.record_types.includes(r.type)))
-      .map((c) => {
-        const row = state?.handling.find((h) => h.position === r.position && h.concern === c.concern);
-        const status: HandlingStatus = row?.status ?? "AvailableByDefault";
-        return {
-          concern: c.concern,
-          status: isAvailable(status) && isDisabled(r.stream, c.concern) ? ("DisabledForStream" as const) : status,
-          attempts: row?.attempts ?? 0,
-          lastError: row?.last_error ?? null,
-          history: (state?.history ?? [])
-            .filter((h) => h.position === r.position && h.concern === c.concern)
-            .map((h) => ({
-              entry: h.entry,
-              from: h.from_status,
-              to: h.to_status,
-              action: h.action,
-              actor: h.actor,
-              reason: h.reason,
-              details: h.details,
-              attempt: h.attempt,
-              recordedAt: h.recorded_at.toISOString(),
-              recordedBy: h.recorded_by,
-            })),
-        };
-      });
-    return {
-      stream: r.stream,
-      position: r.position,
-      type: r.type,
-      payload: r.payload,
-      tags: r.tags,
-      causedBy:
-        r.caused_by_stream !== null && r.caused_by_position !== null
-          ? { stream: r.caused_by_stream, position: r.caused_by_position }
-          : null,
-      recordedAt: r.recorded_at.toISOString(),
-      recordedBy: r.recorded_by,
-      handling,
-    };
-  });
+  const trail = await readTrail(db, [id], { history: true });
+  return trail.map((r) => ({
+    stream: r.stream,
+    position: r.position,
+    type: r.type,
+    payload: r.payload,
+    tags: r.tags,
+    causedBy: r.causedBy,
+    recordedAt: r.recordedAt.toISOString(),
+    recordedBy: r.recordedBy,
+    handling: r.handling.map((h) => ({
+      concern: h.concern,
+      status: h.status,
+      attempts: h.attempts,
+      lastError: h.lastError,
+      history: h.history.map((e) => ({
+        entry: e.entry,
+        from: e.fromStatus,
+        to: e.toStatus,
+        action: e.action,
+        actor: e.actor,
+        reason: e.reason,
+        details: e.details,
+        attempt: e.attempt,
+        recordedAt: e.recordedAt.toISOString(),
+        recordedBy: e.recordedBy,
+      })),
+    })),
+  }));
 }

@@ -1,13 +1,12 @@
 import type { z } from "zod";
 import type { TransactionalBot } from "../bots/bot";
-import { SendEmailOp } from "../email/email.schemas";
-import { SendSlackMessageOp } from "../slack/slack.schemas";
-import { escapeSlackText, fitSlackText } from "../slack/format";
+import type { Channel } from "../entities/entity.schemas";
 import { append, appendOne } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
 import { Streams } from "./streams";
 import { findRecords, getByPosition } from "../streams/read";
-import { alertOperationId, messageIdFor } from "./ids";
+import { channelOf } from "./channels";
+import { alertOperationId } from "./ids";
 import {
   AlertInternalTeamOp,
   FAILURE_EVENT_TYPES,
@@ -122,46 +121,26 @@ export function createInternalOperationBot(): TransactionalBot<NotificationDeps>
       const { subject, text } = describeFailure(id, failure, requested);
       const cause = { stream: record.stream, position: record.position };
       const team = deps.notification;
-      const operations: Array<{ channel: "email" | "slack"; operationId: string; destination: string }> = [];
-
-      const emailOperationId = alertOperationId(id, record.position, "email");
-      await append(tx, Streams.emailOperations, [{
-        id,
-        type: "SendEmailOp",
-        causedBy: cause,
-        payload: SendEmailOp.parse({
-          operationId: emailOperationId,
+      // The team's destinations: email always, Slack when configured.
+      const destinations: Array<[Channel, string]> = [["email", team.internalTeamEmail]];
+      if (team.internalTeamSlackChannel) destinations.push(["slack", team.internalTeamSlackChannel]);
+      const operations: Array<{ channel: Channel; operationId: string; destination: string }> = [];
+      for (const [channel, destination] of destinations) {
+        const operationId = alertOperationId(id, record.position, channel);
+        const descriptor = channelOf(channel);
+        const message = {
+          operationId,
           notificationId: id,
-          purpose: "internal_alert",
+          purpose: "internal_alert" as const,
           entityId: null,
-          to: [team.internalTeamEmail],
+          destination,
           subject,
           text,
-          messageId: messageIdFor(emailOperationId, team.messageIdDomain),
+          preformatted: true,
           tags: { alert: "failed-notification" },
-        }),
-      }]);
-      operations.push({ channel: "email", operationId: emailOperationId, destination: team.internalTeamEmail });
-
-      if (team.internalTeamSlackChannel) {
-        const slackOperationId = alertOperationId(id, record.position, "slack");
-        await append(tx, Streams.slackOperations, [{
-          id,
-          type: "SendSlackMessageOp",
-          causedBy: cause,
-          payload: SendSlackMessageOp.parse({
-            operationId: slackOperationId,
-            notificationId: id,
-            purpose: "internal_alert",
-            entityId: null,
-            channel: team.internalTeamSlackChannel,
-            subject,
-            text: fitSlackText(`${subject}\n\n${text}`),
-            mrkdwn: fitSlackText(`\`\`\`\n${escapeSlackText(text)}\n\`\`\``),
-            tags: { alert: "failed-notification" },
-          }),
-        }]);
-        operations.push({ channel: "slack", operationId: slackOperationId, destination: team.internalTeamSlackChannel });
+        };
+        await append(tx, descriptor.streams.operations, [{ id, causedBy: cause, ...descriptor.operation(message, team) }]);
+        operations.push({ channel, operationId, destination });
       }
 
       await appendOne(tx, Streams.notificationEvents, notificationEvent(record, "FailedNotificationSentToInternalTeamEvent", {

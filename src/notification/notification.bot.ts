@@ -1,13 +1,11 @@
 import type { BatchHandlerContext, TransactionalBot } from "../bots/bot";
 import type { Channel } from "../entities/entity.schemas";
 import { getEntities, type EntityVersion } from "../entities/entity.repository";
-import { SendEmailOp } from "../email/email.schemas";
-import { SendSlackMessageOp } from "../slack/slack.schemas";
 import { AppendBuffer, existingIds } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
 import { Streams } from "./streams";
-import { composeSlackParts } from "./compose";
-import { channelOperationId, messageIdFor } from "./ids";
+import { channelOf } from "./channels";
+import { channelOperationId } from "./ids";
 import {
   NotificationDelayWatch,
   NotificationSaga,
@@ -70,7 +68,6 @@ export function notificationEvent(
   };
 }
 
-const channelStream = (channel: Channel) => (channel === "email" ? Streams.emailOperations : Streams.slackOperations);
 
 /**
  * Handles SendNotificationToEntityOp, in one transaction: the notification's
@@ -161,7 +158,7 @@ function planNotification(
   const planOf = ({ channel, destination }: { channel: Channel; destination: string }): ChannelPlan => ({
     channel,
     operationId: channelOperationId(id, channel),
-    stream: channelStream(channel),
+    stream: channelOf(channel).streams.operations,
     destination,
   });
   const plans = resolution.channels.map(planOf);
@@ -218,33 +215,19 @@ export function channelOperation(
   notification: { id: string; entityId: string },
   settings: Pick<NotificationSettings, "messageIdDomain">,
 ): { type: string; payload: unknown } {
-  if (plan.channel === "email") {
-    return {
-      type: "SendEmailOp",
-      payload: SendEmailOp.parse({
-        operationId: plan.operationId,
-        notificationId: notification.id,
-        purpose: "notification",
-        entityId: notification.entityId,
-        to: [plan.destination],
-        subject: op.subject,
-        text: op.text,
-        ...(op.html !== undefined ? { html: op.html } : {}),
-        messageId: messageIdFor(plan.operationId, settings.messageIdDomain),
-        tags: op.tags,
-      }),
-    };
-  }
-  return {
-    type: "SendSlackMessageOp",
-    payload: SendSlackMessageOp.parse({
+  return channelOf(plan.channel).operation(
+    {
       operationId: plan.operationId,
       notificationId: notification.id,
       purpose: "notification",
       entityId: notification.entityId,
-      channel: plan.destination,
-      ...composeSlackParts(op),
+      destination: plan.destination,
+      subject: op.subject,
+      text: op.text,
+      html: op.html,
+      markdown: op.markdown,
       tags: op.tags,
-    }),
-  };
+    },
+    settings,
+  );
 }

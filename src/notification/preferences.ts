@@ -1,4 +1,5 @@
 import type { Channel, Entity } from "../entities/entity.schemas";
+import { channelOf } from "./channels";
 
 export interface ChannelResolution {
   /** Channels to send on, in the entity's order of preference. */
@@ -11,8 +12,9 @@ export interface ChannelResolution {
   allOptedOut: boolean;
 }
 
+/** An entity keeps its destination on each channel in the field named after the channel. */
 function destinationOf(entity: Entity, channel: Channel): string | null {
-  return channel === "email" ? entity.email : entity.slack;
+  return entity[channel];
 }
 
 /**
@@ -34,7 +36,7 @@ export function resolveChannels(entity: Entity, override?: readonly Channel[]): 
     }
     const destination = destinationOf(entity, channel);
     if (!destination) {
-      skipped.push({ channel, reason: channel === "email" ? "no email address" : "no Slack destination" });
+      skipped.push({ channel, reason: channelOf(channel).noDestinationReason });
       continue;
     }
     if (entity.preferences.delivery === "first" && channels.length > 0) {

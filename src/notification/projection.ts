@@ -1,9 +1,11 @@
 import { sql } from "kysely";
 import type { Executor } from "../db/database";
-import { SucceededInSendingEmailEvent } from "../email/email.schemas";
-import { SucceededInSendingSlackMessageEvent } from "../slack/slack.schemas";
+import type { Channel } from "../entities/entity.schemas";
+import { allChannels, channelOf, channelOfStream } from "./channels";
+import { outcomeOf } from "./saga";
 import { Streams } from "./streams";
-import type { StreamRecord } from "../streams/interfaces";
+import { readTrail } from "../streams/trail";
+import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { findRecords, getLatestById } from "../streams/read";
 import { NotificationAggregate, foldEvents } from "./aggregate";
 import { NotificationRecordTypes } from "./notification.schemas";
@@ -73,7 +75,7 @@ export async function loadLatestNotifications(
 }
 
 export interface ChannelView {
-  channel: "email" | "slack";
+  channel: Channel;
   destination: string;
   /** `retrying`: an attempt failed and the next one is scheduled (`nextAttemptAt`). */
   status: "pending" | "sending" | "retrying" | "sent" | "failed";
@@ -94,39 +96,44 @@ interface OperationHandling {
   retry_at: Date | null;
 }
 
-/** Everything the views of some notifications need beyond their aggregates, in four queries. */
+/** When a waiting operation's next attempt is due: a retry (or a deferral) scheduled by its last failure. */
+function retryAt(handling: HandlingState): Date | null {
+  if (handling.status !== "AvailableAfterFailure" && handling.status !== "AvailableAfterSelfCancellation") return null;
+  const retryInMs = (handling.lastDetails as { retryInMs?: number } | null)?.retryInMs;
+  return retryInMs === undefined || handling.updatedAt === null ? null : new Date(handling.updatedAt.getTime() + retryInMs);
+}
+
+/** Everything the views of some notifications need beyond their aggregates: each channel's records with their handling (the engine's readTrail). */
 async function channelProgress(db: Executor, ids: readonly string[]) {
-  const handling = (opStream: string) =>
-    sql<OperationHandling & { id: string; operation_id: string }>`
-      select distinct on (o.id, o.payload->>'operationId')
-             o.id, o.payload->>'operationId' as operation_id, h.attempts, h.last_error, h.status::text as status,
-             case when h.status in ('AvailableAfterFailure', 'AvailableAfterSelfCancellation') and h.last_details ? 'retryInMs'
-                  then h.updated_at + (h.last_details->>'retryInMs')::bigint * interval '1 millisecond' end as retry_at
-      from ${sql.table(opStream)} o
-      left join ${sql.table(`${opStream}__handling`)} h on h.position = o.position
-      where o.id = any(${[...ids]}::text[])
-      order by o.id, o.payload->>'operationId', o.position desc`.execute(db);
-  const [emailEvents, slackEvents, emailHandling, slackHandling] = await Promise.all([
-    findRecords(db, Streams.emailEvents, { ids, limit: null }),
-    findRecords(db, Streams.slackEvents, { ids, limit: null }),
-    handling(Streams.emailOperations),
-    handling(Streams.slackOperations),
-  ]);
+  const trail = await readTrail(db, ids, {
+    streams: allChannels.flatMap((c) => [c.streams.operations, c.streams.events]),
+    handlingOf: allChannels.map((c) => c.streams.operations),
+  });
   const events = new Map<string, StreamRecord[]>();
-  for (const e of [...emailEvents, ...slackEvents]) {
-    const key = `${e.stream} ${(e.payload as { operationId?: string }).operationId}`;
-    events.set(key, [...(events.get(key) ?? []), e]);
-  }
   const ops = new Map<string, OperationHandling>();
-  for (const [stream, result] of [
-    [Streams.emailOperations, emailHandling],
-    [Streams.slackOperations, slackHandling],
-  ] as const) {
-    for (const r of result.rows) ops.set(`${stream} ${r.operation_id}`, r);
+  const positions = new Map<string, number>();
+  for (const record of trail) {
+    const channel = channelOfStream(record.stream)!;
+    const key = `${channel.name} ${record.id} ${(record.payload as { operationId?: string }).operationId}`;
+    if (record.stream === channel.streams.events) {
+      events.set(key, [...(events.get(key) ?? []), record]);
+      continue;
+    }
+    // The latest operation with this id wins.
+    if ((positions.get(key) ?? 0) > record.position) continue;
+    positions.set(key, record.position);
+    const handling = record.handling.find((h) => h.concern === channel.concern);
+    const handled = handling !== undefined && handling.updatedAt !== null;
+    ops.set(key, {
+      attempts: handled ? handling.attempts : null,
+      last_error: handled ? handling.lastError : null,
+      status: handled ? handling.status : null,
+      retry_at: handled ? retryAt(handling) : null,
+    });
   }
   return {
-    events: (stream: string, operationId: string) => events.get(`${stream} ${operationId}`) ?? [],
-    handling: (stream: string, operationId: string) => ops.get(`${stream} ${operationId}`),
+    events: (channel: string, id: string, operationId: string) => events.get(`${channel} ${id} ${operationId}`) ?? [],
+    handling: (channel: string, id: string, operationId: string) => ops.get(`${channel} ${id} ${operationId}`),
   };
 }
 
@@ -136,15 +143,17 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
   return aggregates.map((aggregate) => {
     const channels: ChannelView[] = [];
     for (const c of aggregate.channels) {
-      const opStream = c.channel === "email" ? Streams.emailOperations : Streams.slackOperations;
-      const eventStream = c.channel === "email" ? Streams.emailEvents : Streams.slackEvents;
-      const events = progress.events(eventStream, c.operationId).filter((e) => e.id === aggregate.id);
-      const handling = progress.handling(opStream, c.operationId);
-      // The latest attempt's outcome counts (an operator may have re-driven a failed send).
-      const outcomes = events.filter((e) => e.type.startsWith("SucceededIn") || e.type.startsWith("FailedTo"));
-      const latest = outcomes.at(-1);
-      const success = latest?.type.startsWith("SucceededIn") ? latest : undefined;
-      const failure = latest?.type.startsWith("FailedTo") ? latest : undefined;
+      const channel = channelOf(c.channel);
+      const events = progress.events(c.channel, aggregate.id, c.operationId);
+      const handling = progress.handling(c.channel, aggregate.id, c.operationId);
+      // The saga's rule decides which attempt's outcome counts (an operator may have re-driven a failed send).
+      const outcomes = events.flatMap((e) => {
+        const read = channel.outcome(e);
+        return read ? [{ ...read, recordedAt: e.recordedAt }] : [];
+      });
+      const latest = outcomeOf(c, outcomes);
+      const success = latest?.outcome === "succeeded" ? latest : undefined;
+      const failure = latest?.outcome === "failed" ? latest : undefined;
       const status: ChannelView["status"] =
         c.outcome === "succeeded" || success
           ? "sent"
@@ -163,9 +172,8 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
         lastError: status === "sent" ? null : (c.error ?? handling?.last_error ?? null),
         sentAt: success ? success.recordedAt.toISOString() : null,
         ...(status === "retrying" ? { nextAttemptAt: new Date(handling!.retry_at!).toISOString() } : {}),
+        ...(success ? success.receipt : {}),
       };
-      if (success && c.channel === "email") view.messageId = SucceededInSendingEmailEvent.parse(success.payload).messageId;
-      if (success && c.channel === "slack") view.ts = SucceededInSendingSlackMessageEvent.parse(success.payload).ts;
       channels.push(view);
     }
     return {

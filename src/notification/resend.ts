@@ -5,6 +5,7 @@ import { getEntity } from "../entities/entity.repository";
 import { NotFoundError } from "../errors/errors";
 import { append, appendOne } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
+import { channelOf } from "./channels";
 import { Streams } from "./streams";
 import { findRecords, getByPosition } from "../streams/read";
 import {
@@ -47,7 +48,8 @@ export function resendOperationId(trackingId: string, channel: Channel, n: numbe
   return `${trackingId}:${channel}:resend-${n}`;
 }
 
-export const channelStream = (channel: Channel): string => (channel === "email" ? Streams.emailOperations : Streams.slackOperations);
+/** The operation stream of a channel. */
+export const channelStream = (channel: Channel): string => channelOf(channel).streams.operations;
 
 /** Every channel operation a notification's events planned (prepared, fallen back to, resent), by operation id. */
 export function plannedOperations(events: readonly StreamRecord[]): Map<string, ChannelPlan> {

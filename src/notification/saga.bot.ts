@@ -1,10 +1,9 @@
 import { sql } from "kysely";
 import type { HandlerOutcome, TransactionalBot } from "../bots/bot";
 import type { Tx } from "../db/database";
-import { EmailRecordTypes, FailedToSendEmailEvent, SucceededInSendingEmailEvent } from "../email/email.schemas";
-import { FailedToSendSlackMessageEvent, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "../slack/slack.schemas";
 import { AppendBuffer, append } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
+import { allChannels } from "./channels";
 import { Streams } from "./streams";
 import { findRecords, getLatestByIds } from "../streams/read";
 import {
@@ -25,32 +24,28 @@ const OUTCOME_TYPES = [
   "CouldNotSendOnAnyPreparedChannelEvent",
 ];
 
-/** Every channel outcome of these notifications, by notification id. */
+/** Every channel outcome of these notifications, by notification id, as each channel reads its outcome events. */
 async function observedOutcomes(tx: Tx, ids: readonly string[]): Promise<Map<string, ObservedOutcome[]>> {
-  const [email, slack] = await Promise.all([
-    findRecords(tx, Streams.emailEvents, {
-      ids,
-      limit: null,
-      types: [EmailRecordTypes.SucceededInSendingEmailEvent, EmailRecordTypes.FailedToSendEmailEvent],
-    }),
-    findRecords(tx, Streams.slackEvents, {
-      ids,
-      limit: null,
-      types: [SlackRecordTypes.SucceededInSendingSlackMessageEvent, SlackRecordTypes.FailedToSendSlackMessageEvent],
-    }),
-  ]);
+  const perChannel = await Promise.all(
+    allChannels.map(async (channel) => ({
+      channel,
+      records: await findRecords(tx, channel.streams.events, { ids, limit: null, types: [...channel.outcomeTypes] }),
+    })),
+  );
   const byId = new Map<string, ObservedOutcome[]>();
-  for (const r of [...email, ...slack]) {
-    const source = { stream: r.stream, position: r.position };
-    let observed: ObservedOutcome;
-    if (r.type === EmailRecordTypes.FailedToSendEmailEvent || r.type === SlackRecordTypes.FailedToSendSlackMessageEvent) {
-      const failure = (r.type === EmailRecordTypes.FailedToSendEmailEvent ? FailedToSendEmailEvent : FailedToSendSlackMessageEvent).parse(r.payload);
-      observed = { operationId: failure.operationId, attempt: failure.attempt, outcome: "failed", error: failure.error, source };
-    } else {
-      const success = (r.type === EmailRecordTypes.SucceededInSendingEmailEvent ? SucceededInSendingEmailEvent : SucceededInSendingSlackMessageEvent).parse(r.payload);
-      observed = { operationId: success.operationId, attempt: success.attempt, outcome: "succeeded", error: null, source };
+  for (const { channel, records } of perChannel) {
+    for (const r of records) {
+      const read = channel.outcome(r);
+      if (!read) continue;
+      const observed: ObservedOutcome = {
+        operationId: read.operationId,
+        attempt: read.attempt,
+        outcome: read.outcome,
+        error: read.error,
+        source: { stream: r.stream, position: r.position },
+      };
+      byId.set(r.id, [...(byId.get(r.id) ?? []), observed]);
     }
-    byId.set(r.id, [...(byId.get(r.id) ?? []), observed]);
   }
   return byId;
 }
@@ -206,5 +201,5 @@ function createSagaOutcomeBot(stream: string): TransactionalBot<NotificationDeps
 }
 
 export function createSagaBots(): TransactionalBot<NotificationDeps>[] {
-  return [createSagaDeadlineBot(), createSagaOutcomeBot(Streams.emailEvents), createSagaOutcomeBot(Streams.slackEvents)];
+  return [createSagaDeadlineBot(), ...allChannels.map((channel) => createSagaOutcomeBot(channel.streams.events))];
 }

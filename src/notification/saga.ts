@@ -25,8 +25,15 @@ export type SagaDecision =
       payload: SendOutcomeEvent;
     };
 
-/** An operation's outcome: from its latest attempt that has one; within that attempt a failure wins. */
-function outcomeOf(plan: ChannelPlan, observed: readonly ObservedOutcome[]): ObservedOutcome | undefined {
+/**
+ * An operation's outcome: from its latest attempt that has one; within that
+ * attempt a failure wins. The one definition of "was this send a success?":
+ * the saga decides with it and the projection shows it.
+ */
+export function outcomeOf<T extends Pick<ObservedOutcome, "operationId" | "attempt" | "outcome">>(
+  plan: { operationId: string },
+  observed: readonly T[],
+): T | undefined {
   const all = observed.filter((o) => o.operationId === plan.operationId);
   const latest = Math.max(...all.map((o) => o.attempt));
   const mine = all.filter((o) => o.attempt === latest);

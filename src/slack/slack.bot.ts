@@ -1,3 +1,4 @@
+import { slackChannel } from "./slack.channel";
 import type { ExternalBot, HandlerContext } from "../bots/bot";
 import type { Tx } from "../db/database";
 import { ExternalError } from "../errors/errors";
@@ -21,7 +22,7 @@ export interface SlackDeps {
 /** A post, or the message an earlier attempt had posted (found in the channel's history). */
 export type SlackSendResult = PostResult & { foundInHistory?: true };
 
-export const SLACK_CONCERN = "slack_bot";
+export const SLACK_CONCERN = slackChannel.concern;
 export const SLACK_ACTOR = "slack_bot";
 
 /** The runner parsed the payload with the schema already; parsing again gives the type without a cast. */
@@ -63,7 +64,7 @@ export function createSlackBot(): ExternalBot<SlackDeps, SlackSendResult> {
   const warned = new Set<string>();
   return {
     kind: "external",
-    stream: SlackStreams.operations,
+    stream: slackChannel.streams.operations,
     concern: SLACK_CONCERN,
     actor: SLACK_ACTOR,
     schemas: { [SlackRecordTypes.SendSlackMessageOp]: SendSlackMessageOp },

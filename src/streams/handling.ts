@@ -13,7 +13,7 @@ import { AVAILABLE_STATUSES, TRANSITIONS, isAvailable, requiresReason, type Hand
  * trigger refuses anything `tidings.handling_transitions` does not allow.
  */
 
-interface HandlingRow {
+export interface HandlingRow {
   position: number;
   concern: string;
   status: HandlingStatus;
@@ -27,7 +27,7 @@ interface HandlingRow {
   updated_at: Date;
 }
 
-function toState(stream: string, row: HandlingRow): HandlingState {
+export function toState(stream: string, row: HandlingRow): HandlingState {
   return {
     stream,
     position: row.position,
@@ -44,7 +44,7 @@ function toState(stream: string, row: HandlingRow): HandlingState {
   };
 }
 
-function defaultState(stream: string, position: number, concern: string): HandlingState {
+export function defaultState(stream: string, position: number, concern: string): HandlingState {
   return {
     stream,
     position,
@@ -125,24 +125,31 @@ export async function getHistory(
   position: number,
   concern?: string,
 ): Promise<HandlingHistoryEntry[]> {
-  const { rows } = await sql<{
-    entry: number;
-    position: number;
-    concern: string;
-    from_status: HandlingStatus;
-    to_status: HandlingStatus;
-    action: string;
-    actor: string;
-    reason: string | null;
-    details: unknown;
-    attempt: number;
-    recorded_at: Date;
-    recorded_by: string;
-  }>`
+  const { rows } = await sql<HistoryRow>`
     select * from ${historyTable(stream)}
     where position = ${position} ${concern === undefined ? sql`` : sql`and concern = ${concern}`}
     order by entry`.execute(db);
-  return rows.map((r) => ({
+  return rows.map((r) => toHistoryEntry(stream, r));
+}
+
+export interface HistoryRow {
+  entry: number;
+  position: number;
+  concern: string;
+  from_status: HandlingStatus;
+  to_status: HandlingStatus;
+  action: string;
+  actor: string;
+  reason: string | null;
+  details: unknown;
+  attempt: number;
+  recorded_at: Date;
+  recorded_by: string;
+}
+
+/** History row type → domain type, in one place. */
+export function toHistoryEntry(stream: string, r: HistoryRow): HandlingHistoryEntry {
+  return {
     entry: r.entry,
     stream,
     position: r.position,
@@ -156,7 +163,7 @@ export async function getHistory(
     attempt: r.attempt,
     recordedAt: r.recorded_at,
     recordedBy: r.recorded_by,
-  }));
+  };
 }
 
 export type ClaimResult =

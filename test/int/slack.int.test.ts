@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { inTransaction } from "../../src/db/database";
 import { createSlackPoster, LOOKUP_FAILED, type SlackPoster } from "../../src/slack/client";
-import { composeSlackParts } from "../../src/notification/compose";
+import { composeSlackParts } from "../../src/slack/compose";
 import { createSlackBot } from "../../src/slack/slack.bot";
 import type { SendSlackMessageOp } from "../../src/slack/slack.schemas";
 import { append } from "../../src/streams/append";

@@ -3,7 +3,7 @@ import { isPlaceholderDomain, messageIdDomain, parseSender, senderWarnings } fro
 import { SendEmailOp } from "../../src/email/email.schemas";
 import { ValidationError } from "../../src/errors/errors";
 import { parseSendNotification } from "../../src/notification/enqueue";
-import { messageIdFor } from "../../src/notification/ids";
+import { messageIdFor } from "../../src/email/sender";
 
 describe("a subject with CR or LF is refused, not flattened", () => {
   it.each(["a\r\nBcc: x@y", "two\nlines", "carriage\rreturn", "trailing newline\n", "\r\nleading"])("%j", (subject) => {

@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { composeSlackParts } from "../../src/notification/compose";
+import { composeSlackParts } from "../../src/slack/compose";
 import { buildPostMessageArgs, sanitizeSlackMrkdwn } from "../../src/slack/format";
 import { disguisedLink, markdownToMrkdwn } from "../../src/slack/mrkdwn";
 

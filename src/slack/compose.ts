@@ -1,5 +1,5 @@
-import { SLACK_TEXT_MAX, fitSlackText } from "../slack/format";
-import { markdownToMrkdwn } from "../slack/mrkdwn";
+import { SLACK_TEXT_MAX, fitSlackText } from "./format";
+import { markdownToMrkdwn } from "./mrkdwn";
 
 export { markdownToMrkdwn };
 

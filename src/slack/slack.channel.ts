@@ -1,0 +1,50 @@
+import type { ChannelDescriptor, ChannelOutcome } from "../channels/channel";
+import { composeSlackParts } from "./compose";
+import { escapeSlackText, fitSlackText } from "./format";
+import { FailedToSendSlackMessageEvent, SendSlackMessageOp, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "./slack.schemas";
+import { SlackStreams } from "./slack.streams";
+
+/** Slack as a channel: one SendSlackMessageOp per message, its text composed when it is prepared. */
+export const slackChannel: ChannelDescriptor = {
+  name: "slack",
+  streams: SlackStreams,
+  concern: "slack_bot",
+  noDestinationReason: "no Slack destination",
+  operation(message) {
+    // A report to read verbatim goes in a code block; a notification's Markdown becomes mrkdwn.
+    const parts = message.preformatted
+      ? {
+          subject: message.subject,
+          text: fitSlackText(`${message.subject}\n\n${message.text}`),
+          mrkdwn: fitSlackText(`\`\`\`\n${escapeSlackText(message.text)}\n\`\`\``),
+        }
+      : composeSlackParts(message);
+    return {
+      type: SlackRecordTypes.SendSlackMessageOp,
+      payload: SendSlackMessageOp.parse({
+        operationId: message.operationId,
+        notificationId: message.notificationId,
+        purpose: message.purpose,
+        entityId: message.entityId,
+        channel: message.destination,
+        ...parts,
+        tags: message.tags,
+      }),
+    };
+  },
+  destinationOf(payload) {
+    return (payload as { channel?: string }).channel ?? "";
+  },
+  outcomeTypes: [SlackRecordTypes.SucceededInSendingSlackMessageEvent, SlackRecordTypes.FailedToSendSlackMessageEvent],
+  outcome(record): ChannelOutcome | null {
+    if (record.type === SlackRecordTypes.SucceededInSendingSlackMessageEvent) {
+      const e = SucceededInSendingSlackMessageEvent.parse(record.payload);
+      return { operationId: e.operationId, attempt: e.attempt, outcome: "succeeded", error: null, receipt: { ts: e.ts } };
+    }
+    if (record.type === SlackRecordTypes.FailedToSendSlackMessageEvent) {
+      const e = FailedToSendSlackMessageEvent.parse(record.payload);
+      return { operationId: e.operationId, attempt: e.attempt, outcome: "failed", error: e.error, receipt: {} };
+    }
+    return null;
+  },
+};
