@@ -182,12 +182,12 @@ create index client_operations_by_entity
 -- change and the notification about it atomically. The notification exists
 -- if and only if the caller commits.
 --
---   select tidings.send_notification_to_entity('ada', 'Your report is ready', 'Hello.');
+--   select notification.send_notification_to_entity('ada', 'Your report is ready', 'Hello.');
 --
 -- Checks mirror SendNotificationToEntityOp (src/notification/notification.schemas.ts)
 -- so what this function accepts, the notification bot accepts too.
 -- ===========================================================================
-create function tidings.send_notification_to_entity(
+create function notification.send_notification_to_entity(
   entity_id text,
   subject text,
   text_body text,
@@ -282,12 +282,12 @@ begin
 end;
 $$;
 
-comment on function tidings.send_notification_to_entity(text, text, text, text, text, text[], jsonb, text) is
+comment on function notification.send_notification_to_entity(text, text, text, text, text, text[], jsonb, text) is
   'Enqueue SendNotificationToEntityOp in the caller''s transaction; returns the tracking id. Callers need the tidings_client role.';
 
 -- Only clients: a service's login role gets `grant tidings_client to <role>`.
-revoke execute on function tidings.send_notification_to_entity(text, text, text, text, text, text[], jsonb, text) from public;
-grant execute on function tidings.send_notification_to_entity(text, text, text, text, text, text[], jsonb, text) to tidings_client;
+revoke execute on function notification.send_notification_to_entity(text, text, text, text, text, text[], jsonb, text) from public;
+grant execute on function notification.send_notification_to_entity(text, text, text, text, text, text[], jsonb, text) to tidings_client;
 
 -- ===========================================================================
 -- The audit interface: documented, read-only views in schema `audit` that

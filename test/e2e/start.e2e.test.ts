@@ -77,7 +77,7 @@ describe("npm start with no DATABASE_URL", () => {
         slack: "#general",
         preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" },
       }, "e2e");
-      const { rows } = await pool.query("select tidings.send_notification_to_entity('demo', 'Hello from the default run', 'It works.') as id");
+      const { rows } = await pool.query("select notification.send_notification_to_entity('demo', 'Hello from the default run', 'It works.') as id");
       const id = rows[0].id as string;
       const outcome = await waitFor(async () => {
         const r = await pool.query(
@@ -99,7 +99,7 @@ describe("npm start with no DATABASE_URL", () => {
         slack: "#gone",
         preferences: { channels: ["slack", "email"], optedOut: [], delivery: "fallback" },
       }, "e2e");
-      const fell = (await pool.query("select tidings.send_notification_to_entity('flo', 'Falls back to email', 'Slack is gone.') as id")).rows[0].id as string;
+      const fell = (await pool.query("select notification.send_notification_to_entity('flo', 'Falls back to email', 'Slack is gone.') as id")).rows[0].id as string;
       const view = await waitFor(async () => {
         const r = await pool.query("select payload from notification.views where id = $1 order by position desc limit 1", [fell]);
         return r.rows[0]?.payload.status === "sent" ? r.rows[0].payload : undefined;

@@ -80,7 +80,7 @@ export interface SentNotification {
 /**
  * Enqueue `count` notifications spread over the entities: even ones through
  * the TypeScript enqueue, odd ones through the SQL function
- * `tidings.send_notification_to_entity`, each with a unique marker.
+ * `notification.send_notification_to_entity`, each with a unique marker.
  */
 export async function enqueueMany(
   db: Db,
@@ -98,7 +98,7 @@ export async function enqueueMany(
     } else {
       // As a service enqueueing in SQL does (its login acting as the client).
       const { rows } = await inTransaction(db, "client", (tx) =>
-        sql<{ id: string }>`select tidings.send_notification_to_entity(${entityId}, ${subject}, ${text}) as id`.execute(tx),
+        sql<{ id: string }>`select notification.send_notification_to_entity(${entityId}, ${subject}, ${text}) as id`.execute(tx),
       );
       trackingId = rows[0]!.id;
     }

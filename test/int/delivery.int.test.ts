@@ -59,7 +59,7 @@ describe("an unknown entity is refused at enqueue, nothing stored", () => {
   it("from SQL and from TypeScript: an error naming the entity", async () => {
     const before = await countClientOperations();
     const client = await app.t.createLogin({ prefix: "caller", grants: ["tidings_client"] });
-    await expect(client.pool.query("select tidings.send_notification_to_entity('nobody', 's', 't')")).rejects.toThrow(/entity_id: unknown entity "nobody"/);
+    await expect(client.pool.query("select notification.send_notification_to_entity('nobody', 's', 't')")).rejects.toThrow(/entity_id: unknown entity "nobody"/);
     await expect(enqueueNotification(app.t.db, { entityId: "nobody", subject: "s", text: "t" })).rejects.toThrow(UnknownEntityError);
     // A removed entity is unknown too.
     await createEntity(app.t, "gone", person());

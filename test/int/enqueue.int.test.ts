@@ -40,7 +40,7 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
     await withClient(async (c) => {
       await c.query("begin");
       await c.query("insert into public.orders (item) values ('lost')");
-      const { rows } = await c.query("select tidings.send_notification_to_entity('shop', 'Order lost', 'never sent') as id");
+      const { rows } = await c.query("select notification.send_notification_to_entity('shop', 'Order lost', 'never sent') as id");
       expect(rows[0].id).toMatch(/^[0-9a-f-]{36}$/);
       await c.query("rollback");
     });
@@ -55,7 +55,7 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
       await c.query("begin");
       await c.query("insert into public.orders (item) values ('book')");
       const { rows } = await c.query(
-        `select tidings.send_notification_to_entity('shop', 'Order placed', 'Thanks for your order.', channels => array['email'], tags => '{"order":"1"}') as id`,
+        `select notification.send_notification_to_entity('shop', 'Order placed', 'Thanks for your order.', channels => array['email'], tags => '{"order":"1"}') as id`,
       );
       await c.query("commit");
       return rows[0].id as string;
@@ -70,8 +70,8 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
   });
 
   it("an idempotency key yields one notification per login and key, the same from SQL and from TypeScript", async () => {
-    const first = (await shop.pool.query("select tidings.send_notification_to_entity('shop', 's', 't', idempotency_key => 'order-42') as id")).rows[0].id;
-    const again = (await shop.pool.query("select tidings.send_notification_to_entity('shop', 's', 't', idempotency_key => 'order-42') as id")).rows[0].id;
+    const first = (await shop.pool.query("select notification.send_notification_to_entity('shop', 's', 't', idempotency_key => 'order-42') as id")).rows[0].id;
+    const again = (await shop.pool.query("select notification.send_notification_to_entity('shop', 's', 't', idempotency_key => 'order-42') as id")).rows[0].id;
     // The key is this login's own, and keeps the (random) tracking id it was first given.
     const { rows } = await app.t.query("select tracking_id from api.idempotency_keys where scope = $1 and key = 'order-42'", [`sql:${shop.name}`]);
     expect(rows).toEqual([{ tracking_id: first }]);
@@ -80,12 +80,12 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
   });
 
   it.each([
-    ["select tidings.send_notification_to_entity('', 's', 't')", /entity_id: must be/],
-    ["select tidings.send_notification_to_entity('a', '   ', 't')", /subject: must be 1-998 characters/],
-    ["select tidings.send_notification_to_entity('a', 's', '')", /text_body: must be/],
-    ["select tidings.send_notification_to_entity('a', 's', 't', channels => array['fax'])", /channels: must be/],
-    [`select tidings.send_notification_to_entity('a', 's', 't', tags => '{"x": 1}')`, /tags: tag "x"/],
-    [`select tidings.send_notification_to_entity('a', 's', 't', tags => '[1]')`, /tags: must be a JSON object/],
+    ["select notification.send_notification_to_entity('', 's', 't')", /entity_id: must be/],
+    ["select notification.send_notification_to_entity('a', '   ', 't')", /subject: must be 1-998 characters/],
+    ["select notification.send_notification_to_entity('a', 's', '')", /text_body: must be/],
+    ["select notification.send_notification_to_entity('a', 's', 't', channels => array['fax'])", /channels: must be/],
+    [`select notification.send_notification_to_entity('a', 's', 't', tags => '{"x": 1}')`, /tags: tag "x"/],
+    [`select notification.send_notification_to_entity('a', 's', 't', tags => '[1]')`, /tags: must be a JSON object/],
   ])("refuses bad input with a message naming it: %s", async (query, message) => {
     const before = await clientOps();
     await expect(shop.pool.query(query)).rejects.toThrow(message);
@@ -94,7 +94,7 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
 
   it("only clients may call it", async () => {
     const reader = await app.t.createLogin({ prefix: "reader", grants: ["tidings_reader"] });
-    await expect(reader.pool.query("select tidings.send_notification_to_entity('shop', 's', 't')")).rejects.toThrow(
+    await expect(reader.pool.query("select notification.send_notification_to_entity('shop', 's', 't')")).rejects.toThrow(
       /permission denied for function send_notification_to_entity/,
     );
   });

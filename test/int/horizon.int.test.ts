@@ -137,10 +137,10 @@ describe("the read horizon", () => {
     await app.t.query("update tidings.settings set value = '1s' where name = 'append_transaction_timeout'");
     try {
       const client = await app.t.createLogin({ prefix: "lingering", grants: ["tidings_client"] });
-      const running = await openTransaction(client.url, ["select tidings.send_notification_to_entity('ada', 's', 't')"]);
+      const running = await openTransaction(client.url, ["select notification.send_notification_to_entity('ada', 's', 't')"]);
       await expect(running.client.query("select pg_sleep(5)")).rejects.toThrow(/timeout/);
       await running.client.end();
-      const idle = await openTransaction(client.url, ["select tidings.send_notification_to_entity('ada', 's', 't')"]);
+      const idle = await openTransaction(client.url, ["select notification.send_notification_to_entity('ada', 's', 't')"]);
       const ended = new Promise((resolve) => idle.client.once("end", resolve));
       await ended;
       await expect(idle.client.query("select 1")).rejects.toThrow();

@@ -77,7 +77,7 @@ describe("two tidings databases on one server", () => {
     const here = new pg.Client({ connectionString: loginUrl(first) });
     await here.connect();
     try {
-      const { rows } = await here.query("select tidings.send_notification_to_entity('ada', 's', 't') as id");
+      const { rows } = await here.query("select notification.send_notification_to_entity('ada', 's', 't') as id");
       expect(rows[0].id).toMatch(/^[0-9a-f-]{36}$/);
     } finally {
       await here.end();

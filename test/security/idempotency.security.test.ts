@@ -27,7 +27,7 @@ const keyOf = async (login: TestLogin, key: string) =>
   (await t.query("select tracking_id from api.idempotency_keys where scope = $1 and key = $2", [`sql:${login.name}`, key])).rows[0]?.tracking_id;
 
 const enqueue = (login: TestLogin, subject: string, key: string) =>
-  login.pool.query<{ id: string }>("select tidings.send_notification_to_entity('ada', $1, 'text', idempotency_key => $2) as id", [subject, key]);
+  login.pool.query<{ id: string }>("select notification.send_notification_to_entity('ada', $1, 'text', idempotency_key => $2) as id", [subject, key]);
 
 describe("idempotency keys per caller", () => {
   it("a SQL client can neither read nor write the keys table", async () => {

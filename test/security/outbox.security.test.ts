@@ -31,7 +31,7 @@ describe("a forged outbox note", () => {
       await session.query("begin");
       // Claims that everything up to a far position of client_operations was queued already.
       await session.query("select set_config('tidings.outbox', 'C;notification.client_operations=999999999', true)");
-      id = (await session.query("select tidings.send_notification_to_entity('ada', 'forged note', 'text') as id")).rows[0].id;
+      id = (await session.query("select notification.send_notification_to_entity('ada', 'forged note', 'text') as id")).rows[0].id;
       await session.query("commit");
     } finally {
       session.release();
@@ -47,7 +47,7 @@ describe("a forged outbox note", () => {
 
   it("a job deleted from the queue before it ran is queued again, and nothing settled is queued twice", async () => {
     await app.worker!.stop();
-    const id = (await app.t.query("select tidings.send_notification_to_entity('ada', 'lost job', 'text') as id")).rows[0].id as string;
+    const id = (await app.t.query("select notification.send_notification_to_entity('ada', 'lost job', 'text') as id")).rows[0].id as string;
     await app.t.query("delete from graphile_worker._private_jobs where payload->>'id' = $1", [id]);
     const swept = await sweepHandling(app.t.db);
     expect(swept.reduce((n, r) => n + r.queued, 0)).toBe(1);
