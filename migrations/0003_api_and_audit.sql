@@ -205,7 +205,9 @@ declare
   tracking_id text;
   created boolean;
   payload jsonb;
-  trimmed_subject text := btrim(subject);
+  -- Trimmed of what JavaScript's String.prototype.trim removes, as the zod schema does
+  -- (test/int/enqueueRules.int.test.ts holds the two to one result).
+  trimmed_subject text := regexp_replace(subject, '^[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+|[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+$', '', 'g');
   tag record;
 begin
   if entity_id is null or length(entity_id) > 200 or entity_id !~ '^[A-Za-z0-9][A-Za-z0-9._:@-]*$' then
