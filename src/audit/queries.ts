@@ -333,14 +333,6 @@ export async function getNotificationDetail(tx: AuditorTx, id: string): Promise<
   };
 }
 
-/** Handling changes of every record with this id (a tracking id or an entity id), oldest first. */
-export async function findHandlingChanges(tx: AuditorTx, recordId: string): Promise<AuditHandlingChange[]> {
-  const id = parseInput(trackingId, recordId, "record id");
-  const { rows } = await sql<AuditHandlingChange>`
-    select * from audit.handling_changes where record_id = ${id} order by at, stream, entry`.execute(tx);
-  return rows;
-}
-
 /** What waits for an operator: every Failed record, oldest failure first. */
 export async function listFailuresWaiting(tx: AuditorTx, input: FailureFilter = {}): Promise<AuditFailure[]> {
   const f = parseInput(FailureFilter, input, "failure filter");

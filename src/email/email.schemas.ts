@@ -75,9 +75,3 @@ export const EmailRecordTypes = {
   FailedToSendEmailEvent: "FailedToSendEmailEvent",
 } as const;
 
-export const emailEventSchemas = {
-  SendEmailRequestedEvent,
-  SendEmailAttemptFailedEvent,
-  SucceededInSendingEmailEvent,
-  FailedToSendEmailEvent,
-};

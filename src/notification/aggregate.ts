@@ -11,7 +11,6 @@ import {
   ResendRequestedEvent,
   SendNotificationRequestedEvent,
   SendOutcomeEvent,
-  TERMINAL_EVENT_TYPES,
   type NotificationEventType,
 } from "./notification.schemas";
 
@@ -58,10 +57,6 @@ export const NotificationAggregate = z.object({
   eventCount: z.number().int(),
 });
 export type NotificationAggregate = z.infer<typeof NotificationAggregate>;
-
-export function isTerminal(type: string): boolean {
-  return TERMINAL_EVENT_TYPES.includes(type as NotificationEventType);
-}
 
 /** Apply one notification event. Events before the creation event are ignored (none should exist). */
 export function applyEvent(state: NotificationAggregate | null, event: StreamRecord): NotificationAggregate | null {

@@ -69,9 +69,3 @@ export const SlackRecordTypes = {
   FailedToSendSlackMessageEvent: "FailedToSendSlackMessageEvent",
 } as const;
 
-export const slackEventSchemas = {
-  SendSlackMessageRequestedEvent,
-  SendSlackMessageAttemptFailedEvent,
-  SucceededInSendingSlackMessageEvent,
-  FailedToSendSlackMessageEvent,
-};
