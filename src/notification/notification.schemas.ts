@@ -195,15 +195,6 @@ export const NOT_SENT_EVENT_TYPES: readonly NotificationEventType[] = [
   "CouldNotPrepareToSendOnAnyChannelEvent",
 ];
 
-export const TERMINAL_EVENT_TYPES: readonly NotificationEventType[] = [
-  "CouldNotGetOrUseAudienceEvent",
-  "AudienceOptedOutOfAllChannelsEvent",
-  "CouldNotPrepareToSendOnAnyChannelEvent",
-  "SentOnAllPreparedChannelsEvent",
-  "SentOnSomePreparedChannelsEvent",
-  "CouldNotSendOnAnyPreparedChannelEvent",
-];
-
 // --- Saga (notification.sagas) ----------------------------------------------
 /** A channel operation prepared in advance, appended only if the saga falls back to it (the Naos rule: it holds all it needs). */
 export const FallbackStep = z.strictObject({
