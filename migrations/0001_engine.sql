@@ -801,11 +801,12 @@ begin
     insert into tidings.sweep_cursors (stream, concern, feed_key, position)
     select $1, $2, coalesce(max(feed_key), '0'), coalesce(max(position), 0) from %s$q$, tidings.stream_table(p_stream))
     using p_stream, p_concern;
-  -- Register the task up front: otherwise the first job of a task inserts its
-  -- row into _private_tasks, and concurrent appenders wait on that insert
-  -- until the first appender commits.
-  insert into graphile_worker._private_tasks (identifier) values (p_stream || ':' || p_concern)
-  on conflict do nothing;
+  -- Register the task up front: otherwise the first job of a task registers
+  -- it, and concurrent appenders wait on that insert until the first appender
+  -- commits. Only graphile-worker's public API: a job added and removed in
+  -- this transaction leaves its task registered.
+  perform graphile_worker.add_job(p_stream || ':' || p_concern, '{}'::json, job_key => 'tidings:register-task');
+  perform graphile_worker.remove_job('tidings:register-task');
   execute format('grant usage on schema %I to %I', split_part(p_stream, '.', 1), r);
   execute format('grant select on %s to %I', tidings.stream_table(p_stream), r);
   -- Writing handling state is not write access to the stream (the seed): the
@@ -1086,6 +1087,9 @@ begin
         select m.* from candidate m
         where (m.status is null or m.status = any ($8::tidings.handling_status[]))
           and not exists (
+            -- graphile-worker's public jobs view does not show payloads: the
+            -- one read of its private tables, for the sweep only (not on any
+            -- request's path).
             select 1 from graphile_worker._private_jobs j
             join graphile_worker._private_tasks t on t.id = j.task_id
             where t.identifier = $7 and (j.payload->>'position')::bigint = m.position)
