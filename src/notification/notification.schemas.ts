@@ -142,24 +142,8 @@ export const ResendRequestedEvent = z.strictObject({
 });
 export type ResendRequestedEvent = z.infer<typeof ResendRequestedEvent>;
 
-export const NotificationEventTypes = {
-  SendNotificationRequestedEvent: "SendNotificationRequestedEvent",
-  CouldNotGetOrUseAudienceEvent: "CouldNotGetOrUseAudienceEvent",
-  AudienceOptedOutOfAllChannelsEvent: "AudienceOptedOutOfAllChannelsEvent",
-  CouldNotPrepareToSendOnAnyChannelEvent: "CouldNotPrepareToSendOnAnyChannelEvent",
-  PreparedToSendOnAllChannelsEvent: "PreparedToSendOnAllChannelsEvent",
-  PreparedToSendOnSomeChannelsEvent: "PreparedToSendOnSomeChannelsEvent",
-  SentOnAllPreparedChannelsEvent: "SentOnAllPreparedChannelsEvent",
-  SentOnSomePreparedChannelsEvent: "SentOnSomePreparedChannelsEvent",
-  CouldNotSendOnAnyPreparedChannelEvent: "CouldNotSendOnAnyPreparedChannelEvent",
-  FailedNotificationSentToInternalTeamEvent: "FailedNotificationSentToInternalTeamEvent",
-  FellBackToNextChannelEvent: "FellBackToNextChannelEvent",
-  NotificationDelayedEvent: "NotificationDelayedEvent",
-  ResendRequestedEvent: "ResendRequestedEvent",
-} as const;
-export type NotificationEventType = keyof typeof NotificationEventTypes;
-
-export const notificationEventSchemas: Record<NotificationEventType, z.ZodType> = {
+/** Every event of notification.events, by type, with its payload's schema. */
+export const notificationEventSchemas = {
   SendNotificationRequestedEvent,
   CouldNotGetOrUseAudienceEvent,
   AudienceOptedOutOfAllChannelsEvent,
@@ -173,7 +157,13 @@ export const notificationEventSchemas: Record<NotificationEventType, z.ZodType> 
   FellBackToNextChannelEvent,
   NotificationDelayedEvent,
   ResendRequestedEvent,
-};
+} satisfies Record<string, z.ZodType>;
+export type NotificationEventType = keyof typeof notificationEventSchemas;
+
+/** The event types by name (`NotificationEventTypes.SentOnAllPreparedChannelsEvent`). */
+export const NotificationEventTypes = Object.fromEntries(
+  Object.keys(notificationEventSchemas).map((type) => [type, type]),
+) as { readonly [T in NotificationEventType]: T };
 
 /** Events that end a notification with a failure: the internal team hears about them. */
 export const FAILURE_EVENT_TYPES: readonly NotificationEventType[] = [

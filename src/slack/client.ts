@@ -6,19 +6,10 @@ import type { Logger } from "../logging/logger";
 import { TIDINGS_EVENT_TYPE, buildPostMessageArgs } from "./format";
 
 export { buildPostMessageArgs, escapeSlackText, sanitizeSlackMrkdwn } from "./format";
+import type { SlackMessageParts } from "./format";
 
-export interface SlackMessage {
-  channel: string;
-  /** Plain text, escaped before sending. */
-  text: string;
-  /** Slack mrkdwn body, sanitised before sending (see format.ts). */
-  mrkdwn?: string;
-  /** Shown exactly as typed above a mrkdwn body (a plain_text header). */
-  subject?: string;
-  /** Carried in the message's metadata, so that a later attempt can find the message (findPosted). */
-  operationId?: string;
-  attempt?: number;
-}
+/** A message to post (format.ts builds the Web API's arguments from it). */
+export type SlackMessage = SlackMessageParts;
 
 export interface PostResult {
   /** The channel id Slack posted to (Slack answers C…/D… ids even for #names). */

@@ -76,12 +76,16 @@ export interface SlackPostArgs {
   metadata?: { event_type: string; event_payload: { operation_id: string; attempt?: number } };
 }
 
-/** What buildPostMessageArgs needs: the SlackMessage of client.ts. */
+/** A message to post, as the Slack bot gives it. */
 export interface SlackMessageParts {
   channel: string;
+  /** Plain text, escaped before sending. */
   text: string;
+  /** Slack mrkdwn body, sanitised before sending. */
   mrkdwn?: string;
+  /** Shown exactly as typed above a mrkdwn body (a plain_text header). */
   subject?: string;
+  /** Carried in the message's metadata, so that a later attempt can find the message (findPosted). */
   operationId?: string;
   attempt?: number;
 }
