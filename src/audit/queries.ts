@@ -258,15 +258,21 @@ function where(conditions: RawBuilder<unknown>[]): RawBuilder<unknown> {
   return conditions.length === 0 ? sql`` : sql`where ${sql.join(conditions, sql` and `)}`;
 }
 
+/** The filters every "what was sent" question shares: requested in [since, until), with this status. */
+function requestedWhen(f: { since?: string | Date | undefined; until?: string | Date | undefined; status?: string | undefined }): RawBuilder<unknown>[] {
+  const conditions: RawBuilder<unknown>[] = [];
+  if (f.since) conditions.push(sql`requested_at >= ${f.since}`);
+  if (f.until) conditions.push(sql`requested_at < ${f.until}`);
+  if (f.status) conditions.push(sql`status = ${f.status}`);
+  return conditions;
+}
+
 // --- Questions ---------------------------------------------------------------
 
 /** Emails to one address (the first To address, exactly as stored), newest first. */
 export async function findEmails(tx: AuditorTx, input: EmailFilter): Promise<AuditEmail[]> {
   const f = parseInput(EmailFilter, input, "email filter");
-  const conditions = [sql`recipient = ${f.to}`];
-  if (f.since) conditions.push(sql`requested_at >= ${f.since}`);
-  if (f.until) conditions.push(sql`requested_at < ${f.until}`);
-  if (f.status) conditions.push(sql`status = ${f.status}`);
+  const conditions = [sql`recipient = ${f.to}`, ...requestedWhen(f)];
   const { rows } = await sql<AuditEmail>`
     select * from audit.emails ${where(conditions)}
     order by requested_at desc, operation_position desc limit ${f.limit}`.execute(tx);
@@ -276,10 +282,7 @@ export async function findEmails(tx: AuditorTx, input: EmailFilter): Promise<Aud
 /** Slack messages to one destination as it was asked for (#name or id), newest first. */
 export async function findSlackMessages(tx: AuditorTx, input: SlackFilter): Promise<AuditSlackMessage[]> {
   const f = parseInput(SlackFilter, input, "Slack filter");
-  const conditions = [sql`channel = ${f.channel}`];
-  if (f.since) conditions.push(sql`requested_at >= ${f.since}`);
-  if (f.until) conditions.push(sql`requested_at < ${f.until}`);
-  if (f.status) conditions.push(sql`status = ${f.status}`);
+  const conditions = [sql`channel = ${f.channel}`, ...requestedWhen(f)];
   const { rows } = await sql<AuditSlackMessage>`
     select * from audit.slack_messages ${where(conditions)}
     order by requested_at desc, operation_position desc limit ${f.limit}`.execute(tx);
@@ -289,11 +292,7 @@ export async function findSlackMessages(tx: AuditorTx, input: SlackFilter): Prom
 /** Notifications, optionally of one entity, newest first. */
 export async function findNotifications(tx: AuditorTx, input: NotificationFilter = {}): Promise<AuditNotification[]> {
   const f = parseInput(NotificationFilter, input, "notification filter");
-  const conditions: RawBuilder<unknown>[] = [];
-  if (f.entityId) conditions.push(sql`entity_id = ${f.entityId}`);
-  if (f.since) conditions.push(sql`requested_at >= ${f.since}`);
-  if (f.until) conditions.push(sql`requested_at < ${f.until}`);
-  if (f.status) conditions.push(sql`status = ${f.status}`);
+  const conditions = [...(f.entityId ? [sql`entity_id = ${f.entityId}`] : []), ...requestedWhen(f)];
   const { rows } = await sql<AuditNotification>`
     select * from audit.notifications ${where(conditions)}
     order by requested_at desc, client_operation_position desc limit ${f.limit}`.execute(tx);
