@@ -3,7 +3,7 @@ import type { Executor } from "../db/database";
 import { NotFoundError, ValidationError } from "../errors/errors";
 import { HANDLING_STATUSES, type HandlingStatus } from "../streams/interfaces";
 import { handlingTable, streamTable } from "../streams/names";
-import { Streams } from "../notification/streams";
+import { recordsAboutEntity } from "../notification/streams";
 import { AVAILABLE_STATUSES, isAvailable } from "../streams/transitions";
 
 /**
@@ -334,10 +334,7 @@ function pairQuery(pair: ConsumerPair, sel: Selection, limit: number): RawBuilde
   if (sel.types) conditions.push(sql`s.type = any(${sel.types}::text[])`);
   if (sel.notification !== null) conditions.push(sql`s.id = ${sel.notification}`);
   if (sel.entity !== null) {
-    conditions.push(sql`(
-      s.payload->>'entityId' = ${sel.entity}
-      or s.id in (select o.id from ${streamTable(Streams.notificationClientOperations)} o where o.payload->>'entityId' = ${sel.entity})
-      ${pair.stream === Streams.entityEvents ? sql`or s.id = ${sel.entity}` : sql``})`);
+    conditions.push(recordsAboutEntity(pair.stream, sel.entity));
   }
   if (sel.errorContains !== null) conditions.push(sql`strpos(lower(h.last_error), lower(${sel.errorContains})) > 0`);
   if (sel.olderThanMs !== null) conditions.push(sql`${changedAt} < now() - ${sel.olderThanMs}::double precision * interval '1 millisecond'`);

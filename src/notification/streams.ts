@@ -1,3 +1,4 @@
+import { sql, type RawBuilder } from "kysely";
 import { EmailStreams } from "../email/email.streams";
 import { EntityStreams } from "../entities/entity.streams";
 import { SlackStreams } from "../slack/slack.streams";
@@ -20,3 +21,16 @@ export const Streams = {
   slackEvents: SlackStreams.events,
   entityEvents: EntityStreams.events,
 } as const;
+
+/**
+ * A condition on the records (aliased `s`) of one stream: those about this
+ * entity. A record names it (payload.entityId), or belongs to a notification
+ * whose client operation names it, or is one of the entity's own events.
+ * The re-drive tools select with it; the engine knows nothing of entities.
+ */
+export function recordsAboutEntity(stream: string, entityId: string): RawBuilder<unknown> {
+  return sql`(
+    s.payload->>'entityId' = ${entityId}
+    or s.id in (select o.id from ${sql.table(Streams.notificationClientOperations)} o where o.payload->>'entityId' = ${entityId})
+    ${stream === Streams.entityEvents ? sql`or s.id = ${entityId}` : sql``})`;
+}
