@@ -9,9 +9,10 @@ import { channelStream, destinationNow, latestSendOutcome, resendOperationId } f
 import { appendOne } from "../streams/append";
 import { getHandling, getHistory, queueHandling, setStreamDisabled, transition } from "../streams/handling";
 import type { HandlingStatus, StreamRecord } from "../streams/interfaces";
-import { channelOf } from "../notification/channels";
+import { allChannels, channelOf } from "../notification/channels";
 import { Streams } from "../notification/streams";
 import { findRecords } from "../streams/read";
+import { readTrail, type TrailRecord } from "../streams/trail";
 import { AVAILABLE_STATUSES, type HandlingAction } from "../streams/transitions";
 import {
   DEFAULT_STUCK_AFTER,
@@ -494,23 +495,30 @@ function checkResendInput(input: ResendInput): { id: string; channels: Channel[]
 
 /** What a resend of this notification would do now, or why it cannot be done. Read-only. */
 async function planResend(tx: Tx, id: string, wanted: Channel[] | null): Promise<Omit<ResendReport, "dryRun" | "actor" | "reason" | "request" | "archived">> {
-  const events = await findRecords(tx, Streams.notificationEvents, { ids: [id], limit: null });
+  // Everything about the notification, with its handling, in one read (the engine's readTrail).
+  const trail = await readTrail(tx, [id], {
+    streams: [
+      Streams.notificationClientOperations,
+      Streams.notificationInternalOperations,
+      Streams.notificationEvents,
+      ...allChannels.map((c) => c.streams.operations),
+    ],
+  });
+  const inStream = (stream: string) => trail.filter((r) => r.stream === stream).sort((a, b) => a.position - b.position);
+  const handlingOf = (record: TrailRecord, concern: string) => record.handling.find((h) => h.concern === concern)!;
+  const events = inStream(Streams.notificationEvents);
   const created = events.find((e) => e.type === "SendNotificationRequestedEvent");
   if (!created) {
-    const [asked] = await findRecords(tx, Streams.notificationClientOperations, { ids: [id], limit: 1 });
+    const asked = inStream(Streams.notificationClientOperations).length > 0;
     if (asked) throw new ConflictError(`notification ${id} has not been prepared yet: nothing has failed to resend`);
     throw new NotFoundError(`unknown notification "${id}": no notification has this tracking id`);
   }
   const entityId = (created.payload as { entityId: string }).entityId;
 
   // One request at a time: a second one would resend the same channels twice.
-  const requests = await findRecords(tx, Streams.notificationInternalOperations, {
-    ids: [id],
-    types: [NotificationRecordTypes.ResendNotificationOp],
-    limit: null,
-  });
+  const requests = inStream(Streams.notificationInternalOperations).filter((r) => r.type === NotificationRecordTypes.ResendNotificationOp);
   for (const r of requests) {
-    const handling = await getHandling(tx, r.stream, r.position, "internal_operation_bot");
+    const handling = handlingOf(r, "internal_operation_bot");
     if (handling.status === "Completed" || handling.status === "ArchivedAfterFailure") continue;
     const asked = ResendNotificationOp.safeParse(r.payload);
     const by = asked.success ? ` by ${asked.data.requestedBy}` : "";
@@ -570,12 +578,10 @@ async function planResend(tx: Tx, id: string, wanted: Channel[] | null): Promise
   for (const channel of channels) {
     for (const outcome of failed.filter((o) => o.channel === channel)) {
       const stream = channelStream(channel);
-      const record = (await findRecords(tx, stream, { ids: [id], limit: null })).find(
-        (r: StreamRecord) => (r.payload as { operationId?: string }).operationId === outcome.operationId,
-      );
+      const record = inStream(stream).find((r) => (r.payload as { operationId?: string }).operationId === outcome.operationId);
       if (!record) throw new NotFoundError(`the failed ${channel} operation ${outcome.operationId} of notification ${id} is not in ${stream}`);
       const concern = channelOf(channel).concern;
-      const handling = await getHandling(tx, stream, record.position, concern);
+      const handling = handlingOf(record, concern);
       if (handling.status !== "Failed" && handling.status !== "ArchivedAfterFailure") {
         throw new ConflictError(
           `the failed ${channel} operation ${outcome.operationId} (${stream} #${record.position}) is ${handling.status} for ${concern}: ` +
