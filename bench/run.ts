@@ -7,8 +7,9 @@
  * BENCH_SECONDS (sustained end-to-end window, default 30), BENCH_SCALE_SECONDS
  * (per worker count, default 15), BENCH_AUDIT_ROWS (comma list, default
  * "1000000,10000000"), BENCH_QUICK=1 (short windows, for trying it out),
- * BENCH_SECTIONS (comma list of ceiling, queue, e2e, scaling, http, audit;
- * default all).
+ * BENCH_SECTIONS (comma list of ceiling, queue, e2e, minimal, scaling, http,
+ * audit; default all). `minimal` is the minimal outbox (bench/lib/minimalOutbox.ts):
+ * the same work without tidings's promises, measured like tidings.
  *
  * tidings's own code (worker processes, the HTTP app, enqueues) runs as the
  * service login, as in production; the bench's setup and the queries that
@@ -24,13 +25,14 @@ import { line, round, section } from "./lib/stats";
 import { createPool } from "../src/db/database";
 import { httpEnqueue } from "./lib/http";
 import { auditQuery } from "./lib/audit";
+import { minimalBytesPerNotification, minimalLatencyAtRate, minimalSustained, openMinimalOutbox, startMinimalWorker } from "./lib/minimalOutbox";
 
 const quick = process.env.BENCH_QUICK === "1";
 const seconds = Number(process.env.BENCH_SECONDS ?? (quick ? 8 : 30));
 const scaleSeconds = Number(process.env.BENCH_SCALE_SECONDS ?? (quick ? 5 : 15));
 const auditRows = (process.env.BENCH_AUDIT_ROWS ?? (quick ? "100000" : "1000000,10000000")).split(",").map(Number).filter((n) => n > 0);
 const CONCURRENCY = Number(process.env.WORKER_CONCURRENCY ?? 64);
-const SECTIONS = ["ceiling", "queue", "e2e", "scaling", "http", "audit"] as const;
+const SECTIONS = ["ceiling", "queue", "e2e", "minimal", "scaling", "http", "audit"] as const;
 /** BENCH_SECTIONS=http,audit runs only those (ratios need their baseline's section too). */
 const only = (process.env.BENCH_SECTIONS ?? SECTIONS.join(",")).split(",").map((s) => s.trim());
 const unknown = only.filter((s) => !(SECTIONS as readonly string[]).includes(s));
@@ -70,6 +72,7 @@ async function main() {
       figures.rawQueue = { batchedJobsPerSec: batched, unbatchedJobsPerSec: unbatched };
     }
 
+    let tidings: { perSec: number; latencyRate: number; latency: { p50: number; p95: number; p99: number }; slow: { p50: number; p99: number }; bytes: number } | null = null;
     const env = { databaseUrl: bench.url, smtpUrl: smtp.url, slackToken: slack.token, slackApiUrl: slack.apiUrl, concurrency: CONCURRENCY };
     // Enqueues for an entity that does not exist are refused: the HTTP section needs it too.
     if (runs("e2e") || runs("scaling") || runs("http")) await benchEntity(bench.db);
@@ -89,6 +92,8 @@ async function main() {
       const latency = await latencyAtRate(bench.db, bench.adminPool, { ratePerSec: rate, seconds: quick ? 5 : 15 });
       line("offered rate (notifications/s)", String(round(rate)));
       line("p50 / p95 / p99 (ms)", `${round(latency.p50)} / ${round(latency.p95)} / ${round(latency.p99)}  (${latency.count} notifications)`);
+      const slow = await latencyAtRate(bench.db, bench.adminPool, { ratePerSec: 10, seconds: quick ? 5 : 15 });
+      line("at 10 notifications/s: p50 / p95 / p99 (ms)", `${round(slow.p50)} / ${round(slow.p95)} / ${round(slow.p99)}  (${slow.count} notifications)`);
       const bytes = await bytesPerNotification(bench.adminPool);
       line("bytes stored per notification (streams + handling)", String(Math.round(bytes)));
       await workers.stop();
@@ -97,8 +102,42 @@ async function main() {
         ratioToChannelsCeiling: ceiling ? e2e.perSec / ceiling.pairsPerSec : null,
         ratioToRawQueue: batched ? e2e.perSec / batched : null,
       };
-      figures.latency = { offeredPerSec: rate, ...latency };
+      figures.latency = { offeredPerSec: rate, ...latency, at10PerSec: slow };
+      tidings = { perSec: e2e.perSec, latencyRate: rate, latency, slow, bytes };
       figures.storage = { bytesPerNotification: bytes };
+    }
+
+    if (runs("minimal")) {
+      section("Minimal outbox (a row and a job per notification; the job sends both and marks it sent): tidings's yardstick");
+      const minimal = await openMinimalOutbox(bench.serverUrl);
+      const worker = await startMinimalWorker({ url: minimal.url, smtpUrl: smtp.url, slackToken: slack.token, slackApiUrl: slack.apiUrl, concurrency: CONCURRENCY });
+      try {
+        const m = await minimalSustained(minimal.pool, { seconds, warmupSeconds: quick ? 2 : 5, backlog: 400 });
+        line(`notifications/s sustained over ${seconds} s`, String(round(m.perSec)));
+        if (ceiling) line("ratio to the channels-only ceiling (pairs/s)", String(round(m.perSec / ceiling.pairsPerSec, 3)));
+        const rate = tidings?.latencyRate ?? Math.max(1, m.perSec / 2);
+        const latency = await minimalLatencyAtRate(minimal.pool, { ratePerSec: rate, seconds: quick ? 5 : 15 });
+        line(`latency at ${round(rate)}/s: p50 / p95 / p99 (ms)`, `${round(latency.p50)} / ${round(latency.p95)} / ${round(latency.p99)}  (${latency.count} notifications)`);
+        const slow = await minimalLatencyAtRate(minimal.pool, { ratePerSec: 10, seconds: quick ? 5 : 15 });
+        line("at 10 notifications/s: p50 / p95 / p99 (ms)", `${round(slow.p50)} / ${round(slow.p95)} / ${round(slow.p99)}`);
+        const bytes = await minimalBytesPerNotification(minimal.pool);
+        line("bytes stored per notification", String(Math.round(bytes)));
+        figures.minimalOutbox = { ...m, latency: { offeredPerSec: rate, ...latency }, at10PerSec: slow, bytesPerNotification: bytes };
+        if (tidings) {
+          section("tidings against the minimal outbox (same run)");
+          line("throughput ratio (tidings / minimal)", String(round(tidings.perSec / m.perSec, 3)));
+          line("p99 latency ratio at the same rate (tidings / minimal)", String(round(tidings.latency.p99 / latency.p99, 2)));
+          line("bytes per notification ratio (tidings / minimal)", String(round(tidings.bytes / bytes, 1)));
+          figures.againstMinimalOutbox = {
+            throughputRatio: tidings.perSec / m.perSec,
+            p99LatencyRatio: tidings.latency.p99 / latency.p99,
+            bytesRatio: tidings.bytes / bytes,
+          };
+        }
+      } finally {
+        await worker.stop();
+        await minimal.close();
+      }
     }
 
     if (runs("scaling")) {
