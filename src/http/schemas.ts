@@ -247,4 +247,5 @@ export const ProblemSchema = z.looseObject({
   instance: z.string().optional(),
   errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
   requiredScope: Scope.optional(),
+  requestId: z.string().optional().describe("The request's id, as in the X-Request-Id response header and the server's log lines"),
 });
