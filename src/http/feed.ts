@@ -56,7 +56,8 @@ export function feedRoutes(ctx: RouteContext): RouteDef[] {
         requireScope(ctx.gate, "reader"),
         async (req, res) => {
           const query = parseInput(FeedQuery, req.query, "query");
-          const after = query.after ?? FEED_START;
+          // `after` is the deprecated name of `cursor` (docs/api.md, "Paging").
+          const after = query.cursor ?? query.after ?? FEED_START;
           let page: FeedPage;
           if (query.wait === 0 || feedWaits.stopping) {
             page = await readFeed(db, after, query.limit);

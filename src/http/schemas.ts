@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { Scope } from "../auth/apiKeys";
-import { Entity, EntityInput, entityId } from "../entities/entity.schemas";
+import { Channel, Entity, EntityInput, entityId } from "../entities/entity.schemas";
 import { NotificationAggregate } from "../notification/aggregate";
 import { SendNotificationToEntityOp } from "../notification/notification.schemas";
 import { HANDLING_STATUSES } from "../streams/interfaces";
@@ -91,24 +91,29 @@ export const NotificationPending = z.object({
   requestedAt: z.string(),
 });
 
-const ChannelView = z.object({
-  channel: z.enum(["email", "slack"]),
+/** One channel of a view (src/notification/projection.ts, ChannelView): the aggregate's channel plus its live progress. */
+const ChannelView = z.strictObject({
+  channel: Channel,
   destination: z.string(),
-  status: z.enum(["pending", "sending", "retrying", "sent", "failed"]),
+  status: z.enum(["pending", "sending", "retrying", "sent", "failed"]).describe("`retrying`: an attempt failed and the next one is due at `nextAttemptAt`"),
   attempts: z.number().int(),
   lastError: z.string().nullable(),
   sentAt: z.string().nullable(),
-  /** While retrying: when the next attempt is due. */
-  nextAttemptAt: z.string().optional(),
-  messageId: z.string().optional(),
-  ts: z.string().optional(),
+  nextAttemptAt: z.string().optional().describe("While retrying: when the next attempt is due"),
+  messageId: z.string().optional().describe("Email, once sent: the Message-ID"),
+  ts: z.string().optional().describe("Slack, once sent: the message's ts"),
 });
 
-/** The view the projection bot writes (src/notification/projection.ts, buildViews), served as stored. */
-export const NotificationView = z.looseObject({
+/**
+ * The view the projection bot writes (src/notification/projection.ts,
+ * buildViews), served as stored. Strict, so a field the projection starts
+ * writing fails the test that parses real views (test/int/api.viewSchema)
+ * until it is documented here.
+ */
+export const NotificationView = z.strictObject({
   id: z.uuid(),
   status: NotificationAggregate.shape.status,
-  entity: z.object({ id: z.string(), name: z.string().nullable() }),
+  entity: z.strictObject({ id: z.string(), name: z.string().nullable() }),
   subject: z.string(),
   tags: z.record(z.string(), z.string()),
   requestedAt: z.string(),
@@ -118,8 +123,10 @@ export const NotificationView = z.looseObject({
   channels: z.array(ChannelView),
   skipped: NotificationAggregate.shape.skipped,
   alert: NotificationAggregate.shape.alert,
-  version: z.number().int(),
+  resends: NotificationAggregate.shape.resends.describe("Operators' resends, oldest first (absent: never resent)"),
+  version: z.number().int().describe("Position in notification.events of the last event the view includes"),
 });
+export type NotificationViewBody = z.infer<typeof NotificationView>;
 
 export const NotificationList = z.object({
   items: z.array(z.union([NotificationView, NotificationPending])),
@@ -176,15 +183,20 @@ const FeedCursorParam = z.string().transform((text, ctx): FeedCursor => {
 
 export const MAX_WAIT_SECONDS = 30;
 
-export const FeedQuery = z.strictObject({
-  after: FeedCursorParam.optional().describe(
-    "`<txid>-<position>`: `next` of the previous page or an event's `cursor`; omit to start from the beginning",
-  ),
-  limit: intParam(1, 1000, 100),
-  wait: intParam(0, MAX_WAIT_SECONDS, 0).describe(
-    `seconds to wait for an event when none is available yet (long-poll), 0 to ${MAX_WAIT_SECONDS}; default 0`,
-  ),
-});
+const FEED_CURSOR_HELP = "`<txid>-<position>`: `next` of the previous page or an event's `cursor`; omit to start from the beginning";
+
+export const FeedQuery = z
+  .strictObject({
+    cursor: FeedCursorParam.optional().describe(FEED_CURSOR_HELP),
+    after: FeedCursorParam.optional()
+      .describe(`Deprecated: the former name of \`cursor\` (every list pages with \`cursor\` and answers \`next\`), still accepted. ${FEED_CURSOR_HELP}`)
+      .meta({ deprecated: true }),
+    limit: intParam(1, 1000, 100),
+    wait: intParam(0, MAX_WAIT_SECONDS, 0).describe(
+      `seconds to wait for an event when none is available yet (long-poll), 0 to ${MAX_WAIT_SECONDS}; default 0`,
+    ),
+  })
+  .refine((q) => q.cursor === undefined || q.after === undefined, { message: "give `cursor` or its old name `after`, not both", path: ["after"] });
 
 export const FeedEvent = z.object({
   cursor: z.string(),
