@@ -56,8 +56,7 @@ export function feedRoutes(ctx: RouteContext): RouteDef[] {
         requireScope(ctx.gate, "reader"),
         async (req, res) => {
           const query = parseInput(FeedQuery, req.query, "query");
-          // `after` is the deprecated name of `cursor` (docs/api.md, "Paging").
-          const after = query.cursor ?? query.after ?? FEED_START;
+          const after = query.after ?? FEED_START;
           let page: FeedPage;
           if (query.wait === 0 || feedWaits.stopping) {
             page = await readFeed(db, after, query.limit);

@@ -91,10 +91,11 @@ function generate(): object {
       path: "/v1/notifications",
       operationId: "listNotifications",
       summary: "List notifications, newest first, each as its latest view",
-      description: "Pages like every list: pass `next` of one page as `cursor` for the following one; `next` is null on the last page.",
+      description:
+        "Pages like every list: pass `next` of one page as `after` for the following one; `next` is null on the last page. `cursor` is the deprecated former name of `after`.",
       security: security("reader"),
       request: { query: inputOf(ListNotificationsQuery) },
-      responses: { 200: { description: "A page; `next` is the `cursor` of the following page, or null", content: json(List) }, ...problems(400), ...authProblems },
+      responses: { 200: { description: "A page; `next` is the `after` of the following page, or null", content: json(List) }, ...problems(400), ...authProblems },
     },
     {
       method: "get",
@@ -124,7 +125,7 @@ function generate(): object {
       operationId: "readEventFeed",
       summary: "The notification event feed, resumable from a cursor, with long-polling",
       description:
-        "Pages like every list: pass `next` as `cursor` to continue. The feed never ends, so `next` is always a cursor (at the end: the one given). `after` is the deprecated former name of `cursor`.",
+        "Pages like every list: pass `next` as `after` to continue. The feed never ends, so `next` is always a cursor (at the end: the one given).",
       security: security("reader"),
       request: { query: inputOf(FeedQuery) },
       responses: { 200: { description: "Events after the cursor, and `next`, the cursor to continue from", content: json(Feed) }, ...problems(400), ...authProblems },

@@ -61,19 +61,29 @@ export function encodeListCursor(c: ListCursor): string {
 const ListCursorParam = z.string().transform((text, ctx): ListCursor => {
   const match = /^n1:(-?\d{1,20}):(\d{1,16})$/.exec(Buffer.from(text, "base64url").toString("utf8"));
   if (!match || text.length > 100 || BigInt(match[1]!) < -62135596800000000n || BigInt(match[1]!) > 253402300799999999n) {
-    ctx.addIssue({ code: "custom", message: "not a cursor this API returned (use `next` from the previous page)" });
+    ctx.addIssue({ code: "custom", message: "not a cursor this API returned (use `next` of the previous page)" });
     return z.NEVER;
   }
   return { micros: match[1]!, position: Number(match[2]) };
 });
 
-export const ListNotificationsQuery = z.strictObject({
-  entityId: entityId.optional(),
-  status: NotificationStatus.optional(),
-  since: isoTime.optional(),
-  cursor: ListCursorParam.optional().describe("`next` of the previous page; omit for the first page"),
-  limit: intParam(1, 100, 20),
-});
+/**
+ * Every list pages the same way: `after` in (the `next` of the previous
+ * page), `next` out (docs/api.md, "Paging"). The list's `cursor` is the
+ * deprecated former name of its `after`, still accepted.
+ */
+export const ListNotificationsQuery = z
+  .strictObject({
+    entityId: entityId.optional(),
+    status: NotificationStatus.optional(),
+    since: isoTime.optional(),
+    after: ListCursorParam.optional().describe("`next` of the previous page; omit for the first page"),
+    cursor: ListCursorParam.optional()
+      .describe("Deprecated: the former name of `after` (every list pages with `after` and answers `next`), still accepted")
+      .meta({ deprecated: true }),
+    limit: intParam(1, 100, 20),
+  })
+  .refine((q) => q.after === undefined || q.cursor === undefined, { message: "give `after` or its old name `cursor`, not both", path: ["cursor"] });
 
 export const NoQuery = z.strictObject({});
 
@@ -183,20 +193,15 @@ const FeedCursorParam = z.string().transform((text, ctx): FeedCursor => {
 
 export const MAX_WAIT_SECONDS = 30;
 
-const FEED_CURSOR_HELP = "`<txid>-<position>`: `next` of the previous page or an event's `cursor`; omit to start from the beginning";
-
-export const FeedQuery = z
-  .strictObject({
-    cursor: FeedCursorParam.optional().describe(FEED_CURSOR_HELP),
-    after: FeedCursorParam.optional()
-      .describe(`Deprecated: the former name of \`cursor\` (every list pages with \`cursor\` and answers \`next\`), still accepted. ${FEED_CURSOR_HELP}`)
-      .meta({ deprecated: true }),
-    limit: intParam(1, 1000, 100),
-    wait: intParam(0, MAX_WAIT_SECONDS, 0).describe(
-      `seconds to wait for an event when none is available yet (long-poll), 0 to ${MAX_WAIT_SECONDS}; default 0`,
-    ),
-  })
-  .refine((q) => q.cursor === undefined || q.after === undefined, { message: "give `cursor` or its old name `after`, not both", path: ["after"] });
+export const FeedQuery = z.strictObject({
+  after: FeedCursorParam.optional().describe(
+    "`<txid>-<position>`: `next` of the previous page or an event's `cursor`; omit to start from the beginning",
+  ),
+  limit: intParam(1, 1000, 100),
+  wait: intParam(0, MAX_WAIT_SECONDS, 0).describe(
+    `seconds to wait for an event when none is available yet (long-poll), 0 to ${MAX_WAIT_SECONDS}; default 0`,
+  ),
+});
 
 export const FeedEvent = z.object({
   cursor: z.string(),

@@ -12,8 +12,8 @@ import { enqueueNotification } from "../../src/notification/enqueue";
 /**
  * The API's documented shapes against what tidings really writes: every view
  * the projection stored parses against the strict NotificationView schema,
- * and every list pages with `cursor` in, `next` out (the feed's `after` kept
- * as a deprecated alias).
+ * and every list pages with `after` in, `next` out (the notifications list's
+ * `cursor` kept as a deprecated alias).
  */
 
 // Compile-time: what the projection builds is assignable to what the API documents (npx tsc checks it).
@@ -88,33 +88,48 @@ describe("a notification's view", () => {
   });
 });
 
-describe("paging: `cursor` in, `next` out", () => {
-  it("the feed takes `cursor`, and `after` as its deprecated alias, with the same answer", async () => {
-    const first = await api.call("GET", "/v1/events?limit=2", { key: reader });
-    expect(first.json.events).toHaveLength(2);
-    const byCursor = await api.call("GET", `/v1/events?limit=3&cursor=${first.json.next}`, { key: reader });
-    const byAfter = await api.call("GET", `/v1/events?limit=3&after=${first.json.next}`, { key: reader });
-    expect(byCursor.status).toBe(200);
-    expect(byCursor.json.events).toHaveLength(3);
-    expect(byCursor.json).toEqual(byAfter.json);
-    expect(byCursor.json.events[0].cursor).not.toBe(first.json.events[1].cursor);
+describe("paging: `after` in, `next` out, on every list", () => {
+  it("the notifications list takes `after`, and `cursor` as its deprecated alias, with the same answer", async () => {
+    const first = await api.call("GET", "/v1/notifications?limit=1", { key: reader });
+    expect(first.json.next).toEqual(expect.any(String));
+    const byAfter = await api.call("GET", `/v1/notifications?limit=2&after=${first.json.next}`, { key: reader });
+    const byCursor = await api.call("GET", `/v1/notifications?limit=2&cursor=${first.json.next}`, { key: reader });
+    expect(byAfter.status).toBe(200);
+    expect(byAfter.json.items).toHaveLength(2);
+    expect(byAfter.json.items.map((i: { id: string }) => i.id)).not.toContain(first.json.items[0].id);
+    expect(byAfter.json).toEqual(byCursor.json);
   });
 
-  it("giving both names is refused, naming `after`", async () => {
-    const first = await api.call("GET", "/v1/events?limit=1", { key: reader });
-    const both = await api.call("GET", `/v1/events?cursor=${first.json.next}&after=${first.json.next}`, { key: reader });
+  it("giving both names is refused, naming `cursor`", async () => {
+    const first = await api.call("GET", "/v1/notifications?limit=1", { key: reader });
+    const both = await api.call("GET", `/v1/notifications?after=${first.json.next}&cursor=${first.json.next}`, { key: reader });
     expect(both.status).toBe(400);
-    expect(both.json.errors).toEqual([expect.objectContaining({ path: "after" })]);
+    expect(both.json.errors).toEqual([expect.objectContaining({ path: "cursor" })]);
   });
 
-  it("the notifications list pages with `cursor` and ends with `next: null`", async () => {
+  it("each list walks to its end by passing `next` as `after`", async () => {
     const seen: string[] = [];
     let next: string | null = null;
     do {
-      const page: { json: { items: { id: string }[]; next: string | null } } = await api.call("GET", `/v1/notifications?limit=3${next ? `&cursor=${next}` : ""}`, { key: reader });
+      const page: { json: { items: { id: string }[]; next: string | null } } = await api.call("GET", `/v1/notifications?limit=3${next ? `&after=${next}` : ""}`, { key: reader });
       seen.push(...page.json.items.map((i) => i.id));
       next = page.json.next;
     } while (next);
     expect(seen.sort()).toEqual(Object.values(ids).sort());
+
+    // The feed never ends: at its end, `next` is the cursor given and no event comes.
+    const events: string[] = [];
+    let after = "";
+    for (;;) {
+      const page: { json: { events: { cursor: string }[]; next: string } } = await api.call("GET", `/v1/events?limit=4${after ? `&after=${after}` : ""}`, { key: reader });
+      if (page.json.events.length === 0) {
+        expect(page.json.next).toBe(after);
+        break;
+      }
+      events.push(...page.json.events.map((e) => e.cursor));
+      after = page.json.next;
+    }
+    expect(new Set(events).size).toBe(events.length);
+    expect(events.length).toBeGreaterThan(4);
   });
 });
