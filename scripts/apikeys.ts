@@ -1,9 +1,9 @@
 import "dotenv/config";
 import os from "node:os";
 import { Command, InvalidArgumentError } from "commander";
-import pino from "pino";
 import { outputStyle, renderRows } from "../src/cli/table";
 import { SCOPES, createApiKey, listApiKeys, revokeApiKey, setApiKeyRateLimit, type ApiKeyInfo } from "../src/auth/apiKeys";
+import { createToolLogger } from "../src/logging/logger";
 import { ConfigError, loadConfig, type Config } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
 import { DatabaseSetupError } from "../src/db/migrate";
@@ -19,7 +19,7 @@ const EXIT_REFUSED = 2;
 async function connect(): Promise<Database> {
   const config = loadConfig();
   // Logs go to stderr: stdout is the answer (and valid JSON with --json).
-  const logger = pino({ name: "tidings-apikeys", level: process.env.LOG_LEVEL ?? "warn" }, pino.destination(2));
+  const logger = createToolLogger("tidings-apikeys", process.env.LOG_LEVEL ? config.LOG_LEVEL : "warn");
   return openDatabaseForTool({ ...config, DB_POOL_SIZE: 2 }, logger, "tidings-apikeys");
 }
 

@@ -1,6 +1,5 @@
 import "dotenv/config";
 import { Command } from "commander";
-import pino from "pino";
 import { formatAction, formatListing, formatResend, formatStuck, formatSwitch } from "../src/admin/format";
 import {
   findStuck,
@@ -12,6 +11,7 @@ import {
   type SelectionInput,
 } from "../src/admin/redrive";
 import type { SelectionResult } from "../src/admin/selection";
+import { createToolLogger } from "../src/logging/logger";
 import { ConfigError, loadConfig, type Config } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
 import { TidingsError, ValidationError } from "../src/errors/errors";
@@ -28,7 +28,7 @@ const EXIT_RECORD_ERRORS = 1;
 async function connect(): Promise<Database> {
   const config = loadConfig();
   // Logs go to stderr so stdout stays the report (and valid JSON with --json).
-  const logger = pino({ name: "tidings-redrive", level: process.env.LOG_LEVEL ?? "warn" }, pino.destination(2));
+  const logger = createToolLogger("tidings-redrive", process.env.LOG_LEVEL ? config.LOG_LEVEL : "warn");
   return openDatabaseForTool({ ...config, DB_POOL_SIZE: 4 }, logger, "tidings-redrive");
 }
 

@@ -1,5 +1,5 @@
 import { Command, CommanderError, Option } from "commander";
-import pino from "pino";
+import { createToolLogger } from "../logging/logger";
 import { z } from "zod";
 import type { Db } from "../db/database";
 import { createDb, createPool } from "../db/database";
@@ -70,7 +70,7 @@ export async function connectFromEnvironment(env: NodeJS.ProcessEnv = process.en
     return { db, close: () => db.destroy() };
   }
   // Logs go to stderr so that --json output on stdout stays parseable.
-  const logger = pino({ name: "tidings-audit", level: env.LOG_LEVEL ? config.LOG_LEVEL : "warn" }, pino.destination(2));
+  const logger = createToolLogger("tidings-audit", env.LOG_LEVEL ? config.LOG_LEVEL : "warn");
   const database = await openDatabaseForTool({ ...config, DB_POOL_SIZE: 2 }, logger, "tidings-audit");
   return { db: database.db, close: () => database.close() };
 }

@@ -69,3 +69,12 @@ export function createLogger(level: string, name = "tidings", destination: pino.
   };
   return destination ? pino(options, destination) : pino(options);
 }
+
+/**
+ * A command-line tool's logger (npm run audit, redrive, apikeys): stderr,
+ * so stdout stays the answer (and valid JSON with --json); readable on a
+ * terminal, JSON lines otherwise; secrets hidden as in the service's log.
+ */
+export function createToolLogger(name: string, level = "warn"): Logger {
+  return createLogger(level, name, logDestination(process.stderr) ?? pino.destination(2));
+}
