@@ -1,9 +1,9 @@
 import "dotenv/config";
 import os from "node:os";
-import Table from "cli-table3";
 import { Command, InvalidArgumentError } from "commander";
-import pino from "pino";
+import { outputStyle, renderRows } from "../src/cli/table";
 import { SCOPES, createApiKey, listApiKeys, revokeApiKey, setApiKeyRateLimit, type ApiKeyInfo } from "../src/auth/apiKeys";
+import { createToolLogger } from "../src/logging/logger";
 import { ConfigError, loadConfig, type Config } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
 import { DatabaseSetupError } from "../src/db/migrate";
@@ -19,7 +19,7 @@ const EXIT_REFUSED = 2;
 async function connect(): Promise<Database> {
   const config = loadConfig();
   // Logs go to stderr: stdout is the answer (and valid JSON with --json).
-  const logger = pino({ name: "tidings-apikeys", level: process.env.LOG_LEVEL ?? "warn" }, pino.destination(2));
+  const logger = createToolLogger("tidings-apikeys", process.env.LOG_LEVEL ? config.LOG_LEVEL : "warn");
   return openDatabaseForTool({ ...config, DB_POOL_SIZE: 2 }, logger, "tidings-apikeys");
 }
 
@@ -112,7 +112,7 @@ program
   .command("list")
   .description("list keys (never their secrets)")
   .option("--active", "only keys that are not revoked")
-  .option("--json", "print JSON")
+  .option("--json", "print the keys as a JSON array")
   .action(async (options: { active?: boolean; json?: boolean }) => {
     const keys = await withDatabase((d) => listApiKeys(d.db, { includeRevoked: !options.active }));
     if (options.json) {
@@ -123,12 +123,16 @@ program
       process.stdout.write("no API keys\n");
       return;
     }
-    const table = new Table({ head: ["id", "name", "scopes", "secret", "rate limit", "created", "revoked"] });
-    for (const k of keys) {
-      const v = publicView(k);
-      table.push([v.id, v.name, v.scopes.join(","), v.hint, v.rateLimit ?? "default", v.createdAt, v.revokedAt ? `${v.revokedAt}: ${v.revokedReason}` : "-"]);
-    }
-    process.stdout.write(`${table.toString()}\n`);
+    const rows = keys.map(publicView).map((v) => [
+      v.id,
+      v.name,
+      v.scopes.join(","),
+      v.hint,
+      String(v.rateLimit ?? "default"),
+      v.createdAt,
+      v.revokedAt ? `${v.revokedAt}: ${v.revokedReason}` : "-",
+    ]);
+    process.stdout.write(`${renderRows(["id", "name", "scopes", "secret", "rate limit", "created", "revoked"], rows, outputStyle())}\n`);
   });
 
 program

@@ -1,6 +1,5 @@
 import "dotenv/config";
 import { Command } from "commander";
-import pino from "pino";
 import { formatAction, formatListing, formatResend, formatStuck, formatSwitch } from "../src/admin/format";
 import {
   findStuck,
@@ -11,6 +10,8 @@ import {
   type ActionVerb,
   type SelectionInput,
 } from "../src/admin/redrive";
+import type { SelectionResult } from "../src/admin/selection";
+import { createToolLogger } from "../src/logging/logger";
 import { ConfigError, loadConfig, type Config } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
 import { TidingsError, ValidationError } from "../src/errors/errors";
@@ -27,7 +28,7 @@ const EXIT_RECORD_ERRORS = 1;
 async function connect(): Promise<Database> {
   const config = loadConfig();
   // Logs go to stderr so stdout stays the report (and valid JSON with --json).
-  const logger = pino({ name: "tidings-redrive", level: process.env.LOG_LEVEL ?? "warn" }, pino.destination(2));
+  const logger = createToolLogger("tidings-redrive", process.env.LOG_LEVEL ? config.LOG_LEVEL : "warn");
   return openDatabaseForTool({ ...config, DB_POOL_SIZE: 4 }, logger, "tidings-redrive");
 }
 
@@ -93,7 +94,7 @@ function addFilters(cmd: Command, { status = true, olderThan = true } = {}): Com
     .option("--notification <id>", "record id: a notification's tracking id")
     .option("--entity <id>", "records naming this entity (payload entityId, or a notification to it)")
     .option("--limit <n>", "at most this many records")
-    .option("--json", "machine-readable output (the report as JSON)");
+    .option("--json", "machine-readable output: a listing's rows as a JSON array, an action's report as a JSON object");
 }
 
 function addActing(cmd: Command): Command {
@@ -107,6 +108,12 @@ function addActing(cmd: Command): Command {
 
 function print(json: boolean | undefined, value: unknown, text: string): void {
   process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${text}\n`);
+}
+
+/** A listing's --json is the array of its rows; that more matched than were shown goes to stderr. */
+function printRows(json: boolean | undefined, result: SelectionResult, text: string): void {
+  if (json && result.limited) process.stderr.write(`redrive: ${result.records.length} shown of ${result.matched} matching (raise --limit)\n`);
+  print(json, result.records, text);
 }
 
 /** Refusals and bad input exit 2 with the message; anything else is a crash (exit 1 with the stack). */
@@ -287,7 +294,7 @@ function buildProgram(): Command {
   ).action(async (o: FilterOptions) => {
     await withDatabase(o.json, async ({ db }) => {
       const result = await listRecords(db, selectionFrom(o));
-      print(o.json, result, formatListing(result));
+      printRows(o.json, result, formatListing(result));
     });
   });
 
@@ -298,7 +305,9 @@ function buildProgram(): Command {
     .action(async (o: FilterOptions) => {
       await withDatabase(o.json, async ({ db }) => {
         const report = await findStuck(db, selectionFrom(o));
-        print(o.json, report, formatStuck(report));
+        // --json: one array, the stuck running records then the failed ones (each row's status tells them apart).
+        const rows = { records: [...report.running.records, ...report.failed.records], limited: report.running.limited || report.failed.limited, matched: report.running.matched + report.failed.matched };
+        printRows(o.json, rows, formatStuck(report));
       });
     });
 

@@ -6,6 +6,7 @@ import { DatabaseSetupError } from "./db/migrate";
 import { takeOverShutdownSignals } from "./db/embedded";
 import { startWorker, type TidingsWorker } from "./bots/worker";
 import { createApp } from "./http/app";
+import { announce } from "./logging/announce";
 import { createLogger } from "./logging/logger";
 import { allBots, createBotDeps } from "./composition";
 import { ensureDevelopmentKey, listApiKeys } from "./auth/apiKeys";
@@ -96,10 +97,11 @@ async function main(): Promise<void> {
     if (!config.DATABASE_URL) {
       const key = await ensureDevelopmentKey(database.db);
       if (key) {
-        logger.warn(
+        logger.info(
           { apiKeyId: key.keyId },
           `created a development API key with every scope (no key existed); it is shown only this once: ${key.secret}`,
         );
+        announce("Development API key (every scope; shown only this once, use it as Authorization: Bearer <key>):", key.secret);
       }
     }
     if ((await listApiKeys(database.db, { includeRevoked: false })).length === 0) {

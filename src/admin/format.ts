@@ -1,11 +1,15 @@
-import Table from "cli-table3";
+import { outputStyle, renderRows, type OutputStyle } from "../cli/table";
 import type { ActionReport, ResendReport, StuckReport, SwitchReport } from "./redrive";
 import type { SelectedRecord, SelectionResult } from "./selection";
 
-/** Plain-text renderings of the re-drive reports for a terminal (the CLI's default; --json gives the reports as they are). */
-
-// No colours (output is often piped or pasted into a ticket), no lines between rows.
-const STYLE = { head: [] as string[], border: [] as string[], compact: true };
+/**
+ * Plain-text renderings of the re-drive reports for a terminal (the CLI's
+ * default; --json gives the reports as they are). Tables have no lines
+ * between rows, turn into one block per row when they would not fit the
+ * terminal, and have colour only on a terminal (src/cli/table.ts): output
+ * is often piped or pasted into a ticket.
+ */
+const compact = { compact: true };
 
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)}ms`;
@@ -41,7 +45,7 @@ function recordCells(r: SelectedRecord): string[] {
   return [r.stream, String(r.position), r.id, r.type, r.concern];
 }
 
-export function formatAction(report: ActionReport): string {
+export function formatAction(report: ActionReport, style: OutputStyle = outputStyle()): string {
   const lines: string[] = [];
   const first = report.changes[0];
   const move = first ? `${first.status} → ${first.to}${first.requeue ? ", job queued again" : ""}` : "";
@@ -57,20 +61,15 @@ export function formatAction(report: ActionReport): string {
     );
   }
   if (report.changes.length > 0) {
-    const table = new Table({
-      head: ["stream", "position", "record id", "type", "concern", "status", "attempts", "last error", ...(report.dryRun ? [] : ["result"])],
-      style: STYLE,
-    });
-    for (const c of report.changes) {
-      table.push([
-        ...recordCells(c),
-        `${c.status} → ${c.to}`,
-        String(c.attempts),
-        short(c.lastError),
-        ...(report.dryRun ? [] : [c.outcome === "failed" ? `failed: ${short(c.error, 80)}` : c.outcome]),
-      ]);
-    }
-    lines.push(table.toString());
+    const rows = report.changes.map((c) => [
+      ...recordCells(c),
+      `${c.status} → ${c.to}`,
+      String(c.attempts),
+      short(c.lastError),
+      ...(report.dryRun ? [] : [c.outcome === "failed" ? `failed: ${short(c.error, 80)}` : c.outcome]),
+    ]);
+    const head = ["stream", "position", "record id", "type", "concern", "status", "attempts", "last error", ...(report.dryRun ? [] : ["result"])];
+    lines.push(renderRows(head, rows, style, compact));
   }
   lines.push(`${plural(report.selected, "record")}${report.dryRun ? " would change" : " selected"} (${report.matched} matching).`);
   for (const w of report.warnings) lines.push(`note: ${w}`);
@@ -78,58 +77,50 @@ export function formatAction(report: ActionReport): string {
   return lines.join("\n");
 }
 
-export function formatListing(result: SelectionResult, title = "records"): string {
+export function formatListing(result: SelectionResult, title = "records", style: OutputStyle = outputStyle()): string {
   const lines: string[] = [];
   if (result.records.length > 0) {
-    const table = new Table({
-      head: ["stream", "position", "record id", "type", "concern", "status", "attempts", "since", "last actor", "last error"],
-      style: STYLE,
-    });
-    for (const r of result.records) {
-      table.push([...recordCells(r), r.status, String(r.attempts), formatDuration(r.ageMs), r.lastActor ?? "", short(r.lastError)]);
-    }
-    lines.push(table.toString());
+    const head = ["stream", "position", "record id", "type", "concern", "status", "attempts", "since", "last actor", "last error"];
+    const rows = result.records.map((r) => [...recordCells(r), r.status, String(r.attempts), formatDuration(r.ageMs), r.lastActor ?? "", short(r.lastError)]);
+    lines.push(renderRows(head, rows, style, compact));
   }
   lines.push(`${plural(result.records.length, title.replace(/s$/, ""), title)}${result.limited ? ` shown of ${result.matched} matching (raise --limit)` : ""}.`);
   return lines.join("\n");
 }
 
-export function formatStuck(report: StuckReport): string {
+export function formatStuck(report: StuckReport, style: OutputStyle = outputStyle()): string {
   return [
     `Running for longer than ${formatDuration(report.olderThanMs)} (a worker may have died holding them; see cancel-running):`,
-    formatListing(report.running, "stuck running records"),
+    formatListing(report.running, "stuck running records", style),
     "",
     "Failed, waiting for an operator (see redrive-failed, archive-failed):",
-    formatListing(report.failed, "failed records"),
+    formatListing(report.failed, "failed records", style),
   ].join("\n");
 }
 
-export function formatSwitch(report: SwitchReport): string {
+export function formatSwitch(report: SwitchReport, style: OutputStyle = outputStyle()): string {
   const lines: string[] = [];
   lines.push(
     report.dryRun
       ? `DRY RUN: nothing was changed. ${report.verb} would switch ${plural(report.switches.filter((s) => s.changes).length, "stream")}.`
       : `${report.verb} by ${report.actor} (reason: ${JSON.stringify(report.reason)}).`,
   );
-  const table = new Table({ head: ["stream", "concern", "now", "after", "waiting records", ...(report.dryRun ? [] : ["requeued"])], style: STYLE });
-  for (const s of report.switches) {
-    const state = (d: boolean) => (d ? "disabled" : "enabled");
-    table.push([
-      s.stream,
-      s.concern,
-      state(s.wasDisabled),
-      s.changes ? state(s.disabled) : `${state(s.disabled)} (unchanged)`,
-      String(s.waiting),
-      ...(report.dryRun ? [] : [String(s.requeued)]),
-    ]);
-  }
-  lines.push(table.toString());
+  const state = (d: boolean) => (d ? "disabled" : "enabled");
+  const rows = report.switches.map((s) => [
+    s.stream,
+    s.concern,
+    state(s.wasDisabled),
+    s.changes ? state(s.disabled) : `${state(s.disabled)} (unchanged)`,
+    String(s.waiting),
+    ...(report.dryRun ? [] : [String(s.requeued)]),
+  ]);
+  lines.push(renderRows(["stream", "concern", "now", "after", "waiting records", ...(report.dryRun ? [] : ["requeued"])], rows, style, compact));
   if (report.dryRun && report.switches.some((s) => s.changes)) lines.push(`To act, run again with --execute --reason "<why>".`);
   return lines.join("\n");
 }
 
 /** A resend: per channel, the failed operation, its old destination and the new one (or why it is skipped). */
-export function formatResend(report: ResendReport): string {
+export function formatResend(report: ResendReport, style: OutputStyle = outputStyle()): string {
   const lines: string[] = [];
   const usable = report.channels.filter((c) => c.skipped === null);
   const about =
@@ -143,20 +134,17 @@ export function formatResend(report: ResendReport): string {
         `${report.request!.stream} #${report.request!.position}; internal_operation_bot prepares it.`,
     );
   }
-  const table = new Table({ head: ["channel", "failed operation", "status", "error", "old destination", "new destination", "new operation"], style: STYLE });
-  for (const c of report.channels) {
-    table.push([
-      c.channel,
-      `${c.previous.operationId} (${c.previous.stream} #${c.previous.position})`,
-      // The failure a resend replaces is archived with it (the dry run shows what would be).
-      c.previous.status === "Failed" && c.skipped === null ? "Failed → ArchivedAfterFailure" : c.previous.status,
-      short(c.previous.error, 50),
-      c.previous.destination,
-      c.destination ?? `skipped: ${c.skipped}`,
-      c.operationId ?? "",
-    ]);
-  }
-  lines.push(table.toString());
+  const rows = report.channels.map((c) => [
+    c.channel,
+    `${c.previous.operationId} (${c.previous.stream} #${c.previous.position})`,
+    // The failure a resend replaces is archived with it (the dry run shows what would be).
+    c.previous.status === "Failed" && c.skipped === null ? "Failed → ArchivedAfterFailure" : c.previous.status,
+    short(c.previous.error, 50),
+    c.previous.destination,
+    c.destination ?? `skipped: ${c.skipped}`,
+    c.operationId ?? "",
+  ]);
+  lines.push(renderRows(["channel", "failed operation", "status", "error", "old destination", "new destination", "new operation"], rows, style, compact));
   for (const c of report.channels) {
     lines.push(`${c.channel}: ${c.previous.destination} → ${c.destination ?? `(skipped: ${c.skipped})`}`);
   }

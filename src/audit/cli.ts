@@ -1,11 +1,12 @@
 import { Command, CommanderError, Option } from "commander";
-import pino from "pino";
+import { createToolLogger } from "../logging/logger";
 import { z } from "zod";
 import type { Db } from "../db/database";
 import { createDb, createPool } from "../db/database";
 import { openDatabaseForTool } from "../db/connect";
 import { ConfigError, loadConfig } from "../config/config";
 import { NotFoundError, ValidationError } from "../errors/errors";
+import { outputStyle, type OutputStyle } from "../cli/table";
 import { columns, renderRecord, renderTable } from "./format";
 import {
   EMAIL_STATUSES,
@@ -45,6 +46,8 @@ import {
 export interface Output {
   out(text: string): void;
   err(text: string): void;
+  /** How tables are laid out for people (src/cli/table.ts); default: as stdout is (a terminal's width and colour, or neither). */
+  style?: OutputStyle;
 }
 
 export interface Connection {
@@ -67,7 +70,7 @@ export async function connectFromEnvironment(env: NodeJS.ProcessEnv = process.en
     return { db, close: () => db.destroy() };
   }
   // Logs go to stderr so that --json output on stdout stays parseable.
-  const logger = pino({ name: "tidings-audit", level: env.LOG_LEVEL ? config.LOG_LEVEL : "warn" }, pino.destination(2));
+  const logger = createToolLogger("tidings-audit", env.LOG_LEVEL ? config.LOG_LEVEL : "warn");
   const database = await openDatabaseForTool({ ...config, DB_POOL_SIZE: 2 }, logger, "tidings-audit");
   return { db: database.db, close: () => database.close() };
 }
@@ -121,6 +124,7 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     .configureOutput({ writeOut: (s) => io.out(s.replace(/\n$/, "")), writeErr: (s) => io.err(s.replace(/\n$/, "")) })
     .exitOverride()
     .showHelpAfterError("(add --help for usage)");
+  const style = io.style ?? outputStyle();
 
   async function run<T>(opts: Common, query: (tx: AuditorTx) => Promise<T>, render: (result: T) => string): Promise<void> {
     const connection = await connect();
@@ -132,7 +136,7 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     }
   }
 
-  const withJson = (command: Command) => command.addOption(new Option("--json", "print JSON instead of a table"));
+  const withJson = (command: Command) => command.addOption(new Option("--json", "print JSON instead of a table (a listing: an array of its rows)"));
   const period = (command: Command, what: string) =>
     command
       .option("--since <ISO>", `only ${what} at or after this instant (e.g. 2026-11-26 or 2026-11-26T14:02:00Z; no offset: local time)`)
@@ -152,7 +156,7 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     ),
   ).action(async (opts: Common & { to: string; since?: string; until?: string; status?: string; limit: string }) => {
     const filter = parseInput(EmailFilter, { to: opts.to, since: opts.since, until: opts.until, status: opts.status, limit: opts.limit }, "options");
-    await run(opts, (tx) => findEmails(tx, filter), (rows) => renderTable(rows, EMAIL_COLUMNS));
+    await run(opts, (tx) => findEmails(tx, filter), (rows) => renderTable(rows, EMAIL_COLUMNS, style));
   });
 
   withJson(
@@ -168,7 +172,7 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     ),
   ).action(async (opts: Common & { channel: string; since?: string; until?: string; status?: string; limit: string }) => {
     const filter = parseInput(SlackFilter, { channel: opts.channel, since: opts.since, until: opts.until, status: opts.status, limit: opts.limit }, "options");
-    await run(opts, (tx) => findSlackMessages(tx, filter), (rows) => renderTable(rows, SLACK_COLUMNS));
+    await run(opts, (tx) => findSlackMessages(tx, filter), (rows) => renderTable(rows, SLACK_COLUMNS, style));
   });
 
   withJson(
@@ -184,7 +188,7 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     ),
   ).action(async (opts: Common & { entity?: string; since?: string; until?: string; status?: string; limit: string }) => {
     const filter = parseInput(NotificationFilter, { entityId: opts.entity, since: opts.since, until: opts.until, status: opts.status, limit: opts.limit }, "options");
-    await run(opts, (tx) => findNotifications(tx, filter), (rows) => renderTable(rows, NOTIFICATION_COLUMNS));
+    await run(opts, (tx) => findNotifications(tx, filter), (rows) => renderTable(rows, NOTIFICATION_COLUMNS, style));
   });
 
   withJson(
@@ -199,19 +203,19 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
       return detail;
     }, (d) => [
       "Notification",
-      renderRecord(d.notification),
+      renderRecord(d.notification, style),
       "",
       "Emails",
-      renderTable(d.emails, EMAIL_COLUMNS),
+      renderTable(d.emails, EMAIL_COLUMNS, style),
       "",
       "Slack messages",
-      renderTable(d.slackMessages, SLACK_COLUMNS),
+      renderTable(d.slackMessages, SLACK_COLUMNS, style),
       "",
       "Records",
-      renderTable(d.records, RECORD_COLUMNS),
+      renderTable(d.records, RECORD_COLUMNS, style),
       "",
       "Handling changes",
-      renderTable(d.handlingChanges, CHANGE_COLUMNS),
+      renderTable(d.handlingChanges, CHANGE_COLUMNS, style),
     ].join("\n"));
   });
 
@@ -225,7 +229,7 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     ),
   ).action(async (opts: Common & { stream?: string; concern?: string; limit: string }) => {
     const filter = parseInput(FailureFilter, { stream: opts.stream, concern: opts.concern, limit: opts.limit }, "options");
-    await run(opts, (tx) => listFailuresWaiting(tx, filter), (rows) => renderTable(rows, FAILURE_COLUMNS));
+    await run(opts, (tx) => listFailuresWaiting(tx, filter), (rows) => renderTable(rows, FAILURE_COLUMNS, style));
   });
 
   withJson(
@@ -236,7 +240,7 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
       .option("--at <ISO>", "the instant to ask about (e.g. 2026-11-26T14:02:00Z; no offset: local time)"),
   ).action(async (id: string, opts: Common & { at?: string }) => {
     const at = opts.at === undefined ? undefined : parseInput(z.strictObject({ at: instant }), { at: opts.at }, "options").at;
-    await run(opts, (tx) => getEntityVersions(tx, id, at), (rows) => renderTable(rows, ENTITY_COLUMNS));
+    await run(opts, (tx) => getEntityVersions(tx, id, at), (rows) => renderTable(rows, ENTITY_COLUMNS, style));
   });
 
   withJson(
@@ -251,7 +255,7 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     ),
   ).action(async (opts: Common & { actor?: string; since?: string; until?: string; limit: string }) => {
     const filter = parseInput(RedriveFilter, { actor: opts.actor, since: opts.since, until: opts.until, limit: opts.limit }, "options");
-    await run(opts, (tx) => listRedrives(tx, filter), (rows) => renderTable(rows, REDRIVE_COLUMNS));
+    await run(opts, (tx) => listRedrives(tx, filter), (rows) => renderTable(rows, REDRIVE_COLUMNS, style));
   });
 
   return program;

@@ -1,8 +1,9 @@
-import Table from "cli-table3";
+import { renderFields, renderRows, type OutputStyle } from "../cli/table";
 
 /**
- * Plain-text rendering of audit rows for people: one table per list, a
- * two-column table for a single row. JSON output does not come through here.
+ * Plain-text rendering of audit rows for people: one table per list (one
+ * block per row when the table would not fit the terminal, src/cli/table.ts),
+ * field / value lines for a single row. JSON output does not come through here.
  */
 
 /** Cells longer than this are cut in tables (JSON output keeps everything). */
@@ -30,17 +31,13 @@ export function columns<Row>(...keys: Array<keyof Row & string>): Column<Row>[] 
   return keys.map((key) => ({ header: key, value: (row: Row) => row[key] }));
 }
 
-const plainStyle = { head: [] as string[], border: [] as string[] };
-
-export function renderTable<Row>(rows: readonly Row[], cols: readonly Column<Row>[]): string {
-  const table = new Table({ head: cols.map((c) => c.header), style: plainStyle });
-  for (const row of rows) table.push(cols.map((c) => cell(c.value(row))));
-  return `${table.toString()}\n(${rows.length} ${rows.length === 1 ? "row" : "rows"})`;
+export function renderTable<Row>(rows: readonly Row[], cols: readonly Column<Row>[], style: OutputStyle): string {
+  const text = renderRows(cols.map((c) => c.header), rows.map((row) => cols.map((c) => cell(c.value(row)))), style);
+  // No rows in the vertical layout is no text at all; the count says it.
+  return `${text ? `${text}\n` : ""}(${rows.length} ${rows.length === 1 ? "row" : "rows"})`;
 }
 
 /** One row as field / value lines. */
-export function renderRecord(row: object): string {
-  const table = new Table({ style: plainStyle });
-  for (const [key, value] of Object.entries(row)) table.push({ [key]: cell(value) });
-  return table.toString();
+export function renderRecord(row: object, style: OutputStyle): string {
+  return renderFields(Object.entries(row).map(([key, value]) => [key, cell(value)] as const), style);
 }

@@ -35,6 +35,14 @@ export interface TidingsWorker {
   stop(): Promise<void>;
 }
 
+/**
+ * graphile-worker warns at every start when the pool is smaller than the
+ * concurrency, assuming each running job holds a connection. Here a job
+ * waits, holding none, for its bot's next batch (src/bots/batch.ts: one
+ * transaction per batch, a few batches per bot at once), so DB_POOL_SIZE
+ * below WORKER_CONCURRENCY is the design, and the warning is logged at debug.
+ */
+const POOL_SMALLER_THAN_CONCURRENCY = "WARNING: having maxPoolSize";
 /** graphile-worker's local queue logs this (and carries on) each time a fetch of jobs fails. */
 const FETCH_FAILED = "Error occurred fetching jobs";
 /**
@@ -53,7 +61,7 @@ function adaptLogger(logger: Logger, onFetchFailed: () => void, shuttingDown: ()
     // the same signal) are expected then, not errors.
     if (level === "error" && shuttingDown()) child.info(meta ?? {}, `${message} (while shutting down)`);
     else if (level === "error") child.error(meta ?? {}, message);
-    else if (level === "warning") child.warn(meta ?? {}, message);
+    else if (level === "warning" && !message.startsWith(POOL_SMALLER_THAN_CONCURRENCY)) child.warn(meta ?? {}, message);
     else child.debug(meta ?? {}, message);
   });
 }

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import express, { type Express } from "express";
 import { pendingMigrations } from "../db/migrate";
 import { NotFoundError } from "../errors/errors";
@@ -9,6 +8,7 @@ import { DEFAULT_FEED_WAIT_LIMITS } from "./feedWaits";
 import { notificationRoutes } from "./notifications";
 import { buildOpenApiDocument } from "./openapi";
 import { MethodNotAllowedError, problemHandler } from "./problem";
+import { accessLog, assignRequestId } from "./requestLog";
 import type { ApiContext, RouteContext, RouteDef } from "./routes";
 
 export type ApiDeps = ApiContext;
@@ -40,8 +40,10 @@ export function createApp(deps: ApiDeps): Express {
   if (deps.stopping?.aborted) ctx.feedWaits.stop();
   deps.stopping?.addEventListener("abort", () => ctx.feedWaits.stop(), { once: true });
 
+  // Every answer carries X-Request-Id (the caller's, or a new one); the access log line and problem documents name it.
+  app.use(assignRequestId());
+  if (deps.logger) app.use(accessLog(deps.logger));
   app.use((_req, res, next) => {
-    res.set("X-Request-Id", randomUUID());
     // Stopping: no keep-alive, so server.close() is not held by idle connections.
     if (deps.stopping?.aborted) res.set("Connection", "close");
     next();

@@ -106,17 +106,19 @@ export function createMetrics(options: { defaultMetrics?: boolean; databaseRefre
     registers: [registry],
   });
 
-  // graphile-worker's queue is read as the service itself (it works the queue).
+  // graphile-worker's queue through its public view (graphile_worker.jobs), read as the service itself
+  // (it works the queue). Waiting means what the private table calls is_available: not locked by a
+  // worker, attempts left. The view runs as its owner, so the private tables' row-level security
+  // does not narrow what it shows; the service's SELECT on it comes from grantQueueToService.
   async function refreshDatabaseGauges(db: Db): Promise<void> {
     try {
       const jobs = await sql<{ task: string; now: number; later: number }>`
-        select t.identifier as task,
-               count(*) filter (where j.run_at <= now())::int as now,
-               count(*) filter (where j.run_at > now())::int as later
-        from graphile_worker._private_jobs j
-        join graphile_worker._private_tasks t on t.id = j.task_id
-        where j.is_available
-        group by t.identifier`.execute(db);
+        select task_identifier as task,
+               count(*) filter (where run_at <= now())::int as now,
+               count(*) filter (where run_at > now())::int as later
+        from graphile_worker.jobs
+        where locked_at is null and attempts < max_attempts
+        group by task_identifier`.execute(db);
       const failed = await sql<{ stream: string; concern: string; n: number }>`
         select stream, concern, failed::int as n from tidings.failed_handling_counts()`.execute(db);
       const lag = await sql<{ reader: string; stream: string; waiting: number; oldest_seconds: number }>`

@@ -61,8 +61,9 @@ export function notificationRoutes(ctx: RouteContext): RouteDef[] {
       handlers: [
         requireScope(ctx.gate, "reader"),
         async (req, res) => {
-          const query = parseInput(ListNotificationsQuery, req.query, "query");
-          const page = await inTransaction(db, "reader", (tx) => listNotifications(tx, query));
+          const { after, cursor, ...filter } = parseInput(ListNotificationsQuery, req.query, "query");
+          // `cursor` is the deprecated name of `after` (docs/api.md, "Paging").
+          const page = await inTransaction(db, "reader", (tx) => listNotifications(tx, { ...filter, cursor: after ?? cursor }));
           sendRawJson(res, 200, `{"items":[${page.itemsJson.join(",")}],"next":${JSON.stringify(page.next)}}`);
         },
       ],

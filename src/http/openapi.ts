@@ -71,6 +71,7 @@ function generate(): object {
     {
       method: "post",
       path: "/v1/notifications",
+      operationId: "sendNotification",
       summary: "Enqueue a notification to an entity",
       description:
         "Answers at once with the tracking id. With an Idempotency-Key header the call is safe to repeat: the same key with the same body answers the original id without enqueueing again; with a different body, 422.",
@@ -88,15 +89,19 @@ function generate(): object {
     {
       method: "get",
       path: "/v1/notifications",
+      operationId: "listNotifications",
       summary: "List notifications, newest first, each as its latest view",
+      description:
+        "Pages like every list: pass `next` of one page as `after` for the following one; `next` is null on the last page. `cursor` is the deprecated former name of `after`.",
       security: security("reader"),
       request: { query: inputOf(ListNotificationsQuery) },
-      responses: { 200: { description: "A page; `next` is the cursor of the following page or null", content: json(List) }, ...problems(400), ...authProblems },
+      responses: { 200: { description: "A page; `next` is the `after` of the following page, or null", content: json(List) }, ...problems(400), ...authProblems },
     },
     {
       method: "get",
       path: "/v1/notifications/{id}",
-      summary: "The latest view of a notification, as stored",
+      operationId: "getNotification",
+      summary: "The latest view of a notification",
       security: security("reader"),
       request: { params: inputOf(NotificationIdParams) },
       responses: {
@@ -108,6 +113,7 @@ function generate(): object {
     {
       method: "get",
       path: "/v1/notifications/{id}/events",
+      operationId: "listNotificationRecords",
       summary: "Every record of a notification in every stream, with its handling history",
       security: security("reader"),
       request: { params: inputOf(NotificationIdParams) },
@@ -116,14 +122,18 @@ function generate(): object {
     {
       method: "get",
       path: "/v1/events",
+      operationId: "readEventFeed",
       summary: "The notification event feed, resumable from a cursor, with long-polling",
+      description:
+        "Pages like every list: pass `next` as `after` to continue. The feed never ends, so `next` is always a cursor (at the end: the one given).",
       security: security("reader"),
       request: { query: inputOf(FeedQuery) },
-      responses: { 200: { description: "Events after the cursor, and the cursor to continue from", content: json(Feed) }, ...problems(400), ...authProblems },
+      responses: { 200: { description: "Events after the cursor, and `next`, the cursor to continue from", content: json(Feed) }, ...problems(400), ...authProblems },
     },
     {
       method: "put",
       path: "/v1/entities/{id}",
+      operationId: "putEntity",
       summary: "Create or change an entity (contact details and channel preferences)",
       security: security("entities"),
       request: { params: inputOf(EntityIdParams), body: { content: json(Entity), required: true } },
@@ -137,6 +147,7 @@ function generate(): object {
     {
       method: "get",
       path: "/v1/entities/{id}",
+      operationId: "getEntity",
       summary: "The entity as it is now",
       security: security("entities"),
       request: { params: inputOf(EntityIdParams) },
@@ -145,6 +156,7 @@ function generate(): object {
     {
       method: "get",
       path: "/v1/entities/{id}/history",
+      operationId: "getEntityHistory",
       summary: "Every version of the entity, or the version in force at a time",
       security: security("entities"),
       request: { params: inputOf(EntityIdParams), query: inputOf(EntityHistoryQuery) },
@@ -157,12 +169,14 @@ function generate(): object {
     {
       method: "get",
       path: "/healthz",
+      operationId: "getHealth",
       summary: "Liveness",
       responses: { 200: { description: "The process is up", content: json(z.object({ status: z.literal("ok") })) } },
     },
     {
       method: "get",
       path: "/readyz",
+      operationId: "getReadiness",
       summary: "Readiness: the database answers and every migration is applied",
       responses: {
         200: { description: "Ready", content: json(z.object({ status: z.literal("ready") })) },
@@ -172,12 +186,14 @@ function generate(): object {
     {
       method: "get",
       path: "/metrics",
+      operationId: "getMetrics",
       summary: "Prometheus metrics",
       responses: { 200: { description: "Prometheus text exposition format", content: { "text/plain": { schema: z.string() } } } },
     },
     {
       method: "get",
       path: "/openapi.json",
+      operationId: "getOpenApiDocument",
       summary: "This document",
       responses: { 200: { description: "OpenAPI 3.1", content: json(z.looseObject({})) } },
     },
@@ -186,6 +202,11 @@ function generate(): object {
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: "3.1.0",
+    // Relative: the API that serves this document (OpenAPI 3.1 resolves it against the document's URL).
+    servers: [
+      { url: "/", description: "The server this document was fetched from" },
+      { url: "http://127.0.0.1:3000", description: "npm start with the default HOST and PORT" },
+    ],
     info: {
       title: "tidings",
       version: "1",
@@ -204,12 +225,15 @@ function inputOf<T extends z.ZodObject>(schema: T): z.ZodObject {
   return z.object(shape);
 }
 
-/** Transforming fields (numbers and cursors in query strings) are documented as the strings they read. */
+/** Transforming fields (numbers and cursors in query strings) are documented as the strings they read, deprecation kept. */
 function describeInput(field: z.ZodType): z.ZodType {
   const optional = field.safeParse(undefined).success;
   if (containsTransform(field)) {
-    const text = field.description ? z.string().describe(field.description) : z.string();
-    return optional ? text.optional() : text;
+    const meta = field.meta();
+    let text: z.ZodType = field.description ? z.string().describe(field.description) : z.string();
+    if (optional) text = text.optional();
+    // `param` is zod-to-openapi's metadata for the parameter object itself (OpenAPI's Parameter.deprecated).
+    return meta?.deprecated ? text.meta({ deprecated: true, param: { deprecated: true } } as z.GlobalMeta) : text;
   }
   return field;
 }

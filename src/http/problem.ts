@@ -284,8 +284,9 @@ export function sendProblem(req: Request, res: Response, error: unknown, logger?
   const { problem, headers, internal } = problemFor(error);
   const requestId = res.getHeader("X-Request-Id");
   problem.instance = req.originalUrl.split("?")[0];
+  // Every problem names its request (an RFC 9457 extension member), so a client's report leads to the log lines.
+  if (typeof requestId === "string") problem.requestId = requestId;
   if (internal) {
-    problem.requestId = requestId;
     logger?.error({ err: error, requestId, method: req.method, path: problem.instance }, "request failed");
   } else if (problem.status === 503) {
     // Not the client's doing, and not a bug: operators need to see it, once per request is enough.

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { Scope } from "../auth/apiKeys";
-import { Entity, EntityInput, entityId } from "../entities/entity.schemas";
+import { Channel, Entity, EntityInput, entityId } from "../entities/entity.schemas";
 import { NotificationAggregate } from "../notification/aggregate";
 import { SendNotificationToEntityOp } from "../notification/notification.schemas";
 import { HANDLING_STATUSES } from "../streams/interfaces";
@@ -61,19 +61,29 @@ export function encodeListCursor(c: ListCursor): string {
 const ListCursorParam = z.string().transform((text, ctx): ListCursor => {
   const match = /^n1:(-?\d{1,20}):(\d{1,16})$/.exec(Buffer.from(text, "base64url").toString("utf8"));
   if (!match || text.length > 100 || BigInt(match[1]!) < -62135596800000000n || BigInt(match[1]!) > 253402300799999999n) {
-    ctx.addIssue({ code: "custom", message: "not a cursor this API returned (use `next` from the previous page)" });
+    ctx.addIssue({ code: "custom", message: "not a cursor this API returned (use `next` of the previous page)" });
     return z.NEVER;
   }
   return { micros: match[1]!, position: Number(match[2]) };
 });
 
-export const ListNotificationsQuery = z.strictObject({
-  entityId: entityId.optional(),
-  status: NotificationStatus.optional(),
-  since: isoTime.optional(),
-  cursor: ListCursorParam.optional().describe("`next` of the previous page; omit for the first page"),
-  limit: intParam(1, 100, 20),
-});
+/**
+ * Every list pages the same way: `after` in (the `next` of the previous
+ * page), `next` out (docs/api.md, "Paging"). The list's `cursor` is the
+ * deprecated former name of its `after`, still accepted.
+ */
+export const ListNotificationsQuery = z
+  .strictObject({
+    entityId: entityId.optional(),
+    status: NotificationStatus.optional(),
+    since: isoTime.optional(),
+    after: ListCursorParam.optional().describe("`next` of the previous page; omit for the first page"),
+    cursor: ListCursorParam.optional()
+      .describe("Deprecated: the former name of `after` (every list pages with `after` and answers `next`), still accepted")
+      .meta({ deprecated: true }),
+    limit: intParam(1, 100, 20),
+  })
+  .refine((q) => q.after === undefined || q.cursor === undefined, { message: "give `after` or its old name `cursor`, not both", path: ["cursor"] });
 
 export const NoQuery = z.strictObject({});
 
@@ -91,24 +101,29 @@ export const NotificationPending = z.object({
   requestedAt: z.string(),
 });
 
-const ChannelView = z.object({
-  channel: z.enum(["email", "slack"]),
+/** One channel of a view (src/notification/projection.ts, ChannelView): the aggregate's channel plus its live progress. */
+const ChannelView = z.strictObject({
+  channel: Channel,
   destination: z.string(),
-  status: z.enum(["pending", "sending", "retrying", "sent", "failed"]),
+  status: z.enum(["pending", "sending", "retrying", "sent", "failed"]).describe("`retrying`: an attempt failed and the next one is due at `nextAttemptAt`"),
   attempts: z.number().int(),
   lastError: z.string().nullable(),
   sentAt: z.string().nullable(),
-  /** While retrying: when the next attempt is due. */
-  nextAttemptAt: z.string().optional(),
-  messageId: z.string().optional(),
-  ts: z.string().optional(),
+  nextAttemptAt: z.string().optional().describe("While retrying: when the next attempt is due"),
+  messageId: z.string().optional().describe("Email, once sent: the Message-ID"),
+  ts: z.string().optional().describe("Slack, once sent: the message's ts"),
 });
 
-/** The view the projection bot writes (src/notification/projection.ts, buildViews), served as stored. */
-export const NotificationView = z.looseObject({
+/**
+ * The view the projection bot writes (src/notification/projection.ts,
+ * buildViews), served as stored. Strict, so a field the projection starts
+ * writing fails the test that parses real views (test/int/api.viewSchema)
+ * until it is documented here.
+ */
+export const NotificationView = z.strictObject({
   id: z.uuid(),
   status: NotificationAggregate.shape.status,
-  entity: z.object({ id: z.string(), name: z.string().nullable() }),
+  entity: z.strictObject({ id: z.string(), name: z.string().nullable() }),
   subject: z.string(),
   tags: z.record(z.string(), z.string()),
   requestedAt: z.string(),
@@ -118,8 +133,10 @@ export const NotificationView = z.looseObject({
   channels: z.array(ChannelView),
   skipped: NotificationAggregate.shape.skipped,
   alert: NotificationAggregate.shape.alert,
-  version: z.number().int(),
+  resends: NotificationAggregate.shape.resends.describe("Operators' resends, oldest first (absent: never resent)"),
+  version: z.number().int().describe("Position in notification.events of the last event the view includes"),
 });
+export type NotificationViewBody = z.infer<typeof NotificationView>;
 
 export const NotificationList = z.object({
   items: z.array(z.union([NotificationView, NotificationPending])),
@@ -247,4 +264,5 @@ export const ProblemSchema = z.looseObject({
   instance: z.string().optional(),
   errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
   requiredScope: Scope.optional(),
+  requestId: z.string().optional().describe("The request's id, as in the X-Request-Id response header and the server's log lines"),
 });

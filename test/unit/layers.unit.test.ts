@@ -9,6 +9,7 @@ import path from "node:path";
  */
 const LAYERS: string[][] = [
   ["util", "errors", "logging"],
+  ["cli"], // how the command-line tools lay rows out
   ["config"],
   ["db"],
   ["streams"], // the stream engine
