@@ -75,6 +75,6 @@ export async function countEverything(t: TestDatabase): Promise<Record<string, n
     counts[name] = (await t.query<{ n: number }>(`select count(*)::int as n from ${name}`)).rows[0]!.n;
   }
   counts["api.idempotency_keys"] = (await t.query<{ n: number }>("select count(*)::int as n from api.idempotency_keys")).rows[0]!.n;
-  counts["graphile_worker jobs"] = (await t.query<{ n: number }>("select count(*)::int as n from graphile_worker._private_jobs")).rows[0]!.n;
+  counts["graphile_worker jobs"] = (await t.query<{ n: number }>("select count(*)::int as n from graphile_worker.jobs")).rows[0]!.n;
   return counts;
 }

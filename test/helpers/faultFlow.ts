@@ -443,7 +443,7 @@ export function outcomeTally(check: NotificationCheck): Record<string, number> {
  */
 export async function pendingJobs(query: Query, withinS = 10): Promise<number> {
   const { rows } = await query<{ n: number }>(
-    `select count(*)::int as n from graphile_worker._private_jobs
+    `select count(*)::int as n from graphile_worker.jobs
       where (run_at <= now() + make_interval(secs => $1) or locked_at is not null) and attempts < max_attempts`,
     [withinS],
   );
@@ -453,10 +453,10 @@ export async function pendingJobs(query: Query, withinS = 10): Promise<number> {
 /** The job queue in a few lines, for failure messages: what is left, why, and when it runs. */
 export async function describeJobs(query: Query): Promise<string> {
   const { rows } = await query<{ task: string; attempts: number; locked: boolean; runs_in_s: number; n: number; last_error: string | null }>(
-    `select k.identifier as task, j.attempts, j.locked_at is not null as locked,
+    `select j.task_identifier as task, j.attempts, j.locked_at is not null as locked,
             greatest(0, round(extract(epoch from j.run_at - now())))::int as runs_in_s, count(*)::int as n,
             min(left(j.last_error, 120)) as last_error
-       from graphile_worker._private_jobs j join graphile_worker._private_tasks k on k.id = j.task_id
+       from graphile_worker.jobs j
       group by 1, 2, 3, 4 order by 1, 2, 3, 4 limit 40`,
   );
   if (rows.length === 0) return "job queue empty";
@@ -764,7 +764,7 @@ export function complaints(w: WorkerProcess, max = 12): string {
 export async function describeHeartbeats(query: Query): Promise<string> {
   const { rows } = await query<{ pid: number; age_s: number; pools: string[]; locked: number }>(
     `select h.pid, round(extract(epoch from now() - h.heartbeat_at))::int as age_s, h.worker_ids as pools,
-            (select count(*)::int from graphile_worker._private_jobs j where j.locked_by = any(h.worker_ids)) as locked
+            (select count(*)::int from graphile_worker.jobs j where j.locked_by = any(h.worker_ids)) as locked
        from tidings.worker_heartbeats h order by h.started_at`,
   );
   return rows.map((r) => `pid ${r.pid}: beat ${r.age_s} s ago, pools [${r.pools.join(", ")}], ${r.locked} jobs locked by them`).join("\n") || "no heartbeats";

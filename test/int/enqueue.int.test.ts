@@ -47,7 +47,7 @@ describe("enqueue inside the caller's own transaction, in SQL", () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(await clientOps()).toBe(before);
     expect(app.smtp.messages.filter((m) => m.subject === "Order lost")).toHaveLength(0);
-    expect((await app.t.query("select count(*)::int as n from graphile_worker._private_jobs")).rows[0].n).toBe(0);
+    expect((await app.t.query("select count(*)::int as n from graphile_worker.jobs")).rows[0].n).toBe(0);
   });
 
   it("committed: delivered, with tags and channels as given", async () => {
