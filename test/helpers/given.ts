@@ -227,3 +227,14 @@ export async function viewOf(rules: Rules, id: string): Promise<Record<string, a
 export async function outcomeOf(rules: Rules, id: string): Promise<StreamRecord | undefined> {
   return (await getLatestById(rules.t.adminDb, Streams.notificationEvents, id, { types: OUTCOME_TYPES })) ?? undefined;
 }
+
+/**
+ * When the workflow settles (`whenSettled`), then `probe` holds: its value.
+ * Fails naming `what` if it does not: there is nothing to wait for.
+ */
+export async function settledThen<T>(rules: Rules, probe: () => T | Promise<T>, what = "the condition", options: SettleOptions = {}): Promise<NonNullable<T>> {
+  await whenSettled(rules, options);
+  const value = await probe();
+  if (!value) throw new Error(`after the workflow settled, ${what} does not hold`);
+  return value as NonNullable<T>;
+}

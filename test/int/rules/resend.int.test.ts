@@ -7,7 +7,7 @@ import { getHandling, getHistory } from "../../../src/streams/handling";
 import type { StreamRecord } from "../../../src/streams/interfaces";
 import { Streams } from "../../../src/streams/names";
 import { findRecords, getByPosition, getLatestById } from "../../../src/streams/read";
-import { outcomeOf, startRules, whenSettled, type Rules } from "../../helpers/given";
+import { outcomeOf, settledThen, startRules, type Rules } from "../../helpers/given";
 import { OUTCOME_TYPES, createEntity, person } from "../../helpers/tidings";
 
 /**
@@ -86,12 +86,7 @@ async function latestOutcome(id: string): Promise<StreamRecord | undefined> {
 }
 
 /** When the workflow settles, then `probe` holds: its value. */
-async function settled<T>(probe: () => T | Promise<T>): Promise<NonNullable<T>> {
-  await whenSettled(app);
-  const value = await probe();
-  expect(value).toBeTruthy();
-  return value as NonNullable<T>;
-}
+const settled = <T>(probe: () => T | Promise<T>, what?: string) => settledThen(app, probe, what);
 
 async function settledOutcome(id: string): Promise<StreamRecord> {
   return settled(() => outcomeOf(app, id));
