@@ -139,11 +139,11 @@ async function waitingRecords(rules: Rules): Promise<Waiting[]> {
     "select stream, concern, task_identifier, record_types, run_at_field from tidings.stream_consumers order by stream, concern",
   );
   const offsetMs = rules.clock.now().getTime() - Date.now();
-  const waiting: Waiting[] = [];
-  for (const c of consumers) {
-    if (!rules.bots.some((b) => b.kind !== "catch-up" && taskIdentifier(b) === c.task_identifier)) continue;
-    const { rows } = await sql<{ position: number; due_at: Date }>`
-      select s.position,
+  const handled = consumers.filter((c) => rules.bots.some((b) => b.kind !== "catch-up" && taskIdentifier(b) === c.task_identifier));
+  // One statement for every consumer: settling asks this after every batch.
+  const perConsumer = handled.map(
+    (c) => sql`
+      select ${c.task_identifier}::text as task, s.position,
              case when h.last_details ? 'retryInMs'
                     then h.updated_at + ((h.last_details->>'retryInMs')::numeric + ${offsetMs}) * interval '1 millisecond'
                   when ${c.run_at_field}::text is not null then (s.payload->>${c.run_at_field}::text)::timestamptz
@@ -152,11 +152,12 @@ async function waitingRecords(rules: Rules): Promise<Waiting[]> {
       left join ${handlingTable(c.stream)} h on h.position = s.position and h.concern = ${c.concern}
       where (${c.record_types}::text[] is null or s.type = any(${c.record_types}::text[]))
         and (h.status is null or h.status::text like 'Available%')
-        and not exists (select 1 from tidings.stream_concern_states d where d.stream = ${c.stream} and d.concern = ${c.concern} and d.disabled)
-      order by s.position`.execute(rules.t.adminDb);
-    for (const r of rows) waiting.push({ task: c.task_identifier, position: r.position, dueAt: r.due_at });
-  }
-  return waiting.sort((a, b) => a.dueAt.getTime() - b.dueAt.getTime() || a.position - b.position);
+        and not exists (select 1 from tidings.stream_concern_states d where d.stream = ${c.stream} and d.concern = ${c.concern} and d.disabled)`,
+  );
+  if (perConsumer.length === 0) return [];
+  const { rows } = await sql<{ task: string; position: number; due_at: Date }>`
+    select * from (${sql.join(perConsumer, sql` union all `)}) w order by due_at, position`.execute(rules.t.adminDb);
+  return rows.map((r) => ({ task: r.task, position: r.position, dueAt: r.due_at }));
 }
 
 export interface SettleOptions {
