@@ -37,7 +37,7 @@ import {
  */
 
 /** What the outbox (and tidings.queue_handling) puts in each job: a pointer to a record, not a copy. */
-export function parseJobPayload(payload: unknown, bot: Pick<Bot<unknown>, "stream">): number {
+function parseJobPayload(payload: unknown, bot: Pick<Bot<unknown>, "stream">): number {
   const p = payload as { stream?: unknown; position?: unknown } | null;
   if (!p || p.stream !== bot.stream || typeof p.position !== "number" || !Number.isSafeInteger(p.position)) {
     throw new ValidationError(`job payload ${JSON.stringify(payload)} is not a record of ${bot.stream}`);
@@ -46,7 +46,7 @@ export function parseJobPayload(payload: unknown, bot: Pick<Bot<unknown>, "strea
 }
 
 /** A record's payload, parsed with the bot's schema for its type: the one way records reach a handler. */
-export function parseRecord(bot: Pick<Bot<unknown>, "schemas" | "concern">, record: StreamRecord): StreamRecord {
+function parseRecord(bot: Pick<Bot<unknown>, "schemas" | "concern">, record: StreamRecord): StreamRecord {
   if (!bot.schemas) return record;
   const schema = bot.schemas[record.type];
   if (!schema) throw new ValidationError(`${bot.concern} does not handle records of type ${record.type}`);
@@ -83,7 +83,7 @@ export function jitter(ms: number, random = Math.random): number {
 }
 
 /** "300 ms", "61 s", "15 min", "4.0 h": for reasons an operator reads. */
-export function formatDelay(ms: number): string {
+function formatDelay(ms: number): string {
   if (ms < 1_000) return `${ms} ms`;
   if (ms < 120_000) return `${Math.round(ms / 1_000)} s`;
   if (ms < 7_200_000) return `${Math.round(ms / 60_000)} min`;
@@ -111,7 +111,7 @@ export function classify(error: Error): { transient: boolean; retryAfterMs?: num
  * claim of it (the same job, retried or handed over by the lease) finds the
  * attempt abandoned and tells the bot (`previousAttempt.abandoned`).
  */
-export class CutShortError extends Error {
+class CutShortError extends Error {
   constructor(position: number, stream: string) {
     super(`the worker stopped while record ${position} of ${stream} was being sent; left Running, in doubt`);
     this.name = "CutShortError";

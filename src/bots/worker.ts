@@ -34,7 +34,7 @@ export interface WorkerSettings {
 }
 
 /** Default of WorkerSettings.shutdownGraceMs. */
-export const DEFAULT_SHUTDOWN_GRACE_MS = 7_000;
+const DEFAULT_SHUTDOWN_GRACE_MS = 7_000;
 /**
  * After the grace, how long stop() waits for the cut-short jobs to be handed
  * back to graphile-worker (one query) before it returns anyway: a job still
@@ -273,7 +273,7 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
  * finds those records Running under the same job and hands them over cleanly
  * (see claimAndLoad in runner.ts).
  */
-export async function recoverAbandonedJobs(db: Db, leaseMs: number, logger?: Logger): Promise<string[]> {
+async function recoverAbandonedJobs(db: Db, leaseMs: number, logger?: Logger): Promise<string[]> {
   const { rows } = await sql<{ locked_by: string }>`
     select distinct j.locked_by
     from graphile_worker.jobs j

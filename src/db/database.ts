@@ -119,7 +119,7 @@ export function createDb(pool: pg.Pool): Db {
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 
-export function roleOf(actor: string): string {
+function roleOf(actor: string): string {
   if (!/^[a-z][a-z0-9_]*$/.test(actor)) throw new Error(`invalid actor name "${actor}"`);
   return `tidings_${actor}`;
 }
