@@ -161,9 +161,11 @@ export async function databaseNow(db: Executor): Promise<Date> {
  * aborted, and a SET there would replace the real error with 25P02.
  */
 export async function asActor<T>(tx: Tx, actor: string, fn: () => Promise<T>): Promise<T> {
-  const { rows } = await sql<{ role: string }>`select current_user as role`.execute(tx);
-  await sql`set local role ${sql.id(roleOf(actor))}`.execute(tx);
+  // The role before, then the switch (set_config('role', .., true) is SET LOCAL ROLE), in one round trip.
+  const { rows } = await sql<{ role: string }>`
+    select before.role, set_config('role', ${roleOf(actor)}, true)
+    from (select current_user::text as role offset 0) before`.execute(tx);
   const result = await fn();
-  await sql`set local role ${sql.id(rows[0]!.role)}`.execute(tx);
+  await sql`select set_config('role', ${rows[0]!.role}, true)`.execute(tx);
   return result;
 }
