@@ -65,6 +65,7 @@ async function main(): Promise<void> {
         pollIntervalMs: config.WORKER_POLL_INTERVAL_MS,
         leaseMs: config.WORKER_LEASE_MS,
         sweepMs: config.HANDLING_SWEEP_MS,
+        shutdownGraceMs: config.WORKER_SHUTDOWN_GRACE_MS,
       },
       logger,
     });

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import type pg from "pg";
-import type { Db } from "../../src/db/database";
+import { inTransaction, type Db } from "../../src/db/database";
 import { putEntity } from "../../src/entities/entity.repository";
 import { enqueueNotification, enqueueNotificationInTransaction } from "../../src/notification/enqueue";
 import { percentile, sleep } from "./stats";
@@ -118,7 +118,7 @@ const request = { entityId: "bench-entity", subject: "Benchmark", text: "Hello f
 const enqueue = (db: Db) => enqueueNotification(db, request);
 /** n notifications in one transaction: what the API's group commit does with requests that arrive together. */
 const enqueueTogether = (db: Db, n: number) =>
-  db.transaction().execute(async (tx) => {
+  inTransaction(db, null, async (tx) => {
     for (let i = 0; i < n; i++) await enqueueNotificationInTransaction(tx, request);
   });
 

@@ -7,7 +7,7 @@ import type { StreamRecord } from "../streams/interfaces";
 /**
  * A bot handles the records of one stream for one concern. The runner
  * (runner.ts) turns it into a graphile-worker task: claim, handle, record
- * the outcome. Two shapes:
+ * the outcome; a job is a batch of one. Two shapes:
  *
  * - `transactional`: the handler only reads and appends; claim, handler and
  *   completion commit together, so a crash leaves nothing half-done.
@@ -104,7 +104,7 @@ export interface ExternalBot<TDeps, TResult> extends BotBase {
   /**
    * Claim and prepare the jobs that arrive together in one transaction, send
    * them concurrently, and record the successes in one transaction (see
-   * runExternalBatch in runner.ts).
+   * the external pipeline in runner.ts).
    */
   batch?: { maxSize: number };
   /** The side effect, outside any transaction. Throw ExternalError to classify a failure. */
@@ -163,8 +163,8 @@ export interface RunnerSettings {
   retrySchedules?: Partial<Record<string, readonly number[]>>;
 }
 
-/** How one job's run ended. */
-export type HandledOutcome = "completed" | "self_cancelled" | "deferred" | "retrying" | "failed" | "skipped" | "error";
+/** How one job's run ended ("in_doubt": its send was cut short by shutdown, nothing recorded). */
+export type HandledOutcome = "completed" | "self_cancelled" | "deferred" | "retrying" | "failed" | "skipped" | "in_doubt" | "error";
 
 export interface HandledInfo {
   task: string;
@@ -179,7 +179,14 @@ export interface BotRuntime<TDeps> {
   deps: TDeps;
   logger: Logger;
   settings: RunnerSettings;
+  /** The time handlers see; the database's clock when absent. */
   clock?: () => Date;
+  /**
+   * Aborted when the worker stops waiting for sends in flight (its shutdown
+   * grace is over): they are abandoned and record nothing, so each stays
+   * Running, in doubt, for the next claim to account for.
+   */
+  stopping?: AbortSignal;
   /** Called after every job (metrics hook). */
   onHandled?: (info: HandledInfo) => void;
 }

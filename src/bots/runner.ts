@@ -2,89 +2,57 @@ import type { JobHelpers, Task } from "graphile-worker";
 import { ZodError } from "zod";
 import { databaseNow, inTransaction, type Tx } from "../db/database";
 import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationError, coerceError } from "../errors/errors";
+import type { Logger } from "../logging/logger";
 import { AppendBuffer } from "../streams/append";
 import { claim, claimManyWithRecords, completeMany, countActions, getHistory, queueHandling, transition } from "../streams/handling";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
-import { BatchQueue, runTransactionalBatch, type BatchItem } from "./batch";
-import { taskIdentifier, type Bot, type HandledOutcome, type BotRuntime, type ExternalBot, type HandlerContext, type PreviousAttempt, type TransactionalBot } from "./bot";
+import { BatchQueue, type BatchItem } from "./batch";
+import {
+  taskIdentifier,
+  type Bot,
+  type BotRuntime,
+  type ExternalBot,
+  type HandledOutcome,
+  type HandlerContext,
+  type HandlerOutcome,
+  type PreviousAttempt,
+  type TransactionalBot,
+} from "./bot";
 
-/** What the outbox trigger (and queue_handling) put in each job: a pointer, not a copy. */
-interface JobPayload {
-  stream: string;
-  position: number;
-}
+/**
+ * The bot runner: one pipeline for every job. A job is a batch of one; jobs
+ * of a bot that declares `batch` arriving together are handled as one batch
+ * (see BatchQueue). For a batch:
+ *
+ * 1. claim the records and load them (`claimAndLoad`), in one transaction
+ *    with the handler (transactional bots) or with `prepare` (external bots);
+ * 2. external bots only: send, concurrently, with no transaction open;
+ * 3. record the outcomes: completion, a self-cancel, or a failure with its
+ *    retry (`recordFailure`).
+ *
+ * If a batch of several fails as a whole, each of its records is handled
+ * again alone, so one bad record cannot hold the others back; a record that
+ * fails alone has its failure recorded.
+ */
 
-function parseJobPayload(payload: unknown, bot: Bot<unknown>): JobPayload {
-  const p = payload as Partial<JobPayload> | null;
+/** What the outbox (and tidings.queue_handling) puts in each job: a pointer to a record, not a copy. */
+function parseJobPayload(payload: unknown, bot: Pick<Bot<unknown>, "stream">): number {
+  const p = payload as { stream?: unknown; position?: unknown } | null;
   if (!p || p.stream !== bot.stream || typeof p.position !== "number" || !Number.isSafeInteger(p.position)) {
     throw new ValidationError(`job payload ${JSON.stringify(payload)} is not a record of ${bot.stream}`);
   }
-  return { stream: p.stream, position: p.position };
+  return p.position;
 }
 
-/**
- * A batch of an external bot (email, Slack): one transaction claims the
- * records and runs `prepare` for all, the sends go out concurrently with no
- * transaction open, and one transaction records every success. Failed sends
- * are recorded one by one (they need the retry rules); if a batched
- * transaction fails, each record falls back to its own.
- */
-async function runExternalBatch<TDeps, TResult>(
-  bot: ExternalBot<TDeps, TResult>,
-  rt: BotRuntime<TDeps>,
-  items: BatchItem[],
-): Promise<{ done: Set<BatchItem> }> {
-  const done = new Set<BatchItem>();
-  const byPosition = new Map<number, BatchItem>();
-  for (const item of items) if (!byPosition.has(item.position)) byPosition.set(item.position, item);
-  const target = { stream: bot.stream, concern: bot.concern };
-
-  // Phase 1: claim and prepare, together. If it fails nothing was claimed.
-  const claimed = await inTransaction(rt.db, bot.actor, async (tx) => {
-    const appends = new AppendBuffer();
-    const claimedRecords = await claimManyWithRecords(tx, target, [...byPosition.values()].map((i) => ({ position: i.position, claimedBy: i.jobTag })), bot.actor);
-    const out: Array<{ run: BotRun<TDeps>; state: HandlingState; record: StreamRecord; item: BatchItem }> = [];
-    for (const { state, record: raw } of claimedRecords) {
-      const item = byPosition.get(raw.position)!;
-      const run = new BotRun(bot, rt, raw.position, item.jobTag, undefined);
-      const schema = bot.schemas?.[raw.type];
-      if (bot.schemas && !schema) throw new ValidationError(`${bot.concern} does not handle records of type ${raw.type}`);
-      const record = schema ? { ...raw, payload: schema.parse(raw.payload) } : raw;
-      await bot.prepare?.({ ...run.contextFor(tx, record, state.attempts), out: appends });
-      out.push({ run, state, record, item });
-    }
-    await appends.flush(tx);
-    return out;
-  });
-
-  // Phase 2: the sends.
-  const settled = await Promise.all(
-    claimed.map(async (c) => {
-      try {
-        return { ...c, ok: true as const, result: await c.run.perform(bot, c.state, c.record) };
-      } catch (thrown) {
-        return { ...c, ok: false as const, error: coerceError(thrown) };
-      }
-    }),
-  );
-
-  // Phase 3: successes in one transaction; failures one by one.
-  const successes = settled.filter((s) => s.ok);
-  try {
-    await inTransaction(rt.db, bot.actor, async (tx) => {
-      const appends = new AppendBuffer();
-      for (const s of successes) await s.run.recordSuccess(tx, bot, s.state, s.record, s.result as TResult, false, appends);
-      await appends.flush(tx);
-      await completeMany(tx, target, successes.map((s) => s.state.position), bot.actor);
-    });
-  } catch {
-    for (const s of successes) await s.run.recordSendSuccess(bot, s.state, s.record, s.result as TResult);
-  }
-  for (const s of settled) if (!s.ok) await s.run.recordSendFailure(s.error, s.state, s.record);
-  for (const c of claimed) done.add(c.item);
-  for (const item of items) if (!done.has(item) && done.has(byPosition.get(item.position)!)) done.add(item);
-  return { done };
+/** A record's payload, parsed with the bot's schema for its type: the one way records reach a handler. */
+function parseRecord(bot: Pick<Bot<unknown>, "schemas" | "concern">, record: StreamRecord): StreamRecord {
+  if (!bot.schemas) return record;
+  const schema = bot.schemas[record.type];
+  if (!schema) throw new ValidationError(`${bot.concern} does not handle records of type ${record.type}`);
+  const parsed = schema.safeParse(record.payload);
+  if (!parsed.success) throw ValidationError.fromZod(parsed.error, `${record.type} payload of record ${record.position} of ${record.stream}`);
+  return { ...record, payload: parsed.data };
 }
 
 /** Batches of one transactional bot that may run at once (each is one transaction). */
@@ -115,7 +83,7 @@ export function jitter(ms: number, random = Math.random): number {
 }
 
 /** "300 ms", "61 s", "15 min", "4.0 h": for reasons an operator reads. */
-export function formatDelay(ms: number): string {
+function formatDelay(ms: number): string {
   if (ms < 1_000) return `${ms} ms`;
   if (ms < 120_000) return `${Math.round(ms / 1_000)} s`;
   if (ms < 7_200_000) return `${Math.round(ms / 60_000)} min`;
@@ -137,171 +105,286 @@ export function classify(error: Error): { transient: boolean; retryAfterMs?: num
   return { transient: true };
 }
 
+/**
+ * A send the worker stopped waiting for (its shutdown grace was over). Nothing
+ * is recorded: the record stays Running under its job, in doubt, and the next
+ * claim of it (the same job, retried or handed over by the lease) finds the
+ * attempt abandoned and tells the bot (`previousAttempt.abandoned`).
+ */
+class CutShortError extends Error {
+  constructor(position: number, stream: string) {
+    super(`the worker stopped while record ${position} of ${stream} was being sent; left Running, in doubt`);
+    this.name = "CutShortError";
+  }
+}
+
 /** Turn a bot into a graphile-worker task. */
 export function createTask<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>): Task {
-  const batches = !bot.batch
-    ? null
-    : bot.kind === "transactional"
-      ? new BatchQueue(bot.batch.maxSize, BATCHES_IN_PARALLEL, (items) => runTransactionalBatch(bot, rt, items))
-      : new BatchQueue(bot.batch.maxSize, SEND_BATCHES_IN_PARALLEL, (items) => runExternalBatch(bot, rt, items));
-  return async (rawPayload: unknown, helpers: JobHelpers) => {
-    const { position } = parseJobPayload(rawPayload, bot as Bot<unknown>);
-    const jobTag = `job ${helpers.job.id}`;
-    const run = new BotRun(bot, rt, position, jobTag, helpers.abortSignal);
+  const parallel = bot.kind === "transactional" ? BATCHES_IN_PARALLEL : SEND_BATCHES_IN_PARALLEL;
+  const batches = bot.batch ? new BatchQueue(bot.batch.maxSize, parallel, (items) => handleBatch(bot, rt, items)) : null;
+  return async (payload: unknown, helpers: JobHelpers) => {
+    const item: BatchItem = { position: parseJobPayload(payload, bot), jobTag: `job ${helpers.job.id}` };
     const started = performance.now();
+    let outcome: HandledOutcome = "error";
     try {
-      if (batches && (await batches.submit({ position, jobTag }))) run.outcome = "completed";
-      else await (bot.kind === "transactional" ? run.transactional(bot) : run.external(bot));
+      outcome = batches ? await batches.submit(item) : (await handleBatch(bot, rt, [item])).get(item)!;
     } finally {
       rt.onHandled?.({
         task: taskIdentifier(bot),
         stream: bot.stream,
         concern: bot.concern,
-        outcome: run.outcome,
+        outcome,
         durationMs: performance.now() - started,
       });
     }
+    // Failing the job hands it back to graphile-worker: the record, still Running, is taken up again.
+    if (outcome === "in_doubt") throw new CutShortError(item.position, bot.stream);
   };
 }
 
-class BotRun<TDeps> {
-  /** How this run ended, for metrics ("error" until it records an outcome). */
-  outcome: HandledOutcome = "error";
-  private readonly target: { stream: string; position: number; concern: string };
-  private readonly logger;
+/** How each job of a batch ended. */
+export type BatchOutcomes = Map<BatchItem, HandledOutcome>;
+
+/**
+ * Handle a batch of jobs of one bot: the runner's pipeline (see the top of
+ * this file). Exported so tests can run a bot without workers.
+ */
+export async function handleBatch<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>, items: readonly BatchItem[]): Promise<BatchOutcomes> {
+  return new Pipeline(bot, rt).run(items, false);
+}
+
+/** A failure of an external batch before any send: its claims rolled back, so it may be handled again or recorded. */
+class NothingSent extends Error {
+  constructor(override readonly cause: unknown) {
+    super("the batch failed before sending", { cause });
+  }
+}
+
+/** A claimed record: its job, its handling state (Running) and its record as stored. */
+interface Claimed {
+  item: BatchItem;
+  state: HandlingState;
+  record: StreamRecord;
+}
+
+class Pipeline<TDeps> {
+  private readonly target: { stream: string; concern: string };
+  private readonly logger: Logger;
 
   constructor(
     private readonly bot: Bot<TDeps>,
     private readonly rt: BotRuntime<TDeps>,
-    position: number,
-    private readonly jobTag: string,
-    private readonly signal: AbortSignal | undefined,
   ) {
-    this.target = { stream: bot.stream, position, concern: bot.concern };
-    this.logger = rt.logger.child({ task: taskIdentifier(bot), position, job: jobTag });
+    this.target = { stream: bot.stream, concern: bot.concern };
+    this.logger = rt.logger.child({ task: taskIdentifier(bot) });
   }
 
-  private now(): Date {
-    return this.rt.clock?.() ?? new Date();
+  /** `alone`: a record of a batch that failed as a whole, handled again on its own (by `handle`, never `handleBatch`). */
+  async run(items: readonly BatchItem[], alone: boolean): Promise<BatchOutcomes> {
+    const outcomes: BatchOutcomes = new Map();
+    // Two jobs for one record in the same batch: the first one handles it, the other has nothing left to do.
+    const firsts = new Map<number, BatchItem>();
+    for (const item of items) if (!firsts.has(item.position)) firsts.set(item.position, item);
+    const unique = [...firsts.values()];
+    try {
+      const handled = this.bot.kind === "transactional" ? await this.transactional(this.bot, unique, alone) : await this.external(this.bot, unique);
+      for (const [item, outcome] of handled) outcomes.set(item, outcome);
+    } catch (caught) {
+      // After a send, a failure is not "nothing happened": the job fails and its next run finds the attempt abandoned.
+      if (this.bot.kind === "external" && !(caught instanceof NothingSent)) throw caught;
+      const thrown = caught instanceof NothingSent ? caught.cause : caught;
+      if (unique.length > 1) {
+        for (const item of unique) for (const [one, outcome] of await this.run([item], true)) outcomes.set(one, outcome);
+      } else {
+        // The claim rolled back with the failure: claim again, so the failed attempt is counted and recorded.
+        const error = coerceError(thrown);
+        await this.inTransaction(async (tx) => {
+          for (const c of await this.claimAndLoad(tx, unique)) outcomes.set(c.item, await this.recordFailure(tx, c, error, null));
+        });
+      }
+    }
+    for (const item of items) if (!outcomes.has(item)) outcomes.set(item, "skipped");
+    return outcomes;
   }
 
-  private async transactionAsBot<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+  private inTransaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     return inTransaction(this.rt.db, this.bot.actor, fn);
   }
 
+  /** Deadlines and "now" are the database's (its transaction's start), whatever this process's clock says. */
+  private async now(tx: Tx): Promise<Date> {
+    return this.rt.clock?.() ?? (await databaseNow(tx));
+  }
+
+  private loggerFor(c: Claimed): Logger {
+    return this.logger.child({ position: c.record.position, job: c.item.jobTag });
+  }
+
+  private context(tx: Tx, c: Claimed, record: StreamRecord, now: Date, out?: AppendBuffer): HandlerContext<TDeps> {
+    return { tx, record, attempt: c.state.attempts, deps: this.rt.deps, logger: this.loggerFor(c), now, ...(out ? { out } : {}) };
+  }
+
   /**
-   * Claim for this job. A record left Running by this same job means an
-   * earlier run of it died (worker killed, connection lost) before recording
-   * an outcome: cancel that attempt, with the reason, and claim again.
+   * Claim these jobs' records and read them, in one statement. A record not
+   * claimed that way may be Running under the same job: an earlier run of the
+   * job died (worker killed, connection lost, cut short at shutdown) before
+   * recording an outcome; that attempt is cancelled, with the reason, and the
+   * record claimed again. Anything else (done, held by another job, disabled)
+   * is skipped.
    */
-  private async claimForJob(tx: Tx): Promise<HandlingState | null> {
-    const by = { actor: this.bot.actor, claimedBy: this.jobTag, reason: `claimed by ${this.jobTag}` };
-    let result = await claim(tx, this.target, by);
-    if (!result.claimed && result.state.status === "Running" && result.state.claimedBy === this.jobTag) {
-      await transition(tx, this.target, "cancel", {
+  private async claimAndLoad(tx: Tx, items: readonly BatchItem[]): Promise<Claimed[]> {
+    const claimedRows = await claimManyWithRecords(tx, this.target, items.map((i) => ({ position: i.position, claimedBy: i.jobTag })), this.bot.actor);
+    const byPosition = new Map(claimedRows.map((c) => [c.record.position, c]));
+    const claimed: Claimed[] = [];
+    for (const item of items) {
+      const row = byPosition.get(item.position);
+      if (row) {
+        claimed.push({ item, ...row });
+        continue;
+      }
+      const state = await this.reclaimAbandoned(tx, item);
+      if (!state) continue;
+      const record = await getByPosition(tx, this.bot.stream, item.position);
+      if (!record) throw new NotFoundError(`stream ${this.bot.stream} has no record at position ${item.position}`);
+      claimed.push({ item, state, record });
+    }
+    return claimed;
+  }
+
+  private async reclaimAbandoned(tx: Tx, item: BatchItem): Promise<HandlingState | null> {
+    const target = { ...this.target, position: item.position };
+    const by = { actor: this.bot.actor, claimedBy: item.jobTag, reason: `claimed by ${item.jobTag}` };
+    let result = await claim(tx, target, by);
+    if (!result.claimed && result.state.status === "Running" && result.state.claimedBy === item.jobTag) {
+      await transition(tx, target, "cancel", {
         actor: "runner",
-        reason: `attempt ${result.state.attempts} by ${this.jobTag} was abandoned before recording an outcome; handling again`,
+        reason: `attempt ${result.state.attempts} by ${item.jobTag} was abandoned before recording an outcome; handling again`,
       });
-      result = await claim(tx, this.target, by);
+      result = await claim(tx, target, by);
     }
-    if (!result.claimed) {
-      this.outcome = "skipped";
-      this.logger.debug({ why: result.why }, "nothing to do");
-      return null;
+    if (result.claimed) return result.state;
+    this.logger.debug({ position: item.position, job: item.jobTag, why: result.why }, "nothing to do");
+    return null;
+  }
+
+  private async selfCancel(tx: Tx, position: number, outcome: Exclude<HandlerOutcome, void>): Promise<void> {
+    await transition(tx, { ...this.target, position }, "self_cancel", {
+      actor: this.bot.actor,
+      reason: outcome.reason,
+      details: { retryInMs: outcome.retryAfterMs },
+    });
+    await queueHandling(tx, this.bot.stream, this.bot.concern, [position], outcome.retryAfterMs);
+  }
+
+  /**
+   * Claim, handle and complete in one transaction: a crash leaves nothing
+   * half-done. Records are handed over ordered by id (then position), so
+   * per-id advisory locks are always taken in the same order and two batches
+   * cannot deadlock; with `coalesceById` only the newest record of each id
+   * is handed over and the others complete with it.
+   */
+  private async transactional(bot: TransactionalBot<TDeps>, items: readonly BatchItem[], alone: boolean): Promise<BatchOutcomes> {
+    const outcomes: BatchOutcomes = new Map();
+    await this.inTransaction(async (tx) => {
+      const claimed = (await this.claimAndLoad(tx, items)).map((c) => ({ ...c, parsed: parseRecord(bot, c.record) }));
+      if (claimed.length === 0) return;
+      claimed.sort((a, b) => (a.record.id < b.record.id ? -1 : a.record.id > b.record.id ? 1 : a.record.position - b.record.position));
+      const toHandle = bot.batch?.coalesceById ? claimed.filter((c, i) => i === claimed.length - 1 || claimed[i + 1]!.record.id !== c.record.id) : claimed;
+      const now = await this.now(tx);
+      const selfCancelled = new Set<BatchItem>();
+      if (bot.handleBatch && !alone) {
+        await bot.handleBatch({ tx, records: toHandle.map((c) => c.parsed), deps: this.rt.deps, logger: this.logger, now });
+      } else {
+        for (const c of toHandle) {
+          const outcome = await bot.handle(this.context(tx, c, c.parsed, now));
+          if (!outcome) continue;
+          await this.selfCancel(tx, c.record.position, outcome);
+          selfCancelled.add(c.item);
+        }
+      }
+      const completed = claimed.filter((c) => !selfCancelled.has(c.item));
+      await completeMany(tx, this.target, completed.map((c) => c.record.position), bot.actor);
+      for (const c of claimed) outcomes.set(c.item, selfCancelled.has(c.item) ? "self_cancelled" : "completed");
+    });
+    return outcomes;
+  }
+
+  /**
+   * One transaction claims the records and runs `prepare` for each (if it
+   * fails, nothing was claimed); the sends go out concurrently with no
+   * transaction open; one transaction records every success (if it fails,
+   * each on its own); failures are recorded one by one (each has its own
+   * retry rules).
+   */
+  private async external<TResult>(bot: ExternalBot<TDeps, TResult>, items: readonly BatchItem[]): Promise<BatchOutcomes> {
+    const outcomes: BatchOutcomes = new Map();
+    const claimed = await this.inTransaction(async (tx) => {
+      const out = new AppendBuffer();
+      const ready = (await this.claimAndLoad(tx, items)).map((c) => ({ ...c, record: parseRecord(bot, c.record) }));
+      const now = ready.length > 0 && bot.prepare ? await this.now(tx) : null;
+      for (const c of ready) await bot.prepare?.(this.context(tx, c, c.record, now!, out));
+      await out.flush(tx);
+      return ready;
+    }).catch((error: unknown) => {
+      throw new NothingSent(error);
+    });
+
+    const settled = await Promise.all(
+      claimed.map(async (c) => {
+        try {
+          return { ...c, ok: true as const, result: await this.perform(bot, c) };
+        } catch (thrown) {
+          return { ...c, ok: false as const, error: coerceError(thrown) };
+        }
+      }),
+    );
+    // Sends that ended after the worker stopped waiting record nothing: they stay Running, in doubt.
+    const stopped = this.rt.stopping?.aborted ?? false;
+    for (const s of settled) if (stopped && !s.ok) outcomes.set(s.item, "in_doubt");
+    if (stopped && settled.some((s) => !s.ok)) this.logger.warn({ positions: settled.filter((s) => !s.ok).map((s) => s.record.position) }, "sends cut short by shutdown; left Running, in doubt");
+
+    const successes = settled.filter((s) => s.ok);
+    if (successes.length > 0) {
+      const recordAll = (group: typeof successes) =>
+        this.afterSend(async (tx) => {
+          const out = new AppendBuffer();
+          const now = await this.now(tx);
+          for (const s of group) await bot.succeeded({ ...this.context(tx, s, s.record, now, out), result: s.result });
+          await out.flush(tx);
+          await completeMany(tx, this.target, group.map((s) => s.record.position), bot.actor);
+        });
+      try {
+        await recordAll(successes);
+      } catch (error) {
+        if (successes.length === 1) throw error;
+        for (const s of successes) await recordAll([s]);
+      }
+      for (const s of successes) outcomes.set(s.item, "completed");
     }
-    return result.state;
-  }
-
-  private async loadRecord(tx: Tx): Promise<StreamRecord> {
-    const record = await getByPosition(tx, this.bot.stream, this.target.position);
-    if (!record) throw new NotFoundError(`stream ${this.bot.stream} has no record at position ${this.target.position}`);
-    const schema = this.bot.schemas?.[record.type];
-    if (this.bot.schemas && !schema) {
-      throw new ValidationError(`${this.bot.concern} does not handle records of type ${record.type}`);
+    for (const s of settled) {
+      if (s.ok || outcomes.has(s.item)) continue;
+      outcomes.set(s.item, await this.afterSend((tx) => this.recordFailure(tx, s, s.error, s.record)));
     }
-    return schema ? { ...record, payload: schema.parse(record.payload) } : record;
+    return outcomes;
   }
 
-  contextFor(tx: Tx, record: StreamRecord, attempt: number): HandlerContext<TDeps> {
-    return this.context(tx, record, attempt);
-  }
-
-  private context(tx: Tx, record: StreamRecord, attempt: number): HandlerContext<TDeps> {
-    return { tx, record, attempt, deps: this.rt.deps, logger: this.logger, now: this.now() };
-  }
-
-  private async selfCancel(tx: Tx, retryAfterMs: number, reason: string): Promise<void> {
-    await transition(tx, this.target, "self_cancel", { actor: this.bot.actor, reason, details: { retryInMs: retryAfterMs } });
-    await queueHandling(tx, this.bot.stream, this.bot.concern, [this.target.position], retryAfterMs);
-  }
-
-  async transactional(bot: TransactionalBot<TDeps>): Promise<void> {
-    try {
-      await this.transactionAsBot(async (tx) => {
-        const state = await this.claimForJob(tx);
-        if (!state) return;
-        const record = await this.loadRecord(tx);
-        // Deadlines are the database's time, whatever this process's clock says.
-        const now = this.rt.clock?.() ?? (await databaseNow(tx));
-        const outcome = await bot.handle({ ...this.context(tx, record, state.attempts), now });
-        if (outcome) await this.selfCancel(tx, outcome.retryAfterMs, outcome.reason);
-        else await transition(tx, this.target, "complete", { actor: bot.actor });
-        this.outcome = outcome ? "self_cancelled" : "completed";
-      });
-    } catch (thrown) {
-      // The handler's transaction rolled back, claim included: claim again so
-      // the failed attempt is counted and recorded.
-      const error = coerceError(thrown);
-      await this.transactionAsBot(async (tx) => {
-        const state = await this.claimForJob(tx);
-        if (!state) return;
-        await this.recordFailure(tx, error, state, null);
-      });
-    }
-  }
-
-  async external<TResult>(bot: ExternalBot<TDeps, TResult>): Promise<void> {
-    let claimed: { state: HandlingState; record: StreamRecord } | null = null;
-    try {
-      claimed = await this.transactionAsBot(async (tx) => {
-        const state = await this.claimForJob(tx);
-        if (!state) return null;
-        const record = await this.loadRecord(tx);
-        await bot.prepare?.(this.context(tx, record, state.attempts));
-        return { state, record };
-      });
-    } catch (thrown) {
-      const error = coerceError(thrown);
-      await this.transactionAsBot(async (tx) => {
-        const state = await this.claimForJob(tx);
-        if (state) await this.recordFailure(tx, error, state, null);
-      });
-      return;
-    }
-    if (!claimed) return;
-    await this.sendAndRecord(bot, claimed.state, claimed.record);
-  }
-
-  /** Send, then record the outcome (its own transaction). */
-  async sendAndRecord<TResult>(bot: ExternalBot<TDeps, TResult>, state: HandlingState, record: StreamRecord): Promise<void> {
-    let result: TResult;
-    try {
-      result = await this.perform(bot, state, record);
-    } catch (thrown) {
-      await this.recordSendFailure(coerceError(thrown), state, record);
-      return;
-    }
-    await this.recordSendSuccess(bot, state, record, result);
-  }
-
-  async perform<TResult>(bot: ExternalBot<TDeps, TResult>, state: HandlingState, record: StreamRecord): Promise<TResult> {
-    return bot.perform({
-      record,
-      attempt: state.attempts,
+  /** The send, racing the worker's stop: when the shutdown grace is over, it is abandoned at once. */
+  private async perform<TResult>(bot: ExternalBot<TDeps, TResult>, c: Claimed): Promise<TResult> {
+    const signal = this.rt.stopping ?? new AbortController().signal;
+    const send = bot.perform({
+      record: c.record,
+      attempt: c.state.attempts,
       deps: this.rt.deps,
-      logger: this.logger,
-      signal: this.signal ?? new AbortController().signal,
-      previousAttempt: await this.previousAttempt(state),
+      logger: this.loggerFor(c),
+      signal,
+      previousAttempt: await this.previousAttempt(c.state),
+    });
+    if (!this.rt.stopping) return send;
+    return new Promise<TResult>((resolve, reject) => {
+      const cut = () => reject(new CutShortError(c.record.position, c.record.stream));
+      if (signal.aborted) return cut();
+      signal.addEventListener("abort", cut, { once: true });
+      send.then(resolve, reject).finally(() => signal.removeEventListener("abort", cut));
     });
   }
 
@@ -309,37 +392,14 @@ class BotRun<TDeps> {
    * How the attempt before this claim ended. This claim's history entry says
    * what the record was before it: AvailableAfterExternalCancellation means
    * the previous attempt was cancelled while Running without an outcome
-   * (claimForJob's "abandoned", or an operator's cancel). A first attempt
+   * (claimAndLoad's "abandoned", or an operator's cancel). A first attempt
    * reads nothing.
    */
   private async previousAttempt(state: HandlingState): Promise<PreviousAttempt | null> {
     if (state.attempts <= 1) return null;
-    const history = await this.transactionAsBot((tx) => getHistory(tx, this.bot.stream, this.target.position, this.bot.concern));
-    const claim = history.findLast((h) => h.action === "claim");
-    return { abandoned: claim?.fromStatus === "AvailableAfterExternalCancellation", lastError: state.lastError };
-  }
-
-  async recordSendFailure(error: Error, state: HandlingState, record: StreamRecord): Promise<void> {
-    await this.afterSend((tx) => this.recordFailure(tx, error, state, record));
-  }
-
-  async recordSendSuccess<TResult>(bot: ExternalBot<TDeps, TResult>, state: HandlingState, record: StreamRecord, result: TResult): Promise<void> {
-    await this.afterSend((tx) => this.recordSuccess(tx, bot, state, record, result));
-    this.outcome = "completed";
-  }
-
-  /** The success of a send: the bot's events, then Running → Completed (set-based when batched). */
-  async recordSuccess<TResult>(
-    tx: Tx,
-    bot: ExternalBot<TDeps, TResult>,
-    state: HandlingState,
-    record: StreamRecord,
-    result: TResult,
-    complete = true,
-    out?: AppendBuffer,
-  ): Promise<void> {
-    await bot.succeeded({ ...this.context(tx, record, state.attempts), result, ...(out ? { out } : {}) });
-    if (complete) await transition(tx, this.target, "complete", { actor: bot.actor });
+    const history = await this.inTransaction((tx) => getHistory(tx, this.bot.stream, state.position, this.bot.concern));
+    const claimEntry = history.findLast((h) => h.action === "claim");
+    return { abandoned: claimEntry?.fromStatus === "AvailableAfterExternalCancellation", lastError: state.lastError };
   }
 
   /**
@@ -348,11 +408,10 @@ class BotRun<TDeps> {
    * before giving the job back to graphile-worker, which would send again.
    * Engine errors (e.g. someone cancelled the record meanwhile) are not retried.
    */
-  private async afterSend(fn: (tx: Tx) => Promise<void>): Promise<void> {
+  private async afterSend<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.transactionAsBot(fn);
-        return;
+        return await this.inTransaction(fn);
       } catch (error) {
         if (attempt >= AFTER_SEND_TRIES || error instanceof TidingsError) throw error;
         this.logger.warn({ err: error, attempt }, "recording the outcome of a send failed; retrying");
@@ -363,47 +422,50 @@ class BotRun<TDeps> {
 
   /**
    * Running → Failed with the error kept. If the failure is transient and
-   * failed attempts remain (BOT_MAX_ATTEMPTS counts failures, not claims), the runner resets it (Failed → AvailableAfterFailure) and
-   * queues the next attempt after a backoff: each attempt stays visible in the
-   * handling history.
+   * failed attempts remain (BOT_MAX_ATTEMPTS counts failures, not claims),
+   * the runner resets it (Failed → AvailableAfterFailure) and queues the next
+   * attempt after a backoff, from the database's clock (queueHandling): each
+   * attempt stays visible in the handling history.
    */
-  private async recordFailure(tx: Tx, error: Error, state: HandlingState, record: StreamRecord | null): Promise<void> {
+  private async recordFailure(tx: Tx, c: Claimed, error: Error, record: StreamRecord | null): Promise<HandledOutcome> {
     const { transient, retryAfterMs } = classify(error);
-    const attempt = state.attempts;
+    const attempt = c.state.attempts;
     const { maxAttempts, retryBaseMs, retryMaxMs } = this.rt.settings;
     const bot = this.bot;
+    const target = { ...this.target, position: c.state.position };
+    const logger = this.loggerFor(c);
     const externalDetails = error instanceof ExternalError ? { external: error.details } : {};
     const message = error.message || error.name;
 
     // The other side asked us to come back later (429 with Retry-After): that
     // is "try again later", not a failure, so it does not use up an attempt.
     if (transient && retryAfterMs !== undefined) {
-      const deferrals = await countActions(tx, this.target, "self_cancel");
+      const deferrals = await countActions(tx, target, "self_cancel");
       if (deferrals < MAX_DEFERRALS) {
         const delay = Math.min(Math.max(retryAfterMs, 1), retryMaxMs);
-        await transition(tx, this.target, "self_cancel", {
+        await transition(tx, target, "self_cancel", {
           actor: bot.actor,
           reason: `asked to retry after ${delay} ms: ${message}`,
           error: message,
           details: { retryInMs: delay, ...externalDetails },
         });
-        await queueHandling(tx, bot.stream, bot.concern, [this.target.position], delay);
-        this.outcome = "deferred";
-        this.logger.info({ err: error, delay }, "deferred at the other side's request");
-        return;
+        await queueHandling(tx, bot.stream, bot.concern, [target.position], delay);
+        logger.info({ err: error, delay }, "deferred at the other side's request");
+        return "deferred";
       }
     }
 
-    const failures = (await countActions(tx, this.target, "fail")) + 1;
+    const failures = (await countActions(tx, target, "fail")) + 1;
     // A channel's own schedule (email waits out greylisting), else backoff.
     const schedule = this.rt.settings.retrySchedules?.[bot.concern];
     const attemptsAllowed = schedule ? schedule.length + 1 : maxAttempts;
     const final = !transient || failures >= attemptsAllowed;
     const delay = final ? undefined : schedule ? jitter(schedule[failures - 1]!) : backoffMs(failures, retryBaseMs, retryMaxMs);
     if (bot.kind === "external" && bot.failed && record) {
-      await bot.failed({ ...this.context(tx, record, attempt), error, final, transient, ...(delay === undefined ? {} : { retryInMs: delay }) });
+      const now = await this.now(tx);
+      await bot.failed({ ...this.context(tx, c, record, now), error, final, transient, ...(delay === undefined ? {} : { retryInMs: delay }) });
     }
-    await transition(tx, this.target, "fail", {
+    await transition(tx, target, "fail", {
       actor: bot.actor,
       reason: final
         ? `${transient ? "gave up after" : "permanent failure on"} attempt ${attempt}: ${message}`
@@ -412,17 +474,16 @@ class BotRun<TDeps> {
       details: { attempt, failures, transient, ...externalDetails },
     });
     if (final) {
-      this.outcome = "failed";
-      this.logger.warn({ err: error, attempt }, "handling failed");
-      return;
+      logger.warn({ err: error, attempt }, "handling failed");
+      return "failed";
     }
-    await transition(tx, this.target, "reset_failed", {
+    await transition(tx, target, "reset_failed", {
       actor: "runner",
       reason: `transient failure; attempt ${failures + 1} of ${attemptsAllowed} in ${formatDelay(delay!)}`,
       details: { retryInMs: delay },
     });
-    await queueHandling(tx, bot.stream, bot.concern, [this.target.position], delay);
-    this.outcome = "retrying";
-    this.logger.info({ err: error, attempt, delay }, "attempt failed; retry scheduled");
+    await queueHandling(tx, bot.stream, bot.concern, [target.position], delay);
+    logger.info({ err: error, attempt, delay }, "attempt failed; retry scheduled");
+    return "retrying";
   }
 }

@@ -25,13 +25,33 @@ export interface WorkerSettings {
   catchUpIdleMs?: number;
   /** How often the handling sweep looks for records whose job went missing (tidings.sweep_handling); default 30 s. */
   sweepMs?: number;
+  /**
+   * How long stop() lets jobs in flight finish (WORKER_SHUTDOWN_GRACE_MS);
+   * default 7 s, so the whole process stops within the 10 s Docker gives.
+   * Sends still going then are cut short and left Running, in doubt.
+   */
+  shutdownGraceMs?: number;
 }
+
+/** Default of WorkerSettings.shutdownGraceMs. */
+const DEFAULT_SHUTDOWN_GRACE_MS = 7_000;
+/**
+ * After the grace, how long stop() waits for the cut-short jobs to be handed
+ * back to graphile-worker (one query) before it returns anyway: a job still
+ * locked then comes back through the lease.
+ */
+const HAND_BACK_MS = 1_000;
 
 export interface TidingsWorker {
   processId: string;
   runner: Runner;
   /** Say the process is going down (call at once on a signal): connection errors from now on are expected. */
   markShuttingDown(): void;
+  /**
+   * Stop taking jobs, let those in flight finish within the shutdown grace,
+   * then cut short the sends still going (left Running, in doubt: their jobs
+   * fail back to the queue, or the lease hands them over).
+   */
   stop(): Promise<void>;
 }
 
@@ -75,7 +95,10 @@ export async function startWorker<TDeps>(options: {
   settings: WorkerSettings;
   logger: Logger;
 }): Promise<TidingsWorker> {
-  const { pool, db, bots, runtime, settings, logger } = options;
+  const { pool, db, bots, settings, logger } = options;
+  const graceMs = settings.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
+  const cutOff = new AbortController();
+  const runtime: BotRuntime<TDeps> = { ...options.runtime, stopping: cutOff.signal };
   const taskList: TaskList = {};
   const catchUps: CatchUpBot<TDeps>[] = [];
   for (const bot of bots) {
@@ -126,6 +149,8 @@ export async function startWorker<TDeps>(options: {
           localQueue: { size: Math.max(settings.concurrency * 2, 10) },
           completeJobBatchDelay: 0,
           failJobBatchDelay: 0,
+          // Its own abort of jobs at shutdown, aligned with ours (the runner heeds `stopping`).
+          gracefulShutdownAbortTimeout: graceMs,
         },
       },
     });
@@ -226,22 +251,40 @@ export async function startWorker<TDeps>(options: {
       stopped = true;
       clearInterval(timer);
       clearInterval(sweepTimer);
-      await Promise.all(runningCatchUps.map((c) => c.stop()));
-      await stopQuietly(runner);
+      const finished = Promise.all([...runningCatchUps.map((c) => c.stop()), stopQuietly(runner)]);
+      if (!(await settlesWithin(finished, graceMs))) {
+        logger.warn({ graceMs }, "shutdown grace over: sends still in flight are cut short and left Running, in doubt");
+        cutOff.abort();
+        if (!(await settlesWithin(finished, HAND_BACK_MS))) logger.warn("jobs still held at shutdown come back through the lease");
+      } else {
+        await finished;
+      }
       await db.deleteFrom("tidings.worker_heartbeats").where("process_id", "=", processId).execute().catch(() => {});
     },
   };
 }
 
+/** Whether the promise settles (either way) within ms; its rejection is the caller's to see later. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * Unlock jobs held by worker pools whose process stopped heart-beating for a
- * whole lease. The runner then finds those records Running under the same
- * job and hands them over cleanly (see BotRun.claimForJob).
+ * whole lease (read from graphile-worker's public jobs view). The runner then
+ * finds those records Running under the same job and hands them over cleanly
+ * (see claimAndLoad in runner.ts).
  */
-export async function recoverAbandonedJobs(db: Db, leaseMs: number, logger?: Logger): Promise<string[]> {
+async function recoverAbandonedJobs(db: Db, leaseMs: number, logger?: Logger): Promise<string[]> {
   const { rows } = await sql<{ locked_by: string }>`
     select distinct j.locked_by
-    from graphile_worker._private_jobs j
+    from graphile_worker.jobs j
     where j.locked_by is not null
       and j.locked_at < now() - make_interval(secs => ${leaseMs / 1000})
       and not exists (

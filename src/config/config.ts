@@ -53,6 +53,8 @@ export const configSchema = z.object({
   WORKER_POLL_INTERVAL_MS: int(50, 60_000).default(2_000),
   WORKER_LEASE_MS: int(1_000, 86_400_000).default(30_000),
   HANDLING_SWEEP_MS: int(1_000, 86_400_000).default(30_000),
+  // At shutdown, how long jobs in flight may finish before sends still going are cut short (left in doubt), ms.
+  WORKER_SHUTDOWN_GRACE_MS: int(0, 600_000).default(7_000),
   DB_POOL_SIZE: int(2, 500).default(40),
   BOT_MAX_ATTEMPTS: int(1, 100).default(5),
   BOT_RETRY_BASE_MS: int(1, 3_600_000).default(1_000),

@@ -68,13 +68,17 @@ export interface Database {
   };
 }
 
+/** The pool: each query on its own connection, in its own transaction. */
 export type Db = Kysely<Database>;
+declare const openTransaction: unique symbol;
 /**
- * A connection inside an open transaction: Kysely's own Transaction, or the
- * connection `inTransaction` opened with BEGIN.
+ * A connection inside an open transaction, acting as some actor. Only
+ * `inTransaction` makes one, so code that needs a transaction (a lock held to
+ * commit, several statements that commit together, a role switch) cannot be
+ * handed the pool by mistake: that fails to compile.
  */
-export type Tx = Kysely<Database>;
-/** Anything queries can run on: the pool-backed Db or an open transaction. */
+export type Tx = Kysely<Database> & { readonly [openTransaction]: true };
+/** Anything a single query can run on: the pool or an open transaction. */
 export type Executor = Kysely<Database>;
 
 const INT8_OID = 20;
@@ -115,22 +119,7 @@ export function createDb(pool: pg.Pool): Db {
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }
 
-/** Actors of migrations/0002_notification.sql: each one a PostgreSQL role `tidings_<actor>`. */
-export type Actor =
-  | "client"
-  | "notification_bot"
-  | "saga_bot"
-  | "reaction_bot"
-  | "internal_operation_bot"
-  | "projection_bot"
-  | "email_bot"
-  | "slack_bot"
-  | "entity_admin"
-  | "reader"
-  | "operator"
-  | "auditor";
-
-export function roleOf(actor: string): string {
+function roleOf(actor: string): string {
   if (!/^[a-z][a-z0-9_]*$/.test(actor)) throw new Error(`invalid actor name "${actor}"`);
   return `tidings_${actor}`;
 }
@@ -146,7 +135,7 @@ export async function inTransaction<T>(db: Db, actor: string | null, fn: (tx: Tx
     // every bot job opens a transaction, so this is on the hot path.
     await sql.raw(actor ? `begin; set local role "${roleOf(actor)}"` : "begin").execute(conn);
     try {
-      const result = await fn(conn);
+      const result = await fn(conn as Tx);
       await sql.raw("commit").execute(conn);
       return result;
     } catch (error) {
@@ -160,12 +149,23 @@ export async function inTransaction<T>(db: Db, actor: string | null, fn: (tx: Tx
  * The database's clock (the transaction's start). Deadlines and the times
  * jobs run are the database's, so every process agrees whatever its own clock.
  */
-export async function databaseNow(db: Kysely<Database>): Promise<Date> {
+export async function databaseNow(db: Executor): Promise<Date> {
   const { rows } = await sql<{ now: Date }>`select now() as now`.execute(db);
   return rows[0]!.now;
 }
 
-/** Switch role inside a transaction the caller already opened. */
-export async function actAs(tx: Tx, actor: string): Promise<void> {
-  await sql`set local role ${sql.id(roleOf(actor))}`.execute(tx);
+/**
+ * Run `fn` acting as `actor` inside a transaction the caller opened (as
+ * another actor, or as the service), then act as before again. The role is
+ * restored only when `fn` succeeds: after a failure the transaction is
+ * aborted, and a SET there would replace the real error with 25P02.
+ */
+export async function asActor<T>(tx: Tx, actor: string, fn: () => Promise<T>): Promise<T> {
+  // The role before, then the switch (set_config('role', .., true) is SET LOCAL ROLE), in one round trip.
+  const { rows } = await sql<{ role: string }>`
+    select before.role, set_config('role', ${roleOf(actor)}, true)
+    from (select current_user::text as role offset 0) before`.execute(tx);
+  const result = await fn();
+  await sql`select set_config('role', ${rows[0]!.role}, true)`.execute(tx);
+  return result;
 }

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { sql } from "kysely";
 import type { z } from "zod";
 import type { ApiPrincipal } from "../auth/apiKeys";
-import { actAs, inTransaction, type Db, type Tx } from "../db/database";
+import { asActor, inTransaction, type Db, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
 import { UnknownEntityError } from "../errors/errors";
 import { clientOperation, parseSendNotification, unknownEntities } from "../notification/enqueue";
@@ -193,8 +193,7 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
     const op = parseSendNotification(w.idempotencyKey === undefined ? w.op : { ...w.op, idempotencyKey: w.idempotencyKey });
     fresh.push({ index: i, record: clientOperation(op, trackingIds[i]!) });
   });
-  await actAs(tx, "client");
-  const written = zip(fresh, await append(tx, Streams.notificationClientOperations, fresh.map((f) => f.record), "write_always"));
+  const written = zip(fresh, await asActor(tx, "client", () => append(tx, Streams.notificationClientOperations, fresh.map((f) => f.record), "write_always")));
   for (const { index, record, result } of written) answers[index] = { id: record.id, created: result.written };
   return answers.map((a) => a ?? new Error("request left unanswered by the batch"));
 }

@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import type { Db, Tx } from "../db/database";
+import { asActor, inTransaction, type Db, type Tx } from "../db/database";
 import { ConflictError, PgCodes, UnknownEntityError, ValidationError, pgCode } from "../errors/errors";
 import { appendOne } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
@@ -30,24 +30,18 @@ export function parseSendNotification(input: unknown): SendNotificationToEntityO
  */
 export async function enqueueNotificationInTransaction(tx: Tx, input: unknown): Promise<Enqueued> {
   const op = parseSendNotification(input);
-  const { rows } = await sql<{ role: string }>`select current_user as role`.execute(tx);
-  await sql`set local role tidings_client`.execute(tx);
-  const [unknown] = await unknownEntities(tx, [op.entityId]);
-  if (unknown !== undefined) throw new UnknownEntityError(unknown);
-  let trackingId = newTrackingId();
-  if (op.idempotencyKey !== undefined) {
-    const claimed = await claimIdempotencyKey(tx, op);
-    if (!claimed.created) {
-      await sql`set local role ${sql.id(rows[0]!.role)}`.execute(tx);
-      return { trackingId: claimed.trackingId, created: false, position: claimed.position };
+  return asActor(tx, "client", async () => {
+    const [unknown] = await unknownEntities(tx, [op.entityId]);
+    if (unknown !== undefined) throw new UnknownEntityError(unknown);
+    let trackingId = newTrackingId();
+    if (op.idempotencyKey !== undefined) {
+      const claimed = await claimIdempotencyKey(tx, op);
+      if (!claimed.created) return { trackingId: claimed.trackingId, created: false, position: claimed.position };
+      trackingId = claimed.trackingId;
     }
-    trackingId = claimed.trackingId;
-  }
-  const result = await appendOne(tx, Streams.notificationClientOperations, clientOperation(op, trackingId));
-  // Restored on success only: after a failed append the transaction is
-  // aborted, and a SET there would replace the real error with 25P02.
-  await sql`set local role ${sql.id(rows[0]!.role)}`.execute(tx);
-  return { trackingId, created: result.written, position: result.position };
+    const result = await appendOne(tx, Streams.notificationClientOperations, clientOperation(op, trackingId));
+    return { trackingId, created: result.written, position: result.position };
+  });
 }
 
 async function claimIdempotencyKey(tx: Tx, op: SendNotificationToEntityOp): Promise<{ trackingId: string; created: boolean; position: number }> {
@@ -78,5 +72,5 @@ export function clientOperation(op: SendNotificationToEntityOp, trackingId: stri
 
 /** Enqueue a notification in a transaction of its own. */
 export async function enqueueNotification(db: Db, input: unknown): Promise<Enqueued> {
-  return db.transaction().execute((tx) => enqueueNotificationInTransaction(tx, input));
+  return inTransaction(db, null, (tx) => enqueueNotificationInTransaction(tx, input));
 }

@@ -88,7 +88,7 @@ export async function existingIds(db: Executor, stream: string, ids: readonly st
 }
 
 /** Engine errors raised in PostgreSQL become the matching TidingsError (the original kept as cause). */
-export function translateStreamError(error: unknown): unknown {
+function translateStreamError(error: unknown): unknown {
   const message = (error as Error)?.message ?? String(error);
   switch (pgCode(error)) {
     case PgCodes.recordExists:

@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import type { Executor } from "../db/database";
-import { AlreadyClaimedError, InvalidTransitionError, NotFoundError, ValidationError } from "../errors/errors";
+import { InvalidTransitionError, NotFoundError, ValidationError } from "../errors/errors";
 import type { HandlingHistoryEntry, HandlingState, HandlingStatus, StreamRecord } from "./interfaces";
 import { RECORD_COLUMNS_R, toRecord, type RecordRow } from "./read";
 import { assertStreamName, handlingTable, historyTable, streamTable } from "./names";
@@ -206,17 +206,6 @@ export async function claim(
         ? `stream ${stream} is disabled for ${concern}`
         : `record ${position} of ${stream} is ${state.status} for ${concern}`;
   return { claimed: false, state, why };
-}
-
-/** Like claim, but a lost race is an error. */
-export async function claimOrThrow(
-  db: Executor,
-  target: { stream: string; position: number; concern: string },
-  by: ChangeBy & { claimedBy?: string },
-): Promise<HandlingState> {
-  const result = await claim(db, target, by);
-  if (!result.claimed) throw new AlreadyClaimedError(result.why);
-  return result.state;
 }
 
 /**

@@ -17,7 +17,8 @@
  * - Handling state: beside each stream, `<table>__handling` holds the current
  *   status per (record, concern) and `<table>__handling_history` every change.
  * - Outbox: appending a record queues one graphile-worker job per consuming
- *   concern in the same transaction (trigger `queue_handling`).
+ *   concern in the same transaction (triggers note_outbox and flush_outbox,
+ *   migrations/0001_engine.sql); tidings.queue_handling queues one again.
  * - Bot: a graphile-worker task that claims a record for its concern, runs a
  *   handler and records the outcome (src/bots/runner.ts).
  */

@@ -19,6 +19,7 @@ export async function startTestWorker<TDeps>(
     retryMaxMs?: number;
     concurrency?: number;
     leaseMs?: number;
+    shutdownGraceMs?: number;
     retrySchedules?: Partial<Record<string, readonly number[] | undefined>>;
   } = {},
 ): Promise<TidingsWorker> {
@@ -39,7 +40,7 @@ export async function startTestWorker<TDeps>(
     },
     // The handling sweep runs only when a test calls it (sweepHandling): a
     // timed one could take the sweep's lock from under the test.
-    settings: { concurrency: options.concurrency ?? 4, pollIntervalMs: 100, leaseMs: options.leaseMs ?? 30_000, catchUpIdleMs: 25, sweepMs: 86_400_000 },
+    settings: { concurrency: options.concurrency ?? 4, pollIntervalMs: 100, leaseMs: options.leaseMs ?? 30_000, catchUpIdleMs: 25, sweepMs: 86_400_000, ...(options.shutdownGraceMs === undefined ? {} : { shutdownGraceMs: options.shutdownGraceMs }) },
     logger: testLogger,
   });
 }

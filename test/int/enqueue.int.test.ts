@@ -1,3 +1,4 @@
+import { inTransaction } from "../../src/db/database";
 import { sql } from "kysely";
 import pg from "pg";
 import { enqueueNotificationInTransaction } from "../../src/notification/enqueue";
@@ -104,7 +105,7 @@ describe("enqueue inside the caller's own transaction, from TypeScript", () => {
   it("rolled back: nothing; committed: delivered", async () => {
     const before = await clientOps();
     await expect(
-      shop.db.transaction().execute(async (tx) => {
+      inTransaction(shop.db, null, async (tx) => {
         await sql`insert into public.orders (item) values ('ts-lost')`.execute(tx);
         await enqueueNotificationInTransaction(tx, { entityId: "shop", subject: "TS lost", text: "never" });
         throw new Error("the caller's business rule failed");
@@ -112,7 +113,7 @@ describe("enqueue inside the caller's own transaction, from TypeScript", () => {
     ).rejects.toThrow("business rule");
     expect(await clientOps()).toBe(before);
 
-    const { trackingId } = await shop.db.transaction().execute(async (tx) => {
+    const { trackingId } = await inTransaction(shop.db, null, async (tx) => {
       await sql`insert into public.orders (item) values ('ts-book')`.execute(tx);
       const enqueued = await enqueueNotificationInTransaction(tx, { entityId: "shop", subject: "TS placed", text: "yes" });
       // The caller's own role is back after the enqueue.

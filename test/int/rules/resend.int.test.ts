@@ -1,24 +1,26 @@
 import { execFile } from "node:child_process";
 import path from "node:path";
-import { resendNotification, runAction, switchStream } from "../../src/admin/redrive";
-import { ConflictError, NotFoundError, ValidationError } from "../../src/errors/errors";
-import { enqueueNotification } from "../../src/notification/enqueue";
-import { getHandling, getHistory } from "../../src/streams/handling";
-import type { StreamRecord } from "../../src/streams/interfaces";
-import { Streams } from "../../src/notification/streams";
-import { findRecords, getByPosition, getLatestById } from "../../src/streams/read";
-import { waitFor } from "../helpers/db";
-import { OUTCOME_TYPES, createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
+import { resendNotification, runAction, switchStream } from "../../../src/admin/redrive";
+import { ConflictError, NotFoundError, ValidationError } from "../../../src/errors/errors";
+import { enqueueNotification } from "../../../src/notification/enqueue";
+import { getHandling, getHistory } from "../../../src/streams/handling";
+import type { StreamRecord } from "../../../src/streams/interfaces";
+import { Streams } from "../../../src/notification/streams";
+import { findRecords, getByPosition, getLatestById } from "../../../src/streams/read";
+import { outcomeOf, settledThen, startRules, type Rules } from "../../helpers/given";
+import { OUTCOME_TYPES, createEntity, person } from "../../helpers/tidings";
 
 /**
  * Resend (issue 10.6): an entity's Slack channel is gone (the stand-in knows
  * only #new: posting to #old answers channel_not_found, as Slack does for a
  * deleted channel); the operator corrects the entity, and a resend prepares
- * the failed channel again from the entity as it is now.
+ * the failed channel again from the entity as it is now. Given/when/then
+ * (test/helpers/given.ts): the bots run through the runner's pipeline when
+ * the test lets the workflow settle, with no workers.
  */
-let app: Tidings;
+let app: Rules;
 beforeAll(async () => {
-  app = await startTidings({ slack: { knownChannels: ["#new"] } });
+  app = await startRules({ slack: { knownChannels: ["#new"] } });
 });
 afterAll(async () => {
   await app.stop();
@@ -28,7 +30,7 @@ beforeEach(() => {
   app.slack.reset();
 });
 
-const REPO = path.resolve(__dirname, "../..");
+const REPO = path.resolve(__dirname, "../../..");
 let entities = 0;
 
 /** A notification on email and Slack to an entity whose Slack channel is #old: email delivered, Slack failed for good. */
@@ -39,7 +41,7 @@ async function brokenSlackNotification(name: string) {
   const entity = person({ email, slack: "#old" });
   await createEntity(app.t, entityId, entity);
   const { trackingId } = await enqueueNotification(app.t.db, { entityId, subject: "Quarterly report", text: `It is ready, ${entityId}.` });
-  const outcome = await waitForOutcome(app.t, trackingId);
+  const outcome = await settledOutcome(trackingId);
   expect(outcome.type).toBe("SentOnSomePreparedChannelsEvent");
   expect(outcome.payload).toMatchObject({ sent: ["email"], failed: ["slack"] });
   const [op] = await findRecords(app.t.adminDb, Streams.slackOperations, { ids: [trackingId] });
@@ -83,21 +85,23 @@ async function latestOutcome(id: string): Promise<StreamRecord | undefined> {
   return getLatestById(app.t.adminDb, Streams.notificationEvents, id, { types: OUTCOME_TYPES });
 }
 
-async function waitForLatestOutcome(id: string, type: string): Promise<StreamRecord> {
-  return waitFor(async () => {
-    const latest = await latestOutcome(id);
-    return latest?.type === type ? latest : undefined;
-  }, { what: `${type} for ${id}` });
+/** When the workflow settles, then `probe` holds: its value. */
+const settled = <T>(probe: () => T | Promise<T>, what?: string) => settledThen(app, probe, what);
+
+async function settledOutcome(id: string): Promise<StreamRecord> {
+  return settled(() => outcomeOf(app, id));
 }
 
-async function waitForView(id: string, status: string) {
-  return waitFor(
-    async () => {
-      const view = await getLatestById(app.t.adminDb, Streams.notificationViews, id);
-      return view && (view.payload as { status: string }).status === status ? view : undefined;
-    },
-    { what: `the view of ${id} to say ${status}` },
-  );
+async function settledLatestOutcome(id: string, type: string): Promise<StreamRecord> {
+  const latest = await settled(() => latestOutcome(id));
+  expect(latest.type).toBe(type);
+  return latest;
+}
+
+async function settledView(id: string, status: string) {
+  const view = await settled(() => getLatestById(app.t.adminDb, Streams.notificationViews, id));
+  expect((view.payload as { status: string }).status).toBe(status);
+  return view;
 }
 
 /** chat.postMessage calls to a channel, whatever Slack answered. */
@@ -150,10 +154,10 @@ describe("resend", () => {
     const done = await resendNotification(app.t.db, { notificationId: n.trackingId, actor: "alice", reason: "Slack channel renamed to #new", execute: true });
     expect(done).toMatchObject({ dryRun: false, actor: "alice", reason: "Slack channel renamed to #new", request: { stream: "notification.internal_operations" } });
 
-    const post = await waitFor(async () => app.slack.postsOf(`${n.trackingId}:slack:resend-1`)[0], { what: "the resent Slack post" });
+    const post = await settled(() => app.slack.postsOf(`${n.trackingId}:slack:resend-1`)[0]);
     expect(post.requestedChannel).toBe("#new");
     expect(post.text).toContain(`It is ready, ${n.entityId}.`);
-    const outcome = await waitForLatestOutcome(n.trackingId, "SentOnAllPreparedChannelsEvent");
+    const outcome = await settledLatestOutcome(n.trackingId, "SentOnAllPreparedChannelsEvent");
     expect(outcome.payload).toMatchObject({ sent: ["email", "slack"], failed: [], timedOut: false });
     expect((outcome.payload as { operations: { operationId: string; outcome: string }[] }).operations.map((o) => [o.operationId, o.outcome]).sort()).toEqual([
       [`${n.trackingId}:email`, "succeeded"],
@@ -195,7 +199,7 @@ describe("resend", () => {
     expect(saga).toMatchObject({ causedBy: byRequest, payload: { policy: "all" } });
 
     // The view: Slack sent, at its new destination; the resend with who and why.
-    const view = await waitForView(n.trackingId, "sent");
+    const view = await settledView(n.trackingId, "sent");
     const payload = view.payload as { channels: { channel: string; destination: string; status: string }[]; resends: unknown[]; outcome: { type: string } };
     expect(payload.outcome.type).toBe("SentOnAllPreparedChannelsEvent");
     expect(payload.channels).toEqual([
@@ -274,9 +278,9 @@ describe("resend", () => {
       await switchStream(app.t.db, false, { concern: "internal_operation_bot" }, { execute: true, reason: "test clean-up", actor: "test" });
     }
 
-    const post = await waitFor(async () => app.slack.postsOf(`${n.trackingId}:slack:resend-1`)[0], { what: "the resent Slack post" });
+    const post = await settled(() => app.slack.postsOf(`${n.trackingId}:slack:resend-1`)[0]);
     expect(post.requestedChannel).toBe("#new");
-    await waitForLatestOutcome(n.trackingId, "SentOnAllPreparedChannelsEvent");
+    await settledLatestOutcome(n.trackingId, "SentOnAllPreparedChannelsEvent");
     const redrives = await app.t.query(`select actor, reason from audit.redrives where record_id = $1`, [n.trackingId]);
     expect(redrives.rows).toEqual([{ actor: "cli-op", reason: "channel renamed" }]);
   }, 120_000);
@@ -289,7 +293,7 @@ describe("resend", () => {
     const entity = person({ email, slack: "#old" });
     await createEntity(app.t, entityId, entity);
     const { trackingId } = await enqueueNotification(app.t.db, { entityId, subject: "Both broken", text: "Nothing arrives." });
-    expect((await waitForOutcome(app.t, trackingId)).type).toBe("CouldNotSendOnAnyPreparedChannelEvent");
+    expect((await settledOutcome(trackingId)).type).toBe("CouldNotSendOnAnyPreparedChannelEvent");
     const [emailOp] = await findRecords(app.t.adminDb, Streams.emailOperations, { ids: [trackingId] });
     // The entity now has Slack #new, and has opted out of email.
     await createEntity(app.t, entityId, { ...entity, slack: "#new", preferences: { ...entity.preferences, optedOut: ["email"] } });
@@ -306,8 +310,8 @@ describe("resend", () => {
     expect(done.archived.map((a) => a.stream)).toEqual(["slack.operations"]);
     expect((await getHandling(app.t.adminDb, Streams.emailOperations, emailOp!.position, "email_bot")).status).toBe("Failed");
 
-    await waitFor(async () => app.slack.postsOf(`${trackingId}:slack:resend-1`)[0], { what: "the resent Slack post" });
-    const outcome = await waitForLatestOutcome(trackingId, "SentOnSomePreparedChannelsEvent");
+    await settled(() => app.slack.postsOf(`${trackingId}:slack:resend-1`)[0]);
+    const outcome = await settledLatestOutcome(trackingId, "SentOnSomePreparedChannelsEvent");
     expect(outcome.payload).toMatchObject({ sent: ["slack"], failed: ["email"] });
     const [resent] = await findRecords(app.t.adminDb, Streams.notificationEvents, { ids: [trackingId], types: ["ResendRequestedEvent"] });
     expect(resent!.payload).toMatchObject({
@@ -315,7 +319,7 @@ describe("resend", () => {
       skipped: [{ channel: "email", previousOperationId: `${trackingId}:email`, reason: "opted out" }],
       carriedOver: [{ channel: "email", outcome: "failed" }],
     });
-    const view = await waitForView(trackingId, "partially_sent");
+    const view = await settledView(trackingId, "partially_sent");
     expect((view.payload as { channels: unknown[] }).channels).toEqual([
       expect.objectContaining({ channel: "email", destination: email, status: "failed" }),
       expect.objectContaining({ channel: "slack", destination: "#new", status: "sent" }),
@@ -338,7 +342,7 @@ describe("resend", () => {
 
     await createEntity(app.t, "fine-fred", person({ email: "fred@example.com", slack: "#new" }));
     const { trackingId } = await enqueueNotification(app.t.db, { entityId: "fine-fred", subject: "All good", text: "Delivered." });
-    expect((await waitForOutcome(app.t, trackingId)).type).toBe("SentOnAllPreparedChannelsEvent");
+    expect((await settledOutcome(trackingId)).type).toBe("SentOnAllPreparedChannelsEvent");
     await expect(resendNotification(app.t.db, { notificationId: trackingId })).rejects.toThrow(/nothing failed to resend: .* ended with SentOnAllPreparedChannelsEvent/);
   });
 
@@ -349,13 +353,10 @@ describe("resend", () => {
 
     const report = await runAction(app.t.db, "redrive-failed", { notification: n.trackingId, concern: "slack_bot" }, { execute: true, reason: "try again", actor: "erin" });
     expect(report).toMatchObject({ changed: 1, queued: 1 });
-    await waitFor(
-      async () => {
-        const h = await getHandling(app.t.adminDb, Streams.slackOperations, n.oldOp.position, "slack_bot");
-        return h.status === "Failed" && h.attempts === 2;
-      },
-      { what: "the re-driven attempt to fail again" },
-    );
+    await settled(async () => {
+      const h = await getHandling(app.t.adminDb, Streams.slackOperations, n.oldOp.position, "slack_bot");
+      return h.status === "Failed" && h.attempts === 2;
+    });
     expect(postAttempts("#old")).toHaveLength(2);
     expect(postAttempts("#new")).toHaveLength(0);
     expect((await latestOutcome(n.trackingId))!.type).toBe("SentOnSomePreparedChannelsEvent");
