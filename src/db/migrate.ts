@@ -3,6 +3,7 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { Logger as WorkerLogger, runMigrations as runWorkerMigrations } from "graphile-worker";
 import type pg from "pg";
+import { packageRoot } from "../util/packageRoot";
 
 /**
  * Forward-only migrations: numbered SQL files in migrations/, each applied
@@ -16,7 +17,7 @@ import type pg from "pg";
  * schema is installed first, under the same lock, because the outbox
  * trigger calls graphile_worker.add_jobs.
  */
-export const MIGRATIONS_DIR = path.resolve(__dirname, "../../migrations");
+export const MIGRATIONS_DIR = path.join(packageRoot(__dirname), "migrations");
 const LOCK_KEY = "tidings:migrate";
 
 export interface MigrationFile {
