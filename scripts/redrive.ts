@@ -11,7 +11,7 @@ import {
   type ActionVerb,
   type SelectionInput,
 } from "../src/admin/redrive";
-import { ConfigError, loadConfig, type Config } from "../src/config/config";
+import { ConfigError, loadConfig } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
 import { TidingsError, ValidationError } from "../src/errors/errors";
 

