@@ -4,7 +4,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { outputStyle, renderRows } from "../src/cli/table";
 import { SCOPES, createApiKey, listApiKeys, revokeApiKey, setApiKeyRateLimit, type ApiKeyInfo } from "../src/auth/apiKeys";
 import { createToolLogger } from "../src/logging/logger";
-import { ConfigError, loadConfig, type Config } from "../src/config/config";
+import { ConfigError, loadConfig } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
 import { DatabaseSetupError } from "../src/db/migrate";
 import { TidingsError } from "../src/errors/errors";

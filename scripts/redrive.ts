@@ -12,7 +12,7 @@ import {
 } from "../src/admin/redrive";
 import type { SelectionResult } from "../src/admin/selection";
 import { createToolLogger } from "../src/logging/logger";
-import { ConfigError, loadConfig, type Config } from "../src/config/config";
+import { ConfigError, loadConfig } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
 import { TidingsError, ValidationError } from "../src/errors/errors";
 

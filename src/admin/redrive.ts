@@ -8,10 +8,9 @@ import { NotificationRecordTypes, ResendNotificationOp, ResendRequestedEvent } f
 import { channelStream, destinationNow, latestSendOutcome, resendOperationId } from "../notification/resend";
 import { appendOne } from "../streams/append";
 import { getHandling, getHistory, queueHandling, setStreamDisabled, transition } from "../streams/handling";
-import type { HandlingStatus, StreamRecord } from "../streams/interfaces";
+import type { HandlingStatus } from "../streams/interfaces";
 import { allChannels, channelOf } from "../notification/channels";
 import { Streams } from "../notification/streams";
-import { findRecords } from "../streams/read";
 import { readTrail, type TrailRecord } from "../streams/trail";
 import { AVAILABLE_STATUSES, type HandlingAction } from "../streams/transitions";
 import {

@@ -115,6 +115,7 @@ export interface ExternalBot<TDeps, TResult> extends BotBase {
   failed?(ctx: HandlerContext<TDeps> & { error: Error; final: boolean; transient: boolean; retryInMs?: number }): Promise<void>;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a list of bots mixes external bots of every result type
 export type Bot<TDeps> = TransactionalBot<TDeps> | ExternalBot<TDeps, any>;
 
 export interface CatchUpContext<TDeps> {

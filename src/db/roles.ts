@@ -117,7 +117,7 @@ export async function prepareDatabase(
     // tidings_client for another database must not find this one open to it.
     if (me.superuser || me.databaseOwner) {
       await admin.query(`revoke connect on database ${db} from public`);
-    } else if ((await admin.query(`select has_database_privilege('public', current_database(), 'CONNECT') as open`)).rows[0].open) {
+    } else if ((await admin.query<{ open: boolean }>(`select has_database_privilege('public', current_database(), 'CONNECT') as open`)).rows[0]?.open) {
       log(`warning: every role may connect to database ${me.database}; revoke connect on database ${db} from public (docs/security.md)`);
     }
 
@@ -162,13 +162,13 @@ async function prepareServiceLogin(
 ): Promise<void> {
   const name = quoteIdent(login.user);
   const password = login.password === undefined ? "" : ` password ${quoteLiteral(login.password)}`;
-  const { rows } = await roles.query("select rolsuper from pg_roles where rolname = $1", [login.user]);
+  const { rows } = await roles.query<{ rolsuper: boolean }>("select rolsuper from pg_roles where rolname = $1", [login.user]);
   if (rows.length === 0) {
     await roles.query(`create role ${name} login${password}`).catch((error: { code?: string }) => {
       if (error.code !== "42710" && error.code !== "23505") throw error;
     });
     log(`created the service login ${login.user}`);
-  } else if (rows[0].rolsuper) {
+  } else if (rows[0]?.rolsuper) {
     // Refused at start (assertServiceLogin); nothing to grant a superuser.
     return;
   } else if (password) {
@@ -177,7 +177,7 @@ async function prepareServiceLogin(
   await roles.query(`grant ${SERVICE_ROLE} to ${name}`);
   if (me.superuser || me.databaseOwner) {
     await admin.query(`grant connect on database ${quoteIdent(me.database)} to ${name}`);
-  } else if (!(await admin.query("select has_database_privilege($1, current_database(), 'CONNECT') as ok", [login.user])).rows[0].ok) {
+  } else if (!(await admin.query<{ ok: boolean }>("select has_database_privilege($1, current_database(), 'CONNECT') as ok", [login.user])).rows[0]?.ok) {
     log(`warning: ${login.user} may not connect to database ${me.database}: grant connect on database ${quoteIdent(me.database)} to ${name}`);
   }
 }

@@ -65,7 +65,7 @@ export class EnqueueBatcher {
     while (this.running < this.options.parallel && this.waiting.length > 0) {
       const batch = this.waiting.splice(0, this.options.maxBatch);
       this.running += 1;
-      this.commit(batch).finally(() => {
+      void this.commit(batch).finally(() => {
         this.running -= 1;
         this.flush();
       });
@@ -113,7 +113,7 @@ export function idempotencyScope(principal: ApiPrincipal | null): string {
  * ignored).
  */
 async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueAnswer | Error>> {
-  const answers: Array<EnqueueAnswer | Error | undefined> = new Array(batch.length);
+  const answers: Array<EnqueueAnswer | Error | undefined> = new Array<EnqueueAnswer | Error | undefined>(batch.length);
 
   // A request for an entity that does not exist is refused before anything
   // of it is stored (its idempotency key included).

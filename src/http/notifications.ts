@@ -1,8 +1,6 @@
 import type { Response } from "express";
-import { sql } from "kysely";
 import { z } from "zod";
-import type { ApiPrincipal } from "../auth/apiKeys";
-import { inTransaction, type Db } from "../db/database";
+import { inTransaction } from "../db/database";
 import { NotFoundError } from "../errors/errors";
 import { latestViewJson } from "../notification/projection";
 import { Streams } from "../notification/streams";

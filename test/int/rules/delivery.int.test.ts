@@ -174,7 +174,7 @@ describe("retry schedules that outlast greylisting", () => {
 
 describe("delivery: fallback", () => {
   it("Slack first, its channel gone: the saga falls back to email, delivered; the fallback is in the view and the audit", async () => {
-    const auditor = (q: string, values: unknown[]) => inTransaction(rules.t.db, "auditor", (tx) => sql.raw<any>(q.replace("$1", `'${values[0]}'`)).execute(tx));
+    const auditor = (q: string, values: unknown[]) => inTransaction(rules.t.db, "auditor", (tx) => sql.raw<any>(q.replace("$1", `'${String(values[0])}'`)).execute(tx));
     await createEntity(rules.t, "flo", person({ email: "flo@example.com", slack: "#gone", preferences: { channels: ["slack", "email"], optedOut: [], delivery: "fallback" } }));
     rules.slack.failNext(1, { kind: "slackError", error: "channel_not_found" });
     const { id } = (await post({ entityId: "flo", subject: "fall back", text: "Hello." })).json;
