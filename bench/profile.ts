@@ -131,7 +131,8 @@ async function main() {
       `\ntop statements by total execution time ([role]; one entry per role and query; statements run by triggers\n` +
         `deferred to commit count as top level; PostgreSQL may merge statements on same-named tables of different schemas):\n`,
     );
-    for (const r of rows) process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  [${r.role}] ${r.q}\n`);
+    for (const r of rows)
+      process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  [${r.role}] ${r.q}\n`);
     const { rows: byCalls } = await bench.adminPool.query(
       `select calls, pg_get_userbyid(userid) as role, regexp_replace(left(query, 120), '\\s+', ' ', 'g') as q
        from pg_stat_statements where toplevel and dbid = (select oid from pg_database where datname = current_database())

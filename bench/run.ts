@@ -30,7 +30,10 @@ import { minimalBytesPerNotification, minimalLatencyAtRate, minimalSustained, op
 const quick = process.env.BENCH_QUICK === "1";
 const seconds = Number(process.env.BENCH_SECONDS ?? (quick ? 8 : 30));
 const scaleSeconds = Number(process.env.BENCH_SCALE_SECONDS ?? (quick ? 5 : 15));
-const auditRows = (process.env.BENCH_AUDIT_ROWS ?? (quick ? "100000" : "1000000,10000000")).split(",").map(Number).filter((n) => n > 0);
+const auditRows = (process.env.BENCH_AUDIT_ROWS ?? (quick ? "100000" : "1000000,10000000"))
+  .split(",")
+  .map(Number)
+  .filter((n) => n > 0);
 const CONCURRENCY = Number(process.env.WORKER_CONCURRENCY ?? 64);
 const SECTIONS = ["ceiling", "queue", "e2e", "minimal", "scaling", "http", "audit"] as const;
 /** BENCH_SECTIONS=http,audit runs only those (ratios need their baseline's section too). */
@@ -174,7 +177,11 @@ async function main() {
     if (runs("audit")) {
       section("Audit query: emails to one address");
       const audit = await auditQuery(bench, auditRows, (m) => process.stdout.write(`${m}\n`));
-      for (const r of audit) line(`${r.rows.toLocaleString("en")} email records`, `${round(r.medianMs, 2)} ms median, ${round(r.p95Ms, 2)} ms p95 (${r.matches} rows; loaded in ${round(r.loadSeconds)} s)`);
+      for (const r of audit)
+        line(
+          `${r.rows.toLocaleString("en")} email records`,
+          `${round(r.medianMs, 2)} ms median, ${round(r.p95Ms, 2)} ms p95 (${r.matches} rows; loaded in ${round(r.loadSeconds)} s)`,
+        );
       figures.audit = audit;
     }
   } finally {

@@ -68,10 +68,7 @@ function publicView(k: ApiKeyInfo) {
   };
 }
 
-const program = new Command()
-  .name("apikeys")
-  .description("Create, list and revoke API keys of the tidings HTTP API. Only a hash of each secret is stored.")
-  .showHelpAfterError();
+const program = new Command().name("apikeys").description("Create, list and revoke API keys of the tidings HTTP API. Only a hash of each secret is stored.").showHelpAfterError();
 
 program
   .command("create")
@@ -123,15 +120,9 @@ program
       process.stdout.write("no API keys\n");
       return;
     }
-    const rows = keys.map(publicView).map((v) => [
-      v.id,
-      v.name,
-      v.scopes.join(","),
-      v.hint,
-      String(v.rateLimit ?? "default"),
-      v.createdAt,
-      v.revokedAt ? `${v.revokedAt}: ${v.revokedReason}` : "-",
-    ]);
+    const rows = keys
+      .map(publicView)
+      .map((v) => [v.id, v.name, v.scopes.join(","), v.hint, String(v.rateLimit ?? "default"), v.createdAt, v.revokedAt ? `${v.revokedAt}: ${v.revokedReason}` : "-"]);
     process.stdout.write(`${renderRows(["id", "name", "scopes", "secret", "rate limit", "created", "revoked"], rows, outputStyle())}\n`);
   });
 

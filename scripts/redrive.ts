@@ -1,15 +1,7 @@
 import "dotenv/config";
 import { Command } from "commander";
 import { formatAction, formatListing, formatResend, formatStuck, formatSwitch } from "../src/admin/format";
-import {
-  findStuck,
-  listRecords,
-  resendNotification,
-  runAction,
-  switchStream,
-  type ActionVerb,
-  type SelectionInput,
-} from "../src/admin/redrive";
+import { findStuck, listRecords, resendNotification, runAction, switchStream, type ActionVerb, type SelectionInput } from "../src/admin/redrive";
 import type { SelectionResult } from "../src/admin/selection";
 import { createToolLogger } from "../src/logging/logger";
 import { ConfigError, loadConfig } from "../src/config/config";
@@ -59,7 +51,13 @@ interface ActOptions extends FilterOptions {
   quiet?: boolean;
 }
 
-const list = (value: string, previous: string[] = []) => [...previous, ...value.split(",").map((v) => v.trim()).filter(Boolean)];
+const list = (value: string, previous: string[] = []) => [
+  ...previous,
+  ...value
+    .split(",")
+    .map((v) => v.trim())
+    .filter(Boolean),
+];
 
 function selectionFrom(o: FilterOptions): SelectionInput {
   return {
@@ -160,9 +158,7 @@ const VERB_HELP: Record<ActionVerb, { description: string; examples: string[] }>
     ],
   },
   "redrive-completed": {
-    description:
-      "Completed → AvailableAfterCompletion, and queue the job again: the work is done a second time (an email resent). " +
-      "Executing needs --i-know-it-was-completed.",
+    description: "Completed → AvailableAfterCompletion, and queue the job again: the work is done a second time (an email resent). " + "Executing needs --i-know-it-was-completed.",
     examples: [
       "redrive-completed --stream notification.client_operations --notification <tracking-id>",
       'redrive-completed --notification <tracking-id> --concern email_bot --i-know-it-was-completed --execute --reason "customer lost the email"',
@@ -172,10 +168,7 @@ const VERB_HELP: Record<ActionVerb, { description: string; examples: string[] }>
     description:
       "Running → AvailableAfterExternalCancellation (a worker died holding the record); --requeue queues the job again. " +
       "Only for records no live worker is handling: see `stuck`.",
-    examples: [
-      "cancel-running --older-than 30m",
-      'cancel-running --concern slack_bot --older-than 1h --requeue --execute --reason "worker host lost"',
-    ],
+    examples: ["cancel-running --older-than 30m", 'cancel-running --concern slack_bot --older-than 1h --requeue --execute --reason "worker host lost"'],
   },
   "archive-failed": {
     description: "Failed → ArchivedAfterFailure: give up on a failure for good (it leaves the list of what waits for an operator).",
@@ -259,10 +252,7 @@ function resendCommand(program: Command): void {
     .option("--json", "machine-readable output")
     .addHelpText(
       "after",
-      examples([
-        "resend --notification <tracking-id>",
-        'resend --notification <tracking-id> --channel slack --execute --reason "Slack channel renamed to #new (TICKET-7)"',
-      ]),
+      examples(["resend --notification <tracking-id>", 'resend --notification <tracking-id> --channel slack --execute --reason "Slack channel renamed to #new (TICKET-7)"']),
     )
     .action(async (o: { notification: string; channel?: string[]; execute?: boolean; reason?: string; actor?: string; json?: boolean }) => {
       await withDatabase(o.json, async ({ db }) => {
@@ -288,15 +278,14 @@ function buildProgram(): Command {
     .showHelpAfterError()
     .addHelpText("after", examples(["stuck", "list --notification <tracking-id>", "redrive-failed --notification <tracking-id> --concern slack_bot"]));
 
-  addFilters(program.command("list").description("List records with their handling state (read-only).")).addHelpText(
-    "after",
-    examples(["list --notification <tracking-id>", "list --status Failed --concern email_bot --since 1d", "list --entity ada --json"]),
-  ).action(async (o: FilterOptions) => {
-    await withDatabase(o.json, async ({ db }) => {
-      const result = await listRecords(db, selectionFrom(o));
-      printRows(o.json, result, formatListing(result));
+  addFilters(program.command("list").description("List records with their handling state (read-only)."))
+    .addHelpText("after", examples(["list --notification <tracking-id>", "list --status Failed --concern email_bot --since 1d", "list --entity ada --json"]))
+    .action(async (o: FilterOptions) => {
+      await withDatabase(o.json, async ({ db }) => {
+        const result = await listRecords(db, selectionFrom(o));
+        printRows(o.json, result, formatListing(result));
+      });
     });
-  });
 
   addFilters(program.command("stuck").description("Running records older than --older-than (default 10m), and Failed records waiting for an operator (read-only)."), {
     status: false,
@@ -306,7 +295,11 @@ function buildProgram(): Command {
       await withDatabase(o.json, async ({ db }) => {
         const report = await findStuck(db, selectionFrom(o));
         // --json: one array, the stuck running records then the failed ones (each row's status tells them apart).
-        const rows = { records: [...report.running.records, ...report.failed.records], limited: report.running.limited || report.failed.limited, matched: report.running.matched + report.failed.matched };
+        const rows = {
+          records: [...report.running.records, ...report.failed.records],
+          limited: report.running.limited || report.failed.limited,
+          matched: report.running.matched + report.failed.matched,
+        };
         printRows(o.json, rows, formatStuck(report));
       });
     });
@@ -321,4 +314,3 @@ function buildProgram(): Command {
 buildProgram()
   .parseAsync(process.argv)
   .catch((error: unknown) => reportError(error, process.argv.includes("--json")));
-

@@ -98,10 +98,7 @@ async function main(): Promise<void> {
     if (!config.DATABASE_URL) {
       const key = await ensureDevelopmentKey(database.db);
       if (key) {
-        logger.info(
-          { apiKeyId: key.keyId },
-          `created a development API key with every scope (no key existed); it is shown only this once: ${key.secret}`,
-        );
+        logger.info({ apiKeyId: key.keyId }, `created a development API key with every scope (no key existed); it is shown only this once: ${key.secret}`);
         announce("Development API key (every scope; shown only this once, use it as Authorization: Bearer <key>):", key.secret);
       }
     }

@@ -29,9 +29,7 @@ export async function channelsCeiling(smtp: TestSmtpServer, slack: SlackStandIn,
     // warm up connections
     await closedLoop(50, concurrency, (i) => send(i));
     const emailsPerSec = await closedLoop(total, concurrency, (i) => send(i));
-    const postsPerSec = await closedLoop(total, concurrency, (i) =>
-      poster.postMessage({ channel: "U0BENCH001", text: `Benchmark ${i}\n\nHello from the ceiling loop.` }),
-    );
+    const postsPerSec = await closedLoop(total, concurrency, (i) => poster.postMessage({ channel: "U0BENCH001", text: `Benchmark ${i}\n\nHello from the ceiling loop.` }));
     // One notification needs one of each: the pair rate if both ran back to back.
     const pairsPerSec = 1 / (1 / emailsPerSec + 1 / postsPerSec);
     return { emailsPerSec, postsPerSec, pairsPerSec };

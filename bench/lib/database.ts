@@ -149,11 +149,7 @@ export async function openBenchDatabase(poolSize: number, extraFlags: string[] =
 }
 
 /** A second fresh database on the same server, set up like the first (for sections that must not share state). */
-export async function freshDatabase(
-  serverUrl: string,
-  name: string,
-  login: Required<ServiceLogin>,
-): Promise<{ url: string; adminUrl: string; drop(): Promise<void> }> {
+export async function freshDatabase(serverUrl: string, name: string, login: Required<ServiceLogin>): Promise<{ url: string; adminUrl: string; drop(): Promise<void> }> {
   const admin = new pg.Client({ connectionString: serverUrl });
   await admin.connect();
   await admin.query(`drop database if exists ${name} with (force)`);

@@ -35,23 +35,27 @@ export async function startWorkers(count: number, env: WorkerEnv): Promise<{ sto
   await Promise.all(
     Array.from({ length: count }, () => {
       const { MIGRATION_DATABASE_URL: _migrationUrl, ...inherited } = process.env;
-      const child = spawn(process.execPath, [...(process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), "--import", "tsx", "src/main.ts"], {
-        cwd: root,
-        env: {
-          ...inherited,
-          DATABASE_URL: env.databaseUrl,
-          RUN_API: "false",
-          RUN_WORKER: "true",
-          SMTP_URL: env.smtpUrl,
-          SLACK_BOT_TOKEN: env.slackToken,
-          SLACK_API_URL: env.slackApiUrl,
-          WORKER_CONCURRENCY: String(env.concurrency),
-          DB_POOL_SIZE: String(Math.min(60, env.concurrency + 10)),
-          SAGA_DEADLINE_MS: String(3_600_000),
-          LOG_LEVEL: "warn",
+      const child = spawn(
+        process.execPath,
+        [...(process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), "--import", "tsx", "src/main.ts"],
+        {
+          cwd: root,
+          env: {
+            ...inherited,
+            DATABASE_URL: env.databaseUrl,
+            RUN_API: "false",
+            RUN_WORKER: "true",
+            SMTP_URL: env.smtpUrl,
+            SLACK_BOT_TOKEN: env.slackToken,
+            SLACK_API_URL: env.slackApiUrl,
+            WORKER_CONCURRENCY: String(env.concurrency),
+            DB_POOL_SIZE: String(Math.min(60, env.concurrency + 10)),
+            SAGA_DEADLINE_MS: String(3_600_000),
+            LOG_LEVEL: "warn",
+          },
+          stdio: ["ignore", "pipe", "pipe"],
         },
-        stdio: ["ignore", "pipe", "pipe"],
-      });
+      );
       children.push(child);
       let output = "";
       return new Promise<void>((resolve, reject) => {

@@ -171,17 +171,12 @@ export async function minimalLatencyAtRate(pool: pg.Pool, options: { ratePerSec:
   }
   await Promise.all(pending);
   await drain(pool);
-  const { rows } = await pool.query(
-    "select extract(epoch from (sent_at - created_at)) * 1000 as ms from minimal.notifications where id > $1",
-    [start[0].id],
-  );
+  const { rows } = await pool.query("select extract(epoch from (sent_at - created_at)) * 1000 as ms from minimal.notifications where id > $1", [start[0].id]);
   const sorted = rows.map((r) => Number(r.ms)).sort((a, b) => a - b);
   return { count: sorted.length, p50: percentile(sorted, 50), p95: percentile(sorted, 95), p99: percentile(sorted, 99) };
 }
 
 export async function minimalBytesPerNotification(pool: pg.Pool): Promise<number> {
-  const { rows } = await pool.query(
-    "select pg_total_relation_size('minimal.notifications')::bigint as bytes, (select count(*) from minimal.notifications)::bigint as n",
-  );
+  const { rows } = await pool.query("select pg_total_relation_size('minimal.notifications')::bigint as bytes, (select count(*) from minimal.notifications)::bigint as n");
   return Number(rows[0].bytes) / Math.max(1, Number(rows[0].n));
 }

@@ -50,10 +50,7 @@ export function formatAction(report: ActionReport, style: OutputStyle = outputSt
   const first = report.changes[0];
   const move = first ? `${first.status} → ${first.to}${first.requeue ? ", job queued again" : ""}` : "";
   if (report.dryRun) {
-    lines.push(
-      `DRY RUN: nothing was changed. ${plural(report.selected, "record")} would change` +
-        `${move ? ` (${report.verb}: ${move})` : ""}.`,
-    );
+    lines.push(`DRY RUN: nothing was changed. ${plural(report.selected, "record")} would change` + `${move ? ` (${report.verb}: ${move})` : ""}.`);
   } else {
     lines.push(
       `${report.verb} by ${report.actor} (reason: ${JSON.stringify(report.reason)}): ` +

@@ -13,16 +13,7 @@ import { allChannels, channelOf } from "../notification/channels";
 import { Streams } from "../notification/streams";
 import { readTrail, type TrailRecord } from "../streams/trail";
 import { AVAILABLE_STATUSES, type HandlingAction } from "../streams/transitions";
-import {
-  DEFAULT_STUCK_AFTER,
-  parseDuration,
-  resolveSelection,
-  selectRecords,
-  type SelectedRecord,
-  type Selection,
-  type SelectionInput,
-  type SelectionResult,
-} from "./selection";
+import { DEFAULT_STUCK_AFTER, parseDuration, resolveSelection, selectRecords, type SelectedRecord, type Selection, type SelectionInput, type SelectionResult } from "./selection";
 
 export * from "./selection";
 
@@ -132,18 +123,16 @@ function resolveActor(actor: string | undefined): string {
 function checkMayAct(verb: ActionVerb, options: ActOptions): void {
   const reason = options.reason?.trim() ?? "";
   if (options.execute && reason === "") {
-    throw new ValidationError(
-      `refusing to ${verb} without a reason: --execute needs --reason "<why>", which is kept in the handling history`,
-      [{ path: "reason", message: "required with --execute" }],
-    );
+    throw new ValidationError(`refusing to ${verb} without a reason: --execute needs --reason "<why>", which is kept in the handling history`, [
+      { path: "reason", message: "required with --execute" },
+    ]);
   }
   if (options.reason !== undefined && options.reason.length > 2000) {
     throw new ValidationError("reason must be at most 2000 characters", [{ path: "reason", message: "at most 2000 characters" }]);
   }
   if (verb === "redrive-completed" && options.execute && !options.confirmCompleted) {
     throw new ValidationError(
-      "refusing to re-drive completed records: their work was done (an email sent, a message posted) and will be done again; " +
-        "add --i-know-it-was-completed to confirm",
+      "refusing to re-drive completed records: their work was done (an email sent, a message posted) and will be done again; " + "add --i-know-it-was-completed to confirm",
       [{ path: "confirmCompleted", message: "required to execute redrive-completed" }],
     );
   }
@@ -271,7 +260,12 @@ export async function runAction(db: Db, verb: ActionVerb, input: SelectionInput,
           }
         }
         for (const group of toQueue.values()) {
-          await queueHandling(tx, group.stream, group.concern, group.changes.map((c) => c.position));
+          await queueHandling(
+            tx,
+            group.stream,
+            group.concern,
+            group.changes.map((c) => c.position),
+          );
         }
       });
     } catch (thrown) {
@@ -362,9 +356,7 @@ export async function switchStream(
     throw new ValidationError(`${verb} needs the concern to switch (--concern)`, [{ path: "concern", message: "required" }]);
   }
   if (options.execute && !options.reason?.trim()) {
-    throw new ValidationError(`refusing to ${verb} without a reason: --execute needs --reason "<why>"`, [
-      { path: "reason", message: "required with --execute" },
-    ]);
+    throw new ValidationError(`refusing to ${verb} without a reason: --execute needs --reason "<why>"`, [{ path: "reason", message: "required with --execute" }]);
   }
   const actor = resolveActor(options.actor);
   const reason = options.reason?.trim() || null;
@@ -496,12 +488,7 @@ function checkResendInput(input: ResendInput): { id: string; channels: Channel[]
 async function planResend(tx: Tx, id: string, wanted: Channel[] | null): Promise<Omit<ResendReport, "dryRun" | "actor" | "reason" | "request" | "archived">> {
   // Everything about the notification, with its handling, in one read (the engine's readTrail).
   const trail = await readTrail(tx, [id], {
-    streams: [
-      Streams.notificationClientOperations,
-      Streams.notificationInternalOperations,
-      Streams.notificationEvents,
-      ...allChannels.map((c) => c.streams.operations),
-    ],
+    streams: [Streams.notificationClientOperations, Streams.notificationInternalOperations, Streams.notificationEvents, ...allChannels.map((c) => c.streams.operations)],
   });
   const inStream = (stream: string) => trail.filter((r) => r.stream === stream).sort((a, b) => a.position - b.position);
   const handlingOf = (record: TrailRecord, concern: string) => record.handling.find((h) => h.concern === concern)!;
@@ -531,9 +518,7 @@ async function planResend(tx: Tx, id: string, wanted: Channel[] | null): Promise
   const latest = latestSendOutcome(events);
   const underway = events.filter((e) => e.type === "ResendRequestedEvent" && ResendRequestedEvent.parse(e.payload).operations.length > 0).at(-1);
   if (underway && (!latest || underway.position > latest.record.position)) {
-    throw new ConflictError(
-      `a resend of notification ${id} is under way (notification.events #${underway.position}, ${underway.recordedAt.toISOString()}): wait for its outcome`,
-    );
+    throw new ConflictError(`a resend of notification ${id} is under way (notification.events #${underway.position}, ${underway.recordedAt.toISOString()}): wait for its outcome`);
   }
   if (!latest) {
     const notSent = events.filter((e) => NOT_SENT_TYPES.includes(e.type)).at(-1);

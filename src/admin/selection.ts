@@ -164,9 +164,7 @@ export async function resolvePairs(db: Executor, stream: string | undefined, con
     const ofStream = consumers.filter((c) => c.stream === stream).map((c) => c.concern);
     if (ofStream.length === 0) throw new NotFoundError(`stream "${stream}" has no consumers: none of its records is handled`);
     const ofConcern = consumers.filter((c) => c.concern === concern).map((c) => c.stream);
-    throw new NotFoundError(
-      `concern "${concern}" does not consume stream "${stream}": ${stream} is handled by ${ofStream.join(", ")}; ${concern} handles ${ofConcern.join(", ")}`,
-    );
+    throw new NotFoundError(`concern "${concern}" does not consume stream "${stream}": ${stream} is handled by ${ofStream.join(", ")}; ${concern} handles ${ofConcern.join(", ")}`);
   }
   return pairs;
 }
@@ -197,11 +195,7 @@ function capture<T>(fn: () => T, issues: { path: string; message: string }[]): T
  * `fixedStatuses` is the acting verbs' own status (Failed for redrive-failed, ...).
  * All problems are reported together, each naming its field.
  */
-export async function resolveSelection(
-  db: Executor,
-  input: SelectionInput,
-  options: { fixedStatuses?: HandlingStatus[]; defaultLimit: number; now?: Date },
-): Promise<Selection> {
+export async function resolveSelection(db: Executor, input: SelectionInput, options: { fixedStatuses?: HandlingStatus[]; defaultLimit: number; now?: Date }): Promise<Selection> {
   const issues: { path: string; message: string }[] = [];
   const now = options.now ?? new Date();
 

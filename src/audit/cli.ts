@@ -88,26 +88,24 @@ function describeValidation(error: ValidationError): string {
     .join("; ");
 }
 
-const EMAIL_COLUMNS = columns<AuditEmail>(
-  "requested_at", "notification_id", "purpose", "recipient", "subject", "status", "attempts", "sent_at", "smtp_code", "last_error",
-);
-const SLACK_COLUMNS = columns<AuditSlackMessage>(
-  "requested_at", "notification_id", "purpose", "channel", "status", "attempts", "sent_at", "ts", "slack_error", "last_error",
-);
+const EMAIL_COLUMNS = columns<AuditEmail>("requested_at", "notification_id", "purpose", "recipient", "subject", "status", "attempts", "sent_at", "smtp_code", "last_error");
+const SLACK_COLUMNS = columns<AuditSlackMessage>("requested_at", "notification_id", "purpose", "channel", "status", "attempts", "sent_at", "ts", "slack_error", "last_error");
 const NOTIFICATION_COLUMNS = columns<AuditNotification>(
-  "requested_at", "tracking_id", "entity_id", "subject", "status", "outcome_at", "failed_channels", "failure_reason", "internal_team_alerted",
+  "requested_at",
+  "tracking_id",
+  "entity_id",
+  "subject",
+  "status",
+  "outcome_at",
+  "failed_channels",
+  "failure_reason",
+  "internal_team_alerted",
 );
 const RECORD_COLUMNS = columns<AuditRecord>("recorded_at", "stream", "position", "record_type", "recorded_by");
-const CHANGE_COLUMNS = columns<AuditHandlingChange>(
-  "at", "stream", "position", "concern", "action", "from_status", "to_status", "actor", "attempt", "reason",
-);
+const CHANGE_COLUMNS = columns<AuditHandlingChange>("at", "stream", "position", "concern", "action", "from_status", "to_status", "actor", "attempt", "reason");
 const FAILURE_COLUMNS = columns<AuditFailure>("failed_since", "stream", "position", "record_id", "concern", "attempts", "error");
-const ENTITY_COLUMNS = columns<AuditEntityVersion>(
-  "version", "valid_from", "valid_to", "removed", "email", "slack", "channels", "opted_out", "delivery", "changed", "changed_by",
-);
-const REDRIVE_COLUMNS = columns<AuditRedrive>(
-  "at", "actor", "action", "stream", "position", "record_id", "concern", "from_status", "to_status", "reason",
-);
+const ENTITY_COLUMNS = columns<AuditEntityVersion>("version", "valid_from", "valid_to", "removed", "email", "slack", "channels", "opted_out", "delivery", "changed", "changed_by");
+const REDRIVE_COLUMNS = columns<AuditRedrive>("at", "actor", "action", "stream", "position", "record_id", "concern", "from_status", "to_status", "reason");
 
 interface Common {
   json?: boolean;
@@ -119,8 +117,10 @@ interface Common {
  */
 export function buildAuditProgram(io: Output, connect: () => Promise<Connection> = () => connectFromEnvironment()): Command {
   const program = new Command("audit")
-    .description("Answers what tidings did: emails, Slack messages, notifications, failures, entity versions, re-drives.\n" +
-      "Reads the audit views as the tidings_auditor role (see docs/audit.md). Connects with DATABASE_URL, or the embedded database.")
+    .description(
+      "Answers what tidings did: emails, Slack messages, notifications, failures, entity versions, re-drives.\n" +
+        "Reads the audit views as the tidings_auditor role (see docs/audit.md). Connects with DATABASE_URL, or the embedded database.",
+    )
     .configureOutput({ writeOut: (s) => io.out(s.replace(/\n$/, "")), writeErr: (s) => io.err(s.replace(/\n$/, "")) })
     .exitOverride()
     .showHelpAfterError("(add --help for usage)");
@@ -156,7 +156,11 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     ),
   ).action(async (opts: Common & { to: string; since?: string; until?: string; status?: string; limit: string }) => {
     const filter = parseInput(EmailFilter, { to: opts.to, since: opts.since, until: opts.until, status: opts.status, limit: opts.limit }, "options");
-    await run(opts, (tx) => findEmails(tx, filter), (rows) => renderTable(rows, EMAIL_COLUMNS, style));
+    await run(
+      opts,
+      (tx) => findEmails(tx, filter),
+      (rows) => renderTable(rows, EMAIL_COLUMNS, style),
+    );
   });
 
   withJson(
@@ -172,7 +176,11 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     ),
   ).action(async (opts: Common & { channel: string; since?: string; until?: string; status?: string; limit: string }) => {
     const filter = parseInput(SlackFilter, { channel: opts.channel, since: opts.since, until: opts.until, status: opts.status, limit: opts.limit }, "options");
-    await run(opts, (tx) => findSlackMessages(tx, filter), (rows) => renderTable(rows, SLACK_COLUMNS, style));
+    await run(
+      opts,
+      (tx) => findSlackMessages(tx, filter),
+      (rows) => renderTable(rows, SLACK_COLUMNS, style),
+    );
   });
 
   withJson(
@@ -188,7 +196,11 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     ),
   ).action(async (opts: Common & { entity?: string; since?: string; until?: string; status?: string; limit: string }) => {
     const filter = parseInput(NotificationFilter, { entityId: opts.entity, since: opts.since, until: opts.until, status: opts.status, limit: opts.limit }, "options");
-    await run(opts, (tx) => findNotifications(tx, filter), (rows) => renderTable(rows, NOTIFICATION_COLUMNS, style));
+    await run(
+      opts,
+      (tx) => findNotifications(tx, filter),
+      (rows) => renderTable(rows, NOTIFICATION_COLUMNS, style),
+    );
   });
 
   withJson(
@@ -197,26 +209,31 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
       .description("Everything about one notification: its outcome, emails, Slack messages, records and handling changes.")
       .argument("<tracking-id>", "the tracking id returned when it was enqueued"),
   ).action(async (id: string, opts: Common) => {
-    await run(opts, async (tx) => {
-      const detail = await getNotificationDetail(tx, id);
-      if (!detail) throw new NotFoundError(`no notification has tracking id "${id}"`);
-      return detail;
-    }, (d) => [
-      "Notification",
-      renderRecord(d.notification, style),
-      "",
-      "Emails",
-      renderTable(d.emails, EMAIL_COLUMNS, style),
-      "",
-      "Slack messages",
-      renderTable(d.slackMessages, SLACK_COLUMNS, style),
-      "",
-      "Records",
-      renderTable(d.records, RECORD_COLUMNS, style),
-      "",
-      "Handling changes",
-      renderTable(d.handlingChanges, CHANGE_COLUMNS, style),
-    ].join("\n"));
+    await run(
+      opts,
+      async (tx) => {
+        const detail = await getNotificationDetail(tx, id);
+        if (!detail) throw new NotFoundError(`no notification has tracking id "${id}"`);
+        return detail;
+      },
+      (d) =>
+        [
+          "Notification",
+          renderRecord(d.notification, style),
+          "",
+          "Emails",
+          renderTable(d.emails, EMAIL_COLUMNS, style),
+          "",
+          "Slack messages",
+          renderTable(d.slackMessages, SLACK_COLUMNS, style),
+          "",
+          "Records",
+          renderTable(d.records, RECORD_COLUMNS, style),
+          "",
+          "Handling changes",
+          renderTable(d.handlingChanges, CHANGE_COLUMNS, style),
+        ].join("\n"),
+    );
   });
 
   withJson(
@@ -229,7 +246,11 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     ),
   ).action(async (opts: Common & { stream?: string; concern?: string; limit: string }) => {
     const filter = parseInput(FailureFilter, { stream: opts.stream, concern: opts.concern, limit: opts.limit }, "options");
-    await run(opts, (tx) => listFailuresWaiting(tx, filter), (rows) => renderTable(rows, FAILURE_COLUMNS, style));
+    await run(
+      opts,
+      (tx) => listFailuresWaiting(tx, filter),
+      (rows) => renderTable(rows, FAILURE_COLUMNS, style),
+    );
   });
 
   withJson(
@@ -240,7 +261,11 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
       .option("--at <ISO>", "the instant to ask about (e.g. 2026-11-26T14:02:00Z; no offset: local time)"),
   ).action(async (id: string, opts: Common & { at?: string }) => {
     const at = opts.at === undefined ? undefined : parseInput(z.strictObject({ at: instant }), { at: opts.at }, "options").at;
-    await run(opts, (tx) => getEntityVersions(tx, id, at), (rows) => renderTable(rows, ENTITY_COLUMNS, style));
+    await run(
+      opts,
+      (tx) => getEntityVersions(tx, id, at),
+      (rows) => renderTable(rows, ENTITY_COLUMNS, style),
+    );
   });
 
   withJson(
@@ -255,7 +280,11 @@ export function buildAuditProgram(io: Output, connect: () => Promise<Connection>
     ),
   ).action(async (opts: Common & { actor?: string; since?: string; until?: string; limit: string }) => {
     const filter = parseInput(RedriveFilter, { actor: opts.actor, since: opts.since, until: opts.until, limit: opts.limit }, "options");
-    await run(opts, (tx) => listRedrives(tx, filter), (rows) => renderTable(rows, REDRIVE_COLUMNS, style));
+    await run(
+      opts,
+      (tx) => listRedrives(tx, filter),
+      (rows) => renderTable(rows, REDRIVE_COLUMNS, style),
+    );
   });
 
   return program;

@@ -32,12 +32,19 @@ export function columns<Row>(...keys: Array<keyof Row & string>): Column<Row>[] 
 }
 
 export function renderTable<Row>(rows: readonly Row[], cols: readonly Column<Row>[], style: OutputStyle): string {
-  const text = renderRows(cols.map((c) => c.header), rows.map((row) => cols.map((c) => cell(c.value(row)))), style);
+  const text = renderRows(
+    cols.map((c) => c.header),
+    rows.map((row) => cols.map((c) => cell(c.value(row)))),
+    style,
+  );
   // No rows in the vertical layout is no text at all; the count says it.
   return `${text ? `${text}\n` : ""}(${rows.length} ${rows.length === 1 ? "row" : "rows"})`;
 }
 
 /** One row as field / value lines. */
 export function renderRecord(row: object, style: OutputStyle): string {
-  return renderFields(Object.entries(row).map(([key, value]) => [key, cell(value)] as const), style);
+  return renderFields(
+    Object.entries(row).map(([key, value]) => [key, cell(value)] as const),
+    style,
+  );
 }

@@ -222,19 +222,13 @@ function checkPeriod<T extends { since?: Date; until?: Date }>(value: T, ctx: z.
   }
 }
 
-export const EmailFilter = z
-  .strictObject({ to: text(320), ...period, status: z.enum(EMAIL_STATUSES).optional(), limit })
-  .superRefine(checkPeriod);
+export const EmailFilter = z.strictObject({ to: text(320), ...period, status: z.enum(EMAIL_STATUSES).optional(), limit }).superRefine(checkPeriod);
 export type EmailFilter = z.input<typeof EmailFilter>;
 
-export const SlackFilter = z
-  .strictObject({ channel: text(100), ...period, status: z.enum(EMAIL_STATUSES).optional(), limit })
-  .superRefine(checkPeriod);
+export const SlackFilter = z.strictObject({ channel: text(100), ...period, status: z.enum(EMAIL_STATUSES).optional(), limit }).superRefine(checkPeriod);
 export type SlackFilter = z.input<typeof SlackFilter>;
 
-export const NotificationFilter = z
-  .strictObject({ entityId: text(200).optional(), ...period, status: z.enum(NOTIFICATION_STATUSES).optional(), limit })
-  .superRefine(checkPeriod);
+export const NotificationFilter = z.strictObject({ entityId: text(200).optional(), ...period, status: z.enum(NOTIFICATION_STATUSES).optional(), limit }).superRefine(checkPeriod);
 export type NotificationFilter = z.input<typeof NotificationFilter>;
 
 export const FailureFilter = z.strictObject({ stream: text(200).optional(), concern: text(100).optional(), limit });
@@ -351,9 +345,7 @@ export async function listFailuresWaiting(tx: AuditorTx, input: FailureFilter = 
 export async function getEntityVersions(tx: AuditorTx, id: string, at?: Date | string): Promise<AuditEntityVersion[]> {
   const entity = parseInput(entityId, id, "entity id");
   const when = at === undefined ? undefined : parseInput(instant, at, "instant (--at)");
-  const asOf = when
-    ? sql`and valid_from <= ${when} and (valid_to is null or valid_to > ${when})`
-    : sql``;
+  const asOf = when ? sql`and valid_from <= ${when} and (valid_to is null or valid_to > ${when})` : sql``;
   const { rows } = await sql<AuditEntityVersion>`
     select * from audit.entity_versions where entity_id = ${entity} ${asOf} order by version`.execute(tx);
   return rows;

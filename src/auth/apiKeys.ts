@@ -142,9 +142,7 @@ export async function revokeApiKey(db: Executor, keyId: string, reason: string):
   if (rows[0]) return toInfo(rows[0]);
   const { rows: existing } = await sql<KeyRow>`select * from api.keys where id = ${keyId}`.execute(db);
   if (!existing[0]) throw new NotFoundError(`no API key with id ${keyId}`);
-  throw new ConflictError(
-    `API key ${keyId} was already revoked at ${existing[0].revoked_at!.toISOString()}: ${existing[0].revoked_reason}`,
-  );
+  throw new ConflictError(`API key ${keyId} was already revoked at ${existing[0].revoked_at!.toISOString()}: ${existing[0].revoked_reason}`);
 }
 
 /** Set a key's own rate limit (requests per window), or null to use the API's default; from the next request on. */
@@ -172,9 +170,7 @@ export interface RateWindow {
   resetSeconds: number;
 }
 
-export type AdmissionResult =
-  | { ok: true; principal: ApiPrincipal; window: RateWindow | null }
-  | { ok: false; reason: "unknown" | "revoked" };
+export type AdmissionResult = { ok: true; principal: ApiPrincipal; window: RateWindow | null } | { ok: false; reason: "unknown" | "revoked" };
 
 interface AdmissionRow {
   id: string;

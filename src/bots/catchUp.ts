@@ -30,11 +30,7 @@ export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<
     const { rows: locked } = await sql<{ locked: boolean }>`
       select pg_try_advisory_xact_lock(hashtextextended(${`checkpoint ${bot.checkpoint}`}, 0)) as locked`.execute(tx);
     if (!locked[0]?.locked) return 0;
-    const row = await tx
-      .selectFrom("tidings.checkpoints")
-      .select("cursors")
-      .where("name", "=", bot.checkpoint)
-      .executeTakeFirst();
+    const row = await tx.selectFrom("tidings.checkpoints").select("cursors").where("name", "=", bot.checkpoint).executeTakeFirst();
     if (!row) throw new Error(`checkpoint "${bot.checkpoint}" is not declared in tidings.checkpoints`);
     const cursors = row.cursors as Record<string, string>;
     const records: StreamRecord[] = [];

@@ -93,12 +93,7 @@ function formatDelay(ms: number): string {
 /** Transient failures are retried with backoff; permanent ones fail the record now. */
 export function classify(error: Error): { transient: boolean; retryAfterMs?: number } {
   if (error instanceof ExternalError) return { transient: error.transient, retryAfterMs: error.retryAfterMs };
-  if (
-    error instanceof ValidationError ||
-    error instanceof ZodError ||
-    error instanceof NotFoundError ||
-    error instanceof ForbiddenError
-  ) {
+  if (error instanceof ValidationError || error instanceof ZodError || error instanceof NotFoundError || error instanceof ForbiddenError) {
     return { transient: false };
   }
   // Anything else (a lost database connection, a bug) may pass: retry, bounded by maxAttempts.
@@ -233,7 +228,12 @@ class Pipeline<TDeps> {
    * is skipped.
    */
   private async claimAndLoad(tx: Tx, items: readonly BatchItem[]): Promise<Claimed[]> {
-    const claimedRows = await claimManyWithRecords(tx, this.target, items.map((i) => ({ position: i.position, claimedBy: i.jobTag })), this.bot.actor);
+    const claimedRows = await claimManyWithRecords(
+      tx,
+      this.target,
+      items.map((i) => ({ position: i.position, claimedBy: i.jobTag })),
+      this.bot.actor,
+    );
     const byPosition = new Map(claimedRows.map((c) => [c.record.position, c]));
     const claimed: Claimed[] = [];
     for (const item of items) {
@@ -303,7 +303,12 @@ class Pipeline<TDeps> {
         }
       }
       const completed = claimed.filter((c) => !selfCancelled.has(c.item));
-      await completeMany(tx, this.target, completed.map((c) => c.record.position), bot.actor);
+      await completeMany(
+        tx,
+        this.target,
+        completed.map((c) => c.record.position),
+        bot.actor,
+      );
       for (const c of claimed) outcomes.set(c.item, selfCancelled.has(c.item) ? "self_cancelled" : "completed");
     });
     return outcomes;
@@ -341,7 +346,8 @@ class Pipeline<TDeps> {
     // Sends that ended after the worker stopped waiting record nothing: they stay Running, in doubt.
     const stopped = this.rt.stopping?.aborted ?? false;
     for (const s of settled) if (stopped && !s.ok) outcomes.set(s.item, "in_doubt");
-    if (stopped && settled.some((s) => !s.ok)) this.logger.warn({ positions: settled.filter((s) => !s.ok).map((s) => s.record.position) }, "sends cut short by shutdown; left Running, in doubt");
+    if (stopped && settled.some((s) => !s.ok))
+      this.logger.warn({ positions: settled.filter((s) => !s.ok).map((s) => s.record.position) }, "sends cut short by shutdown; left Running, in doubt");
 
     const successes = settled.filter((s) => s.ok);
     if (successes.length > 0) {
@@ -351,7 +357,12 @@ class Pipeline<TDeps> {
           const now = await this.now(tx);
           for (const s of group) await bot.succeeded({ ...this.context(tx, s, s.record, now, out), result: s.result });
           await out.flush(tx);
-          await completeMany(tx, this.target, group.map((s) => s.record.position), bot.actor);
+          await completeMany(
+            tx,
+            this.target,
+            group.map((s) => s.record.position),
+            bot.actor,
+          );
         });
       try {
         await recordAll(successes);
@@ -467,9 +478,7 @@ class Pipeline<TDeps> {
     }
     await transition(tx, target, "fail", {
       actor: bot.actor,
-      reason: final
-        ? `${transient ? "gave up after" : "permanent failure on"} attempt ${attempt}: ${message}`
-        : `attempt ${attempt} failed: ${message}`,
+      reason: final ? `${transient ? "gave up after" : "permanent failure on"} attempt ${attempt}: ${message}` : `attempt ${attempt} failed: ${message}`,
       error: message,
       details: { attempt, failures, transient, ...externalDetails },
     });

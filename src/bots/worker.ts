@@ -126,10 +126,7 @@ export async function startWorker<TDeps>(options: {
     }
   };
 
-  await db
-    .insertInto("tidings.worker_heartbeats")
-    .values({ process_id: processId, worker_ids: [], hostname: os.hostname(), pid: process.pid })
-    .execute();
+  await db.insertInto("tidings.worker_heartbeats").values({ process_id: processId, worker_ids: [], hostname: os.hostname(), pid: process.pid }).execute();
 
   const startRunner = () => {
     poolIds = new Set<string>();
@@ -221,9 +218,12 @@ export async function startWorker<TDeps>(options: {
     await recoverAbandonedJobs(db, settings.leaseMs, logger);
   };
   await beat().catch((error) => logger.warn({ err: error }, "heartbeat failed"));
-  const timer = setInterval(() => {
-    beat().catch((error) => logger.warn({ err: error }, "heartbeat failed"));
-  }, Math.max(100, Math.floor(settings.leaseMs / 3)));
+  const timer = setInterval(
+    () => {
+      beat().catch((error) => logger.warn({ err: error }, "heartbeat failed"));
+    },
+    Math.max(100, Math.floor(settings.leaseMs / 3)),
+  );
   timer.unref();
 
   // The outbox's safety net: records waiting with no job get one.
@@ -259,7 +259,11 @@ export async function startWorker<TDeps>(options: {
       } else {
         await finished;
       }
-      await db.deleteFrom("tidings.worker_heartbeats").where("process_id", "=", processId).execute().catch(() => {});
+      await db
+        .deleteFrom("tidings.worker_heartbeats")
+        .where("process_id", "=", processId)
+        .execute()
+        .catch(() => {});
     },
   };
 }
@@ -269,7 +273,13 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
   try {
-    return await Promise.race([promise.then(() => true, () => true), timeout]);
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      timeout,
+    ]);
   } finally {
     clearTimeout(timer);
   }

@@ -10,17 +10,15 @@ import { describeSecret, redactSecrets, redactUrl } from "../logging/redact";
  */
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 /** "1m,5m,15m,1h": the delays before each further attempt (the `ms` package's units: ms, s, m, h, d); "none": no retry. */
-const schedule = z
-  .string()
-  .transform((text, ctx) => {
-    if (text.trim() === "none") return [];
-    const delays = text.split(",").map((part) => ms(part.trim() as ms.StringValue));
-    if (delays.length === 0 || delays.some((d) => typeof d !== "number" || !Number.isFinite(d) || d <= 0)) {
-      ctx.addIssue({ code: "custom", message: 'must be delays separated by commas, e.g. "1m,5m,15m,1h" (units ms, s, m, h, d), or "none"' });
-      return z.NEVER;
-    }
-    return delays;
-  });
+const schedule = z.string().transform((text, ctx) => {
+  if (text.trim() === "none") return [];
+  const delays = text.split(",").map((part) => ms(part.trim() as ms.StringValue));
+  if (delays.length === 0 || delays.some((d) => typeof d !== "number" || !Number.isFinite(d) || d <= 0)) {
+    ctx.addIssue({ code: "custom", message: 'must be delays separated by commas, e.g. "1m,5m,15m,1h" (units ms, s, m, h, d), or "none"' });
+    return z.NEVER;
+  }
+  return delays;
+});
 const bool = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
 
 export const configSchema = z.object({
@@ -64,7 +62,10 @@ export const configSchema = z.object({
   EMAIL_RETRY_SCHEDULE: schedule.default(["1m", "5m", "15m", "1h", "2h", "4h", "8h", "8h", "8h"].map((d) => ms(d as ms.StringValue))),
   SLACK_RETRY_SCHEDULE: schedule.default(["5s", "30s", "2m", "10m", "30m"].map((d) => ms(d as ms.StringValue))),
   // Channels. Unset SMTP_URL / SLACK_BOT_TOKEN: messages go to local sinks under DATA_DIR/outbox.
-  SMTP_URL: z.string().regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL").optional(),
+  SMTP_URL: z
+    .string()
+    .regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL")
+    .optional(),
   // At most 320 characters: the From header stays far below SMTP's 998-octet line limit.
   EMAIL_FROM: z
     .string()
@@ -86,12 +87,20 @@ export const configSchema = z.object({
       return ascii;
     })
     .optional(),
-  SLACK_BOT_TOKEN: z.string().regex(/^xox[a-z]-/, "must be a Slack token (xoxb-...)").optional(),
+  SLACK_BOT_TOKEN: z
+    .string()
+    .regex(/^xox[a-z]-/, "must be a Slack token (xoxb-...)")
+    .optional(),
   SLACK_API_URL: z.url().optional(),
   // Without a token: destinations the local sink answers channel_not_found for (comma-separated), to try fallbacks.
   SLACK_SINK_MISSING_CHANNELS: z
     .string()
-    .transform((text) => text.split(",").map((c) => c.trim()).filter((c) => c !== ""))
+    .transform((text) =>
+      text
+        .split(",")
+        .map((c) => c.trim())
+        .filter((c) => c !== ""),
+    )
     .optional(),
   // Who hears about failed notifications.
   // A default that passes the same check as a configured value (an email a channel operation can carry).
@@ -128,9 +137,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const issue = parsed.error.issues[0]!;
     const variable = issue.path.join(".") || "(environment)";
     const got = cleaned[variable];
-    throw new ConfigError(
-      `configuration error: ${variable} ${issue.message}${got === undefined ? "" : ` (got ${shownValue(variable, got)})`}`,
-    );
+    throw new ConfigError(`configuration error: ${variable} ${issue.message}${got === undefined ? "" : ` (got ${shownValue(variable, got)})`}`);
   }
   return parsed.data;
 }

@@ -49,10 +49,7 @@ export async function openDatabase(config: Config, logger: Logger, applicationNa
     embedded = await startEmbeddedPostgres({ dataDir, port: config.EMBEDDED_PG_PORT, log: (m) => logger.warn(m) });
     url = embeddedServiceUrl(config.EMBEDDED_PG_PORT);
     migrationUrl = embedded.url;
-    logger.info(
-      { dataDir: embedded.dataDir, port: config.EMBEDDED_PG_PORT },
-      `DATABASE_URL is not set: using embedded PostgreSQL with data in ${embedded.dataDir}`,
-    );
+    logger.info({ dataDir: embedded.dataDir, port: config.EMBEDDED_PG_PORT }, `DATABASE_URL is not set: using embedded PostgreSQL with data in ${embedded.dataDir}`);
   }
   let pool: pg.Pool | null = null;
   try {

@@ -92,12 +92,7 @@ function typeParser(oid: number, format?: "text" | "binary") {
   return pg.types.getTypeParser(oid, format as "text") as (value: string) => unknown;
 }
 
-export function createPool(
-  connectionString: string,
-  max: number,
-  applicationName = "tidings",
-  options: { role?: string } = {},
-): pg.Pool {
+export function createPool(connectionString: string, max: number, applicationName = "tidings", options: { role?: string } = {}): pg.Pool {
   const pool = new pg.Pool({
     connectionString,
     max,
@@ -139,7 +134,10 @@ export async function inTransaction<T>(db: Db, actor: string | null, fn: (tx: Tx
       await sql.raw("commit").execute(conn);
       return result;
     } catch (error) {
-      await sql.raw("rollback").execute(conn).catch(() => {});
+      await sql
+        .raw("rollback")
+        .execute(conn)
+        .catch(() => {});
       throw error;
     }
   });

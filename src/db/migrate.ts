@@ -108,11 +108,7 @@ export async function migrate(pool: pg.Pool, log: (msg: string) => void = () => 
       await client.query("begin");
       try {
         await client.query(text);
-        await client.query("insert into tidings.migrations (id, name, sha256) values ($1, $2, $3)", [
-          m.id,
-          m.name,
-          files.get(m.id)!.sha256,
-        ]);
+        await client.query("insert into tidings.migrations (id, name, sha256) values ($1, $2, $3)", [m.id, m.name, files.get(m.id)!.sha256]);
         await client.query("commit");
       } catch (error) {
         await client.query("rollback");

@@ -59,13 +59,16 @@ interface Me {
 }
 
 async function whoAmI(client: pg.Client): Promise<Me> {
-  const { rows } = await client.query<Me>(`
+  const { rows } = await client.query<Me>(
+    `
     select current_user as "user", current_database() as database, r.rolsuper as superuser,
            d.datdba = r.oid as "databaseOwner",
            exists (select 1 from pg_roles where rolname = $1) as "ownerExists",
            exists (select 1 from pg_roles where rolname = $1) and pg_has_role(current_user, $1, 'MEMBER') as "ownerMember"
     from pg_roles r, pg_database d
-    where r.rolname = current_user and d.datname = current_database()`, [OWNER_ROLE]);
+    where r.rolname = current_user and d.datname = current_database()`,
+    [OWNER_ROLE],
+  );
   return rows[0]!;
 }
 
@@ -153,13 +156,7 @@ async function withdrawCreateRole(admin: pg.Client): Promise<void> {
   if (!rows[0]!.busy) await admin.query(`alter role ${OWNER_ROLE} nocreaterole`);
 }
 
-async function prepareServiceLogin(
-  roles: Pick<pg.Client, "query">,
-  admin: pg.Client,
-  me: Me,
-  login: ServiceLogin,
-  log: (m: string) => void,
-): Promise<void> {
+async function prepareServiceLogin(roles: Pick<pg.Client, "query">, admin: pg.Client, me: Me, login: ServiceLogin, log: (m: string) => void): Promise<void> {
   const name = quoteIdent(login.user);
   const password = login.password === undefined ? "" : ` password ${quoteLiteral(login.password)}`;
   const { rows } = await roles.query<{ rolsuper: boolean }>("select rolsuper from pg_roles where rolname = $1", [login.user]);
@@ -188,13 +185,16 @@ async function prepareServiceLogin(
  * nothing in tidings's schemas, and granted tidings_service.
  */
 export async function assertServiceLogin(pool: pg.Pool): Promise<void> {
-  const { rows } = await pool.query<{ user: string; superuser: boolean; owner: boolean; owns: string | null; service: boolean }>(`
+  const { rows } = await pool.query<{ user: string; superuser: boolean; owner: boolean; owns: string | null; service: boolean }>(
+    `
     select current_user as "user", r.rolsuper as superuser,
            exists (select 1 from pg_roles where rolname = $1) and pg_has_role(current_user, $1, 'MEMBER') as owner,
            (select min(n.nspname || '.' || c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
              where c.relowner = r.oid and n.nspname in (select split_part(name, '.', 1) from tidings.streams union select 'tidings')) as owns,
            exists (select 1 from pg_roles where rolname = $2) and pg_has_role(current_user, $2, 'MEMBER') as service
-    from pg_roles r where r.rolname = current_user`, [OWNER_ROLE, SERVICE_ROLE]);
+    from pg_roles r where r.rolname = current_user`,
+    [OWNER_ROLE, SERVICE_ROLE],
+  );
   const me = rows[0]!;
   const fix = "run the service as its own login (DATABASE_URL) and migrate with MIGRATION_DATABASE_URL; docs/security.md";
   if (me.superuser) throw new PrivilegedServiceLoginError(`DATABASE_URL logs in as ${me.user}, a superuser: ${fix}`);

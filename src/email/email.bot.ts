@@ -4,14 +4,7 @@ import { ExternalError } from "../errors/errors";
 import { appendFor } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
 import { EmailStreams } from "./email.streams";
-import {
-  EmailRecordTypes,
-  FailedToSendEmailEvent,
-  SendEmailAttemptFailedEvent,
-  SendEmailOp,
-  SendEmailRequestedEvent,
-  SucceededInSendingEmailEvent,
-} from "./email.schemas";
+import { EmailRecordTypes, FailedToSendEmailEvent, SendEmailAttemptFailedEvent, SendEmailOp, SendEmailRequestedEvent, SucceededInSendingEmailEvent } from "./email.schemas";
 import { classifySmtpError, type EmailSendResult, type EmailTransport } from "./transport";
 
 export interface EmailDeps {
@@ -88,16 +81,15 @@ export function createEmailBot(): ExternalBot<EmailDeps, SendResult> {
       // A server that takes the message for nobody has delivered nothing;
       // the same recipients would be refused again.
       if (result.accepted.length === 0) {
-        throw new ExternalError(
-          `every recipient was rejected (${result.rejected.join(", ") || op.to.join(", ")}): ${result.response}`,
-          false,
-          { smtpCode: null, code: "EENVELOPE", classification: "permanent", rejected: result.rejected, response: result.response },
-        );
+        throw new ExternalError(`every recipient was rejected (${result.rejected.join(", ") || op.to.join(", ")}): ${result.response}`, false, {
+          smtpCode: null,
+          code: "EENVELOPE",
+          classification: "permanent",
+          rejected: result.rejected,
+          response: result.response,
+        });
       }
-      logger.info(
-        { operationId: op.operationId, messageId: result.messageId, accepted: result.accepted.length, rejected: result.rejected.length, attempt },
-        "email sent",
-      );
+      logger.info({ operationId: op.operationId, messageId: result.messageId, accepted: result.accepted.length, rejected: result.rejected.length, attempt }, "email sent");
       return result;
     },
 

@@ -74,4 +74,3 @@ export const EmailRecordTypes = {
   SucceededInSendingEmailEvent: "SucceededInSendingEmailEvent",
   FailedToSendEmailEvent: "FailedToSendEmailEvent",
 } as const;
-

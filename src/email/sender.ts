@@ -21,10 +21,7 @@ export function isPlaceholderDomain(domain: string): boolean {
   const d = domain.toLowerCase().replace(/\.$/, "");
   if (DOMAIN_LITERAL.test(d)) return false;
   if (!d.includes(".")) return true;
-  return (
-    /\.(invalid|test|example|localhost|local|localdomain)$/.test(d) ||
-    /(^|\.)example\.(com|net|org)$/.test(d)
-  );
+  return /\.(invalid|test|example|localhost|local|localdomain)$/.test(d) || /(^|\.)example\.(com|net|org)$/.test(d);
 }
 
 /** The Message-ID right-hand side: the configured domain, else the sender's. */

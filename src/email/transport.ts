@@ -269,10 +269,7 @@ export function classifySmtpError(error: unknown): ExternalError {
   if (error instanceof ExternalError) return error;
   const e = (typeof error === "object" && error !== null ? error : {}) as NodemailerLikeError;
   const code = str(e.code);
-  const smtpCode =
-    typeof e.responseCode === "number" && Number.isInteger(e.responseCode) && e.responseCode >= 200 && e.responseCode < 600
-      ? e.responseCode
-      : null;
+  const smtpCode = typeof e.responseCode === "number" && Number.isInteger(e.responseCode) && e.responseCode >= 200 && e.responseCode < 600 ? e.responseCode : null;
   const message = str(e.message) ?? (typeof error === "string" ? error : `unknown email transport error: ${String(error)}`);
 
   let transient: boolean;

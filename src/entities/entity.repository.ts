@@ -59,10 +59,7 @@ export async function getEntities(db: Executor, ids: readonly string[]): Promise
 }
 
 /** Every version of the entity, oldest first, numbered from 1 (removals included, as records of their own type). */
-export async function getEntityHistory(
-  db: Executor,
-  id: string,
-): Promise<Array<{ version: number; position: number; recordedAt: Date; type: string; payload: unknown }>> {
+export async function getEntityHistory(db: Executor, id: string): Promise<Array<{ version: number; position: number; recordedAt: Date; type: string; payload: unknown }>> {
   const records = await findRecords(db, EntityStreams.events, { ids: [id], limit: null });
   return records.map((r, i) => ({ version: i + 1, position: r.position, recordedAt: r.recordedAt, type: r.type, payload: r.payload }));
 }
@@ -81,9 +78,7 @@ export async function putEntity(db: Db, id: string, input: EntityInput, changedB
     await sql`select pg_advisory_xact_lock(hashtextextended(${`entity ${id}`}, 0))`.execute(tx);
     const before = await getEntity(tx, id);
     const entity: Entity = { id, ...parsed };
-    const changed = before
-      ? FIELDS.filter((f) => JSON.stringify(before.entity[f]) !== JSON.stringify(entity[f]))
-      : [...FIELDS];
+    const changed = before ? FIELDS.filter((f) => JSON.stringify(before.entity[f]) !== JSON.stringify(entity[f])) : [...FIELDS];
     // Nothing new: the version stays, and this PUT changed nothing.
     if (before && changed.length === 0) return { version: { ...before, changed: [] }, created: false, changed: false };
     const payload = EntityChangedEvent.parse({ entity, changed, changedBy });

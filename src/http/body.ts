@@ -26,9 +26,7 @@ export function jsonBody(limit = DEFAULT_BODY_LIMIT): RequestHandler {
       throw new ValidationError("a JSON request body is required", [{ path: "(body)", message: "a JSON body is required" }]);
     }
     if (kind === false) {
-      throw new UnsupportedMediaTypeError(
-        `Content-Type must be application/json (got ${JSON.stringify(req.get("content-type") ?? "none")})`,
-      );
+      throw new UnsupportedMediaTypeError(`Content-Type must be application/json (got ${JSON.stringify(req.get("content-type") ?? "none")})`);
     }
     const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(req.get("content-type") ?? "")?.[1];
     if (charset !== undefined && charset.toLowerCase() !== "utf-8") {

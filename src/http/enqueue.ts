@@ -176,9 +176,8 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
     batch.forEach((w, i) => {
       const k = scoped(w);
       if (k === undefined || !live(i)) return;
-      const original = claimed.has(k) && firstWithKey.get(k) !== i
-        ? { request_sha256: hashes[firstWithKey.get(k)!]!, tracking_id: trackingIds[firstWithKey.get(k)!]! }
-        : known.get(k);
+      const original =
+        claimed.has(k) && firstWithKey.get(k) !== i ? { request_sha256: hashes[firstWithKey.get(k)!]!, tracking_id: trackingIds[firstWithKey.get(k)!]! } : known.get(k);
       if (!original) return; // claimed by this request: enqueued below
       answers[i] = original.request_sha256.equals(hashes[i]!)
         ? { id: original.tracking_id, created: false }
@@ -193,7 +192,17 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
     const op = parseSendNotification(w.idempotencyKey === undefined ? w.op : { ...w.op, idempotencyKey: w.idempotencyKey });
     fresh.push({ index: i, record: clientOperation(op, trackingIds[i]!) });
   });
-  const written = zip(fresh, await asActor(tx, "client", () => append(tx, Streams.notificationClientOperations, fresh.map((f) => f.record), "write_always")));
+  const written = zip(
+    fresh,
+    await asActor(tx, "client", () =>
+      append(
+        tx,
+        Streams.notificationClientOperations,
+        fresh.map((f) => f.record),
+        "write_always",
+      ),
+    ),
+  );
   for (const { index, record, result } of written) answers[index] = { id: record.id, created: result.written };
   return answers.map((a) => a ?? new Error("request left unanswered by the batch"));
 }

@@ -9,13 +9,7 @@ import { jsonBody } from "./body";
 import { EnqueueBatcher } from "./enqueue";
 import { listNotifications, notificationRecords, pendingNotification } from "./reads";
 import type { RouteContext, RouteDef } from "./routes";
-import {
-  IdempotencyKeyHeader,
-  ListNotificationsQuery,
-  NoQuery,
-  NotificationIdParams,
-  SendNotificationBody,
-} from "./schemas";
+import { IdempotencyKeyHeader, ListNotificationsQuery, NoQuery, NotificationIdParams, SendNotificationBody } from "./schemas";
 import { parseInput } from "./validation";
 
 export const notificationLinks = (id: string) => ({

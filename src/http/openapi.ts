@@ -60,10 +60,8 @@ function generate(): object {
   const security = (scope: string) => [{ [bearer.name]: [scope] }];
 
   const problemJson = { "application/problem+json": { schema: Problem } };
-  const problems = (...codes: number[]) =>
-    Object.fromEntries(codes.map((c) => [c, { description: PROBLEM_DESCRIPTIONS[c] ?? "Problem", content: problemJson }]));
+  const problems = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, { description: PROBLEM_DESCRIPTIONS[c] ?? "Problem", content: problemJson }]));
   const json = (schema: z.ZodType) => ({ "application/json": { schema } });
-
 
   // Every keyed endpoint: no or bad key, wrong scope, over the key's rate limit, the database out of reach.
   const authProblems = problems(401, 403, 429, 503);
@@ -124,8 +122,7 @@ function generate(): object {
       path: "/v1/events",
       operationId: "readEventFeed",
       summary: "The notification event feed, resumable from a cursor, with long-polling",
-      description:
-        "Pages like every list: pass `next` as `after` to continue. The feed never ends, so `next` is always a cursor (at the end: the one given).",
+      description: "Pages like every list: pass `next` as `after` to continue. The feed never ends, so `next` is always a cursor (at the end: the one given).",
       security: security("reader"),
       request: { query: inputOf(FeedQuery) },
       responses: { 200: { description: "Events after the cursor, and `next`, the cursor to continue from", content: json(Feed) }, ...problems(400), ...authProblems },
@@ -210,8 +207,7 @@ function generate(): object {
     info: {
       title: "tidings",
       version: "1",
-      description:
-        "Notifications on PostgreSQL append-only streams. Errors are RFC 7807 problem documents (application/problem+json). See docs/api.md.",
+      description: "Notifications on PostgreSQL append-only streams. Errors are RFC 7807 problem documents (application/problem+json). See docs/api.md.",
     },
   });
 }

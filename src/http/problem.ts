@@ -1,17 +1,6 @@
 import type { ErrorRequestHandler, Request, Response } from "express";
 import { ZodError } from "zod";
-import {
-  AuthError,
-  ConflictError,
-  ForbiddenError,
-  NotFoundError,
-  PgCodes,
-  TidingsError,
-  UnknownEntityError,
-  UnprocessableError,
-  ValidationError,
-  pgCode,
-} from "../errors/errors";
+import { AuthError, ConflictError, ForbiddenError, NotFoundError, PgCodes, TidingsError, UnknownEntityError, UnprocessableError, ValidationError, pgCode } from "../errors/errors";
 import type { Logger } from "../logging/logger";
 import { issuesFrom } from "./validation";
 
@@ -113,16 +102,7 @@ export class TooManyWaitsError extends TidingsError {
 export const DATABASE_RETRY_AFTER_SECONDS = 5;
 
 /** Node's socket errors for a peer that is gone, refuses, or cannot be found. */
-const CONNECTION_ERROR_CODES: ReadonlySet<string> = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ETIMEDOUT",
-  "EPIPE",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-]);
+const CONNECTION_ERROR_CODES: ReadonlySet<string> = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
 /**
  * SQLSTATEs of a server that is not there for us: class 08 (connection
  * exception), 57P01-57P03 (terminated by an administrator, crash, starting

@@ -46,9 +46,7 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
   if (filter.entityId !== undefined) conditions.push(sql`o.payload->>'entityId' = ${filter.entityId}`);
   if (filter.since !== undefined) conditions.push(sql`o.recorded_at >= ${filter.since}::timestamptz`);
   if (filter.cursor) {
-    conditions.push(
-      sql`(o.recorded_at, o.position) < ('epoch'::timestamptz + ${filter.cursor.micros}::bigint * interval '1 microsecond', ${filter.cursor.position}::bigint)`,
-    );
+    conditions.push(sql`(o.recorded_at, o.position) < ('epoch'::timestamptz + ${filter.cursor.micros}::bigint * interval '1 microsecond', ${filter.cursor.position}::bigint)`);
   }
   type Row = { id: string; position: number; micros: string; entity_id: string; recorded_at: Date; view: string | null };
   const columns = sql`o.id, o.position, (extract(epoch from o.recorded_at) * 1000000)::bigint::text as micros,
@@ -80,11 +78,7 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
   const page = rows.slice(0, filter.limit);
   const last = page.at(-1);
   return {
-    itemsJson: page.map(
-      (r) =>
-        r.view ??
-        JSON.stringify({ id: r.id, status: "accepted", entity: { id: r.entity_id }, requestedAt: r.recorded_at.toISOString() }),
-    ),
+    itemsJson: page.map((r) => r.view ?? JSON.stringify({ id: r.id, status: "accepted", entity: { id: r.entity_id }, requestedAt: r.recorded_at.toISOString() })),
     next: rows.length > filter.limit && last ? encodeListCursor({ micros: last.micros, position: last.position }) : null,
   };
 }

@@ -23,7 +23,9 @@ const intParam = (min: number, max: number, fallback: number) =>
     .transform((v) => v ?? fallback)
     .describe(`a whole number from ${min} to ${max}; default ${fallback}`);
 
-const isoTime = z.iso.datetime({ offset: true, message: "must be an ISO 8601 date-time with a time zone, e.g. 2026-05-01T12:00:00Z" }).refine((v) => !v.startsWith("0000"), "must be in year 1 or later");
+const isoTime = z.iso
+  .datetime({ offset: true, message: "must be an ISO 8601 date-time with a time zone, e.g. 2026-05-01T12:00:00Z" })
+  .refine((v) => !v.startsWith("0000"), "must be in year 1 or later");
 
 // --- Notifications ------------------------------------------------------------
 
@@ -194,13 +196,9 @@ const FeedCursorParam = z.string().transform((text, ctx): FeedCursor => {
 export const MAX_WAIT_SECONDS = 30;
 
 export const FeedQuery = z.strictObject({
-  after: FeedCursorParam.optional().describe(
-    "`<txid>-<position>`: `next` of the previous page or an event's `cursor`; omit to start from the beginning",
-  ),
+  after: FeedCursorParam.optional().describe("`<txid>-<position>`: `next` of the previous page or an event's `cursor`; omit to start from the beginning"),
   limit: intParam(1, 1000, 100),
-  wait: intParam(0, MAX_WAIT_SECONDS, 0).describe(
-    `seconds to wait for an event when none is available yet (long-poll), 0 to ${MAX_WAIT_SECONDS}; default 0`,
-  ),
+  wait: intParam(0, MAX_WAIT_SECONDS, 0).describe(`seconds to wait for an event when none is available yet (long-poll), 0 to ${MAX_WAIT_SECONDS}; default 0`),
 });
 
 export const FeedEvent = z.object({

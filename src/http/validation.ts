@@ -39,7 +39,12 @@ function unstorable(input: unknown): { path: string; message: string }[] {
     return keys.join(".") || "(whole value)";
   };
   const stack: N[] = [{ v: input, key: null, parent: null }];
-  const bad = (s: string) => s.includes("\u0000") ? "contains U+0000 (NUL), which cannot be stored" : /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s) ? "contains an unpaired surrogate, which cannot be stored" : null;
+  const bad = (s: string) =>
+    s.includes("\u0000")
+      ? "contains U+0000 (NUL), which cannot be stored"
+      : /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s)
+        ? "contains an unpaired surrogate, which cannot be stored"
+        : null;
   while (stack.length > 0) {
     const n = stack.pop()!;
     const v = n.v;

@@ -47,8 +47,7 @@ export function createLogger(level: string, name = "tidings", destination: pino.
     level,
     redact: {
       paths: [...SECRET_KEYS, ...URL_KEYS].flatMap((key) => [key, `*.${key}`, `*.*.${key}`]),
-      censor: (value, path) =>
-        typeof value === "string" && urlKeys.has(path[path.length - 1] ?? "") ? redactUrl(value) : REDACTED,
+      censor: (value, path) => (typeof value === "string" && urlKeys.has(path[path.length - 1] ?? "") ? redactUrl(value) : REDACTED),
     },
     serializers: {
       err: (error: Error) => {

@@ -143,10 +143,14 @@ export function createInternalOperationBot(): TransactionalBot<NotificationDeps>
         operations.push({ channel, operationId, destination });
       }
 
-      await appendOne(tx, Streams.notificationEvents, notificationEvent(record, "FailedNotificationSentToInternalTeamEvent", {
-        failureEventType: op.failureEventType,
-        operations,
-      }));
+      await appendOne(
+        tx,
+        Streams.notificationEvents,
+        notificationEvent(record, "FailedNotificationSentToInternalTeamEvent", {
+          failureEventType: op.failureEventType,
+          operations,
+        }),
+      );
     },
   };
 }

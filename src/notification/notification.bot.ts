@@ -54,12 +54,7 @@ export function sagaDeadline(now: Date, channels: readonly Channel[], settings: 
 }
 
 /** A notification event for this record's tracking id, validated with its schema. */
-export function notificationEvent(
-  cause: StreamRecord,
-  type: NotificationEventType,
-  payload: unknown,
-  id = cause.id,
-): NewRecord {
+export function notificationEvent(cause: StreamRecord, type: NotificationEventType, payload: unknown, id = cause.id): NewRecord {
   return {
     id,
     type,
@@ -67,7 +62,6 @@ export function notificationEvent(
     causedBy: { stream: cause.stream, position: cause.position },
   };
 }
-
 
 /**
  * Handles SendNotificationToEntityOp, in one transaction: the notification's
@@ -130,10 +124,13 @@ function planNotification(
 
   const version = context.version;
   if (!version) {
-    out.add(Streams.notificationEvents, notificationEvent(record, "CouldNotGetOrUseAudienceEvent", {
-      entityId: op.entityId,
-      reason: `unknown entity "${op.entityId}"`,
-    }));
+    out.add(
+      Streams.notificationEvents,
+      notificationEvent(record, "CouldNotGetOrUseAudienceEvent", {
+        entityId: op.entityId,
+        reason: `unknown entity "${op.entityId}"`,
+      }),
+    );
     return;
   }
   const entity = version.entity;
@@ -165,18 +162,14 @@ function planNotification(
   const fallbacks = resolution.fallbacks.map(planOf);
   out.add(
     Streams.notificationEvents,
-    notificationEvent(
-      record,
-      resolution.skipped.length === 0 ? "PreparedToSendOnAllChannelsEvent" : "PreparedToSendOnSomeChannelsEvent",
-      {
-        entityId: entity.id,
-        entityName: entity.name,
-        prepared: plans,
-        ...(fallbacks.length > 0 ? { fallbacks } : {}),
-        skipped: resolution.skipped,
-        entityVersion: version.position,
-      },
-    ),
+    notificationEvent(record, resolution.skipped.length === 0 ? "PreparedToSendOnAllChannelsEvent" : "PreparedToSendOnSomeChannelsEvent", {
+      entityId: entity.id,
+      entityName: entity.name,
+      prepared: plans,
+      ...(fallbacks.length > 0 ? { fallbacks } : {}),
+      skipped: resolution.skipped,
+      entityVersion: version.position,
+    }),
   );
 
   const cause = { stream: record.stream, position: record.position };
@@ -184,10 +177,12 @@ function planNotification(
   const saga = NotificationSaga.parse({
     awaiting: plans,
     // With fallback channels, every step is awaited in turn; each waits as long as its own channel's schedule.
-    deadline: sagaDeadline(context.now, plans.map((p) => p.channel), context.deps.notification).toISOString(),
-    ...(entity.preferences.delivery === "fallback"
-      ? { policy: "fallback", fallbacks: fallbacks.map((plan) => ({ plan, operation: operation(plan) })) }
-      : {}),
+    deadline: sagaDeadline(
+      context.now,
+      plans.map((p) => p.channel),
+      context.deps.notification,
+    ).toISOString(),
+    ...(entity.preferences.delivery === "fallback" ? { policy: "fallback", fallbacks: fallbacks.map((plan) => ({ plan, operation: operation(plan) })) } : {}),
     onAllSent: "SentOnAllPreparedChannelsEvent",
     onSomeSent: "SentOnSomePreparedChannelsEvent",
     onNoneSent: "CouldNotSendOnAnyPreparedChannelEvent",

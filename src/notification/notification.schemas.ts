@@ -4,7 +4,14 @@ import { Channel, entityId } from "../entities/entity.schemas";
 /** Records of the notification subsystem's streams (id = tracking id unless said otherwise). */
 
 const tags = z
-  .record(z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/, "tag names use letters, digits and _ . : -"), z.string().max(256))
+  .record(
+    z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Za-z0-9_.:-]+$/, "tag names use letters, digits and _ . : -"),
+    z.string().max(256),
+  )
   .refine((t) => Object.keys(t).length <= 20, "at most 20 tags")
   .default({});
 
@@ -161,9 +168,7 @@ export const notificationEventSchemas = {
 export type NotificationEventType = keyof typeof notificationEventSchemas;
 
 /** The event types by name (`NotificationEventTypes.SentOnAllPreparedChannelsEvent`). */
-export const NotificationEventTypes = Object.fromEntries(
-  Object.keys(notificationEventSchemas).map((type) => [type, type]),
-) as { readonly [T in NotificationEventType]: T };
+export const NotificationEventTypes = Object.fromEntries(Object.keys(notificationEventSchemas).map((type) => [type, type])) as { readonly [T in NotificationEventType]: T };
 
 /** Events that end a notification with a failure: the internal team hears about them. */
 export const FAILURE_EVENT_TYPES: readonly NotificationEventType[] = [
@@ -180,10 +185,7 @@ export const FAILURE_EVENT_TYPES: readonly NotificationEventType[] = [
  * detail for any it wants). Status `not_sent`; the internal team hears about
  * them only when ALERT_ON_NOT_SENT is set.
  */
-export const NOT_SENT_EVENT_TYPES: readonly NotificationEventType[] = [
-  "AudienceOptedOutOfAllChannelsEvent",
-  "CouldNotPrepareToSendOnAnyChannelEvent",
-];
+export const NOT_SENT_EVENT_TYPES: readonly NotificationEventType[] = ["AudienceOptedOutOfAllChannelsEvent", "CouldNotPrepareToSendOnAnyChannelEvent"];
 
 // --- Saga (notification.sagas) ----------------------------------------------
 /** A channel operation prepared in advance, appended only if the saga falls back to it (the Naos rule: it holds all it needs). */

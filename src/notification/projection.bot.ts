@@ -35,7 +35,13 @@ export function createProjectionBot(): CatchUpBot<NotificationDeps> {
       const loaded = await loadLatestNotifications(tx, ids);
       const aggregates = ids.flatMap((id) => (loaded.has(id) ? [loaded.get(id)!.aggregate] : []));
       if (aggregates.length === 0) return;
-      const [views, previous] = await Promise.all([buildViews(tx, aggregates), latestViewsJson(tx, aggregates.map((a) => a.id))]);
+      const [views, previous] = await Promise.all([
+        buildViews(tx, aggregates),
+        latestViewsJson(
+          tx,
+          aggregates.map((a) => a.id),
+        ),
+      ]);
 
       const newViews: NewRecord[] = [];
       const newSnapshots: NewRecord[] = [];

@@ -32,12 +32,10 @@ export async function loadNotification(
       and (payload->>'asOfPosition')::bigint <= ${bound}
       ${asOf.time ? sql`and (payload->'aggregate'->>'updatedAt')::timestamptz <= ${asOf.time}` : sql``}
     order by (payload->>'asOfPosition')::bigint desc limit 1`.execute(db);
-  const snapshot = rows[0]
-    ? { aggregate: NotificationAggregate.parse(rows[0].payload.aggregate), asOfPosition: rows[0].payload.asOfPosition }
-    : null;
-  const events = (
-    await findRecords(db, Streams.notificationEvents, { ids: [id], afterPosition: snapshot?.asOfPosition ?? 0 })
-  ).filter((e) => e.position <= bound && (!asOf.time || e.recordedAt <= asOf.time));
+  const snapshot = rows[0] ? { aggregate: NotificationAggregate.parse(rows[0].payload.aggregate), asOfPosition: rows[0].payload.asOfPosition } : null;
+  const events = (await findRecords(db, Streams.notificationEvents, { ids: [id], afterPosition: snapshot?.asOfPosition ?? 0 })).filter(
+    (e) => e.position <= bound && (!asOf.time || e.recordedAt <= asOf.time),
+  );
   return {
     aggregate: foldEvents(snapshot?.aggregate ?? null, events),
     snapshot,
@@ -155,15 +153,7 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
       const success = latest?.outcome === "succeeded" ? latest : undefined;
       const failure = latest?.outcome === "failed" ? latest : undefined;
       const status: ChannelView["status"] =
-        c.outcome === "succeeded" || success
-          ? "sent"
-          : c.outcome === "failed" || failure
-            ? "failed"
-            : handling?.retry_at
-              ? "retrying"
-              : handling?.status
-                ? "sending"
-                : "pending";
+        c.outcome === "succeeded" || success ? "sent" : c.outcome === "failed" || failure ? "failed" : handling?.retry_at ? "retrying" : handling?.status ? "sending" : "pending";
       const view: ChannelView = {
         channel: c.channel,
         destination: c.destination,

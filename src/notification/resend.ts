@@ -37,11 +37,7 @@ import { resolveChannels } from "./preferences";
  */
 
 /** The events that decide a notification's sending outcome (the saga's). */
-export const SEND_OUTCOME_TYPES = [
-  "SentOnAllPreparedChannelsEvent",
-  "SentOnSomePreparedChannelsEvent",
-  "CouldNotSendOnAnyPreparedChannelEvent",
-] as const;
+export const SEND_OUTCOME_TYPES = ["SentOnAllPreparedChannelsEvent", "SentOnSomePreparedChannelsEvent", "CouldNotSendOnAnyPreparedChannelEvent"] as const;
 
 /** The n-th resend of a notification gets operation ids of its own: `<tracking id>:slack:resend-2`. */
 export function resendOperationId(trackingId: string, channel: Channel, n: number): string {
@@ -184,7 +180,11 @@ export async function handleResend({ tx, record, deps, now }: Pick<HandlerContex
   const saga = NotificationSaga.parse({
     awaiting: [...carried, ...plans],
     policy: "all",
-    deadline: sagaDeadline(now, plans.map((p) => p.channel), deps.notification).toISOString(),
+    deadline: sagaDeadline(
+      now,
+      plans.map((p) => p.channel),
+      deps.notification,
+    ).toISOString(),
     onAllSent: "SentOnAllPreparedChannelsEvent",
     onSomeSent: "SentOnSomePreparedChannelsEvent",
     onNoneSent: "CouldNotSendOnAnyPreparedChannelEvent",

@@ -6,23 +6,12 @@ import type { StreamRecord } from "../streams/interfaces";
 import { allChannels } from "./channels";
 import { Streams } from "./streams";
 import { findRecords, getLatestByIds } from "../streams/read";
-import {
-  NotificationDelayWatch,
-  NotificationRecordTypes,
-  NotificationSaga,
-  SendOutcomeEvent,
-  type FallbackStep,
-  type OperationOutcome,
-} from "./notification.schemas";
+import { NotificationDelayWatch, NotificationRecordTypes, NotificationSaga, SendOutcomeEvent, type FallbackStep, type OperationOutcome } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
 import { notificationEvent, sagaDeadline } from "./notification.bot";
 import { decideSaga, type ObservedOutcome, type SagaDecision } from "./saga";
 
-const OUTCOME_TYPES = [
-  "SentOnAllPreparedChannelsEvent",
-  "SentOnSomePreparedChannelsEvent",
-  "CouldNotSendOnAnyPreparedChannelEvent",
-];
+const OUTCOME_TYPES = ["SentOnAllPreparedChannelsEvent", "SentOnSomePreparedChannelsEvent", "CouldNotSendOnAnyPreparedChannelEvent"];
 
 /** Every channel outcome of these notifications, by notification id, as each channel reads its outcome events. */
 async function observedOutcomes(tx: Tx, ids: readonly string[]): Promise<Map<string, ObservedOutcome[]>> {
@@ -64,12 +53,7 @@ type Evaluation = SagaDecision & { saga: NotificationSaga };
  * written again. Ids without a saga (an internal alert's operations) are
  * left out.
  */
-async function evaluateSagas(
-  tx: Tx,
-  causes: ReadonlyMap<string, StreamRecord>,
-  now: Date,
-  settings: NotificationDeps["notification"],
-): Promise<Map<string, Evaluation>> {
+async function evaluateSagas(tx: Tx, causes: ReadonlyMap<string, StreamRecord>, now: Date, settings: NotificationDeps["notification"]): Promise<Map<string, Evaluation>> {
   const ids = [...causes.keys()].sort();
   await sql`select pg_advisory_xact_lock(hashtextextended('saga ' || id, 0)) from unnest(${ids}::text[]) as id order by id`.execute(tx);
   const [sagas, previous, observed] = await Promise.all([
@@ -176,9 +160,7 @@ async function watchForDelay(tx: Tx, record: StreamRecord, now: Date, settings: 
   if (!evaluation || evaluation.done) return;
   const [outcome] = (await getLatestByIds(tx, Streams.notificationEvents, [record.id], { types: OUTCOME_TYPES })).values();
   if (outcome) return;
-  await append(tx, Streams.notificationEvents, [
-    notificationEvent(record, "NotificationDelayedEvent", { delayedForMs: watch.afterMs, waitingFor: evaluation.waitingFor }),
-  ]);
+  await append(tx, Streams.notificationEvents, [notificationEvent(record, "NotificationDelayedEvent", { delayedForMs: watch.afterMs, waitingFor: evaluation.waitingFor })]);
 }
 
 /** A channel outcome event: re-evaluate the saga that awaits it. */

@@ -12,8 +12,7 @@ export interface ObservedOutcome {
 }
 
 /** A saga as stored, or as a test writes it (the fallback fields default as in the schema). */
-export type SagaInput = Omit<NotificationSaga, "policy" | "tried" | "fallbacks"> &
-  Partial<Pick<NotificationSaga, "policy" | "tried" | "fallbacks">>;
+export type SagaInput = Omit<NotificationSaga, "policy" | "tried" | "fallbacks"> & Partial<Pick<NotificationSaga, "policy" | "tried" | "fallbacks">>;
 
 export type SagaDecision =
   | { done: false; waitingFor: string[]; fallBack?: undefined }
@@ -30,10 +29,7 @@ export type SagaDecision =
  * attempt a failure wins. The one definition of "was this send a success?":
  * the saga decides with it and the projection shows it.
  */
-export function outcomeOf<T extends Pick<ObservedOutcome, "operationId" | "attempt" | "outcome">>(
-  plan: { operationId: string },
-  observed: readonly T[],
-): T | undefined {
+export function outcomeOf<T extends Pick<ObservedOutcome, "operationId" | "attempt" | "outcome">>(plan: { operationId: string }, observed: readonly T[]): T | undefined {
   const all = observed.filter((o) => o.operationId === plan.operationId);
   const latest = Math.max(...all.map((o) => o.attempt));
   const mine = all.filter((o) => o.attempt === latest);

@@ -362,15 +362,7 @@ class SinkPoster implements SlackPoster {
  * ------------------------------------------------------------------------- */
 
 /** Slack platform errors worth retrying: Slack's side had a problem, not the request. */
-const TRANSIENT_SLACK_ERRORS = new Set([
-  "internal_error",
-  "fatal_error",
-  "service_unavailable",
-  "request_timeout",
-  "ratelimited",
-  "rate_limited",
-  "team_added_to_org",
-]);
+const TRANSIENT_SLACK_ERRORS = new Set(["internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited", "rate_limited", "team_added_to_org"]);
 
 /** Network failures worth retrying (connection refused/reset, DNS hiccups, timeouts). */
 const TRANSIENT_NETWORK_CODES = new Set([
@@ -463,13 +455,7 @@ export function classifySlackError(error: unknown, method = "chat.postMessage"):
         ...(typeof data.needed === "string" ? { needed: data.needed } : {}),
       };
       // The SDK raises platform errors only for HTTP 200 answers with ok: false.
-      return build(
-        `Slack refused ${method}: ${slackError}`,
-        transient,
-        { slackError, httpStatus: 200, sdkCode, ...extra },
-        error,
-        retryAfterMs,
-      );
+      return build(`Slack refused ${method}: ${slackError}`, transient, { slackError, httpStatus: 200, sdkCode, ...extra }, error, retryAfterMs);
     }
     case webApi.ErrorCode.HTTPError: {
       const status = typeof e.statusCode === "number" ? e.statusCode : null;
@@ -477,8 +463,7 @@ export function classifySlackError(error: unknown, method = "chat.postMessage"):
       const slackError = typeof body?.error === "string" ? body.error : null;
       const headers = asObject(e.headers);
       const retryAfterMs = retryAfterMsFrom(headers?.["retry-after"]);
-      const transient =
-        status === null || status >= 500 || status === 408 || status === 429 || (slackError !== null && TRANSIENT_SLACK_ERRORS.has(slackError));
+      const transient = status === null || status >= 500 || status === 408 || status === 429 || (slackError !== null && TRANSIENT_SLACK_ERRORS.has(slackError));
       return build(
         `Slack answered HTTP ${status ?? "?"}${typeof e.statusMessage === "string" && e.statusMessage ? ` ${e.statusMessage}` : ""}${slackError ? ` (${slackError})` : ""}`,
         transient,

@@ -122,9 +122,7 @@ export function splitMrkdwn(body: string, limit = SECTION_TEXT_LIMIT): string[] 
  * block when it fits (150 characters), a plain_text section otherwise.
  */
 function subjectBlock(subject: string): SlackBlock {
-  return subject.length <= HEADER_TEXT_LIMIT
-    ? { type: "header", text: { type: "plain_text", text: subject } }
-    : { type: "section", text: { type: "plain_text", text: subject } };
+  return subject.length <= HEADER_TEXT_LIMIT ? { type: "header", text: { type: "plain_text", text: subject } } : { type: "section", text: { type: "plain_text", text: subject } };
 }
 
 /**

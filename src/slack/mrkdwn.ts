@@ -92,7 +92,12 @@ const EMAIL_LIKE = /[^\s<>()@:]+@[a-z0-9.-]+\.[a-z]{2,63}/giu;
 function hostOf(address: string): string | null {
   try {
     const url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(address) ? address : `http://${address}`);
-    return url.hostname.replace(/^www\./, "").replace(/\.$/, "").toLowerCase() || null;
+    return (
+      url.hostname
+        .replace(/^www\./, "")
+        .replace(/\.$/, "")
+        .toLowerCase() || null
+    );
   } catch {
     return null;
   }

@@ -88,11 +88,9 @@ export function createSlackBot(): ExternalBot<SlackDeps, SlackSendResult> {
       // recorded: find its message (by the operation id in its metadata) rather
       // than post a second one.
       if (previousAttempt && (previousAttempt.abandoned || mayHaveBeenPosted(previousAttempt.lastError))) {
-        const found = await deps.slack.poster
-          .findPosted({ channel: op.channel, operationId: op.operationId, since: record.recordedAt }, signal)
-          .catch((error: unknown) => {
-            throw error instanceof ExternalError ? error : lookupFailed(classifySlackError(error, "conversations.history"));
-          });
+        const found = await deps.slack.poster.findPosted({ channel: op.channel, operationId: op.operationId, since: record.recordedAt }, signal).catch((error: unknown) => {
+          throw error instanceof ExternalError ? error : lookupFailed(classifySlackError(error, "conversations.history"));
+        });
         if (found.status === "found") {
           logger.info({ operationId: op.operationId, ts: found.post.ts }, "an earlier attempt had posted this message; recording it instead of posting again");
           return { ...found.post, foundInHistory: true };

@@ -4,9 +4,7 @@ import { z } from "zod";
  * Records of the Slack concern streams. As for email: the stream id is the
  * notification's tracking id and `operationId` names the operation.
  */
-export const slackDestination = z
-  .string()
-  .regex(/^(#[a-z0-9][a-z0-9._-]{0,79}|[CGDU][A-Z0-9]{2,20})$/, "must be #channel-name or a Slack channel/user id like C0123ABC");
+export const slackDestination = z.string().regex(/^(#[a-z0-9][a-z0-9._-]{0,79}|[CGDU][A-Z0-9]{2,20})$/, "must be #channel-name or a Slack channel/user id like C0123ABC");
 
 export const SendSlackMessageOp = z.strictObject({
   operationId: z.string().min(1).max(300),
@@ -68,4 +66,3 @@ export const SlackRecordTypes = {
   SucceededInSendingSlackMessageEvent: "SucceededInSendingSlackMessageEvent",
   FailedToSendSlackMessageEvent: "FailedToSendSlackMessageEvent",
 } as const;
-

@@ -12,32 +12,20 @@ export class RecordExistsError extends ConflictError {}
  * produce. The outbox trigger queues the consumers' jobs in the same
  * transaction. Results come back in input order.
  */
-export async function append(
-  db: Executor,
-  stream: string,
-  records: readonly NewRecord[],
-  strategy: ExistingRecordStrategy = "write_always",
-): Promise<AppendResult[]> {
+export async function append(db: Executor, stream: string, records: readonly NewRecord[], strategy: ExistingRecordStrategy = "write_always"): Promise<AppendResult[]> {
   assertStreamName(stream);
   if (records.length === 0) return [];
   try {
     const { rows } = await sql<{ ordinal: number; position: number; id: string; type: string; written: boolean }>`
       select ordinal, position, id, type, written
       from tidings.append(${stream}, ${JSON.stringify(records)}::jsonb, ${strategy})`.execute(db);
-    return rows
-      .sort((a, b) => a.ordinal - b.ordinal)
-      .map(({ position, id, type, written }) => ({ position, id, type, written }));
+    return rows.sort((a, b) => a.ordinal - b.ordinal).map(({ position, id, type, written }) => ({ position, id, type, written }));
   } catch (error) {
     throw translateStreamError(error);
   }
 }
 
-export async function appendOne(
-  db: Executor,
-  stream: string,
-  record: NewRecord,
-  strategy: ExistingRecordStrategy = "write_always",
-): Promise<AppendResult> {
+export async function appendOne(db: Executor, stream: string, record: NewRecord, strategy: ExistingRecordStrategy = "write_always"): Promise<AppendResult> {
   const [result] = await append(db, stream, [record], strategy);
   return result!;
 }
@@ -64,12 +52,7 @@ export class AppendBuffer {
 }
 
 /** Append now, or, inside a batch that collects its appends (`out`), with the batch. */
-export async function appendFor(
-  ctx: { tx: Executor; out?: AppendBuffer },
-  stream: string,
-  record: NewRecord,
-  strategy: ExistingRecordStrategy = "write_always",
-): Promise<void> {
+export async function appendFor(ctx: { tx: Executor; out?: AppendBuffer }, stream: string, record: NewRecord, strategy: ExistingRecordStrategy = "write_always"): Promise<void> {
   if (ctx.out) ctx.out.add(stream, record, strategy);
   else await append(ctx.tx, stream, [record], strategy);
 }
@@ -101,4 +84,3 @@ function translateStreamError(error: unknown): unknown {
       return error;
   }
 }
-

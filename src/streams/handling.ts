@@ -84,22 +84,12 @@ const RECLAIM_IF_AVAILABLE = sql`
   where h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)})`;
 
 async function isStreamDisabled(db: Executor, stream: string, concern: string): Promise<boolean> {
-  const row = await db
-    .selectFrom("tidings.stream_concern_states")
-    .select("disabled")
-    .where("stream", "=", stream)
-    .where("concern", "=", concern)
-    .executeTakeFirst();
+  const row = await db.selectFrom("tidings.stream_concern_states").select("disabled").where("stream", "=", stream).where("concern", "=", concern).executeTakeFirst();
   return row?.disabled ?? false;
 }
 
 async function assertConsumer(db: Executor, stream: string, concern: string): Promise<void> {
-  const row = await db
-    .selectFrom("tidings.stream_consumers")
-    .select("concern")
-    .where("stream", "=", stream)
-    .where("concern", "=", concern)
-    .executeTakeFirst();
+  const row = await db.selectFrom("tidings.stream_consumers").select("concern").where("stream", "=", stream).where("concern", "=", concern).executeTakeFirst();
   if (!row) throw new NotFoundError(`concern "${concern}" does not consume stream "${stream}"`);
 }
 
@@ -119,12 +109,7 @@ export async function getHandling(db: Executor, stream: string, position: number
   return state;
 }
 
-export async function getHistory(
-  db: Executor,
-  stream: string,
-  position: number,
-  concern?: string,
-): Promise<HandlingHistoryEntry[]> {
+export async function getHistory(db: Executor, stream: string, position: number, concern?: string): Promise<HandlingHistoryEntry[]> {
   const { rows } = await sql<HistoryRow>`
     select * from ${historyTable(stream)}
     where position = ${position} ${concern === undefined ? sql`` : sql`and concern = ${concern}`}
@@ -166,9 +151,7 @@ export function toHistoryEntry(stream: string, r: HistoryRow): HandlingHistoryEn
   };
 }
 
-export type ClaimResult =
-  | { claimed: true; state: HandlingState }
-  | { claimed: false; state: HandlingState; why: string };
+export type ClaimResult = { claimed: true; state: HandlingState } | { claimed: false; state: HandlingState; why: string };
 
 /**
  * Claim a record for a concern: any Available* → Running, atomically. Of many
@@ -177,11 +160,7 @@ export type ClaimResult =
  * then find it Running. Nothing is claimed while the stream is disabled for
  * the concern.
  */
-export async function claim(
-  db: Executor,
-  target: { stream: string; position: number; concern: string },
-  by: ChangeBy & { claimedBy?: string },
-): Promise<ClaimResult> {
+export async function claim(db: Executor, target: { stream: string; position: number; concern: string }, by: ChangeBy & { claimedBy?: string }): Promise<ClaimResult> {
   const { stream, position, concern } = target;
   assertStreamName(stream);
   const reason = by.reason ?? `claimed by ${by.claimedBy ?? by.actor}`;
@@ -262,13 +241,7 @@ export async function disableRecord(db: Executor, stream: string, position: numb
 }
 
 /** Stop (disabled = true) or resume claiming a stream's records for one concern. Running work may finish. */
-export async function setStreamDisabled(
-  db: Executor,
-  stream: string,
-  concern: string,
-  disabled: boolean,
-  by: ChangeBy,
-): Promise<{ changed: boolean; requeued: number }> {
+export async function setStreamDisabled(db: Executor, stream: string, concern: string, disabled: boolean, by: ChangeBy): Promise<{ changed: boolean; requeued: number }> {
   assertStreamName(stream);
   if (!by.reason?.trim()) {
     throw new ValidationError(`a reason is required to ${disabled ? "disable" : "enable"} ${stream} for ${concern}`);
@@ -293,7 +266,12 @@ export async function setStreamDisabled(
     where (c.record_types is null or s.type = any(c.record_types))
       and (h.status is null or h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)}))
     order by s.position`.execute(db);
-  const requeued = await queueHandling(db, stream, concern, waiting.map((w) => w.position));
+  const requeued = await queueHandling(
+    db,
+    stream,
+    concern,
+    waiting.map((w) => w.position),
+  );
   return { changed, requeued };
 }
 
@@ -303,13 +281,7 @@ export async function setStreamDisabled(
  * like every job's: a process whose clock is off cannot make a retry run
  * early or late.
  */
-export async function queueHandling(
-  db: Executor,
-  stream: string,
-  concern: string,
-  positions: readonly number[],
-  afterMs?: number,
-): Promise<number> {
+export async function queueHandling(db: Executor, stream: string, concern: string, positions: readonly number[], afterMs?: number): Promise<number> {
   if (positions.length === 0) return 0;
   const runAt = afterMs === undefined ? sql`null::timestamptz` : sql`now() + ${Math.max(0, Math.round(afterMs))} * interval '1 millisecond'`;
   const { rows } = await sql<{ n: number }>`
@@ -318,11 +290,7 @@ export async function queueHandling(
 }
 
 /** How many times `action` was applied to this record for this concern (e.g. failed attempts). */
-export async function countActions(
-  db: Executor,
-  target: { stream: string; position: number; concern: string },
-  action: HandlingAction,
-): Promise<number> {
+export async function countActions(db: Executor, target: { stream: string; position: number; concern: string }, action: HandlingAction): Promise<number> {
   const { rows } = await sql<{ n: number }>`
     select count(*)::int as n from ${historyTable(target.stream)}
     where position = ${target.position} and concern = ${target.concern} and action = ${action}`.execute(db);
@@ -365,12 +333,7 @@ export async function claimManyWithRecords(
 }
 
 /** Running → Completed for many records of one concern in one statement. */
-export async function completeMany(
-  db: Executor,
-  target: { stream: string; concern: string },
-  positions: readonly number[],
-  actor: string,
-): Promise<number> {
+export async function completeMany(db: Executor, target: { stream: string; concern: string }, positions: readonly number[], actor: string): Promise<number> {
   assertStreamName(target.stream);
   if (positions.length === 0) return 0;
   const { rows } = await sql<{ position: number }>`

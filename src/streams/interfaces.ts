@@ -56,12 +56,7 @@ export interface NewRecord<TPayload = unknown> {
 }
 
 /** What append does when a matching record already exists (the original system's strategies). */
-export type ExistingRecordStrategy =
-  | "write_always"
-  | "skip_if_id_exists"
-  | "skip_if_id_and_type_exists"
-  | "throw_if_id_exists"
-  | "throw_if_id_and_type_exists";
+export type ExistingRecordStrategy = "write_always" | "skip_if_id_exists" | "skip_if_id_and_type_exists" | "throw_if_id_exists" | "throw_if_id_and_type_exists";
 
 export interface AppendResult {
   position: number;

@@ -31,10 +31,7 @@ export function toRecord(stream: string, row: RecordRow): StreamRecord {
     type: row.type,
     payload: row.payload,
     tags: row.tags,
-    causedBy:
-      row.caused_by_stream !== null && row.caused_by_position !== null
-        ? { stream: row.caused_by_stream, position: row.caused_by_position }
-        : null,
+    causedBy: row.caused_by_stream !== null && row.caused_by_position !== null ? { stream: row.caused_by_stream, position: row.caused_by_position } : null,
     recordedAt: row.recorded_at,
     recordedBy: row.recorded_by,
     txId: row.tx_id,
@@ -56,8 +53,7 @@ function filterSql(filter: RecordFilter): RawBuilder<unknown> {
   const conditions: RawBuilder<unknown>[] = [sql`true`];
   if (filter.ids) conditions.push(sql`id = any(${[...filter.ids]}::text[])`);
   if (filter.types) conditions.push(sql`type = any(${[...filter.types]}::text[])`);
-  if (filter.tags && Object.keys(filter.tags).length > 0)
-    conditions.push(sql`tags @> ${JSON.stringify(filter.tags)}::jsonb`);
+  if (filter.tags && Object.keys(filter.tags).length > 0) conditions.push(sql`tags @> ${JSON.stringify(filter.tags)}::jsonb`);
   if (filter.afterPosition !== undefined) conditions.push(sql`position > ${filter.afterPosition}`);
   return sql.join(conditions, sql` and `);
 }
@@ -84,12 +80,7 @@ export async function getLatestById(
 }
 
 /** The latest record of each of these ids (of these types), in one query. */
-export async function getLatestByIds(
-  db: Executor,
-  stream: string,
-  ids: readonly string[],
-  options: { types?: readonly string[] } = {},
-): Promise<Map<string, StreamRecord>> {
+export async function getLatestByIds(db: Executor, stream: string, ids: readonly string[], options: { types?: readonly string[] } = {}): Promise<Map<string, StreamRecord>> {
   const { rows } = await sql<RecordRow>`
     select distinct on (id) ${COLUMNS} from ${streamTable(stream)}
     where ${filterSql({ ids, types: options.types })}

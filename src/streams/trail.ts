@@ -57,12 +57,7 @@ export async function readTrail(db: Executor, ids: readonly string[], options: T
 
   const present = [...new Set(records.map((r) => r.stream))];
   const [consumers, disabled] = await Promise.all([
-    db
-      .selectFrom("tidings.stream_consumers")
-      .select(["stream", "concern", "record_types"])
-      .where("stream", "in", present)
-      .orderBy("concern")
-      .execute(),
+    db.selectFrom("tidings.stream_consumers").select(["stream", "concern", "record_types"]).where("stream", "in", present).orderBy("concern").execute(),
     db.selectFrom("tidings.stream_concern_states").select(["stream", "concern"]).where("disabled", "=", true).execute(),
   ]);
   const handled = (stream: string) => (options.handlingOf ?? present).includes(stream);
@@ -80,9 +75,7 @@ export async function readTrail(db: Executor, ids: readonly string[], options: T
         const [handling, history] = await Promise.all([
           sql<HandlingRow>`select * from ${handlingTable(stream)} where position = any(${positions}::bigint[])`.execute(db),
           options.history
-            ? sql<HistoryRow>`select * from ${historyTable(stream)} where position = any(${positions}::bigint[]) order by entry`
-                .execute(db)
-                .then((r) => r.rows)
+            ? sql<HistoryRow>`select * from ${historyTable(stream)} where position = any(${positions}::bigint[]) order by entry`.execute(db).then((r) => r.rows)
             : Promise.resolve([] as HistoryRow[]),
         ]);
         for (const h of handling.rows) handlingOf.set(key(stream, h.position, h.concern), h);

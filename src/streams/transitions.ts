@@ -13,16 +13,7 @@ export const AVAILABLE_STATUSES = [
   "AvailableAfterSelfCancellation",
 ] as const satisfies readonly HandlingStatus[];
 
-export type HandlingAction =
-  | "claim"
-  | "complete"
-  | "fail"
-  | "self_cancel"
-  | "cancel"
-  | "reset_failed"
-  | "archive_failure"
-  | "reset_completed"
-  | "disable_for_record";
+export type HandlingAction = "claim" | "complete" | "fail" | "self_cancel" | "cancel" | "reset_failed" | "archive_failure" | "reset_completed" | "disable_for_record";
 
 const RECORD_STATUSES: readonly HandlingStatus[] = [
   "AvailableByDefault",

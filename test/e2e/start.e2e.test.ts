@@ -29,7 +29,14 @@ describe("npm start with no DATABASE_URL", () => {
     chmodSync(dataDir, 0o755);
     const [port, pgPort] = [await freePort(), await freePort()];
     // As the README's try-it section: the local Slack sink answers channel_not_found for #gone.
-    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), EMBEDDED_PG_PORT: String(pgPort), DATA_DIR: dataDir, LOG_LEVEL: "info", SLACK_SINK_MISSING_CHANNELS: "#gone" };
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      PORT: String(port),
+      EMBEDDED_PG_PORT: String(pgPort),
+      DATA_DIR: dataDir,
+      LOG_LEVEL: "info",
+      SLACK_SINK_MISSING_CHANNELS: "#gone",
+    };
     delete env.DATABASE_URL;
     child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
     child.stdout!.on("data", (d) => (output += String(d)));
@@ -70,40 +77,53 @@ describe("npm start with no DATABASE_URL", () => {
     expect(output).toContain(path.join(outbox, "slack.jsonl"));
     const pool = createPool(`postgres://postgres:tidings@127.0.0.1:${pgPort}/tidings`, 2);
     try {
-      await putEntity(createDb(pool), "demo", {
-        kind: "user",
-        name: "Demo",
-        email: "demo@example.com",
-        slack: "#general",
-        preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" },
-      }, "e2e");
+      await putEntity(
+        createDb(pool),
+        "demo",
+        {
+          kind: "user",
+          name: "Demo",
+          email: "demo@example.com",
+          slack: "#general",
+          preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" },
+        },
+        "e2e",
+      );
       const { rows } = await pool.query("select notification.send_notification_to_entity('demo', 'Hello from the default run', 'It works.') as id");
       const id = rows[0].id as string;
-      const outcome = await waitFor(async () => {
-        const r = await pool.query(
-          "select type from notification.events where id = $1 and type like 'Sent%' order by position desc limit 1",
-          [id],
-        );
-        return r.rows[0]?.type as string | undefined;
-      }, { timeoutMs: 30_000, what: "the outcome in the default run" });
+      const outcome = await waitFor(
+        async () => {
+          const r = await pool.query("select type from notification.events where id = $1 and type like 'Sent%' order by position desc limit 1", [id]);
+          return r.rows[0]?.type as string | undefined;
+        },
+        { timeoutMs: 30_000, what: "the outcome in the default run" },
+      );
       expect(outcome).toBe("SentOnAllPreparedChannelsEvent");
       const emails = readdirSync(path.join(outbox, "email")).filter((f) => f.endsWith(".eml"));
       expect(emails.map((f) => readFileSync(path.join(outbox, "email", f), "utf8")).join("\n")).toContain("Subject: Hello from the default run");
       expect(readFileSync(path.join(outbox, "slack.jsonl"), "utf8")).toContain("It works.");
 
       // The README's fallback: Slack first, its channel gone, so email delivers.
-      await putEntity(createDb(pool), "flo", {
-        kind: "user",
-        name: "Flo",
-        email: "flo@example.com",
-        slack: "#gone",
-        preferences: { channels: ["slack", "email"], optedOut: [], delivery: "fallback" },
-      }, "e2e");
+      await putEntity(
+        createDb(pool),
+        "flo",
+        {
+          kind: "user",
+          name: "Flo",
+          email: "flo@example.com",
+          slack: "#gone",
+          preferences: { channels: ["slack", "email"], optedOut: [], delivery: "fallback" },
+        },
+        "e2e",
+      );
       const fell = (await pool.query("select notification.send_notification_to_entity('flo', 'Falls back to email', 'Slack is gone.') as id")).rows[0].id as string;
-      const view = await waitFor(async () => {
-        const r = await pool.query("select payload from notification.views where id = $1 order by position desc limit 1", [fell]);
-        return r.rows[0]?.payload.status === "sent" ? r.rows[0].payload : undefined;
-      }, { timeoutMs: 30_000, what: "the fallback to be sent" });
+      const view = await waitFor(
+        async () => {
+          const r = await pool.query("select payload from notification.views where id = $1 order by position desc limit 1", [fell]);
+          return r.rows[0]?.payload.status === "sent" ? r.rows[0].payload : undefined;
+        },
+        { timeoutMs: 30_000, what: "the fallback to be sent" },
+      );
       expect(view.outcome.deliveredBy).toBe("email");
       expect(view.channels.map((c: { channel: string; status: string }) => `${c.channel} ${c.status}`)).toEqual(["slack failed", "email sent"]);
     } finally {

@@ -51,7 +51,9 @@ describe("npm start with an unreachable database", () => {
     expect(code).not.toBe(0);
     expect(code).not.toBeNull();
     const lines = stderr.split("\n").filter((l) => l !== "");
-    expect(lines).toEqual([`tidings failed to start: cannot connect to the database at postgres://tidings_user:***@127.0.0.1:${port}/tidings_db: connect ECONNREFUSED 127.0.0.1:${port}`]);
+    expect(lines).toEqual([
+      `tidings failed to start: cannot connect to the database at postgres://tidings_user:***@127.0.0.1:${port}/tidings_db: connect ECONNREFUSED 127.0.0.1:${port}`,
+    ]);
     expect(stderr + stdout).not.toContain(PASSWORD);
     expect(stderr).not.toMatch(/\n\s+at /);
   }, 60_000);

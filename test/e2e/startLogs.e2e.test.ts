@@ -31,7 +31,11 @@ describe("the log of a default start", () => {
     child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
     child.stdout!.on("data", (d) => (stdout += String(d)));
     child.stderr!.on("data", (d) => (stderr += String(d)));
-    const lines = () => stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { level: number; msg: string; requestId?: string });
+    const lines = () =>
+      stdout
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { level: number; msg: string; requestId?: string });
 
     await waitFor(
       async () => {

@@ -32,27 +32,29 @@ const NAMES = ["w1", "w2", "w3", "w4"];
 
 const fixture = useFaultFixture(5);
 
-it("four workers on one database: each record handled once per concern, each send made once", async () => {
-  // The SMTP servers of w2..w4 (w1 uses the fixture's), closed by the end of the test.
-  const ownServers: TestSmtpServer[] = [];
-  try {
-    for (let i = 1; i < NAMES.length; i++) ownServers.push(await startSmtpServer());
-    await fourWorkers([fixture.channels.smtp, ...ownServers]);
-  } finally {
-    // Stopped first: a worker keeps its pooled SMTP connections open.
-    await Promise.all(fixture.workers.map((w) => w.stop(5_000)));
-    await Promise.all(ownServers.map((s) => s.close()));
-  }
-}, TEST_TIMEOUT_MS);
+it(
+  "four workers on one database: each record handled once per concern, each send made once",
+  async () => {
+    // The SMTP servers of w2..w4 (w1 uses the fixture's), closed by the end of the test.
+    const ownServers: TestSmtpServer[] = [];
+    try {
+      for (let i = 1; i < NAMES.length; i++) ownServers.push(await startSmtpServer());
+      await fourWorkers([fixture.channels.smtp, ...ownServers]);
+    } finally {
+      // Stopped first: a worker keeps its pooled SMTP connections open.
+      await Promise.all(fixture.workers.map((w) => w.stop(5_000)));
+      await Promise.all(ownServers.map((s) => s.close()));
+    }
+  },
+  TEST_TIMEOUT_MS,
+);
 
 async function fourWorkers(servers: TestSmtpServer[]): Promise<void> {
   const { t, channels, workers } = fixture;
   const entities = await seedEntities(t.db, "four");
   const holds = servers.map((s) => s.holdReplies());
   NAMES.forEach((name, i) =>
-    workers.push(
-      spawnWorker(name, workerEnv({ databaseUrl: t.url, channels, extra: { WORKER_CONCURRENCY: "4", DB_POOL_SIZE: "8", SMTP_URL: servers[i]!.url } })),
-    ),
+    workers.push(spawnWorker(name, workerEnv({ databaseUrl: t.url, channels, extra: { WORKER_CONCURRENCY: "4", DB_POOL_SIZE: "8", SMTP_URL: servers[i]!.url } }))),
   );
   await Promise.all(workers.map((w) => w.ready()));
   // Enqueued while the four are already polling, so they race for every job.

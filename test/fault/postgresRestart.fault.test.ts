@@ -20,11 +20,15 @@ afterAll(async () => {
   await expectNothingLeftOpen(openAtStart);
 });
 
-it("the database restarts mid-flow: the workers carry on and every notification reaches its outcome", async () => {
-  const r = await runPostgresRestart({ count: COUNT });
-  expectRecovered(r);
-  process.stdout.write(
-    `fault 2: ${COUNT} notifications, ${r.faultDetail} with ${r.emailsBeforeFault} emails accepted, ${r.heldAtFault} held and ${r.outcomesBeforeFault} outcomes reached before it; ` +
-      `all outcomes ${r.recoveryMs} ms after; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
-  );
-}, TEST_TIMEOUT_MS);
+it(
+  "the database restarts mid-flow: the workers carry on and every notification reaches its outcome",
+  async () => {
+    const r = await runPostgresRestart({ count: COUNT });
+    expectRecovered(r);
+    process.stdout.write(
+      `fault 2: ${COUNT} notifications, ${r.faultDetail} with ${r.emailsBeforeFault} emails accepted, ${r.heldAtFault} held and ${r.outcomesBeforeFault} outcomes reached before it; ` +
+        `all outcomes ${r.recoveryMs} ms after; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
+    );
+  },
+  TEST_TIMEOUT_MS,
+);

@@ -61,30 +61,38 @@ async function expectFlowDelivered(label: string, ids: string[], sent: Awaited<R
   return label;
 }
 
-it("30% of transactions answered 451 at DATA: every notification delivered, each 451 one retried attempt", async () => {
-  const { t, channels } = fixture;
-  channels.smtp.faultFraction(0.3, { action: "reject", stage: "DATA", code: 451 }, { seed: 4511 });
-  const sent = await enqueueMany(t.db, { label: "smtp451", count: COUNT, entities });
-  const ids = sent.map((s) => s.trackingId);
-  await expectFlowDelivered("451", ids, sent);
+it(
+  "30% of transactions answered 451 at DATA: every notification delivered, each 451 one retried attempt",
+  async () => {
+    const { t, channels } = fixture;
+    channels.smtp.faultFraction(0.3, { action: "reject", stage: "DATA", code: 451 }, { seed: 4511 });
+    const sent = await enqueueMany(t.db, { label: "smtp451", count: COUNT, entities });
+    const ids = sent.map((s) => s.trackingId);
+    await expectFlowDelivered("451", ids, sent);
 
-  const refused = channels.smtp.transactions.filter((x) => x.outcome === "rejected" && x.code === 451).length;
-  expect(refused).toBeGreaterThan(COUNT / 10);
-  const failures = await emailFailures(ids);
-  expect(failures).toEqual({ fails: refused, finals: 0, failedEvents: 0 });
-  process.stdout.write(`fault 4a: ${COUNT} notifications, ${refused} transactions answered 451, all delivered once\n`);
-}, TEST_TIMEOUT_MS);
+    const refused = channels.smtp.transactions.filter((x) => x.outcome === "rejected" && x.code === 451).length;
+    expect(refused).toBeGreaterThan(COUNT / 10);
+    const failures = await emailFailures(ids);
+    expect(failures).toEqual({ fails: refused, finals: 0, failedEvents: 0 });
+    process.stdout.write(`fault 4a: ${COUNT} notifications, ${refused} transactions answered 451, all delivered once\n`);
+  },
+  TEST_TIMEOUT_MS,
+);
 
-it("25% of connections cut in the middle of DATA: every notification delivered, each cut one retried attempt", async () => {
-  const { t, channels } = fixture;
-  channels.smtp.faultFraction(0.25, { action: "drop", stage: "DATA" }, { seed: 2525 });
-  const sent = await enqueueMany(t.db, { label: "smtpdrop", count: COUNT, entities });
-  const ids = sent.map((s) => s.trackingId);
-  await expectFlowDelivered("drop", ids, sent);
+it(
+  "25% of connections cut in the middle of DATA: every notification delivered, each cut one retried attempt",
+  async () => {
+    const { t, channels } = fixture;
+    channels.smtp.faultFraction(0.25, { action: "drop", stage: "DATA" }, { seed: 2525 });
+    const sent = await enqueueMany(t.db, { label: "smtpdrop", count: COUNT, entities });
+    const ids = sent.map((s) => s.trackingId);
+    await expectFlowDelivered("drop", ids, sent);
 
-  const dropped = channels.smtp.transactions.filter((x) => x.outcome === "dropped" && x.stage === "DATA").length;
-  expect(dropped).toBeGreaterThan(COUNT / 10);
-  const failures = await emailFailures(ids);
-  expect(failures).toEqual({ fails: dropped, finals: 0, failedEvents: 0 });
-  process.stdout.write(`fault 4b: ${COUNT} notifications, ${dropped} connections cut mid-DATA, all delivered once\n`);
-}, TEST_TIMEOUT_MS);
+    const dropped = channels.smtp.transactions.filter((x) => x.outcome === "dropped" && x.stage === "DATA").length;
+    expect(dropped).toBeGreaterThan(COUNT / 10);
+    const failures = await emailFailures(ids);
+    expect(failures).toEqual({ fails: dropped, finals: 0, failedEvents: 0 });
+    process.stdout.write(`fault 4b: ${COUNT} notifications, ${dropped} connections cut mid-DATA, all delivered once\n`);
+  },
+  TEST_TIMEOUT_MS,
+);

@@ -23,11 +23,15 @@ afterAll(async () => {
   await expectNothingLeftOpen(openAtStart);
 });
 
-it("worker connections terminated every 200 ms: the worker carries on and every notification reaches its outcome", async () => {
-  const r = await runTerminatedConnections(t, { count: COUNT });
-  expectRecovered(r);
-  process.stdout.write(
-    `fault 3: ${COUNT} notifications, ${r.faultDetail} with ${r.emailsBeforeFault} emails accepted, ${r.heldAtFault} held and ${r.outcomesBeforeFault} outcomes reached before it; ` +
-      `all outcomes ${r.recoveryMs} ms after the first termination; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
-  );
-}, TEST_TIMEOUT_MS);
+it(
+  "worker connections terminated every 200 ms: the worker carries on and every notification reaches its outcome",
+  async () => {
+    const r = await runTerminatedConnections(t, { count: COUNT });
+    expectRecovered(r);
+    process.stdout.write(
+      `fault 3: ${COUNT} notifications, ${r.faultDetail} with ${r.emailsBeforeFault} emails accepted, ${r.heldAtFault} held and ${r.outcomesBeforeFault} outcomes reached before it; ` +
+        `all outcomes ${r.recoveryMs} ms after the first termination; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
+    );
+  },
+  TEST_TIMEOUT_MS,
+);

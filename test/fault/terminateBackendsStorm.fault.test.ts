@@ -23,11 +23,15 @@ afterAll(async () => {
   await expectNothingLeftOpen(openAtStart);
 });
 
-it("worker connections terminated every 20 ms: the worker carries on and every notification reaches its outcome", async () => {
-  const r = await runTerminatedConnections(t, { count: COUNT, everyMs: 20 });
-  expectRecovered(r);
-  process.stdout.write(
-    `fault 3 (storm): ${COUNT} notifications, ${r.faultDetail} with ${r.emailsBeforeFault} emails accepted, ${r.heldAtFault} held and ${r.outcomesBeforeFault} outcomes reached before it; ` +
-      `all outcomes ${r.recoveryMs} ms after the first termination; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
-  );
-}, TEST_TIMEOUT_MS);
+it(
+  "worker connections terminated every 20 ms: the worker carries on and every notification reaches its outcome",
+  async () => {
+    const r = await runTerminatedConnections(t, { count: COUNT, everyMs: 20 });
+    expectRecovered(r);
+    process.stdout.write(
+      `fault 3 (storm): ${COUNT} notifications, ${r.faultDetail} with ${r.emailsBeforeFault} emails accepted, ${r.heldAtFault} held and ${r.outcomesBeforeFault} outcomes reached before it; ` +
+        `all outcomes ${r.recoveryMs} ms after the first termination; duplicates: ${r.emailDuplicates} email, ${r.slackDuplicates} slack\n`,
+    );
+  },
+  TEST_TIMEOUT_MS,
+);

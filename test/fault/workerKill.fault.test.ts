@@ -37,71 +37,75 @@ const WAVE = 120;
 
 const fixture = useFaultFixture(10);
 
-it("SIGKILL while emails, then Slack posts, are held mid-send: every notification reaches its outcome, repeats exactly the sends in doubt", async () => {
-  const { t, channels, workers } = fixture;
-  const entities = await seedEntities(t.db, "kill");
-  const env = workerEnv({ databaseUrl: t.url, channels });
-  const sent = await enqueueMany(t.db, { label: "kill", count: WAVE, entities });
-  const deaths: DeathSnapshot[] = [];
+it(
+  "SIGKILL while emails, then Slack posts, are held mid-send: every notification reaches its outcome, repeats exactly the sends in doubt",
+  async () => {
+    const { t, channels, workers } = fixture;
+    const entities = await seedEntities(t.db, "kill");
+    const env = workerEnv({ databaseUrl: t.url, channels });
+    const sent = await enqueueMany(t.db, { label: "kill", count: WAVE, entities });
+    const deaths: DeathSnapshot[] = [];
 
-  // Round 1: a third of the emails go through, then the SMTP server holds
-  // every reply. The first worker is killed once one send waits on it.
-  const emailHold = channels.smtp.holdReplies({ after: WAVE / 3 });
-  const first = spawnWorker("first", env);
-  workers.push(first);
-  await first.ready();
-  await emailHold.waitForHeld(1, FLOW_LIMIT_MS);
-  const firstKilledAt = Date.now();
-  await first.kill();
-  deaths.push(await settleAfterDeath({ query: t.query, channels }, first, ids(), sent, () => emailHold.release()));
+    // Round 1: a third of the emails go through, then the SMTP server holds
+    // every reply. The first worker is killed once one send waits on it.
+    const emailHold = channels.smtp.holdReplies({ after: WAVE / 3 });
+    const first = spawnWorker("first", env);
+    workers.push(first);
+    await first.ready();
+    await emailHold.waitForHeld(1, FLOW_LIMIT_MS);
+    const firstKilledAt = Date.now();
+    await first.kill();
+    deaths.push(await settleAfterDeath({ query: t.query, channels }, first, ids(), sent, () => emailHold.release()));
 
-  // Round 2: a second wave, so there are Slack posts left to make whatever
-  // the first worker did; a third of its posts go through, then the stand-in
-  // holds every chat.postMessage.
-  sent.push(...(await enqueueMany(t.db, { label: "kill2", count: WAVE, entities })));
-  const slackHold = channels.slack.holdReplies({ after: WAVE / 3 });
-  const second = spawnWorker("second", env);
-  workers.push(second);
-  await second.ready();
-  await slackHold.waitForHeld(1, FLOW_LIMIT_MS);
-  const secondKilledAt = Date.now();
-  await second.kill();
-  deaths.push(await settleAfterDeath({ query: t.query, channels }, second, ids(), sent, () => slackHold.release()));
+    // Round 2: a second wave, so there are Slack posts left to make whatever
+    // the first worker did; a third of its posts go through, then the stand-in
+    // holds every chat.postMessage.
+    sent.push(...(await enqueueMany(t.db, { label: "kill2", count: WAVE, entities })));
+    const slackHold = channels.slack.holdReplies({ after: WAVE / 3 });
+    const second = spawnWorker("second", env);
+    workers.push(second);
+    await second.ready();
+    await slackHold.waitForHeld(1, FLOW_LIMIT_MS);
+    const secondKilledAt = Date.now();
+    await second.kill();
+    deaths.push(await settleAfterDeath({ query: t.query, channels }, second, ids(), sent, () => slackHold.release()));
 
-  const third = spawnWorker("third", env);
-  workers.push(third);
-  await third.ready();
-  await waitForAllOutcomes(t.query, ids(), FLOW_LIMIT_MS);
-  const recoveredInMs = Date.now() - secondKilledAt;
+    const third = spawnWorker("third", env);
+    workers.push(third);
+    await third.ready();
+    await waitForAllOutcomes(t.query, ids(), FLOW_LIMIT_MS);
+    const recoveredInMs = Date.now() - secondKilledAt;
 
-  // The kills landed mid-send: every held send was still awaited by its
-  // worker when it died, and was an operation Running (in doubt) then.
-  const heldEmails = emailHold.held.filter((h) => h.state === "released");
-  const heldPosts = slackHold.held.filter((h) => h.state === "released");
-  expect(heldEmails.filter((h) => h.clientGoneAt !== null && h.clientGoneAt < firstKilledAt)).toEqual([]);
-  expect(heldPosts.filter((h) => h.clientGoneAt !== null && h.clientGoneAt < secondKilledAt)).toEqual([]);
-  const trackingIdOf = (marker: string) => sent.find((s) => marker.includes(s.marker))?.trackingId;
-  const heldEmailIds = heldEmails.map((h) => sent.find((s) => s.messageId === h.item.messageId)?.trackingId);
-  const heldPostIds = heldPosts.map((h) => trackingIdOf(String(h.item.args.text)));
-  expect(heldEmailIds.length).toBeGreaterThan(0);
-  expect(heldPostIds.length).toBeGreaterThan(0);
-  expect(heldEmailIds.filter((id) => !id || !deaths[0]!.running.email.has(id))).toEqual([]);
-  expect(heldPostIds.filter((id) => !id || !deaths[1]!.running.slack.has(id))).toEqual([]);
+    // The kills landed mid-send: every held send was still awaited by its
+    // worker when it died, and was an operation Running (in doubt) then.
+    const heldEmails = emailHold.held.filter((h) => h.state === "released");
+    const heldPosts = slackHold.held.filter((h) => h.state === "released");
+    expect(heldEmails.filter((h) => h.clientGoneAt !== null && h.clientGoneAt < firstKilledAt)).toEqual([]);
+    expect(heldPosts.filter((h) => h.clientGoneAt !== null && h.clientGoneAt < secondKilledAt)).toEqual([]);
+    const trackingIdOf = (marker: string) => sent.find((s) => marker.includes(s.marker))?.trackingId;
+    const heldEmailIds = heldEmails.map((h) => sent.find((s) => s.messageId === h.item.messageId)?.trackingId);
+    const heldPostIds = heldPosts.map((h) => trackingIdOf(String(h.item.args.text)));
+    expect(heldEmailIds.length).toBeGreaterThan(0);
+    expect(heldPostIds.length).toBeGreaterThan(0);
+    expect(heldEmailIds.filter((id) => !id || !deaths[0]!.running.email.has(id))).toEqual([]);
+    expect(heldPostIds.filter((id) => !id || !deaths[1]!.running.slack.has(id))).toEqual([]);
 
-  await expectAllSentOnAll(t.query, ids(), 2 * WAVE);
-  expectAllDelivered(channels, sent);
-  const account = expectRepeatsExplained(deaths, channels, sent);
-  // Every held email reached the server, so each is one of the repeats.
-  expect(account.emailsDeliveredInDoubt).toBeGreaterThanOrEqual(heldEmails.length);
-  await expectHandoversExplained(t.query, deaths, ids());
-  process.stdout.write(
-    `fault 1a: ${2 * WAVE} notifications, two kills; held at the kills: ${heldEmails.length} emails, ${heldPosts.length} posts; ` +
-      `in doubt (Running): ${deaths.map((x) => `${x.running.email.size} email + ${x.running.slack.size} slack`).join(", then ")}; ` +
-      `repeats: ${account.emailRepeats} email (exactly the ${account.emailsDeliveredInDoubt} delivered in doubt), ${account.slackRepeats} slack; ` +
-      `all outcomes ${recoveredInMs} ms after the second kill\n`,
-  );
+    await expectAllSentOnAll(t.query, ids(), 2 * WAVE);
+    expectAllDelivered(channels, sent);
+    const account = expectRepeatsExplained(deaths, channels, sent);
+    // Every held email reached the server, so each is one of the repeats.
+    expect(account.emailsDeliveredInDoubt).toBeGreaterThanOrEqual(heldEmails.length);
+    await expectHandoversExplained(t.query, deaths, ids());
+    process.stdout.write(
+      `fault 1a: ${2 * WAVE} notifications, two kills; held at the kills: ${heldEmails.length} emails, ${heldPosts.length} posts; ` +
+        `in doubt (Running): ${deaths.map((x) => `${x.running.email.size} email + ${x.running.slack.size} slack`).join(", then ")}; ` +
+        `repeats: ${account.emailRepeats} email (exactly the ${account.emailsDeliveredInDoubt} delivered in doubt), ${account.slackRepeats} slack; ` +
+        `all outcomes ${recoveredInMs} ms after the second kill\n`,
+    );
 
-  function ids(): string[] {
-    return sent.map((s) => s.trackingId);
-  }
-}, TEST_TIMEOUT_MS);
+    function ids(): string[] {
+      return sent.map((s) => s.trackingId);
+    }
+  },
+  TEST_TIMEOUT_MS,
+);

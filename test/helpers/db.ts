@@ -145,12 +145,16 @@ export async function declareTestActor(ownerTx: Db, actor: string): Promise<void
   if (exists.rows[0]!.n > 0) return;
   const role = `tidings_${actor}`;
   await sql`reset role`.execute(ownerTx);
-  await sql.raw(`
+  await sql
+    .raw(
+      `
     do $$ begin
       if not exists (select 1 from pg_roles where rolname = '${role}') then create role ${role} nologin; end if;
       if not pg_has_role('tidings_service', '${role}', 'MEMBER') then grant ${role} to tidings_service; end if;
     exception when duplicate_object or unique_violation then null;
-    end $$`).execute(ownerTx);
+    end $$`,
+    )
+    .execute(ownerTx);
   await sql`set local role tidings_owner`.execute(ownerTx);
   await sql`select tidings.declare_actor(${actor}, ${"test actor"})`.execute(ownerTx);
 }
@@ -166,10 +170,7 @@ export async function asOwner<T>(admin: Db, fn: (tx: Db) => Promise<T>): Promise
   });
 }
 
-export async function waitFor<T>(
-  probe: () => Promise<T | undefined | null | false>,
-  { timeoutMs = 15_000, intervalMs = 50, what = "condition" } = {},
-): Promise<T> {
+export async function waitFor<T>(probe: () => Promise<T | undefined | null | false>, { timeoutMs = 15_000, intervalMs = 50, what = "condition" } = {}): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();

@@ -31,10 +31,7 @@ export const TEST_TIMEOUT_MS = 300_000;
 export const SENT_ON_ALL = "SentOnAllPreparedChannelsEvent";
 
 /** How the checks read the streams (as the superuser, past every role): a pg pool's or a test database's `query`. */
-export type Query = <R extends Record<string, unknown> = Record<string, unknown>>(
-  text: string,
-  values?: unknown[],
-) => Promise<{ rows: R[] }>;
+export type Query = <R extends Record<string, unknown> = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<{ rows: R[] }>;
 
 export interface Channels {
   smtp: TestSmtpServer;
@@ -59,12 +56,7 @@ export async function seedEntities(db: Db, prefix: string, count = 8): Promise<s
   const ids: string[] = [];
   for (let i = 0; i < count; i++) {
     const id = `${prefix}-${i}`;
-    await putEntity(
-      db,
-      id,
-      person({ name: `Fault ${prefix} ${i}`, email: `${id}@example.test`, slack: `U0FLT${String(i).padStart(4, "0")}` }),
-      "fault-test",
-    );
+    await putEntity(db, id, person({ name: `Fault ${prefix} ${i}`, email: `${id}@example.test`, slack: `U0FLT${String(i).padStart(4, "0")}` }), "fault-test");
     ids.push(id);
   }
   return ids;
@@ -82,10 +74,7 @@ export interface SentNotification {
  * the TypeScript enqueue, odd ones through the SQL function
  * `notification.send_notification_to_entity`, each with a unique marker.
  */
-export async function enqueueMany(
-  db: Db,
-  options: { label: string; count: number; entities: string[] },
-): Promise<SentNotification[]> {
+export async function enqueueMany(db: Db, options: { label: string; count: number; entities: string[] }): Promise<SentNotification[]> {
   const sent: SentNotification[] = [];
   for (let i = 0; i < options.count; i++) {
     const marker = `[fault:${options.label}:${i}]`;
@@ -109,10 +98,10 @@ export async function enqueueMany(
 
 /** How many of these notifications have an outcome event on notification.events. */
 export async function countOutcomes(query: Query, ids: readonly string[]): Promise<number> {
-  const { rows } = await query<{ n: number }>(
-    `select count(distinct id)::int as n from notification.events where type = any($1::text[]) and id = any($2::text[])`,
-    [OUTCOME_TYPES, ids],
-  );
+  const { rows } = await query<{ n: number }>(`select count(distinct id)::int as n from notification.events where type = any($1::text[]) and id = any($2::text[])`, [
+    OUTCOME_TYPES,
+    ids,
+  ]);
   return rows[0]!.n;
 }
 
@@ -173,11 +162,7 @@ export function deliveries(channels: Received, sent: readonly SentNotification[]
 }
 
 /** The email and Slack operations (tracking id → attempt) that have this handling status now. */
-async function operationsIn(
-  query: Query,
-  ids: readonly string[],
-  status: string,
-): Promise<{ email: Map<string, number>; slack: Map<string, number> }> {
+async function operationsIn(query: Query, ids: readonly string[], status: string): Promise<{ email: Map<string, number>; slack: Map<string, number> }> {
   const { rows } = await query<{ channel: "email" | "slack"; id: string; attempts: number }>(
     `select 'email' as channel, o.id, h.attempts from email.operations o
        join email.operations__handling h on h.position = o.position and h.concern = 'email_bot'
@@ -327,10 +312,7 @@ export function expectRepeatsExplained(deaths: readonly DeathSnapshot[], receive
  * abandoned before recording an outcome", the hand-over of a send a dead
  * worker left Running), per operation that has any.
  */
-export async function cancelsInHistory(
-  query: Query,
-  ids: readonly string[],
-): Promise<Array<{ channel: "email" | "slack"; id: string; cancels: number; abandoned: number }>> {
+export async function cancelsInHistory(query: Query, ids: readonly string[]): Promise<Array<{ channel: "email" | "slack"; id: string; cancels: number; abandoned: number }>> {
   const { rows } = await query<{ channel: "email" | "slack"; id: string; cancels: number; abandoned: number }>(
     `select 'email' as channel, o.id, count(*)::int as cancels,
             count(*) filter (where x.reason like '%was abandoned before recording an outcome%')::int as abandoned
@@ -358,7 +340,10 @@ export async function repeatsBeyondHandovers(
   sent: readonly SentNotification[],
 ): Promise<{ beyond: string[]; handedOver: { email: number; slack: number } }> {
   const d = deliveries(received, sent);
-  const cancels = await cancelsInHistory(query, sent.map((s) => s.trackingId));
+  const cancels = await cancelsInHistory(
+    query,
+    sent.map((s) => s.trackingId),
+  );
   const handovers = (channel: "email" | "slack", id: string) => cancels.find((c) => c.channel === channel && c.id === id)?.abandoned ?? 0;
   const beyond: string[] = [];
   for (const s of sent) {
@@ -575,11 +560,7 @@ export interface WorkerProcess {
 }
 
 /** The environment of a worker-only tidings process on loopback. */
-export function workerEnv(options: {
-  databaseUrl: string;
-  channels: Channels;
-  extra?: Record<string, string>;
-}): NodeJS.ProcessEnv {
+export function workerEnv(options: { databaseUrl: string; channels: Channels; extra?: Record<string, string> }): NodeJS.ProcessEnv {
   const { databaseUrl, channels } = options;
   // The channels retry on a short schedule here (BOT_MAX_ATTEMPTS attempts,
   // 100 ms doubling to 2 s), not the production one of hours.
@@ -636,9 +617,7 @@ export function spawnWorker(name: string, env: NodeJS.ProcessEnv, entry = "src/m
   // "close", not "exit": the process is gone *and* everything it printed has
   // been read (a line written just before a SIGKILL may still sit in the pipe
   // at "exit"), and its pipes are closed, so nothing of it outlives the test.
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("close", (code, signal) => resolve({ code, signal })),
-  );
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("close", (code, signal) => resolve({ code, signal })));
   let gone = false;
   void exited.then(() => (gone = true));
   const self: WorkerProcess = {

@@ -21,11 +21,10 @@ export interface ThrowawayPostgres {
 }
 
 export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
-  const child: ChildProcess = spawn(
-    process.execPath,
-    ["--import", "tsx", path.resolve(__dirname, "../fixtures/faultPostgres.ts")],
-    { stdio: ["pipe", "pipe", "pipe"], cwd: path.resolve(__dirname, "../..") },
-  );
+  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", path.resolve(__dirname, "../fixtures/faultPostgres.ts")], {
+    stdio: ["pipe", "pipe", "pipe"],
+    cwd: path.resolve(__dirname, "../.."),
+  });
   let output = "";
   let consumed = 0;
   child.stdout!.on("data", (d) => (output += String(d)));

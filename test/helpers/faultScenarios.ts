@@ -239,10 +239,7 @@ export async function runPostgresRestart(options: { count: number }): Promise<Sc
  * "tidings") to the test database is terminated every `everyMs` for
  * `forMs`, mid-flow.
  */
-export async function runTerminatedConnections(
-  t: { url: string; db: Db; query: Query },
-  options: { count: number; everyMs?: number; forMs?: number },
-): Promise<ScenarioResult> {
+export async function runTerminatedConnections(t: { url: string; db: Db; query: Query }, options: { count: number; everyMs?: number; forMs?: number }): Promise<ScenarioResult> {
   const { everyMs = 200, forMs = 8_000 } = options;
   let channels: Channels | null = null;
   const workers: WorkerProcess[] = [];

@@ -130,8 +130,7 @@ export function judge(probe: Probe, answer: Answer): string | null {
 
 function preview(value: string | Uint8Array | undefined, max = 160): string {
   if (value === undefined) return "(none)";
-  const text =
-    typeof value === "string" ? value : isUtf8(value) ? Buffer.from(value).toString("utf8") : `(not UTF-8, as latin1) ${Buffer.from(value).toString("latin1")}`;
+  const text = typeof value === "string" ? value : isUtf8(value) ? Buffer.from(value).toString("utf8") : `(not UTF-8, as latin1) ${Buffer.from(value).toString("latin1")}`;
   const shown = JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
   return text.length > max ? `${shown} (${text.length} chars)` : shown;
 }
@@ -236,7 +235,9 @@ const SCHEMAS = { notification: SendNotificationBody, entity: EntityInput } as c
 export function expectedRefusal(target: BodyTarget, bytes: Uint8Array): Expect | null {
   if (bytes.length === 0) return { status: [400], mentions: [/JSON/] };
   if (bytes.length > BODY_LIMIT) return { status: [413], problemType: "payload-too-large", mentions: [/limit/] };
-  const text = Buffer.from(bytes).toString("utf8").replace(/^\ufeff/, "");
+  const text = Buffer.from(bytes)
+    .toString("utf8")
+    .replace(/^\ufeff/, "");
   const first = /^[ \t\n\r]*(.)/s.exec(text)?.[1];
   let value: unknown;
   try {
@@ -249,9 +250,7 @@ export function expectedRefusal(target: BodyTarget, bytes: Uint8Array): Expect |
   if (Array.isArray(value)) return { status: [400], anyPath: ["(body)", ...unstorable] };
   const parsed = SCHEMAS[target].safeParse(value);
   if (!parsed.success) {
-    const paths = parsed.error.issues.flatMap((i) =>
-      i.code === "unrecognized_keys" ? i.keys.map((k) => [...i.path, k].join(".")) : [i.path.join(".") || "(body)"],
-    );
+    const paths = parsed.error.issues.flatMap((i) => (i.code === "unrecognized_keys" ? i.keys.map((k) => [...i.path, k].join(".")) : [i.path.join(".") || "(body)"]));
     // With text that cannot be stored as well, a server may report either kind first: one named is enough.
     return unstorable.length > 0 ? { status: [400], anyPath: [...paths, ...unstorable] } : { status: [400], problemType: "validation-failed", paths: [...new Set(paths)] };
   }
@@ -263,11 +262,52 @@ export function expectedRefusal(target: BodyTarget, bytes: Uint8Array): Expect |
 
 /** Characters that break naive handling: NUL and controls, lone surrogates, invisible and bidi marks, BOM, separators. */
 export const NASTY_CHARS = [
-  "\u0000", "\u0001", "\u001f", "\u007f", "\u0085", "\ud800", "\udbff", "\udc00", "\udfff",
-  "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202a", "\u202e", "\u2066", "\u2069",
-  "\ufeff", "\u00a0", "\u2028", "\u2029", "\ufffe", "\uffff", "\ufffd",
-  '"', "\\", "/", "'", "`", "%", "&", "<", ">", "{", "}", "[", "]", ".", ":",
-  "😀", "é", "e\u0301", "Ω", "中", "\u0000\u0000",
+  "\u0000",
+  "\u0001",
+  "\u001f",
+  "\u007f",
+  "\u0085",
+  "\ud800",
+  "\udbff",
+  "\udc00",
+  "\udfff",
+  "\u200b",
+  "\u200c",
+  "\u200d",
+  "\u200e",
+  "\u200f",
+  "\u202a",
+  "\u202e",
+  "\u2066",
+  "\u2069",
+  "\ufeff",
+  "\u00a0",
+  "\u2028",
+  "\u2029",
+  "\ufffe",
+  "\uffff",
+  "\ufffd",
+  '"',
+  "\\",
+  "/",
+  "'",
+  "`",
+  "%",
+  "&",
+  "<",
+  ">",
+  "{",
+  "}",
+  "[",
+  "]",
+  ".",
+  ":",
+  "😀",
+  "é",
+  "e\u0301",
+  "Ω",
+  "中",
+  "\u0000\u0000",
 ] as const;
 
 const printableAscii = fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c));
@@ -279,8 +319,7 @@ const UNSTORABLE = ["\u0000", "\ud800", "\udbff", "\udc00", "\udfff"] as const;
 
 // --- Valid bodies -------------------------------------------------------------------
 
-const graphemeText = (maxLength: number) =>
-  fc.string({ unit: "grapheme", minLength: 1, maxLength }).filter((s) => s.trim().length > 0 && unstorablePaths(s).length === 0);
+const graphemeText = (maxLength: number) => fc.string({ unit: "grapheme", minLength: 1, maxLength }).filter((s) => s.trim().length > 0 && unstorablePaths(s).length === 0);
 
 const entityIdArb = fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._:@-]{0,40}$/);
 const tagName = fc.stringMatching(/^[A-Za-z0-9_.:-]{1,20}$/);
@@ -328,7 +367,13 @@ const notAString = fc.oneof(
   fc.dictionary(nastyString({ maxLength: 6 }), smallJson, { maxKeys: 3 }),
 );
 const notAStringNorNull = notAString.filter((v) => v !== null);
-const notAnArray = fc.oneof(fc.constantFrom("email", "email,slack", ""), fc.integer(), fc.boolean(), fc.constant(null), fc.dictionary(fc.string({ maxLength: 5 }), smallJson, { maxKeys: 2 }));
+const notAnArray = fc.oneof(
+  fc.constantFrom("email", "email,slack", ""),
+  fc.integer(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.dictionary(fc.string({ maxLength: 5 }), smallJson, { maxKeys: 2 }),
+);
 const notAnObject = fc.oneof(nastyString({ maxLength: 10 }), fc.integer(), fc.boolean(), fc.constant(null), fc.array(smallJson, { maxLength: 3 }));
 const badChannel = fc.oneof(fc.constantFrom("fax", "sms", "EMAIL", "Email", " email", "slack ", "", "e-mail", "email\u200b", "slack\u0000"), notAString);
 const badChannelList = (emptyAllowed: boolean) =>
@@ -342,7 +387,7 @@ const badTags = fc.oneof(
   fc.constantFrom<Json>(
     { "": "v" },
     { "bad name": "v" },
-    { "ü": "v" },
+    { ü: "v" },
     { "tag\u200b": "v" },
     { [`t${"a".repeat(64)}`]: "v" },
     { k: 1 },
@@ -353,12 +398,25 @@ const badTags = fc.oneof(
     Object.fromEntries(Array.from({ length: 21 }, (_, i) => [`t${i}`, "v"])),
   ),
 );
-const badEntityId = fc.oneof(notAString, fc.constantFrom("", "-ada", "_ada", ".ada", "a b", "ada/1", "ada#1", "ada?x", "\u200bada", "ada\u200f", "\u202eada", "\ufeffada", "ad\u00e9", "a".repeat(201)));
+const badEntityId = fc.oneof(
+  notAString,
+  fc.constantFrom("", "-ada", "_ada", ".ada", "a b", "ada/1", "ada#1", "ada?x", "\u200bada", "ada\u200f", "\u202eada", "\ufeffada", "ad\u00e9", "a".repeat(201)),
+);
 const badKind = fc.oneof(notAString, fc.constantFrom("robot", "User", "USER", "", "user ", "team\u200b", "service\u0000"));
 const badDelivery = fc.oneof(notAString, fc.constantFrom("some", "ALL", "", "first ", "all\u0000"));
 const badEmail = fc.oneof(
   notAStringNorNull,
-  fc.constantFrom("", "no-at-sign", "two@@example.com", "spaces in@example.com", "@example.com", "ada@", "ada@exa\u202emple.com", "ada\u0000@example.com", `a@${`${"b".repeat(60)}.`.repeat(6)}com`),
+  fc.constantFrom(
+    "",
+    "no-at-sign",
+    "two@@example.com",
+    "spaces in@example.com",
+    "@example.com",
+    "ada@",
+    "ada@exa\u202emple.com",
+    "ada\u0000@example.com",
+    `a@${`${"b".repeat(60)}.`.repeat(6)}com`,
+  ),
 );
 const badSlack = fc.oneof(
   notAStringNorNull,
@@ -406,8 +464,25 @@ const KNOWN_KEYS: Record<BodyTarget, Record<string, string[]>> = {
 /** Names a client might send by mistake, and names that are dangerous as JavaScript keys. */
 const unknownKey = fc.oneof(
   fc.constantFrom(
-    "__proto__", "constructor", "prototype", "toString", "valueOf", "hasOwnProperty", "__defineGetter__",
-    "idempotencyKey", "Subject", "entity_id", "entityID", " text", "text ", "tags.x", "0", "-1", "colour", "a\u0000b", "\ud800",
+    "__proto__",
+    "constructor",
+    "prototype",
+    "toString",
+    "valueOf",
+    "hasOwnProperty",
+    "__defineGetter__",
+    "idempotencyKey",
+    "Subject",
+    "entity_id",
+    "entityID",
+    " text",
+    "text ",
+    "tags.x",
+    "0",
+    "-1",
+    "colour",
+    "a\u0000b",
+    "\ud800",
   ),
   nastyString({ minLength: 1, maxLength: 10 }),
 );
@@ -551,7 +626,27 @@ export function mutatedBody(target: BodyTarget): fc.Arbitrary<MutatedBody> {
 
 type TextMutator = (s: string, at: number, pick: number) => string;
 
-const JUNK_TOKENS = ["NaN", "Infinity", "-Infinity", "undefined", "True", "nul", "01", ".5", "+1", "1.", "0x1F", "--1", "1e", "'x'", "\"\\x41\"", "\"\\u12\"", "\"\\u00zz\"", "\"\\a\"", "\"\\'\""];
+const JUNK_TOKENS = [
+  "NaN",
+  "Infinity",
+  "-Infinity",
+  "undefined",
+  "True",
+  "nul",
+  "01",
+  ".5",
+  "+1",
+  "1.",
+  "0x1F",
+  "--1",
+  "1e",
+  "'x'",
+  '"\\x41"',
+  '"\\u12"',
+  '"\\u00zz"',
+  '"\\a"',
+  '"\\\'"',
+];
 const INSERTS = [",", ":", "{", "}", "[", "]", '"', "'", "\\", "\u0001", "\u0000", "\u001f", "\n", "\t", "/", "*", "#", "\ufeff", ",,"];
 
 /** Each takes the JSON text of a valid body and breaks its syntax (the oracle decides whether it really did). */
@@ -572,7 +667,7 @@ const TEXT_MUTATORS: Record<string, TextMutator> = {
   },
   "two documents": (s) => `${s} ${s}`,
   "garbage after": (s, _at, pick) => s + ["x", "}", ",", "]", "\u0000", "//"][pick % 6],
-  "comment": (s, _at, pick) => (pick % 2 === 0 ? `/* note */${s}` : `// note\n${s}`),
+  comment: (s, _at, pick) => (pick % 2 === 0 ? `/* note */${s}` : `// note\n${s}`),
   "BOM twice": (s) => `\ufeff\ufeff${s}`,
   "raw control character in a string": (s, _at, pick) => s.replace(/:"/, `:"${String.fromCharCode(pick % 32)}`),
   "escape broken": (s, _at, pick) => s.replace(/:"/, `:"${["\\x41", "\\u12", "\\u00zz", "\\a", "\\'", "\\"][pick % 6]}`),

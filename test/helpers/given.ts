@@ -197,7 +197,11 @@ export async function whenSettled(rules: Rules, options: SettleOptions = {}): Pr
     }
     const bot = botFor(rules, due[0]!.task);
     const batch = bot.batch ? due.filter((w) => w.task === due[0]!.task).slice(0, bot.batch.maxSize) : [due[0]!];
-    await handleBatch(bot, rules.runtime, batch.map((w) => ({ position: w.position, jobTag: `test job ${++jobSerial}` })));
+    await handleBatch(
+      bot,
+      rules.runtime,
+      batch.map((w) => ({ position: w.position, jobTag: `test job ${++jobSerial}` })),
+    );
     handled += batch.length;
   }
 }
@@ -206,7 +210,7 @@ export async function whenSettled(rules: Rules, options: SettleOptions = {}): Pr
 export async function whenProjectionCatchesUp(rules: Rules): Promise<number> {
   const projection = rules.bots.find((b): b is CatchUpBot<BotDeps> => b.kind === "catch-up")!;
   let read = 0;
-  for (let n; (n = await catchUpOnce(projection, rules.runtime)) > 0; ) read += n;
+  for (let n; (n = await catchUpOnce(projection, rules.runtime)) > 0;) read += n;
   return read;
 }
 

@@ -28,9 +28,7 @@ export interface LimitedApi {
   close(): Promise<void>;
 }
 
-export async function startLimitedApi(
-  deps: Omit<ApiContext, "stopping" | "logger" | "metrics"> & { metricsRefreshMs?: number },
-): Promise<LimitedApi> {
+export async function startLimitedApi(deps: Omit<ApiContext, "stopping" | "logger" | "metrics"> & { metricsRefreshMs?: number }): Promise<LimitedApi> {
   const metrics = createMetrics({ databaseRefreshMs: deps.metricsRefreshMs });
   const stopping = new AbortController();
   const app = createApp({ ...deps, logger: testLogger, metrics, stopping: stopping.signal });

@@ -349,7 +349,11 @@ export async function startSlackStandIn(options: SlackStandInOptions = {}): Prom
     const call: RecordedCall = { method: match[1]!, receivedAt: Date.now(), headers: req.headers, contentType, args, answer: "" };
     calls.push(call);
     const holder = hold?.method === call.method ? hold.holder : null;
-    const held = holder?.take(call, () => answerNormally(res, call, req.headers.authorization), () => res.destroy());
+    const held = holder?.take(
+      call,
+      () => answerNormally(res, call, req.headers.authorization),
+      () => res.destroy(),
+    );
     if (held) {
       call.answer = "held";
       return void res.on("close", () => holder!.clientGone(held));

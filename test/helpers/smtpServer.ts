@@ -183,12 +183,7 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
   }
 
   /** Carry out the fault if it belongs to this stage; otherwise let the command through. */
-  async function apply(
-    fault: SmtpFault | null | undefined,
-    stage: SmtpStage,
-    session: SMTPServerSession,
-    callback: (err?: Error | null) => void,
-  ): Promise<void> {
+  async function apply(fault: SmtpFault | null | undefined, stage: SmtpStage, session: SMTPServerSession, callback: (err?: Error | null) => void): Promise<void> {
     if (!fault || fault.stage !== stage) return callback();
     if (fault.action === "delay") {
       await sleep(fault.ms);
@@ -329,8 +324,7 @@ export async function startSmtpServer(options: SmtpServerOptions = {}): Promise<
     });
   });
   const port = (server.server.address() as net.AddressInfo).port;
-  const openConnections = () =>
-    new Promise<number>((resolve, reject) => server.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+  const openConnections = () => new Promise<number>((resolve, reject) => server.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
 
   return {
     url: `smtp://127.0.0.1:${port}`,
@@ -434,13 +428,10 @@ function decodeQuotedPrintable(body: string): Buffer {
 
 /** `=?UTF-8?Q?...?=` / `=?UTF-8?B?...?=` words; whitespace between adjacent words is dropped (RFC 2047 §6.2). */
 export function decodeEncodedWords(value: string): string {
-  return value
-    .replace(/(=\?[^?]+\?[BbQq]\?[^?]*\?=)\s+(?==\?)/g, "$1")
-    .replace(/=\?([^?]+)\?([BbQq])\?([^?]*)\?=/g, (_m, charset: string, encoding: string, data: string) => {
-      const buffer =
-        encoding.toUpperCase() === "B" ? Buffer.from(data, "base64") : decodeQuotedPrintable(data.replace(/_/g, " "));
-      return buffer.toString(/^utf-?8$/i.test(charset) ? "utf8" : "latin1");
-    });
+  return value.replace(/(=\?[^?]+\?[BbQq]\?[^?]*\?=)\s+(?==\?)/g, "$1").replace(/=\?([^?]+)\?([BbQq])\?([^?]*)\?=/g, (_m, charset: string, encoding: string, data: string) => {
+    const buffer = encoding.toUpperCase() === "B" ? Buffer.from(data, "base64") : decodeQuotedPrintable(data.replace(/_/g, " "));
+    return buffer.toString(/^utf-?8$/i.test(charset) ? "utf8" : "latin1");
+  });
 }
 
 function splitHeaders(raw: string): { headers: Record<string, string>; body: string } {
@@ -464,11 +455,7 @@ function param(header: string | undefined, name: string): string | null {
 function decodeBody(body: string, headers: Record<string, string>): string {
   const encoding = (headers["content-transfer-encoding"] ?? "7bit").toLowerCase();
   const buffer =
-    encoding === "base64"
-      ? Buffer.from(body.replace(/\s+/g, ""), "base64")
-      : encoding === "quoted-printable"
-        ? decodeQuotedPrintable(body)
-        : Buffer.from(body, "utf8");
+    encoding === "base64" ? Buffer.from(body.replace(/\s+/g, ""), "base64") : encoding === "quoted-printable" ? decodeQuotedPrintable(body) : Buffer.from(body, "utf8");
   return buffer.toString("utf8");
 }
 

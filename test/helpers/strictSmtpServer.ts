@@ -116,4 +116,3 @@ export async function startStrictSmtpServer(): Promise<StrictSmtpServer> {
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
-

@@ -84,9 +84,7 @@ export async function startTidings(
       self.worker = await startTestWorker(t, allBots(), deps, {
         maxAttempts: options.maxAttempts ?? 3,
         concurrency: 8,
-        ...(options.retrySchedules
-          ? { retrySchedules: { email_bot: options.retrySchedules.email, slack_bot: options.retrySchedules.slack } }
-          : {}),
+        ...(options.retrySchedules ? { retrySchedules: { email_bot: options.retrySchedules.email, slack_bot: options.retrySchedules.slack } } : {}),
       });
       return self.worker;
     },

@@ -40,7 +40,14 @@ export async function startTestWorker<TDeps>(
     },
     // The handling sweep runs only when a test calls it (sweepHandling): a
     // timed one could take the sweep's lock from under the test.
-    settings: { concurrency: options.concurrency ?? 4, pollIntervalMs: 100, leaseMs: options.leaseMs ?? 30_000, catchUpIdleMs: 25, sweepMs: 86_400_000, ...(options.shutdownGraceMs === undefined ? {} : { shutdownGraceMs: options.shutdownGraceMs }) },
+    settings: {
+      concurrency: options.concurrency ?? 4,
+      pollIntervalMs: 100,
+      leaseMs: options.leaseMs ?? 30_000,
+      catchUpIdleMs: 25,
+      sweepMs: 86_400_000,
+      ...(options.shutdownGraceMs === undefined ? {} : { shutdownGraceMs: options.shutdownGraceMs }),
+    },
     logger: testLogger,
   });
 }

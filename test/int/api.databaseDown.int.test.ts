@@ -29,7 +29,8 @@ afterAll(async () => {
 
 /** The API over its own pool to `url`. */
 async function apiOn(url: string, applicationName: string, poolOptions: pg.PoolConfig = {}): Promise<{ api: LimitedApi; pool: pg.Pool }> {
-  const pool = Object.keys(poolOptions).length > 0 ? new pg.Pool({ connectionString: url, application_name: applicationName, ...poolOptions }) : createPool(url, 5, applicationName);
+  const pool =
+    Object.keys(poolOptions).length > 0 ? new pg.Pool({ connectionString: url, application_name: applicationName, ...poolOptions }) : createPool(url, 5, applicationName);
   pool.on("error", () => {});
   const db = createDb(pool);
   const api = await startLimitedApi({ pool, db, rateLimit: { limit: 1000, windowSeconds: 3600 } });
@@ -84,9 +85,7 @@ describe("the database out of reach: 503 with Retry-After", () => {
   it("nothing listens where the database should be: keyed endpoints answer 503; health answers, readiness and metrics say so", async () => {
     const { api } = await apiOn(withHostPort(t.url, await closedPort()), "tidings-down-refused");
     expectUnavailable(await api.call("GET", "/v1/events", { key: generateSecret() }));
-    expectUnavailable(
-      await api.call("POST", "/v1/notifications", { key: generateSecret(), body: { entityId: "ada", subject: "s", text: "t" } }),
-    );
+    expectUnavailable(await api.call("POST", "/v1/notifications", { key: generateSecret(), body: { entityId: "ada", subject: "s", text: "t" } }));
     expect((await api.call("GET", "/healthz")).status).toBe(200);
     expect((await api.call("GET", "/readyz")).status).toBe(503);
     const metrics = await api.call("GET", "/metrics");

@@ -79,7 +79,10 @@ describe("entity versions", () => {
     expect(answers.find((a) => a.id === "lou" && a.answer.version === 2)!.answer.changed).toEqual(["email"]);
     expect(answers.find((a) => a.id === "kim" && a.answer.version === 4)!.answer.changed).toEqual(["kind"]);
 
-    for (const [id, count] of [["kim", 4], ["lou", 3]] as const) {
+    for (const [id, count] of [
+      ["kim", 4],
+      ["lou", 3],
+    ] as const) {
       const history = (await get(`/v1/entities/${id}/history`)).json;
       expect(history.versions.map((v: { version: number }) => v.version)).toEqual(Array.from({ length: count }, (_, i) => i + 1));
       // The stream position stays visible, for notifications that name it.
@@ -116,8 +119,6 @@ describe("entity versions", () => {
 
     // The audit view numbers them the same way.
     const { rows } = await t.query("select version, position, removed from audit.entity_versions where entity_id = 'max' order by position");
-    expect(rows.map((r) => [Number(r.version), Number(r.position), r.removed])).toEqual(
-      (await positionsOf("max")).map((position, i) => [i + 1, position, i === 1]),
-    );
+    expect(rows.map((r) => [Number(r.version), Number(r.position), r.removed])).toEqual((await positionsOf("max")).map((position, i) => [i + 1, position, i === 1]));
   });
 });

@@ -35,7 +35,11 @@ async function start(options: Partial<Parameters<typeof startLimitedApi>[0]> = {
 
 async function appendEvents(...ids: string[]): Promise<void> {
   await inTransaction(t.db, "notification_bot", (tx) =>
-    append(tx, Streams.notificationEvents, ids.map((id) => ({ id, type: "SendNotificationRequestedEvent", payload: { n: id } }))),
+    append(
+      tx,
+      Streams.notificationEvents,
+      ids.map((id) => ({ id, type: "SendNotificationRequestedEvent", payload: { n: id } })),
+    ),
   );
 }
 

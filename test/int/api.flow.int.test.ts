@@ -143,7 +143,13 @@ describe("the API end to end, with real workers, SMTP server and Slack stand-in"
 
   it("/metrics reflects the flow: enqueues, sends per channel, handling latency per task", async () => {
     const text = (await api.call("GET", "/metrics")).text;
-    const value = (series: string) => Number(text.split("\n").find((l) => l.startsWith(`${series} `))?.slice(series.length + 1));
+    const value = (series: string) =>
+      Number(
+        text
+          .split("\n")
+          .find((l) => l.startsWith(`${series} `))
+          ?.slice(series.length + 1),
+      );
     expect(value("tidings_notifications_enqueued_total")).toBe(2);
     expect(value('tidings_channel_sends_total{channel="email",outcome="sent"}')).toBe(2);
     expect(value('tidings_channel_sends_total{channel="slack",outcome="sent"}')).toBe(2);

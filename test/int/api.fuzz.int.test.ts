@@ -152,9 +152,18 @@ async function sendAndJudge(probes: Probe[], concurrency = 6): Promise<void> {
 }
 
 function validPost(label: string, body: Record<string, Json> | string | Uint8Array, headers: Record<string, string> = {}, stored?: Json): Probe {
-  const probe = bodyProbe("notification", label, typeof body === "object" && !(body instanceof Uint8Array) ? JSON.stringify(body) : body, { status: [202] }, { ...bearer(keys.producer), ...headers });
+  const probe = bodyProbe(
+    "notification",
+    label,
+    typeof body === "object" && !(body instanceof Uint8Array) ? JSON.stringify(body) : body,
+    { status: [202] },
+    { ...bearer(keys.producer), ...headers },
+  );
   const op = stored ?? (typeof body === "object" && !(body instanceof Uint8Array) ? (body as Json) : undefined);
-  if (op !== undefined) storedAs.set(probe, { notification: SendNotificationToEntityOp.parse({ ...(op as object), ...(headers["idempotency-key"] ? { idempotencyKey: headers["idempotency-key"] } : {}) }) as Json });
+  if (op !== undefined)
+    storedAs.set(probe, {
+      notification: SendNotificationToEntityOp.parse({ ...(op as object), ...(headers["idempotency-key"] ? { idempotencyKey: headers["idempotency-key"] } : {}) }) as Json,
+    });
   return probe;
 }
 
@@ -173,8 +182,7 @@ function validPut(label: string, id: string, body: Record<string, Json>, status:
 
 const deepArray = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
 const deepObject = (depth: number, leaf = "1") => '{"a":'.repeat(depth) + leaf + "}".repeat(depth);
-const invalidUtf8 = (before: string, bytes: number[], after: string) =>
-  Buffer.concat([Buffer.from(before, "utf8"), Buffer.from(bytes), Buffer.from(after, "utf8")]);
+const invalidUtf8 = (before: string, bytes: number[], after: string) => Buffer.concat([Buffer.from(before, "utf8"), Buffer.from(bytes), Buffer.from(after, "utf8")]);
 
 // --- The cases ---------------------------------------------------------------------
 
@@ -274,14 +282,33 @@ describe("malformed requests are refused with a problem naming the problem, and 
         [["preferences"], ["email", 1, true, null, [], ["email"]]],
         [["preferences", "channels"], channelLists],
         [["preferences", "optedOut"], channelLists],
-        [["preferences", "delivery"], [...notString, "", "some", "ALL"]],
+        [
+          ["preferences", "delivery"],
+          [...notString, "", "some", "ALL"],
+        ],
       ],
     };
     const required: Record<BodyTarget, string[][]> = {
       notification: [["entityId"], ["subject"], ["text"]],
       entity: [["kind"], ["name"], ["preferences"], ["preferences", "channels"]],
     };
-    const unknownKeys = ["colour", "idempotencyKey", "Subject", "entity_id", "__proto__", "constructor", "prototype", "toString", "hasOwnProperty", "valueOf", "", " ", "a\u0000b", "\ud800", "tags.x"];
+    const unknownKeys = [
+      "colour",
+      "idempotencyKey",
+      "Subject",
+      "entity_id",
+      "__proto__",
+      "constructor",
+      "prototype",
+      "toString",
+      "hasOwnProperty",
+      "valueOf",
+      "",
+      " ",
+      "a\u0000b",
+      "\ud800",
+      "tags.x",
+    ];
     const probes: Probe[] = [];
     for (const target of ["notification", "entity"] as const) {
       const base = BASES[target] as Record<string, Json>;
@@ -296,7 +323,12 @@ describe("malformed requests are refused with a problem naming the problem, and 
       probes.push(bodyProbe("entity", "unknown field in preferences", withField(validEntity, ["preferences", key], ["email"]), refused(`preferences.${key}`)));
     }
     probes.push(bodyProbe("entity", "unknown field nested deeper", withField(validEntity, ["preferences", "x"], { y: { z: [1] } }), refused("preferences.x")));
-    probes.push(bodyProbe("notification", "idempotencyKey in the body", withField(validNotification, ["idempotencyKey"], "k-1"), { ...refused("idempotencyKey"), mentions: [/Idempotency-Key header/] }));
+    probes.push(
+      bodyProbe("notification", "idempotencyKey in the body", withField(validNotification, ["idempotencyKey"], "k-1"), {
+        ...refused("idempotencyKey"),
+        mentions: [/Idempotency-Key header/],
+      }),
+    );
     // The last of duplicated keys wins (JSON.parse): here it is the wrong one.
     probes.push(bodyProbe("notification", "duplicated key, last one wrong", '{"entityId":"ada","subject":"a","text":"x","text":5}', refused("text")));
     probes.push(bodyProbe("notification", "a number too large for a double", '{"entityId":"ada","subject":"a","text":1e400}', refused("text")));
@@ -304,7 +336,13 @@ describe("malformed requests are refused with a problem naming the problem, and 
     // zod builds records by assignment, where "__proto__" would set the prototype instead of a tag.
     const protoTag = { ...validNotification, tags: {} as Record<string, Json> };
     Object.defineProperty(protoTag.tags, "__proto__", { value: "x", enumerable: true, writable: true, configurable: true });
-    const protoProbe = bodyProbe("notification", 'a tag named "__proto__": stored as sent, or refused naming it', JSON.stringify(protoTag), { status: [202, 400], paths: ["tags"] }, bearer(keys.producer));
+    const protoProbe = bodyProbe(
+      "notification",
+      'a tag named "__proto__": stored as sent, or refused naming it',
+      JSON.stringify(protoTag),
+      { status: [202, 400], paths: ["tags"] },
+      bearer(keys.producer),
+    );
     storedAs.set(protoProbe, { notification: protoTag });
     const valid = [
       protoProbe,
@@ -325,7 +363,13 @@ describe("malformed requests are refused with a problem naming the problem, and 
         slack: "#valid-team",
         preferences: { channels: ["slack", "email"], optedOut: [], delivery: "first" },
       }),
-      validPut("valid entity, nulls and opt-outs", "valid-2", { kind: "service", name: "svc", email: null, slack: "U0ADA0001", preferences: { channels: [], optedOut: ["email"] } }),
+      validPut("valid entity, nulls and opt-outs", "valid-2", {
+        kind: "service",
+        name: "svc",
+        email: null,
+        slack: "U0ADA0001",
+        preferences: { channels: [], optedOut: ["email"] },
+      }),
     ];
     await sendAndJudge(interleave(probes, valid));
   });
@@ -348,7 +392,9 @@ describe("malformed requests are refused with a problem naming the problem, and 
       ["entity", ["slack"], `C${"A".repeat(21)}`],
       ["entity", ["preferences", "channels"], ["email", "slack", "email"]],
     ];
-    const probes = over.map(([target, path, value]) => bodyProbe(target, `${path.join(".")} just over its limit`, withField(BASES[target] as Record<string, Json>, path, value), refused(path.join("."))));
+    const probes = over.map(([target, path, value]) =>
+      bodyProbe(target, `${path.join(".")} just over its limit`, withField(BASES[target] as Record<string, Json>, path, value), refused(path.join("."))),
+    );
 
     // A body of exactly `size` bytes; html is the field long enough to fill it.
     const padTo = (size: number) => {
@@ -378,21 +424,34 @@ describe("malformed requests are refused with a problem naming the problem, and 
   it("deep nesting, thousands of levels: refused naming where, never a crash", async () => {
     const n = JSON.stringify(validNotification).slice(0, -1);
     const e = JSON.stringify(validEntity).slice(0, -1);
-    await sendAndJudge([
-      bodyProbe("notification", "100,000 nested arrays as the body", deepArray(100_000), refused("(body)")),
-      bodyProbe("entity", "100,000 nested arrays as the body", deepArray(100_000), refused("(body)")),
-      bodyProbe("notification", "40,000 nested objects as the body", deepObject(40_000), refused("a", "entityId")),
-      bodyProbe("entity", "40,000 nested objects as the body", deepObject(40_000), refused("a", "kind")),
-      bodyProbe("notification", "deep object in tags", `${n},"tags":{"k":${deepObject(30_000)}}}`, refused("tags")),
-      bodyProbe("notification", "deep arrays in channels", `${n},"channels":${deepArray(50_000)}}`, refused("channels")),
-      bodyProbe("notification", "deep arrays in text", `${n.replace('"text":"Hello from tidings."', '"text":' + deepArray(50_000))}}`, refused("text")),
-      bodyProbe("notification", "deep unknown field", `${n},"x":${deepObject(40_000)}}`, refused("x")),
-      bodyProbe("entity", "deep arrays in preferences.channels", `${e.replace('"preferences":{"channels":["email","slack"]}', `"preferences":{"channels":${deepArray(50_000)}}`)}}`, refused("preferences.channels")),
-      bodyProbe("entity", "deep unknown field in preferences", `${e.replace('"preferences":{"channels":["email","slack"]}', `"preferences":{"channels":[],"x":${deepObject(40_000)}}`)}}`, refused("preferences.x")),
-      bodyProbe("notification", "alternating arrays and objects", `${n},"tags":${'[{"a":'.repeat(15_000)}1${"}]".repeat(15_000)}}`, refused("tags")),
-      bodyProbe("notification", "1,000 levels in a tag value", `${n},"tags":{"k":${deepArray(1000)}}}`, refused("tags")),
-      bodyProbe("notification", "deep and unbalanced", `${n},"x":${"[".repeat(100_000)}}`, malformedJson),
-    ], 2);
+    await sendAndJudge(
+      [
+        bodyProbe("notification", "100,000 nested arrays as the body", deepArray(100_000), refused("(body)")),
+        bodyProbe("entity", "100,000 nested arrays as the body", deepArray(100_000), refused("(body)")),
+        bodyProbe("notification", "40,000 nested objects as the body", deepObject(40_000), refused("a", "entityId")),
+        bodyProbe("entity", "40,000 nested objects as the body", deepObject(40_000), refused("a", "kind")),
+        bodyProbe("notification", "deep object in tags", `${n},"tags":{"k":${deepObject(30_000)}}}`, refused("tags")),
+        bodyProbe("notification", "deep arrays in channels", `${n},"channels":${deepArray(50_000)}}`, refused("channels")),
+        bodyProbe("notification", "deep arrays in text", `${n.replace('"text":"Hello from tidings."', '"text":' + deepArray(50_000))}}`, refused("text")),
+        bodyProbe("notification", "deep unknown field", `${n},"x":${deepObject(40_000)}}`, refused("x")),
+        bodyProbe(
+          "entity",
+          "deep arrays in preferences.channels",
+          `${e.replace('"preferences":{"channels":["email","slack"]}', `"preferences":{"channels":${deepArray(50_000)}}`)}}`,
+          refused("preferences.channels"),
+        ),
+        bodyProbe(
+          "entity",
+          "deep unknown field in preferences",
+          `${e.replace('"preferences":{"channels":["email","slack"]}', `"preferences":{"channels":[],"x":${deepObject(40_000)}}`)}}`,
+          refused("preferences.x"),
+        ),
+        bodyProbe("notification", "alternating arrays and objects", `${n},"tags":${'[{"a":'.repeat(15_000)}1${"}]".repeat(15_000)}}`, refused("tags")),
+        bodyProbe("notification", "1,000 levels in a tag value", `${n},"tags":{"k":${deepArray(1000)}}}`, refused("tags")),
+        bodyProbe("notification", "deep and unbalanced", `${n},"x":${"[".repeat(100_000)}}`, malformedJson),
+      ],
+      2,
+    );
   });
 
   it("odd unicode: NUL and lone surrogates refused (PostgreSQL cannot store them), invisible and bidi marks refused in identifiers, invalid UTF-8 refused", async () => {
@@ -440,8 +499,14 @@ describe("malformed requests are refused with a problem naming the problem, and 
     ];
     for (const [what, bytes] of badUtf8) {
       probes.push(
-        bodyProbe("notification", `invalid UTF-8 (${what}) in subject`, invalidUtf8('{"entityId":"ada","subject":"a', bytes, 'b","text":"x"}'), { status: [400], mentions: [/UTF-8|JSON|encod/i] }),
-        bodyProbe("entity", `invalid UTF-8 (${what}) in name`, invalidUtf8('{"kind":"user","name":"A', bytes, '","preferences":{"channels":[]}}'), { status: [400], mentions: [/UTF-8|JSON|encod/i] }),
+        bodyProbe("notification", `invalid UTF-8 (${what}) in subject`, invalidUtf8('{"entityId":"ada","subject":"a', bytes, 'b","text":"x"}'), {
+          status: [400],
+          mentions: [/UTF-8|JSON|encod/i],
+        }),
+        bodyProbe("entity", `invalid UTF-8 (${what}) in name`, invalidUtf8('{"kind":"user","name":"A', bytes, '","preferences":{"channels":[]}}'), {
+          status: [400],
+          mentions: [/UTF-8|JSON|encod/i],
+        }),
       );
     }
     const valid = [
@@ -451,7 +516,11 @@ describe("malformed requests are refused with a problem naming the problem, and 
         text: "line\u2028separator\u2029 nbsp\u00a0 \ufeffbom-inside \ud83d\ude00 (escaped pair)",
         tags: { lang: "עברית\u200f" },
       }),
-      validPut("valid entity, bidi and invisible marks in the name", "valid-unicode", { kind: "user", name: "\u202eAda\u202c \u200b \u05e2\u05d1 😀", preferences: { channels: ["email"] } }),
+      validPut("valid entity, bidi and invisible marks in the name", "valid-unicode", {
+        kind: "user",
+        name: "\u202eAda\u202c \u200b \u05e2\u05d1 😀",
+        preferences: { channels: ["email"] },
+      }),
     ];
     await sendAndJudge(interleave(probes, valid));
   });
@@ -480,14 +549,22 @@ describe("malformed requests are refused with a problem naming the problem, and 
     const probes: Probe[] = types.flatMap((type) => both(`Content-Type ${JSON.stringify(type)}`, n, unsupportedType, { "content-type": type }));
     probes.push(
       ...both("form-encoded body", "entityId=ada&subject=a&text=x", unsupportedType, { "content-type": "application/x-www-form-urlencoded" }),
-      ...both("multipart body", '--x\r\nContent-Disposition: form-data; name="entityId"\r\n\r\nada\r\n--x--\r\n', unsupportedType, { "content-type": "multipart/form-data; boundary=x" }),
+      ...both("multipart body", '--x\r\nContent-Disposition: form-data; name="entityId"\r\n\r\nada\r\n--x--\r\n', unsupportedType, {
+        "content-type": "multipart/form-data; boundary=x",
+      }),
       // No Content-Type at all: bytes make fetch send none.
       ...(["notification", "entity"] as const).map((target): Probe => ({ ...bodyProbe(target, "no Content-Type", Buffer.from(n), unsupportedType), headers: bearer(keys.admin) })),
       // Other Unicode encodings: refused, or at least not read as something else than what was sent.
-      ...(["utf-16", "utf-16le", "utf-16be", "utf-32"] as const).flatMap((cs) => both(`charset=${cs}`, n, { status: [400, 415], mentions: [/JSON|charset/i] }, { "content-type": `application/json; charset=${cs}` })),
+      ...(["utf-16", "utf-16le", "utf-16be", "utf-32"] as const).flatMap((cs) =>
+        both(`charset=${cs}`, n, { status: [400, 415], mentions: [/JSON|charset/i] }, { "content-type": `application/json; charset=${cs}` }),
+      ),
       // UTF-7 reads "+AEA-" as "@": the body would mean something else than its bytes say.
-      bodyProbe("notification", "charset=utf-7", JSON.stringify({ ...validNotification, subject: "price +AEA- 5" }), unsupportedType, { "content-type": "application/json; charset=utf-7" }),
-      ...(["gzip", "deflate", "br"] as const).flatMap((enc) => both(`Content-Encoding ${enc} on a body that is not`, n, { status: [400, 415], mentions: [/gzip|deflate|br\b|encod|compress/i] }, { "content-encoding": enc })),
+      bodyProbe("notification", "charset=utf-7", JSON.stringify({ ...validNotification, subject: "price +AEA- 5" }), unsupportedType, {
+        "content-type": "application/json; charset=utf-7",
+      }),
+      ...(["gzip", "deflate", "br"] as const).flatMap((enc) =>
+        both(`Content-Encoding ${enc} on a body that is not`, n, { status: [400, 415], mentions: [/gzip|deflate|br\b|encod|compress/i] }, { "content-encoding": enc }),
+      ),
       ...both("truncated gzip", gzipSync(Buffer.from(n)).subarray(0, 20), { status: [400], mentions: [/gzip|encod|compress/i] }, { "content-encoding": "gzip" }),
       ...both("gzip of text that is not JSON", gzipSync(Buffer.from("not json")), malformedJson, { "content-encoding": "gzip" }),
       ...both("unknown Content-Encoding", n, unsupportedType, { "content-encoding": "compress" }),
@@ -498,8 +575,18 @@ describe("malformed requests are refused with a problem naming the problem, and 
       validPost('valid, charset="UTF-8"', validNotification, { "content-type": 'application/json; charset="UTF-8"' }),
       validPost("valid, application/JSON", validNotification, { "content-type": "application/JSON" }),
       validPost("valid, a +json type", validNotification, { "content-type": "application/vnd.tidings+json" }),
-      validPost("valid, gzip-encoded", gzipSync(Buffer.from(JSON.stringify({ ...validNotification, subject: "gzipped" }))), { "content-encoding": "gzip" }, { ...validNotification, subject: "gzipped" }),
-      validPost("valid, deflate-encoded", deflateSync(Buffer.from(JSON.stringify({ ...validNotification, subject: "deflated" }))), { "content-encoding": "deflate" }, { ...validNotification, subject: "deflated" }),
+      validPost(
+        "valid, gzip-encoded",
+        gzipSync(Buffer.from(JSON.stringify({ ...validNotification, subject: "gzipped" }))),
+        { "content-encoding": "gzip" },
+        { ...validNotification, subject: "gzipped" },
+      ),
+      validPost(
+        "valid, deflate-encoded",
+        deflateSync(Buffer.from(JSON.stringify({ ...validNotification, subject: "deflated" }))),
+        { "content-encoding": "deflate" },
+        { ...validNotification, subject: "deflated" },
+      ),
     ];
     await sendAndJudge(interleave(probes, valid));
   });
@@ -573,12 +660,33 @@ describe("malformed requests are refused with a problem naming the problem, and 
     probes.push(
       { label: "no entity id", method: "PUT", path: "/v1/entities/", headers: { ...bearer(keys.admin), ...jsonType }, body: JSON.stringify(validEntity), expect: notFound },
       { label: "unknown notification", method: "GET", path: `${N}/${UUID}`, headers: bearer(keys.admin), expect: notFound },
-      { label: "unknown route", method: "POST", path: "/v1/notification", headers: { ...bearer(keys.admin), ...jsonType }, body: JSON.stringify(validNotification), expect: notFound },
+      {
+        label: "unknown route",
+        method: "POST",
+        path: "/v1/notification",
+        headers: { ...bearer(keys.admin), ...jsonType },
+        body: JSON.stringify(validNotification),
+        expect: notFound,
+      },
       { label: "wrong method", method: "DELETE", path: N, headers: bearer(keys.admin), expect: notAllowed(/POST/) },
-      { label: "wrong method", method: "PATCH", path: "/v1/entities/ada", headers: { ...bearer(keys.admin), ...jsonType }, body: JSON.stringify(validEntity), expect: notAllowed(/PUT/) },
+      {
+        label: "wrong method",
+        method: "PATCH",
+        path: "/v1/entities/ada",
+        headers: { ...bearer(keys.admin), ...jsonType },
+        body: JSON.stringify(validEntity),
+        expect: notAllowed(/PUT/),
+      },
       { label: "wrong method", method: "PUT", path: N, headers: { ...bearer(keys.admin), ...jsonType }, body: JSON.stringify(validNotification), expect: notAllowed(/POST/) },
       { label: "wrong method", method: "POST", path: "/v1/events", headers: { ...bearer(keys.admin), ...jsonType }, body: "{}", expect: notAllowed(/GET/) },
-      { label: "wrong method", method: "POST", path: `${N}/${UUID}`, headers: { ...bearer(keys.admin), ...jsonType }, body: JSON.stringify(validNotification), expect: notAllowed(/GET/) },
+      {
+        label: "wrong method",
+        method: "POST",
+        path: `${N}/${UUID}`,
+        headers: { ...bearer(keys.admin), ...jsonType },
+        body: JSON.stringify(validNotification),
+        expect: notAllowed(/GET/),
+      },
     );
     await sendAndJudge(probes);
   });
@@ -596,7 +704,25 @@ describe("malformed requests are refused with a problem naming the problem, and 
     for (const v of ["0", "101", "-1", "1.5", "1e2", "abc", "", "%201", "0x10", "9999999999", "%EF%BC%91", "1%00", "20&limit=30"]) probes.push(q(N, `limit=${v}`, "limit"));
     for (const v of ["0", "1001", "-5", "abc", "", "1,000"]) probes.push(q("/v1/events", `limit=${v}`, "limit"));
     for (const v of ["31", "-1", "1.5", "abc", "", "9999999999", "30s", "1&wait=2"]) probes.push(q("/v1/events", `wait=${v}`, "wait"));
-    for (const v of ["yesterday", "1-", "-1", "1-2-3", "a-1", "1--1", "%00", "1-1%00", "", "0x1-1", "1-1.5", `${"9".repeat(21)}-1`, `1-${"9".repeat(17)}`, "99999999999999999999-1", "18446744073709551616-0", "1-1&after=2-2"]) probes.push(q("/v1/events", `after=${v}`, "after"));
+    for (const v of [
+      "yesterday",
+      "1-",
+      "-1",
+      "1-2-3",
+      "a-1",
+      "1--1",
+      "%00",
+      "1-1%00",
+      "",
+      "0x1-1",
+      "1-1.5",
+      `${"9".repeat(21)}-1`,
+      `1-${"9".repeat(17)}`,
+      "99999999999999999999-1",
+      "18446744073709551616-0",
+      "1-1&after=2-2",
+    ])
+      probes.push(q("/v1/events", `after=${v}`, "after"));
     for (const v of [
       "abc",
       "",
@@ -625,7 +751,18 @@ describe("malformed requests are refused with a problem naming the problem, and 
       probes.push({ ...q(N, `${param}=${v}`, param), label: `extreme ${param}`, expect: { status: [200, 400], paths: [param] } });
     }
     for (const v of ["lost", "SENT", "", "sent%00", "accepted&status=sent", "sent,failed"]) probes.push(q(N, `status=${v}`, "status"));
-    for (const v of ["last-week", "2026-05-01", "2026-05-01T12:00:00", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-05-01T24:00:00Z", "2026-05-01T12:00:60Z", "2026-05-01T12:00:00%2B99:99", "1714564800", ""]) {
+    for (const v of [
+      "last-week",
+      "2026-05-01",
+      "2026-05-01T12:00:00",
+      "2026-13-01T00:00:00Z",
+      "2026-02-30T00:00:00Z",
+      "2026-05-01T24:00:00Z",
+      "2026-05-01T12:00:60Z",
+      "2026-05-01T12:00:00%2B99:99",
+      "1714564800",
+      "",
+    ]) {
       probes.push(q(N, `since=${v}`, "since"));
     }
     for (const v of ["-ada", "a%20b", "%00", "ada%E2%80%8B", "a".repeat(201), "ada&entityId=bea"]) probes.push(q(N, `entityId=${v}`, "entityId"));
@@ -667,7 +804,11 @@ describe("malformed requests are refused with a problem naming the problem, and 
     const values = ["", " ", "x".repeat(256), "x".repeat(4000), "a\tb", "é", "key-é", "\u00e2\u0080\u008b", "\u00ff", "a\u0080b"];
     const probes = values.map((value) => bodyProbe("notification", "bad Idempotency-Key", body, named, { "idempotency-key": value }));
     // Reading endpoints do not take the header: nothing to check there. A valid key on a bad body: the body is what is named.
-    probes.push(bodyProbe("notification", "valid Idempotency-Key, bad body", withField(validNotification, ["subject"], 1), refused("subject"), { "idempotency-key": "fuzz-valid-key-bad-body" }));
+    probes.push(
+      bodyProbe("notification", "valid Idempotency-Key, bad body", withField(validNotification, ["subject"], 1), refused("subject"), {
+        "idempotency-key": "fuzz-valid-key-bad-body",
+      }),
+    );
     await sendAndJudge(probes);
   });
 
@@ -679,8 +820,17 @@ describe("malformed requests are refused with a problem naming the problem, and 
     await sendAndJudge([{ ...first, label: "replay", expect: { status: [202], headers: { "idempotent-replayed": /^true$/ } } }], 1);
     await sendAndJudge(
       [
-        bodyProbe("notification", "Idempotency-Key reused with another request", JSON.stringify({ ...body, text: "different" }), { status: [422], problemType: "idempotency-key-reused", mentions: [/Idempotency-Key/] }, { ...bearer(keys.producer), "idempotency-key": idempotencyKey }),
-        bodyProbe("notification", "Idempotency-Key reused with an invalid request", JSON.stringify({ ...body, text: 5 }), refused("text"), { ...bearer(keys.producer), "idempotency-key": idempotencyKey }),
+        bodyProbe(
+          "notification",
+          "Idempotency-Key reused with another request",
+          JSON.stringify({ ...body, text: "different" }),
+          { status: [422], problemType: "idempotency-key-reused", mentions: [/Idempotency-Key/] },
+          { ...bearer(keys.producer), "idempotency-key": idempotencyKey },
+        ),
+        bodyProbe("notification", "Idempotency-Key reused with an invalid request", JSON.stringify({ ...body, text: 5 }), refused("text"), {
+          ...bearer(keys.producer),
+          "idempotency-key": idempotencyKey,
+        }),
       ],
       1,
     );
@@ -691,7 +841,12 @@ describe("malformed requests are refused with a problem naming the problem, and 
   });
 
   it("bad Authorization headers: 401, or 403 naming the scope, as problem documents", async () => {
-    const unauthorized: Expect = { status: [401], problemType: "unauthorized", mentions: [/API key|Authorization|Bearer/], headers: { "www-authenticate": /^Bearer realm="tidings"/ } };
+    const unauthorized: Expect = {
+      status: [401],
+      problemType: "unauthorized",
+      mentions: [/API key|Authorization|Bearer/],
+      headers: { "www-authenticate": /^Bearer realm="tidings"/ },
+    };
     const authHeaders: [string, Record<string, string>, Expect][] = [
       ["no Authorization", {}, unauthorized],
       ["Basic", { authorization: "Basic dXNlcjpwYXNz" }, unauthorized],
@@ -744,13 +899,21 @@ describe("malformed requests are refused with a problem naming the problem, and 
 
   // --- Generated ---------------------------------------------------------------------
 
-  const sample = <T,>(arb: fc.Arbitrary<T>, seed: number, numRuns: number): T[] => fc.sample(arb, { seed, numRuns });
+  const sample = <T>(arb: fc.Arbitrary<T>, seed: number, numRuns: number): T[] => fc.sample(arb, { seed, numRuns });
 
   it("property: SendNotificationToEntityOp with fields removed, retyped, renamed, oversized or holding NUL is refused naming each field", async () => {
     const probes = sample(mutatedBody("notification"), 20260501, 350).map((m) => bodyProbe("notification", `fuzz: ${m.mutations.join("; ")}`, m.bytes, m.expect));
-    const valid = sample(fc.record({ entityId: fc.constantFrom("ada", "bea"), subject: fc.string({ unit: "grapheme", minLength: 1, maxLength: 30 }).filter((s) => s.trim() !== ""), text: fc.string({ unit: "grapheme", minLength: 1, maxLength: 30 }) }).filter((b) => unstorablePaths(b).length === 0), 7, 4).map((body) =>
-      validPost("valid, generated", body),
-    );
+    const valid = sample(
+      fc
+        .record({
+          entityId: fc.constantFrom("ada", "bea"),
+          subject: fc.string({ unit: "grapheme", minLength: 1, maxLength: 30 }).filter((s) => s.trim() !== ""),
+          text: fc.string({ unit: "grapheme", minLength: 1, maxLength: 30 }),
+        })
+        .filter((b) => unstorablePaths(b).length === 0),
+      7,
+      4,
+    ).map((body) => validPost("valid, generated", body));
     await sendAndJudge(interleave(probes, valid));
   });
 
@@ -775,17 +938,28 @@ describe("malformed requests are refused with a problem naming the problem, and 
     const after = await countEverything(t);
     const created = accepted.notifications.filter((n) => !n.replayed);
     const changedStreams = new Set(["notification.client_operations", "entity.events", "api.idempotency_keys", "graphile_worker jobs"]);
-    const unchanged = Object.fromEntries(Object.keys(after).filter((k) => !changedStreams.has(k)).map((k) => [k, after[k]]));
+    const unchanged = Object.fromEntries(
+      Object.keys(after)
+        .filter((k) => !changedStreams.has(k))
+        .map((k) => [k, after[k]]),
+    );
     expect(unchanged).toEqual(Object.fromEntries(Object.keys(unchanged).map((k) => [k, before[k]])));
 
     const ops = await t.query<{ id: string; payload: Json }>("select id, payload from notification.client_operations where position > $1 order by position", [maxBefore.clientOps]);
     expect(ops.rows.map((r) => r.id).sort()).toEqual(created.map((n) => n.id).sort());
 
-    const entityRows = await t.query<{ id: string; payload: { entity: Json } }>("select id, payload from entity.events where position > $1 order by position", [maxBefore.entityEvents]);
+    const entityRows = await t.query<{ id: string; payload: { entity: Json } }>("select id, payload from entity.events where position > $1 order by position", [
+      maxBefore.entityEvents,
+    ]);
     expect(entityRows.rows.map((r) => r.id).sort()).toEqual([...accepted.entityWrites].sort());
 
     const idempotency = await t.query<{ key: string; tracking_id: string }>("select key, tracking_id from api.idempotency_keys order by key");
-    expect(idempotency.rows.map((r) => r.key).sort()).toEqual(created.filter((n) => n.idempotencyKey !== undefined).map((n) => n.idempotencyKey!).sort());
+    expect(idempotency.rows.map((r) => r.key).sort()).toEqual(
+      created
+        .filter((n) => n.idempotencyKey !== undefined)
+        .map((n) => n.idempotencyKey!)
+        .sort(),
+    );
     expect(after["api.idempotency_keys"]! - before["api.idempotency_keys"]!).toBe(idempotency.rows.length);
 
     // Each job points at a record of an accepted request; each accepted notification got its job (the outbox works).
@@ -805,10 +979,16 @@ describe("malformed requests are refused with a problem naming the problem, and 
       if (want.notification !== undefined) {
         const answered = accepted.notifications.find((n) => n.idempotencyKey === probe.headers?.["idempotency-key"] && n.idempotencyKey !== undefined);
         const candidates = answered ? [payloadById.get(answered.id)] : [...payloadById.values()];
-        expect({ probe: probe.label, stored: candidates.some((p) => JSON.stringify(sortKeys(p)) === JSON.stringify(sortKeys(want.notification))) }).toEqual({ probe: probe.label, stored: true });
+        expect({ probe: probe.label, stored: candidates.some((p) => JSON.stringify(sortKeys(p)) === JSON.stringify(sortKeys(want.notification))) }).toEqual({
+          probe: probe.label,
+          stored: true,
+        });
       }
       if (want.entity !== undefined) {
-        expect({ probe: probe.label, stored: entityPayloads.some((p) => JSON.stringify(sortKeys(p)) === JSON.stringify(sortKeys(want.entity))) }).toEqual({ probe: probe.label, stored: true });
+        expect({ probe: probe.label, stored: entityPayloads.some((p) => JSON.stringify(sortKeys(p)) === JSON.stringify(sortKeys(want.entity))) }).toEqual({
+          probe: probe.label,
+          stored: true,
+        });
       }
       checked++;
     }

@@ -84,9 +84,7 @@ describe("GET /openapi.json", () => {
     expect(answer.status).toBe(200);
     const doc = answer.json;
     expect(doc.openapi).toBe("3.1.0");
-    const operations = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(([p, ops]) =>
-      Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`),
-    );
+    const operations = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`));
     expect(operations.sort()).toEqual(
       [
         "POST /v1/notifications",
@@ -113,9 +111,7 @@ describe("GET /openapi.json", () => {
     expect(send.required).toEqual(["entityId", "subject", "text"]);
     expect(Object.keys(send.properties)).not.toContain("idempotencyKey");
     expect(send.additionalProperties).toBe(false);
-    expect(doc.paths["/v1/notifications"].post.parameters).toEqual(
-      expect.arrayContaining([expect.objectContaining({ in: "header", name: "Idempotency-Key", required: false })]),
-    );
+    expect(doc.paths["/v1/notifications"].post.parameters).toEqual(expect.arrayContaining([expect.objectContaining({ in: "header", name: "Idempotency-Key", required: false })]));
     expect(doc.paths["/v1/notifications"].post.responses["422"].content["application/problem+json"].schema).toEqual({ $ref: "#/components/schemas/Problem" });
     const feedParams = doc.paths["/v1/events"].get.parameters.map((p: { name: string; in: string }) => `${p.in}:${p.name}`);
     expect(feedParams).toEqual(["query:after", "query:limit", "query:wait"]);

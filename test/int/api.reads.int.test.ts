@@ -35,9 +35,7 @@ const enqueue = async (entityId: string) => {
 
 /** A view as the projection bot would write it. */
 async function writeView(id: string, status: string, extra: Record<string, unknown> = {}) {
-  await inTransaction(t.db, "projection_bot", (tx) =>
-    appendOne(tx, Streams.notificationViews, { id, type: "NotificationView", payload: { id, status, version: 1, ...extra } }),
-  );
+  await inTransaction(t.db, "projection_bot", (tx) => appendOne(tx, Streams.notificationViews, { id, type: "NotificationView", payload: { id, status, version: 1, ...extra } }));
 }
 
 describe("GET /v1/notifications/:id", () => {
@@ -132,7 +130,12 @@ describe("GET /v1/notifications/:id/events", () => {
     await inTransaction(t.db, "notification_bot", async (tx) => {
       await claim(tx, { stream: Streams.notificationClientOperations, position: op.position, concern: "notification_bot" }, { actor: "notification_bot" });
       await transition(tx, { stream: Streams.notificationClientOperations, position: op.position, concern: "notification_bot" }, "complete", { actor: "notification_bot" });
-      await appendOne(tx, Streams.notificationEvents, { id, type: "SendNotificationRequestedEvent", payload: { entityId: "eve" }, causedBy: { stream: Streams.notificationClientOperations, position: op.position } });
+      await appendOne(tx, Streams.notificationEvents, {
+        id,
+        type: "SendNotificationRequestedEvent",
+        payload: { entityId: "eve" },
+        causedBy: { stream: Streams.notificationClientOperations, position: op.position },
+      });
     });
     await writeView(id, "requested");
 

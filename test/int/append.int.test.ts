@@ -95,9 +95,7 @@ describe("append", () => {
     await expect(t.query("update testing.append_events set type = 'Changed' where id = 'immutable-1'")).rejects.toThrow(
       /stream testing\.append_events is append-only: UPDATE is not allowed/,
     );
-    await expect(t.query("delete from testing.append_events where id = 'immutable-1'")).rejects.toThrow(
-      /append-only: DELETE is not allowed/,
-    );
+    await expect(t.query("delete from testing.append_events where id = 'immutable-1'")).rejects.toThrow(/append-only: DELETE is not allowed/);
     await expect(t.query("truncate testing.append_events")).rejects.toThrow(/append-only: TRUNCATE is not allowed/);
     expect((await getAllById(t.adminDb, stream, "immutable-1"))[0]!.type).toBe("SendNotificationRequestedEvent");
   });
@@ -119,11 +117,7 @@ describe("resumable reads", () => {
     // The slow transaction takes a position first and commits last.
     const slow = await t.adminPool.connect();
     await slow.query("begin");
-    const slowPos = (
-      await slow.query(
-        "select position from tidings.append('testing.feed_events', '[{\"id\":\"slow\",\"type\":\"SlowEvent\",\"payload\":{}}]'::jsonb)",
-      )
-    ).rows[0].position;
+    const slowPos = (await slow.query('select position from tidings.append(\'testing.feed_events\', \'[{"id":"slow","type":"SlowEvent","payload":{}}]\'::jsonb)')).rows[0].position;
     const fast = await appendOne(t.adminDb, feedStream, event("fast", "FastEvent"));
     expect(fast.position).toBeGreaterThan(Number(slowPos));
 
@@ -136,10 +130,13 @@ describe("resumable reads", () => {
     slow.release();
     // Other tests' transactions on the same server also hold the horizon back
     // for a moment (xids are server-wide), so poll until it passes.
-    const after = await waitFor(async () => {
-      const page = await readAfter(t.adminDb, feedStream, cursor);
-      return page.records.length > 0 ? page : undefined;
-    }, { what: "the feed to pass the slow transaction" });
+    const after = await waitFor(
+      async () => {
+        const page = await readAfter(t.adminDb, feedStream, cursor);
+        return page.records.length > 0 ? page : undefined;
+      },
+      { what: "the feed to pass the slow transaction" },
+    );
     expect(after.records.map((r) => r.id).sort()).toEqual(["fast", "slow"]);
     const rest = await readAfter(t.adminDb, feedStream, after.next);
     expect(rest.records).toEqual([]);
@@ -148,7 +145,11 @@ describe("resumable reads", () => {
   it("resumes from a cursor with exactly the later records", async () => {
     const feedStream = "testing.resume_events";
     await declareTestStream(t.adminDb, { stream: feedStream, producer: "append_writer", consumer: "resume_reader" });
-    await append(t.adminDb, feedStream, [1, 2, 3, 4, 5].map((i) => event(`r-${i}`, "E")));
+    await append(
+      t.adminDb,
+      feedStream,
+      [1, 2, 3, 4, 5].map((i) => event(`r-${i}`, "E")),
+    );
     await waitFor(async () => (await readAfter(t.adminDb, feedStream, FEED_START, { limit: 10 })).records.length === 5, {
       what: "the feed to see the five records",
     });

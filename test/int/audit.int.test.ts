@@ -41,8 +41,7 @@ let beforePreferenceChange: Date;
 let failuresBeforeArchive: AuditFailure[];
 const ARCHIVE_REASON = "mailbox does not exist; customer asked to correct the address";
 
-const send = (entityId: string) =>
-  enqueueNotification(app.t.db, { entityId, subject: `Report for ${entityId}`, text: "Your report is ready." });
+const send = (entityId: string) => enqueueNotification(app.t.db, { entityId, subject: `Report for ${entityId}`, text: "Your report is ready." });
 
 beforeAll(async () => {
   app = await startTidings();
@@ -93,12 +92,8 @@ beforeAll(async () => {
       reason: ARCHIVE_REASON,
     }),
   );
-  await inTransaction(app.t.db, "operator", (tx) =>
-    setStreamDisabled(tx, Streams.slackOperations, "slack_bot", true, { actor: "alice", reason: "Slack workspace migration" }),
-  );
-  await inTransaction(app.t.db, "operator", (tx) =>
-    setStreamDisabled(tx, Streams.slackOperations, "slack_bot", false, { actor: "alice", reason: "migration done" }),
-  );
+  await inTransaction(app.t.db, "operator", (tx) => setStreamDisabled(tx, Streams.slackOperations, "slack_bot", true, { actor: "alice", reason: "Slack workspace migration" }));
+  await inTransaction(app.t.db, "operator", (tx) => setStreamDisabled(tx, Streams.slackOperations, "slack_bot", false, { actor: "alice", reason: "migration done" }));
 }, 120_000);
 
 afterAll(async () => {
@@ -185,8 +180,7 @@ const DOC_CHECKS: Record<string, () => Promise<void>> = {
   },
 
   "entity-at": async () => {
-    const at = (instant: Date) =>
-      auditorRows(docQuery("entity-at", [["'2026-11-26 14:02:00+00'", `'${instant.toISOString()}'`]]));
+    const at = (instant: Date) => auditorRows(docQuery("entity-at", [["'2026-11-26 14:02:00+00'", `'${instant.toISOString()}'`]]));
     const before = await at(beforePreferenceChange);
     expect(before).toHaveLength(1);
     expect(before[0]).toMatchObject({ entity_id: "ada", removed: false, channels: ["email", "slack"], opted_out: [], delivery: "all", email: "test@example.com" });
@@ -235,10 +229,7 @@ const DOC_CHECKS: Record<string, () => Promise<void>> = {
     // three alerts (which carry the failed notification's tracking id).
     // Not cy's email (550) nor bob's Slack message (channel_not_found).
     expect(rows.map((r) => `${r.channel} ${r.notification_id}`).sort()).toEqual(
-      [
-        `email ${ids.ada}`, `slack ${ids.ada}`, `email ${ids.di}`, `email ${ids.bob}`,
-        `email ${ids.bob}`, `email ${ids.cy}`, `email ${ids.nobody}`,
-      ].sort(),
+      [`email ${ids.ada}`, `slack ${ids.ada}`, `email ${ids.di}`, `email ${ids.bob}`, `email ${ids.bob}`, `email ${ids.cy}`, `email ${ids.nobody}`].sort(),
     );
     const seconds = rows.map((r) => r.seconds);
     expect(seconds.every((s) => s >= 0)).toBe(true);
@@ -400,9 +391,9 @@ describe("the audit views", () => {
     await expect(asAuditor(app.t.db, (tx) => findEmails(tx, { to: "" }))).rejects.toThrow(ValidationError);
     await expect(asAuditor(app.t.db, (tx) => findEmails(tx, { to: "a@b.c", since: "last tuesday" }))).rejects.toThrow(/since "last tuesday" is not an ISO 8601/);
     await expect(asAuditor(app.t.db, (tx) => findEmails(tx, { to: "a@b.c", limit: 0 }))).rejects.toThrow(/limit must be at least 1/);
-    await expect(
-      asAuditor(app.t.db, (tx) => findEmails(tx, { to: "a@b.c", since: "2026-11-26T10:00:00Z", until: "2026-11-26T09:00:00Z" })),
-    ).rejects.toThrow(/until must be later than since/);
+    await expect(asAuditor(app.t.db, (tx) => findEmails(tx, { to: "a@b.c", since: "2026-11-26T10:00:00Z", until: "2026-11-26T09:00:00Z" }))).rejects.toThrow(
+      /until must be later than since/,
+    );
   });
 });
 
@@ -415,7 +406,14 @@ const asAuditorRole = (statement: string) => inTransaction(app.t.db, "auditor", 
 
 describe("the tidings_auditor role", () => {
   it("cannot read the streams or their handling state directly", async () => {
-    for (const table of ["notification.events", "email.operations", "email.operations__handling", "slack.events", "entity.events", "notification.client_operations__handling_history"]) {
+    for (const table of [
+      "notification.events",
+      "email.operations",
+      "email.operations__handling",
+      "slack.events",
+      "entity.events",
+      "notification.client_operations__handling_history",
+    ]) {
       await expect(asAuditorRole(`select * from ${table} limit 1`)).rejects.toMatchObject({ code: "42501" });
     }
   });
@@ -451,9 +449,7 @@ describe("the tidings_auditor role", () => {
     const { rows } = await app.t.query("select table_name from information_schema.views where table_schema = 'audit' order by 1");
     expect(rows.map((r) => r.table_name)).toEqual(AUDIT_VIEWS);
     // The flows above pass nothing over; one failure as the projection would record it.
-    await app.t.query(
-      `insert into tidings.checkpoint_failures (checkpoint, id, records, error) values ('notification_views', 'audit-test', '[]', 'cannot read this payload')`,
-    );
+    await app.t.query(`insert into tidings.checkpoint_failures (checkpoint, id, records, error) values ('notification_views', 'audit-test', '[]', 'cannot read this payload')`);
     for (const view of AUDIT_VIEWS) {
       const result = await asAuditorRole(`select count(*)::int as n from audit.${view}`);
       expect((result.rows[0] as { n: number }).n).toBeGreaterThan(0);
@@ -540,7 +536,10 @@ describe("npm run audit", () => {
     expect(JSON.parse(detail.stdout)).toMatchObject({
       notification: { tracking_id: ids.bob, status: "partially_sent" },
       slackMessages: [{ slack_error: "channel_not_found" }],
-      emails: [{ purpose: "notification", status: "sent" }, { purpose: "internal_alert", status: "sent" }],
+      emails: [
+        { purpose: "notification", status: "sent" },
+        { purpose: "internal_alert", status: "sent" },
+      ],
     });
     expect(JSON.parse(entity.stdout)).toEqual([expect.objectContaining({ entity_id: "ada", channels: ["email", "slack"], opted_out: [] })]);
     expect(JSON.parse(failures.stdout)).toEqual([expect.objectContaining({ stream: "slack.operations", record_id: ids.bob })]);

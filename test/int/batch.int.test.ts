@@ -41,10 +41,13 @@ describe("batched handling", () => {
     const before = await commits();
     const worker = await startTestWorker(t, [bot], {}, { concurrency: 16, maxAttempts: 1 });
     try {
-      await waitFor(async () => {
-        const { rows } = await t.query(`select count(*)::int as n from testing.batched__handling where status in ('Completed', 'Failed')`);
-        return rows[0].n === 200;
-      }, { what: "all 200 records handled", timeoutMs: 30_000 });
+      await waitFor(
+        async () => {
+          const { rows } = await t.query(`select count(*)::int as n from testing.batched__handling where status in ('Completed', 'Failed')`);
+          return rows[0].n === 200;
+        },
+        { what: "all 200 records handled", timeoutMs: 30_000 },
+      );
     } finally {
       await worker.stop();
     }
@@ -52,7 +55,10 @@ describe("batched handling", () => {
     expect((await getHandling(t.adminDb, stream, poison, "batch_consumer")).status).toBe("Failed");
     expect((await getHandling(t.adminDb, stream, poison, "batch_consumer")).lastError).toBe("poison record");
     const { rows } = await t.query(`select status, count(*)::int as n from testing.batched__handling group by status order by status`);
-    expect(rows).toEqual([{ status: "Completed", n: 199 }, { status: "Failed", n: 1 }]);
+    expect(rows).toEqual([
+      { status: "Completed", n: 199 },
+      { status: "Failed", n: 1 },
+    ]);
     // Each id was handled at least once, and far fewer than 200 times in all.
     expect(new Set(handled.map((h) => h.id)).size).toBe(100);
     // Far fewer transactions than records (graphile-worker's own fetches and completions included).
@@ -88,10 +94,13 @@ describe("batched handling", () => {
     await inTransaction(t.db, "test_producer", (tx) => append(tx, setStream, records));
     const worker = await startTestWorker(t, [bot], {}, { concurrency: 32, maxAttempts: 1 });
     try {
-      await waitFor(async () => {
-        const { rows } = await t.query(`select count(*)::int as n from testing.set_based__handling where status = 'Completed'`);
-        return rows[0].n === 121;
-      }, { what: "all 121 records completed", timeoutMs: 30_000 });
+      await waitFor(
+        async () => {
+          const { rows } = await t.query(`select count(*)::int as n from testing.set_based__handling where status = 'Completed'`);
+          return rows[0].n === 121;
+        },
+        { what: "all 121 records completed", timeoutMs: 30_000 },
+      );
     } finally {
       await worker.stop();
     }

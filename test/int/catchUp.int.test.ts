@@ -163,7 +163,14 @@ describe("catch-up bots", () => {
         await sql`select 1/0`.execute(tx);
       },
     };
-    const failure = await waitFor(() => catchUpOnce(bot, runtime()).then(() => null, (error: Error) => error), { what: "the batch to fail" });
+    const failure = await waitFor(
+      () =>
+        catchUpOnce(bot, runtime()).then(
+          () => null,
+          (error: Error) => error,
+        ),
+      { what: "the batch to fail" },
+    );
     expect(failure.message).toMatch(/division by zero/);
     expect(calls).toBe(1);
     expect(await cursor()).toEqual(before);

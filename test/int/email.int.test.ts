@@ -55,9 +55,7 @@ function operation(name: string, overrides: Partial<SendEmailOp> = {}): { tracki
 
 /** Append as the notification bot would: it is a declared producer of email.operations. */
 async function enqueue(trackingId: string, op: SendEmailOp): Promise<number> {
-  const [result] = await inTransaction(t.db, "notification_bot", (tx) =>
-    append(tx, Streams.emailOperations, [{ id: trackingId, type: "SendEmailOp", payload: op }]),
-  );
+  const [result] = await inTransaction(t.db, "notification_bot", (tx) => append(tx, Streams.emailOperations, [{ id: trackingId, type: "SendEmailOp", payload: op }]));
   return result!.position;
 }
 

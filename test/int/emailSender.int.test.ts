@@ -81,7 +81,12 @@ it("a sender at a real domain: no start-up warning", () => {
 
 it("a notification with a 998-character unbroken subject whose Slack channel is gone: its email and the alert both pass a strict server, Message-IDs in the sender's domain", async () => {
   const subject = "R".repeat(998);
-  await putEntity(t.db, "ada", { kind: "user", name: "Ada", email: "ada@acme.io", slack: "#gone", preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" } }, "test");
+  await putEntity(
+    t.db,
+    "ada",
+    { kind: "user", name: "Ada", email: "ada@acme.io", slack: "#gone", preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" } },
+    "test",
+  );
   const { trackingId } = await enqueueNotification(t.db, { entityId: "ada", subject, text: "Hello from tidings." });
 
   const toAda = await waitFor(async () => smtp.messages.find((m) => m.to.includes("ada@acme.io")), { timeoutMs: 20_000, what: "the email to ada" });
@@ -106,7 +111,10 @@ it("with a real SMTP_URL and the default sender, start-up warns naming EMAIL_FRO
   const before = logLines.length;
   const other = await createBotDeps(loadConfig({ SMTP_URL: smtp.url, DATA_DIR: dataDir }), capturingLogger());
   await other.close();
-  const warnings = logLines.slice(before).map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level === 40);
+  const warnings = logLines
+    .slice(before)
+    .map((l) => JSON.parse(l) as { level: number; msg: string })
+    .filter((l) => l.level === 40);
   expect(warnings.map((w) => w.msg)).toEqual([
     expect.stringMatching(/^EMAIL_FROM is "tidings <tidings@localhost>": .*set EMAIL_FROM to an address at your own domain$/),
     expect.stringMatching(/^INTERNAL_TEAM_EMAIL is "internal-team@tidings.invalid": /),

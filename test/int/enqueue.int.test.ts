@@ -16,7 +16,9 @@ beforeAll(async () => {
   shop = await app.t.createLogin({ prefix: "shop", grants: ["tidings_client"] });
   // A business table of the calling service, in the same database.
   await app.t.query("create table public.orders (id serial primary key, item text not null)");
-  await app.t.query(`grant usage on schema public to ${shop.name}; grant insert, select on public.orders to ${shop.name}; grant usage on sequence public.orders_id_seq to ${shop.name}`);
+  await app.t.query(
+    `grant usage on schema public to ${shop.name}; grant insert, select on public.orders to ${shop.name}; grant usage on sequence public.orders_id_seq to ${shop.name}`,
+  );
 });
 afterAll(async () => {
   await app.stop();

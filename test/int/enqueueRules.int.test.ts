@@ -80,10 +80,9 @@ const FIELDS = Object.keys(VALUES) as Array<keyof Request>;
 const oneFieldOff: Request[] = FIELDS.flatMap((field) => VALUES[field].map((value) => ({ ...VALID, [field]: value })));
 
 /** Any mix of fields, each present or not. */
-const request: fc.Arbitrary<Request> = fc.record(
-  Object.fromEntries(FIELDS.map((f) => [f, fc.constantFrom(...VALUES[f])])) as { [K in keyof Request]: fc.Arbitrary<Request[K]> },
-  { requiredKeys: ["entityId", "subject", "text"] },
-);
+const request: fc.Arbitrary<Request> = fc.record(Object.fromEntries(FIELDS.map((f) => [f, fc.constantFrom(...VALUES[f])])) as { [K in keyof Request]: fc.Arbitrary<Request[K]> }, {
+  requiredKeys: ["entityId", "subject", "text"],
+});
 
 type Verdict = { accepted: true; payload: unknown } | { accepted: false; reason: string };
 
@@ -142,12 +141,9 @@ async function expectSameVerdict(r: Request) {
   }
 }
 
-test.each(oneFieldOff.map((r) => [JSON.stringify(r).slice(0, 120), r] as const))(
-  "one field off, both languages agree: %s",
-  async (_, r) => {
-    await expectSameVerdict(r);
-  },
-);
+test.each(oneFieldOff.map((r) => [JSON.stringify(r).slice(0, 120), r] as const))("one field off, both languages agree: %s", async (_, r) => {
+  await expectSameVerdict(r);
+});
 
 test("any mix of fields: the SQL function and the TypeScript schema accept and refuse the same requests", async () => {
   await fc.assert(fc.asyncProperty(request, expectSameVerdict), { numRuns: 300, seed: 20261205, endOnFailure: true });

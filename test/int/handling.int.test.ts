@@ -2,14 +2,7 @@ import { sql } from "kysely";
 import { inTransaction } from "../../src/db/database";
 import { InvalidTransitionError, ValidationError } from "../../src/errors/errors";
 import { appendOne } from "../../src/streams/append";
-import {
-  claim,
-  disableRecord,
-  getHandling,
-  getHistory,
-  setStreamDisabled,
-  transition,
-} from "../../src/streams/handling";
+import { claim, disableRecord, getHandling, getHistory, setStreamDisabled, transition } from "../../src/streams/handling";
 import { HANDLING_STATUSES, type HandlingStatus } from "../../src/streams/interfaces";
 import { TRANSITIONS, type HandlingAction } from "../../src/streams/transitions";
 import { asOwner, createTestDatabase, declareTestStream, type TestDatabase } from "../helpers/db";
@@ -97,9 +90,7 @@ describe("handling transitions", () => {
           const historyBefore = await getHistory(t.adminDb, stream, position, A);
           await expect(apply(position, action)).rejects.toThrow(InvalidTransitionError);
           if (action !== "claim" && action !== "disable_for_record") {
-            await expect(apply(position, action)).rejects.toThrow(
-              `current status is ${from}, requested status is ${rule.to}`,
-            );
+            await expect(apply(position, action)).rejects.toThrow(`current status is ${from}, requested status is ${rule.to}`);
           }
           expect((await getHandling(t.adminDb, stream, position, A)).status).toBe(from);
           expect(await getHistory(t.adminDb, stream, position, A)).toEqual(historyBefore);
@@ -124,12 +115,8 @@ describe("handling transitions", () => {
         [position, A],
       ),
     ).rejects.toThrow(/cannot claim record \d+ for concern concern_a: current status is Completed, requested status is Running/);
-    await expect(t.query(`delete from testing.handled__handling where position = $1`, [position])).rejects.toThrow(
-      /append-only/,
-    );
-    await expect(t.query(`delete from testing.handled__handling_history where position = $1`, [position])).rejects.toThrow(
-      /append-only/,
-    );
+    await expect(t.query(`delete from testing.handled__handling where position = $1`, [position])).rejects.toThrow(/append-only/);
+    await expect(t.query(`delete from testing.handled__handling_history where position = $1`, [position])).rejects.toThrow(/append-only/);
   });
 
   it("keeps concerns independent", async () => {
@@ -168,10 +155,7 @@ describe("handling transitions", () => {
     const { requeued } = await setStreamDisabled(t.adminDb, stream, A, false, { actor: "ops", reason: "maintenance over" });
     expect(requeued).toBeGreaterThanOrEqual(1);
     expect((await claim(t.adminDb, { stream, position: waiting, concern: A }, by)).claimed).toBe(true);
-    const history = await t.query(
-      `select disabled, changed_by, reason from tidings.stream_concern_history where stream = $1 and concern = $2 order by entry`,
-      [stream, A],
-    );
+    const history = await t.query(`select disabled, changed_by, reason from tidings.stream_concern_history where stream = $1 and concern = $2 order by entry`, [stream, A]);
     expect(history.rows).toEqual([
       { disabled: true, changed_by: "ops", reason: "maintenance" },
       { disabled: false, changed_by: "ops", reason: "maintenance over" },
@@ -202,9 +186,7 @@ describe("handling transitions", () => {
   it("the engine's transition table equals the database's", async () => {
     const { rows } = await t.query("select action, from_status, to_status from tidings.handling_transitions");
     const fromDb = rows.map((r) => `${r.action}:${r.from_status}:${r.to_status}`).sort();
-    const fromCode = (Object.keys(TRANSITIONS) as HandlingAction[])
-      .flatMap((a) => TRANSITIONS[a].from.map((f) => `${a}:${f}:${TRANSITIONS[a].to}`))
-      .sort();
+    const fromCode = (Object.keys(TRANSITIONS) as HandlingAction[]).flatMap((a) => TRANSITIONS[a].from.map((f) => `${a}:${f}:${TRANSITIONS[a].to}`)).sort();
     expect(fromDb).toEqual(fromCode);
   });
 });

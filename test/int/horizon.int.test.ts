@@ -48,8 +48,7 @@ async function openTransaction(url: string, statements: string[]): Promise<{ cli
 }
 
 const read = (stream: string, after: FeedCursor = FEED_START) => readAfter(app.t.adminDb, stream, after, { limit: 1000 });
-const append = (stream: string, id: string) =>
-  inTransaction(app.t.db, "horizon_writer", (tx) => appendOne(tx, stream, { id, type: "Thing", payload: {} }));
+const append = (stream: string, id: string) => inTransaction(app.t.db, "horizon_writer", (tx) => appendOne(tx, stream, { id, type: "Thing", payload: {} }));
 
 describe("the read horizon", () => {
   it("an open transaction that took an id, here and in another database, does not hold a notification's view back", async () => {
@@ -59,10 +58,13 @@ describe("the read horizon", () => {
       const { trackingId } = await enqueueNotification(app.t.db, { entityId: "ada", subject: "while others wait", text: "t" });
       await waitForOutcome(app.t, trackingId);
       // The projection (a gap-safe reader) wrote the view while both stayed open.
-      const view = await waitFor(async () => {
-        const { rows } = await app.t.query("select payload->>'status' as status from notification.views where id = $1 order by position desc limit 1", [trackingId]);
-        return rows[0]?.status === "sent" ? rows[0] : undefined;
-      }, { what: "the view to say sent" });
+      const view = await waitFor(
+        async () => {
+          const { rows } = await app.t.query("select payload->>'status' as status from notification.views where id = $1 order by position desc limit 1", [trackingId]);
+          return rows[0]?.status === "sent" ? rows[0] : undefined;
+        },
+        { what: "the view to say sent" },
+      );
       expect(view.status).toBe("sent");
       // And the feed serves the notification's events.
       const feed = await read(Streams.notificationEvents);

@@ -29,14 +29,12 @@ async function jobsFor(position: number): Promise<number> {
 
 describe("transactional outbox", () => {
   it("queues a job carrying a pointer to the record, in the appending transaction", async () => {
-    const appended = await inTransaction(t.db, "test_producer", (tx) =>
-      appendOne(tx, stream, { id: "o-1", type: "Thing", payload: { big: "x".repeat(1000) } }),
-    );
+    const appended = await inTransaction(t.db, "test_producer", (tx) => appendOne(tx, stream, { id: "o-1", type: "Thing", payload: { big: "x".repeat(1000) } }));
     const { rows } = await t.query(
       `select j.payload from graphile_worker._private_jobs j join graphile_worker._private_tasks k on k.id = j.task_id
-       where k.identifier = $1`, [
-      `${stream}:test_consumer`,
-    ]);
+       where k.identifier = $1`,
+      [`${stream}:test_consumer`],
+    );
     const payload = rows.find((r) => r.payload.position === appended.position)!.payload;
     expect(payload).toEqual({ stream, position: appended.position, id: "o-1" });
   });
@@ -67,9 +65,7 @@ describe("transactional outbox", () => {
         handled.push(record.id);
       },
     };
-    const appended = await inTransaction(t.db, "test_producer", (tx) =>
-      appendOne(tx, stream, { id: "o-run", type: "Thing", payload: {} }),
-    );
+    const appended = await inTransaction(t.db, "test_producer", (tx) => appendOne(tx, stream, { id: "o-run", type: "Thing", payload: {} }));
     const worker = await startTestWorker(t, [bot], {});
     try {
       await waitFor(async () => (await getHandling(t.adminDb, stream, appended.position, "test_consumer")).status === "Completed", {

@@ -20,9 +20,7 @@ afterAll(async () => {
 
 describe("a worker killed before completing", () => {
   it("leaves the record to be handled again by another worker, with the abandoned attempt in the history", async () => {
-    const { position } = await inTransaction(t.db, "test_producer", (tx) =>
-      appendOne(tx, stream, { id: "crash-1", type: "Thing", payload: {} }),
-    );
+    const { position } = await inTransaction(t.db, "test_producer", (tx) => appendOne(tx, stream, { id: "crash-1", type: "Thing", payload: {} }));
 
     const child = spawn(process.execPath, ["--import", "tsx", path.join(__dirname, "../fixtures/stallingWorker.ts")], {
       env: { ...process.env, DATABASE_URL: t.url, LEASE_MS: "1000" },
@@ -64,12 +62,7 @@ describe("a worker killed before completing", () => {
     }
     expect(sent).toEqual([position]);
     const history = await getHistory(t.adminDb, stream, position, "crash_consumer");
-    expect(history.map((h) => `${h.action}:${h.toStatus}`)).toEqual([
-      "claim:Running",
-      "cancel:AvailableAfterExternalCancellation",
-      "claim:Running",
-      "complete:Completed",
-    ]);
+    expect(history.map((h) => `${h.action}:${h.toStatus}`)).toEqual(["claim:Running", "cancel:AvailableAfterExternalCancellation", "claim:Running", "complete:Completed"]);
     expect(history[1]!.reason).toMatch(/abandoned before recording an outcome/);
     expect(history[2]!.attempt).toBe(2);
   });

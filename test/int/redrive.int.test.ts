@@ -36,19 +36,26 @@ describe("redrive", () => {
     // A worker claims the client operation and dies before recording an outcome.
     const { trackingId, position } = await inTransaction(app.t.db, "notification_bot", async (tx) => {
       const enqueued = await enqueueNotificationInTransaction(tx, { entityId: "stuck-sam", subject: "Stuck", text: "Held by a dead worker." });
-      const claimed = await claim(tx, { stream: Streams.notificationClientOperations, position: enqueued.position, concern: "notification_bot" }, {
-        actor: "notification_bot",
-        claimedBy: "job 0 on a lost host",
-      });
+      const claimed = await claim(
+        tx,
+        { stream: Streams.notificationClientOperations, position: enqueued.position, concern: "notification_bot" },
+        {
+          actor: "notification_bot",
+          claimedBy: "job 0 on a lost host",
+        },
+      );
       expect(claimed.claimed).toBe(true);
       return enqueued;
     });
 
     expect((await findStuck(app.t.db, { notification: trackingId, olderThan: "1h" })).running.records).toEqual([]);
-    const stuck = await waitFor(async () => {
-      const report = await findStuck(app.t.db, { notification: trackingId, olderThan: "300ms" });
-      return report.running.records.length === 1 ? report : undefined;
-    }, { what: "the record to count as stuck" });
+    const stuck = await waitFor(
+      async () => {
+        const report = await findStuck(app.t.db, { notification: trackingId, olderThan: "300ms" });
+        return report.running.records.length === 1 ? report : undefined;
+      },
+      { what: "the record to count as stuck" },
+    );
     expect(stuck.running.records[0]).toMatchObject({ concern: "notification_bot", status: "Running", claimedBy: "job 0 on a lost host" });
     expect(await latestOutcome(trackingId)).toBeUndefined();
 
@@ -70,5 +77,4 @@ describe("redrive", () => {
       details: { verb: "cancel-running", cancelled: { attempt: 1, claimedBy: "job 0 on a lost host" }, requeue: true },
     });
   });
-
 });

@@ -35,56 +35,40 @@ describe("who may write what, enforced by PostgreSQL", () => {
   it("a producer appends to its stream but cannot read what is in it", async () => {
     const appended = await asActor("client", (tx) => appendOne(tx, Streams.notificationClientOperations, op("r-1")));
     expect(appended.written).toBe(true);
-    await expect(
-      asActor("client", (tx) => sql`select payload from notification.client_operations`.execute(tx)),
-    ).rejects.toThrow(/permission denied for table client_operations/);
+    await expect(asActor("client", (tx) => sql`select payload from notification.client_operations`.execute(tx))).rejects.toThrow(/permission denied for table client_operations/);
     // idempotent appends still work without read access
-    const again = await asActor("client", (tx) =>
-      appendOne(tx, Streams.notificationClientOperations, op("r-1"), "skip_if_id_and_type_exists"),
-    );
+    const again = await asActor("client", (tx) => appendOne(tx, Streams.notificationClientOperations, op("r-1"), "skip_if_id_and_type_exists"));
     expect(again).toMatchObject({ written: false, position: appended.position });
   });
 
   it("an actor writing a stream it does not produce is refused", async () => {
-    await expect(
-      asActor("client", (tx) => appendOne(tx, Streams.emailOperations, { id: "x", type: "SendEmailOp", payload: {} })),
-    ).rejects.toThrow(ForbiddenError);
-    await expect(
-      asActor("email_bot", (tx) => appendOne(tx, Streams.notificationEvents, { id: "x", type: "Forged", payload: {} })),
-    ).rejects.toThrow(/refused by PostgreSQL: permission denied/);
+    await expect(asActor("client", (tx) => appendOne(tx, Streams.emailOperations, { id: "x", type: "SendEmailOp", payload: {} }))).rejects.toThrow(ForbiddenError);
+    await expect(asActor("email_bot", (tx) => appendOne(tx, Streams.notificationEvents, { id: "x", type: "Forged", payload: {} }))).rejects.toThrow(
+      /refused by PostgreSQL: permission denied/,
+    );
     // the saga bot reads the email events but does not produce them
-    await expect(
-      asActor("saga_bot", (tx) => appendOne(tx, Streams.emailEvents, { id: "x", type: "SucceededInSendingEmailEvent", payload: {} })),
-    ).rejects.toThrow(/refused by PostgreSQL: permission denied for table events/);
-    await expect(
-      asActor("reader", (tx) => appendOne(tx, Streams.notificationViews, { id: "x", type: "View", payload: {} })),
-    ).rejects.toThrow(/permission denied/);
+    await expect(asActor("saga_bot", (tx) => appendOne(tx, Streams.emailEvents, { id: "x", type: "SucceededInSendingEmailEvent", payload: {} }))).rejects.toThrow(
+      /refused by PostgreSQL: permission denied for table events/,
+    );
+    await expect(asActor("reader", (tx) => appendOne(tx, Streams.notificationViews, { id: "x", type: "View", payload: {} }))).rejects.toThrow(/permission denied/);
     const { rows } = await t.query("select count(*)::int as n from notification.events where type = 'Forged'");
     expect(rows[0].n).toBe(0);
   });
 
   it("a consumer reads its stream but cannot write to it, and nobody may change a stream row", async () => {
     await asActor("client", (tx) => appendOne(tx, Streams.notificationClientOperations, op("r-2")));
-    const seen = await asActor("notification_bot", (tx) =>
-      sql<{ n: number }>`select count(*)::int as n from notification.client_operations`.execute(tx),
-    );
+    const seen = await asActor("notification_bot", (tx) => sql<{ n: number }>`select count(*)::int as n from notification.client_operations`.execute(tx));
     expect(seen.rows[0]!.n).toBeGreaterThan(0);
-    await expect(
-      asActor("notification_bot", (tx) => appendOne(tx, Streams.notificationClientOperations, op("r-3"))),
-    ).rejects.toThrow(/permission denied/);
+    await expect(asActor("notification_bot", (tx) => appendOne(tx, Streams.notificationClientOperations, op("r-3")))).rejects.toThrow(/permission denied/);
     for (const actor of ["notification_bot", "client", "operator"]) {
-      await expect(
-        asActor(actor, (tx) => sql`update notification.client_operations set type = 'X'`.execute(tx)),
-      ).rejects.toThrow(/permission denied/);
+      await expect(asActor(actor, (tx) => sql`update notification.client_operations set type = 'X'`.execute(tx))).rejects.toThrow(/permission denied/);
     }
   });
 
   it("handling state is written only by the stream's consumers (and the operator)", async () => {
     const { position } = await asActor("client", (tx) => appendOne(tx, Streams.notificationClientOperations, op("r-4")));
     const target = { stream: Streams.notificationClientOperations, position, concern: "notification_bot" };
-    await expect(asActor("email_bot", (tx) => claim(tx, target, { actor: "email_bot" }))).rejects.toThrow(
-      /permission denied/,
-    );
+    await expect(asActor("email_bot", (tx) => claim(tx, target, { actor: "email_bot" }))).rejects.toThrow(/permission denied/);
     const won = await asActor("notification_bot", (tx) => claim(tx, target, { actor: "notification_bot" }));
     expect(won.claimed).toBe(true);
   });

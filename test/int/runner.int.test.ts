@@ -64,11 +64,7 @@ describe("bot runner", () => {
     const position = await appendWork("flaky-2", { mode: "flaky", failTimes: 2 });
     await waitFor(async () => (await statusOf(position)).status === "Completed", { what: "completion" });
     const history = await getHistory(t.adminDb, stream, position, concern);
-    expect(history.map((h) => h.action)).toEqual([
-      "claim", "fail", "reset_failed",
-      "claim", "fail", "reset_failed",
-      "claim", "complete",
-    ]);
+    expect(history.map((h) => h.action)).toEqual(["claim", "fail", "reset_failed", "claim", "fail", "reset_failed", "claim", "complete"]);
     expect(history[1]!.reason).toBe("attempt 1 failed: flaky 1");
     expect(history[2]!.reason).toMatch(/^transient failure; attempt 2 of 3 in \d+ ms$/);
     // Failed attempts rolled back what their handler wrote: only the third attempt's record remains.
@@ -100,12 +96,7 @@ describe("bot runner", () => {
     const position = await appendWork("later", { mode: "later" });
     await waitFor(async () => (await statusOf(position)).status === "Completed", { what: "completion" });
     const history = await getHistory(t.adminDb, stream, position, concern);
-    expect(history.map((h) => `${h.action}:${h.toStatus}`)).toEqual([
-      "claim:Running",
-      "self_cancel:AvailableAfterSelfCancellation",
-      "claim:Running",
-      "complete:Completed",
-    ]);
+    expect(history.map((h) => `${h.action}:${h.toStatus}`)).toEqual(["claim:Running", "self_cancel:AvailableAfterSelfCancellation", "claim:Running", "complete:Completed"]);
     expect(history[1]!.reason).toBe("waiting for the other side");
     const gap = history[2]!.recordedAt.getTime() - history[1]!.recordedAt.getTime();
     expect(gap).toBeGreaterThanOrEqual(150);

@@ -55,9 +55,7 @@ async function enqueue(fields: Partial<SendSlackMessageOp> = {}): Promise<{ id: 
     tags: {},
     ...fields,
   };
-  const [appended] = await inTransaction(t.db, "notification_bot", (tx) =>
-    append(tx, Streams.slackOperations, [{ id, type: "SendSlackMessageOp", payload: op }]),
-  );
+  const [appended] = await inTransaction(t.db, "notification_bot", (tx) => append(tx, Streams.slackOperations, [{ id, type: "SendSlackMessageOp", payload: op }]));
   return { id, position: appended!.position, op };
 }
 
@@ -184,11 +182,7 @@ describe("slack bot", () => {
     expect(history[1]!.details).toMatchObject({ retryInMs: 1_000, external: { slackError: "ratelimited", httpStatus: 429 } });
 
     const events = await eventsOf(id);
-    expect(events.map((e) => e.type)).toEqual([
-      "SendSlackMessageRequestedEvent",
-      "SendSlackMessageRequestedEvent",
-      "SucceededInSendingSlackMessageEvent",
-    ]);
+    expect(events.map((e) => e.type)).toEqual(["SendSlackMessageRequestedEvent", "SendSlackMessageRequestedEvent", "SucceededInSendingSlackMessageEvent"]);
     expect(events[2]!.payload).toMatchObject({ operationId: op.operationId, attempt: 2, ts: standIn.posts[0]!.ts });
   });
 
@@ -238,7 +232,10 @@ describe("slack bot", () => {
     const { id, position } = await enqueue({ channel: "C0123ABC", text: "to the sink <@U1>" });
     await withWorker(sink, () => until(position, "Completed"));
 
-    const lines = readFileSync(file, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const lines = readFileSync(file, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ channel: "C0123ABC", request: { channel: "C0123ABC", text: "to the sink &lt;@U1&gt;", mrkdwn: false } });
     const succeeded = (await eventsOf(id)).find((e) => e.type === "SucceededInSendingSlackMessageEvent");
@@ -320,16 +317,9 @@ describe("slack bot", () => {
       await withWorker(sdkPoster(1_000), () => until(position, "Completed"), { maxAttempts: 4 });
 
       expect(standIn.postsOf(op.operationId)).toHaveLength(1);
-      expect(standIn.calls.map((c) => `${c.method} ${c.answer}`)).toEqual([
-        "chat.postMessage posted, no answer",
-        "conversations.history http 500",
-        "conversations.history ok",
-      ]);
+      expect(standIn.calls.map((c) => `${c.method} ${c.answer}`)).toEqual(["chat.postMessage posted, no answer", "conversations.history http 500", "conversations.history ok"]);
       const fails = (await historyOf(position)).filter((h) => h.action === "fail").map((h) => h.reason);
-      expect(fails).toEqual([
-        "attempt 1 failed: Slack did not answer in time",
-        `attempt 2 failed: ${LOOKUP_FAILED}: Slack answered HTTP 500 Internal Server Error`,
-      ]);
+      expect(fails).toEqual(["attempt 1 failed: Slack did not answer in time", `attempt 2 failed: ${LOOKUP_FAILED}: Slack answered HTTP 500 Internal Server Error`]);
     });
 
     it("connection reset after the post: the look-up follows the cursor through a busy channel, bounded by when the operation was recorded", async () => {
@@ -356,11 +346,7 @@ describe("slack bot", () => {
       const { id, position, op } = await enqueue({ channel: "C0NOHISTORY" });
       await withWorker(sdkPoster(1_000), () => until(position, "Completed"));
 
-      expect(standIn.calls.map((c) => `${c.method} ${c.answer}`)).toEqual([
-        "chat.postMessage posted, no answer",
-        "conversations.history missing_scope",
-        "chat.postMessage ok",
-      ]);
+      expect(standIn.calls.map((c) => `${c.method} ${c.answer}`)).toEqual(["chat.postMessage posted, no answer", "conversations.history missing_scope", "chat.postMessage ok"]);
       expect(standIn.postsOf(op.operationId).map((p) => p.metadata?.event_payload.attempt)).toEqual([1, 2]);
       const succeeded = (await eventsOf(id)).find((e) => e.type === "SucceededInSendingSlackMessageEvent");
       expect(succeeded?.payload).toEqual({ operationId: op.operationId, attempt: 2, channel: "C0NOHISTORY", ts: standIn.posts[1]!.ts });

@@ -50,5 +50,4 @@ describe("the notification workflow", () => {
     // an unchanged PUT records nothing
     expect((await putEntity(app.t.db, "hal", person({ preferences: { channels: ["slack"], optedOut: ["email"], delivery: "all" } }), "hal")).changed).toBe(false);
   });
-
 });

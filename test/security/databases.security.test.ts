@@ -60,10 +60,9 @@ describe("two tidings databases on one server", () => {
     const c = admin();
     await c.connect();
     try {
-      const { rows } = await c.query(
-        "select datname, has_database_privilege('public', datname, 'CONNECT') as open from pg_database where datname = any($1) order by datname",
-        [[first, second]],
-      );
+      const { rows } = await c.query("select datname, has_database_privilege('public', datname, 'CONNECT') as open from pg_database where datname = any($1) order by datname", [
+        [first, second],
+      ]);
       expect(rows).toEqual([
         { datname: first, open: false },
         { datname: second, open: false },

@@ -27,8 +27,7 @@ afterAll(async () => {
   await t.close();
 });
 
-const count = async (stream: string, where = "true") =>
-  (await t.query(`select count(*)::int as n from ${stream} where ${where}`)).rows[0].n as number;
+const count = async (stream: string, where = "true") => (await t.query(`select count(*)::int as n from ${stream} where ${where}`)).rows[0].n as number;
 
 describe("engine columns belong to the database", () => {
   it("the registry has producers to attack, and every stream declares its record types", async () => {
@@ -47,18 +46,16 @@ describe("engine columns belong to the database", () => {
   it.each(attacks)("every producer writing %s is refused by PostgreSQL, and nothing is stored", async (_column, statement) => {
     for (const { stream, actor, type } of producers) {
       const before = await count(stream);
-      await expect(inTransaction(t.db, actor, (tx) => sql.raw(statement(stream, type)).execute(tx))).rejects.toThrow(
-        /permission denied for table/,
-      );
+      await expect(inTransaction(t.db, actor, (tx) => sql.raw(statement(stream, type)).execute(tx))).rejects.toThrow(/permission denied for table/);
       expect(await count(stream)).toBe(before);
     }
   });
 
   it("every producer writing a type its stream does not declare is refused", async () => {
     for (const { stream, actor } of producers) {
-      await expect(
-        inTransaction(t.db, actor, (tx) => sql.raw(`insert into ${stream} (id, type, payload) values ('x', 'Squat', '{}')`).execute(tx)),
-      ).rejects.toThrow(/violates check constraint "declared_type"/);
+      await expect(inTransaction(t.db, actor, (tx) => sql.raw(`insert into ${stream} (id, type, payload) values ('x', 'Squat', '{}')`).execute(tx))).rejects.toThrow(
+        /violates check constraint "declared_type"/,
+      );
     }
   });
 
@@ -69,10 +66,7 @@ describe("engine columns belong to the database", () => {
         await sql.raw(`insert into ${stream} (id, type, payload) values ('${id}', '${type}', '{}')`).execute(tx);
         return (await sql<{ txid: string }>`select pg_current_xact_id()::text as txid`.execute(tx)).rows[0]!;
       });
-      const { rows } = await t.query(
-        `select recorded_by, tx_id::text as tx, recorded_at > now() - interval '1 minute' as recent from ${stream} where id = $1`,
-        [id],
-      );
+      const { rows } = await t.query(`select recorded_by, tx_id::text as tx, recorded_at > now() - interval '1 minute' as recent from ${stream} where id = $1`, [id]);
       expect(rows).toEqual([{ recorded_by: `tidings_${actor}`, tx: txid, recent: true }]);
     }
   });
@@ -90,9 +84,7 @@ describe("engine columns belong to the database", () => {
     const attacker = await t.createLogin({ prefix: "squatter", grants: ["tidings_client"] });
     // The attack of the issue, as written there.
     await expect(
-      attacker.pool.query(
-        "insert into notification.client_operations (position,id,type,payload) overriding system value values (5,'squat-5','Squat','{}')",
-      ),
+      attacker.pool.query("insert into notification.client_operations (position,id,type,payload) overriding system value values (5,'squat-5','Squat','{}')"),
     ).rejects.toThrow(/permission denied for table client_operations/);
     await expect(
       attacker.pool.query(

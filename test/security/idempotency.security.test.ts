@@ -33,9 +33,9 @@ describe("idempotency keys per caller", () => {
   it("a SQL client can neither read nor write the keys table", async () => {
     await enqueue(a, "mine", "order-1");
     await expect(a.pool.query("select * from api.idempotency_keys")).rejects.toThrow(/permission denied/);
-    await expect(
-      a.pool.query("insert into api.idempotency_keys (scope, key, request_sha256, tracking_id) values ('sql:someone', 'order-9', sha256('x'), 'x')"),
-    ).rejects.toThrow(/permission denied/);
+    await expect(a.pool.query("insert into api.idempotency_keys (scope, key, request_sha256, tracking_id) values ('sql:someone', 'order-9', sha256('x'), 'x')")).rejects.toThrow(
+      /permission denied/,
+    );
     await expect(a.pool.query("update api.idempotency_keys set tracking_id = 'x'")).rejects.toThrow(/permission denied/);
   });
 
@@ -74,16 +74,18 @@ describe("idempotency keys per caller", () => {
     const victimKey = "invoice-43";
     const taken = (await enqueue(a, "yours", victimKey)).rows[0]!.id;
     // After the fact, appending under the victim's tracking id is refused: one client operation per id.
-    await expect(
-      b.pool.query("insert into notification.client_operations (id, type, payload) values ($1, 'SendNotificationToEntityOp', '{}')", [taken]),
-    ).rejects.toThrow(/duplicate key value violates unique constraint "client_operations_one_per_id"/);
+    await expect(b.pool.query("insert into notification.client_operations (id, type, payload) values ($1, 'SendNotificationToEntityOp', '{}')", [taken])).rejects.toThrow(
+      /duplicate key value violates unique constraint "client_operations_one_per_id"/,
+    );
     // Before the fact there is nothing to guess: the same key gets a new random id in every database and for every caller.
     const again = (await enqueue(b, "yours too", victimKey)).rows[0]!.id;
     expect(new Set([taken, again]).size).toBe(2);
     const { rows } = await t.query("select id, recorded_by from notification.client_operations where id = any($1) order by recorded_by", [[taken, again]]);
-    expect(rows).toEqual([
-      { id: taken, recorded_by: a.name },
-      { id: again, recorded_by: b.name },
-    ].sort((x, y) => x.recorded_by.localeCompare(y.recorded_by)));
+    expect(rows).toEqual(
+      [
+        { id: taken, recorded_by: a.name },
+        { id: again, recorded_by: b.name },
+      ].sort((x, y) => x.recorded_by.localeCompare(y.recorded_by)),
+    );
   });
 });

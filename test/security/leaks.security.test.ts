@@ -21,8 +21,7 @@ afterAll(async () => {
 });
 
 describe("tidings.existing_position", () => {
-  const lookup = (actor: string, stream: string) =>
-    inTransaction(t.db, actor, (tx) => sql`select tidings.existing_position(${stream}, 'anything') as p`.execute(tx));
+  const lookup = (actor: string, stream: string) => inTransaction(t.db, actor, (tx) => sql`select tidings.existing_position(${stream}, 'anything') as p`.execute(tx));
 
   it("answers a producer about its own stream", async () => {
     await expect(lookup("client", "notification.client_operations")).resolves.toBeDefined();
@@ -88,14 +87,16 @@ describe("handling state of another bot's concern", () => {
 
   it("the operator may not pass its changes off as the machinery's (a bot, the runner)", async () => {
     for (const actor of ["email_bot", "second_bot", "runner", "operator"]) {
-      await expect(
-        inTransaction(t.db, "operator", (tx) => transition(tx, { stream, position, concern: "second_bot" }, "complete", { actor })),
-      ).rejects.toThrow(new RegExp(`may not record a handling change as "${actor}"`));
+      await expect(inTransaction(t.db, "operator", (tx) => transition(tx, { stream, position, concern: "second_bot" }, "complete", { actor }))).rejects.toThrow(
+        new RegExp(`may not record a handling change as "${actor}"`),
+      );
     }
     // The same check holds at the email stream: no invented "sent" from email_bot.
     const email = await t.query("insert into email.operations (id, type, payload) values ('op-1', 'SendEmailOp', '{}') returning position");
     await expect(
-      inTransaction(t.db, "operator", (tx) => claim(tx, { stream: "email.operations", position: email.rows[0].position, concern: "email_bot" }, { actor: "email_bot", reason: "x" })),
+      inTransaction(t.db, "operator", (tx) =>
+        claim(tx, { stream: "email.operations", position: email.rows[0].position, concern: "email_bot" }, { actor: "email_bot", reason: "x" }),
+      ),
     ).rejects.toThrow(/may not record a handling change as "email_bot"/);
   });
 });

@@ -19,8 +19,7 @@ afterAll(async () => {
   await app.stop();
 });
 
-const jobsFor = async (id: string) =>
-  (await app.t.query("select count(*)::int as n from graphile_worker._private_jobs where payload->>'id' = $1", [id])).rows[0].n as number;
+const jobsFor = async (id: string) => (await app.t.query("select count(*)::int as n from graphile_worker._private_jobs where payload->>'id' = $1", [id])).rows[0].n as number;
 
 describe("a forged outbox note", () => {
   it("keeps only the forger's own job from being queued, and the sweep queues it: the notification is sent", async () => {

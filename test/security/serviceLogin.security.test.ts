@@ -56,9 +56,7 @@ describe("the service's own login", () => {
   });
 
   it("cannot switch triggers off with session_replication_role", async () => {
-    await expect(asService(["set session_replication_role = replica"])).rejects.toThrow(
-      /permission denied to set parameter "session_replication_role"/,
-    );
+    await expect(asService(["set session_replication_role = replica"])).rejects.toThrow(/permission denied to set parameter "session_replication_role"/);
   });
 
   it("cannot update, delete, truncate, disable a trigger, drop a constraint or drop any stream or its handling history", async () => {
@@ -84,9 +82,7 @@ describe("the service's own login", () => {
     for (const actor of actors) {
       for (const s of streams) {
         for (const statement of [`update ${s} set type = 'Changed'`, `delete from ${s}`, `truncate ${s}`, `alter table ${s} disable trigger all`]) {
-          await expect(inTransaction(t.db, actor, (tx) => sql.raw(statement).execute(tx))).rejects.toThrow(
-            /permission denied|must be owner|append-only/,
-          );
+          await expect(inTransaction(t.db, actor, (tx) => sql.raw(statement).execute(tx))).rejects.toThrow(/permission denied|must be owner|append-only/);
         }
       }
     }
@@ -95,9 +91,9 @@ describe("the service's own login", () => {
 
   it("holds none of the actors' privileges without acting as one (NOINHERIT)", async () => {
     await expect(t.pool.query("select count(*) from notification.events")).rejects.toThrow(/permission denied/);
-    await expect(
-      t.pool.query("insert into notification.client_operations (id, type, payload) values ('x', 'SendNotificationToEntityOp', '{}')"),
-    ).rejects.toThrow(/permission denied/);
+    await expect(t.pool.query("insert into notification.client_operations (id, type, payload) values ('x', 'SendNotificationToEntityOp', '{}')")).rejects.toThrow(
+      /permission denied/,
+    );
   });
 });
 

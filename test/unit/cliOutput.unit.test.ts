@@ -81,7 +81,11 @@ describe("rows for people", () => {
 });
 
 describe("npm run audit's tables", () => {
-  interface Row { at: Date; stream: string; error: string | null }
+  interface Row {
+    at: Date;
+    stream: string;
+    error: string | null;
+  }
   const cols = columns<Row>("at", "stream", "error");
   const auditRows: Row[] = [{ at: new Date("2026-12-01T10:00:00Z"), stream: "email.operations", error: "550 mailbox unavailable\nfor good" }];
 

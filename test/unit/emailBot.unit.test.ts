@@ -92,10 +92,24 @@ describe("email bot failed", () => {
     };
     return {
       // Appends go through the batch's buffer: the transaction itself is never touched.
-      tx: new Proxy({}, { get: () => { throw new Error("the transaction must not be used"); } }) as Tx,
+      tx: new Proxy(
+        {},
+        {
+          get: () => {
+            throw new Error("the transaction must not be used");
+          },
+        },
+      ) as Tx,
       record,
       attempt: 1,
-      deps: { email: { transport: fakeTransport(async () => { throw new Error("unused"); }), from: "x@example.com" } },
+      deps: {
+        email: {
+          transport: fakeTransport(async () => {
+            throw new Error("unused");
+          }),
+          from: "x@example.com",
+        },
+      },
       logger,
       now: new Date(),
       out,

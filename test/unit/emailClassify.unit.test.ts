@@ -54,7 +54,11 @@ describe("classifySmtpError", () => {
   });
 
   it.each([
-    ["connection refused", smtpError("connect ECONNREFUSED 127.0.0.1:2525", { code: "ESOCKET", originalCode: "ECONNREFUSED", errno: -111, syscall: "connect", command: "CONN" }), "ESOCKET"],
+    [
+      "connection refused",
+      smtpError("connect ECONNREFUSED 127.0.0.1:2525", { code: "ESOCKET", originalCode: "ECONNREFUSED", errno: -111, syscall: "connect", command: "CONN" }),
+      "ESOCKET",
+    ],
     ["connection reset", smtpError("read ECONNRESET", { code: "ESOCKET", originalCode: "ECONNRESET", command: "CONN" }), "ESOCKET"],
     ["connection dropped mid-DATA", smtpError("Connection closed unexpectedly", { code: "ECONNECTION", command: "CONN" }), "ECONNECTION"],
     ["greeting timeout", smtpError("Greeting never received", { code: "ETIMEDOUT", timeoutType: "GREETING_TIMEOUT", command: "CONN" }), "ETIMEDOUT"],
@@ -71,7 +75,7 @@ describe("classifySmtpError", () => {
   });
 
   it.each([
-    ["no credentials for a server that requires them", smtpError("Missing credentials for \"PLAIN\"", { code: "ENOAUTH", command: "API" }), "ENOAUTH"],
+    ["no credentials for a server that requires them", smtpError('Missing credentials for "PLAIN"', { code: "ENOAUTH", command: "API" }), "ENOAUTH"],
     ["an invalid recipient address refused before sending", smtpError('Invalid recipient "not an address"', { code: "EENVELOPE", command: "API" }), "EENVELOPE"],
     ["bad configuration", smtpError("Invalid configuration", { code: "ECONFIG" }), "ECONFIG"],
   ])("%s is permanent, with no SMTP code", (_label, error, code) => {
@@ -82,10 +86,9 @@ describe("classifySmtpError", () => {
   });
 
   it("keeps what an operator needs in details, as plain JSON", () => {
-    const error = Object.assign(
-      reply("EENVELOPE", "550 5.1.1 No such user", "RCPT TO", "Can't send mail - all recipients were rejected"),
-      { rejected: ["a@example.com", "b@example.com"] },
-    );
+    const error = Object.assign(reply("EENVELOPE", "550 5.1.1 No such user", "RCPT TO", "Can't send mail - all recipients were rejected"), {
+      rejected: ["a@example.com", "b@example.com"],
+    });
     const { details } = classifySmtpError(error);
     expect(details).toEqual({
       smtpCode: 550,
@@ -99,9 +102,7 @@ describe("classifySmtpError", () => {
   });
 
   it("keeps the system error code under the nodemailer one", () => {
-    const { details } = classifySmtpError(
-      smtpError("connect ECONNREFUSED 127.0.0.1:1", { code: "ESOCKET", originalCode: "ECONNREFUSED", command: "CONN" }),
-    );
+    const { details } = classifySmtpError(smtpError("connect ECONNREFUSED 127.0.0.1:1", { code: "ESOCKET", originalCode: "ECONNREFUSED", command: "CONN" }));
     expect(details).toMatchObject({ code: "ESOCKET", originalCode: "ECONNREFUSED", smtpCode: null });
   });
 

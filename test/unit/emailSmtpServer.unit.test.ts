@@ -19,7 +19,12 @@ async function sendMany(n: number): Promise<boolean[]> {
   const outcomes: boolean[] = [];
   for (let i = 1; i <= n; i++) {
     const message = { from: "t@example.com", to: ["r@example.com"], subject: `m${i}`, text: "x", messageId: `<m${i}@test>` };
-    outcomes.push(await transport.send(message).then(() => true, () => false));
+    outcomes.push(
+      await transport.send(message).then(
+        () => true,
+        () => false,
+      ),
+    );
   }
   return outcomes;
 }
@@ -42,7 +47,12 @@ it("with a seed, fails the same transactions every run", async () => {
     const again: boolean[] = [];
     for (let i = 1; i <= 12; i++) {
       const message = { from: "t@example.com", to: ["r@example.com"], subject: `m${i}`, text: "x", messageId: `<m${i}@test>` };
-      again.push(await otherTransport.send(message).then(() => true, () => false));
+      again.push(
+        await otherTransport.send(message).then(
+          () => true,
+          () => false,
+        ),
+      );
     }
     expect(again).toEqual(first);
     expect(first.some((ok) => !ok) && first.some((ok) => ok)).toBe(true);

@@ -15,7 +15,8 @@ const operations = Object.entries(doc.paths).flatMap(([path, methods]) => Object
 describe("the OpenAPI document", () => {
   it("names every operation, each name once", () => {
     expect(operations.length).toBeGreaterThanOrEqual(12);
-    for (const { path, method, op } of operations) expect({ path, method, operationId: op.operationId }).toEqual({ path, method, operationId: expect.stringMatching(/^[a-z][A-Za-z]+$/) });
+    for (const { path, method, op } of operations)
+      expect({ path, method, operationId: op.operationId }).toEqual({ path, method, operationId: expect.stringMatching(/^[a-z][A-Za-z]+$/) });
     const names = operations.map((o) => o.op.operationId);
     expect(new Set(names).size).toBe(names.length);
   });
@@ -27,9 +28,7 @@ describe("the OpenAPI document", () => {
   it("documents a notification's view as a typed, closed object, and GET /v1/notifications/{id} answers it", () => {
     const view = doc.components.schemas.NotificationView!;
     expect(view.additionalProperties).toBe(false);
-    expect(Object.keys(view.properties!)).toEqual(
-      expect.arrayContaining(["id", "status", "entity", "channels", "outcome", "skipped", "alert", "resends", "version"]),
-    );
+    expect(Object.keys(view.properties!)).toEqual(expect.arrayContaining(["id", "status", "entity", "channels", "outcome", "skipped", "alert", "resends", "version"]));
     const answer = JSON.stringify(doc.paths["/v1/notifications/{id}"]!.get!.responses["200"]);
     expect(answer).toContain("#/components/schemas/NotificationView");
   });

@@ -14,7 +14,7 @@ describe("redactSecrets", () => {
     ["smtps//user:S3cr3t-Pa55@host", "smtps//user:***@host"],
     // Unencoded @ / : in the password: hidden whole, up to the last @.
     ["smtp://user:S3cr@t/Pa:55@host:25", "smtp://user:***@host:25"],
-    ["(got \"postgres://u:S3cr3t-Pa55@db/x\")", "(got \"postgres://u:***@db/x\")"],
+    ['(got "postgres://u:S3cr3t-Pa55@db/x")', '(got "postgres://u:***@db/x")'],
     ["postgres://u@db/x?sslmode=require&password=S3cr3t-Pa55", "postgres://u@db/x?sslmode=require&password=***"],
     ["token xoxb-1234-5678-S3cr3t-Pa55 in a sentence", "token xoxb-*** in a sentence"],
     ["xapp-1-A0-S3cr3t-Pa55", "xapp-***"],

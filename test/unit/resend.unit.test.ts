@@ -8,10 +8,28 @@ let position = 0;
 const at = new Date("2026-11-26T10:00:00.000Z");
 function event(type: string, payload: unknown): StreamRecord {
   position += 1;
-  return { stream: "notification.events", position, id: "n1", type, payload, tags: {}, causedBy: null, recordedAt: new Date(at.getTime() + position * 1000), recordedBy: "x", txId: String(position), feedKey: String(position) };
+  return {
+    stream: "notification.events",
+    position,
+    id: "n1",
+    type,
+    payload,
+    tags: {},
+    causedBy: null,
+    recordedAt: new Date(at.getTime() + position * 1000),
+    recordedBy: "x",
+    txId: String(position),
+    feedKey: String(position),
+  };
 }
 const requested = () =>
-  event("SendNotificationRequestedEvent", { entityId: "ada", subject: "Hi", channelsRequested: null, tags: {}, clientOperation: { stream: "notification.client_operations", position: 1 } });
+  event("SendNotificationRequestedEvent", {
+    entityId: "ada",
+    subject: "Hi",
+    channelsRequested: null,
+    tags: {},
+    clientOperation: { stream: "notification.client_operations", position: 1 },
+  });
 const prepared = () =>
   event("PreparedToSendOnAllChannelsEvent", {
     entityId: "ada",
@@ -58,7 +76,12 @@ describe("resend", () => {
     expect(resending.resends).toEqual([expect.objectContaining({ requestedBy: "alice", reason: "renamed" })]);
 
     const sent = foldEvents(resending, [
-      event("SentOnAllPreparedChannelsEvent", { sent: ["email", "slack"], failed: [], timedOut: false, operations: [op("n1:email", "email", true), op("n1:slack:resend-1", "slack", true)] }),
+      event("SentOnAllPreparedChannelsEvent", {
+        sent: ["email", "slack"],
+        failed: [],
+        timedOut: false,
+        operations: [op("n1:email", "email", true), op("n1:slack:resend-1", "slack", true)],
+      }),
     ])!;
     expect(sent.status).toBe("sent");
     expect(sent.channels.map((c) => [c.channel, c.destination, c.outcome])).toEqual([
@@ -87,10 +110,24 @@ describe("resend", () => {
     const email = { operationId: "n1:email", attempt: 1, outcome: "succeeded" as const, error: null, source: { stream: "email.events", position: 1 } };
     // The old Slack operation's failure is not awaited any more.
     const oldSlack = { operationId: "n1:slack", attempt: 1, outcome: "failed" as const, error: "channel_not_found", source: { stream: "slack.events", position: 2 } };
-    const newSlack = (ok: boolean) => ({ operationId: "n1:slack:resend-1", attempt: 1, outcome: ok ? ("succeeded" as const) : ("failed" as const), error: ok ? null : "x", source: { stream: "slack.events", position: 3 } });
+    const newSlack = (ok: boolean) => ({
+      operationId: "n1:slack:resend-1",
+      attempt: 1,
+      outcome: ok ? ("succeeded" as const) : ("failed" as const),
+      error: ok ? null : "x",
+      source: { stream: "slack.events", position: 3 },
+    });
     expect(decideSaga(saga, [email, oldSlack], at)).toEqual({ done: false, waitingFor: ["n1:slack:resend-1"] });
-    expect(decideSaga(saga, [email, oldSlack, newSlack(true)], at)).toMatchObject({ done: true, eventType: "SentOnAllPreparedChannelsEvent", payload: { sent: ["email", "slack"], failed: [] } });
-    expect(decideSaga(saga, [email, oldSlack, newSlack(false)], at)).toMatchObject({ done: true, eventType: "SentOnSomePreparedChannelsEvent", payload: { sent: ["email"], failed: ["slack"] } });
+    expect(decideSaga(saga, [email, oldSlack, newSlack(true)], at)).toMatchObject({
+      done: true,
+      eventType: "SentOnAllPreparedChannelsEvent",
+      payload: { sent: ["email", "slack"], failed: [] },
+    });
+    expect(decideSaga(saga, [email, oldSlack, newSlack(false)], at)).toMatchObject({
+      done: true,
+      eventType: "SentOnSomePreparedChannelsEvent",
+      payload: { sent: ["email"], failed: ["slack"] },
+    });
   });
 
   it("destinations now: each channel on its own (delivery 'first' drops none), opt-outs and missing details skipped", () => {

@@ -24,13 +24,19 @@ describe("saga outcome rules", () => {
 
   it("all sent, some sent, none sent", () => {
     expect(decideSaga(saga(["email", "slack"]), [seen("email", "succeeded"), seen("slack", "succeeded")], now)).toMatchObject({
-      done: true, eventType: "SentOnAllPreparedChannelsEvent", payload: { sent: ["email", "slack"], failed: [] },
+      done: true,
+      eventType: "SentOnAllPreparedChannelsEvent",
+      payload: { sent: ["email", "slack"], failed: [] },
     });
     expect(decideSaga(saga(["email", "slack"]), [seen("email", "succeeded"), seen("slack", "failed")], now)).toMatchObject({
-      done: true, eventType: "SentOnSomePreparedChannelsEvent", payload: { sent: ["email"], failed: ["slack"] },
+      done: true,
+      eventType: "SentOnSomePreparedChannelsEvent",
+      payload: { sent: ["email"], failed: ["slack"] },
     });
     expect(decideSaga(saga(["email", "slack"]), [seen("email", "failed"), seen("slack", "failed")], now)).toMatchObject({
-      done: true, eventType: "CouldNotSendOnAnyPreparedChannelEvent", payload: { sent: [], failed: ["email", "slack"] },
+      done: true,
+      eventType: "CouldNotSendOnAnyPreparedChannelEvent",
+      payload: { sent: [], failed: ["email", "slack"] },
     });
   });
 

@@ -37,9 +37,7 @@ describe("classifySlackError", () => {
 
   it("a 429 whose Retry-After the SDK could not read → transient, runner's backoff", () => {
     // What WebClient throws (after p-retry unwraps its AbortError) for a 429 without a usable header.
-    const e = classifySlackError(
-      new Error("Retry header did not contain a valid timeout (url: https://slack.com/api/chat.postMessage, retry-after header: null)"),
-    );
+    const e = classifySlackError(new Error("Retry header did not contain a valid timeout (url: https://slack.com/api/chat.postMessage, retry-after header: null)"));
     expect(e.transient).toBe(true);
     expect(e.retryAfterMs).toBeUndefined();
     expect(e.details).toMatchObject({ slackError: "ratelimited", httpStatus: 429 });

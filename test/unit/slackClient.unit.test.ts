@@ -200,7 +200,10 @@ describe("createSlackPoster without a token (the local sink)", () => {
     const b = await sink.postMessage({ channel: "C0123ABC", text: "two", mrkdwn: "*two*" });
     expect(a.channel).toBe("#ops");
     expect(Number(b.ts)).toBeGreaterThan(Number(a.ts));
-    const lines = readFileSync(file, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const lines = readFileSync(file, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatchObject({ ts: a.ts, channel: "#ops", request: { text: "one &lt;b&gt;", mrkdwn: false } });
     expect(lines[1].request.blocks[0].text.text).toBe("*two*");

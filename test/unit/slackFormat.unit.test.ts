@@ -11,9 +11,7 @@ describe("escapeSlackText", () => {
   });
 
   it("neutralises mentions and links", () => {
-    expect(escapeSlackText("<!channel> hi <@U0123> see <https://evil.example|bank>")).toBe(
-      "&lt;!channel&gt; hi &lt;@U0123&gt; see &lt;https://evil.example|bank&gt;",
-    );
+    expect(escapeSlackText("<!channel> hi <@U0123> see <https://evil.example|bank>")).toBe("&lt;!channel&gt; hi &lt;@U0123&gt; see &lt;https://evil.example|bank&gt;");
   });
 
   it("escapes an already-escaped entity again: plain text shows exactly what was typed", () => {
@@ -60,17 +58,13 @@ describe("sanitizeSlackMrkdwn", () => {
   });
 
   it("keeps mrkdwn formatting, blockquotes included", () => {
-    expect(sanitizeSlackMrkdwn("> quote\n*bold* _it_ ~strike~ `code`\n> quote > not a marker")).toBe(
-      "> quote\n*bold* _it_ ~strike~ `code`\n> quote &gt; not a marker",
-    );
+    expect(sanitizeSlackMrkdwn("> quote\n*bold* _it_ ~strike~ `code`\n> quote > not a marker")).toBe("> quote\n*bold* _it_ ~strike~ `code`\n> quote &gt; not a marker");
   });
 
   it("is idempotent and leaves no sequence but a web or mail link (property)", () => {
     fc.assert(
       fc.property(
-        fc.array(fc.constantFrom("<", ">", "&", "amp;", "lt;", "!here", "@U1", "https://x.io", "mailto:a@b.c", "|", "t", " ", "*", "\n")).map((a) =>
-          a.join(""),
-        ),
+        fc.array(fc.constantFrom("<", ">", "&", "amp;", "lt;", "!here", "@U1", "https://x.io", "mailto:a@b.c", "|", "t", " ", "*", "\n")).map((a) => a.join("")),
         (s) => {
           const once = sanitizeSlackMrkdwn(s);
           const withoutLinks = once.replace(/<(?:https?:\/\/|mailto:)[^\s<>|]+(?:\|[^<>]*)?>/gi, "").replace(/^>/gm, "");

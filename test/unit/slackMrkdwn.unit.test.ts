@@ -19,7 +19,11 @@ describe("markdownToMrkdwn: Markdown becomes mrkdwn", () => {
     ["headings become bold lines", "# Title\n## Sub *x* **y**", "*Title*\n\n*Sub _x_ y*"],
     ["bullet and numbered lists, nested", "- a\n- b\n  - inner\n\n3. three\n4. four", "• a\n• b\n    • inner\n\n3. three\n4. four"],
     ["code spans and blocks keep their content, escaped", "`a <b> & *c*`\n\n```js\nif (a < b && c) {}\n```", "`a &lt;b&gt; &amp; *c*`\n\n```\nif (a &lt; b &amp;&amp; c) {}\n```"],
-    ["links and autolinks", "[the docs](https://docs.example/a?b=1&c=2) <https://auto.example> https://bare.example/x", "<https://docs.example/a?b=1&amp;c=2|the docs> <https://auto.example> <https://bare.example/x>"],
+    [
+      "links and autolinks",
+      "[the docs](https://docs.example/a?b=1&c=2) <https://auto.example> https://bare.example/x",
+      "<https://docs.example/a?b=1&amp;c=2|the docs> <https://auto.example> <https://bare.example/x>",
+    ],
     ["mail links", "[write to us](mailto:ops@example.com) <ops@example.com>", "<mailto:ops@example.com|write to us> <mailto:ops@example.com>"],
     ["images become links to the image", "![build graph](https://ci.example/graph.png)", "<https://ci.example/graph.png|build graph>"],
     ["block quotes", "> quoted\n> more\n\nafter", "> quoted\n> more\n\nafter"],
@@ -64,7 +68,9 @@ describe("markdownToMrkdwn: what the author typed cannot become a mention, an en
   // How fast is measured by hand (docs/workflow.md), not here: a timed test fails on a busy machine.
   it("100 kB of Markdown converts whole, escaped throughout (property of the output)", () => {
     const part = (i: number) => `## Part ${i} <!here>\n\nSome **bold** & [a link](https://x.example/${i}) and \`code\`.\n\n- item *${i}*\n`;
-    const markdown = Array.from({ length: 1200 }, (_, i) => part(i)).join("\n").slice(0, 100_000);
+    const markdown = Array.from({ length: 1200 }, (_, i) => part(i))
+      .join("\n")
+      .slice(0, 100_000);
     const mrkdwn = markdownToMrkdwn(markdown);
     const last = [...markdown.matchAll(/^## Part (\d+)/gm)].at(-1)![1];
     expect(mrkdwn).toContain(`*Part ${last} &lt;!here&gt;*`);
@@ -73,15 +79,46 @@ describe("markdownToMrkdwn: what the author typed cannot become a mention, an en
 
   it("never leaves a control sequence but a web or mail link, and never a disguised link (property)", () => {
     const piece = fc.constantFrom(
-      "<", ">", "&", "*", "_", "~", "`", "[", "]", "(", ")", "!", "|", "\\", "\n", " ", "#", "-", "1.", "amp;", "lt;",
-      "<!here>", "<@U1>", "https://bank.example", "bank.example", "www.bank.example/login", "https://evil.example", "mailto:a@b.example", "a@b.example", "x",
+      "<",
+      ">",
+      "&",
+      "*",
+      "_",
+      "~",
+      "`",
+      "[",
+      "]",
+      "(",
+      ")",
+      "!",
+      "|",
+      "\\",
+      "\n",
+      " ",
+      "#",
+      "-",
+      "1.",
+      "amp;",
+      "lt;",
+      "<!here>",
+      "<@U1>",
+      "https://bank.example",
+      "bank.example",
+      "www.bank.example/login",
+      "https://evil.example",
+      "mailto:a@b.example",
+      "a@b.example",
+      "x",
     );
     fc.assert(
-      fc.property(fc.array(piece, { maxLength: 40 }).map((a) => a.join("")), (markdown) => {
-        const mrkdwn = markdownToMrkdwn(markdown);
-        if (controlSequences(mrkdwn).length > 0) return false;
-        return labelledLinks(mrkdwn).every(({ url, label }) => !disguisedLink(label.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&"), url));
-      }),
+      fc.property(
+        fc.array(piece, { maxLength: 40 }).map((a) => a.join("")),
+        (markdown) => {
+          const mrkdwn = markdownToMrkdwn(markdown);
+          if (controlSequences(mrkdwn).length > 0) return false;
+          return labelledLinks(mrkdwn).every(({ url, label }) => !disguisedLink(label.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&"), url));
+        },
+      ),
       { numRuns: 500 },
     );
   });

@@ -5,13 +5,7 @@ describe("handling state machine", () => {
   it("claims any Available* status and nothing else", () => {
     const claimable = HANDLING_STATUSES.filter((s) => nextStatus(s, "claim") === "Running");
     expect(claimable.sort()).toEqual(
-      [
-        "AvailableAfterCompletion",
-        "AvailableAfterExternalCancellation",
-        "AvailableAfterFailure",
-        "AvailableAfterSelfCancellation",
-        "AvailableByDefault",
-      ].sort(),
+      ["AvailableAfterCompletion", "AvailableAfterExternalCancellation", "AvailableAfterFailure", "AvailableAfterSelfCancellation", "AvailableByDefault"].sort(),
     );
     expect(claimable.every(isAvailable)).toBe(true);
   });

@@ -81,7 +81,9 @@ describe("an entity with no channel to use: not sent, not a failure", () => {
     expect(v.failureReason).toBe("opted out of every channel");
     await expectReactionHandled(rules, id);
     expect(await findRecords(rules.t.adminDb, Streams.notificationInternalOperations, { ids: [id] })).toEqual([]);
-    const audit = await inTransaction(rules.t.db, "auditor", (tx) => sql<{ status: string; internal_team_alerted: boolean }>`select status, internal_team_alerted from audit.notifications where tracking_id = ${id}`.execute(tx));
+    const audit = await inTransaction(rules.t.db, "auditor", (tx) =>
+      sql<{ status: string; internal_team_alerted: boolean }>`select status, internal_team_alerted from audit.notifications where tracking_id = ${id}`.execute(tx),
+    );
     expect(audit.rows).toEqual([{ status: "not_sent", internal_team_alerted: false }]);
   });
 
@@ -145,9 +147,7 @@ describe("retry schedules that outlast greylisting", () => {
     expect(next - Date.now()).toBeLessThan(1.2 * HOUR);
 
     // The retry is in graphile-worker's queue, an hour away.
-    const moved = await greylisted.t.query(
-      `select id from graphile_worker.jobs where task_identifier = 'email.operations:email_bot' and run_at > now() + interval '50 minutes'`,
-    );
+    const moved = await greylisted.t.query(`select id from graphile_worker.jobs where task_identifier = 'email.operations:email_bot' and run_at > now() + interval '50 minutes'`);
     expect(moved.rowCount).toBe(1);
     // An hour later, the server accepts.
     await whenSettled(greylisted, { later: true });

@@ -53,7 +53,14 @@ describe("the projection", () => {
       {
         id,
         type: "AudienceOptedOutOfAllChannelsEvent",
-        payload: { entityId: "proj-ada", optedOut: ["email", "slack"], skipped: [{ channel: "email", reason: "opted out" }, { channel: "slack", reason: "opted out" }] },
+        payload: {
+          entityId: "proj-ada",
+          optedOut: ["email", "slack"],
+          skipped: [
+            { channel: "email", reason: "opted out" },
+            { channel: "slack", reason: "opted out" },
+          ],
+        },
       },
     ]);
     await whenProjectionCatchesUp(rules);
@@ -70,7 +77,13 @@ describe("the projection", () => {
       {
         id,
         type: "SendNotificationRequestedEvent",
-        payload: { entityId: "proj-ada", subject: "Pending", channelsRequested: ["email"], tags: { team: "ops" }, clientOperation: { stream: Streams.notificationClientOperations, position: 1 } },
+        payload: {
+          entityId: "proj-ada",
+          subject: "Pending",
+          channelsRequested: ["email"],
+          tags: { team: "ops" },
+          clientOperation: { stream: Streams.notificationClientOperations, position: 1 },
+        },
       },
     ]);
     await whenProjectionCatchesUp(rules);

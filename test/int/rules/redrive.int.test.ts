@@ -128,13 +128,20 @@ describe("redrive", () => {
 
     const post = await settledThen(app, async () => app.slack.posts.find((p) => p.requestedChannel === n.slack), "the re-driven Slack post");
     expect(post.text).toContain("It is ready.");
-    const success = await settledThen(app, 
-      () => getLatestById(app.t.adminDb, Streams.slackEvents, n.trackingId, { type: "SucceededInSendingSlackMessageEvent" }), "SucceededInSendingSlackMessageEvent");
+    const success = await settledThen(
+      app,
+      () => getLatestById(app.t.adminDb, Streams.slackEvents, n.trackingId, { type: "SucceededInSendingSlackMessageEvent" }),
+      "SucceededInSendingSlackMessageEvent",
+    );
     expect(success.payload).toMatchObject({ attempt: 2 });
-    const outcome = await settledThen(app, async () => {
-      const latest = await latestOutcome(n.trackingId);
-      return latest?.type === "SentOnAllPreparedChannelsEvent" ? latest : undefined;
-    }, "the new outcome");
+    const outcome = await settledThen(
+      app,
+      async () => {
+        const latest = await latestOutcome(n.trackingId);
+        return latest?.type === "SentOnAllPreparedChannelsEvent" ? latest : undefined;
+      },
+      "the new outcome",
+    );
     expect(outcome.payload).toMatchObject({ sent: expect.arrayContaining(["email", "slack"]), failed: [] });
     const view = await settledView(n.trackingId, "sent");
     expect(view.payload).toMatchObject({ outcome: { type: "SentOnAllPreparedChannelsEvent" } });
@@ -212,7 +219,12 @@ describe("redrive", () => {
     const n = await failedSlackNotification("arch");
     expect((await findStuck(app.t.db, { notification: n.trackingId })).failed.records).toHaveLength(1);
 
-    const report = await runAction(app.t.db, "archive-failed", { notification: n.trackingId, concern: "slack_bot" }, { execute: true, reason: "channel deleted for good", actor: "carol" });
+    const report = await runAction(
+      app.t.db,
+      "archive-failed",
+      { notification: n.trackingId, concern: "slack_bot" },
+      { execute: true, reason: "channel deleted for good", actor: "carol" },
+    );
     expect(report).toMatchObject({ changed: 1, queued: 0 });
     expect((await getHandling(app.t.adminDb, n.target.stream, n.target.position, "slack_bot")).status).toBe("ArchivedAfterFailure");
     expect((await findStuck(app.t.db, { notification: n.trackingId })).failed.records).toEqual([]);
@@ -283,10 +295,14 @@ describe("redrive", () => {
     try {
       expect(disabled.switches[0]).toMatchObject({ changes: true });
       const { trackingId } = await enqueueNotification(app.t.db, { entityId: "dis-dan", subject: "While off", text: "Waits." });
-      const waiting = await settledThen(app, async () => {
-        const r = await listRecords(app.t.db, { notification: trackingId, concern: "slack_bot" });
-        return r.records.length === 1 ? r.records[0] : undefined;
-      }, "the Slack operation");
+      const waiting = await settledThen(
+        app,
+        async () => {
+          const r = await listRecords(app.t.db, { notification: trackingId, concern: "slack_bot" });
+          return r.records.length === 1 ? r.records[0] : undefined;
+        },
+        "the Slack operation",
+      );
       expect(waiting).toMatchObject({ status: "DisabledForStream", streamDisabled: true });
 
       const enabled = await switchStream(app.t.db, false, { concern: "slack_bot", stream: "slack.operations" }, { execute: true, reason: "Slack is back", actor: "erin" });

@@ -190,7 +190,9 @@ describe("resend", () => {
       causedBy: byRequest,
       payload: {
         requestedBy: "alice",
-        operations: [{ channel: "slack", previousOperationId: `${n.trackingId}:slack`, operationId: `${n.trackingId}:slack:resend-1`, previousDestination: "#old", destination: "#new" }],
+        operations: [
+          { channel: "slack", previousOperationId: `${n.trackingId}:slack`, operationId: `${n.trackingId}:slack:resend-1`, previousDestination: "#old", destination: "#new" },
+        ],
         skipped: [],
         carriedOver: [{ channel: "email", operationId: `${n.trackingId}:email`, outcome: "succeeded" }],
       },
@@ -207,7 +209,11 @@ describe("resend", () => {
       expect.objectContaining({ channel: "slack", destination: "#new", status: "sent" }),
     ]);
     expect(payload.resends).toEqual([
-      expect.objectContaining({ requestedBy: "alice", reason: "Slack channel renamed to #new", operations: [expect.objectContaining({ previousDestination: "#old", destination: "#new" })] }),
+      expect.objectContaining({
+        requestedBy: "alice",
+        reason: "Slack channel renamed to #new",
+        operations: [expect.objectContaining({ previousDestination: "#old", destination: "#new" })],
+      }),
     ]);
 
     // The audit: the request among the records (who in its tags, written as the operator), and the archived failure among the operators' changes.

@@ -60,10 +60,7 @@ describe("the notification workflow", () => {
       "SentOnAllPreparedChannelsEvent",
     ]);
     expect(await appended(rules, Streams.emailEvents, trackingId)).toEqual(["SendEmailRequestedEvent", "SucceededInSendingEmailEvent"]);
-    expect(await appended(rules, Streams.slackEvents, trackingId)).toEqual([
-      "SendSlackMessageRequestedEvent",
-      "SucceededInSendingSlackMessageEvent",
-    ]);
+    expect(await appended(rules, Streams.slackEvents, trackingId)).toEqual(["SendSlackMessageRequestedEvent", "SucceededInSendingSlackMessageEvent"]);
 
     const view = await viewOf(rules, trackingId);
     expect(view).toMatchObject({
@@ -137,7 +134,11 @@ describe("the notification workflow", () => {
     const outcome = (await outcomeOf(rules, trackingId))!;
     expect(outcome.type).toBe("CouldNotGetOrUseAudienceEvent");
     expect(outcome.payload).toMatchObject({ reason: 'unknown entity "nobody-here"' });
-    expect(await findRecords(rules.t.adminDb, Streams.emailOperations, { ids: [trackingId] }).then((r) => r.filter((x) => (x.payload as { purpose: string }).purpose === "notification"))).toEqual([]);
+    expect(
+      await findRecords(rules.t.adminDb, Streams.emailOperations, { ids: [trackingId] }).then((r) =>
+        r.filter((x) => (x.payload as { purpose: string }).purpose === "notification"),
+      ),
+    ).toEqual([]);
     expect(await findRecords(rules.t.adminDb, Streams.slackOperations, { ids: [trackingId] })).toEqual([]);
     expect(await findRecords(rules.t.adminDb, Streams.notificationSagas, { ids: [trackingId] })).toEqual([]);
   });
