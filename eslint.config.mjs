@@ -28,8 +28,6 @@ export default defineConfig(
       "no-useless-assignment": "off",
       // String() of a value already narrowed past null, undefined and objects (a primitive).
       "@typescript-eslint/no-base-to-string": "off",
-      // Harmless, and 24 of them in files being rewritten in parallel: to turn on with one `eslint --fix` later.
-      "@typescript-eslint/no-unnecessary-type-assertion": "off",
       // A waiter's or a handler's failure is passed on as caught (unknown), not wrapped.
       "@typescript-eslint/prefer-promise-reject-errors": ["error", { allowThrowingUnknown: true }],
     },

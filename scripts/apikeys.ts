@@ -149,7 +149,7 @@ program
 program.parseAsync(process.argv).catch((error: unknown) => {
   // The database's answer (unreachable, schema not migrated, wrong login) is one line too.
   if (error instanceof ConfigError || error instanceof TidingsError || error instanceof DatabaseSetupError) {
-    process.stderr.write(`apikeys: ${(error as Error).message}\n`);
+    process.stderr.write(`apikeys: ${error.message}\n`);
     process.exit(EXIT_REFUSED);
   }
   process.stderr.write(`apikeys failed: ${(error as Error).stack ?? String(error)}\n`);

@@ -35,6 +35,6 @@ async function main() {
 
 main().catch((error) => {
   const oneLine = error instanceof ConfigError || error instanceof DatabaseSetupError || error instanceof ExternalError;
-  process.stderr.write(`${redactSecrets(oneLine ? (error as Error).message : ((error as Error).stack ?? String(error)))}\n`);
+  process.stderr.write(`${redactSecrets(oneLine ? error.message : ((error as Error).stack ?? String(error)))}\n`);
   process.exit(error instanceof ConfigError ? 2 : 1);
 });

@@ -62,8 +62,8 @@ export async function startWorkers(count: number, env: WorkerEnv): Promise<{ sto
         const onData = (d: Buffer) => {
           output += String(d);
         };
-        child.stdout!.on("data", onData);
-        child.stderr!.on("data", onData);
+        child.stdout.on("data", onData);
+        child.stderr.on("data", onData);
         child.once("exit", (code) => reject(new Error(`worker exited with ${code}:\n${output}`)));
         // LOG_LEVEL=warn hides "workers started"; poll the heartbeat table instead (below).
         setTimeout(resolve, 100);

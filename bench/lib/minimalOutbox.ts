@@ -76,8 +76,8 @@ export async function startMinimalWorker(env: { url: string; smtpUrl: string; sl
   });
   let output = "";
   await new Promise<void>((resolve, reject) => {
-    child.stderr!.on("data", (d: Buffer) => (output += String(d)));
-    child.stdout!.on("data", (d: Buffer) => {
+    child.stderr.on("data", (d: Buffer) => (output += String(d)));
+    child.stdout.on("data", (d: Buffer) => {
       output += String(d);
       if (output.includes("ready\n")) resolve();
     });

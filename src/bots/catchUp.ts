@@ -113,7 +113,7 @@ export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps
   return {
     async stop() {
       stopped = true;
-      (wake as (() => void) | null)?.();
+      wake?.();
       await loop;
     },
   };

@@ -89,7 +89,7 @@ const INT8_OID = 20;
  */
 function typeParser(oid: number, format?: "text" | "binary") {
   if (oid === INT8_OID) return (value: string) => Number(value);
-  return pg.types.getTypeParser(oid, format as "text") as (value: string) => unknown;
+  return pg.types.getTypeParser(oid, format) as (value: string) => unknown;
 }
 
 export function createPool(connectionString: string, max: number, applicationName = "tidings", options: { role?: string } = {}): pg.Pool {

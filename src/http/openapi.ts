@@ -215,7 +215,7 @@ function generate(): object {
 /** A request part's schema as the client writes it (before transforms). */
 function inputOf<T extends z.ZodObject>(schema: T): z.ZodObject {
   const shape: Record<string, z.ZodType> = {};
-  for (const [key, field] of Object.entries(schema.shape as Record<string, z.ZodType>)) {
+  for (const [key, field] of Object.entries<z.ZodType>(schema.shape)) {
     shape[key] = describeInput(field);
   }
   return z.object(shape);

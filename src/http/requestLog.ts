@@ -58,5 +58,5 @@ export function accessLog(logger: Logger): RequestHandler {
     customSuccessMessage: (req, res, responseTime) => `${req.method} ${req.url} ${res.statusCode} ${Math.round(responseTime)}ms`,
     customErrorMessage: (req, res, error) => `${req.method} ${req.url} ${res.statusCode}: ${error.message}`,
   });
-  return middleware as unknown as RequestHandler;
+  return middleware;
 }

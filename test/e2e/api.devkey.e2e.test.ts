@@ -23,8 +23,8 @@ async function start(env: NodeJS.ProcessEnv): Promise<Running> {
     env: { ...env, PORT: String(port), LOG_LEVEL: "info", RUN_WORKER: "false" },
     stdio: ["ignore", "pipe", "pipe"],
   });
-  child.stdout!.on("data", (d) => (output += String(d)));
-  child.stderr!.on("data", (d) => (output += String(d)));
+  child.stdout.on("data", (d) => (output += String(d)));
+  child.stderr.on("data", (d) => (output += String(d)));
   const url = `http://127.0.0.1:${port}`;
   await waitFor(
     async () => {

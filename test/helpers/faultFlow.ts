@@ -612,8 +612,8 @@ export function spawnWorker(name: string, env: NodeJS.ProcessEnv, entry = "src/m
     text += String(d);
     if (text.length > 2_000_000) text = text.slice(-1_000_000);
   };
-  child.stdout!.on("data", append);
-  child.stderr!.on("data", append);
+  child.stdout.on("data", append);
+  child.stderr.on("data", append);
   // "close", not "exit": the process is gone *and* everything it printed has
   // been read (a line written just before a SIGKILL may still sit in the pipe
   // at "exit"), and its pipes are closed, so nothing of it outlives the test.

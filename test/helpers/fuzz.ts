@@ -589,7 +589,7 @@ export function mutatedBody(target: BodyTarget): fc.Arbitrary<MutatedBody> {
             break;
           }
           case "unstorable": {
-            const before = typeof parent[key] === "string" ? (parent[key] as string) : "x";
+            const before = typeof parent[key] === "string" ? parent[key] : "x";
             const i = m.at % (before.length + 1);
             setKey(parent, key, before.slice(0, i) + m.char + before.slice(i));
             described.push(`${JSON.stringify(m.char)} inserted in ${at}`);

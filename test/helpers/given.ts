@@ -75,9 +75,7 @@ export async function startRules(options: Omit<Parameters<typeof startTidings>[0
       maxAttempts: options.maxAttempts ?? 3,
       retryBaseMs: 50,
       retryMaxMs: 1_000,
-      ...(options.retrySchedules
-        ? { retrySchedules: { email_bot: options.retrySchedules.email, slack_bot: options.retrySchedules.slack } as Record<string, readonly number[]> }
-        : {}),
+      ...(options.retrySchedules ? { retrySchedules: { email_bot: options.retrySchedules.email, slack_bot: options.retrySchedules.slack } } : {}),
     },
   };
   return Object.assign(app, { clock, bots: allBots(), runtime });
@@ -242,5 +240,5 @@ export async function settledThen<T>(rules: Rules, probe: () => T | Promise<T>, 
   await whenSettled(rules, options);
   const value = await probe();
   if (!value) throw new Error(`after the workflow settled, ${what} does not hold`);
-  return value as NonNullable<T>;
+  return value;
 }

@@ -35,7 +35,7 @@ export async function startTestWorker<TDeps>(
         maxAttempts: options.maxAttempts ?? 3,
         retryBaseMs: options.retryBaseMs ?? 50,
         retryMaxMs: options.retryMaxMs ?? 1_000,
-        ...(options.retrySchedules ? { retrySchedules: options.retrySchedules as Partial<Record<string, readonly number[]>> } : {}),
+        ...(options.retrySchedules ? { retrySchedules: options.retrySchedules } : {}),
       },
     },
     // The handling sweep runs only when a test calls it (sweepHandling): a

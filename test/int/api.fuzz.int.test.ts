@@ -159,10 +159,10 @@ function validPost(label: string, body: Record<string, Json> | string | Uint8Arr
     { status: [202] },
     { ...bearer(keys.producer), ...headers },
   );
-  const op = stored ?? (typeof body === "object" && !(body instanceof Uint8Array) ? (body as Json) : undefined);
+  const op = stored ?? (typeof body === "object" && !(body instanceof Uint8Array) ? body : undefined);
   if (op !== undefined)
     storedAs.set(probe, {
-      notification: SendNotificationToEntityOp.parse({ ...(op as object), ...(headers["idempotency-key"] ? { idempotencyKey: headers["idempotency-key"] } : {}) }) as Json,
+      notification: SendNotificationToEntityOp.parse({ ...(op as object), ...(headers["idempotency-key"] ? { idempotencyKey: headers["idempotency-key"] } : {}) }),
     });
   return probe;
 }
@@ -176,7 +176,7 @@ function validPut(label: string, id: string, body: Record<string, Json>, status:
     body: JSON.stringify(body),
     expect: { status },
   };
-  storedAs.set(probe, { entity: { id, ...(EntityInput.parse(body) as object) } as Json });
+  storedAs.set(probe, { entity: { id, ...(EntityInput.parse(body) as object) } });
   return probe;
 }
 
@@ -485,7 +485,7 @@ describe("malformed requests are refused with a problem naming the problem, and 
     for (const [target, path, make] of formatted) {
       for (const c of ["\u0000", "\ud800", "\udc00", "\u200b", "\u200f", "\u202e", "\u2066", "\ufeff", "\u00a0", "\u2028"]) {
         const expect = ["\u0000", "\ud800", "\udc00"].includes(c) ? unstorable(path.join(".")) : refused(path.join("."));
-        probes.push(bodyProbe(target, `${JSON.stringify(c)} in ${path.join(".")}`, withField(BASES[target] as Record<string, Json>, path, make(c)), expect));
+        probes.push(bodyProbe(target, `${JSON.stringify(c)} in ${path.join(".")}`, withField(BASES[target], path, make(c)), expect));
       }
     }
     // Bytes that are not UTF-8 (RFC 8259 §8.1 requires UTF-8): decoding them would store U+FFFD instead of what was sent.

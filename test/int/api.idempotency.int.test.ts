@@ -111,8 +111,8 @@ describe("POST /v1/notifications", () => {
     const ids = new Set(answers.map((a) => a.json.id));
     expect(ids.size).toBe(1);
     const [id] = [...ids];
-    expect(await clientOperations(id!)).toBe(1);
-    expect(await notificationJobs(id!)).toBe(1);
+    expect(await clientOperations(id)).toBe(1);
+    expect(await notificationJobs(id)).toBe(1);
     expect(answers.filter((a) => a.headers.get("idempotent-replayed") === null)).toHaveLength(1);
   });
 

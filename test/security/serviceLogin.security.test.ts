@@ -117,7 +117,7 @@ describe("a more privileged login", () => {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stderr = "";
-    child.stderr!.on("data", (d) => (stderr += String(d)));
+    child.stderr.on("data", (d) => (stderr += String(d)));
     const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
     expect(code).not.toBe(0);
     expect(stderr.trim().split("\n")).toHaveLength(1);

@@ -109,7 +109,7 @@ const acceptedOperation = fc
   .filter(({ subject, text, html }) => storable(subject) && storable(text) && (html === undefined || storable(html)))
   .map(({ subject, text, html }) => SendNotificationToEntityOp.safeParse({ entityId: "ada", subject, text, ...(html === undefined ? {} : { html }) }))
   .filter((parsed) => parsed.success)
-  .map((parsed) => parsed.data!);
+  .map((parsed) => parsed.data);
 
 it("random subjects and bodies the API accepts: no line over 998 octets, and each decodes back to what was sent", async () => {
   const before = server.refusals.length;

@@ -109,7 +109,7 @@ describe("classifySlackError", () => {
 
   it("a request timeout (AbortSignal.timeout) → transient", () => {
     const timeout = new DOMException("The operation was aborted due to timeout", "TimeoutError");
-    const e = classifySlackError(new webApi.WebAPIRequestError(timeout as unknown as Error));
+    const e = classifySlackError(new webApi.WebAPIRequestError(timeout));
     expect(e.transient).toBe(true);
     expect(e.message).toBe("Slack did not answer in time");
     expect(e.details).toMatchObject({ networkCode: "TIMEOUT", httpStatus: null });
