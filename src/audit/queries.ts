@@ -31,14 +31,12 @@ export async function asAuditor<T>(db: Db, fn: (tx: AuditorTx) => Promise<T>): P
 export const EMAIL_STATUSES = ["pending", "sending", "sent", "failed"] as const;
 export type DeliveryStatus = (typeof EMAIL_STATUSES)[number];
 
-export interface AuditEmail {
+/** What audit.emails and audit.slack_messages both say of an operation. */
+interface AuditOperation {
   notification_id: string;
   operation_id: string;
   purpose: "notification" | "internal_alert";
   entity_id: string | null;
-  recipient: string;
-  recipients: string[];
-  subject: string;
   status: DeliveryStatus;
   handling_status: string;
   attempts: number;
@@ -46,33 +44,26 @@ export interface AuditEmail {
   sent_at: Date | null;
   failed_at: Date | null;
   last_error: string | null;
-  smtp_code: number | null;
-  response: string | null;
-  message_id: string;
   tags: Record<string, string>;
   operation_position: number;
 }
 
-export interface AuditSlackMessage {
-  notification_id: string;
-  operation_id: string;
-  purpose: "notification" | "internal_alert";
-  entity_id: string | null;
+export interface AuditEmail extends AuditOperation {
+  recipient: string;
+  recipients: string[];
+  subject: string;
+  smtp_code: number | null;
+  response: string | null;
+  message_id: string;
+}
+
+export interface AuditSlackMessage extends AuditOperation {
   channel: string;
   text: string;
-  status: DeliveryStatus;
-  handling_status: string;
-  attempts: number;
-  requested_at: Date;
-  sent_at: Date | null;
-  failed_at: Date | null;
   posted_channel: string | null;
   ts: string | null;
   slack_error: string | null;
   http_status: number | null;
-  last_error: string | null;
-  tags: Record<string, string>;
-  operation_position: number;
 }
 
 export const NOTIFICATION_STATUSES = ["pending", "requested", "sending", "sent", "partially_sent", "failed", "not_sent"] as const;
@@ -263,24 +254,29 @@ function requestedWhen(f: { since?: string | Date | undefined; until?: string | 
 
 // --- Questions ---------------------------------------------------------------
 
+/** Operations of one channel's audit view to one destination, newest first. */
+async function sentTo<Row>(
+  tx: AuditorTx,
+  view: "audit.emails" | "audit.slack_messages",
+  destination: RawBuilder<unknown>,
+  f: Parameters<typeof requestedWhen>[0] & { limit: number },
+) {
+  const { rows } = await sql<Row>`
+    select * from ${sql.table(view)} ${where([destination, ...requestedWhen(f)])}
+    order by requested_at desc, operation_position desc limit ${f.limit}`.execute(tx);
+  return rows;
+}
+
 /** Emails to one address (the first To address, exactly as stored), newest first. */
 export async function findEmails(tx: AuditorTx, input: EmailFilter): Promise<AuditEmail[]> {
   const f = parseInput(EmailFilter, input, "email filter");
-  const conditions = [sql`recipient = ${f.to}`, ...requestedWhen(f)];
-  const { rows } = await sql<AuditEmail>`
-    select * from audit.emails ${where(conditions)}
-    order by requested_at desc, operation_position desc limit ${f.limit}`.execute(tx);
-  return rows;
+  return sentTo<AuditEmail>(tx, "audit.emails", sql`recipient = ${f.to}`, f);
 }
 
 /** Slack messages to one destination as it was asked for (#name or id), newest first. */
 export async function findSlackMessages(tx: AuditorTx, input: SlackFilter): Promise<AuditSlackMessage[]> {
   const f = parseInput(SlackFilter, input, "Slack filter");
-  const conditions = [sql`channel = ${f.channel}`, ...requestedWhen(f)];
-  const { rows } = await sql<AuditSlackMessage>`
-    select * from audit.slack_messages ${where(conditions)}
-    order by requested_at desc, operation_position desc limit ${f.limit}`.execute(tx);
-  return rows;
+  return sentTo<AuditSlackMessage>(tx, "audit.slack_messages", sql`channel = ${f.channel}`, f);
 }
 
 /** Notifications, optionally of one entity, newest first. */

@@ -27,6 +27,15 @@ export interface BotBase {
   schemas?: Record<string, ZodType>;
 }
 
+/**
+ * The identity of a transactional bot that handles a stream as its own actor
+ * (concern and actor share the name, as migrations declare them), in
+ * batches of up to 64 by default.
+ */
+export function transactionalConsumer(stream: string, actor: string, batch: TransactionalBot<unknown>["batch"] = { maxSize: 64 }) {
+  return { kind: "transactional" as const, stream, concern: actor, actor, batch };
+}
+
 export interface HandlerContext<TDeps> {
   tx: Tx;
   record: StreamRecord;

@@ -1,3 +1,4 @@
+import { z } from "zod";
 import type { StreamRecord } from "../streams/interfaces";
 
 /**
@@ -61,4 +62,63 @@ export interface ChannelOutcome {
   error: string | null;
   /** What the receiver gave back for a success, shown in the notification's view: `messageId` (email), `ts` (Slack). */
   receipt: Record<string, string>;
+}
+
+/** The fields every channel event about an attempt starts with. */
+export const attemptFields = {
+  operationId: z.string(),
+  /** 1 for the first attempt; an operator's re-drive makes a later one. */
+  attempt: z.number().int().min(1),
+};
+
+/** What every channel's final failure records: the error, its class and why nothing follows. */
+export const finalFailureFields = {
+  error: z.string(),
+  classification: z.enum(["transient", "permanent"]),
+  /** Why no further attempt follows: "permanent" or "attempts exhausted". */
+  reason: z.string(),
+};
+
+type AttemptEvent = { operationId: string; attempt: number };
+
+/**
+ * A channel's outcome reading from its two outcome events: the success event
+ * (and what it gives back as a receipt) and the final failure event.
+ */
+export function outcomesFrom<S extends AttemptEvent, F extends AttemptEvent & { error: string }>(
+  succeeded: { type: string; schema: z.ZodType<S>; receipt(event: S): Record<string, string> },
+  failed: { type: string; schema: z.ZodType<F> },
+): Pick<ChannelDescriptor, "outcomeTypes" | "outcome"> {
+  return {
+    outcomeTypes: [succeeded.type, failed.type],
+    outcome(record) {
+      if (record.type === succeeded.type) {
+        const e = succeeded.schema.parse(record.payload);
+        return { operationId: e.operationId, attempt: e.attempt, outcome: "succeeded", error: null, receipt: succeeded.receipt(e) };
+      }
+      if (record.type === failed.type) {
+        const e = failed.schema.parse(record.payload);
+        return { operationId: e.operationId, attempt: e.attempt, outcome: "failed", error: e.error, receipt: {} };
+      }
+      return null;
+    },
+  };
+}
+
+/**
+ * The event a channel records for a failed attempt: while another attempt
+ * follows, an attempt failure (the view shows the channel retrying, with
+ * when); once none does, the final failure (the saga's outcome), with its
+ * class and why nothing follows.
+ */
+export function failureEvent<T extends string>(
+  ctx: { final: boolean; transient: boolean; retryInMs?: number | undefined },
+  types: { attemptFailed: T; failed: T },
+  fields: { operationId: string; attempt: number; error: string } & Record<string, unknown>,
+): { type: T; payload: Record<string, unknown> } {
+  if (!ctx.final) return { type: types.attemptFailed, payload: { ...fields, retryInMs: ctx.retryInMs ?? 0 } };
+  return {
+    type: types.failed,
+    payload: { ...fields, classification: ctx.transient ? "transient" : "permanent", reason: ctx.transient ? "attempts exhausted" : "permanent" },
+  };
 }

@@ -5,6 +5,16 @@ import pg from "pg";
  * Typed view of the engine's fixed tables. Stream tables are declared at
  * migration time and reached through `sql.table(streamName)` in src/streams.
  */
+/** A stream switched on or off for a concern, by whom and why. */
+interface StreamConcernState {
+  stream: string;
+  concern: string;
+  disabled: boolean;
+  changed_at: Generated<Date>;
+  changed_by: string;
+  reason: string;
+}
+
 export interface Database {
   "tidings.streams": {
     name: string;
@@ -40,24 +50,9 @@ export interface Database {
     description: string;
   };
   "tidings.actors": { name: string; role_name: string; description: string };
-  "tidings.stream_concern_states": {
-    stream: string;
-    concern: string;
-    disabled: boolean;
-    changed_at: Generated<Date>;
-    changed_by: string;
-    reason: string;
-  };
-  "tidings.stream_concern_history": {
-    entry: Generated<number>;
-    stream: string;
-    concern: string;
-    disabled: boolean;
-    changed_at: Generated<Date>;
-    changed_by: string;
-    reason: string;
-    recorded_by: Generated<string>;
-  };
+  "tidings.stream_concern_states": StreamConcernState;
+  /** Every change of a stream's on/off state per concern, written by the database. */
+  "tidings.stream_concern_history": StreamConcernState & { entry: Generated<number>; recorded_by: Generated<string> };
   "tidings.worker_heartbeats": {
     process_id: string;
     worker_ids: string[];

@@ -1,3 +1,4 @@
+import { failureEvent } from "../channels/channel";
 import { emailChannel } from "./email.channel";
 import type { ExternalBot, HandlerContext } from "../bots/bot";
 import { ExternalError } from "../errors/errors";
@@ -22,6 +23,8 @@ function operationOf(record: StreamRecord): SendEmailOp {
 async function appendEvent(ctx: HandlerContext<EmailDeps>, type: string, payload: unknown): Promise<void> {
   await appendFor(ctx, EmailStreams.events, { id: ctx.record.id, type, payload, causedBy: { stream: ctx.record.stream, position: ctx.record.position } });
 }
+
+const FAILURE_TYPES = { attemptFailed: EmailRecordTypes.SendEmailAttemptFailedEvent, failed: EmailRecordTypes.FailedToSendEmailEvent };
 
 /** Header values must stay on one line whatever an id contains. */
 function headerValue(value: string): string {
@@ -113,32 +116,13 @@ export function createEmailBot(): ExternalBot<EmailDeps, SendResult> {
     async failed(ctx) {
       const op = operationOf(ctx.record);
       const smtpCode = ctx.error instanceof ExternalError ? ctx.error.details.smtpCode : null;
-      if (!ctx.final) {
-        await appendEvent(
-          ctx,
-          EmailRecordTypes.SendEmailAttemptFailedEvent,
-          SendEmailAttemptFailedEvent.parse({
-            operationId: op.operationId,
-            attempt: ctx.attempt,
-            error: ctx.error.message || ctx.error.name,
-            smtpCode: typeof smtpCode === "number" ? smtpCode : null,
-            retryInMs: ctx.retryInMs ?? 0,
-          }),
-        );
-        return;
-      }
-      await appendEvent(
-        ctx,
-        EmailRecordTypes.FailedToSendEmailEvent,
-        FailedToSendEmailEvent.parse({
-          operationId: op.operationId,
-          attempt: ctx.attempt,
-          error: ctx.error.message || ctx.error.name,
-          smtpCode: typeof smtpCode === "number" ? smtpCode : null,
-          classification: ctx.transient ? "transient" : "permanent",
-          reason: ctx.transient ? "attempts exhausted" : "permanent",
-        }),
-      );
+      const { type, payload } = failureEvent(ctx, FAILURE_TYPES, {
+        operationId: op.operationId,
+        attempt: ctx.attempt,
+        error: ctx.error.message || ctx.error.name,
+        smtpCode: typeof smtpCode === "number" ? smtpCode : null,
+      });
+      await appendEvent(ctx, type, (type === EmailRecordTypes.FailedToSendEmailEvent ? FailedToSendEmailEvent : SendEmailAttemptFailedEvent).parse(payload));
     },
   };
 }

@@ -1,4 +1,4 @@
-import type { ChannelDescriptor, ChannelOutcome } from "../channels/channel";
+import { outcomesFrom, type ChannelDescriptor } from "../channels/channel";
 import { EmailRecordTypes, FailedToSendEmailEvent, SendEmailOp, SucceededInSendingEmailEvent } from "./email.schemas";
 import { EmailStreams } from "./email.streams";
 import { messageIdFor } from "./sender";
@@ -29,16 +29,8 @@ export const emailChannel: ChannelDescriptor = {
   destinationOf(payload) {
     return ((payload as { to?: string[] }).to ?? []).join(", ");
   },
-  outcomeTypes: [EmailRecordTypes.SucceededInSendingEmailEvent, EmailRecordTypes.FailedToSendEmailEvent],
-  outcome(record): ChannelOutcome | null {
-    if (record.type === EmailRecordTypes.SucceededInSendingEmailEvent) {
-      const e = SucceededInSendingEmailEvent.parse(record.payload);
-      return { operationId: e.operationId, attempt: e.attempt, outcome: "succeeded", error: null, receipt: { messageId: e.messageId } };
-    }
-    if (record.type === EmailRecordTypes.FailedToSendEmailEvent) {
-      const e = FailedToSendEmailEvent.parse(record.payload);
-      return { operationId: e.operationId, attempt: e.attempt, outcome: "failed", error: e.error, receipt: {} };
-    }
-    return null;
-  },
+  ...outcomesFrom(
+    { type: EmailRecordTypes.SucceededInSendingEmailEvent, schema: SucceededInSendingEmailEvent, receipt: (e) => ({ messageId: e.messageId }) },
+    { type: EmailRecordTypes.FailedToSendEmailEvent, schema: FailedToSendEmailEvent },
+  ),
 };

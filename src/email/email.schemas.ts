@@ -1,3 +1,4 @@
+import { attemptFields, finalFailureFields } from "../channels/channel";
 import { z } from "zod";
 
 /**
@@ -25,16 +26,14 @@ export const SendEmailOp = z.strictObject({
 export type SendEmailOp = z.infer<typeof SendEmailOp>;
 
 export const SendEmailRequestedEvent = z.strictObject({
-  operationId: z.string(),
-  attempt: z.number().int().min(1),
+  ...attemptFields,
   to: z.array(z.string()),
   subject: z.string(),
 });
 export type SendEmailRequestedEvent = z.infer<typeof SendEmailRequestedEvent>;
 
 export const SucceededInSendingEmailEvent = z.strictObject({
-  operationId: z.string(),
-  attempt: z.number().int().min(1),
+  ...attemptFields,
   messageId: z.string(),
   accepted: z.array(z.string()),
   rejected: z.array(z.string()),
@@ -44,13 +43,9 @@ export const SucceededInSendingEmailEvent = z.strictObject({
 export type SucceededInSendingEmailEvent = z.infer<typeof SucceededInSendingEmailEvent>;
 
 export const FailedToSendEmailEvent = z.strictObject({
-  operationId: z.string(),
-  attempt: z.number().int().min(1),
-  error: z.string(),
+  ...attemptFields,
+  ...finalFailureFields,
   smtpCode: z.number().int().nullable(),
-  classification: z.enum(["transient", "permanent"]),
-  /** Why no further attempt follows: "permanent" or "attempts exhausted". */
-  reason: z.string(),
 });
 export type FailedToSendEmailEvent = z.infer<typeof FailedToSendEmailEvent>;
 
@@ -60,8 +55,7 @@ export type FailedToSendEmailEvent = z.infer<typeof FailedToSendEmailEvent>;
  * retrying with the error and when. Not an outcome: the saga waits on.
  */
 export const SendEmailAttemptFailedEvent = z.strictObject({
-  operationId: z.string(),
-  attempt: z.number().int().min(1),
+  ...attemptFields,
   error: z.string(),
   smtpCode: z.number().int().nullable(),
   retryInMs: z.number().int().min(0),

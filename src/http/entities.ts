@@ -1,11 +1,8 @@
 import { getEntity, getEntityHistory, putEntity, type EntityVersion } from "../entities/entity.repository";
 import { inTransaction } from "../db/database";
 import { NotFoundError } from "../errors/errors";
-import { principalOf, requireScope } from "./auth";
-import { jsonBody } from "./body";
-import type { RouteContext, RouteDef } from "./routes";
-import { EntityBody, EntityHistoryQuery, EntityIdParams, NoQuery } from "./schemas";
-import { parseInput } from "./validation";
+import { route, type RouteContext, type RouteDef } from "./routes";
+import { EntityBody, EntityHistoryQuery, EntityIdParams } from "./schemas";
 
 function versionJson(v: EntityVersion) {
   return { entity: v.entity, version: v.version, recordedAt: v.recordedAt.toISOString(), changed: v.changed, changedBy: v.changedBy };
@@ -14,59 +11,49 @@ function versionJson(v: EntityVersion) {
 export function entityRoutes(ctx: RouteContext): RouteDef[] {
   const { db } = ctx;
   return [
-    {
+    route(ctx, {
       method: "put",
       path: "/v1/entities/:id",
-      handlers: [
-        requireScope(ctx.gate, "entities"),
-        jsonBody(ctx.bodyLimit),
-        async (req, res) => {
-          const { id } = parseInput(EntityIdParams, req.params, "path");
-          parseInput(NoQuery, req.query, "query");
-          const input = parseInput(EntityBody, req.body, "body");
-          const principal = principalOf(res);
-          const { version, created, changed } = await putEntity(db, id, input, `api key ${principal.name} (${principal.keyId})`);
-          if (created) res.location(`/v1/entities/${encodeURIComponent(id)}`);
-          res.status(created ? 201 : 200).json({ ...versionJson(version), result: created ? "created" : changed ? "changed" : "unchanged" });
-        },
-      ],
-    },
-    {
+      scope: "entities",
+      params: EntityIdParams,
+      body: EntityBody,
+      async handle({ params: { id }, body, principal }, res) {
+        const { version, created, changed } = await putEntity(db, id, body, `api key ${principal.name} (${principal.keyId})`);
+        if (created) res.location(`/v1/entities/${encodeURIComponent(id)}`);
+        res.status(created ? 201 : 200).json({ ...versionJson(version), result: created ? "created" : changed ? "changed" : "unchanged" });
+      },
+    }),
+    route(ctx, {
       method: "get",
       path: "/v1/entities/:id",
-      handlers: [
-        requireScope(ctx.gate, "entities"),
-        async (req, res) => {
-          const { id } = parseInput(EntityIdParams, req.params, "path");
-          parseInput(NoQuery, req.query, "query");
-          const version = await inTransaction(db, "reader", (tx) => getEntity(tx, id));
-          if (!version) throw new NotFoundError(`no entity with id "${id}"`);
-          res.json(versionJson(version));
-        },
-      ],
-    },
-    {
+      scope: "entities",
+      params: EntityIdParams,
+      async handle({ params: { id } }, res) {
+        const version = await inTransaction(db, "reader", (tx) => getEntity(tx, id));
+        if (!version) throw new NotFoundError(`no entity with id "${id}"`);
+        res.json(versionJson(version));
+      },
+    }),
+    route(ctx, {
       method: "get",
       path: "/v1/entities/:id/history",
-      handlers: [
-        requireScope(ctx.gate, "entities"),
-        async (req, res) => {
-          const { id } = parseInput(EntityIdParams, req.params, "path");
-          const { at } = parseInput(EntityHistoryQuery, req.query, "query");
-          if (at !== undefined) {
-            const version = await inTransaction(db, "reader", (tx) => getEntity(tx, id, new Date(at)));
-            if (!version) throw new NotFoundError(`entity "${id}" did not exist at ${at}`);
-            res.json(versionJson(version));
-            return;
-          }
-          const history = await inTransaction(db, "reader", (tx) => getEntityHistory(tx, id));
-          if (history.length === 0) throw new NotFoundError(`no entity with id "${id}"`);
-          res.json({
-            id,
-            versions: history.map((h) => ({ version: h.version, position: h.position, recordedAt: h.recordedAt.toISOString(), type: h.type, payload: h.payload })),
-          });
-        },
-      ],
-    },
+      scope: "entities",
+      params: EntityIdParams,
+      query: EntityHistoryQuery,
+      async handle({ params: { id }, query: { at } }, res) {
+        if (at !== undefined) {
+          const version = await inTransaction(db, "reader", (tx) => getEntity(tx, id, new Date(at)));
+          if (!version) throw new NotFoundError(`entity "${id}" did not exist at ${at}`);
+          res.json(versionJson(version));
+          return;
+        }
+        const history = await inTransaction(db, "reader", (tx) => getEntityHistory(tx, id));
+        if (history.length === 0) throw new NotFoundError(`no entity with id "${id}"`);
+        res.json({
+          id,
+          versions: history.map((h) => ({ version: h.version, position: h.position, recordedAt: h.recordedAt.toISOString(), type: h.type, payload: h.payload })),
+        });
+      },
+    }),
   ];
 }

@@ -2,11 +2,9 @@ import { inTransaction, type Db } from "../db/database";
 import type { StreamRecord } from "../streams/interfaces";
 import { Streams } from "../notification/streams";
 import { FEED_START, cursorAfter, encodeCursor, nudgeHorizon, readAfter, type FeedCursor } from "../streams/read";
-import { principalOf, requireScope } from "./auth";
 import { FeedWaits, type FeedPage } from "./feedWaits";
-import type { RouteContext, RouteDef } from "./routes";
+import { route, type RouteContext, type RouteDef } from "./routes";
 import { FeedQuery } from "./schemas";
-import { parseInput } from "./validation";
 
 export const DEFAULT_FEED_POLL_MS = 250;
 
@@ -49,33 +47,31 @@ export async function readFeed(db: Db, after: FeedCursor, limit: number): Promis
 export function feedRoutes(ctx: RouteContext): RouteDef[] {
   const { db, feedWaits } = ctx;
   return [
-    {
+    route(ctx, {
       method: "get",
       path: "/v1/events",
-      handlers: [
-        requireScope(ctx.gate, "reader"),
-        async (req, res) => {
-          const query = parseInput(FeedQuery, req.query, "query");
-          const after = query.after ?? FEED_START;
-          let page: FeedPage;
-          if (query.wait === 0 || feedWaits.stopping) {
+      scope: "reader",
+      query: FeedQuery,
+      async handle({ query, principal }, res) {
+        const after = query.after ?? FEED_START;
+        let page: FeedPage;
+        if (query.wait === 0 || feedWaits.stopping) {
+          page = await readFeed(db, after, query.limit);
+        } else {
+          // The place is taken before the first read, so a key over its cap costs no read either.
+          const slot = feedWaits.reserve(principal.keyId, Date.now() + query.wait * 1000);
+          try {
             page = await readFeed(db, after, query.limit);
-          } else {
-            // The place is taken before the first read, so a key over its cap costs no read either.
-            const slot = feedWaits.reserve(principalOf(res).keyId, Date.now() + query.wait * 1000);
-            try {
-              page = await readFeed(db, after, query.limit);
-              if (page.records.length === 0) page = await slot.wait(after, query.limit, (stop) => res.once("close", stop));
-            } finally {
-              slot.release();
-            }
+            if (page.records.length === 0) page = await slot.wait(after, query.limit, (stop) => res.once("close", stop));
+          } finally {
+            slot.release();
           }
-          // Stopping: this connection is not kept alive, so server.close() need not wait for it to idle out.
-          if (feedWaits.stopping) res.set("Connection", "close");
-          res.json({ events: page.records.map(toFeedEvent), next: encodeCursor(page.next) });
-        },
-      ],
-    },
+        }
+        // Stopping: this connection is not kept alive, so server.close() need not wait for it to idle out.
+        if (feedWaits.stopping) res.set("Connection", "close");
+        res.json({ events: page.records.map(toFeedEvent), next: encodeCursor(page.next) });
+      },
+    }),
   ];
 }
 

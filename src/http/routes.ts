@@ -1,9 +1,13 @@
-import type { RequestHandler } from "express";
+import type { Request, RequestHandler, Response } from "express";
+import type { z } from "zod";
 import type pg from "pg";
-import type { RateLimitDefaults } from "../auth/apiKeys";
+import type { ApiPrincipal, RateLimitDefaults, Scope } from "../auth/apiKeys";
 import type { Db } from "../db/database";
 import type { Logger } from "../logging/logger";
-import type { RequestGate } from "./auth";
+import { principalOf, requireScope, type RequestGate } from "./auth";
+import { jsonBody } from "./body";
+import { NoQuery } from "./schemas";
+import { parseInput } from "./validation";
 import type { FeedWaitLimits, FeedWaits } from "./feedWaits";
 import type { TidingsMetrics } from "./metrics";
 
@@ -42,4 +46,47 @@ export interface RouteDef {
   /** An Express path, e.g. /v1/notifications/:id */
   path: string;
   handlers: RequestHandler[];
+}
+
+/** What a route's handler is given: the request's parts, each already parsed with its schema, and the caller. */
+export interface RouteInput<P, Q, B> {
+  params: P;
+  query: Q;
+  body: B;
+  principal: ApiPrincipal;
+  req: Request;
+}
+
+/**
+ * A route in one place: the scope it needs, the schemas of its path
+ * parameters, query (none by default) and JSON body, and its handler. Every
+ * part is parsed before the handler runs, in that order, so a bad request is
+ * a 400 naming the part and the field (docs/api.md), whatever the route.
+ */
+export function route<P = Record<string, never>, Q = Record<string, never>, B = undefined>(
+  ctx: RouteContext,
+  def: {
+    method: RouteDef["method"];
+    path: string;
+    scope: Scope;
+    params?: z.ZodType<P>;
+    query?: z.ZodType<Q>;
+    body?: z.ZodType<B>;
+    handle(input: RouteInput<P, Q, B>, res: Response): Promise<void>;
+  },
+): RouteDef {
+  return {
+    method: def.method,
+    path: def.path,
+    handlers: [
+      requireScope(ctx.gate, def.scope),
+      ...(def.body ? [jsonBody(ctx.bodyLimit)] : []),
+      async (req, res) => {
+        const params = def.params ? parseInput(def.params, req.params, "path") : ({} as P);
+        const query = parseInput(def.query ?? NoQuery, req.query, "query") as Q;
+        const body = def.body ? parseInput(def.body, req.body, "body") : (undefined as B);
+        await def.handle({ params, query, body, principal: principalOf(res), req }, res);
+      },
+    ],
+  };
 }

@@ -1,5 +1,5 @@
 import type { z } from "zod";
-import type { TransactionalBot } from "../bots/bot";
+import { transactionalConsumer, type TransactionalBot } from "../bots/bot";
 import type { Channel } from "../entities/entity.schemas";
 import { append, appendOne } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
@@ -29,11 +29,7 @@ import { handleResend } from "./resend";
  */
 export function createReactionBot(): TransactionalBot<NotificationDeps> {
   return {
-    kind: "transactional",
-    stream: Streams.notificationEvents,
-    concern: "reaction_bot",
-    actor: "reaction_bot",
-    batch: { maxSize: 64 },
+    ...transactionalConsumer(Streams.notificationEvents, "reaction_bot"),
     async handle({ tx, record, deps }) {
       const type = record.type as NotificationEventType;
       const alerting = FAILURE_EVENT_TYPES.includes(type) || (deps.notification.alertOnNotSent === true && NOT_SENT_EVENT_TYPES.includes(type));
@@ -101,11 +97,7 @@ function describeFailure(id: string, failure: StreamRecord, requested: StreamRec
  */
 export function createInternalOperationBot(): TransactionalBot<NotificationDeps> {
   return {
-    kind: "transactional",
-    stream: Streams.notificationInternalOperations,
-    concern: "internal_operation_bot",
-    actor: "internal_operation_bot",
-    batch: { maxSize: 64 },
+    ...transactionalConsumer(Streams.notificationInternalOperations, "internal_operation_bot"),
     schemas: {
       [NotificationRecordTypes.AlertInternalTeamOp]: AlertInternalTeamOp,
       [NotificationRecordTypes.ResendNotificationOp]: ResendNotificationOp,

@@ -1,4 +1,4 @@
-import type { BatchHandlerContext, TransactionalBot } from "../bots/bot";
+import { transactionalConsumer, type BatchHandlerContext, type TransactionalBot } from "../bots/bot";
 import type { Channel } from "../entities/entity.schemas";
 import { getEntities, type EntityVersion } from "../entities/entity.repository";
 import { AppendBuffer, existingIds } from "../streams/append";
@@ -88,11 +88,7 @@ export function createNotificationBot(): TransactionalBot<NotificationDeps> {
     await out.flush(tx);
   };
   return {
-    kind: "transactional",
-    stream: Streams.notificationClientOperations,
-    concern: "notification_bot",
-    actor: "notification_bot",
-    batch: { maxSize: 64 },
+    ...transactionalConsumer(Streams.notificationClientOperations, "notification_bot"),
     schemas: { [NotificationRecordTypes.SendNotificationToEntityOp]: SendNotificationToEntityOp },
     async handle({ tx, record, deps, logger, now }) {
       await handleBatch({ tx, records: [record], deps, logger, now });

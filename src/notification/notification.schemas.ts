@@ -16,6 +16,13 @@ const tags = z
   .default({});
 
 /** What a client asks for (notification.client_operations). */
+/** Some channels, each at most once. */
+const channelList = z
+  .array(Channel)
+  .min(1)
+  .max(Channel.options.length)
+  .refine((l) => new Set(l).size === l.length, "must not repeat a channel");
+
 export const SendNotificationToEntityOp = z.strictObject({
   entityId,
   // One line: a subject becomes an email header, where CR or LF would end it (and
@@ -31,12 +38,7 @@ export const SendNotificationToEntityOp = z.strictObject({
   html: z.string().max(500_000).optional(),
   markdown: z.string().max(100_000).optional(),
   /** Send on these channels instead of the entity's preferred ones (opt-outs still win). */
-  channels: z
-    .array(Channel)
-    .min(1)
-    .max(2)
-    .refine((l) => new Set(l).size === l.length, "must not repeat a channel")
-    .optional(),
+  channels: channelList.optional(),
   tags,
   idempotencyKey: z.string().min(1).max(255).optional(),
 });
@@ -231,12 +233,7 @@ export const NotificationDelayWatch = z.strictObject({
  */
 export const ResendNotificationOp = z.strictObject({
   /** The channels to resend, as the operator named them; absent: every channel whose latest outcome failed. */
-  channels: z
-    .array(Channel)
-    .min(1)
-    .max(2)
-    .refine((l) => new Set(l).size === l.length, "must not repeat a channel")
-    .optional(),
+  channels: channelList.optional(),
   requestedBy: z.string().trim().min(1).max(200),
   reason: z.string().trim().min(1).max(2000),
   previous: z

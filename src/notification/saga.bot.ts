@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import type { HandlerOutcome, TransactionalBot } from "../bots/bot";
+import { transactionalConsumer, type HandlerOutcome, type TransactionalBot } from "../bots/bot";
 import type { Tx } from "../db/database";
 import { AppendBuffer, append } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
@@ -128,11 +128,7 @@ function sameOutcome(previous: StreamRecord | undefined, decision: Extract<SagaD
  */
 export function createSagaDeadlineBot(): TransactionalBot<NotificationDeps> {
   return {
-    kind: "transactional",
-    stream: Streams.notificationSagas,
-    concern: "saga_bot",
-    actor: "saga_bot",
-    batch: { maxSize: 64 },
+    ...transactionalConsumer(Streams.notificationSagas, "saga_bot"),
     schemas: { [NotificationRecordTypes.NotificationSaga]: NotificationSaga, [NotificationRecordTypes.NotificationDelayWatch]: NotificationDelayWatch },
     async handle({ tx, record, now, deps }): Promise<HandlerOutcome> {
       if (record.type === NotificationRecordTypes.NotificationDelayWatch) return watchForDelay(tx, record, now, deps.notification);
@@ -166,13 +162,9 @@ async function watchForDelay(tx: Tx, record: StreamRecord, now: Date, settings: 
 /** A channel outcome event: re-evaluate the saga that awaits it. */
 function createSagaOutcomeBot(stream: string): TransactionalBot<NotificationDeps> {
   return {
-    kind: "transactional",
-    stream,
-    concern: "saga_bot",
-    actor: "saga_bot",
     // Outcomes of one notification arriving together need one evaluation,
     // and a batch of notifications is evaluated set-based.
-    batch: { maxSize: 64, coalesceById: true },
+    ...transactionalConsumer(stream, "saga_bot", { maxSize: 64, coalesceById: true }),
     async handle({ tx, record, now, deps }) {
       await evaluateSagas(tx, new Map([[record.id, record]]), now, deps.notification);
     },

@@ -1,3 +1,4 @@
+import { failureEvent } from "../channels/channel";
 import { slackChannel } from "./slack.channel";
 import type { ExternalBot, HandlerContext } from "../bots/bot";
 import type { Tx } from "../db/database";
@@ -48,6 +49,8 @@ function nullableString(value: unknown): string | null {
 function nullableInt(value: unknown): number | null {
   return typeof value === "number" && Number.isInteger(value) ? value : null;
 }
+
+const FAILURE_TYPES = { attemptFailed: SlackRecordTypes.SendSlackMessageAttemptFailedEvent, failed: SlackRecordTypes.FailedToSendSlackMessageEvent };
 
 /**
  * Posts each SendSlackMessageOp and records what happened on slack.events:
@@ -139,38 +142,20 @@ export function createSlackBot(): ExternalBot<SlackDeps, SlackSendResult> {
     },
 
     async failed(ctx) {
-      const { record, attempt, error, final, transient } = ctx;
-      const op = opOf(record);
+      const { record, attempt, error } = ctx;
       const details = error instanceof ExternalError ? error.details : {};
-      if (!final) {
-        await appendEvent(
-          ctx,
-          record,
-          SlackRecordTypes.SendSlackMessageAttemptFailedEvent,
-          SendSlackMessageAttemptFailedEvent.parse({
-            operationId: op.operationId,
-            attempt,
-            error: error.message || error.name,
-            slackError: nullableString(details.slackError),
-            httpStatus: nullableInt(details.httpStatus),
-            retryInMs: ctx.retryInMs ?? 0,
-          }),
-        );
-        return;
-      }
+      const { type, payload } = failureEvent(ctx, FAILURE_TYPES, {
+        operationId: opOf(record).operationId,
+        attempt,
+        error: error.message || error.name,
+        slackError: nullableString(details.slackError),
+        httpStatus: nullableInt(details.httpStatus),
+      });
       await appendEvent(
         ctx,
         record,
-        SlackRecordTypes.FailedToSendSlackMessageEvent,
-        FailedToSendSlackMessageEvent.parse({
-          operationId: op.operationId,
-          attempt,
-          error: error.message || error.name,
-          slackError: nullableString(details.slackError),
-          httpStatus: nullableInt(details.httpStatus),
-          classification: transient ? "transient" : "permanent",
-          reason: transient ? "attempts exhausted" : "permanent",
-        }),
+        type,
+        (type === SlackRecordTypes.FailedToSendSlackMessageEvent ? FailedToSendSlackMessageEvent : SendSlackMessageAttemptFailedEvent).parse(payload),
       );
     },
   };

@@ -1,4 +1,4 @@
-import type { ChannelDescriptor, ChannelOutcome } from "../channels/channel";
+import { outcomesFrom, type ChannelDescriptor } from "../channels/channel";
 import { composeSlackParts } from "./compose";
 import { escapeSlackText, fitSlackText } from "./format";
 import { FailedToSendSlackMessageEvent, SendSlackMessageOp, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "./slack.schemas";
@@ -35,16 +35,8 @@ export const slackChannel: ChannelDescriptor = {
   destinationOf(payload) {
     return (payload as { channel?: string }).channel ?? "";
   },
-  outcomeTypes: [SlackRecordTypes.SucceededInSendingSlackMessageEvent, SlackRecordTypes.FailedToSendSlackMessageEvent],
-  outcome(record): ChannelOutcome | null {
-    if (record.type === SlackRecordTypes.SucceededInSendingSlackMessageEvent) {
-      const e = SucceededInSendingSlackMessageEvent.parse(record.payload);
-      return { operationId: e.operationId, attempt: e.attempt, outcome: "succeeded", error: null, receipt: { ts: e.ts } };
-    }
-    if (record.type === SlackRecordTypes.FailedToSendSlackMessageEvent) {
-      const e = FailedToSendSlackMessageEvent.parse(record.payload);
-      return { operationId: e.operationId, attempt: e.attempt, outcome: "failed", error: e.error, receipt: {} };
-    }
-    return null;
-  },
+  ...outcomesFrom(
+    { type: SlackRecordTypes.SucceededInSendingSlackMessageEvent, schema: SucceededInSendingSlackMessageEvent, receipt: (e) => ({ ts: e.ts }) },
+    { type: SlackRecordTypes.FailedToSendSlackMessageEvent, schema: FailedToSendSlackMessageEvent },
+  ),
 };

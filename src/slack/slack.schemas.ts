@@ -1,3 +1,4 @@
+import { attemptFields, finalFailureFields } from "../channels/channel";
 import { z } from "zod";
 
 /**
@@ -23,14 +24,12 @@ export const SendSlackMessageOp = z.strictObject({
 export type SendSlackMessageOp = z.infer<typeof SendSlackMessageOp>;
 
 export const SendSlackMessageRequestedEvent = z.strictObject({
-  operationId: z.string(),
-  attempt: z.number().int().min(1),
+  ...attemptFields,
   channel: z.string(),
 });
 
 export const SucceededInSendingSlackMessageEvent = z.strictObject({
-  operationId: z.string(),
-  attempt: z.number().int().min(1),
+  ...attemptFields,
   channel: z.string(),
   /** Slack's message timestamp: the message's id within the channel. */
   ts: z.string(),
@@ -39,20 +38,16 @@ export const SucceededInSendingSlackMessageEvent = z.strictObject({
 });
 
 export const FailedToSendSlackMessageEvent = z.strictObject({
-  operationId: z.string(),
-  attempt: z.number().int().min(1),
-  error: z.string(),
+  ...attemptFields,
+  ...finalFailureFields,
   /** Slack's error code (`channel_not_found`, `ratelimited`, ...) when it gave one. */
   slackError: z.string().nullable(),
   httpStatus: z.number().int().nullable(),
-  classification: z.enum(["transient", "permanent"]),
-  reason: z.string(),
 });
 
 /** An attempt failed and another follows after `retryInMs`: the view shows the channel as retrying. Not an outcome. */
 export const SendSlackMessageAttemptFailedEvent = z.strictObject({
-  operationId: z.string(),
-  attempt: z.number().int().min(1),
+  ...attemptFields,
   error: z.string(),
   slackError: z.string().nullable(),
   httpStatus: z.number().int().nullable(),

@@ -1,4 +1,4 @@
-import type { HandlingStatus } from "./interfaces";
+import { HANDLING_STATUSES, type HandlingStatus } from "./interfaces";
 
 /**
  * The handling state machine (the original system's). Pure, so the rules
@@ -15,17 +15,8 @@ export const AVAILABLE_STATUSES = [
 
 export type HandlingAction = "claim" | "complete" | "fail" | "self_cancel" | "cancel" | "reset_failed" | "archive_failure" | "reset_completed" | "disable_for_record";
 
-const RECORD_STATUSES: readonly HandlingStatus[] = [
-  "AvailableByDefault",
-  "Running",
-  "Completed",
-  "Failed",
-  "ArchivedAfterFailure",
-  "AvailableAfterCompletion",
-  "AvailableAfterFailure",
-  "AvailableAfterExternalCancellation",
-  "AvailableAfterSelfCancellation",
-];
+/** Every status a record's own handling row can hold: all but the two disabled ones. */
+const RECORD_STATUSES: readonly HandlingStatus[] = HANDLING_STATUSES.filter((s) => s !== "DisabledForRecord" && s !== "DisabledForStream");
 
 export const TRANSITIONS: Record<HandlingAction, { from: readonly HandlingStatus[]; to: HandlingStatus }> = {
   claim: { from: AVAILABLE_STATUSES, to: "Running" },
