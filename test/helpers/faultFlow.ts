@@ -244,6 +244,8 @@ export interface RepeatAccount {
   emailsDeliveredInDoubt: number;
   /** Attempts found Running at the deaths (one counted once however many deaths found it). */
   inDoubt: { email: number; slack: number };
+  /** Per tracking id, how many times its email must have arrived: once, plus once per death that delivered it in doubt. */
+  expectedEmails: Map<string, number>;
 }
 
 /** How many distinct attempts of this operation the deaths found Running. */
@@ -268,6 +270,7 @@ export function expectRepeatsExplained(deaths: readonly DeathSnapshot[], receive
   const d = deliveries(received, sent);
   const problems: string[] = [];
   let emailsDeliveredInDoubt = 0;
+  const expectedEmails = new Map<string, number>();
   for (const s of sent) {
     const id = s.trackingId;
     let before = 0;
@@ -292,6 +295,7 @@ export function expectRepeatsExplained(deaths: readonly DeathSnapshot[], receive
       problems.push(`${id}: the last worker delivered its email ${total - before} times (Completed at the last death: ${last.completed.email.has(id)})`);
     }
     if (total !== expected) problems.push(`${id}: email received ${total} times, expected ${expected}`);
+    expectedEmails.set(id, expected);
     const posts = d.posts.get(s.marker) ?? 0;
     const doubts = attemptsInDoubt(deaths, "slack", id);
     if (posts < 1 || posts > 1 + doubts) problems.push(`${id}: Slack post received ${posts} times, ${doubts} attempts in doubt`);
@@ -303,6 +307,7 @@ export function expectRepeatsExplained(deaths: readonly DeathSnapshot[], receive
     slackRepeats: d.slackDuplicates,
     emailsDeliveredInDoubt,
     inDoubt: { email: inDoubt("email"), slack: inDoubt("slack") },
+    expectedEmails,
   };
 }
 
