@@ -149,6 +149,57 @@ select tidings.declare_reader('entity.events', 'entity_admin');
 select tidings.declare_handling_repairer('operator');
 
 -- ---------------------------------------------------------------------------
+-- Channels, and the one answer to "did this send succeed?".
+--
+-- notification.channels lists the channels as src/notification/channels.ts
+-- registers them (a test compares the two): each one's streams and the two
+-- event types that end an attempt. notification.operation_outcomes is
+-- generated from it: per channel operation that has one, its outcome, by the
+-- saga's rule: the latest attempt with an outcome event counts (an operator's
+-- re-drive makes a later attempt), and within it a failure wins. The saga
+-- decides with it, the projection shows it and the audit views report it, so
+-- the three cannot disagree about a send.
+-- ---------------------------------------------------------------------------
+create table notification.channels (
+  name text primary key,
+  operations_stream text not null references tidings.streams (name),
+  events_stream text not null references tidings.streams (name),
+  succeeded_type text not null,
+  failed_type text not null
+);
+comment on table notification.channels is
+  'The channels notifications go out on: streams and outcome event types (src/notification/channels.ts registers the same).';
+insert into notification.channels values
+  ('email', 'email.operations', 'email.events', 'SucceededInSendingEmailEvent', 'FailedToSendEmailEvent'),
+  ('slack', 'slack.operations', 'slack.events', 'SucceededInSendingSlackMessageEvent', 'FailedToSendSlackMessageEvent');
+
+create function notification.refresh_operation_outcomes() returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+declare
+  branches text;
+begin
+  select string_agg(format($b$
+      select %L::text as channel, e.id, e.payload->>'operationId' as operation_id, (e.payload->>'attempt')::integer as attempt,
+             case when e.type = %L then 'succeeded' else 'failed' end as outcome,
+             e.payload->>'error' as error, %L::text as stream, e.position, e.recorded_at, e.payload
+      from %s e where e.type in (%L, %L)$b$,
+      c.name, c.succeeded_type, c.events_stream, tidings.stream_table(c.events_stream), c.succeeded_type, c.failed_type),
+    ' union all ' order by c.name)
+  into branches
+  from notification.channels c;
+  -- Filters on channel, id or operation_id reach each branch's (id, position) index.
+  execute 'create or replace view notification.operation_outcomes as
+    select distinct on (channel, id, operation_id) channel, id, operation_id, attempt, outcome, error, stream, position, recorded_at, payload
+    from (' || branches || ') o
+    order by channel, id, operation_id, attempt desc, (outcome = ''failed'') desc, position desc';
+end;
+$$;
+select notification.refresh_operation_outcomes();
+comment on view notification.operation_outcomes is
+  'Each channel operation''s outcome: from its latest attempt with an outcome event, a failure winning within an attempt (the saga''s rule).';
+grant select on notification.operation_outcomes to tidings_saga_bot, tidings_projection_bot;
+
+-- ---------------------------------------------------------------------------
 -- The projection: views and snapshots of notifications, built from
 -- notification.events, email.events and slack.events past its checkpoint
 -- (src/notification/projection.bot.ts). A notification it cannot build is

@@ -365,13 +365,21 @@ left join lateral (
   where hh.position = o.position and hh.concern = 'email_bot' and hh.action in ('fail', 'self_cancel')
   order by hh.entry desc limit 1
 ) lf on true
+left join lateral (
+  -- The operation's outcome as the saga and the view take it (notification.operation_outcomes).
+  select oc.outcome, oc.recorded_at from notification.operation_outcomes oc
+  where oc.channel = 'email' and oc.id = o.id and oc.operation_id = o.payload->>'operationId'
+) oc on true
 cross join lateral (
   select case
-    when h.status is null then
-      case when ok.recorded_at is not null then 'sent' when bad.recorded_at is not null then 'failed' else 'pending' end
+    -- An attempt after the outcome is under way or waiting (an operator re-drove it).
+    when h.status not in ('Completed', 'Failed', 'ArchivedAfterFailure', 'DisabledForRecord') and h.updated_at > oc.recorded_at then 'sending'
+    when oc.outcome = 'succeeded' then 'sent'
+    when oc.outcome = 'failed' then 'failed'
     when h.status = 'Completed' then 'sent'
     when h.status in ('Failed', 'ArchivedAfterFailure', 'DisabledForRecord') then 'failed'
-    else 'sending' -- Running, or waiting for its next attempt or a re-drive
+    when h.status is null then 'pending'
+    else 'sending' -- Running, or waiting for its next attempt
   end as status
 ) st
 where o.type = 'SendEmailOp';
@@ -439,13 +447,21 @@ left join lateral (
   where hh.position = o.position and hh.concern = 'slack_bot' and hh.action in ('fail', 'self_cancel')
   order by hh.entry desc limit 1
 ) lf on true
+left join lateral (
+  -- The operation's outcome as the saga and the view take it (notification.operation_outcomes).
+  select oc.outcome, oc.recorded_at from notification.operation_outcomes oc
+  where oc.channel = 'slack' and oc.id = o.id and oc.operation_id = o.payload->>'operationId'
+) oc on true
 cross join lateral (
   select case
-    when h.status is null then
-      case when ok.recorded_at is not null then 'sent' when bad.recorded_at is not null then 'failed' else 'pending' end
+    -- An attempt after the outcome is under way or waiting (an operator re-drove it).
+    when h.status not in ('Completed', 'Failed', 'ArchivedAfterFailure', 'DisabledForRecord') and h.updated_at > oc.recorded_at then 'sending'
+    when oc.outcome = 'succeeded' then 'sent'
+    when oc.outcome = 'failed' then 'failed'
     when h.status = 'Completed' then 'sent'
     when h.status in ('Failed', 'ArchivedAfterFailure', 'DisabledForRecord') then 'failed'
-    else 'sending'
+    when h.status is null then 'pending'
+    else 'sending' -- Running, or waiting for its next attempt
   end as status
 ) st
 where o.type = 'SendSlackMessageOp';

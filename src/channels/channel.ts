@@ -1,5 +1,4 @@
 import { z } from "zod";
-import type { StreamRecord } from "../streams/interfaces";
 
 /**
  * What a channel is, to the notification subsystem. Each channel (src/email,
@@ -26,10 +25,15 @@ export interface ChannelDescriptor {
   operation(message: ChannelMessage, settings: ChannelSettings): { type: string; payload: unknown };
   /** Where an operation of this channel sends to, as an operator reads it. */
   destinationOf(operationPayload: unknown): string;
-  /** The record types of `streams.events` that end an attempt (a success or a failure). */
-  readonly outcomeTypes: readonly string[];
-  /** An outcome event read (null for any other record): the one definition of "did this attempt send?". */
-  outcome(record: StreamRecord): ChannelOutcome | null;
+  /**
+   * The event types of `streams.events` that end an attempt. Which one counts
+   * for an operation is decided once, in the database
+   * (notification.operation_outcomes, from notification.channels, which lists
+   * the same types).
+   */
+  readonly outcomeTypes: { readonly succeeded: string; readonly failed: string };
+  /** What a success event gives back, shown in the notification's view: `messageId` (email), `ts` (Slack). */
+  receipt(succeededPayload: unknown): Record<string, string>;
 }
 
 /** One message to one destination, as every channel receives it. */
@@ -53,17 +57,6 @@ export interface ChannelSettings {
   messageIdDomain: string;
 }
 
-/** The end of one attempt on one operation. */
-export interface ChannelOutcome {
-  operationId: string;
-  /** The attempt that produced it; an operator's re-drive makes a later attempt. */
-  attempt: number;
-  outcome: "succeeded" | "failed";
-  error: string | null;
-  /** What the receiver gave back for a success, shown in the notification's view: `messageId` (email), `ts` (Slack). */
-  receipt: Record<string, string>;
-}
-
 /** The fields every channel event about an attempt starts with. */
 export const attemptFields = {
   operationId: z.string(),
@@ -78,32 +71,6 @@ export const finalFailureFields = {
   /** Why no further attempt follows: "permanent" or "attempts exhausted". */
   reason: z.string(),
 };
-
-type AttemptEvent = { operationId: string; attempt: number };
-
-/**
- * A channel's outcome reading from its two outcome events: the success event
- * (and what it gives back as a receipt) and the final failure event.
- */
-export function outcomesFrom<S extends AttemptEvent, F extends AttemptEvent & { error: string }>(
-  succeeded: { type: string; schema: z.ZodType<S>; receipt(event: S): Record<string, string> },
-  failed: { type: string; schema: z.ZodType<F> },
-): Pick<ChannelDescriptor, "outcomeTypes" | "outcome"> {
-  return {
-    outcomeTypes: [succeeded.type, failed.type],
-    outcome(record) {
-      if (record.type === succeeded.type) {
-        const e = succeeded.schema.parse(record.payload);
-        return { operationId: e.operationId, attempt: e.attempt, outcome: "succeeded", error: null, receipt: succeeded.receipt(e) };
-      }
-      if (record.type === failed.type) {
-        const e = failed.schema.parse(record.payload);
-        return { operationId: e.operationId, attempt: e.attempt, outcome: "failed", error: e.error, receipt: {} };
-      }
-      return null;
-    },
-  };
-}
 
 /**
  * The event a channel records for a failed attempt: while another attempt

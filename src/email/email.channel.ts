@@ -1,5 +1,5 @@
-import { outcomesFrom, type ChannelDescriptor } from "../channels/channel";
-import { EmailRecordTypes, FailedToSendEmailEvent, SendEmailOp, SucceededInSendingEmailEvent } from "./email.schemas";
+import type { ChannelDescriptor } from "../channels/channel";
+import { EmailRecordTypes, SendEmailOp, SucceededInSendingEmailEvent } from "./email.schemas";
 import { EmailStreams } from "./email.streams";
 import { messageIdFor } from "./sender";
 
@@ -29,8 +29,8 @@ export const emailChannel: ChannelDescriptor = {
   destinationOf(payload) {
     return ((payload as { to?: string[] }).to ?? []).join(", ");
   },
-  ...outcomesFrom(
-    { type: EmailRecordTypes.SucceededInSendingEmailEvent, schema: SucceededInSendingEmailEvent, receipt: (e) => ({ messageId: e.messageId }) },
-    { type: EmailRecordTypes.FailedToSendEmailEvent, schema: FailedToSendEmailEvent },
-  ),
+  outcomeTypes: { succeeded: EmailRecordTypes.SucceededInSendingEmailEvent, failed: EmailRecordTypes.FailedToSendEmailEvent },
+  receipt(payload) {
+    return { messageId: SucceededInSendingEmailEvent.parse(payload).messageId };
+  },
 };

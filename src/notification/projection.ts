@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import type { Executor } from "../db/database";
 import type { Channel } from "../entities/entity.schemas";
 import { allChannels, channelOf, channelOfStream } from "./channels";
-import { outcomeOf } from "./saga";
+import { readOperationOutcomes } from "./outcomes";
 import { Streams } from "./streams";
 import { readTrail } from "../streams/trail";
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
@@ -92,7 +92,11 @@ interface OperationHandling {
   status: string | null;
   /** When a retry (or a deferral) was scheduled for, if the operation waits for one. */
   retry_at: Date | null;
+  updated_at: Date | null;
 }
+
+/** Handling statuses after which no attempt follows unless someone acts. */
+const SETTLED = ["Completed", "Failed", "ArchivedAfterFailure", "DisabledForRecord"];
 
 /** When a waiting operation's next attempt is due: a retry (or a deferral) scheduled by its last failure. */
 function retryAt(handling: HandlingState): Date | null {
@@ -103,6 +107,7 @@ function retryAt(handling: HandlingState): Date | null {
 
 /** Everything the views of some notifications need beyond their aggregates: each channel's records with their handling (the engine's readTrail). */
 async function channelProgress(db: Executor, ids: readonly string[]) {
+  const outcomes = await readOperationOutcomes(db, ids);
   const trail = await readTrail(db, ids, {
     streams: allChannels.flatMap((c) => [c.streams.operations, c.streams.events]),
     handlingOf: allChannels.map((c) => c.streams.operations),
@@ -127,11 +132,13 @@ async function channelProgress(db: Executor, ids: readonly string[]) {
       last_error: handled ? handling.lastError : null,
       status: handled ? handling.status : null,
       retry_at: handled ? retryAt(handling) : null,
+      updated_at: handled ? handling.updatedAt : null,
     });
   }
   return {
     events: (channel: string, id: string, operationId: string) => events.get(`${channel} ${id} ${operationId}`) ?? [],
     handling: (channel: string, id: string, operationId: string) => ops.get(`${channel} ${id} ${operationId}`),
+    outcome: (id: string, operationId: string) => outcomes.get(id)?.find((o) => o.operationId === operationId),
   };
 }
 
@@ -144,16 +151,25 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
       const channel = channelOf(c.channel);
       const events = progress.events(c.channel, aggregate.id, c.operationId);
       const handling = progress.handling(c.channel, aggregate.id, c.operationId);
-      // The saga's rule decides which attempt's outcome counts (an operator may have re-driven a failed send).
-      const outcomes = events.flatMap((e) => {
-        const read = channel.outcome(e);
-        return read ? [{ ...read, recordedAt: e.recordedAt }] : [];
-      });
-      const latest = outcomeOf(c, outcomes);
+      // The one definition of a send's outcome (notification.operation_outcomes), as the saga decided with it.
+      const latest = progress.outcome(aggregate.id, c.operationId);
       const success = latest?.outcome === "succeeded" ? latest : undefined;
       const failure = latest?.outcome === "failed" ? latest : undefined;
-      const status: ChannelView["status"] =
-        c.outcome === "succeeded" || success ? "sent" : c.outcome === "failed" || failure ? "failed" : handling?.retry_at ? "retrying" : handling?.status ? "sending" : "pending";
+      // An attempt after the outcome is under way or waiting (an operator re-drove it), as the audit views say.
+      const redriven = latest !== undefined && handling?.updated_at != null && !SETTLED.includes(handling.status ?? "") && handling.updated_at > latest.recordedAt;
+      const status: ChannelView["status"] = redriven
+        ? handling.retry_at
+          ? "retrying"
+          : "sending"
+        : c.outcome === "succeeded" || success
+          ? "sent"
+          : c.outcome === "failed" || failure
+            ? "failed"
+            : handling?.retry_at
+              ? "retrying"
+              : handling?.status
+                ? "sending"
+                : "pending";
       const view: ChannelView = {
         channel: c.channel,
         destination: c.destination,
@@ -162,7 +178,7 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
         lastError: status === "sent" ? null : (c.error ?? handling?.last_error ?? null),
         sentAt: success ? success.recordedAt.toISOString() : null,
         ...(status === "retrying" ? { nextAttemptAt: new Date(handling!.retry_at!).toISOString() } : {}),
-        ...(success ? success.receipt : {}),
+        ...(success ? channel.receipt(success.payload) : {}),
       };
       channels.push(view);
     }

@@ -4,8 +4,9 @@ import type { Tx } from "../db/database";
 import { AppendBuffer, append } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
 import { allChannels } from "./channels";
+import { readOperationOutcomes } from "./outcomes";
 import { Streams } from "./streams";
-import { findRecords, getLatestByIds } from "../streams/read";
+import { getLatestByIds } from "../streams/read";
 import { NotificationDelayWatch, NotificationRecordTypes, NotificationSaga, SendOutcomeEvent, type FallbackStep, type OperationOutcome } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
 import { notificationEvent, sagaDeadline } from "./notification.bot";
@@ -13,30 +14,9 @@ import { decideSaga, type ObservedOutcome, type SagaDecision } from "./saga";
 
 const OUTCOME_TYPES = ["SentOnAllPreparedChannelsEvent", "SentOnSomePreparedChannelsEvent", "CouldNotSendOnAnyPreparedChannelEvent"];
 
-/** Every channel outcome of these notifications, by notification id, as each channel reads its outcome events. */
+/** Every channel operation's outcome of these notifications, by notification id (notification.operation_outcomes). */
 async function observedOutcomes(tx: Tx, ids: readonly string[]): Promise<Map<string, ObservedOutcome[]>> {
-  const perChannel = await Promise.all(
-    allChannels.map(async (channel) => ({
-      channel,
-      records: await findRecords(tx, channel.streams.events, { ids, limit: null, types: [...channel.outcomeTypes] }),
-    })),
-  );
-  const byId = new Map<string, ObservedOutcome[]>();
-  for (const { channel, records } of perChannel) {
-    for (const r of records) {
-      const read = channel.outcome(r);
-      if (!read) continue;
-      const observed: ObservedOutcome = {
-        operationId: read.operationId,
-        attempt: read.attempt,
-        outcome: read.outcome,
-        error: read.error,
-        source: { stream: r.stream, position: r.position },
-      };
-      byId.set(r.id, [...(byId.get(r.id) ?? []), observed]);
-    }
-  }
-  return byId;
+  return readOperationOutcomes(tx, ids);
 }
 
 type Evaluation = SagaDecision & { saga: NotificationSaga };

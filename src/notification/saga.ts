@@ -24,23 +24,18 @@ export type SagaDecision =
       payload: SendOutcomeEvent;
     };
 
-/**
- * An operation's outcome: from its latest attempt that has one; within that
- * attempt a failure wins. The one definition of "was this send a success?":
- * the saga decides with it and the projection shows it.
- */
-export function outcomeOf<T extends Pick<ObservedOutcome, "operationId" | "attempt" | "outcome">>(plan: { operationId: string }, observed: readonly T[]): T | undefined {
-  const all = observed.filter((o) => o.operationId === plan.operationId);
-  const latest = Math.max(...all.map((o) => o.attempt));
-  const mine = all.filter((o) => o.attempt === latest);
-  return mine.find((o) => o.outcome === "failed") ?? mine.find((o) => o.outcome === "succeeded");
+/** An operation's outcome, as notification.operation_outcomes decided it (one per operation). */
+function outcomeOf(plan: { operationId: string }, observed: readonly ObservedOutcome[]): ObservedOutcome | undefined {
+  return observed.find((o) => o.operationId === plan.operationId);
 }
 
 /**
  * The saga's rules (the original system's):
  * - an operation's outcome comes from its latest attempt that has one (a
  *   re-driven operation's new attempt supersedes the old outcome); within
- *   that attempt a failure event wins over a success;
+ *   that attempt a failure event wins over a success: decided once, in the
+ *   database (notification.operation_outcomes), and given here one per
+ *   operation;
  * - a channel counts as sent only if all its operations succeeded;
  * - all channels sent / some / none decides the event;
  * - past the deadline, operations without an outcome count as failed, "timed out".

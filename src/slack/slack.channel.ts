@@ -1,7 +1,7 @@
-import { outcomesFrom, type ChannelDescriptor } from "../channels/channel";
+import type { ChannelDescriptor } from "../channels/channel";
 import { composeSlackParts } from "./compose";
 import { escapeSlackText, fitSlackText } from "./format";
-import { FailedToSendSlackMessageEvent, SendSlackMessageOp, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "./slack.schemas";
+import { SendSlackMessageOp, SlackRecordTypes, SucceededInSendingSlackMessageEvent } from "./slack.schemas";
 import { SlackStreams } from "./slack.streams";
 
 /** Slack as a channel: one SendSlackMessageOp per message, its text composed when it is prepared. */
@@ -35,8 +35,8 @@ export const slackChannel: ChannelDescriptor = {
   destinationOf(payload) {
     return (payload as { channel?: string }).channel ?? "";
   },
-  ...outcomesFrom(
-    { type: SlackRecordTypes.SucceededInSendingSlackMessageEvent, schema: SucceededInSendingSlackMessageEvent, receipt: (e) => ({ ts: e.ts }) },
-    { type: SlackRecordTypes.FailedToSendSlackMessageEvent, schema: FailedToSendSlackMessageEvent },
-  ),
+  outcomeTypes: { succeeded: SlackRecordTypes.SucceededInSendingSlackMessageEvent, failed: SlackRecordTypes.FailedToSendSlackMessageEvent },
+  receipt(payload) {
+    return { ts: SucceededInSendingSlackMessageEvent.parse(payload).ts };
+  },
 };

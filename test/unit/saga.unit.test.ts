@@ -40,15 +40,8 @@ describe("saga outcome rules", () => {
     });
   });
 
-  it("a failure wins over a success for the same operation and attempt", () => {
-    const d = decideSaga(saga(["email"]), [seen("email", "succeeded"), seen("email", "failed")], now);
-    expect(d).toMatchObject({ done: true, eventType: "CouldNotSendOnAnyPreparedChannelEvent" });
-  });
-
-  it("a later attempt (a re-drive) supersedes the earlier outcome", () => {
-    const d = decideSaga(saga(["email"]), [seen("email", "failed", 1), seen("email", "succeeded", 2)], now);
-    expect(d).toMatchObject({ done: true, eventType: "SentOnAllPreparedChannelsEvent" });
-  });
+  // Which of an operation's outcome events counts (a failure wins within an attempt, a later attempt
+  // supersedes) is the database's one definition: those rules are tested in test/int/operationOutcomes.int.test.ts.
 
   it("a channel counts as sent only if all its operations succeeded", () => {
     const s = saga(["email"]);
