@@ -23,14 +23,10 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --omit=optional --no-audit --no-fund && npm cache clean --force
-# The npm scripts an operator runs in the container (`npm run apikeys` ...) run
-# the compiled files: tsx, which runs them from source elsewhere, is not installed here.
-RUN npm pkg set \
-      scripts.start="node dist/src/main.js" \
-      scripts.migrate="node dist/scripts/migrate.js" \
-      scripts.apikeys="node dist/scripts/apikeys.js" \
-      scripts.audit="node dist/scripts/audit.js" \
-      scripts.redrive="node dist/scripts/redrive.js"
+# `npm start` runs the compiled service here (tsx is not installed); the
+# operators' scripts (`npm run apikeys` ...) find dist/ by themselves (scripts/run.mjs).
+RUN npm pkg set scripts.start="node dist/src/main.js"
+COPY scripts/run.mjs ./scripts/run.mjs
 COPY migrations ./migrations
 COPY --from=build /app/dist ./dist
 # DATA_DIR (.data: the local sinks of a channel that is not configured) is the

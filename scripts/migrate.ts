@@ -4,7 +4,7 @@ import { openDatabase } from "../src/db/connect";
 import { loginOf, prepareDatabase } from "../src/db/roles";
 import { DatabaseSetupError } from "../src/db/migrate";
 import { ExternalError } from "../src/errors/errors";
-import { redactSecrets } from "../src/logging/redact";
+import { redactSecrets, redactUrl } from "../src/logging/redact";
 import { createLogger } from "../src/logging/logger";
 
 /**
@@ -33,8 +33,20 @@ async function main() {
   logger.info("migrations are current");
 }
 
+/** The database's own refusals (a missing database, a wrong password: SQLSTATE) and the network's (ECONNREFUSED): no stack to show. */
+function isDatabaseRefusal(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" && /^([0-9A-Z]{5}|E[A-Z]+)$/.test(code);
+}
+
 main().catch((error) => {
   const oneLine = error instanceof ConfigError || error instanceof DatabaseSetupError || error instanceof ExternalError;
-  process.stderr.write(`${redactSecrets(oneLine ? error.message : ((error as Error).stack ?? String(error)))}\n`);
+  const url = process.env.MIGRATION_DATABASE_URL ?? process.env.DATABASE_URL;
+  const message = isDatabaseRefusal(error)
+    ? `cannot migrate${url ? ` ${redactUrl(url)}` : ""}: ${(error as Error).message}`
+    : oneLine
+      ? error.message
+      : ((error as Error).stack ?? String(error));
+  process.stderr.write(`${redactSecrets(message)}\n`);
   process.exit(error instanceof ConfigError ? 2 : 1);
 });

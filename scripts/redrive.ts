@@ -1,8 +1,8 @@
 import "dotenv/config";
 import { Command } from "commander";
 import { formatAction, formatListing, formatResend, formatStuck, formatSwitch } from "../src/admin/format";
-import { findStuck, listRecords, resendNotification, runAction, switchStream, type ActionVerb, type SelectionInput } from "../src/admin/redrive";
-import type { SelectionResult } from "../src/admin/selection";
+import { findStuck, listRecords, resendNotification, runAction, switchStream, type ActionVerb } from "../src/admin/redrive";
+import type { SelectionInput, SelectionResult } from "../src/admin/selection";
 import { createToolLogger } from "../src/logging/logger";
 import { ConfigError, loadConfig } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";

@@ -15,8 +15,6 @@ import { readTrail, type TrailRecord } from "../streams/trail";
 import { AVAILABLE_STATUSES, type HandlingAction } from "../streams/transitions";
 import { DEFAULT_STUCK_AFTER, parseDuration, resolveSelection, selectRecords, type SelectedRecord, type Selection, type SelectionInput, type SelectionResult } from "./selection";
 
-export * from "./selection";
-
 /**
  * Operators' repairs of handling state: re-drive failed (or, deliberately,
  * completed) records, cancel records stuck Running, archive failures, and

@@ -105,7 +105,9 @@ export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps
         // gather for a moment, so a trickle is not refreshed record by record.
         if (handled < bot.batchSize) await pause(settings.idleMs);
       } catch (error) {
-        logger.error({ err: error, checkpoint: bot.checkpoint }, "catch-up batch failed; retrying from the same checkpoint");
+        // A connection cut while the process stops (its embedded PostgreSQL stops on the same signal) is expected then.
+        if (stopped) logger.info({ err: error, checkpoint: bot.checkpoint }, "catch-up batch cut short (while shutting down)");
+        else logger.error({ err: error, checkpoint: bot.checkpoint }, "catch-up batch failed; retrying from the same checkpoint");
         await pause(settings.errorMs);
       }
     }

@@ -343,11 +343,11 @@ class Pipeline<TDeps> {
         }
       }),
     );
-    // Sends that ended after the worker stopped waiting record nothing: they stay Running, in doubt.
-    const stopped = this.rt.stopping?.aborted ?? false;
-    for (const s of settled) if (stopped && !s.ok) outcomes.set(s.item, "in_doubt");
-    if (stopped && settled.some((s) => !s.ok))
-      this.logger.warn({ positions: settled.filter((s) => !s.ok).map((s) => s.record.position) }, "sends cut short by shutdown; left Running, in doubt");
+    // Sends cut short because the worker stopped waiting record nothing: they stay Running, in doubt.
+    // A send that failed on its own before the cut is recorded as the failure it is.
+    const cut = settled.filter((s) => !s.ok && s.error instanceof CutShortError);
+    for (const s of cut) outcomes.set(s.item, "in_doubt");
+    if (cut.length > 0) this.logger.warn({ positions: cut.map((s) => s.record.position) }, "sends cut short by shutdown; left Running, in doubt");
 
     const successes = settled.filter((s) => s.ok);
     if (successes.length > 0) {

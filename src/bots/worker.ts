@@ -58,7 +58,7 @@ export interface TidingsWorker {
 /**
  * graphile-worker warns at every start when the pool is smaller than the
  * concurrency, assuming each running job holds a connection. Here a job
- * waits, holding none, for its bot's next batch (src/bots/batch.ts: one
+ * waits, holding none, for its bot's next batch (src/bots/runner.ts: one
  * transaction per batch, a few batches per bot at once), so DB_POOL_SIZE
  * below WORKER_CONCURRENCY is the design, and the warning is logged at debug.
  */

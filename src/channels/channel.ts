@@ -5,8 +5,11 @@ import { z } from "zod";
  * src/slack) describes itself once with a ChannelDescriptor: its streams, how
  * a message becomes its operation, and how its outcome events read. The
  * notification bot, the alert bot, the saga and the projection work from
- * descriptors only, so a third channel is one new folder (streams, schemas,
- * bot, descriptor) and one line in src/notification/channels.ts.
+ * descriptors only. A third channel is a new folder (streams, schemas, bot,
+ * descriptor) registered in src/notification/channels.ts and in
+ * notification.channels (a test compares the two); the entity's contact
+ * field for it (src/entities/entity.schemas.ts), its audit view and its
+ * metrics label are the other places that name channels.
  */
 export interface ChannelDescriptor {
   /** The name entities and clients use (`channels: ["email"]`), and the entity's field holding the destination. */

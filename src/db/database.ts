@@ -63,8 +63,14 @@ export interface Database {
   };
 }
 
-/** The pool: each query on its own connection, in its own transaction. */
-export type Db = Kysely<Database>;
+declare const connectionPool: unique symbol;
+/**
+ * The pool: each query on its own connection, in its own transaction. Only
+ * `createDb` makes one, so a function that opens transactions of its own
+ * cannot be handed a transaction (its BEGIN and COMMIT would end the
+ * caller's): that fails to compile, as a pool where a transaction is needed does.
+ */
+export type Db = Kysely<Database> & { readonly [connectionPool]: true };
 declare const openTransaction: unique symbol;
 /**
  * A connection inside an open transaction, acting as some actor. Only
@@ -106,7 +112,7 @@ export function createPool(connectionString: string, max: number, applicationNam
 }
 
 export function createDb(pool: pg.Pool): Db {
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }) as Db;
 }
 
 function roleOf(actor: string): string {

@@ -78,7 +78,7 @@ export async function migrate(pool: pg.Pool, log: (msg: string) => void = () => 
     await runWorkerMigrations({ pgPool: pool, logger: quietWorkerLogger });
     if ((await client.query<{ old: boolean }>("select to_regclass('public.tidings_migrations') is not null as old")).rows[0]?.old) {
       throw new MigrationMismatchError(
-        "this database was migrated by a pre-release of tidings (tidings.migrations); it is not upgraded: " +
+        "this database was migrated by a pre-release of tidings (public.tidings_migrations); it is not upgraded: " +
           "recreate the database (for the embedded default, stop tidings and delete DATA_DIR/pg)",
       );
     }

@@ -170,6 +170,8 @@ async function prepareServiceLogin(roles: Pick<pg.Client, "query">, admin: pg.Cl
     return;
   } else if (password) {
     await roles.query(`alter role ${name}${password}`);
+    // Roles are the server's: say so, as it may be another database's login too.
+    log(`set the password of the existing service login ${login.user} (a login of the whole server)`);
   }
   await roles.query(`grant ${SERVICE_ROLE} to ${name}`);
   if (me.superuser || me.databaseOwner) {

@@ -30,7 +30,9 @@ export const emailChannel: ChannelDescriptor = {
     return ((payload as { to?: string[] }).to ?? []).join(", ");
   },
   outcomeTypes: { succeeded: EmailRecordTypes.SucceededInSendingEmailEvent, failed: EmailRecordTypes.FailedToSendEmailEvent },
-  receipt(payload) {
-    return { messageId: SucceededInSendingEmailEvent.parse(payload).messageId };
+  receipt(payload): Record<string, string> {
+    // A view shows what it can: an event it cannot read has no receipt to show, and does not stop the view.
+    const event = SucceededInSendingEmailEvent.safeParse(payload);
+    return event.success ? { messageId: event.data.messageId } : {};
   },
 };

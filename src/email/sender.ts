@@ -6,7 +6,6 @@ import { asciiDomain, parseSender } from "../util/mailAddress";
  */
 
 export { asciiDomain, parseSender };
-export type { Sender } from "../util/mailAddress";
 
 /** A domain literal (`[192.0.2.1]`) is kept as written. */
 const DOMAIN_LITERAL = /^\[[\x21-\x5a\x5e-\x7e]+\]$/;

@@ -1,8 +1,9 @@
 import { ZodError } from "zod";
 /**
  * A small set of error types. The HTTP mapper (src/http/problem.ts) turns
- * them into RFC 7807 problems; bots use `retryable` to decide between a retry
- * with backoff and failing now.
+ * them into RFC 7807 problems; the bot runner classifies each failure
+ * (src/bots/runner.ts `classify`) to decide between a retry with backoff and
+ * failing now.
  */
 export abstract class TidingsError extends Error {
   abstract readonly kind: string;
@@ -68,9 +69,6 @@ export class InvalidTransitionError extends ConflictError {
     super(`cannot ${action} ${detail}: current status is ${currentStatus}, requested status is ${requestedStatus}`);
   }
 }
-
-/** A record (or claim) is already held by another handler. */
-export class AlreadyClaimedError extends ConflictError {}
 
 export class AuthError extends TidingsError {
   readonly kind = "unauthorized";

@@ -119,7 +119,7 @@ const ChannelView = z.strictObject({
 /**
  * The view the projection bot writes (src/notification/projection.ts,
  * buildViews), served as stored. Strict, so a field the projection starts
- * writing fails the test that parses real views (test/int/api.viewSchema)
+ * writing fails the test that parses real views (test/int/api.shapes.int.test.ts)
  * until it is documented here.
  */
 export const NotificationView = z.strictObject({

@@ -4,9 +4,9 @@ import type { Channel } from "../entities/entity.schemas";
 import { allChannels, channelOf, channelOfStream } from "./channels";
 import { readOperationOutcomes } from "./outcomes";
 import { Streams } from "./streams";
-import { readTrail } from "../streams/trail";
-import type { HandlingState, StreamRecord } from "../streams/interfaces";
-import { findRecords, getLatestById } from "../streams/read";
+import { readTrail, type TrailHandling } from "../streams/trail";
+import type { StreamRecord } from "../streams/interfaces";
+import { findRecords } from "../streams/read";
 import { NotificationAggregate, foldEvents } from "./aggregate";
 import { NotificationRecordTypes } from "./notification.schemas";
 
@@ -99,8 +99,9 @@ interface OperationHandling {
 const SETTLED = ["Completed", "Failed", "ArchivedAfterFailure", "DisabledForRecord"];
 
 /** When a waiting operation's next attempt is due: a retry (or a deferral) scheduled by its last failure. */
-function retryAt(handling: HandlingState): Date | null {
-  if (handling.status !== "AvailableAfterFailure" && handling.status !== "AvailableAfterSelfCancellation") return null;
+function retryAt(handling: TrailHandling): Date | null {
+  // The stored status: a stream switched off for the concern does not cancel the retry it has scheduled.
+  if (handling.storedStatus !== "AvailableAfterFailure" && handling.storedStatus !== "AvailableAfterSelfCancellation") return null;
   const retryInMs = (handling.lastDetails as { retryInMs?: number } | null)?.retryInMs;
   return retryInMs === undefined || handling.updatedAt === null ? null : new Date(handling.updatedAt.getTime() + retryInMs);
 }
@@ -215,5 +216,3 @@ export async function latestViewsJson(db: Executor, ids: readonly string[]): Pro
 export async function latestViewJson(db: Executor, id: string): Promise<string | null> {
   return (await latestViewsJson(db, [id])).get(id) ?? null;
 }
-
-export { getLatestById };

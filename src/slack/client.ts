@@ -5,7 +5,6 @@ import { ExternalError } from "../errors/errors";
 import type { Logger } from "../logging/logger";
 import { TIDINGS_EVENT_TYPE, buildPostMessageArgs } from "./format";
 
-export { buildPostMessageArgs, escapeSlackText, sanitizeSlackMrkdwn } from "./format";
 import type { SlackMessageParts } from "./format";
 
 /** A message to post (format.ts builds the Web API's arguments from it). */

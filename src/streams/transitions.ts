@@ -15,7 +15,7 @@ export const AVAILABLE_STATUSES = [
 
 export type HandlingAction = "claim" | "complete" | "fail" | "self_cancel" | "cancel" | "reset_failed" | "archive_failure" | "reset_completed" | "disable_for_record";
 
-/** Every status a record's own handling row can hold: all but the two disabled ones. */
+/** The statuses a record can be disabled from (disable_for_record): every one but the two disabled ones. */
 const RECORD_STATUSES: readonly HandlingStatus[] = HANDLING_STATUSES.filter((s) => s !== "DisabledForRecord" && s !== "DisabledForStream");
 
 export const TRANSITIONS: Record<HandlingAction, { from: readonly HandlingStatus[]; to: HandlingStatus }> = {

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { sql } from "kysely";
-import { createDb, createPool, type Db } from "../../src/db/database";
+import { createDb, createPool, type Db, type Executor } from "../../src/db/database";
 
 export interface TestDatabase {
   name: string;
@@ -140,7 +140,7 @@ export async function declareTestStream(
  * a superuser migrates) and makes the service a member, then the owner
  * declares it.
  */
-export async function declareTestActor(ownerTx: Db, actor: string): Promise<void> {
+export async function declareTestActor(ownerTx: Executor, actor: string): Promise<void> {
   const exists = await sql<{ n: number }>`select count(*)::int as n from tidings.actors where name = ${actor}`.execute(ownerTx);
   if (exists.rows[0]!.n > 0) return;
   const role = `tidings_${actor}`;
@@ -163,7 +163,7 @@ export async function declareTestActor(ownerTx: Db, actor: string): Promise<void
  * Run `fn` as tidings_owner, as migrations run: what it creates belongs to
  * the owner, so the engine's security-definer functions can reach it.
  */
-export async function asOwner<T>(admin: Db, fn: (tx: Db) => Promise<T>): Promise<T> {
+export async function asOwner<T>(admin: Db, fn: (tx: Executor) => Promise<T>): Promise<T> {
   return admin.transaction().execute(async (tx) => {
     await sql`set local role tidings_owner`.execute(tx);
     return fn(tx);

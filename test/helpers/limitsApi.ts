@@ -81,7 +81,7 @@ export function countingDb(pool: pg.Pool): { db: Db; statements: string[]; count
     log: (event) => {
       statements.push(event.query.sql);
     },
-  });
+  }) as Db;
   return { db, statements, count: (pattern) => statements.filter((s) => pattern.test(s)).length };
 }
 

@@ -2,11 +2,13 @@
  * One way to act as a role: `inTransaction(db, actor, fn)` opens a
  * transaction acting as the actor, `asActor(tx, actor, fn)` switches inside
  * one and switches back. A transaction (Tx) is a type of its own that only
- * inTransaction makes: the pool cannot be passed where one is needed (tsc
- * checks the @ts-expect-error below; the test fails to compile otherwise).
+ * inTransaction makes: the pool cannot be passed where one is needed, nor a
+ * transaction where the pool is (tsc checks the @ts-expect-error lines
+ * below; the test fails to compile otherwise).
  */
 import { sql } from "kysely";
 import { asActor, inTransaction, type Db, type Tx } from "../../src/db/database";
+import { putEntity } from "../../src/entities/entity.repository";
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
 
 let t: TestDatabase;
@@ -23,6 +25,12 @@ const currentUser = async (tx: Tx) => (await sql<{ u: string }>`select current_u
 export function poolIsNotATransaction(db: Db): Promise<unknown> {
   // @ts-expect-error a pool is not an open transaction
   return asActor(db, "reader", async () => undefined);
+}
+
+/** Only compiled, never run: nor is a transaction a pool (putEntity's own BEGIN and COMMIT would end the caller's transaction). */
+export function transactionIsNotAPool(tx: Tx): Promise<unknown> {
+  // @ts-expect-error a transaction is not a pool
+  return putEntity(tx, "ada", { kind: "user", name: "Ada", email: null, slack: null, preferences: { channels: [], optedOut: [], delivery: "all" } }, "test");
 }
 
 describe("acting as a role", () => {
