@@ -335,6 +335,12 @@ $$;
 -- The note names streams and positions only; what is queued comes from the
 -- rows this transaction wrote and the declared consumers, so a hand-written
 -- note cannot forge a job.
+--
+-- Every job tidings queues has the key '<task>:<position>' (graphile-worker's
+-- job_key): at most one job waits per record and concern (queueing again
+-- replaces a waiting one; a running one keeps running and the new one waits
+-- after it), and the handling sweep finds a record's job by its key through
+-- graphile-worker's public jobs view.
 create function tidings.tg_flush_outbox() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -360,7 +366,7 @@ begin
                  json_build_object('stream', $1, 'position', n.position, 'id', n.id),
                  null,
                  case when c.run_at_field is not null then (n.payload->>c.run_at_field)::timestamptz end,
-                 null, null, null, null
+                 null, c.task_identifier || ':' || n.position, null, null
                )::graphile_worker.job_spec order by n.position),
                max(n.position)
           from %s n
@@ -1012,7 +1018,7 @@ begin
   end if;
   execute format($q$
     select array_agg(row($2, json_build_object('stream', $3, 'position', position, 'id', id),
-                         null, $4, null, null, null, null)::graphile_worker.job_spec order by position)
+                         null, $4, null, $2 || ':' || position, null, null)::graphile_worker.job_spec order by position)
     from %s where position = any ($1)$q$, tidings.stream_table(p_stream))
     into specs using p_positions, task, p_stream, p_run_at;
   if coalesce(array_length(specs, 1), 0) <> coalesce(array_length(p_positions, 1), 0) then
@@ -1087,12 +1093,7 @@ begin
         select m.* from candidate m
         where (m.status is null or m.status = any ($8::tidings.handling_status[]))
           and not exists (
-            -- graphile-worker's public jobs view does not show payloads: the
-            -- one read of its private tables, for the sweep only (not on any
-            -- request's path).
-            select 1 from graphile_worker._private_jobs j
-            join graphile_worker._private_tasks t on t.id = j.task_id
-            where t.identifier = $7 and (j.payload->>'position')::bigint = m.position)
+            select 1 from graphile_worker.jobs j where j.key = $7 || ':' || m.position)
       ), first_unsettled as (
         select u.feed_key, u.position from candidate u where u.unsettled order by u.feed_key, u.position limit 1
       ), passed as (
@@ -1104,7 +1105,7 @@ begin
       select (select count(*)::int from candidate),
              (select array_agg(row($7, json_build_object('stream', $9, 'position', m.position, 'id', m.id), null,
                                    case when $10::text is not null then (m.payload->>$10)::timestamptz end,
-                                   null, null, null, null)::graphile_worker.job_spec order by m.position) from missing m),
+                                   null, $7 || ':' || m.position, null, null)::graphile_worker.job_spec order by m.position) from missing m),
              (select p.feed_key from passed p),
              (select p.position from passed p)
       $q$, tidings.stream_table(c.stream), tidings.stream_table(c.stream, '__handling'))

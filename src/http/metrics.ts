@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { HandledInfo } from "../bots/bot";
 import type { Db } from "../db/database";
-import { Streams } from "../notification/streams";
+import { allChannels } from "../notification/channels";
 
 /**
  * Prometheus metrics. Counters and the latency histogram are kept by this
@@ -31,10 +31,7 @@ export interface TidingsMetrics {
   contentType: string;
 }
 
-const CHANNEL_OF_STREAM: Record<string, "email" | "slack"> = {
-  [Streams.emailOperations]: "email",
-  [Streams.slackOperations]: "slack",
-};
+const CHANNEL_OF_STREAM: Record<string, string> = Object.fromEntries(allChannels.map((c) => [c.streams.operations, c.name]));
 
 export function createMetrics(options: { defaultMetrics?: boolean; databaseRefreshMs?: number } = {}): TidingsMetrics {
   // 0 (the default for tests and tools): every scrape refreshes, concurrent ones still share; npm start passes METRICS_REFRESH_MS.
@@ -53,7 +50,7 @@ export function createMetrics(options: { defaultMetrics?: boolean; databaseRefre
     labelNames: ["channel", "outcome"] as const,
     registers: [registry],
   });
-  for (const channel of ["email", "slack"]) for (const outcome of ["sent", "failed"]) sends.labels(channel, outcome).inc(0);
+  for (const { name } of allChannels) for (const outcome of ["sent", "failed"]) sends.labels(name, outcome).inc(0);
   const handling = new Histogram({
     name: "tidings_job_handling_seconds",
     help: "How long each job of this process's workers took, by task and how it ended.",

@@ -1,6 +1,7 @@
 import type { CatchUpBot } from "../bots/bot";
 import { append } from "../streams/append";
 import type { NewRecord, StreamRecord } from "../streams/interfaces";
+import { allChannels } from "./channels";
 import { Streams } from "./streams";
 import { canonicalJson } from "../util/json";
 import { NotificationAggregate } from "./aggregate";
@@ -25,7 +26,7 @@ export function createProjectionBot(): CatchUpBot<NotificationDeps> {
     checkpoint: PROJECTION_CHECKPOINT,
     concern: "projection_bot",
     actor: "projection_bot",
-    streams: [Streams.notificationEvents, Streams.emailEvents, Streams.slackEvents],
+    streams: [Streams.notificationEvents, ...allChannels.map((c) => c.streams.events)],
     batchSize: 500,
     async handleBatch({ tx, records, deps }) {
       // The newest record of each notification is what its view was refreshed for.
