@@ -8,17 +8,7 @@ import { claim, claimManyWithRecords, completeMany, countActions, getHistory, qu
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
 import { BatchQueue, type BatchItem } from "./batch";
-import {
-  taskIdentifier,
-  type Bot,
-  type BotRuntime,
-  type ExternalBot,
-  type HandledOutcome,
-  type HandlerContext,
-  type HandlerOutcome,
-  type PreviousAttempt,
-  type TransactionalBot,
-} from "./bot";
+import { taskIdentifier, type Bot, type BotRuntime, type ExternalBot, type HandledOutcome, type HandlerContext, type PreviousAttempt, type TransactionalBot } from "./bot";
 
 /**
  * The bot runner: one pipeline for every job. A job is a batch of one; jobs
@@ -267,13 +257,15 @@ class Pipeline<TDeps> {
     return null;
   }
 
-  private async selfCancel(tx: Tx, position: number, outcome: Exclude<HandlerOutcome, void>): Promise<void> {
+  /** Put a record back to be handled again after `retryInMs` (a handler's own request, or the other side's Retry-After): not a failure. */
+  private async selfCancel(tx: Tx, position: number, why: { reason: string; retryInMs: number; error?: string; details?: Record<string, unknown> }): Promise<void> {
     await transition(tx, { ...this.target, position }, "self_cancel", {
       actor: this.bot.actor,
-      reason: outcome.reason,
-      details: { retryInMs: outcome.retryAfterMs },
+      reason: why.reason,
+      ...(why.error !== undefined ? { error: why.error } : {}),
+      details: { retryInMs: why.retryInMs, ...why.details },
     });
-    await queueHandling(tx, this.bot.stream, this.bot.concern, [position], outcome.retryAfterMs);
+    await queueHandling(tx, this.bot.stream, this.bot.concern, [position], why.retryInMs);
   }
 
   /**
@@ -298,7 +290,7 @@ class Pipeline<TDeps> {
         for (const c of toHandle) {
           const outcome = await bot.handle(this.context(tx, c, c.parsed, now));
           if (!outcome) continue;
-          await this.selfCancel(tx, c.record.position, outcome);
+          await this.selfCancel(tx, c.record.position, { reason: outcome.reason, retryInMs: outcome.retryAfterMs });
           selfCancelled.add(c.item);
         }
       }
@@ -454,13 +446,7 @@ class Pipeline<TDeps> {
       const deferrals = await countActions(tx, target, "self_cancel");
       if (deferrals < MAX_DEFERRALS) {
         const delay = Math.min(Math.max(retryAfterMs, 1), retryMaxMs);
-        await transition(tx, target, "self_cancel", {
-          actor: bot.actor,
-          reason: `asked to retry after ${delay} ms: ${message}`,
-          error: message,
-          details: { retryInMs: delay, ...externalDetails },
-        });
-        await queueHandling(tx, bot.stream, bot.concern, [target.position], delay);
+        await this.selfCancel(tx, target.position, { reason: `asked to retry after ${delay} ms: ${message}`, retryInMs: delay, error: message, details: externalDetails });
         logger.info({ err: error, delay }, "deferred at the other side's request");
         return "deferred";
       }
