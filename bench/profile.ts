@@ -19,7 +19,19 @@ import { startSmtpServer } from "../test/helpers/smtpServer";
 import { openBenchDatabase } from "./lib/database";
 import { benchEntity, completedCount, startWorkers, waitForWorkers } from "./lib/endToEnd";
 import { enqueueNotification } from "../src/notification/enqueue";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { sleep } from "./lib/stats";
+
+/** CPU time (user + system, ms) these processes have used so far, from /proc (Linux). */
+function cpuMs(pids: readonly number[]): number {
+  const ticksPerSecond = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+  return pids.reduce((sum, pid) => {
+    // Fields 14 and 15 (utime, stime) follow the command name, which is in parentheses and may hold spaces.
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(")").at(-1)!.trim().split(" ");
+    return sum + ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond;
+  }, 0);
+}
 
 const COUNT = Number(process.env.PROFILE_NOTIFICATIONS ?? 2000);
 const WORKERS = Number(process.env.PROFILE_WORKERS ?? 1);
@@ -77,6 +89,7 @@ async function main() {
     const env = { databaseUrl: bench.url, smtpUrl: smtp.url, slackToken: slack.token, slackApiUrl: slack.apiUrl, concurrency: CONCURRENCY };
     const workers = await startWorkers(WORKERS, env);
     await waitForWorkers(bench.adminPool, WORKERS);
+    const cpu0 = cpuMs(workers.pids);
     const t0 = performance.now();
     const offered =
       RATE === null
@@ -105,6 +118,7 @@ async function main() {
     }
     await offered;
     const seconds = (performance.now() - t0) / 1000;
+    const workerCpuMs = cpuMs(workers.pids) - cpu0;
     await workers.stop();
     const jobs = Number(await jobsCreated()) - jobs0;
     const commits = Number(await stat()) - commits0;
@@ -118,6 +132,7 @@ async function main() {
       `statements per notification (top level) ${(Number(statements[0].calls) / COUNT).toFixed(1)}, ` +
         `server execution time per notification ${(Number(statements[0].ms) / COUNT).toFixed(2)} ms\n`,
     );
+    process.stdout.write(`worker CPU time per notification ${(workerCpuMs / COUNT).toFixed(2)} ms (user + system, all worker processes)\n`);
     if (RATE !== null) await stepLatencies(bench.adminPool);
     process.stdout.write(`\nactive backends by wait event (mean over ${samples} samples):\n`);
     for (const [w, n] of [...waits].sort((a, b) => b[1] - a[1]).slice(0, 15)) process.stdout.write(`  ${(n / samples).toFixed(2).padStart(7)}  ${w}\n`);

@@ -29,7 +29,7 @@ export interface WorkerEnv {
  * no MIGRATION_DATABASE_URL (the bench migrated beforehand, as `npm run
  * migrate` does), so each process checks its login and the schema and serves.
  */
-export async function startWorkers(count: number, env: WorkerEnv): Promise<{ stop(): Promise<void> }> {
+export async function startWorkers(count: number, env: WorkerEnv): Promise<{ stop(): Promise<void>; pids: number[] }> {
   const root = path.resolve(__dirname, "../..");
   const children: ChildProcess[] = [];
   await Promise.all(
@@ -71,6 +71,7 @@ export async function startWorkers(count: number, env: WorkerEnv): Promise<{ sto
     }),
   );
   return {
+    pids: children.map((c) => c.pid!),
     async stop() {
       await Promise.all(
         children.map(
