@@ -21,6 +21,7 @@ async function main() {
   const concurrency = Number(env("WORKER_CONCURRENCY"));
   const pool = new pg.Pool({ connectionString: env("DATABASE_URL"), max: concurrency + 10 });
   pool.on("error", (error) => process.stderr.write(`idle connection failed: ${error.message}\n`));
+  pool.on("connect", (client) => client.on("error", (error) => process.stderr.write(`connection failed: ${error.message}\n`)));
   const from = "bench <bench@example.test>";
   const transport = createEmailTransport({ smtpUrl: env("SMTP_URL"), from, sinkDir: "/nonexistent" });
   const poster = createSlackPoster({ token: env("SLACK_BOT_TOKEN"), apiUrl: env("SLACK_API_URL"), sinkFile: "/nonexistent", logger: pino({ level: "silent" }) });

@@ -45,6 +45,7 @@ export async function openMinimalOutbox(serverUrl: string): Promise<MinimalOutbo
   const url = u.toString();
   const pool = new pg.Pool({ connectionString: url, max: 20, application_name: "tidings-bench-minimal" });
   pool.on("error", (error) => process.stderr.write(`idle connection failed: ${error.message}\n`));
+  pool.on("connect", (client) => client.on("error", (error) => process.stderr.write(`connection failed: ${error.message}\n`)));
   await runMigrations({ pgPool: pool, logger: new Logger(() => () => {}) });
   await pool.query(SCHEMA);
   return {
