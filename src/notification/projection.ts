@@ -106,23 +106,18 @@ function retryAt(handling: TrailHandling): Date | null {
   return retryInMs === undefined || handling.updatedAt === null ? null : new Date(handling.updatedAt.getTime() + retryInMs);
 }
 
-/** Everything the views of some notifications need beyond their aggregates: each channel's records with their handling (the engine's readTrail). */
+/**
+ * Everything the views of some notifications need beyond their aggregates:
+ * each channel operation's outcome (notification.operation_outcomes) and its
+ * handling (the engine's readTrail over the operation streams).
+ */
 async function channelProgress(db: Executor, ids: readonly string[]) {
-  const outcomes = await readOperationOutcomes(db, ids);
-  const trail = await readTrail(db, ids, {
-    streams: allChannels.flatMap((c) => [c.streams.operations, c.streams.events]),
-    handlingOf: allChannels.map((c) => c.streams.operations),
-  });
-  const events = new Map<string, StreamRecord[]>();
+  const [outcomes, trail] = await Promise.all([readOperationOutcomes(db, ids), readTrail(db, ids, { streams: allChannels.map((c) => c.streams.operations) })]);
   const ops = new Map<string, OperationHandling>();
   const positions = new Map<string, number>();
   for (const record of trail) {
     const channel = channelOfStream(record.stream)!;
     const key = `${channel.name} ${record.id} ${(record.payload as { operationId?: string }).operationId}`;
-    if (record.stream === channel.streams.events) {
-      events.set(key, [...(events.get(key) ?? []), record]);
-      continue;
-    }
     // The latest operation with this id wins.
     if ((positions.get(key) ?? 0) > record.position) continue;
     positions.set(key, record.position);
@@ -137,7 +132,6 @@ async function channelProgress(db: Executor, ids: readonly string[]) {
     });
   }
   return {
-    events: (channel: string, id: string, operationId: string) => events.get(`${channel} ${id} ${operationId}`) ?? [],
     handling: (channel: string, id: string, operationId: string) => ops.get(`${channel} ${id} ${operationId}`),
     outcome: (id: string, operationId: string) => outcomes.get(id)?.find((o) => o.operationId === operationId),
   };
@@ -150,7 +144,6 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
     const channels: ChannelView[] = [];
     for (const c of aggregate.channels) {
       const channel = channelOf(c.channel);
-      const events = progress.events(c.channel, aggregate.id, c.operationId);
       const handling = progress.handling(c.channel, aggregate.id, c.operationId);
       // The one definition of a send's outcome (notification.operation_outcomes), as the saga decided with it.
       const latest = progress.outcome(aggregate.id, c.operationId);
@@ -175,7 +168,8 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
         channel: c.channel,
         destination: c.destination,
         status,
-        attempts: handling?.attempts ?? events.filter((e) => e.type.endsWith("RequestedEvent")).length,
+        // No handling row: never claimed, so no attempt (a channel's "requested" event is written in the claiming transaction).
+        attempts: handling?.attempts ?? 0,
         lastError: status === "sent" ? null : (c.error ?? handling?.last_error ?? null),
         sentAt: success ? success.recordedAt.toISOString() : null,
         ...(status === "retrying" ? { nextAttemptAt: new Date(handling!.retry_at!).toISOString() } : {}),
