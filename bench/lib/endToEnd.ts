@@ -4,6 +4,7 @@ import type pg from "pg";
 import { inTransaction, type Db } from "../../src/db/database";
 import { putEntity } from "../../src/entities/entity.repository";
 import { enqueueNotification, enqueueNotificationInTransaction } from "../../src/notification/enqueue";
+import { keepBacklog, offerAtRate } from "./load";
 import { percentile, sleep } from "./stats";
 
 const OUTCOMES = [
@@ -136,36 +137,8 @@ const enqueueTogether = (db: Db, n: number) =>
  * measured), `pool` the bench's own for counting.
  */
 export async function sustained(db: Db, pool: pg.Pool, options: { seconds: number; warmupSeconds: number; backlog: number }) {
-  let enqueued = 0;
-  let completed = await completedCount(pool);
-  const base = completed;
-  let stop = false;
-  const enqueuer = (async () => {
-    while (!stop) {
-      if (enqueued - (completed - base) < options.backlog) {
-        await enqueueTogether(db, 20);
-        enqueued += 20;
-      } else await sleep(10);
-    }
-  })();
-  const poller = (async () => {
-    while (!stop) {
-      completed = await completedCount(pool);
-      await sleep(100);
-    }
-  })();
-  await sleep(options.warmupSeconds * 1000);
-  const c0 = await completedCount(pool);
-  const k0 = await commits(pool);
-  const t0 = performance.now();
-  await sleep(options.seconds * 1000);
-  const c1 = await completedCount(pool);
-  const k1 = await commits(pool);
-  const t1 = performance.now();
-  stop = true;
-  await Promise.all([enqueuer, poller]);
-  const done = c1 - c0;
-  return { perSec: (done * 1000) / (t1 - t0), notifications: done, commitsPerNotification: done > 0 ? (k1 - k0) / done : NaN };
+  const r = await keepBacklog({ ...options, batch: 20, enqueue: (n) => enqueueTogether(db, n), done: () => completedCount(pool), during: () => commits(pool) });
+  return { perSec: r.perSec, notifications: r.done, commitsPerNotification: r.done > 0 ? r.duringDelta / r.done : NaN };
 }
 
 /** Wait until every enqueued notification has its outcome (drain before the next measurement). */
@@ -187,20 +160,7 @@ export async function drain(pool: pg.Pool, timeoutMs = 180_000): Promise<void> {
 export async function latencyAtRate(db: Db, pool: pg.Pool, options: { ratePerSec: number; seconds: number }) {
   const { rows: start } = await pool.query("select coalesce(max(position), 0)::bigint as p from notification.client_operations");
   const startPosition = Number(start[0].p);
-  const tickMs = 20;
-  const perTick = (options.ratePerSec * tickMs) / 1000;
-  let owed = 0;
-  const pending: Promise<unknown>[] = [];
-  const began = performance.now();
-  while (performance.now() - began < options.seconds * 1000) {
-    owed += perTick;
-    while (owed >= 1) {
-      pending.push(enqueue(db));
-      owed -= 1;
-    }
-    await sleep(tickMs);
-  }
-  await Promise.all(pending);
+  await offerAtRate(options.ratePerSec, options.seconds, () => enqueue(db));
   await drain(pool);
   const { rows } = await pool.query(
     `select extract(epoch from (o.recorded_at - c.recorded_at)) * 1000 as ms

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import { Logger, runMigrations } from "graphile-worker";
 import pg from "pg";
+import { keepBacklog, offerAtRate } from "./load";
 import { percentile, sleep } from "./stats";
 
 /**
@@ -124,53 +125,15 @@ async function drain(pool: pg.Pool, timeoutMs = 180_000): Promise<void> {
 
 /** Sustained throughput, as tidings's is measured (bench/lib/endToEnd.ts sustained): a backlog kept, 20 per transaction. */
 export async function minimalSustained(pool: pg.Pool, options: { seconds: number; warmupSeconds: number; backlog: number }) {
-  let enqueued = 0;
-  const base = await sentCount(pool);
-  let sent = base;
-  let stop = false;
-  const enqueuer = (async () => {
-    while (!stop) {
-      if (enqueued - (sent - base) < options.backlog) {
-        await enqueue(pool, 20);
-        enqueued += 20;
-      } else await sleep(10);
-    }
-  })();
-  const poller = (async () => {
-    while (!stop) {
-      sent = await sentCount(pool);
-      await sleep(100);
-    }
-  })();
-  await sleep(options.warmupSeconds * 1000);
-  const c0 = await sentCount(pool);
-  const t0 = performance.now();
-  await sleep(options.seconds * 1000);
-  const c1 = await sentCount(pool);
-  const t1 = performance.now();
-  stop = true;
-  await Promise.all([enqueuer, poller]);
+  const r = await keepBacklog({ ...options, batch: 20, enqueue: (n) => enqueue(pool, n), done: () => sentCount(pool) });
   await drain(pool);
-  return { perSec: ((c1 - c0) * 1000) / (t1 - t0), notifications: c1 - c0 };
+  return { perSec: r.perSec, notifications: r.done };
 }
 
 /** Latency at a fixed offered rate, one notification per transaction, as tidings's (enqueue → sent, the database's times). */
 export async function minimalLatencyAtRate(pool: pg.Pool, options: { ratePerSec: number; seconds: number }) {
   const { rows: start } = await pool.query("select coalesce(max(id), 0)::bigint as id from minimal.notifications");
-  const tickMs = 20;
-  const perTick = (options.ratePerSec * tickMs) / 1000;
-  let owed = 0;
-  const pending: Promise<unknown>[] = [];
-  const began = performance.now();
-  while (performance.now() - began < options.seconds * 1000) {
-    owed += perTick;
-    while (owed >= 1) {
-      pending.push(enqueue(pool, 1));
-      owed -= 1;
-    }
-    await sleep(tickMs);
-  }
-  await Promise.all(pending);
+  await offerAtRate(options.ratePerSec, options.seconds, () => enqueue(pool, 1));
   await drain(pool);
   const { rows } = await pool.query("select extract(epoch from (sent_at - created_at)) * 1000 as ms from minimal.notifications where id > $1", [start[0].id]);
   const sorted = rows.map((r) => Number(r.ms)).sort((a, b) => a - b);
