@@ -194,6 +194,8 @@ begin
     order by channel, id, operation_id, attempt desc, (outcome = ''failed'') desc, position desc';
 end;
 $$;
+-- Migrations only (a new channel's).
+revoke execute on function notification.refresh_operation_outcomes() from public;
 select notification.refresh_operation_outcomes();
 comment on view notification.operation_outcomes is
   'Each channel operation''s outcome: from its latest attempt with an outcome event, a failure winning within an attempt (the saga''s rule).';
