@@ -2,45 +2,8 @@ import type { Entity } from "../../src/entities/entity.schemas";
 import { foldEvents } from "../../src/notification/aggregate";
 import { destinationNow, plannedOperations, resendOperationId } from "../../src/notification/resend";
 import { decideSaga } from "../../src/notification/saga";
-import type { StreamRecord } from "../../src/streams/interfaces";
+import { at, event, prepared, requested } from "../helpers/notificationEvents";
 
-let position = 0;
-const at = new Date("2026-11-26T10:00:00.000Z");
-function event(type: string, payload: unknown): StreamRecord {
-  position += 1;
-  return {
-    stream: "notification.events",
-    position,
-    id: "n1",
-    type,
-    payload,
-    tags: {},
-    causedBy: null,
-    recordedAt: new Date(at.getTime() + position * 1000),
-    recordedBy: "x",
-    txId: String(position),
-    feedKey: String(position),
-  };
-}
-const requested = () =>
-  event("SendNotificationRequestedEvent", {
-    entityId: "ada",
-    subject: "Hi",
-    channelsRequested: null,
-    tags: {},
-    clientOperation: { stream: "notification.client_operations", position: 1 },
-  });
-const prepared = () =>
-  event("PreparedToSendOnAllChannelsEvent", {
-    entityId: "ada",
-    entityName: "Ada",
-    entityVersion: 1,
-    skipped: [],
-    prepared: [
-      { channel: "email", operationId: "n1:email", stream: "email.operations", destination: "a@x.test" },
-      { channel: "slack", operationId: "n1:slack", stream: "slack.operations", destination: "#old" },
-    ],
-  });
 const op = (operationId: string, channel: "email" | "slack", ok: boolean) => ({
   operationId,
   channel,
@@ -67,7 +30,7 @@ const ada = (overrides: Partial<Entity> = {}): Entity => ({
 
 describe("resend", () => {
   it("the aggregate: the resent channel stands for its new operation and destination until the new outcome", () => {
-    const resending = foldEvents(null, [requested(), prepared(), slackFailed(), slackResent()])!;
+    const resending = foldEvents(null, [requested(), prepared("#old"), slackFailed(), slackResent()])!;
     expect(resending).toMatchObject({ status: "sending", outcome: null, failureReason: null });
     expect(resending.channels).toEqual([
       { channel: "email", operationId: "n1:email", destination: "a@x.test", outcome: "succeeded", error: null },
@@ -91,7 +54,7 @@ describe("resend", () => {
   });
 
   it("the aggregate: a resend that could send nothing leaves the outcome standing", () => {
-    const s = foldEvents(null, [requested(), prepared(), slackFailed(), resendRequested([], [{ channel: "slack", previousOperationId: "n1:slack", reason: "opted out" }])])!;
+    const s = foldEvents(null, [requested(), prepared("#old"), slackFailed(), resendRequested([], [{ channel: "slack", previousOperationId: "n1:slack", reason: "opted out" }])])!;
     expect(s).toMatchObject({ status: "partially_sent", outcome: { type: "SentOnSomePreparedChannelsEvent" }, failureReason: "slack: channel_not_found" });
     expect(s.resends).toHaveLength(1);
   });
@@ -139,7 +102,7 @@ describe("resend", () => {
   });
 
   it("plans known from the events, and resend operation ids", () => {
-    const plans = plannedOperations([prepared(), slackResent()]);
+    const plans = plannedOperations([prepared("#old"), slackResent()]);
     expect([...plans.keys()]).toEqual(["n1:email", "n1:slack", "n1:slack:resend-1"]);
     expect(plans.get("n1:slack:resend-1")).toEqual({ channel: "slack", operationId: "n1:slack:resend-1", stream: "slack.operations", destination: "#new" });
     expect(resendOperationId("n1", "email", 2)).toBe("n1:email:resend-2");
