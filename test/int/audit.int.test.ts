@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process";
+import { runScript } from "../helpers/scripts";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { sql } from "kysely";
@@ -490,25 +490,7 @@ describe("the tidings_auditor role", () => {
 
 // --- the command line ----------------------------------------------------------------
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(...args: string[]): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ["--import", "tsx", "scripts/audit.ts", ...args],
-      { cwd: ROOT, env: { ...process.env, DATABASE_URL: app.t.url, LOG_LEVEL: "warn" }, timeout: 30_000 },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+const cli = (...args: string[]) => runScript("audit", args, { DATABASE_URL: app.t.url, LOG_LEVEL: "warn" }, 30_000);
 
 describe("npm run audit", () => {
   it("emails --to ... --json prints the rows as JSON", async () => {

@@ -1,5 +1,4 @@
-import { execFile } from "node:child_process";
-import path from "node:path";
+import { runScript } from "../../helpers/scripts";
 import { findStuck, listRecords, runAction, switchStream } from "../../../src/admin/redrive";
 import { inTransaction } from "../../../src/db/database";
 import { NotFoundError, ValidationError } from "../../../src/errors/errors";
@@ -28,7 +27,6 @@ beforeEach(() => {
   app.slack.reset();
 });
 
-const REPO = path.resolve(__dirname, "../../..");
 let entities = 0;
 
 /** A notification to a new entity on email and Slack whose Slack send failed for good (channel_not_found). */
@@ -72,19 +70,7 @@ async function settledView(id: string, status: string) {
 /** When the workflow settles, then the notification's outcome. */
 const settledOutcome = (id: string) => settledThen(app, () => outcomeOf(app, id), `the outcome of notification ${id}`);
 
-function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ["--import", "tsx", "scripts/redrive.ts", ...args],
-      { cwd: REPO, env: { ...process.env, DATABASE_URL: app.t.url, LOG_LEVEL: "warn" }, timeout: 60_000 },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+const runCli = (args: string[]) => runScript("redrive", args, { DATABASE_URL: app.t.url, LOG_LEVEL: "warn" });
 
 describe("redrive", () => {
   it("dry run: reports the would-be change and changes nothing", async () => {

@@ -1,5 +1,4 @@
-import { execFile } from "node:child_process";
-import path from "node:path";
+import { runScript } from "../../helpers/scripts";
 import { resendNotification, runAction, switchStream } from "../../../src/admin/redrive";
 import { ConflictError, NotFoundError, ValidationError } from "../../../src/errors/errors";
 import { enqueueNotification } from "../../../src/notification/enqueue";
@@ -30,7 +29,6 @@ beforeEach(() => {
   app.slack.reset();
 });
 
-const REPO = path.resolve(__dirname, "../../..");
 let entities = 0;
 
 /** A notification on email and Slack to an entity whose Slack channel is #old: email delivered, Slack failed for good. */
@@ -107,19 +105,7 @@ async function settledView(id: string, status: string) {
 /** chat.postMessage calls to a channel, whatever Slack answered. */
 const postAttempts = (channel: string) => app.slack.calls.filter((c) => c.method === "chat.postMessage" && c.args.channel === channel);
 
-function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ["--import", "tsx", "scripts/redrive.ts", ...args],
-      { cwd: REPO, env: { ...process.env, DATABASE_URL: app.t.url, LOG_LEVEL: "warn" }, timeout: 60_000 },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+const runCli = (args: string[]) => runScript("redrive", args, { DATABASE_URL: app.t.url, LOG_LEVEL: "warn" });
 
 describe("resend", () => {
   it("dry run shows #old → #new and writes nothing; executed, it posts to #new with lineage, the view and the audit show it", async () => {
