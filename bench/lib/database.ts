@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
+import { freePort } from "../../test/helpers/net";
 import { createDb, createPool, type Db } from "../../src/db/database";
 import { DEFAULT_SERVICE_LOGIN, prepareDatabase, type ServiceLogin } from "../../src/db/roles";
 
@@ -24,17 +24,6 @@ export interface BenchDatabase {
   superuser: boolean;
   describe: string;
   close(): Promise<void>;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function withDatabase(url: string, name: string): string {
