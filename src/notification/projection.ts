@@ -4,7 +4,7 @@ import type { Channel } from "../entities/entity.schemas";
 import { allChannels, channelOf, channelOfStream } from "./channels";
 import { readOperationOutcomes } from "./outcomes";
 import { Streams } from "./streams";
-import { readTrail, type TrailHandling } from "../streams/trail";
+import { readTrail } from "../streams/trail";
 import type { StreamRecord } from "../streams/interfaces";
 import { findRecords } from "../streams/read";
 import { NotificationAggregate, foldEvents } from "./aggregate";
@@ -98,14 +98,6 @@ interface OperationHandling {
 /** Handling statuses after which no attempt follows unless someone acts. */
 const SETTLED = ["Completed", "Failed", "ArchivedAfterFailure", "DisabledForRecord"];
 
-/** When a waiting operation's next attempt is due: a retry (or a deferral) scheduled by its last failure. */
-function retryAt(handling: TrailHandling): Date | null {
-  // The stored status: a stream switched off for the concern does not cancel the retry it has scheduled.
-  if (handling.storedStatus !== "AvailableAfterFailure" && handling.storedStatus !== "AvailableAfterSelfCancellation") return null;
-  const retryInMs = (handling.lastDetails as { retryInMs?: number } | null)?.retryInMs;
-  return retryInMs === undefined || handling.updatedAt === null ? null : new Date(handling.updatedAt.getTime() + retryInMs);
-}
-
 /**
  * Everything the views of some notifications need beyond their aggregates:
  * each channel operation's outcome (notification.operation_outcomes) and its
@@ -127,7 +119,8 @@ async function channelProgress(db: Executor, ids: readonly string[]) {
       attempts: handled ? handling.attempts : null,
       last_error: handled ? handling.lastError : null,
       status: handled ? handling.status : null,
-      retry_at: handled ? retryAt(handling) : null,
+      // The engine's, from the row: a stream switched off for the concern does not cancel a retry it scheduled.
+      retry_at: handled ? handling.retryAt : null,
       updated_at: handled ? handling.updatedAt : null,
     });
   }

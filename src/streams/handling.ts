@@ -41,7 +41,15 @@ export function toState(stream: string, row: HandlingRow): HandlingState {
     lastError: row.last_error,
     lastDetails: row.last_details,
     updatedAt: row.updated_at,
+    retryAt: retryAtOf(row),
   };
+}
+
+/** A failure or a self-cancellation that scheduled the next attempt (queueHandling with a delay) records the delay as `retryInMs`. */
+function retryAtOf(row: HandlingRow): Date | null {
+  if (row.status !== "AvailableAfterFailure" && row.status !== "AvailableAfterSelfCancellation") return null;
+  const retryInMs = (row.last_details as { retryInMs?: unknown } | null)?.retryInMs;
+  return typeof retryInMs === "number" ? new Date(row.updated_at.getTime() + retryInMs) : null;
 }
 
 export function defaultState(stream: string, position: number, concern: string): HandlingState {
@@ -58,6 +66,7 @@ export function defaultState(stream: string, position: number, concern: string):
     lastError: null,
     lastDetails: null,
     updatedAt: null,
+    retryAt: null,
   };
 }
 

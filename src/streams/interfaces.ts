@@ -94,6 +94,12 @@ export interface HandlingState {
   lastError: string | null;
   lastDetails: unknown;
   updatedAt: Date | null;
+  /**
+   * When the next attempt is due, while the record waits for a retry or a
+   * deferral it was put back for (its last change recorded `retryInMs` in
+   * its details); otherwise null.
+   */
+  retryAt: Date | null;
 }
 
 export interface HandlingHistoryEntry {

@@ -13,8 +13,6 @@ export interface TrailRecord extends StreamRecord {
 }
 
 export interface TrailHandling extends HandlingState {
-  /** The status as its row holds it (`status` reads DisabledForStream while the stream is off for the concern and the record waits). */
-  storedStatus: HandlingState["status"];
   /** Every change of this record's handling for this concern, oldest first (empty unless asked for). */
   history: HandlingHistoryEntry[];
 }
@@ -96,7 +94,7 @@ export async function readTrail(db: Executor, ids: readonly string[], options: T
         const row = handlingOf.get(key(record.stream, record.position, c.concern));
         const state = row ? toState(record.stream, row) : defaultState(record.stream, record.position, c.concern);
         const status = isAvailable(state.status) && isDisabled(record.stream, c.concern) ? ("DisabledForStream" as const) : state.status;
-        return { ...state, status, storedStatus: state.status, history: historyOf.get(key(record.stream, record.position, c.concern)) ?? [] };
+        return { ...state, status, history: historyOf.get(key(record.stream, record.position, c.concern)) ?? [] };
       }),
   }));
 }
