@@ -56,12 +56,15 @@ export async function readTrail(db: Executor, ids: readonly string[], options: T
   const records = rows.map((r) => toRecord(r.stream, r));
 
   const present = [...new Set(records.map((r) => r.stream))];
-  const [consumers, disabled] = await Promise.all([
-    db.selectFrom("tidings.stream_consumers").select(["stream", "concern", "record_types"]).where("stream", "in", present).orderBy("concern").execute(),
-    db.selectFrom("tidings.stream_concern_states").select(["stream", "concern"]).where("disabled", "=", true).execute(),
-  ]);
+  // The consumers of these streams and whether each is switched off, in one query.
+  const { rows: consumers } = await sql<{ stream: string; concern: string; record_types: string[] | null; disabled: boolean }>`
+    select c.stream, c.concern, c.record_types, coalesce(d.disabled, false) as disabled
+    from tidings.stream_consumers c
+    left join tidings.stream_concern_states d on d.stream = c.stream and d.concern = c.concern
+    where c.stream = any(${present}::text[])
+    order by c.concern`.execute(db);
   const handled = (stream: string) => (options.handlingOf ?? present).includes(stream);
-  const isDisabled = (stream: string, concern: string) => disabled.some((d) => d.stream === stream && d.concern === concern);
+  const isDisabled = (stream: string, concern: string) => consumers.some((c) => c.stream === stream && c.concern === concern && c.disabled);
 
   // Handling state (and history): one query each per stream that has consumers and records here.
   const handlingOf = new Map<string, HandlingRow>();
