@@ -10,14 +10,9 @@ import { getLatestByIds } from "../streams/read";
 import { NotificationDelayWatch, NotificationRecordTypes, NotificationSaga, SendOutcomeEvent, type FallbackStep, type OperationOutcome } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
 import { notificationEvent, sagaDeadline } from "./notification.bot";
-import { decideSaga, type ObservedOutcome, type SagaDecision } from "./saga";
+import { decideSaga, type SagaDecision } from "./saga";
 
 const OUTCOME_TYPES = ["SentOnAllPreparedChannelsEvent", "SentOnSomePreparedChannelsEvent", "CouldNotSendOnAnyPreparedChannelEvent"];
-
-/** Every channel operation's outcome of these notifications, by notification id (notification.operation_outcomes). */
-async function observedOutcomes(tx: Tx, ids: readonly string[]): Promise<Map<string, ObservedOutcome[]>> {
-  return readOperationOutcomes(tx, ids);
-}
 
 type Evaluation = SagaDecision & { saga: NotificationSaga };
 
@@ -39,7 +34,7 @@ async function evaluateSagas(tx: Tx, causes: ReadonlyMap<string, StreamRecord>, 
   const [sagas, previous, observed] = await Promise.all([
     getLatestByIds(tx, Streams.notificationSagas, ids, { types: [NotificationRecordTypes.NotificationSaga] }),
     getLatestByIds(tx, Streams.notificationEvents, ids, { types: OUTCOME_TYPES }),
-    observedOutcomes(tx, ids),
+    readOperationOutcomes(tx, ids),
   ]);
   const evaluations = new Map<string, Evaluation>();
   const out = new AppendBuffer();
