@@ -175,6 +175,16 @@ begin
 end;
 $$;
 
+-- Who did it, as histories record it: the session's login and, when it acted
+-- as another role (SET ROLE), that role: 'tidings_app as tidings_email_bot'.
+-- Called from security definer triggers, where current_user is the owner; the
+-- role set with SET ROLE is still current_setting('role').
+create function tidings.session_actor() returns text
+language sql stable set search_path = pg_catalog, pg_temp as $$
+  select session_user::text || case when r is not null and r <> 'none' and r <> session_user::text then ' as ' || r else '' end
+  from (select current_setting('role', true) as r) acting
+$$;
+
 -- A stream switched on or off for a concern: the time is the database's, and
 -- the history row is written by the database itself (nobody writes it by hand).
 create function tidings.tg_stamp_concern_state() returns trigger
@@ -187,13 +197,9 @@ $$;
 
 create function tidings.tg_record_concern_history() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
-declare
-  acting text := current_setting('role', true);
 begin
   insert into tidings.stream_concern_history (stream, concern, disabled, changed_at, changed_by, reason, recorded_by)
-  values (new.stream, new.concern, new.disabled, new.changed_at, new.changed_by, new.reason,
-          session_user::text || case when acting is not null and acting <> 'none' and acting <> session_user::text
-                                     then ' as ' || acting else '' end);
+  values (new.stream, new.concern, new.disabled, new.changed_at, new.changed_by, new.reason, tidings.session_actor());
   return null;
 end;
 $$;
@@ -265,13 +271,9 @@ $$;
 
 -- Every handling change lands in the append-only history, written by the
 -- database itself so no code path can change status without leaving a trace.
--- recorded_by names the session user and the role it acted as: the trigger
--- runs as its owner (security definer), where current_user is the owner; the
--- role set with SET ROLE is current_setting('role').
+-- recorded_by names the session user and the role it acted as (tidings.session_actor).
 create function tidings.tg_record_handling_history() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
-declare
-  acting text := current_setting('role', true);
 begin
   execute format(
     'insert into %I.%I (position, concern, from_status, to_status, action, actor, reason, details, attempt, recorded_by)
@@ -280,8 +282,7 @@ begin
   using new.position, new.concern,
         case when tg_op = 'INSERT' then 'AvailableByDefault'::tidings.handling_status else old.status end,
         new.status, new.last_action, new.last_actor, new.last_reason, new.last_details, new.attempts,
-        session_user::text || case when acting is not null and acting <> 'none' and acting <> session_user::text
-                                   then ' as ' || acting else '' end;
+        tidings.session_actor();
   return null;
 end;
 $$;
