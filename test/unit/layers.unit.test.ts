@@ -17,10 +17,11 @@ const LAYERS: string[][] = [
   ["bots"], // the bot runtime
   ["channels"], // what a channel is
   ["email", "slack"], // the channels
-  ["entities"],
+  ["entities", "templates"], // templates: versioned content rendered at enqueue
   ["notification"],
+  ["webhooks"], // status webhooks: a consumer of the notification streams
   ["auth"],
-  ["http", "admin", "audit"],
+  ["http", "admin", "audit", "maintenance", "console"],
   ["."], // main.ts and composition.ts: the composition root
 ];
 
