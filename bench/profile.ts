@@ -66,6 +66,21 @@ async function stepLatencies(pool: import("pg").Pool): Promise<void> {
   for (const r of rows) process.stdout.write(`  ${r.step.padEnd(40)} ${r.p50} / ${r.p95} / ${r.p99}\n`);
 }
 
+/** Bytes per notification by table (heap + indexes + TOAST, after a VACUUM so dead rows of updated handling state do not count). */
+async function storageByTable(pool: import("pg").Pool, count: number): Promise<void> {
+  await pool.query("vacuum analyze");
+  const { rows } = await pool.query(`
+    select n.nspname || '.' || c.relname as name, pg_table_size(c.oid)::bigint as heap, pg_indexes_size(c.oid)::bigint as indexes, c.reltuples::bigint as rows
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname in ('notification', 'email', 'slack') and c.relkind in ('r', 'p')
+    order by pg_total_relation_size(c.oid) desc`);
+  const total = rows.reduce((sum, r) => sum + Number(r.heap) + Number(r.indexes), 0);
+  const per = (n: unknown, digits = 0) => (Number(n) / count).toFixed(digits);
+  process.stdout.write(`\nbytes per notification by table (after vacuum; total ${per(total)}): heap + indexes, rows per notification\n`);
+  for (const r of rows.slice(0, 20))
+    process.stdout.write(`  ${per(r.heap).padStart(6)} + ${per(r.indexes).padStart(6)}  ${per(Math.max(0, Number(r.rows)), 2).padStart(5)}  ${r.name}\n`);
+}
+
 async function main() {
   if (process.env.DATABASE_URL) throw new Error("bench:profile starts its own embedded PostgreSQL; unset DATABASE_URL");
   const bench = await openBenchDatabase(20, ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all"]);
@@ -134,6 +149,7 @@ async function main() {
     );
     process.stdout.write(`worker CPU time per notification ${(workerCpuMs / COUNT).toFixed(2)} ms (user + system, all worker processes)\n`);
     if (RATE !== null) await stepLatencies(bench.adminPool);
+    await storageByTable(bench.adminPool, COUNT);
     process.stdout.write(`\nactive backends by wait event (mean over ${samples} samples):\n`);
     for (const [w, n] of [...waits].sort((a, b) => b[1] - a[1]).slice(0, 15)) process.stdout.write(`  ${(n / samples).toFixed(2).padStart(7)}  ${w}\n`);
     const { rows } = await bench.adminPool.query(

@@ -298,13 +298,15 @@ $$;
 --
 -- A transaction-local setting, tidings.outbox, keeps the note: a flag
 -- ('D' when some append has not been queued yet, 'C' when all have) and, per
--- stream this transaction appended to, the last position already queued:
--- 'D;notification.events=0;email.operations=0'. A BEFORE statement trigger
--- adds the stream and sets the flag; an AFTER row constraint trigger,
--- deferred to commit, reads back this transaction's rows after each noted
--- position (tx_id, indexed), queues them all with one add_jobs call, moves
--- the positions on and clears the flag (its other calls then return at
--- once). Under SET CONSTRAINTS ALL IMMEDIATE the same trigger runs at the end
+-- stream this transaction appended to, the position after which its rows
+-- are still to be queued: 'D;notification.events=41;email.operations=7'. A
+-- BEFORE statement trigger adds the stream with the last position its
+-- sequence had handed out to anyone (every row this transaction appends
+-- later has a greater one) and sets the flag; an AFTER row constraint
+-- trigger, deferred to commit, reads back this transaction's rows after each
+-- noted position (a primary-key range, filtered by tx_id: no index of its
+-- own), queues them all with one add_jobs call, moves the positions on and
+-- clears the flag (its other calls then return at once). Under SET CONSTRAINTS ALL IMMEDIATE the same trigger runs at the end
 -- of each statement and queues that statement's rows. A rollback, or a
 -- rollback to a savepoint, takes the note back with the rows (and with any
 -- jobs queued meanwhile). Still one transaction: a commit queues the jobs of
@@ -326,7 +328,9 @@ begin
     if not exists (select 1 from tidings.stream_consumers c where c.stream = stream_name) then
       return null;
     end if;
-    note := note || ';' || stream_name || '=0';
+    -- Identity sequences hand out increasing values (cache 1), whoever asks.
+    note := note || ';' || stream_name || '='
+      || coalesce(pg_sequence_last_value(pg_get_serial_sequence(tidings.stream_table(stream_name), 'position')::regclass), 0);
   end if;
   perform set_config('tidings.outbox', 'D' || substr(note, 2), true);
   return null;
@@ -654,7 +658,7 @@ begin
       caused_by_stream text,
       caused_by_position bigint,
       recorded_at timestamptz not null default now(),
-      recorded_by name not null default current_user,
+      recorded_by text not null default current_user,
       tx_id xid8 not null default pg_current_xact_id(),
       -- The gap-safe read order (feed_horizon): set by trigger stamp_record.
       feed_key xid8 not null default pg_current_xact_id(),
@@ -663,8 +667,8 @@ begin
   execute format('comment on table %I.%I is %L', sch, tbl, p_description);
   perform tidings.constrain_record_types(p_name);
   execute format('create index on %I.%I (id, position)', sch, tbl);
-  -- The outbox finds a transaction's rows by tx_id; readers go in (feed_key, position) order.
-  execute format('create index on %I.%I (tx_id, position)', sch, tbl);
+  -- Readers go in (feed_key, position) order. (The outbox finds a transaction's
+  -- rows by a range of positions: tx_id needs no index.)
   execute format('create index on %I.%I (feed_key, position)', sch, tbl);
   execute format('create trigger stamp_record before insert on %I.%I
                   for each row execute function tidings.tg_stamp_record()', sch, tbl);

@@ -28,7 +28,7 @@ export interface NotificationSettings {
   retrySchedules?: Partial<Record<Channel, readonly number[]>>;
   internalTeamEmail: string;
   internalTeamSlackChannel?: string;
-  /** Write a snapshot every N notification events (and at terminal states). */
+  /** Write a snapshot every N notification events. */
   snapshotEvery: number;
   /** Alert the internal team also when a notification is not sent because its entity has no channel to use. */
   alertOnNotSent?: boolean;

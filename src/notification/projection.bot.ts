@@ -15,7 +15,7 @@ export const PROJECTION_CHECKPOINT = "notification_views";
 /**
  * Follows the notifications' own events and their channels' events from a
  * checkpoint; for every notification a batch touches, appends its UI view
- * when it changed, and a snapshot at the terminal state and every N events.
+ * when it changed, and a snapshot every N events.
  * Set-based: a batch of any size costs the same handful of queries, so under
  * load one refresh covers many changes of many notifications. One process at
  * a time runs it, so views of one notification are written in order.
@@ -55,11 +55,12 @@ export function createProjectionBot(): CatchUpBot<NotificationDeps> {
         if (before === undefined || canonicalJson(JSON.parse(before)) !== canonicalJson(view)) {
           newViews.push({ id: aggregate.id, type: NotificationRecordTypes.NotificationView, payload: view, causedBy });
         }
-        // Snapshots: at the terminal state, and whenever N events piled up since the last one.
+        // Snapshots whenever N events piled up since the last one: they shorten a long fold. Most
+        // notifications end after three or four events, cheaper to fold than a snapshot is to store
+        // (it was a tenth of the bytes per notification; docs/performance.md), so they get none.
         const snapshot = loaded.get(aggregate.id)!.snapshot;
         const sinceSnapshot = aggregate.eventCount - (snapshot?.aggregate.eventCount ?? 0);
-        const reachedTerminal = aggregate.outcome !== null && !snapshot?.aggregate.outcome;
-        if (sinceSnapshot > 0 && (reachedTerminal || sinceSnapshot >= deps.notification.snapshotEvery)) {
+        if (sinceSnapshot >= deps.notification.snapshotEvery) {
           newSnapshots.push({
             id: aggregate.id,
             type: NotificationRecordTypes.NotificationSnapshot,
