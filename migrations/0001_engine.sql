@@ -378,7 +378,12 @@ begin
           join tidings.stream_consumers c
             on c.stream = $1
            and (c.record_types is null or n.type = any (c.record_types))
-         where n.tx_id = pg_current_xact_id() and n.position > $2$q$, tidings.stream_table(stream_name))
+         where n.tx_id = pg_current_xact_id() and n.position > $2
+           -- Handled for the concern in this very transaction (a bot that
+           -- follows inline, src/bots/runner.ts): no job left to do.
+           and not exists (select 1 from %s h
+                           where h.position = n.position and h.concern = c.concern and h.status = 'Completed')$q$,
+        tidings.stream_table(stream_name), tidings.stream_table(stream_name, '__handling'))
         into more, newest
         using stream_name, queued_upto;
       specs := specs || coalesce(more, '{}');

@@ -6,6 +6,7 @@ import { DatabaseSetupError } from "./db/migrate";
 import { takeOverShutdownSignals } from "./db/embedded";
 import { startWorker, type TidingsWorker } from "./bots/worker";
 import { createApp } from "./http/app";
+import { listen } from "./http/server";
 import { announce } from "./logging/announce";
 import { createLogger } from "./logging/logger";
 import { allBots, createBotDeps } from "./composition";
@@ -129,31 +130,6 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGHUP", () => void shutdown("SIGHUP"));
-}
-
-/** What an operator can do about each listen failure. */
-const LISTEN_FAILURES: Record<string, string> = {
-  EADDRINUSE: "address already in use (another process listens there: stop it, or set PORT)",
-  EACCES: "permission denied (ports below 1024 need privileges: set PORT to 1024 or above)",
-  EADDRNOTAVAIL: "address not available (HOST is not an address of this machine)",
-  ENOTFOUND: "no such host (set HOST to an address or a name that resolves)",
-  EAI_AGAIN: "the host name could not be resolved now (set HOST to an address)",
-};
-
-/**
- * Listen, or fail with one line naming the address. Express 5 hands a listen
- * error to the callback, where it is easy to take for success.
- */
-function listen(app: ReturnType<typeof createApp>, host: string, port: number): Promise<Server> {
-  return new Promise<Server>((resolve, reject) => {
-    const server = app.listen(port, host, (error?: Error) => {
-      if (!error) return resolve(server);
-      const code = (error as NodeJS.ErrnoException).code ?? "";
-      const reason = LISTEN_FAILURES[code] ?? error.message;
-      const address = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-      reject(new ExternalError(`cannot listen on ${address}: ${reason}`, false, { code }, undefined, { cause: error }));
-    });
-  });
 }
 
 main().catch((error) => {

@@ -74,6 +74,19 @@ export interface TransactionalBot<TDeps> extends BotBase {
    * complete together; a bot that may self-cancel a record keeps to handle().
    */
   handleBatch?(ctx: BatchHandlerContext<TDeps>): Promise<void>;
+  /**
+   * Also handle these record types in the transaction that records a send's
+   * success on this bot's stream (an external bot of the same worker
+   * process appending them): the same claim, handleBatch and completion, as
+   * this bot's own actor, inside a savepoint, with no job, no fetch and no
+   * commit of their own. A record handled so gets no job (the outbox skips
+   * records completed for a concern in their own transaction); if the
+   * inline handling fails, it rolls back alone and the record's job is
+   * queued as usual. The types must be among those the consumer is declared
+   * for in SQL. For followers whose work is short and whose delay matters:
+   * a saga waiting for the outcome of a send.
+   */
+  followsInline?: { recordTypes: readonly string[] };
 }
 
 export interface BatchHandlerContext<TDeps> {

@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import { databaseNow, inTransaction, type Tx } from "../db/database";
+import { databaseNow, inSavepoint, inTransaction } from "../db/database";
 import type { Logger } from "../logging/logger";
 import type { StreamRecord } from "../streams/interfaces";
 import { decodeCursor, encodeCursor, FEED_START, feedHorizon, nudgeHorizon, readAfter, type FeedCursor } from "../streams/read";
@@ -47,7 +47,7 @@ export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<
     if (records.length === 0) return 0;
     const logger = rt.logger.child({ checkpoint: bot.checkpoint });
     const now = rt.clock?.() ?? (await databaseNow(tx));
-    const handle = (batch: StreamRecord[]) => savepoint(tx, () => bot.handleBatch({ tx, records: batch, deps: rt.deps, logger, now }));
+    const handle = (batch: StreamRecord[]) => inSavepoint(tx, "catch_up", () => bot.handleBatch({ tx, records: batch, deps: rt.deps, logger, now }));
     try {
       await handle(records);
     } catch (error) {
@@ -119,19 +119,6 @@ export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps
       await loop;
     },
   };
-}
-
-/** Run fn inside a savepoint: on failure, the transaction goes on without what fn did. */
-async function savepoint<T>(tx: Tx, fn: () => Promise<T>): Promise<T> {
-  await sql`savepoint catch_up`.execute(tx);
-  try {
-    const result = await fn();
-    await sql`release savepoint catch_up`.execute(tx);
-    return result;
-  } catch (error) {
-    await sql`rollback to savepoint catch_up`.execute(tx);
-    throw error;
-  }
 }
 
 /** An error of the bot's own code on some record, not of the database (those carry a SQLSTATE). */

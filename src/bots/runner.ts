@@ -1,6 +1,6 @@
 import type { JobHelpers, Task } from "graphile-worker";
 import { ZodError } from "zod";
-import { databaseNow, inTransaction, type Tx } from "../db/database";
+import { asActor, databaseNow, inSavepoint, inTransaction, type Tx } from "../db/database";
 import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationError, coerceError } from "../errors/errors";
 import type { Logger } from "../logging/logger";
 import { AppendBuffer } from "../streams/append";
@@ -103,16 +103,19 @@ class CutShortError extends Error {
   }
 }
 
-/** Turn a bot into a graphile-worker task. */
-export function createTask<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>): Task {
+/**
+ * Turn a bot into a graphile-worker task. `followers`: the bots of the same
+ * process that follow this bot's appends inline (TransactionalBot.followsInline).
+ */
+export function createTask<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>, followers: readonly TransactionalBot<TDeps>[] = []): Task {
   const parallel = bot.kind === "transactional" ? BATCHES_IN_PARALLEL : SEND_BATCHES_IN_PARALLEL;
-  const batches = bot.batch ? new BatchQueue(bot.batch.maxSize, parallel, (items) => handleBatch(bot, rt, items)) : null;
+  const batches = bot.batch ? new BatchQueue(bot.batch.maxSize, parallel, (items) => handleBatch(bot, rt, items, followers)) : null;
   return async (payload: unknown, helpers: JobHelpers) => {
     const item: BatchItem = { position: parseJobPayload(payload, bot), jobTag: `job ${helpers.job.id}` };
     const started = performance.now();
     let outcome: HandledOutcome = "error";
     try {
-      outcome = batches ? await batches.submit(item) : (await handleBatch(bot, rt, [item])).get(item)!;
+      outcome = batches ? await batches.submit(item) : (await handleBatch(bot, rt, [item], followers)).get(item)!;
     } finally {
       rt.onHandled?.({
         task: taskIdentifier(bot),
@@ -134,8 +137,22 @@ export type BatchOutcomes = Map<BatchItem, HandledOutcome>;
  * Handle a batch of jobs of one bot: the runner's pipeline (see the top of
  * this file). Exported so tests can run a bot without workers.
  */
-export async function handleBatch<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>, items: readonly BatchItem[]): Promise<BatchOutcomes> {
-  return new Pipeline(bot, rt).run(items, false);
+export async function handleBatch<TDeps>(
+  bot: Bot<TDeps>,
+  rt: BotRuntime<TDeps>,
+  items: readonly BatchItem[],
+  followers: readonly TransactionalBot<TDeps>[] = [],
+): Promise<BatchOutcomes> {
+  return new Pipeline(bot, rt, followers).run(items, false);
+}
+
+/** The bots among these that may follow what `appender` appends, inline: set-based followers (of whatever streams it appends to). */
+export function inlineFollowersOf<TDeps>(appender: Bot<TDeps>, bots: readonly unknown[]): TransactionalBot<TDeps>[] {
+  if (appender.kind !== "external") return [];
+  return bots.filter(
+    (b): b is TransactionalBot<TDeps> =>
+      (b as Bot<TDeps>).kind === "transactional" && (b as TransactionalBot<TDeps>).followsInline !== undefined && (b as TransactionalBot<TDeps>).handleBatch !== undefined,
+  );
 }
 
 /** A failure of an external batch before any send: its claims rolled back, so it may be handled again or recorded. */
@@ -159,6 +176,7 @@ class Pipeline<TDeps> {
   constructor(
     private readonly bot: Bot<TDeps>,
     private readonly rt: BotRuntime<TDeps>,
+    private readonly followers: readonly TransactionalBot<TDeps>[] = [],
   ) {
     this.target = { stream: bot.stream, concern: bot.concern };
     this.logger = rt.logger.child({ task: taskIdentifier(bot) });
@@ -348,13 +366,14 @@ class Pipeline<TDeps> {
           const out = new AppendBuffer();
           const now = await this.now(tx);
           for (const s of group) await bot.succeeded({ ...this.context(tx, s, s.record, now, out), result: s.result });
-          await out.flush(tx);
+          const appended = await out.flush(tx);
           await completeMany(
             tx,
             this.target,
             group.map((s) => s.record.position),
             bot.actor,
           );
+          await this.followInline(tx, appended, now);
         });
       try {
         await recordAll(successes);
@@ -369,6 +388,50 @@ class Pipeline<TDeps> {
       outcomes.set(s.item, await this.afterSend((tx) => this.recordFailure(tx, s, s.error, s.record)));
     }
     return outcomes;
+  }
+
+  /**
+   * The followers of this stream handle what this transaction just appended
+   * (a send's success events), each as its own actor in a savepoint: the
+   * same claim, handleBatch and completion their jobs would run, committed
+   * with the records, so the saga hears of a send without another job,
+   * fetch and commit. A follower that fails rolls back alone; the outbox then
+   * queues the records' jobs as usual.
+   */
+  private async followInline(tx: Tx, appended: ReadonlyArray<{ stream: string; position: number; type: string }>, now: Date): Promise<void> {
+    for (const follower of this.followers) {
+      const types = follower.followsInline!.recordTypes;
+      const positions = appended.filter((r) => r.stream === follower.stream && types.includes(r.type)).map((r) => r.position);
+      if (positions.length === 0) continue;
+      const target = { stream: follower.stream, concern: follower.concern };
+      const started = performance.now();
+      try {
+        await inSavepoint(tx, "follow_inline", () =>
+          asActor(tx, follower.actor, async () => {
+            const by = `inline after ${taskIdentifier(this.bot)}`;
+            const claimed = await claimManyWithRecords(
+              tx,
+              target,
+              positions.map((position) => ({ position, claimedBy: by })),
+              follower.actor,
+            );
+            const records = claimed.map((c) => parseRecord(follower, c.record)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.position - b.position));
+            await follower.handleBatch!({ tx, records, deps: this.rt.deps, logger: this.logger, now });
+            await completeMany(
+              tx,
+              target,
+              claimed.map((c) => c.record.position),
+              follower.actor,
+            );
+          }),
+        );
+      } catch (error) {
+        this.logger.warn({ err: error, follower: taskIdentifier(follower), positions }, "inline handling failed; the records' jobs are queued as usual");
+        continue;
+      }
+      const durationMs = performance.now() - started;
+      for (const _ of positions) this.rt.onHandled?.({ task: taskIdentifier(follower), stream: follower.stream, concern: follower.concern, outcome: "completed", durationMs });
+    }
   }
 
   /** The send, racing the worker's stop: when the shutdown grace is over, it is abandoned at once. */

@@ -6,7 +6,7 @@ import { sql } from "kysely";
 import type pg from "pg";
 import type { Db } from "../db/database";
 import type { Logger } from "../logging/logger";
-import { createTask } from "./runner";
+import { createTask, inlineFollowersOf } from "./runner";
 import { taskIdentifier, type AnyBot, type BotRuntime, type CatchUpBot } from "./bot";
 import { startCatchUp } from "./catchUp";
 import { sweepHandling } from "../streams/handling";
@@ -103,7 +103,7 @@ export async function startWorker<TDeps>(options: {
   const catchUps: CatchUpBot<TDeps>[] = [];
   for (const bot of bots) {
     if (bot.kind === "catch-up") catchUps.push(bot);
-    else taskList[taskIdentifier(bot)] = createTask(bot, runtime);
+    else taskList[taskIdentifier(bot)] = createTask(bot, runtime, inlineFollowersOf(bot, bots));
   }
 
   const processId = randomUUID();

@@ -145,6 +145,23 @@ export async function inTransaction<T>(db: Db, actor: string | null, fn: (tx: Tx
 }
 
 /**
+ * Run `fn` inside a savepoint of this transaction: if it throws, what it did
+ * (its writes, a role it switched to, locks it took) is rolled back and the
+ * transaction goes on as before it.
+ */
+export async function inSavepoint<T>(tx: Tx, name: string, fn: () => Promise<T>): Promise<T> {
+  await sql.raw(`savepoint ${name}`).execute(tx);
+  try {
+    const result = await fn();
+    await sql.raw(`release savepoint ${name}`).execute(tx);
+    return result;
+  } catch (error) {
+    await sql.raw(`rollback to savepoint ${name}`).execute(tx);
+    throw error;
+  }
+}
+
+/**
  * The database's clock (the transaction's start). Deadlines and the times
  * jobs run are the database's, so every process agrees whatever its own clock.
  */

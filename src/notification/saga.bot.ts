@@ -135,11 +135,14 @@ async function watchForDelay(tx: Tx, record: StreamRecord, now: Date, settings: 
 }
 
 /** A channel outcome event: re-evaluate the saga that awaits it. */
-function createSagaOutcomeBot(stream: string): TransactionalBot<NotificationDeps> {
+function createSagaOutcomeBot(channel: (typeof allChannels)[number]): TransactionalBot<NotificationDeps> {
   return {
     // Outcomes of one notification arriving together need one evaluation,
     // and a batch of notifications is evaluated set-based.
-    ...transactionalConsumer(stream, "saga_bot", { maxSize: 64, coalesceById: true }),
+    ...transactionalConsumer(channel.streams.events, "saga_bot", { maxSize: 64, coalesceById: true }),
+    // A send's success is evaluated in the transaction that records it (one
+    // hop fewer; docs/workflow.md). Failures, rarer, come by job.
+    followsInline: { recordTypes: [channel.outcomeTypes.succeeded] },
     async handle({ tx, record, now, deps }) {
       await evaluateSagas(tx, new Map([[record.id, record]]), now, deps.notification);
     },
@@ -150,5 +153,5 @@ function createSagaOutcomeBot(stream: string): TransactionalBot<NotificationDeps
 }
 
 export function createSagaBots(): TransactionalBot<NotificationDeps>[] {
-  return [createSagaDeadlineBot(), ...allChannels.map((channel) => createSagaOutcomeBot(channel.streams.events))];
+  return [createSagaDeadlineBot(), ...allChannels.map((channel) => createSagaOutcomeBot(channel))];
 }

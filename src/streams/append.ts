@@ -46,8 +46,13 @@ export class AppendBuffer {
     group.records.push(record);
   }
 
-  async flush(db: Executor): Promise<void> {
-    for (const group of this.groups.splice(0)) await append(db, group.stream, group.records, group.strategy);
+  /** Writes what was collected; returns the records written, with their streams. */
+  async flush(db: Executor): Promise<Array<AppendResult & { stream: string }>> {
+    const written: Array<AppendResult & { stream: string }> = [];
+    for (const group of this.groups.splice(0)) {
+      for (const result of await append(db, group.stream, group.records, group.strategy)) if (result.written) written.push({ ...result, stream: group.stream });
+    }
+    return written;
   }
 }
 

@@ -1,7 +1,7 @@
-import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createApiKey, type Scope } from "../../src/auth/apiKeys";
 import { createApp } from "../../src/http/app";
+import { listen } from "../../src/http/server";
 import { createMetrics, type TidingsMetrics } from "../../src/http/metrics";
 import type { TestDatabase } from "./db";
 import { testLogger } from "./worker";
@@ -33,9 +33,7 @@ export interface ApiAnswer {
 export async function startApi(t: TestDatabase, options: { bodyLimit?: number; feedPollMs?: number; metrics?: TidingsMetrics } = {}): Promise<TestApi> {
   const metrics = options.metrics ?? createMetrics();
   const app = createApp({ pool: t.pool, db: t.db, logger: testLogger, metrics, bodyLimit: options.bodyLimit, feedPollMs: options.feedPollMs ?? 50 });
-  const server = await new Promise<Server>((resolve) => {
-    const s = app.listen(0, "127.0.0.1", () => resolve(s));
-  });
+  const server = await listen(app, "127.0.0.1", 0);
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     url,

@@ -5,6 +5,7 @@ import { Kysely, PostgresDialect } from "kysely";
 import type pg from "pg";
 import type { Database, Db } from "../../src/db/database";
 import { createApp } from "../../src/http/app";
+import { listen } from "../../src/http/server";
 import { createMetrics, type TidingsMetrics } from "../../src/http/metrics";
 import type { ApiContext } from "../../src/http/routes";
 import type { ApiAnswer, CallOptions } from "./api";
@@ -32,9 +33,7 @@ export async function startLimitedApi(deps: Omit<ApiContext, "stopping" | "logge
   const metrics = createMetrics({ databaseRefreshMs: deps.metricsRefreshMs });
   const stopping = new AbortController();
   const app = createApp({ ...deps, logger: testLogger, metrics, stopping: stopping.signal });
-  const server = await new Promise<Server>((resolve) => {
-    const s = app.listen(0, "127.0.0.1", () => resolve(s));
-  });
+  const server = await listen(app, "127.0.0.1", 0);
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   let closed = false;
   return {
