@@ -272,17 +272,30 @@ $$;
 -- Every handling change lands in the append-only history, written by the
 -- database itself so no code path can change status without leaving a trace.
 -- recorded_by names the session user and the role it acted as (tidings.session_actor).
+-- Once per statement, from its transition tables: a batch of 64 claims is
+-- one insert into the history, not 64 (a row trigger planned its dynamic
+-- insert on every row: the costliest part of handling, docs/performance.md).
+-- Two triggers, as transition tables allow one event each; an INSERT ... ON
+-- CONFLICT DO UPDATE fires both, inserted rows in one, updated in the other.
 create function tidings.tg_record_handling_history() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
-  execute format(
-    'insert into %I.%I (position, concern, from_status, to_status, action, actor, reason, details, attempt, recorded_by)
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)',
-    tg_table_schema, tg_table_name || '_history')
-  using new.position, new.concern,
-        case when tg_op = 'INSERT' then 'AvailableByDefault'::tidings.handling_status else old.status end,
-        new.status, new.last_action, new.last_actor, new.last_reason, new.last_details, new.attempts,
-        tidings.session_actor();
+  if tg_op = 'INSERT' then
+    execute format(
+      'insert into %I.%I (position, concern, from_status, to_status, action, actor, reason, details, attempt, recorded_by)
+       select n.position, n.concern, ''AvailableByDefault'', n.status, n.last_action, n.last_actor, n.last_reason, n.last_details, n.attempts, $1
+       from new_rows n order by n.position, n.concern',
+      tg_table_schema, tg_table_name || '_history')
+    using tidings.session_actor();
+  else
+    -- The guard keeps (position, concern) fixed, so it pairs old and new rows.
+    execute format(
+      'insert into %I.%I (position, concern, from_status, to_status, action, actor, reason, details, attempt, recorded_by)
+       select n.position, n.concern, o.status, n.status, n.last_action, n.last_actor, n.last_reason, n.last_details, n.attempts, $1
+       from new_rows n join old_rows o on o.position = n.position and o.concern = n.concern order by n.position, n.concern',
+      tg_table_schema, tg_table_name || '_history')
+    using tidings.session_actor();
+  end if;
   return null;
 end;
 $$;
@@ -707,8 +720,10 @@ begin
     'Current handling status of each record of ' || p_name || ' per concern (absent row: AvailableByDefault).');
   execute format('create trigger guard before insert or update on %I.%I
                   for each row execute function tidings.tg_guard_handling()', sch, tbl || '__handling');
-  execute format('create trigger history after insert or update on %I.%I
-                  for each row execute function tidings.tg_record_handling_history()', sch, tbl || '__handling');
+  execute format('create trigger history_of_inserts after insert on %I.%I referencing new table as new_rows
+                  for each statement execute function tidings.tg_record_handling_history()', sch, tbl || '__handling');
+  execute format('create trigger history_of_updates after update on %I.%I referencing old table as old_rows new table as new_rows
+                  for each statement execute function tidings.tg_record_handling_history()', sch, tbl || '__handling');
   execute format('create trigger refuse_delete before delete or truncate on %I.%I
                   for each statement execute function tidings.tg_refuse_change()', sch, tbl || '__handling');
 
