@@ -808,6 +808,7 @@ begin
   execute format('grant insert (id, type, payload, tags, caused_by_stream, caused_by_position) on %s to %I', tidings.stream_table(p_stream), r);
   execute format('grant select (position) on %s to %I', tidings.stream_table(p_stream), r);
   execute format('grant execute on function tidings.existing_position(text, text, text) to %I', r);
+  execute format('grant execute on function tidings.existing_positions(text, text[], text[]) to %I', r);
 end;
 $$;
 
@@ -905,10 +906,13 @@ language sql stable set search_path = pg_catalog, pg_temp as $$ select exists (s
 -- idempotent without being granted read access to the stream.
 -- Only for a stream the caller produces: the acting role (SET ROLE), or the
 -- login when it acts as itself with an actor role it inherits.
-create function tidings.existing_position(p_stream text, p_id text, p_type text default null) returns bigint
+-- Where the latest record with each of these ids (and types, when given) is,
+-- for the stream's producers only (they may not read its content): one
+-- answer per input pair, in input order (ordinal), null when there is none.
+create function tidings.existing_positions(p_stream text, p_ids text[], p_types text[] default null)
+returns table (ordinal integer, "position" bigint)
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  found bigint;
   acting text := coalesce(nullif(nullif(current_setting('role', true), ''), 'none'), session_user);
 begin
   if not tidings.stream_exists(p_stream) then
@@ -921,10 +925,18 @@ begin
     raise exception 'role % does not produce stream %: only its producers may look up its records', acting, p_stream
       using errcode = '42501';
   end if;
-  execute format('select max(position) from %s where id = $1 and ($2::text is null or type = $2)', tidings.stream_table(p_stream))
-    into found using p_id, p_type;
-  return found;
+  return query execute format($q$
+    select k.ordinal::integer, (select max(s.position) from %s s where s.id = k.id and (k.type is null or s.type = k.type))
+    from unnest($1::text[], $2::text[]) with ordinality as k(id, type, ordinal)
+    order by k.ordinal$q$, tidings.stream_table(p_stream))
+    using p_ids, coalesce(p_types, array_fill(null::text, array[cardinality(p_ids)]));
 end;
+$$;
+
+-- The same for one id: what a SQL caller uses.
+create function tidings.existing_position(p_stream text, p_id text, p_type text default null) returns bigint
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select e.position from tidings.existing_positions(p_stream, array[p_id], array[p_type]) e
 $$;
 
 -- Append records to a stream with an existing-record strategy:
@@ -939,8 +951,15 @@ returns table (ordinal integer, "position" bigint, id text, type text, written b
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 #variable_conflict use_column
 declare
-  item record;
-  existing bigint;
+  missing integer;
+  by_type boolean;
+  ords integer[];
+  existing_at bigint[];
+  first_of integer[];
+  written_ords integer[];
+  written_at bigint[];
+  offending integer[];
+  i integer;
 begin
   if not tidings.stream_exists(p_stream) then
     raise exception 'unknown stream "%"', p_stream using errcode = 'TD004';
@@ -975,45 +994,84 @@ begin
     return;
   end if;
 
-  -- The other strategies look for an existing record first. Writers of the
-  -- same id are serialised by a transaction-level advisory lock (taken in id
+  -- The other strategies look for an existing record first, set-based: a
+  -- batch costs the same few statements whatever its size. Writers of the
+  -- same id are serialised by transaction-level advisory locks (taken in id
   -- order, so two batches cannot deadlock); under READ COMMITTED the lookup
-  -- after the lock sees whatever the previous holder committed.
-  for item in
-    select r.ordinality::integer as ord, r.value as v
+  -- after the locks sees whatever the previous holder committed. Within the
+  -- batch, the first record of an id (and type) is written and the later
+  -- ones find it, as if appended one by one.
+  select min(r.ordinality) into missing
+  from jsonb_array_elements(p_records) with ordinality r where coalesce(r.value->>'id', '') = '';
+  if missing is not null then
+    raise exception 'record % has no id', missing using errcode = '23502';
+  end if;
+  perform pg_advisory_xact_lock(hashtextextended(p_stream || ' ' || x.i, 0))
+  from (select distinct r.value->>'id' as i from jsonb_array_elements(p_records) r order by 1) x;
+
+  by_type := p_strategy like '%_and_type_exists';
+  select array_agg(k.ord order by k.ord), array_agg(e.position order by k.ord),
+         array_agg(k.first_ord order by k.ord)
+    into ords, existing_at, first_of
+  from (
+    select r.ordinality::integer as ord,
+           min(r.ordinality::integer) over (partition by r.value->>'id', case when by_type then r.value->>'type' end) as first_ord,
+           r.value->>'id' as rid, case when by_type then r.value->>'type' end as rtype
     from jsonb_array_elements(p_records) with ordinality r
-    order by r.value->>'id', r.ordinality
-  loop
-    if coalesce(item.v->>'id', '') = '' then
-      raise exception 'record % has no id', item.ord using errcode = '23502';
-    end if;
-    perform pg_advisory_xact_lock(hashtextextended(p_stream || ' ' || (item.v->>'id'), 0));
-    existing := tidings.existing_position(p_stream, item.v->>'id',
-      case when p_strategy like '%_and_type_exists' then item.v->>'type' end);
-    if existing is not null and p_strategy like 'throw%' then
-      raise exception 'a record with id "%"% already exists in stream % at position %',
-        item.v->>'id',
-        case when p_strategy like '%_and_type_exists' then ' and type "' || (item.v->>'type') || '"' else '' end,
-        p_stream, existing
-        using errcode = 'TD003';
-    end if;
-    ordinal := item.ord;
-    id := item.v->>'id';
-    type := item.v->>'type';
-    if existing is not null then
-      "position" := existing;
-      written := false;
-    else
-      execute format(
-        'insert into %s (id, type, payload, tags, caused_by_stream, caused_by_position)
-         values ($1, $2, $3, coalesce($4, ''{}''), $5, $6) returning position', tidings.stream_table(p_stream))
-        into "position"
-        using item.v->>'id', item.v->>'type', item.v->'payload', item.v->'tags',
-              item.v->'causedBy'->>'stream', (item.v->'causedBy'->>'position')::bigint;
-      written := true;
+  ) k
+  join tidings.existing_positions(
+         p_stream,
+         array(select r.value->>'id' from jsonb_array_elements(p_records) with ordinality r order by r.ordinality),
+         case when by_type then array(select r.value->>'type' from jsonb_array_elements(p_records) with ordinality r order by r.ordinality) end
+       ) e on e.ordinal = k.ord;
+
+  -- Written: the first record of each key that does not exist yet, in input order.
+  execute format($q$
+    with writable as (
+      select r.ordinality::integer as ord, r.value as v
+      from jsonb_array_elements($1) with ordinality r
+      where r.ordinality::integer = any ($2)
+    ), inserted as (
+      insert into %s (id, type, payload, tags, caused_by_stream, caused_by_position)
+      select v->>'id', v->>'type', v->'payload', coalesce(v->'tags', '{}'),
+             v->'causedBy'->>'stream', (v->'causedBy'->>'position')::bigint
+      from writable order by ord
+      returning position
+    )
+    select array_agg(w.ord order by w.ord), array_agg(i.position order by w.ord)
+    from (select ord, row_number() over (order by ord) as n from writable) w
+    join (select position, row_number() over (order by position) as n from inserted) i using (n)$q$,
+    tidings.stream_table(p_stream))
+    into written_ords, written_at
+    using p_records,
+          array(select o from unnest(ords, existing_at, first_of) as x(o, e, f) where e is null and f = o);
+
+  for i in 1 .. coalesce(cardinality(ords), 0) loop
+    ordinal := ords[i];
+    id := p_records->(ordinal - 1)->>'id';
+    type := p_records->(ordinal - 1)->>'type';
+    written := ordinal = any (coalesce(written_ords, '{}'));
+    "position" := case
+      when written then written_at[array_position(written_ords, ordinal)]
+      else coalesce(existing_at[i], written_at[array_position(written_ords, first_of[i])]) end;
+    if not written and p_strategy like 'throw%' then
+      offending := coalesce(offending, '{}') || array[ordinal];
     end if;
     return next;
   end loop;
+  if offending is not null then
+    -- The first offending record in id order, as a loop over the ids would have met it.
+    select r.ordinality::integer into missing
+    from jsonb_array_elements(p_records) with ordinality r
+    where r.ordinality::integer = any (offending)
+    order by r.value->>'id', r.ordinality limit 1;
+    i := array_position(ords, missing);
+    raise exception 'a record with id "%"% already exists in stream % at position %',
+      p_records->(missing - 1)->>'id',
+      case when by_type then ' and type "' || (p_records->(missing - 1)->>'type') || '"' else '' end,
+      p_stream, coalesce(existing_at[i], written_at[array_position(written_ords, first_of[i])])
+      using errcode = 'TD003';
+  end if;
 end;
 $$;
 
@@ -1168,6 +1226,7 @@ revoke execute on function tidings.declare_consumer(text, text, text, text[], te
 revoke execute on function tidings.declare_reader(text, text, boolean) from public;
 -- Producers are granted it by declare_producer.
 revoke execute on function tidings.existing_position(text, text, text) from public;
+revoke execute on function tidings.existing_positions(text, text[], text[]) from public;
 
 -- ---------------------------------------------------------------------------
 -- Worker liveness. graphile-worker only frees the jobs of a dead worker after

@@ -73,6 +73,35 @@ describe("append", () => {
     expect(await getAllById(t.adminDb, stream, "s-1")).toHaveLength(4);
   });
 
+  it("a batch with a strategy reads as if appended record by record: the first of an id is written, later ones find it", async () => {
+    const [existing] = await append(t.adminDb, stream, [event("b-old")]);
+    const results = await append(t.adminDb, stream, [event("b-2"), event("b-1"), event("b-2", "OtherEvent"), event("b-old"), event("b-1")], "skip_if_id_exists");
+    expect(results.map((r) => [r.id, r.type, r.written])).toEqual([
+      ["b-2", "SendNotificationRequestedEvent", true],
+      ["b-1", "SendNotificationRequestedEvent", true],
+      ["b-2", "OtherEvent", false],
+      ["b-old", "SendNotificationRequestedEvent", false],
+      ["b-1", "SendNotificationRequestedEvent", false],
+    ]);
+    // Written in input order; the skipped ones point at what they found.
+    expect(results[1]!.position).toBeGreaterThan(results[0]!.position);
+    expect(results[2]!.position).toBe(results[0]!.position);
+    expect(results[3]!.position).toBe(existing!.position);
+    expect(results[4]!.position).toBe(results[1]!.position);
+
+    const byType = await append(t.adminDb, stream, [event("b-3"), event("b-3", "OtherEvent"), event("b-3")], "skip_if_id_and_type_exists");
+    expect(byType.map((r) => r.written)).toEqual([true, true, false]);
+    expect(byType[2]!.position).toBe(byType[0]!.position);
+
+    // Throwing: a duplicate within the batch is refused like an existing one, naming the first in id order; nothing is stored.
+    const before = (await findRecords(t.adminDb, stream, { limit: null })).length;
+    await expect(append(t.adminDb, stream, [event("b-9"), event("b-5"), event("b-5")], "throw_if_id_exists")).rejects.toThrow(/a record with id "b-5" already exists/);
+    await expect(append(t.adminDb, stream, [event("b-8"), event("b-old")], "throw_if_id_and_type_exists")).rejects.toThrow(
+      new RegExp(`a record with id "b-old" and type "SendNotificationRequestedEvent" already exists in stream ${stream} at position ${existing!.position}`),
+    );
+    expect((await findRecords(t.adminDb, stream, { limit: null })).length).toBe(before);
+  });
+
   it("50 concurrent writers of the same (id, type) with skip produce exactly one row", async () => {
     const results = await Promise.all(
       Array.from({ length: 50 }, (_, i) =>
