@@ -47,6 +47,14 @@ from unnest(array[
   'AvailableByDefault', 'AvailableAfterCompletion', 'AvailableAfterFailure',
   'AvailableAfterExternalCancellation', 'AvailableAfterSelfCancellation'
 ]::tidings.handling_status[]) s
+union all
+-- Claimed and completed in one step by a transactional batch (its Running
+-- state would never be visible: it commits with the completion or not at all).
+select 'handle', s, 'Completed'::tidings.handling_status
+from unnest(array[
+  'AvailableByDefault', 'AvailableAfterCompletion', 'AvailableAfterFailure',
+  'AvailableAfterExternalCancellation', 'AvailableAfterSelfCancellation'
+]::tidings.handling_status[]) s
 union all values
   ('complete', 'Running'::tidings.handling_status, 'Completed'::tidings.handling_status),
   ('fail', 'Running', 'Failed'),

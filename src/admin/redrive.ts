@@ -33,7 +33,7 @@ export type ActionVerb = "redrive-failed" | "redrive-completed" | "cancel-runnin
 
 interface VerbRule {
   from: HandlingStatus;
-  action: Exclude<HandlingAction, "claim" | "disable_for_record">;
+  action: Exclude<HandlingAction, "claim" | "handle" | "disable_for_record">;
   to: HandlingStatus;
   /** Whether the handling job is queued again after the change. */
   queue: "always" | "never" | "when asked";

@@ -233,14 +233,15 @@ class Pipeline<TDeps> {
    * job died (worker killed, connection lost, cut short at shutdown) before
    * recording an outcome; that attempt is cancelled, with the reason, and the
    * record claimed again. Anything else (done, held by another job, disabled)
-   * is skipped.
+   * is skipped. `handle`: claim and complete at once (claimManyWithRecords).
    */
-  private async claimAndLoad(tx: Tx, items: readonly BatchItem[]): Promise<Claimed[]> {
+  private async claimAndLoad(tx: Tx, items: readonly BatchItem[], options: { handle?: boolean } = {}): Promise<Claimed[]> {
     const claimedRows = await claimManyWithRecords(
       tx,
       this.target,
       items.map((i) => ({ position: i.position, claimedBy: i.jobTag })),
       this.bot.actor,
+      options,
     );
     const byPosition = new Map(claimedRows.map((c) => [c.record.position, c]));
     const claimed: Claimed[] = [];
@@ -276,9 +277,14 @@ class Pipeline<TDeps> {
   }
 
   /** Put a record back to be handled again after `retryInMs` (a handler's own request, or the other side's Retry-After): not a failure. */
-  private async selfCancel(tx: Tx, position: number, why: { reason: string; retryInMs: number; error?: string; details?: Record<string, unknown> }): Promise<void> {
+  private async selfCancel(
+    tx: Tx,
+    position: number,
+    why: { reason: string; retryInMs: number; error?: string; details?: Record<string, unknown>; attempt?: number },
+  ): Promise<void> {
     await transition(tx, { ...this.target, position }, "self_cancel", {
       actor: this.bot.actor,
+      ...(why.attempt !== undefined ? { attempt: why.attempt } : {}),
       reason: why.reason,
       ...(why.error !== undefined ? { error: why.error } : {}),
       details: { retryInMs: why.retryInMs, ...why.details },
@@ -291,32 +297,37 @@ class Pipeline<TDeps> {
    * half-done. Records are handed over ordered by id (then position), so
    * per-id advisory locks are always taken in the same order and two batches
    * cannot deadlock; with `coalesceById` only the newest record of each id
-   * is handed over and the others complete with it.
+   * is handed over and the others complete with it. A set-based handler
+   * (handleBatch) completes every record it is given, so its records are
+   * claimed and completed in one step (action `handle`): one handling write
+   * and one history entry each.
    */
   private async transactional(bot: TransactionalBot<TDeps>, items: readonly BatchItem[], alone: boolean): Promise<BatchOutcomes> {
     const outcomes: BatchOutcomes = new Map();
+    const setBased = bot.handleBatch !== undefined && !alone;
     await this.inTransaction(async (tx) => {
-      const claimed = (await this.claimAndLoad(tx, items)).map((c) => ({ ...c, parsed: parseRecord(bot, c.record) }));
+      const claimed = (await this.claimAndLoad(tx, items, { handle: setBased })).map((c) => ({ ...c, parsed: parseRecord(bot, c.record) }));
       if (claimed.length === 0) return;
       claimed.sort((a, b) => (a.record.id < b.record.id ? -1 : a.record.id > b.record.id ? 1 : a.record.position - b.record.position));
       const toHandle = bot.batch?.coalesceById ? claimed.filter((c, i) => i === claimed.length - 1 || claimed[i + 1]!.record.id !== c.record.id) : claimed;
       const now = await this.now(tx);
       const selfCancelled = new Set<BatchItem>();
-      if (bot.handleBatch && !alone) {
-        await bot.handleBatch({ tx, records: toHandle.map((c) => c.parsed), deps: this.rt.deps, logger: this.logger, now });
+      if (setBased) {
+        await bot.handleBatch!({ tx, records: toHandle.map((c) => c.parsed), deps: this.rt.deps, logger: this.logger, now });
       } else {
         for (const c of toHandle) {
           const outcome = await bot.handle(this.context(tx, c, c.parsed, now));
           if (!outcome) continue;
-          await this.selfCancel(tx, c.record.position, { reason: outcome.reason, retryInMs: outcome.retryAfterMs });
+          await this.selfCancel(tx, c.record.position, { reason: outcome.reason, retryInMs: outcome.retryAfterMs, attempt: c.state.attempts });
           selfCancelled.add(c.item);
         }
       }
-      const completed = claimed.filter((c) => !selfCancelled.has(c.item));
+      // Those claimed Running (one at a time, or taken over from an abandoned attempt) complete now.
+      const completed = claimed.filter((c) => !selfCancelled.has(c.item) && c.state.status === "Running");
       await completeMany(
         tx,
         this.target,
-        completed.map((c) => c.record.position),
+        completed.map((c) => ({ position: c.record.position, attempt: c.state.attempts })),
         bot.actor,
       );
       for (const c of claimed) outcomes.set(c.item, selfCancelled.has(c.item) ? "self_cancelled" : "completed");
@@ -370,7 +381,7 @@ class Pipeline<TDeps> {
           await completeMany(
             tx,
             this.target,
-            group.map((s) => s.record.position),
+            group.map((s) => ({ position: s.record.position, attempt: s.state.attempts })),
             bot.actor,
           );
           await this.followInline(tx, appended, now);
@@ -393,7 +404,7 @@ class Pipeline<TDeps> {
   /**
    * The followers of this stream handle what this transaction just appended
    * (a send's success events), each as its own actor in a savepoint: the
-   * same claim, handleBatch and completion their jobs would run, committed
+   * same handling (claimed and completed at once) and handleBatch their jobs would run, committed
    * with the records, so the saga hears of a send without another job,
    * fetch and commit. A follower that fails rolls back alone; the outbox then
    * queues the records' jobs as usual.
@@ -414,15 +425,10 @@ class Pipeline<TDeps> {
               target,
               positions.map((position) => ({ position, claimedBy: by })),
               follower.actor,
+              { handle: true },
             );
             const records = claimed.map((c) => parseRecord(follower, c.record)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.position - b.position));
             await follower.handleBatch!({ tx, records, deps: this.rt.deps, logger: this.logger, now });
-            await completeMany(
-              tx,
-              target,
-              claimed.map((c) => c.record.position),
-              follower.actor,
-            );
           }),
         );
       } catch (error) {
@@ -509,7 +515,7 @@ class Pipeline<TDeps> {
       const deferrals = await countActions(tx, target, "self_cancel");
       if (deferrals < MAX_DEFERRALS) {
         const delay = Math.min(Math.max(retryAfterMs, 1), retryMaxMs);
-        await this.selfCancel(tx, target.position, { reason: `asked to retry after ${delay} ms: ${message}`, retryInMs: delay, error: message, details: externalDetails });
+        await this.selfCancel(tx, target.position, { reason: `asked to retry after ${delay} ms: ${message}`, retryInMs: delay, error: message, details: externalDetails, attempt });
         logger.info({ err: error, delay }, "deferred at the other side's request");
         return "deferred";
       }
@@ -527,6 +533,7 @@ class Pipeline<TDeps> {
     }
     await transition(tx, target, "fail", {
       actor: bot.actor,
+      attempt,
       reason: final ? `${transient ? "gave up after" : "permanent failure on"} attempt ${attempt}: ${message}` : `attempt ${attempt} failed: ${message}`,
       error: message,
       details: { attempt, failures, transient, ...externalDetails },

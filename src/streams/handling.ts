@@ -80,13 +80,13 @@ export interface ChangeBy {
 
 const STATUS_ARRAY = (statuses: readonly HandlingStatus[]) => sql`${[...statuses]}::tidings.handling_status[]`;
 
-/** A claim of a record that already has a handling row: only from an Available* status, one more attempt. */
+/** A claim (or a handling at once) of a record that already has a handling row: only from an Available* status, one more attempt. */
 const RECLAIM_IF_AVAILABLE = sql`
   on conflict (position, concern) do update set
-    status = 'Running',
+    status = excluded.status,
     attempts = h.attempts + 1,
     claimed_by = excluded.claimed_by,
-    last_action = 'claim',
+    last_action = excluded.last_action,
     last_actor = excluded.last_actor,
     last_reason = excluded.last_reason,
     last_details = excluded.last_details
@@ -169,14 +169,19 @@ export type ClaimResult = { claimed: true; state: HandlingState } | { claimed: f
  * then find it Running. Nothing is claimed while the stream is disabled for
  * the concern.
  */
-export async function claim(db: Executor, target: { stream: string; position: number; concern: string }, by: ChangeBy & { claimedBy?: string }): Promise<ClaimResult> {
+export async function claim(
+  db: Executor,
+  target: { stream: string; position: number; concern: string },
+  by: ChangeBy & { claimedBy?: string; /** Claim and complete at once (see claimManyWithRecords). */ handle?: boolean },
+): Promise<ClaimResult> {
   const { stream, position, concern } = target;
   assertStreamName(stream);
-  const reason = by.reason ?? `claimed by ${by.claimedBy ?? by.actor}`;
+  const reason = by.reason ?? `${by.handle ? "handled" : "claimed"} by ${by.claimedBy ?? by.actor}`;
+  const [status, action] = by.handle ? ["Completed", "handle"] : ["Running", "claim"];
   const { rows } = await sql<HandlingRow>`
       insert into ${handlingTable(stream)} as h
         (position, concern, status, attempts, claimed_by, last_action, last_actor, last_reason, last_details)
-      select ${position}, ${concern}, 'Running', 1, ${by.claimedBy ?? null}, 'claim', ${by.actor}, ${reason},
+      select ${position}, ${concern}, ${status}::tidings.handling_status, 1, ${by.handle ? null : (by.claimedBy ?? null)}, ${action}, ${by.actor}, ${reason},
              ${by.details ? JSON.stringify(by.details) : null}::jsonb
       where exists (select 1 from ${streamTable(stream)} r where r.position = ${position})
         and not exists (
@@ -204,8 +209,17 @@ export async function claim(db: Executor, target: { stream: string; position: nu
 export async function transition(
   db: Executor,
   target: { stream: string; position: number; concern: string },
-  action: Exclude<HandlingAction, "claim" | "disable_for_record">,
-  by: ChangeBy & { error?: string },
+  action: Exclude<HandlingAction, "claim" | "handle" | "disable_for_record">,
+  by: ChangeBy & {
+    error?: string;
+    /**
+     * The attempt this change is about (a bot recording how its attempt
+     * ended): refused if the record has been claimed again since, so a
+     * worker cut off past its lease cannot write over the attempt of the
+     * worker that took its record over.
+     */
+    attempt?: number;
+  },
 ): Promise<HandlingState> {
   const { stream, position, concern } = target;
   assertStreamName(stream);
@@ -224,9 +238,18 @@ export async function transition(
       last_details = ${by.details ? JSON.stringify(by.details) : null}::jsonb,
       last_error = ${by.error === undefined ? sql`last_error` : sql`${by.error}`}
     where position = ${position} and concern = ${concern} and status = any(${STATUS_ARRAY(rule.from)})
+      ${by.attempt === undefined ? sql`` : sql`and attempts = ${by.attempt}`}
     returning *`.execute(db);
   if (rows[0]) return toState(stream, rows[0]);
   const current = await getHandling(db, stream, position, concern);
+  if (by.attempt !== undefined && current.attempts !== by.attempt && rule.from.includes(current.status)) {
+    throw new InvalidTransitionError(
+      action,
+      current.status,
+      rule.to,
+      `record ${position} of ${stream} for ${concern}: attempt ${by.attempt} was taken over by attempt ${current.attempts}`,
+    );
+  }
   throw new InvalidTransitionError(action, current.status, rule.to, `record ${position} of ${stream} for ${concern}`);
 }
 
@@ -310,21 +333,29 @@ export async function countActions(db: Executor, target: { stream: string; posit
  * Claim many records of one stream for one concern, and read them, in one
  * statement (the batch runners' first). In position order; a record not
  * returned is held by someone else, finished, disabled, or gone.
+ *
+ * `handle`: claim and complete at once (action `handle`, straight to
+ * Completed), for a transactional batch whose handler never leaves a record
+ * in any other state: the row still holds others off until the transaction
+ * ends, and if the handler fails, the transaction rolls back with it.
  */
 export async function claimManyWithRecords(
   db: Executor,
   target: { stream: string; concern: string },
   items: ReadonlyArray<{ position: number; claimedBy: string }>,
   actor: string,
+  options: { handle?: boolean } = {},
 ): Promise<Array<{ state: HandlingState; record: StreamRecord }>> {
   const { stream, concern } = target;
   assertStreamName(stream);
   if (items.length === 0) return [];
+  const [status, action, verb] = options.handle ? ["Completed", "handle", "handled by "] : ["Running", "claim", "claimed by "];
   const { rows } = await sql<RecordRow & { claimed: HandlingRow }>`
     with claimed as (
       insert into ${handlingTable(stream)} as h
         (position, concern, status, attempts, claimed_by, last_action, last_actor, last_reason)
-      select p.position, ${concern}, 'Running', 1, p.claimed_by, 'claim', ${actor}, 'claimed by ' || p.claimed_by
+      select p.position, ${concern}, ${status}::tidings.handling_status, 1, case when ${options.handle ?? false} then null else p.claimed_by end,
+             ${action}, ${actor}, ${verb} || p.claimed_by
       from unnest(${items.map((i) => i.position)}::bigint[], ${items.map((i) => i.claimedBy)}::text[]) as p(position, claimed_by)
       where exists (select 1 from ${streamTable(stream)} r where r.position = p.position)
         and not exists (
@@ -341,18 +372,34 @@ export async function claimManyWithRecords(
   }));
 }
 
-/** Running → Completed for many records of one concern in one statement. */
-export async function completeMany(db: Executor, target: { stream: string; concern: string }, positions: readonly number[], actor: string): Promise<number> {
+/**
+ * Running → Completed for many records of one concern in one statement, each
+ * for the attempt that claimed it: a record claimed again since (its worker
+ * was cut off past the lease and another took it over) is refused, so the
+ * attempt of the worker that took over is not written over.
+ */
+export async function completeMany(
+  db: Executor,
+  target: { stream: string; concern: string },
+  claims: ReadonlyArray<{ position: number; attempt: number }>,
+  actor: string,
+): Promise<number> {
   assertStreamName(target.stream);
-  if (positions.length === 0) return 0;
+  if (claims.length === 0) return 0;
   const { rows } = await sql<{ position: number }>`
-    update ${handlingTable(target.stream)} set
+    update ${handlingTable(target.stream)} h set
       status = 'Completed', claimed_by = null, last_action = 'complete', last_actor = ${actor},
       last_reason = null, last_details = null
-    where concern = ${target.concern} and position = any(${[...positions]}::bigint[]) and status = 'Running'
-    returning position`.execute(db);
-  if (rows.length !== positions.length) {
-    throw new InvalidTransitionError("complete", "not Running", "Completed", `${positions.length - rows.length} records of ${target.stream} for ${target.concern}`);
+    from unnest(${claims.map((c) => c.position)}::bigint[], ${claims.map((c) => c.attempt)}::integer[]) as c(position, attempt)
+    where h.concern = ${target.concern} and h.position = c.position and h.attempts = c.attempt and h.status = 'Running'
+    returning h.position`.execute(db);
+  if (rows.length !== claims.length) {
+    throw new InvalidTransitionError(
+      "complete",
+      "not Running for the attempt that claimed it",
+      "Completed",
+      `${claims.length - rows.length} records of ${target.stream} for ${target.concern}`,
+    );
   }
   return rows.length;
 }

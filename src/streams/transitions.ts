@@ -13,13 +13,17 @@ export const AVAILABLE_STATUSES = [
   "AvailableAfterSelfCancellation",
 ] as const satisfies readonly HandlingStatus[];
 
-export type HandlingAction = "claim" | "complete" | "fail" | "self_cancel" | "cancel" | "reset_failed" | "archive_failure" | "reset_completed" | "disable_for_record";
+export type HandlingAction = "claim" | "handle" | "complete" | "fail" | "self_cancel" | "cancel" | "reset_failed" | "archive_failure" | "reset_completed" | "disable_for_record";
 
 /** The statuses a record can be disabled from (disable_for_record): every one but the two disabled ones. */
 const RECORD_STATUSES: readonly HandlingStatus[] = HANDLING_STATUSES.filter((s) => s !== "DisabledForRecord" && s !== "DisabledForStream");
 
 export const TRANSITIONS: Record<HandlingAction, { from: readonly HandlingStatus[]; to: HandlingStatus }> = {
   claim: { from: AVAILABLE_STATUSES, to: "Running" },
+  // Claimed and completed in one step, by a transactional bot's batch: its
+  // Running state would never be seen by anyone (it commits with the
+  // completion or not at all), so one history entry says it.
+  handle: { from: AVAILABLE_STATUSES, to: "Completed" },
   complete: { from: ["Running"], to: "Completed" },
   fail: { from: ["Running"], to: "Failed" },
   self_cancel: { from: ["Running"], to: "AvailableAfterSelfCancellation" },

@@ -1,8 +1,7 @@
 /**
  * A bot that follows another's appends inline (TransactionalBot.followsInline):
  * what an external bot records on success is handled by the follower in the
- * same transaction, with its claim and completion in the handling history and
- * no job queued; when the follower fails, it rolls back alone, the success
+ * same transaction, with its handling in the history and no job queued; when the follower fails, it rolls back alone, the success
  * stays recorded and the follower's job is queued as for any other record.
  * Driven through the runner's own pipeline (handleBatch), no worker running,
  * so the queue shows exactly which jobs the outbox added.
@@ -111,11 +110,9 @@ describe("a bot that follows inline", () => {
     expect(rows[0].n).toBe(1);
     expect((await getHandling(t.adminDb, sent, record!.position, "follower_bot")).status).toBe("Completed");
     const history = await getHistory(t.adminDb, sent, record!.position, "follower_bot");
-    expect(history.map((h) => [h.action, h.actor])).toEqual([
-      ["claim", "follower_bot"],
-      ["complete", "follower_bot"],
-    ]);
-    expect(history[0]!.reason).toBe(`claimed by inline after ${sends}:sender_bot`);
+    // Claimed and completed in one step (action handle): one entry, naming who handled it where.
+    expect(history.map((h) => [h.action, h.actor, h.fromStatus, h.toStatus])).toEqual([["handle", "follower_bot", "AvailableByDefault", "Completed"]]);
+    expect(history[0]!.reason).toBe(`handled by inline after ${sends}:sender_bot`);
     expect(await queuedJobs(`${sent}:follower_bot`)).toEqual([]);
   });
 

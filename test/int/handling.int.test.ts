@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import { inTransaction } from "../../src/db/database";
 import { InvalidTransitionError, ValidationError } from "../../src/errors/errors";
 import { appendOne } from "../../src/streams/append";
-import { claim, disableRecord, getHandling, getHistory, setStreamDisabled, transition } from "../../src/streams/handling";
+import { claim, completeMany, disableRecord, getHandling, getHistory, setStreamDisabled, transition } from "../../src/streams/handling";
 import { HANDLING_STATUSES, type HandlingStatus } from "../../src/streams/interfaces";
 import { TRANSITIONS, type HandlingAction } from "../../src/streams/transitions";
 import { asOwner, createTestDatabase, declareTestStream, type TestDatabase } from "../helpers/db";
@@ -48,7 +48,7 @@ async function recordIn(status: HandlingStatus): Promise<number> {
   for (const action of paths[status]!) {
     if (action === "claim") expect((await claim(t.adminDb, target, by)).claimed).toBe(true);
     else if (action === "disable_for_record") await disableRecord(t.adminDb, stream, position, by);
-    else await transition(t.adminDb, target, action, by);
+    else if (action !== "handle") await transition(t.adminDb, target, action, by);
   }
   expect((await getHandling(t.adminDb, stream, position, A)).status).toBe(status);
   return position;
@@ -56,9 +56,9 @@ async function recordIn(status: HandlingStatus): Promise<number> {
 
 async function apply(position: number, action: HandlingAction) {
   const target = { stream, position, concern: A };
-  if (action === "claim") {
-    const r = await claim(t.adminDb, target, by);
-    if (!r.claimed) throw new InvalidTransitionError("claim", r.state.status, "Running", r.why);
+  if (action === "claim" || action === "handle") {
+    const r = await claim(t.adminDb, target, { ...by, handle: action === "handle" });
+    if (!r.claimed) throw new InvalidTransitionError(action, r.state.status, TRANSITIONS[action].to, r.why);
     return r.state;
   }
   if (action === "disable_for_record") {
@@ -89,7 +89,7 @@ describe("handling transitions", () => {
         } else {
           const historyBefore = await getHistory(t.adminDb, stream, position, A);
           await expect(apply(position, action)).rejects.toThrow(InvalidTransitionError);
-          if (action !== "claim" && action !== "disable_for_record") {
+          if (action !== "claim" && action !== "handle" && action !== "disable_for_record") {
             await expect(apply(position, action)).rejects.toThrow(`current status is ${from}, requested status is ${rule.to}`);
           }
           expect((await getHandling(t.adminDb, stream, position, A)).status).toBe(from);
@@ -181,6 +181,24 @@ describe("handling transitions", () => {
     }
     const history = await getHistory(t.adminDb, stream, position, A);
     expect(history).toHaveLength(1);
+  });
+
+  it("a worker whose attempt was taken over cannot record its outcome over the new attempt", async () => {
+    // Worker A claims (attempt 1), is cut off past its lease; the runner cancels the abandoned attempt and B claims (attempt 2).
+    const position = await newRecord();
+    const target = { stream, position, concern: A };
+    await claim(t.adminDb, target, { actor: "bot", claimedBy: "job 7" });
+    await transition(t.adminDb, target, "cancel", { actor: "runner", reason: "attempt 1 abandoned" });
+    expect((await claim(t.adminDb, target, { actor: "bot", claimedBy: "job 7" })).state.attempts).toBe(2);
+
+    // A comes back and records what its attempt did: refused, naming the take-over; B's attempt is untouched.
+    await expect(completeMany(t.adminDb, { stream, concern: A }, [{ position, attempt: 1 }], "bot")).rejects.toThrow(InvalidTransitionError);
+    await expect(transition(t.adminDb, target, "fail", { actor: "bot", reason: "A's failure", attempt: 1 })).rejects.toThrow(/attempt 1 was taken over by attempt 2/);
+    expect(await getHandling(t.adminDb, stream, position, A)).toMatchObject({ status: "Running", attempts: 2 });
+
+    // B records its own.
+    expect(await completeMany(t.adminDb, { stream, concern: A }, [{ position, attempt: 2 }], "bot")).toBe(1);
+    expect((await getHandling(t.adminDb, stream, position, A)).status).toBe("Completed");
   });
 
   it("the engine's transition table equals the database's", async () => {
