@@ -93,9 +93,13 @@ export async function startPostgresHost(network: Network, host: string, migrateF
   // As the postgres user: PostgreSQL refuses to run as root. setpriv execs
   // (runuser would fork and stay between the test and the server).
   const asPostgres = ["setpriv", `--reuid=${postgresUser}`, `--regid=${postgresGroup}`, "--clear-groups", "--"];
-  execFileSync(asPostgres[0]!, [...asPostgres.slice(1), path.join(bin, "initdb"), "-D", dataDir, "-U", "postgres", `--pwfile=${pwfile}`, "-A", "scram-sha-256", "--no-sync", "-E", "UTF8"], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  execFileSync(
+    asPostgres[0]!,
+    [...asPostgres.slice(1), path.join(bin, "initdb"), "-D", dataDir, "-U", "postgres", `--pwfile=${pwfile}`, "-A", "scram-sha-256", "--no-sync", "-E", "UTF8"],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   const subnet = address.replace(/\.\d+$/, ".0/24");
   appendFileSync(path.join(dataDir, "pg_hba.conf"), `host all all ${subnet} scram-sha-256\n`);
   const child = network.spawn(

@@ -27,7 +27,6 @@ import { createDb, createPool } from "../../src/db/database";
 import { waitFor } from "../helpers/db";
 import {
   cancelsInHistory,
-  deliveries,
   expectAllDelivered,
   expectAllSentOnAll,
   repeatsBeyondHandovers,
@@ -144,168 +143,168 @@ interface Setup {
       () => s.network?.destroy(),
     ];
     const failures: unknown[] = [];
-    for (const step of steps) await Promise.resolve().then(step).catch((error: unknown) => failures.push(error));
+    for (const step of steps)
+      await Promise.resolve()
+        .then(step)
+        .catch((error: unknown) => failures.push(error));
     s = {};
     if (failures.length > 0) throw failures[0];
   }, 60_000);
 
-  it(
-    "notifications flow end to end across hosts; a worker host cut off mid-send is taken over after the lease, repeats bounded by its sends in flight",
-    async () => {
-      const { network, query, smtpA, smtpB, slack, workerA, workerB } = s as Setup;
-      const received: Received = {
-        smtp: {
-          get messages() {
-            return [...smtpA.messages, ...smtpB.messages];
-          },
+  it("notifications flow end to end across hosts; a worker host cut off mid-send is taken over after the lease, repeats bounded by its sends in flight", async () => {
+    const { network, query, smtpA, smtpB, slack, workerA, workerB } = s as Setup;
+    const received: Received = {
+      smtp: {
+        get messages() {
+          return [...smtpA.messages, ...smtpB.messages];
         },
-        slack,
-      };
-      const entities = await putEntities();
+      },
+      slack,
+    };
+    const entities = await putEntities();
 
-      // 1. End to end over the network, both worker hosts working.
-      const firstStarted = Date.now();
-      const sent = await enqueue("hosts1", FIRST_WAVE, entities);
-      await waitForAllOutcomes(query, ids(sent), FLOW_LIMIT_MS);
-      const firstMs = Date.now() - firstStarted;
-      const firstByHost = { A: smtpA.messages.length, B: smtpB.messages.length };
-      expect(firstByHost.A + firstByHost.B).toBe(FIRST_WAVE);
+    // 1. End to end over the network, both worker hosts working.
+    const firstStarted = Date.now();
+    const sent = await enqueue("hosts1", FIRST_WAVE, entities);
+    await waitForAllOutcomes(query, ids(sent), FLOW_LIMIT_MS);
+    const firstMs = Date.now() - firstStarted;
+    const firstByHost = { A: smtpA.messages.length, B: smtpB.messages.length };
+    expect(firstByHost.A + firstByHost.B).toBe(FIRST_WAVE);
 
-      // 2. Host A's SMTP server holds every reply from now on; host A is cut
-      // off once one of its emails waits for its reply.
-      const hold = smtpA.holdReplies();
-      sent.push(...(await enqueue("hosts2", SECOND_WAVE, entities)));
-      await hold.waitForHeld(1, FLOW_LIMIT_MS);
-      const cutAt = Date.now();
-      network.cut("workerA");
-      const cutDb = await databaseNow();
+    // 2. Host A's SMTP server holds every reply from now on; host A is cut
+    // off once one of its emails waits for its reply.
+    const hold = smtpA.holdReplies();
+    sent.push(...(await enqueue("hosts2", SECOND_WAVE, entities)));
+    await hold.waitForHeld(1, FLOW_LIMIT_MS);
+    const cutAt = Date.now();
+    network.cut("workerA");
+    const cutDb = await databaseNow();
 
-      // Nothing of host A can commit any more once none of its sessions is
-      // running a statement (a COMMIT that arrived before the cut is then in).
-      const sessionsOfA = async () =>
-        (
-          await query<{ state: string; n: number }>(
-            `select coalesce(state, 'unknown') as state, count(*)::int as n from pg_stat_activity where client_addr = $1::inet group by 1`,
-            [network.hosts.workerA!.address],
-          )
-        ).rows;
-      await waitFor(async () => !(await sessionsOfA()).some((r) => r.state === "active"), {
-        timeoutMs: 10_000,
-        intervalMs: 10,
-        what: "host A's sessions to stop running statements",
-      });
-      const sessionsAtCut = await sessionsOfA();
-      const snapshotDb = await databaseNow();
-      const inFlightA = await sendsInFlight(workerA.child.pid!);
-      const inFlightB = await sendsInFlight(workerB.child.pid!);
-      // A held send is in flight on A by construction: claimed, its job held by A's pool.
-      const heldIds = hold.held.map((h) => trackingIdOfMessage(sent, h.item.messageId));
-      expect(heldIds.filter((id) => !id || !inFlightA.email.has(id))).toEqual([]);
-      expect(hold.held.filter((h) => h.clientGoneAt !== null && h.clientGoneAt < cutAt)).toEqual([]);
+    // Nothing of host A can commit any more once none of its sessions is
+    // running a statement (a COMMIT that arrived before the cut is then in).
+    const sessionsOfA = async () =>
+      (
+        await query<{ state: string; n: number }>(`select coalesce(state, 'unknown') as state, count(*)::int as n from pg_stat_activity where client_addr = $1::inet group by 1`, [
+          network.hosts.workerA!.address,
+        ])
+      ).rows;
+    await waitFor(async () => !(await sessionsOfA()).some((r) => r.state === "active"), {
+      timeoutMs: 10_000,
+      intervalMs: 10,
+      what: "host A's sessions to stop running statements",
+    });
+    const sessionsAtCut = await sessionsOfA();
+    const snapshotDb = await databaseNow();
+    const inFlightA = await sendsInFlight(workerA.child.pid!);
+    const inFlightB = await sendsInFlight(workerB.child.pid!);
+    // A held send is in flight on A by construction: claimed, its job held by A's pool.
+    const heldIds = hold.held.map((h) => trackingIdOfMessage(sent, h.item.messageId));
+    expect(heldIds.filter((id) => !id || !inFlightA.email.has(id))).toEqual([]);
+    expect(hold.held.filter((h) => h.clientGoneAt !== null && h.clientGoneAt < cutAt)).toEqual([]);
 
-      // The server had taken every held message; host A never learns it.
-      const released = hold.release();
-      await waitForAllOutcomes(query, ids(sent), FLOW_LIMIT_MS);
-      const allOutcomesMs = Date.now() - cutAt;
+    // The server had taken every held message; host A never learns it.
+    const released = hold.release();
+    await waitForAllOutcomes(query, ids(sent), FLOW_LIMIT_MS);
+    const allOutcomesMs = Date.now() - cutAt;
 
-      // Every notification sent on both channels, every record handled once
-      // (the handling audit), nothing lost on the receiving side.
-      await expectAllSentOnAll(query, ids(sent), FIRST_WAVE + SECOND_WAVE);
-      const d = expectAllDelivered(received, sent);
+    // Every notification sent on both channels, every record handled once
+    // (the handling audit), nothing lost on the receiving side.
+    await expectAllSentOnAll(query, ids(sent), FIRST_WAVE + SECOND_WAVE);
+    const d = expectAllDelivered(received, sent);
 
-      // Hand-overs: exactly host A's sends in flight, each once, all after the snapshot above.
-      const cancels = await cancelsInHistory(query, ids(sent));
-      const handedOver = cancels.filter((c) => c.abandoned > 0);
-      expect(handedOver.filter((c) => c.abandoned !== 1 || c.cancels !== 1)).toEqual([]);
-      expect(handedOver.map((c) => `${c.channel} ${c.id}`).sort()).toEqual(
-        [...[...inFlightA.email.keys()].map((id) => `email ${id}`), ...[...inFlightA.slack.keys()].map((id) => `slack ${id}`)].sort(),
-      );
-      const handovers = await handoverTimes(cutDb);
-      expect(handovers.first.getTime()).toBeGreaterThan(snapshotDb.getTime());
+    // Hand-overs: exactly host A's sends in flight, each once, all after the snapshot above.
+    const cancels = await cancelsInHistory(query, ids(sent));
+    const handedOver = cancels.filter((c) => c.abandoned > 0);
+    expect(handedOver.filter((c) => c.abandoned !== 1 || c.cancels !== 1)).toEqual([]);
+    expect(handedOver.map((c) => `${c.channel} ${c.id}`).sort()).toEqual(
+      [...[...inFlightA.email.keys()].map((id) => `email ${id}`), ...[...inFlightA.slack.keys()].map((id) => `slack ${id}`)].sort(),
+    );
+    const handovers = await handoverTimes(cutDb);
+    expect(handovers.first.getTime()).toBeGreaterThan(snapshotDb.getTime());
 
-      // Repeats: an email repeats exactly when host A had delivered it (held,
-      // then released) without recording it; a Slack post at most once more,
-      // and only if A had it in flight. Checked again from the history alone.
-      const emailRepeated = [...d.emails].filter(([, n]) => n > 1);
-      expect(emailRepeated.filter(([, n]) => n !== 2)).toEqual([]);
-      expect(emailRepeated.map(([messageId]) => trackingIdOfMessage(sent, messageId)).sort()).toEqual([...heldIds].sort());
-      const slackRepeated = sent.filter((x) => (d.posts.get(x.marker) ?? 0) > 1);
-      expect(slackRepeated.filter((x) => d.posts.get(x.marker)! > 2 || !inFlightA.slack.has(x.trackingId)).map((x) => x.trackingId)).toEqual([]);
-      expect((await repeatsBeyondHandovers(query, received, sent)).beyond).toEqual([]);
-      const repeats = d.emailDuplicates + d.slackDuplicates;
-      expect(repeats).toBeLessThanOrEqual(inFlightA.email.size + inFlightA.slack.size);
+    // Repeats: an email repeats exactly when host A had delivered it (held,
+    // then released) without recording it; a Slack post at most once more,
+    // and only if A had it in flight. Checked again from the history alone.
+    const emailRepeated = [...d.emails].filter(([, n]) => n > 1);
+    expect(emailRepeated.filter(([, n]) => n !== 2)).toEqual([]);
+    expect(emailRepeated.map(([messageId]) => trackingIdOfMessage(sent, messageId)).sort()).toEqual([...heldIds].sort());
+    const slackRepeated = sent.filter((x) => (d.posts.get(x.marker) ?? 0) > 1);
+    expect(slackRepeated.filter((x) => d.posts.get(x.marker)! > 2 || !inFlightA.slack.has(x.trackingId)).map((x) => x.trackingId)).toEqual([]);
+    expect((await repeatsBeyondHandovers(query, received, sent)).beyond).toEqual([]);
+    const repeats = d.emailDuplicates + d.slackDuplicates;
+    expect(repeats).toBeLessThanOrEqual(inFlightA.email.size + inFlightA.slack.size);
 
-      process.stdout.write(
-        `several hosts (${network.delayMs === null ? "no netem" : `netem ${network.delayMs} ms per host`}, lease ${LEASE_MS} ms): ` +
-          `wave 1: ${FIRST_WAVE} notifications over HTTP, all outcomes in ${firstMs} ms, emails by host A ${firstByHost.A} / B ${firstByHost.B}; ` +
-          `wave 2: ${SECOND_WAVE}, host A cut with ${released} emails held at its SMTP server; in flight (Running) at the cut: ` +
-          `A ${inFlightA.email.size} email + ${inFlightA.slack.size} slack, B ${inFlightB.email.size} email + ${inFlightB.slack.size} slack; ` +
-          `A's sessions then: ${sessionsAtCut.map((r) => `${r.n} ${r.state}`).join(", ")}; ` +
-          `hand-over ${handovers.first.getTime() - cutDb.getTime()}–${handovers.last.getTime() - cutDb.getTime()} ms after the cut (${handedOver.length} sends); ` +
-          `all ${FIRST_WAVE + SECOND_WAVE} outcomes ${allOutcomesMs} ms after the cut; repeats: ${d.emailDuplicates} email, ${d.slackDuplicates} slack ` +
-          `(bound: ${inFlightA.email.size + inFlightA.slack.size} in flight on A); whole test ${Date.now() - started} ms\n`,
-      );
+    process.stdout.write(
+      `several hosts (${network.delayMs === null ? "no netem" : `netem ${network.delayMs} ms per host`}, lease ${LEASE_MS} ms): ` +
+        `wave 1: ${FIRST_WAVE} notifications over HTTP, all outcomes in ${firstMs} ms, emails by host A ${firstByHost.A} / B ${firstByHost.B}; ` +
+        `wave 2: ${SECOND_WAVE}, host A cut with ${released} emails held at its SMTP server; in flight (Running) at the cut: ` +
+        `A ${inFlightA.email.size} email + ${inFlightA.slack.size} slack, B ${inFlightB.email.size} email + ${inFlightB.slack.size} slack; ` +
+        `A's sessions then: ${sessionsAtCut.map((r) => `${r.n} ${r.state}`).join(", ")}; ` +
+        `hand-over ${handovers.first.getTime() - cutDb.getTime()}–${handovers.last.getTime() - cutDb.getTime()} ms after the cut (${handedOver.length} sends); ` +
+        `all ${FIRST_WAVE + SECOND_WAVE} outcomes ${allOutcomesMs} ms after the cut; repeats: ${d.emailDuplicates} email, ${d.slackDuplicates} slack ` +
+        `(bound: ${inFlightA.email.size + inFlightA.slack.size} in flight on A); whole test ${Date.now() - started} ms\n`,
+    );
 
-      async function putEntities(): Promise<string[]> {
-        const list: string[] = [];
-        for (let i = 0; i < ENTITIES; i++) {
-          const id = `host-${i}`;
-          const body = {
-            kind: "user",
-            name: `Host ${i}`,
-            email: `${id}@example.test`,
-            slack: `U0HST${String(i).padStart(4, "0")}`,
-            preferences: { channels: ["email", "slack"], delivery: "all" },
-          };
-          const res = await api("PUT", `/v1/entities/${id}`, body);
-          if (res.status >= 300) throw new Error(`PUT entity ${id}: ${res.status} ${await res.text()}`);
-          list.push(id);
-        }
-        return list;
-      }
-
-      /** Enqueue over HTTP on the API host, four requests at a time; each notification's subject carries a marker of its own. */
-      async function enqueue(label: string, count: number, entityIds: string[]): Promise<SentNotification[]> {
-        const out: SentNotification[] = new Array(count);
-        let next = 0;
-        const lane = async () => {
-          for (let i = next++; i < count; i = next++) {
-            const marker = `[fault:${label}:${i}]`;
-            const res = await api("POST", "/v1/notifications", {
-              entityId: entityIds[i % entityIds.length],
-              subject: `Report ${marker}`,
-              text: `Hello ${marker}, sent across hosts.`,
-            });
-            const body = (await res.json()) as { id?: string };
-            if (res.status !== 202 || !body.id) throw new Error(`POST /v1/notifications: ${res.status} ${JSON.stringify(body)}`);
-            out[i] = { trackingId: body.id, marker, messageId: `<${body.id}.email@tidings>` };
-          }
+    async function putEntities(): Promise<string[]> {
+      const list: string[] = [];
+      for (let i = 0; i < ENTITIES; i++) {
+        const id = `host-${i}`;
+        const body = {
+          kind: "user",
+          name: `Host ${i}`,
+          email: `${id}@example.test`,
+          slack: `U0HST${String(i).padStart(4, "0")}`,
+          preferences: { channels: ["email", "slack"], delivery: "all" },
         };
-        await Promise.all([lane(), lane(), lane(), lane()]);
-        return out;
+        const res = await api("PUT", `/v1/entities/${id}`, body);
+        if (res.status >= 300) throw new Error(`PUT entity ${id}: ${res.status} ${await res.text()}`);
+        list.push(id);
       }
+      return list;
+    }
 
-      function api(method: string, path: string, body: unknown): Promise<Response> {
-        return fetch(`${s.apiUrl}${path}`, {
-          method,
-          headers: { authorization: `Bearer ${s.key}`, "content-type": "application/json" },
-          body: JSON.stringify(body),
-        });
-      }
+    /** Enqueue over HTTP on the API host, four requests at a time; each notification's subject carries a marker of its own. */
+    async function enqueue(label: string, count: number, entityIds: string[]): Promise<SentNotification[]> {
+      const out: SentNotification[] = new Array(count);
+      let next = 0;
+      const lane = async () => {
+        for (let i = next++; i < count; i = next++) {
+          const marker = `[fault:${label}:${i}]`;
+          const res = await api("POST", "/v1/notifications", {
+            entityId: entityIds[i % entityIds.length],
+            subject: `Report ${marker}`,
+            text: `Hello ${marker}, sent across hosts.`,
+          });
+          const body = (await res.json()) as { id?: string };
+          if (res.status !== 202 || !body.id) throw new Error(`POST /v1/notifications: ${res.status} ${JSON.stringify(body)}`);
+          out[i] = { trackingId: body.id, marker, messageId: `<${body.id}.email@tidings>` };
+        }
+      };
+      await Promise.all([lane(), lane(), lane(), lane()]);
+      return out;
+    }
 
-      async function databaseNow(): Promise<Date> {
-        return (await query<{ t: Date }>("select clock_timestamp() as t")).rows[0]!.t;
-      }
+    function api(method: string, path: string, body: unknown): Promise<Response> {
+      return fetch(`${s.apiUrl}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${s.key}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    }
 
-      /**
-       * The sends a worker process has in flight: email and Slack operations
-       * Running whose job is locked by one of its graphile-worker pools (its
-       * heartbeat row names them; the pid is the process's own, namespaces
-       * sharing the machine's pid space).
-       */
-      async function sendsInFlight(pid: number): Promise<{ email: Map<string, number>; slack: Map<string, number> }> {
-        const { rows } = await query<{ channel: "email" | "slack"; id: string; attempts: number }>(
-          `with pools as (select unnest(worker_ids) as worker_id from tidings.worker_heartbeats where pid = $1)
+    async function databaseNow(): Promise<Date> {
+      return (await query<{ t: Date }>("select clock_timestamp() as t")).rows[0]!.t;
+    }
+
+    /**
+     * The sends a worker process has in flight: email and Slack operations
+     * Running whose job is locked by one of its graphile-worker pools (its
+     * heartbeat row names them; the pid is the process's own, namespaces
+     * sharing the machine's pid space).
+     */
+    async function sendsInFlight(pid: number): Promise<{ email: Map<string, number>; slack: Map<string, number> }> {
+      const { rows } = await query<{ channel: "email" | "slack"; id: string; attempts: number }>(
+        `with pools as (select unnest(worker_ids) as worker_id from tidings.worker_heartbeats where pid = $1)
            select 'email' as channel, o.id, h.attempts from email.operations o
              join email.operations__handling h on h.position = o.position and h.concern = 'email_bot' and h.status::text = 'Running'
              join graphile_worker.jobs j on j.key = 'email.operations:email_bot:' || o.position
@@ -315,29 +314,27 @@ interface Setup {
              join slack.operations__handling h on h.position = o.position and h.concern = 'slack_bot' and h.status::text = 'Running'
              join graphile_worker.jobs j on j.key = 'slack.operations:slack_bot:' || o.position
             where j.locked_by in (select worker_id from pools)`,
-          [pid],
-        );
-        const of = (channel: "email" | "slack") => new Map(rows.filter((r) => r.channel === channel).map((r) => [r.id, r.attempts]));
-        return { email: of("email"), slack: of("slack") };
-      }
+        [pid],
+      );
+      const of = (channel: "email" | "slack") => new Map(rows.filter((r) => r.channel === channel).map((r) => [r.id, r.attempts]));
+      return { email: of("email"), slack: of("slack") };
+    }
 
-      /** When the first and the last of host A's sends were handed over ("abandoned" cancels in the handling history). */
-      async function handoverTimes(after: Date): Promise<{ first: Date; last: Date }> {
-        const { rows } = await query<{ first: Date | null; last: Date | null }>(
-          `select min(recorded_at) as first, max(recorded_at) as last from (
+    /** When the first and the last of host A's sends were handed over ("abandoned" cancels in the handling history). */
+    async function handoverTimes(after: Date): Promise<{ first: Date; last: Date }> {
+      const { rows } = await query<{ first: Date | null; last: Date | null }>(
+        `select min(recorded_at) as first, max(recorded_at) as last from (
              select recorded_at, reason from email.operations__handling_history where action = 'cancel' and recorded_at > $1
              union all
              select recorded_at, reason from slack.operations__handling_history where action = 'cancel' and recorded_at > $1) x
            where reason like '%was abandoned before recording an outcome%'`,
-          [after],
-        );
-        const { first, last } = rows[0]!;
-        if (!first || !last) throw new Error("no send was handed over after the cut");
-        return { first, last };
-      }
-    },
-    120_000,
-  );
+        [after],
+      );
+      const { first, last } = rows[0]!;
+      if (!first || !last) throw new Error("no send was handed over after the cut");
+      return { first, last };
+    }
+  }, 120_000);
 });
 
 function ids(sent: readonly SentNotification[]): string[] {
