@@ -45,8 +45,8 @@ import { postgresBinaries, startPostgresHost, startTidingsOn, type HostProcess, 
 const DELAY_MS = 2;
 /** Short enough for a quick test, long enough that the cut host's work is read before it is handed over. */
 const LEASE_MS = 3_000;
-const FIRST_WAVE = 40;
-const SECOND_WAVE = 80;
+const FIRST_WAVE = 30;
+const SECOND_WAVE = 60;
 const ENTITIES = 8;
 const FLOW_LIMIT_MS = 60_000;
 
@@ -184,9 +184,11 @@ interface Setup {
     // running a statement (a COMMIT that arrived before the cut is then in).
     const sessionsOfA = async () =>
       (
-        await query<{ state: string; n: number }>(`select coalesce(state, 'unknown') as state, count(*)::int as n from pg_stat_activity where client_addr = $1::inet group by 1`, [
-          network.hosts.workerA!.address,
-        ])
+        await query<{ state: string; n: number; last: string }>(
+          `select coalesce(state, 'unknown') as state, count(*)::int as n, string_agg(distinct left(query, 50), ' | ') as last
+             from pg_stat_activity where client_addr = $1::inet group by 1`,
+          [network.hosts.workerA!.address],
+        )
       ).rows;
     await waitFor(async () => !(await sessionsOfA()).some((r) => r.state === "active"), {
       timeoutMs: 10_000,
@@ -206,6 +208,12 @@ interface Setup {
     const released = hold.release();
     await waitForAllOutcomes(query, ids(sent), FLOW_LIMIT_MS);
     const allOutcomesMs = Date.now() - cutAt;
+    // For the report: when PostgreSQL ended the cut host's sessions (TCP keepalives, see hosts.ts).
+    const sessionsEndedMs = await waitFor(async () => (await sessionsOfA()).length === 0 && Date.now() - cutAt, {
+      timeoutMs: 15_000,
+      intervalMs: 100,
+      what: "the cut host's sessions to end",
+    }).catch(() => null);
 
     // Every notification sent on both channels, every record handled once
     // (the handling audit), nothing lost on the receiving side.
@@ -239,9 +247,10 @@ interface Setup {
         `wave 1: ${FIRST_WAVE} notifications over HTTP, all outcomes in ${firstMs} ms, emails by host A ${firstByHost.A} / B ${firstByHost.B}; ` +
         `wave 2: ${SECOND_WAVE}, host A cut with ${released} emails held at its SMTP server; in flight (Running) at the cut: ` +
         `A ${inFlightA.email.size} email + ${inFlightA.slack.size} slack, B ${inFlightB.email.size} email + ${inFlightB.slack.size} slack; ` +
-        `A's sessions then: ${sessionsAtCut.map((r) => `${r.n} ${r.state}`).join(", ")}; ` +
+        `A's sessions then: ${sessionsAtCut.map((r) => `${r.n} ${r.state}${r.state === "idle in transaction" ? ` (${r.last})` : ""}`).join(", ")}, ` +
+        `ended by PostgreSQL ${sessionsEndedMs === null ? "not within 15 s" : `${sessionsEndedMs} ms`} after the cut; ` +
         `hand-over ${handovers.first.getTime() - cutDb.getTime()}–${handovers.last.getTime() - cutDb.getTime()} ms after the cut (${handedOver.length} sends); ` +
-        `all ${FIRST_WAVE + SECOND_WAVE} outcomes ${allOutcomesMs} ms after the cut; repeats: ${d.emailDuplicates} email, ${d.slackDuplicates} slack ` +
+        `all ${FIRST_WAVE + SECOND_WAVE} outcomes ${allOutcomesMs} ms after the cut, wave 2's emails received from A ${smtpA.messages.length - firstByHost.A} / B ${smtpB.messages.length - firstByHost.B}; repeats: ${d.emailDuplicates} email, ${d.slackDuplicates} slack ` +
         `(bound: ${inFlightA.email.size + inFlightA.slack.size} in flight on A); whole test ${Date.now() - started} ms\n`,
     );
 
