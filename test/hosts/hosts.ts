@@ -127,6 +127,10 @@ export async function startPostgresHost(network: Network, host: string, migrateF
       "tcp_keepalives_interval=1",
       "-c",
       "tcp_keepalives_count=2",
+      // Keepalives end an idle session; a reply never acknowledged waits for
+      // retransmissions instead (15 min by default) unless this bounds it.
+      "-c",
+      "tcp_user_timeout=5000",
     ],
     { env: { PATH: process.env.PATH, LANG: "C" } },
   );

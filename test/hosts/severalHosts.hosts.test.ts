@@ -27,6 +27,7 @@ import { createDb, createPool } from "../../src/db/database";
 import { waitFor } from "../helpers/db";
 import {
   cancelsInHistory,
+  describeHeartbeats,
   expectAllDelivered,
   expectAllSentOnAll,
   repeatsBeyondHandovers,
@@ -196,6 +197,15 @@ interface Setup {
       what: "host A's sessions to stop running statements",
     });
     const sessionsAtCut = await sessionsOfA();
+    // For the report, watched from now on: when PostgreSQL ends the cut host's sessions (keepalives, see hosts.ts).
+    const sessionsEnded = waitFor(async () => (await sessionsOfA()).length === 0 && Date.now() - cutAt, {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      what: "the cut host's sessions to end",
+    }).catch(async () => {
+      process.stdout.write(`several hosts: the cut host's sessions still open 20 s after the cut:\n${await describeSessions()}\n`);
+      return null;
+    });
     const snapshotDb = await databaseNow();
     const inFlightA = await sendsInFlight(workerA.child.pid!);
     const inFlightB = await sendsInFlight(workerB.child.pid!);
@@ -206,14 +216,11 @@ interface Setup {
 
     // The server had taken every held message; host A never learns it.
     const released = hold.release();
-    await waitForAllOutcomes(query, ids(sent), FLOW_LIMIT_MS);
+    await waitForAllOutcomes(query, ids(sent), FLOW_LIMIT_MS).catch(async (error: Error) => {
+      throw new Error(`${error.message}\nheartbeats:\n${await describeHeartbeats(query)}\nsessions:\n${await describeSessions()}`, { cause: error });
+    });
     const allOutcomesMs = Date.now() - cutAt;
-    // For the report: when PostgreSQL ended the cut host's sessions (TCP keepalives, see hosts.ts).
-    const sessionsEndedMs = await waitFor(async () => (await sessionsOfA()).length === 0 && Date.now() - cutAt, {
-      timeoutMs: 15_000,
-      intervalMs: 100,
-      what: "the cut host's sessions to end",
-    }).catch(() => null);
+    const sessionsEndedMs = await sessionsEnded;
 
     // Every notification sent on both channels, every record handled once
     // (the handling audit), nothing lost on the receiving side.
@@ -248,7 +255,7 @@ interface Setup {
         `wave 2: ${SECOND_WAVE}, host A cut with ${released} emails held at its SMTP server; in flight (Running) at the cut: ` +
         `A ${inFlightA.email.size} email + ${inFlightA.slack.size} slack, B ${inFlightB.email.size} email + ${inFlightB.slack.size} slack; ` +
         `A's sessions then: ${sessionsAtCut.map((r) => `${r.n} ${r.state}${r.state === "idle in transaction" ? ` (${r.last})` : ""}`).join(", ")}, ` +
-        `ended by PostgreSQL ${sessionsEndedMs === null ? "not within 15 s" : `${sessionsEndedMs} ms`} after the cut; ` +
+        `ended by PostgreSQL ${sessionsEndedMs === null ? "not within 20 s" : `${sessionsEndedMs} ms`} after the cut; ` +
         `hand-over ${handovers.first.getTime() - cutDb.getTime()}–${handovers.last.getTime() - cutDb.getTime()} ms after the cut (${handedOver.length} sends); ` +
         `all ${FIRST_WAVE + SECOND_WAVE} outcomes ${allOutcomesMs} ms after the cut, wave 2's emails received from A ${smtpA.messages.length - firstByHost.A} / B ${smtpB.messages.length - firstByHost.B}; repeats: ${d.emailDuplicates} email, ${d.slackDuplicates} slack ` +
         `(bound: ${inFlightA.email.size + inFlightA.slack.size} in flight on A); whole test ${Date.now() - started} ms\n`,
@@ -299,6 +306,17 @@ interface Setup {
         headers: { authorization: `Bearer ${s.key}`, "content-type": "application/json" },
         body: JSON.stringify(body),
       });
+    }
+
+    /** Every client session, where from, doing what, and who blocks it: for failure messages. */
+    async function describeSessions(): Promise<string> {
+      const { rows } = await query<{ line: string }>(
+        `select concat_ws(' ', pid, client_addr, application_name, state, wait_event_type || ':' || wait_event,
+                'xact ' || round(extract(epoch from now() - xact_start))::int || ' s',
+                'blocked by ' || nullif(pg_blocking_pids(pid)::text, '{}'), left(regexp_replace(query, '\\s+', ' ', 'g'), 120)) as line
+           from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid() order by client_addr, pid`,
+      );
+      return rows.map((r) => r.line).join("\n");
     }
 
     async function databaseNow(): Promise<Date> {
