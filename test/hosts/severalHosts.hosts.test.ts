@@ -113,20 +113,22 @@ interface Setup {
         channels: { smtp, slack: s.slack!, close: async () => {} },
         extra: { SMTP_URL: `smtp://${smtpRelay.host}:${smtpRelay.port}`, SLACK_API_URL: slackApiUrl, WORKER_LEASE_MS: String(LEASE_MS) },
       });
-      return startTidingsOn(network, host, host, env, /"msg":"workers started"/);
+      s[host] = await startTidingsOn(network, host, host, env, /"msg":"workers started"/);
     };
     const apiAddress = network.hosts.api!.address;
-    [s.api, s.workerA, s.workerB] = await Promise.all([
-      startTidingsOn(
+    // Each kept as soon as it is up: if another fails to start, afterAll still stops it.
+    const startApi = async () => {
+      s.api = await startTidingsOn(
         network,
         "api",
         "api",
-        { DATABASE_URL: s.postgres.serviceUrl, RUN_WORKER: "false", HOST: apiAddress, PORT: "3000", DB_POOL_SIZE: "10", LOG_LEVEL: "info" },
+        { DATABASE_URL: s.postgres!.serviceUrl, RUN_WORKER: "false", HOST: apiAddress, PORT: "3000", DB_POOL_SIZE: "10", LOG_LEVEL: "info" },
         /tidings API listening on/,
-      ),
-      workerOn("workerA", s.smtpA),
-      workerOn("workerB", s.smtpB),
-    ]);
+      );
+    };
+    const starts = await Promise.allSettled([startApi(), workerOn("workerA", s.smtpA), workerOn("workerB", s.smtpB)]);
+    const failed = starts.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
     s.apiUrl = `http://${apiAddress}:3000`;
     process.stdout.write(`several hosts: network, PostgreSQL, API and two workers up in ${Date.now() - started} ms\n`);
   }, 120_000);
