@@ -396,6 +396,17 @@ begin
     union all select ev.payload->>'channel' from slack.events ev where ev.id = any (ids) and ev.type = 'SucceededInSendingSlackMessageEvent'
   ) p where v is not null and v <> '' and v not in ('erased@erased.invalid', '#erased', '[erased]');
 
+  -- Bots already at work on these notifications finish first, and none starts
+  -- until the erasure commits: a batch of a catch-up bot (the projection)
+  -- that read a notification before the erasure would write its view after
+  -- it, with the data in it; so would a saga evaluation. The same advisory
+  -- locks they take (src/bots/catchUp.ts, src/notification/saga.bot.ts),
+  -- checkpoints first, then sagas in id order, as they take them.
+  if p_execute then
+    perform pg_advisory_xact_lock(hashtextextended('checkpoint ' || k.name, 0)) from tidings.checkpoints k order by k.name;
+    perform pg_advisory_xact_lock(hashtextextended('saga ' || i, 0)) from unnest(ids) i order by i;
+  end if;
+
   -- What still waits to be handled. A saga waits for its deadline long after
   -- its notification has an outcome, and only reads what is erased: not counted.
   for consumer in select sc.stream, sc.concern, sc.record_types from tidings.stream_consumers sc

@@ -325,4 +325,25 @@ describe("an erasure while work waits", () => {
     expect(rows).toEqual([{ subject: "Wren's pending note" }]);
     expect((await t.query("select count(*)::int as n from entity.erasures")).rows[0].n).toBe(0);
   });
+
+  it("waits for a projection batch in flight, so the view it writes is erased too, and holds the next one off until it commits", async () => {
+    await createEntity(t, "pia", person({ name: "Pia Projected", email: "pia@example.org" }));
+    // The projection's batch is under way: it holds its checkpoint's lock (src/bots/catchUp.ts) until it commits.
+    const projection = await t.adminPool.connect();
+    try {
+      await projection.query("begin");
+      await projection.query("select pg_advisory_xact_lock(hashtextextended('checkpoint notification_views', 0))");
+      const erasing = eraseEntity(t.db, { entityId: "pia", execute: true, reason: "request", actor: "dana" });
+      // The erasure waits for the batch: it has taken nothing yet.
+      await waitFor(
+        async () => (await t.query("select 1 from pg_stat_activity where wait_event_type = 'Lock' and wait_event = 'advisory' and query like '%erase_entity%'")).rows.length === 1,
+        { what: "the erasure to wait for the projection's lock" },
+      );
+      expect((await t.query("select count(*)::int as n from entity.erasures where id = 'pia'")).rows[0].n).toBe(0);
+      await projection.query("commit");
+      await expect(erasing).resolves.toMatchObject({ dryRun: false, erasure: { stream: "entity.erasures" } });
+    } finally {
+      projection.release();
+    }
+  });
 });
