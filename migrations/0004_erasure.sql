@@ -340,7 +340,15 @@ begin
 end;
 $$;
 
-revoke execute on function entity.redact(jsonb, text[], text), entity.scrub(text, text[]), entity.erased_placeholder(text) from public;
+-- The values to scrub from a row of record id p_id: the entity's own, and
+-- its notification's content when the row is about one.
+create function entity.values_for(p_common text[], p_own jsonb, p_id text) returns text[]
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+  select p_common || coalesce(array(select jsonb_array_elements_text(p_own->p_id)), '{}')
+$$;
+
+revoke execute on function entity.redact(jsonb, text[], text), entity.scrub(text, text[]), entity.erased_placeholder(text),
+  entity.values_for(text[], jsonb, text) from public;
 
 -- Erase one entity's personal data, or (p_execute false) count what would
 -- change. Returns a JSON report: the notifications concerned, per place
@@ -354,6 +362,7 @@ language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 declare
   ids text[];
   personal text[];
+  own jsonb;
   places jsonb := '[]';
   waiting jsonb := '[]';
   declared record;
@@ -382,14 +391,16 @@ begin
   select coalesce(array_agg(distinct c.id order by c.id), '{}') into ids
   from notification.client_operations c where c.payload->>'entityId' = p_entity_id;
 
-  -- The personal values, to scrub out of free text (errors, reasons, alert bodies).
+  -- The personal values, to scrub out of free text (errors, reasons, alert
+  -- bodies): the entity's own, for every row, and each notification's
+  -- content, for that notification's rows only (scrubbing every row with
+  -- every notification's text would cost rows x notifications).
+  select coalesce(jsonb_object_agg(c.id, to_jsonb(array_remove(array[c.payload->>'subject', c.payload->>'text', c.payload->>'html', c.payload->>'markdown'], null))), '{}')
+  into own from notification.client_operations c where c.id = any (ids);
   select coalesce(array_agg(distinct v), '{}') into personal from (
     select e.payload->'entity'->>'name' as v from entity.events e where e.id = p_entity_id
     union all select e.payload->'entity'->>'email' from entity.events e where e.id = p_entity_id
     union all select e.payload->'entity'->>'slack' from entity.events e where e.id = p_entity_id
-    union all select x from notification.client_operations c,
-      lateral (values (c.payload->>'subject'), (c.payload->>'text'), (c.payload->>'html'), (c.payload->>'markdown')) f(x)
-      where c.id = any (ids)
     union all select jsonb_array_elements_text(o.payload->'to') from email.operations o
       where o.id = any (ids) and o.payload->>'purpose' = 'notification'
     union all select o.payload->>'channel' from slack.operations o where o.id = any (ids) and o.payload->>'purpose' = 'notification'
@@ -436,46 +447,51 @@ begin
   for declared in select st.name from tidings.streams st where st.name <> 'entity.erasures' order by st.name loop
     execute format($q$
       with target as (
-        select r.position, entity.redact(r.payload, $2) as payload, entity.redact(r.tags, $2) as tags
+        select r.position, r.payload as was_payload, r.tags as was_tags,
+               entity.redact(r.payload, entity.values_for($2, $3, r.id)) as payload,
+               entity.redact(r.tags, entity.values_for($2, $3, r.id)) as tags
         from %1$s r where r.id = any ($1)
       ), changed as (
-        select t.* from target t join %1$s r using (position) where (r.payload, r.tags) is distinct from (t.payload, t.tags)
+        select t.position, t.payload, t.tags from target t where (t.was_payload, t.was_tags) is distinct from (t.payload, t.tags)
       )%2$s$q$, tidings.stream_table(declared.name),
       case when p_execute
         then format(', done as (update %s r set payload = c.payload, tags = c.tags from changed c where r.position = c.position returning 1) select count(*) from done', tidings.stream_table(declared.name))
         else ' select count(*) from changed' end)
-      into n using case when declared.name = 'entity.events' then array[p_entity_id] else ids end, personal;
+      into n using case when declared.name = 'entity.events' then array[p_entity_id] else ids end, personal, own;
     places := places || jsonb_build_object('place', declared.name, 'rows', n);
 
     execute format($q$
-      with changed as (
-        select h.position, h.concern, entity.scrub(h.last_error, $2) as last_error, entity.scrub(h.last_reason, $2) as last_reason,
-               entity.redact(h.last_details, $2) as last_details
-        from %1$s h where h.position in (select r.position from %2$s r where r.id = any ($1))
+      with target as (
+        select h.position, h.concern, (h.last_error, h.last_reason, h.last_details) as was,
+               entity.scrub(h.last_error, entity.values_for($2, $3, r.id)) as last_error,
+               entity.scrub(h.last_reason, entity.values_for($2, $3, r.id)) as last_reason,
+               entity.redact(h.last_details, entity.values_for($2, $3, r.id)) as last_details
+        from %1$s h join %2$s r on r.position = h.position where r.id = any ($1)
+      ), changed as (
+        select t.position, t.concern, t.last_error, t.last_reason, t.last_details from target t
+        where t.was is distinct from (t.last_error, t.last_reason, t.last_details)
       )%3$s$q$, tidings.stream_table(declared.name, '__handling'), tidings.stream_table(declared.name),
       case when p_execute
         then format(', done as (update %s h set last_error = c.last_error, last_reason = c.last_reason, last_details = c.last_details
-                      from changed c where h.position = c.position and h.concern = c.concern
-                        and (h.last_error, h.last_reason, h.last_details) is distinct from (c.last_error, c.last_reason, c.last_details)
-                      returning 1) select count(*) from done', tidings.stream_table(declared.name, '__handling'))
-        else format(' select count(*) from changed c join %s h using (position, concern)
-                      where (h.last_error, h.last_reason, h.last_details) is distinct from (c.last_error, c.last_reason, c.last_details)',
-                    tidings.stream_table(declared.name, '__handling')) end)
-      into n using case when declared.name = 'entity.events' then array[p_entity_id] else ids end, personal;
+                      from changed c where h.position = c.position and h.concern = c.concern returning 1) select count(*) from done',
+                    tidings.stream_table(declared.name, '__handling'))
+        else ' select count(*) from changed' end)
+      into n using case when declared.name = 'entity.events' then array[p_entity_id] else ids end, personal, own;
     places := places || jsonb_build_object('place', declared.name || '__handling', 'rows', n);
 
     execute format($q$
-      with changed as (
-        select h.entry, entity.scrub(h.reason, $2) as reason, entity.redact(h.details, $2) as details
-        from %1$s h where h.position in (select r.position from %2$s r where r.id = any ($1))
+      with target as (
+        select h.entry, (h.reason, h.details) as was, entity.scrub(h.reason, entity.values_for($2, $3, r.id)) as reason,
+               entity.redact(h.details, entity.values_for($2, $3, r.id)) as details
+        from %1$s h join %2$s r on r.position = h.position where r.id = any ($1)
+      ), changed as (
+        select t.entry, t.reason, t.details from target t where t.was is distinct from (t.reason, t.details)
       )%3$s$q$, tidings.stream_table(declared.name, '__handling_history'), tidings.stream_table(declared.name),
       case when p_execute
-        then format(', done as (update %s h set reason = c.reason, details = c.details from changed c
-                      where h.entry = c.entry and (h.reason, h.details) is distinct from (c.reason, c.details) returning 1)
+        then format(', done as (update %s h set reason = c.reason, details = c.details from changed c where h.entry = c.entry returning 1)
                       select count(*) from done', tidings.stream_table(declared.name, '__handling_history'))
-        else format(' select count(*) from changed c join %s h using (entry) where (h.reason, h.details) is distinct from (c.reason, c.details)',
-                    tidings.stream_table(declared.name, '__handling_history')) end)
-      into n using case when declared.name = 'entity.events' then array[p_entity_id] else ids end, personal;
+        else ' select count(*) from changed' end)
+      into n using case when declared.name = 'entity.events' then array[p_entity_id] else ids end, personal, own;
     places := places || jsonb_build_object('place', declared.name || '__handling_history', 'rows', n);
   end loop;
 
@@ -497,7 +513,8 @@ begin
   -- graphile-worker's jobs point at records ({stream, position, id}); their
   -- last error may quote an address.
   with changed as (
-    select j.id, entity.redact(j.payload::jsonb, personal)::json as payload, entity.scrub(j.last_error, personal) as last_error
+    select j.id, entity.redact(j.payload::jsonb, entity.values_for(personal, own, j.payload::jsonb->>'id'))::json as payload,
+           entity.scrub(j.last_error, entity.values_for(personal, own, j.payload::jsonb->>'id')) as last_error
     from graphile_worker._private_jobs j
     where j.payload::jsonb->>'id' = any (ids || p_entity_id)
   ), differing as (
@@ -506,17 +523,19 @@ begin
   )
   select count(*) into n from differing;
   if p_execute and n > 0 then
-    update graphile_worker._private_jobs j set payload = entity.redact(j.payload::jsonb, personal)::json, last_error = entity.scrub(j.last_error, personal)
+    update graphile_worker._private_jobs j
+    set payload = entity.redact(j.payload::jsonb, entity.values_for(personal, own, j.payload::jsonb->>'id'))::json,
+        last_error = entity.scrub(j.last_error, entity.values_for(personal, own, j.payload::jsonb->>'id'))
     where j.payload::jsonb->>'id' = any (ids || p_entity_id);
   end if;
   places := places || jsonb_build_object('place', 'graphile_worker.jobs', 'rows', n);
 
   -- Notifications the projection passed over keep the error it met.
   select count(*) into n from tidings.checkpoint_failures f
-  where f.id = any (ids) and f.error is distinct from entity.scrub(f.error, personal);
+  where f.id = any (ids) and f.error is distinct from entity.scrub(f.error, entity.values_for(personal, own, f.id));
   if p_execute and n > 0 then
-    update tidings.checkpoint_failures f set error = entity.scrub(f.error, personal)
-    where f.id = any (ids) and f.error is distinct from entity.scrub(f.error, personal);
+    update tidings.checkpoint_failures f set error = entity.scrub(f.error, entity.values_for(personal, own, f.id))
+    where f.id = any (ids) and f.error is distinct from entity.scrub(f.error, entity.values_for(personal, own, f.id));
   end if;
   places := places || jsonb_build_object('place', 'tidings.checkpoint_failures', 'rows', n);
 
