@@ -326,7 +326,7 @@ describe("an erasure while work waits", () => {
     expect((await t.query("select count(*)::int as n from entity.erasures")).rows[0].n).toBe(0);
   });
 
-  it("waits for a projection batch in flight, so the view it writes is erased too, and holds the next one off until it commits", async () => {
+  it("waits for a projection batch in flight (its checkpoint lock) before it erases anything", async () => {
     await createEntity(t, "pia", person({ name: "Pia Projected", email: "pia@example.org" }));
     // The projection's batch is under way: it holds its checkpoint's lock (src/bots/catchUp.ts) until it commits.
     const projection = await t.adminPool.connect();
@@ -345,5 +345,36 @@ describe("an erasure while work waits", () => {
     } finally {
       projection.release();
     }
+  });
+
+  it("erases by key wherever a field is nested, keeps ids, channel names and states, and scrubs the entity's values from free text", async () => {
+    const saga = {
+      awaiting: [{ channel: "slack", operationId: "n1:slack", stream: "slack.operations", destination: "U0PIA" }],
+      policy: "fallback",
+      fallbacks: [
+        {
+          plan: { channel: "email", operationId: "n1:email", stream: "email.operations", destination: "pia@example.org" },
+          operation: {
+            type: "SendEmailOp",
+            payload: { operationId: "n1:email", to: ["pia@example.org"], subject: "Pia's results", text: "Dear Pia Projected, ...", entityId: "pia" },
+          },
+        },
+      ],
+      outcome: { channel: "email", outcome: "failed", error: "550 5.1.1 <PIA@example.org>: Recipient address rejected" },
+      deadline: "2026-12-05T14:00:00.000Z",
+    };
+    const { rows } = await t.query("select entity.redact($1::jsonb, array['Pia Projected', 'pia@example.org', 'U0PIA']) as erased", [JSON.stringify(saga)]);
+    expect(rows[0].erased).toEqual({
+      awaiting: [{ channel: "slack", operationId: "n1:slack", stream: "slack.operations", destination: "#erased" }],
+      policy: "fallback",
+      fallbacks: [
+        {
+          plan: { channel: "email", operationId: "n1:email", stream: "email.operations", destination: "erased@erased.invalid" },
+          operation: { type: "SendEmailOp", payload: { operationId: "n1:email", to: ["erased@erased.invalid"], subject: "[erased]", text: "[erased]", entityId: "pia" } },
+        },
+      ],
+      outcome: { channel: "email", outcome: "failed", error: "550 5.1.1 <[erased]>: Recipient address rejected" },
+      deadline: "2026-12-05T14:00:00.000Z",
+    });
   });
 });
