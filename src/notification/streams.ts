@@ -20,6 +20,7 @@ export const Streams = {
   slackOperations: SlackStreams.operations,
   slackEvents: SlackStreams.events,
   entityEvents: EntityStreams.events,
+  entityErasures: EntityStreams.erasures,
 } as const;
 
 /**

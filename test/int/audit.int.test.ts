@@ -399,7 +399,18 @@ describe("the audit views", () => {
 
 // --- the auditor role ------------------------------------------------------------------
 
-const AUDIT_VIEWS = ["emails", "entity_versions", "failures_waiting", "handling_changes", "notifications", "projection_failures", "records", "redrives", "slack_messages"];
+const AUDIT_VIEWS = [
+  "emails",
+  "entity_versions",
+  "erasures",
+  "failures_waiting",
+  "handling_changes",
+  "notifications",
+  "projection_failures",
+  "records",
+  "redrives",
+  "slack_messages",
+];
 
 /** Run one statement as tidings_auditor in a writable transaction, so only privileges can refuse it. */
 const asAuditorRole = (statement: string) => inTransaction(app.t.db, "auditor", (tx) => sql.raw(statement).execute(tx));
@@ -450,6 +461,10 @@ describe("the tidings_auditor role", () => {
     expect(rows.map((r) => r.table_name)).toEqual(AUDIT_VIEWS);
     // The flows above pass nothing over; one failure as the projection would record it.
     await app.t.query(`insert into tidings.checkpoint_failures (checkpoint, id, records, error) values ('notification_views', 'audit-test', '[]', 'cannot read this payload')`);
+    // Nor do they erase anyone (test/int/erase.int.test.ts does); one erasure record as entity.erase_entity would append it.
+    await app.t.query(
+      `insert into entity.erasures (id, type, payload) values ('audit-test', 'EntityErasedEvent', '{"erasedBy": "test", "reason": "audit test", "notifications": [], "rows": {}}')`,
+    );
     for (const view of AUDIT_VIEWS) {
       const result = await asAuditorRole(`select count(*)::int as n from audit.${view}`);
       expect((result.rows[0] as { n: number }).n).toBeGreaterThan(0);
