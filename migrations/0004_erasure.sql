@@ -106,7 +106,7 @@ declare
   expected constant jsonb := '{
     "tg_refuse_change": "a7cc8215cc773fba2360753deea8d4d0",
     "tg_guard_handling": "ac55d8fafe5b0d6421e067769e48fec5",
-    "tg_record_handling_history": "0772e2f2320729100ad02c3e992aed1e"
+    "tg_record_handling_history": "71ee6ab89965f776b8cb9f734ac53401"
   }';
   f record;
 begin
@@ -205,14 +205,22 @@ begin
   if tg_op = 'UPDATE' and current_setting('tidings.erasure', true) = 'on' and tidings.erasing() then
     return null;
   end if;
-  execute format(
-    'insert into %I.%I (position, concern, from_status, to_status, action, actor, reason, details, attempt, recorded_by)
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)',
-    tg_table_schema, tg_table_name || '_history')
-  using new.position, new.concern,
-        case when tg_op = 'INSERT' then 'AvailableByDefault'::tidings.handling_status else old.status end,
-        new.status, new.last_action, new.last_actor, new.last_reason, new.last_details, new.attempts,
-        tidings.session_actor();
+  if tg_op = 'INSERT' then
+    execute format(
+      'insert into %I.%I (position, concern, from_status, to_status, action, actor, reason, details, attempt, recorded_by)
+       select n.position, n.concern, ''AvailableByDefault'', n.status, n.last_action, n.last_actor, n.last_reason, n.last_details, n.attempts, $1
+       from new_rows n order by n.position, n.concern',
+      tg_table_schema, tg_table_name || '_history')
+    using tidings.session_actor();
+  else
+    -- The guard keeps (position, concern) fixed, so it pairs old and new rows.
+    execute format(
+      'insert into %I.%I (position, concern, from_status, to_status, action, actor, reason, details, attempt, recorded_by)
+       select n.position, n.concern, o.status, n.status, n.last_action, n.last_actor, n.last_reason, n.last_details, n.attempts, $1
+       from new_rows n join old_rows o on o.position = n.position and o.concern = n.concern order by n.position, n.concern',
+      tg_table_schema, tg_table_name || '_history')
+    using tidings.session_actor();
+  end if;
   return null;
 end;
 $$;
