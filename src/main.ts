@@ -8,7 +8,7 @@ import { startWorker, type TidingsWorker } from "./bots/worker";
 import { createApp } from "./http/app";
 import { announce } from "./logging/announce";
 import { createLogger } from "./logging/logger";
-import { allBots, createBotDeps } from "./composition";
+import { allBots, createBotDeps, scheduledTasks } from "./composition";
 import { ensureDevelopmentKey, listApiKeys } from "./auth/apiKeys";
 import { createKeyCommand } from "./auth/keyCommand";
 import { createMetrics } from "./http/metrics";
@@ -68,6 +68,7 @@ async function main(): Promise<void> {
         shutdownGraceMs: config.WORKER_SHUTDOWN_GRACE_MS,
       },
       logger,
+      scheduled: scheduledTasks(database.db, logger),
     });
     logger.info({ concurrency: config.WORKER_CONCURRENCY }, "workers started");
   }
