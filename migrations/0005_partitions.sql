@@ -720,6 +720,24 @@ from tidings.retention_acts r;
 comment on view audit.retention is
   'Every partition archived and dropped by retention, and every expiry of idempotency keys: who, when, why, which, the files and row counts.';
 grant select on audit.retention to tidings_auditor;
+comment on column audit.retention.entry is 'Order of the acts.';
+comment on column audit.retention.run_id is 'The run of npm run retention the act belongs to (one run drops several partitions).';
+comment on column audit.retention.kind is 'partition (archived and dropped) or idempotency_keys (expired).';
+comment on column audit.retention.at is 'When (the dropping transaction''s time).';
+comment on column audit.retention.by is 'Who, as the operator named themself (--actor).';
+comment on column audit.retention.reason is 'Why, as the operator wrote it (--reason).';
+comment on column audit.retention.cutoff is 'Partitions that ended before this were due: now minus the retention period.';
+comment on column audit.retention.table_name is 'The partitioned table (a stream, or a handling history), or api.idempotency_keys.';
+comment on column audit.retention.partition is 'The partition dropped (schema.table_pYYYYMMDD); null for idempotency keys.';
+comment on column audit.retention.range_from is 'Start of the partition''s range of recorded_at (inclusive).';
+comment on column audit.retention.range_to is 'End of the partition''s range of recorded_at (exclusive).';
+comment on column audit.retention.row_count is 'Rows dropped (each in the archive file), or idempotency keys expired.';
+comment on column audit.retention.file is 'The archive file of the rows (gzip''d CSV with a header line), as named in the run''s folder.';
+comment on column audit.retention.sha256 is 'SHA-256 of the archive file as written (sha256sum of the .csv.gz).';
+comment on column audit.retention.handling_rows is 'Handling rows of the dropped records, archived and removed with them (a stream''s partition).';
+comment on column audit.retention.handling_file is 'The archive file of those handling rows.';
+comment on column audit.retention.handling_sha256 is 'SHA-256 of the handling archive file.';
+comment on column audit.retention.database_role is 'The database session user and the role it acted as.';
 
 -- ---------------------------------------------------------------------------
 -- The streams partitioned. Measured (docs/retention.md): these hold most of

@@ -399,7 +399,18 @@ describe("the audit views", () => {
 
 // --- the auditor role ------------------------------------------------------------------
 
-const AUDIT_VIEWS = ["emails", "entity_versions", "failures_waiting", "handling_changes", "notifications", "projection_failures", "records", "redrives", "slack_messages"];
+const AUDIT_VIEWS = [
+  "emails",
+  "entity_versions",
+  "failures_waiting",
+  "handling_changes",
+  "notifications",
+  "projection_failures",
+  "records",
+  "redrives",
+  "retention",
+  "slack_messages",
+];
 
 /** Run one statement as tidings_auditor in a writable transaction, so only privileges can refuse it. */
 const asAuditorRole = (statement: string) => inTransaction(app.t.db, "auditor", (tx) => sql.raw(statement).execute(tx));
@@ -450,6 +461,9 @@ describe("the tidings_auditor role", () => {
     expect(rows.map((r) => r.table_name)).toEqual(AUDIT_VIEWS);
     // The flows above pass nothing over; one failure as the projection would record it.
     await app.t.query(`insert into tidings.checkpoint_failures (checkpoint, id, records, error) values ('notification_views', 'audit-test', '[]', 'cannot read this payload')`);
+    // Nothing is old enough for retention here; one act as npm run retention would record it.
+    await app.t.query(`insert into tidings.retention_acts (run_id, kind, by, reason, cutoff, table_name, row_count, recorded_by)
+      values (gen_random_uuid(), 'idempotency_keys', 'ops', 'test', now(), 'api.idempotency_keys', 0, 'postgres')`);
     for (const view of AUDIT_VIEWS) {
       const result = await asAuditorRole(`select count(*)::int as n from audit.${view}`);
       expect((result.rows[0] as { n: number }).n).toBeGreaterThan(0);
