@@ -95,7 +95,10 @@ revoke execute on function tidings.copy_grants(aclitem[], oid, text, text) from 
 -- A partition gets the parent's append-only guard of its own: statement
 -- triggers fire only for the table a statement names, so without these an
 -- UPDATE naming the partition (only its owner may try) would meet no guard.
--- The same trigger function as the parent's (tidings.tg_refuse_change).
+-- Every statement-level UPDATE, DELETE or TRUNCATE trigger of the parent is
+-- copied as it is (tidings.tg_refuse_change, or whatever a later migration
+-- put in its place); row-level triggers PostgreSQL clones itself, and
+-- inserts go through the parent.
 create function tidings.guard_partition(p_parent regclass, p_partition regclass) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 declare
@@ -105,8 +108,8 @@ begin
     select tg.tgname, pg_get_triggerdef(tg.oid) as def
     from pg_trigger tg
     where tg.tgrelid = p_parent and not tg.tgisinternal
-      and tg.tgfoid = 'tidings.tg_refuse_change()'::regprocedure
-      and tg.tgtype & 1 = 0 -- statement level
+      and tg.tgtype & 1 = 0             -- statement level
+      and tg.tgtype & (8 | 16 | 32) <> 0 -- on DELETE, UPDATE or TRUNCATE
       and not exists (select 1 from pg_trigger o where o.tgrelid = p_partition and o.tgname = tg.tgname)
   loop
     execute replace(t.def, ' ON ' || p_parent::text || ' ', ' ON ' || p_partition::text || ' ');

@@ -242,6 +242,20 @@ describe("migration 0005 on a populated database", () => {
     ).rejects.toThrow(/permission denied/);
   });
 
+  it("lets a later migration declare a new record type on a partitioned stream (tidings.declare_record_types)", async () => {
+    const client = await admin.connect();
+    try {
+      await client.query("begin");
+      await client.query("set local role tidings_owner");
+      await client.query("select tidings.declare_record_types('email.events', array['SendEmailReadEvent'])");
+      await client.query("insert into email.events (id, type, payload) values ('x', 'SendEmailReadEvent', '{}')");
+      await expect(client.query("insert into email.events (id, type, payload) values ('x', 'NotDeclaredEvent', '{}')")).rejects.toThrow(/declared_type/);
+    } finally {
+      await client.query("rollback");
+      client.release();
+    }
+  });
+
   it("lets new notifications flow, and the re-drive tools act on records written before and after", async () => {
     worker = await startWorkers();
     const ada = (await enqueueNotification(db, { entityId: "ada", subject: "After partitioning", text: "Still here." })).trackingId;
