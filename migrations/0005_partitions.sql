@@ -458,19 +458,24 @@ revoke execute on function tidings.partition_stream(text, interval, boolean) fro
 
 -- Notifications among these ids that have not ended: no outcome yet, or an
 -- outcome a later resend reopened (the latest event that moves a
--- notification on, as audit.notifications reads it, is not an outcome).
+-- notification on, as audit.notifications reads it, is not an outcome), or
+-- a saga of it that saga_bot has not settled (its deadline job still due).
 create function notification.open_notifications(p_ids text[]) returns text[]
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
   select coalesce(array_agg(c.id order by c.id), '{}')
   from notification.client_operations c
   where c.id = any (p_ids)
-    and coalesce((
-      select e.type in ('SentOnAllPreparedChannelsEvent', 'SentOnSomePreparedChannelsEvent', 'CouldNotSendOnAnyPreparedChannelEvent',
-                        'CouldNotGetOrUseAudienceEvent', 'AudienceOptedOutOfAllChannelsEvent', 'CouldNotPrepareToSendOnAnyChannelEvent')
-      from notification.events e
-      where e.id = c.id and e.type not in ('FailedNotificationSentToInternalTeamEvent', 'NotificationDelayedEvent')
-        and not (e.type = 'ResendRequestedEvent' and e.payload->'operations' = '[]'::jsonb)
-      order by e.position desc limit 1), false) = false
+    and (coalesce((
+          select e.type in ('SentOnAllPreparedChannelsEvent', 'SentOnSomePreparedChannelsEvent', 'CouldNotSendOnAnyPreparedChannelEvent',
+                            'CouldNotGetOrUseAudienceEvent', 'AudienceOptedOutOfAllChannelsEvent', 'CouldNotPrepareToSendOnAnyChannelEvent')
+          from notification.events e
+          where e.id = c.id and e.type not in ('FailedNotificationSentToInternalTeamEvent', 'NotificationDelayedEvent')
+            and not (e.type = 'ResendRequestedEvent' and e.payload->'operations' = '[]'::jsonb)
+          order by e.position desc limit 1), false) = false
+      or exists (
+          select 1 from notification.sagas s
+          left join notification.sagas__handling h on h.position = s.position and h.concern = 'saga_bot'
+          where s.id = c.id and (h.status is null or h.status not in ('Completed', 'ArchivedAfterFailure', 'DisabledForRecord'))))
 $$;
 revoke execute on function notification.open_notifications(text[]) from public;
 

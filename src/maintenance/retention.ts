@@ -32,7 +32,7 @@ export const RETENTION_PERIOD_PATTERN = /^([1-9][0-9]{0,4}) ?(day|week|month|yea
 export function parseRetentionPeriod(text: string): string {
   const match = RETENTION_PERIOD_PATTERN.exec(text.trim());
   if (!match) throw new ValidationError(`retention period: "${text}" is not a number of days, weeks, months or years (e.g. "12 months")`);
-  return `${match[1]} ${match[2]}s`;
+  return `${match[1]} ${match[2]}${match[1] === "1" ? "" : "s"}`;
 }
 
 /** A record that holds its partition back, as the database names it. */
