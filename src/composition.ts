@@ -11,6 +11,9 @@ import { createSagaBots } from "./notification/saga.bot";
 import { createSlackPoster } from "./slack/client";
 import { createSlackBot, type SlackDeps } from "./slack/slack.bot";
 import type { AnyBot } from "./bots/bot";
+import type { ScheduledTasks } from "./bots/worker";
+import type { Db } from "./db/database";
+import { partitionMaintenance } from "./maintenance/partitions";
 
 /** Everything the bots are given (database access comes from the runner). */
 export type BotDeps = EmailDeps & SlackDeps & NotificationDeps;
@@ -62,4 +65,9 @@ export function allBots(): AnyBot<BotDeps>[] {
     createEmailBot(),
     createSlackBot(),
   ] as AnyBot<BotDeps>[];
+}
+
+/** Maintenance the workers run on graphile-worker's cron: partitions of the streams created ahead (docs/retention.md). */
+export function scheduledTasks(db: Db, logger: Logger): ScheduledTasks {
+  return partitionMaintenance(db, logger);
 }

@@ -9,7 +9,7 @@ import { createApp } from "./http/app";
 import { listen } from "./http/server";
 import { announce } from "./logging/announce";
 import { createLogger } from "./logging/logger";
-import { allBots, createBotDeps } from "./composition";
+import { allBots, createBotDeps, scheduledTasks } from "./composition";
 import { ensureDevelopmentKey, listApiKeys } from "./auth/apiKeys";
 import { createKeyCommand } from "./auth/keyCommand";
 import { createMetrics } from "./http/metrics";
@@ -69,6 +69,7 @@ async function main(): Promise<void> {
         shutdownGraceMs: config.WORKER_SHUTDOWN_GRACE_MS,
       },
       logger,
+      scheduled: scheduledTasks(database.db, logger),
     });
     logger.info({ concurrency: config.WORKER_CONCURRENCY }, "workers started");
   }

@@ -86,6 +86,17 @@ function adaptLogger(logger: Logger, onFetchFailed: () => void, shuttingDown: ()
   });
 }
 
+/**
+ * Jobs that are not a bot's: maintenance (src/maintenance), run by
+ * graphile-worker's cron in every worker process (a cron job fires once per
+ * schedule whatever the number of processes: graphile-worker's job key).
+ */
+export interface ScheduledTasks {
+  taskList: TaskList;
+  /** graphile-worker crontab lines naming tasks of taskList. */
+  crontab: string;
+}
+
 /** Start graphile-worker with one task per bot, plus the heartbeat that lets dead workers' jobs be recovered. */
 export async function startWorker<TDeps>(options: {
   pool: pg.Pool;
@@ -94,12 +105,13 @@ export async function startWorker<TDeps>(options: {
   runtime: BotRuntime<TDeps>;
   settings: WorkerSettings;
   logger: Logger;
+  scheduled?: ScheduledTasks;
 }): Promise<TidingsWorker> {
   const { pool, db, bots, settings, logger } = options;
   const graceMs = settings.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
   const cutOff = new AbortController();
   const runtime: BotRuntime<TDeps> = { ...options.runtime, stopping: cutOff.signal };
-  const taskList: TaskList = {};
+  const taskList: TaskList = { ...options.scheduled?.taskList };
   const catchUps: CatchUpBot<TDeps>[] = [];
   for (const bot of bots) {
     if (bot.kind === "catch-up") catchUps.push(bot);
@@ -136,6 +148,7 @@ export async function startWorker<TDeps>(options: {
       taskList,
       concurrency: settings.concurrency,
       pollInterval: settings.pollIntervalMs,
+      ...(options.scheduled ? { crontab: options.scheduled.crontab } : {}),
       noHandleSignals: true,
       logger: adaptLogger(logger, onFetchFailed, () => stopped || shuttingDown),
       events,

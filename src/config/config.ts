@@ -111,6 +111,13 @@ export const configSchema = z.object({
   // Workflow.
   SAGA_DEADLINE_MS: int(1_000, 7 * 86_400_000).default(15 * 60_000),
   SNAPSHOT_EVERY: int(1, 10_000).default(10),
+  // Retention (docs/retention.md): partitions that ended longer ago than this are archived and dropped by `npm run retention`.
+  RETENTION_PERIOD: z
+    .string()
+    .regex(/^([1-9][0-9]{0,4}) ?(day|week|month|year)s?$/, 'must be a number of days, weeks, months or years, e.g. "12 months"')
+    .default("12 months"),
+  // Where `npm run retention` writes its archives (a folder per run); default DATA_DIR/archive.
+  RETENTION_ARCHIVE_DIR: z.string().min(1).optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -69,8 +69,13 @@ export async function listMigrations(dir = MIGRATIONS_DIR): Promise<MigrationFil
 
 const quietWorkerLogger = new WorkerLogger(() => () => {});
 
-export async function migrate(pool: pg.Pool, log: (msg: string) => void = () => {}): Promise<string[]> {
-  const migrations = await listMigrations();
+export interface MigrateOptions {
+  /** Apply migrations up to this number only (a test converting a database made by an earlier migration). */
+  upTo?: number;
+}
+
+export async function migrate(pool: pg.Pool, log: (msg: string) => void = () => {}, options: MigrateOptions = {}): Promise<string[]> {
+  const migrations = (await listMigrations()).filter((m) => options.upTo === undefined || m.id <= options.upTo);
   const client = await pool.connect();
   const applied: string[] = [];
   try {

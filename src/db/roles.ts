@@ -1,6 +1,6 @@
 import pg from "pg";
 import { createPool } from "./database";
-import { DatabaseSetupError, migrate } from "./migrate";
+import { DatabaseSetupError, migrate, type MigrateOptions } from "./migrate";
 
 /**
  * Who is who in the database (docs/security.md):
@@ -95,7 +95,7 @@ function setupInstructions(me: Me): string {
  */
 export async function prepareDatabase(
   migrationUrl: string,
-  options: { serviceLogin?: ServiceLogin; log?: (message: string) => void; applicationName?: string } = {},
+  options: { serviceLogin?: ServiceLogin; log?: (message: string) => void; applicationName?: string } & MigrateOptions = {},
 ): Promise<string[]> {
   const log = options.log ?? (() => {});
   const admin = new pg.Client({ connectionString: migrationUrl, application_name: options.applicationName ?? "tidings-migrate" });
@@ -129,7 +129,7 @@ export async function prepareDatabase(
     if (me.superuser) await admin.query(`alter role ${OWNER_ROLE} createrole`);
     const ownerPool = createPool(migrationUrl, 2, options.applicationName ?? "tidings-migrate", { role: OWNER_ROLE });
     try {
-      applied = await migrate(ownerPool, log);
+      applied = await migrate(ownerPool, log, options.upTo === undefined ? {} : { upTo: options.upTo });
       if (options.serviceLogin) await prepareServiceLogin(me.superuser ? admin : ownerPool, admin, me, options.serviceLogin, log);
     } finally {
       await ownerPool.end();

@@ -409,6 +409,7 @@ const AUDIT_VIEWS = [
   "projection_failures",
   "records",
   "redrives",
+  "retention",
   "slack_messages",
 ];
 
@@ -465,6 +466,9 @@ describe("the tidings_auditor role", () => {
     await app.t.query(
       `insert into entity.erasures (id, type, payload) values ('audit-test', 'EntityErasedEvent', '{"erasedBy": "test", "reason": "audit test", "notifications": [], "rows": {}}')`,
     );
+    // Nothing is old enough for retention here; one act as npm run retention would record it.
+    await app.t.query(`insert into tidings.retention_acts (run_id, kind, by, reason, cutoff, table_name, row_count, recorded_by)
+      values (gen_random_uuid(), 'idempotency_keys', 'ops', 'test', now(), 'api.idempotency_keys', 0, 'postgres')`);
     for (const view of AUDIT_VIEWS) {
       const result = await asAuditorRole(`select count(*)::int as n from audit.${view}`);
       expect((result.rows[0] as { n: number }).n).toBeGreaterThan(0);

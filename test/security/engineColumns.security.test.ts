@@ -73,11 +73,16 @@ describe("engine columns belong to the database", () => {
 
   it("even the owner (a superuser here) inserting engine columns gets the database's own writer, time and transaction", async () => {
     const { rows } = await t.query(
-      `insert into notification.events (id, type, payload, recorded_at, recorded_by, tx_id)
-       values ('owner-forged', 'SendNotificationRequestedEvent', '{}', '2001-01-01', 'tidings_notification_bot', '1')
+      `insert into entity.events (id, type, payload, recorded_at, recorded_by, tx_id)
+       values ('owner-forged', 'EntityRemovedEvent', '{}', '2001-01-01', 'tidings_notification_bot', '1')
        returning recorded_by, recorded_at > now() - interval '1 minute' as recent, tx_id = pg_current_xact_id() as own_tx`,
     );
     expect(rows).toEqual([{ recorded_by: "postgres", recent: true, own_tx: true }]);
+    // A stream partitioned by recorded_at (migration 0005) routes the row by the time given, before
+    // the stamp: a forged time outside every partition is refused outright.
+    await expect(
+      t.query(`insert into notification.events (id, type, payload, recorded_at) values ('owner-forged', 'SendNotificationRequestedEvent', '{}', '2001-01-01')`),
+    ).rejects.toThrow(/no partition of relation "events" found for row/);
   });
 
   it("a SQL login granted tidings_client cannot squat a position or forge a writer, and enqueue keeps working", async () => {
