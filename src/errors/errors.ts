@@ -117,6 +117,10 @@ export const PgCodes = {
   unknownStream: "TD004",
   idempotencyKeyReused: "TD005",
   unknownEntity: "TD006",
+  /** The record belongs to an erased entity's notification: it is never re-driven or resent (migrations/0004_erasure.sql). */
+  erased: "TD007",
+  /** An erasure refused while the entity's work still waits (0004). */
+  erasureRefused: "TD008",
   insufficientPrivilege: "42501",
   uniqueViolation: "23505",
 } as const;

@@ -83,6 +83,8 @@ function translateStreamError(error: unknown): unknown {
       return new RecordExistsError(message, { cause: error });
     case PgCodes.unknownStream:
       return new NotFoundError(message, { cause: error });
+    case PgCodes.erased:
+      return new ConflictError(message, { cause: error });
     case PgCodes.insufficientPrivilege:
       return new ForbiddenError(`refused by PostgreSQL: ${message}`, { cause: error });
     default:

@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import type { Executor } from "../db/database";
-import { InvalidTransitionError, NotFoundError, ValidationError } from "../errors/errors";
+import { ConflictError, InvalidTransitionError, NotFoundError, PgCodes, ValidationError, pgCode } from "../errors/errors";
 import type { HandlingHistoryEntry, HandlingState, HandlingStatus, StreamRecord } from "./interfaces";
 import { RECORD_COLUMNS_R, toRecord, type RecordRow } from "./read";
 import { assertStreamName, handlingTable, historyTable, streamTable } from "./names";
@@ -239,7 +239,12 @@ export async function transition(
       last_error = ${by.error === undefined ? sql`last_error` : sql`${by.error}`}
     where position = ${position} and concern = ${concern} and status = any(${STATUS_ARRAY(rule.from)})
       ${by.attempt === undefined ? sql`` : sql`and attempts = ${by.attempt}`}
-    returning *`.execute(db);
+    returning *`
+    .execute(db)
+    .catch((error: unknown) => {
+      // An erased notification's record is never made available again (migrations/0004_erasure.sql).
+      throw pgCode(error) === PgCodes.erased ? new ConflictError((error as Error).message, { cause: error }) : error;
+    });
   if (rows[0]) return toState(stream, rows[0]);
   const current = await getHandling(db, stream, position, concern);
   if (by.attempt !== undefined && current.attempts !== by.attempt && rule.from.includes(current.status)) {

@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import { z } from "zod";
 import { inTransaction, type Db } from "../../db/database";
 import { entityId } from "../../entities/entity.schemas";
-import { ConflictError, NotFoundError, ValidationError, pgCode } from "../../errors/errors";
+import { ConflictError, NotFoundError, PgCodes, ValidationError, pgCode } from "../../errors/errors";
 import { OPERATOR, defaultActor } from "../redrive";
 
 /**
@@ -89,8 +89,8 @@ export async function eraseEntity(db: Db, input: EraseInput): Promise<ErasureRep
   } catch (error) {
     const code = pgCode(error);
     const message = (error as Error).message;
-    if (code === "TD006") throw new NotFoundError(message);
-    if (code === "TD008") throw new ConflictError(message);
+    if (code === PgCodes.unknownEntity) throw new NotFoundError(message);
+    if (code === PgCodes.erasureRefused) throw new ConflictError(message);
     if (code === "22023") throw new ValidationError(message);
     throw error;
   }
