@@ -79,7 +79,9 @@ export function consoleRoutes(ctx: RouteContext): RouteDef[] {
     // Estimates from the catalogue (as fresh as the last ANALYZE), so this stays one cheap query on streams of any size.
     const streams = await sql<{ stream: string; rows: number; bytes: string }>`
       select s.name as stream, greatest(c.reltuples, 0)::float8 as rows, pg_total_relation_size(c.oid)::text as bytes
-      from tidings.streams s join pg_class c on c.oid = to_regclass(s.name) order by s.name`.execute(db);
+      from tidings.streams s join pg_namespace n on n.nspname = split_part(s.name, '.', 1) join pg_class c on c.relnamespace = n.oid and c.relname = split_part(s.name, '.', 2) order by s.name`.execute(
+      db,
+    );
     // audit.failures_waiting has a partial index on each stream's failed handling rows: a small read.
     const perHour = await asAuditor(db, (tx) =>
       sql<{ hour: Date; n: number }>`
