@@ -100,7 +100,7 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.getByText("#ada-alerts").first().waitFor();
     // The story: every record, starting with the client's operation.
     await page.locator("ol.trail > li").first().getByText("SendNotificationToEntityOp").waitFor();
-    await page.locator("ol.trail").getByText("SentOnAllPreparedChannelsEvent").first().waitFor();
+    await page.locator("ol.trail > li strong", { hasText: "SentOnAllPreparedChannelsEvent" }).first().waitFor();
     // The email's HTML, if any, is shown sandboxed without scripts.
     for (const frame of await page.locator("iframe.email").all()) expect(await frame.getAttribute("sandbox")).toBe("");
     // As of the moment it was requested: the aggregate then.

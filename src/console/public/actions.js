@@ -70,7 +70,8 @@ export async function openAction(host, { title, request, onDone }) {
     return;
   }
   const nothing = report.verb === "resend" ? report.channels.every((c) => c.skipped !== null) : report.selected === 0;
-  const reason = h("textarea", { name: "reason", id: `${titleId}-reason`, rows: 2, required: true, maxlength: 2000 });
+  // aria-required, not required: the browser's own bubble would stop the submit before the page can say why.
+  const reason = h("textarea", { name: "reason", id: `${titleId}-reason`, rows: 2, "aria-required": "true", maxlength: 2000 });
   const error = h("p", { class: "error", role: "alert" });
   const execute = h("button", { type: "submit", class: "danger", disabled: nothing }, "Execute");
   const form = h(

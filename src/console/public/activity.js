@@ -136,7 +136,6 @@ export async function activityPage(main, _me, params) {
     more.hidden = !next;
   });
 
-  await load();
   // A burst of events costs one reload; views follow events by a moment (the projection), so a second look comes later.
   let timers = [];
   const schedule = () => {
@@ -146,6 +145,9 @@ export async function activityPage(main, _me, params) {
   const stop = followEvents(schedule, (state) => {
     live.textContent = state === "live" ? "Live: new and changed notifications appear here." : "Live updates interrupted; reconnecting…";
   });
+  // The stream opens before the first load, so nothing written in between goes unseen.
+  await stop.ready;
+  await load();
   return () => {
     stop();
     for (const t of timers) clearTimeout(t);

@@ -60,7 +60,8 @@ export const get = (path, query) => {
  * send the Authorization header). Starts with the events from now on; when
  * the stream ends or breaks it reconnects with Last-Event-ID, so no event is
  * missed or seen twice. `onEvent(event)` gets each feed event; `onState`
- * "live" or "reconnecting". Returns a function that stops it.
+ * "live" or "reconnecting". Returns a function that stops it, whose
+ * `ready` promise settles once the stream is open.
  */
 export function followEvents(onEvent, onState = () => {}) {
   let stopped = false;
@@ -68,6 +69,10 @@ export function followEvents(onEvent, onState = () => {}) {
   let controller = null;
   let retryMs = 2000;
   let timer = null;
+  // Resolved once the stream is open (or failed once): a page loads its data after this, so that
+  // nothing written between its load and the stream's start goes unseen.
+  let opened;
+  const ready = new Promise((resolve) => (opened = resolve));
 
   async function connect() {
     controller = new AbortController();
@@ -77,6 +82,7 @@ export function followEvents(onEvent, onState = () => {}) {
       const res = await fetch(lastId ? "/v1/events/stream" : "/v1/events/stream?after=now", { headers, signal: controller.signal });
       if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
       onState("live");
+      opened();
       const reader = res.body.getReader();
       const decoder = new TextDecoder();
       let buffer = "";
@@ -94,6 +100,7 @@ export function followEvents(onEvent, onState = () => {}) {
     } catch {
       // Aborted (stopped) or broken: reconnect below unless stopped.
     }
+    opened();
     if (stopped) return;
     onState("reconnecting");
     timer = setTimeout(connect, retryMs);
@@ -112,9 +119,11 @@ export function followEvents(onEvent, onState = () => {}) {
   }
 
   void connect();
-  return () => {
+  const stop = () => {
     stopped = true;
     clearTimeout(timer);
     controller?.abort();
   };
+  stop.ready = ready;
+  return stop;
 }

@@ -259,7 +259,6 @@ export async function storyPage(main, me, id) {
       ),
       h("h2", {}, "Channels"),
       channelsTable(view),
-      first ? null : null,
     );
     if (first)
       fill(
@@ -274,19 +273,47 @@ export async function storyPage(main, me, id) {
       h("h2", {}, `Every record (${trail.records.length}), in order`),
       h("ol", { class: "trail" }, trail.records.map(trailItem)),
     );
+    followUp(view, trail.records);
   }
-  await load(true);
-  fill(body, summary, fixed, story);
+
+  // Live events say when the notification changes, but work under way (a re-drive's new attempt) and
+  // the view (written by the projection a moment after the events) may still be moving: look again
+  // while the trail says so, for at most two minutes after the last change seen.
+  let lastChange = Date.now();
+  let lastSeen = "";
+  let followTimer = null;
+  function followUp(view, records) {
+    const seen = `${records.length}:${view.version ?? 0}`;
+    if (seen !== lastSeen) lastChange = Date.now();
+    lastSeen = seen;
+    const events = records.filter((r) => r.stream === "notification.events");
+    const viewBehind = view.version !== undefined && events.some((e) => e.position > view.version);
+    const working = records.some((r) => r.handling.some((hd) => hd.status === "Running" || hd.status.startsWith("AvailableAfter")));
+    clearTimeout(followTimer);
+    if ((viewBehind || working || view.status === "accepted") && Date.now() - lastChange < 120_000) {
+      followTimer = setTimeout(() => void load(false).catch(() => {}), viewBehind ? 500 : 2000);
+    }
+  }
 
   // This notification's events reload the page (views follow events by a moment: a second look later).
+  // The stream opens before the first load, so nothing written in between goes unseen.
   let timers = [];
   const stop = followEvents((event) => {
     if (event.id !== id) return;
     for (const t of timers) clearTimeout(t);
     timers = [setTimeout(() => void load(false), 300), setTimeout(() => void load(false), 2000)];
   });
+  await stop.ready;
+  try {
+    await load(true);
+  } catch (error) {
+    stop();
+    throw error;
+  }
+  fill(body, summary, fixed, story);
   return () => {
     stop();
     for (const t of timers) clearTimeout(t);
+    clearTimeout(followTimer);
   };
 }
