@@ -78,7 +78,7 @@ export function consoleRoutes(ctx: RouteContext): RouteDef[] {
       select stream, concern, failed::int as n from tidings.failed_handling_counts() order by stream, concern`.execute(db);
     // Estimates from the catalogue (as fresh as the last ANALYZE), so this stays one cheap query on streams of any size.
     const streams = await sql<{ stream: string; rows: number; bytes: string }>`
-      select s.name as stream, greatest(c.reltuples, 0)::float8 as rows, pg_total_relation_size(c.oid)::text as bytes
+      select s.name as stream, c.reltuples::float8 as rows, pg_total_relation_size(c.oid)::text as bytes
       from tidings.streams s join pg_namespace n on n.nspname = split_part(s.name, '.', 1) join pg_class c on c.relnamespace = n.oid and c.relname = split_part(s.name, '.', 2) order by s.name`.execute(
       db,
     );
@@ -103,7 +103,8 @@ export function consoleRoutes(ctx: RouteContext): RouteDef[] {
       lag: lag.rows.map((r) => ({ reader: r.reader, stream: r.stream, waiting: Number(r.waiting), oldestSeconds: Number(r.oldest_seconds) })),
       failedWaiting: failed.rows.map((r) => ({ stream: r.stream, concern: r.concern, failed: r.n })),
       failuresPerHour: perHour.rows.map((r) => ({ hour: r.hour.toISOString(), failed: r.n })),
-      streams: streams.rows.map((r) => ({ stream: r.stream, estimatedRows: r.rows, bytes: Number(r.bytes) })),
+      // -1: never analysed, so no estimate yet.
+      streams: streams.rows.map((r) => ({ stream: r.stream, estimatedRows: r.rows < 0 ? null : r.rows, bytes: Number(r.bytes) })),
     };
   }
 }

@@ -169,5 +169,7 @@ export const HealthResponse = z.object({
     .describe("Catch-up readers (projection, feeds): records not read yet"),
   failedWaiting: z.array(z.object({ stream: z.string(), concern: z.string(), failed: z.number().int() })),
   failuresPerHour: z.array(z.object({ hour: z.string(), failed: z.number().int() })).describe("Failures still waiting for an operator, by the hour they failed (last 24 hours)"),
-  streams: z.array(z.object({ stream: z.string(), estimatedRows: z.number(), bytes: z.number() })),
+  streams: z.array(
+    z.object({ stream: z.string(), estimatedRows: z.number().nullable().describe("From the catalogue; null until the table is first analysed"), bytes: z.number() }),
+  ),
 });

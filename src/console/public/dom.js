@@ -85,7 +85,8 @@ export function table(caption, headers, rows) {
 
 /** A cell with its column's name for the phone layout. */
 export function cell(label, ...content) {
-  return h("td", { "data-label": label }, ...content);
+  // One wrapper, so that on a phone the label and the content are the two columns of the cell's grid.
+  return h("td", { "data-label": label }, h("div", {}, ...content));
 }
 
 export function json(value) {

@@ -46,12 +46,14 @@ export async function healthPage(main) {
         s.lag.map((l) => h("tr", {}, cell("Reader", l.reader), cell("Stream", l.stream), cell("Waiting", String(l.waiting)), cell("Oldest", `${Math.round(l.oldestSeconds)} s`))),
       ),
       h("h2", {}, "Failures waiting for an operator"),
-      s.failedWaiting.length === 0
+      s.failedWaiting.every((f) => f.failed === 0)
         ? h("p", { class: "muted" }, "None.")
         : table(
             "Failed per stream",
             ["Stream", "Concern", "Failed"],
-            s.failedWaiting.map((f) => h("tr", {}, cell("Stream", f.stream), cell("Concern", f.concern), cell("Failed", h("a", { href: "#/failures" }, String(f.failed))))),
+            s.failedWaiting
+              .filter((f) => f.failed > 0)
+              .map((f) => h("tr", {}, cell("Stream", f.stream), cell("Concern", f.concern), cell("Failed", h("a", { href: "#/failures" }, String(f.failed))))),
           ),
       h("h3", {}, "By the hour they failed (last 24 hours)"),
       s.failuresPerHour.length === 0
@@ -65,7 +67,15 @@ export async function healthPage(main) {
       table(
         "Stream sizes",
         ["Stream", "Rows (estimate)", "On disk"],
-        s.streams.map((t) => h("tr", {}, cell("Stream", h("span", { class: "mono" }, t.stream)), cell("Rows", t.estimatedRows.toLocaleString()), cell("On disk", bytes(t.bytes)))),
+        s.streams.map((t) =>
+          h(
+            "tr",
+            {},
+            cell("Stream", h("span", { class: "mono" }, t.stream)),
+            cell("Rows", t.estimatedRows === null ? "not analysed yet" : t.estimatedRows.toLocaleString()),
+            cell("On disk", bytes(t.bytes)),
+          ),
+        ),
       ),
     );
   }
