@@ -29,8 +29,8 @@ describeWithBrowser("the operator console, in Chromium", () => {
   let browser: Browser;
   let page: Page;
 
-  const send = async (entityId: string, subject: string) => {
-    const answer = await api.call("POST", "/v1/notifications", { key: admin, body: { entityId, subject, text: `${subject}: hello from tidings.` } });
+  const send = async (entityId: string, subject: string, extra: Record<string, unknown> = {}) => {
+    const answer = await api.call("POST", "/v1/notifications", { key: admin, body: { entityId, subject, text: `${subject}: hello from tidings.`, ...extra } });
     expect(answer.status).toBe(202);
     return answer.json.id as string;
   };
@@ -80,7 +80,9 @@ describeWithBrowser("the operator console, in Chromium", () => {
   });
 
   it("finds a notification by its recipient's address, and opens its story", async () => {
-    const id = await send("ada", "Your invoice is ready");
+    // HTML with a script, which the console must show without running.
+    const html = `<h1>Invoice 42</h1><p>Amount due: 10 EUR</p><script>parent.document.title = "script ran"; document.body.append("script ran")</script>`;
+    const id = await send("ada", "Your invoice is ready", { html });
     await waitForOutcome(tidings.t, id);
     await send("bob", "Something else");
     await page.goto(`${api.url}/console/#/activity`);
@@ -101,8 +103,13 @@ describeWithBrowser("the operator console, in Chromium", () => {
     // The story: every record, starting with the client's operation.
     await page.locator("ol.trail > li").first().getByText("SendNotificationToEntityOp").waitFor();
     await page.locator("ol.trail > li strong", { hasText: "SentOnAllPreparedChannelsEvent" }).first().waitFor();
-    // The email's HTML, if any, is shown sandboxed without scripts.
-    for (const frame of await page.locator("iframe.email").all()) expect(await frame.getAttribute("sandbox")).toBe("");
+    // The email's HTML is shown in a sandbox without scripts.
+    const frames = page.locator("iframe.email");
+    await expect(frames.count()).resolves.toBe(1);
+    expect(await frames.getAttribute("sandbox")).toBe("");
+    await page.frameLocator("iframe.email").getByRole("heading", { name: "Invoice 42" }).waitFor();
+    await expect(page.frameLocator("iframe.email").getByText("script ran").count()).resolves.toBe(0);
+    await expect(page.title()).resolves.toBe("tidings console");
     // As of the moment it was requested: the aggregate then.
     await page.getByRole("button", { name: "Show" }).click();
     await page.getByText(/As of .*folded from|snapshot at event/).waitFor();
@@ -164,6 +171,21 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.getByRole("heading", { name: /^Workers \(1\)/ }).waitFor();
     await page.getByRole("heading", { name: "Stream sizes" }).waitFor();
     await shot("health");
+  });
+
+  it("works with the keyboard alone: sign in with Enter, reach a page with (Shift+)Tab", async () => {
+    const kb = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await kb.goto(`${api.url}/console/`);
+    // The key field has the focus on arrival.
+    await kb.keyboard.type(admin);
+    await kb.keyboard.press("Enter");
+    await kb.getByRole("navigation", { name: "Console pages" }).waitFor();
+    await kb.getByRole("heading", { name: "Activity" }).waitFor();
+    // The page's content has the focus; the navigation is just before it.
+    for (let i = 0; i < 10 && (await kb.evaluate<string>("document.activeElement?.textContent ?? ''")) !== "Health"; i++) await kb.keyboard.press("Shift+Tab");
+    await kb.keyboard.press("Enter");
+    await kb.getByRole("heading", { name: "Health", level: 1 }).waitFor();
+    await kb.close();
   });
 
   it("stays usable at a phone's width (375 px)", async () => {
