@@ -11,6 +11,8 @@ import { createSagaBots } from "./notification/saga.bot";
 import { createSlackPoster } from "./slack/client";
 import { createSlackBot, type SlackDeps } from "./slack/slack.bot";
 import type { AnyBot } from "./bots/bot";
+import { findStuck, resendNotification, runAction } from "./admin/redrive";
+import type { OperatorTools } from "./http/adminActions";
 
 /** Everything the bots are given (database access comes from the runner). */
 export type BotDeps = EmailDeps & SlackDeps & NotificationDeps;
@@ -63,3 +65,10 @@ export function allBots(): AnyBot<BotDeps>[] {
     createSlackBot(),
   ] as AnyBot<BotDeps>[];
 }
+
+/**
+ * The operators' repairs the HTTP API offers (/v1/admin/actions, /v1/admin/resend,
+ * /v1/admin/failures): the same library `npm run redrive` calls. src/admin sits
+ * beside src/http, so they meet here and are handed to createApp.
+ */
+export const operatorTools: OperatorTools = { findStuck, runAction, resendNotification };

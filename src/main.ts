@@ -8,7 +8,7 @@ import { startWorker, type TidingsWorker } from "./bots/worker";
 import { createApp } from "./http/app";
 import { announce } from "./logging/announce";
 import { createLogger } from "./logging/logger";
-import { allBots, createBotDeps } from "./composition";
+import { allBots, createBotDeps, operatorTools } from "./composition";
 import { ensureDevelopmentKey, listApiKeys } from "./auth/apiKeys";
 import { createKeyCommand } from "./auth/keyCommand";
 import { createMetrics } from "./http/metrics";
@@ -82,6 +82,7 @@ async function main(): Promise<void> {
       rateLimit: { limit: config.API_RATE_LIMIT, windowSeconds: config.API_RATE_LIMIT_WINDOW_SECONDS },
       feedWaitLimits: { perKey: config.FEED_MAX_WAITS_PER_KEY, total: config.FEED_MAX_WAITS },
       stopping: stopRequests.signal,
+      operatorTools,
     });
     try {
       server = await listen(app, config.HOST, config.PORT);

@@ -1,9 +1,49 @@
 import type { ApiPrincipal } from "../auth/apiKeys";
-import { findStuck, resendNotification, runAction, type ActionReport } from "../admin/redrive";
-import type { SelectedRecord } from "../admin/selection";
+import type { Db } from "../db/database";
+import { NotFoundError } from "../errors/errors";
 import { channelOfStream } from "../notification/channels";
 import { ActionBody, ActionVerbParams, FailuresQuery, ResendBody } from "./consoleSchemas";
 import { route, type RouteContext, type RouteDef } from "./routes";
+
+/**
+ * The operator tools these endpoints call: `findStuck`, `runAction` and
+ * `resendNotification` of src/admin/redrive.ts, the library `npm run redrive`
+ * calls. src/admin sits beside src/http (test/unit/layers.unit.test.ts), so
+ * the composition root hands them in (src/composition.ts `operatorTools`,
+ * given to createApp); these types are what the API needs of them, and the
+ * compiler checks the library against them there.
+ */
+export interface OperatorRecord {
+  stream: string;
+  position: number;
+  id: string;
+  type: string;
+  concern: string;
+  status: string;
+  attempts: number;
+  lastError: string | null;
+  lastActor: string | null;
+  updatedAt: Date | null;
+  recordedAt: Date;
+}
+
+export interface OperatorReport {
+  actor: string;
+  changes: Array<OperatorRecord & { to: string; requeue: boolean; outcome: string; error: string | null; details: Record<string, unknown> | null }>;
+}
+
+type Verb = (typeof ActionVerbParams)["shape"]["verb"]["options"][number];
+
+export interface OperatorTools {
+  findStuck(db: Db, input: { olderThan?: string }): Promise<{ failed: { records: OperatorRecord[]; matched: number }; running: { records: OperatorRecord[]; matched: number } }>;
+  runAction(
+    db: Db,
+    verb: Verb,
+    selection: { notification?: string; stream?: string; concern?: string; errorContains?: string },
+    options: { execute?: boolean; reason?: string; requeue?: boolean; actor: string },
+  ): Promise<OperatorReport>;
+  resendNotification(db: Db, input: { notificationId: string; channels?: readonly string[]; execute?: boolean; reason?: string; actor: string }): Promise<unknown>;
+}
 
 /**
  * What waits for an operator, and the operator's repairs, over HTTP: the
@@ -20,7 +60,7 @@ export function actorOf(principal: ApiPrincipal): string {
   return `api-key:${principal.name}`;
 }
 
-function recordJson(r: SelectedRecord) {
+function recordJson(r: OperatorRecord) {
   return {
     stream: r.stream,
     position: r.position,
@@ -37,8 +77,8 @@ function recordJson(r: SelectedRecord) {
 }
 
 /** Failed records grouped by channel (stream and concern) and error, largest group first. */
-export function groupFailures(records: readonly SelectedRecord[]) {
-  const groups = new Map<string, { channel: string | null; stream: string; concern: string; error: string; records: SelectedRecord[] }>();
+export function groupFailures(records: readonly OperatorRecord[]) {
+  const groups = new Map<string, { channel: string | null; stream: string; concern: string; error: string; records: OperatorRecord[] }>();
   for (const r of records) {
     const error = r.lastError ?? "(no error recorded)";
     const key = JSON.stringify([r.stream, r.concern, error]);
@@ -51,7 +91,7 @@ export function groupFailures(records: readonly SelectedRecord[]) {
     .map((g) => ({ ...g, count: g.records.length, records: g.records.map(recordJson) }));
 }
 
-function reportJson(report: ActionReport) {
+function reportJson(report: OperatorReport) {
   return {
     ...report,
     changes: report.changes.map((c) => ({
@@ -73,8 +113,12 @@ function reportJson(report: ActionReport) {
   };
 }
 
-export function adminActionRoutes(ctx: RouteContext): RouteDef[] {
+export function adminActionRoutes(ctx: RouteContext, tools: OperatorTools | undefined): RouteDef[] {
   const { db } = ctx;
+  const operator = (): OperatorTools => {
+    if (!tools) throw new NotFoundError("operator repairs are not available in this process: createApp was given no operatorTools (src/composition.ts)");
+    return tools;
+  };
   return [
     route(ctx, {
       method: "get",
@@ -82,7 +126,7 @@ export function adminActionRoutes(ctx: RouteContext): RouteDef[] {
       scope: "reader",
       query: FailuresQuery,
       async handle({ query }, res) {
-        const stuck = await findStuck(db, { olderThan: query.stuckAfter });
+        const stuck = await operator().findStuck(db, { olderThan: query.stuckAfter });
         res.json({
           failed: groupFailures(stuck.failed.records),
           running: stuck.running.records.map(recordJson),
@@ -98,7 +142,7 @@ export function adminActionRoutes(ctx: RouteContext): RouteDef[] {
       body: ActionBody,
       async handle({ params: { verb }, body, principal }, res) {
         const { execute, reason, requeue, ...selection } = body;
-        const report = await runAction(db, verb, selection, { execute, reason, requeue, actor: actorOf(principal) });
+        const report = await operator().runAction(db, verb, selection, { execute, reason, requeue, actor: actorOf(principal) });
         res.json(reportJson(report));
       },
     }),
@@ -108,7 +152,7 @@ export function adminActionRoutes(ctx: RouteContext): RouteDef[] {
       scope: "admin",
       body: ResendBody,
       async handle({ body, principal }, res) {
-        const report = await resendNotification(db, {
+        const report = await operator().resendNotification(db, {
           notificationId: body.notification,
           channels: body.channels,
           execute: body.execute,

@@ -2,7 +2,7 @@ import express, { type Express } from "express";
 import { pendingMigrations } from "../db/migrate";
 import { NotFoundError } from "../errors/errors";
 import { RequestGate } from "./auth";
-import { adminActionRoutes } from "./adminActions";
+import { adminActionRoutes, type OperatorTools } from "./adminActions";
 import { consoleRoutes, consoleStatic } from "./console";
 import { entityRoutes } from "./entities";
 import { eventsStreamRoutes } from "./eventsStream";
@@ -14,7 +14,10 @@ import { MethodNotAllowedError, problemHandler } from "./problem";
 import { accessLog, assignRequestId } from "./requestLog";
 import type { ApiContext, RouteContext, RouteDef } from "./routes";
 
-export type ApiDeps = ApiContext;
+export type ApiDeps = ApiContext & {
+  /** The operators' repairs behind /v1/admin/actions and /v1/admin/resend (src/composition.ts `operatorTools`); without them those answer 404. */
+  operatorTools?: OperatorTools;
+};
 
 /**
  * The HTTP API (docs/api.md): notifications, the event feed and entities
@@ -84,7 +87,14 @@ export function createApp(deps: ApiDeps): Express {
   // The operator console: static files at /console, on the API below (docs/console.md).
   app.use("/console", ...consoleStatic());
 
-  const routes: RouteDef[] = [...notificationRoutes(ctx), ...feedRoutes(ctx), ...entityRoutes(ctx), ...eventsStreamRoutes(ctx), ...adminActionRoutes(ctx), ...consoleRoutes(ctx)];
+  const routes: RouteDef[] = [
+    ...notificationRoutes(ctx),
+    ...feedRoutes(ctx),
+    ...entityRoutes(ctx),
+    ...eventsStreamRoutes(ctx),
+    ...adminActionRoutes(ctx, deps.operatorTools),
+    ...consoleRoutes(ctx),
+  ];
   for (const r of routes) app[r.method](r.path, ...r.handlers);
 
   // A known path with another method: 405 naming the allowed ones (OPTIONS answers them).

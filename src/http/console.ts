@@ -1,7 +1,7 @@
 import path from "node:path";
 import express, { type RequestHandler } from "express";
 import { sql } from "kysely";
-import { asAuditor } from "../audit/queries";
+import { inTransaction } from "../db/database";
 import { packageRoot } from "../util/packageRoot";
 import { route, type RouteContext, type RouteDef } from "./routes";
 
@@ -83,11 +83,13 @@ export function consoleRoutes(ctx: RouteContext): RouteDef[] {
       db,
     );
     // audit.failures_waiting has a partial index on each stream's failed handling rows: a small read.
-    const perHour = await asAuditor(db, (tx) =>
-      sql<{ hour: Date; n: number }>`
+    // As the auditor (who may read the audit views), read only.
+    const perHour = await inTransaction(db, "auditor", async (tx) => {
+      await sql`set transaction read only`.execute(tx);
+      return sql<{ hour: Date; n: number }>`
         select date_trunc('hour', failed_since) as hour, count(*)::int as n from audit.failures_waiting
-        where failed_since > now() - interval '24 hours' group by 1 order by 1`.execute(tx),
-    );
+        where failed_since > now() - interval '24 hours' group by 1 order by 1`.execute(tx);
+    });
     return {
       at: new Date().toISOString(),
       workers: workers.rows.map((w) => ({

@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { apiKey, startApi, type TestApi } from "../helpers/api";
+import { apiKey, type TestApi } from "../helpers/api";
+import { startConsoleApi } from "./consoleApi";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 
 /**
@@ -45,7 +46,7 @@ describeWithBrowser("the operator console, in Chromium", () => {
   beforeAll(async () => {
     mkdirSync(SHOTS, { recursive: true });
     tidings = await startTidings();
-    api = await startApi(tidings.t);
+    api = await startConsoleApi(tidings.t);
     admin = await apiKey(tidings.t, ["admin"], "ops-admin");
     reader = await apiKey(tidings.t, ["reader"], "ops-reader");
     await createEntity(

@@ -1,5 +1,6 @@
 import http from "node:http";
 import { apiKey, startApi, type TestApi } from "../helpers/api";
+import { startConsoleApi } from "../browser/consoleApi";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 import { waitFor } from "../helpers/db";
 
@@ -18,7 +19,7 @@ let producer: string;
 
 beforeAll(async () => {
   tidings = await startTidings();
-  api = await startApi(tidings.t, { feedPollMs: 50 });
+  api = await startConsoleApi(tidings.t);
   admin = await apiKey(tidings.t, ["admin"], "console-admin");
   reader = await apiKey(tidings.t, ["reader"], "console-reader");
   producer = await apiKey(tidings.t, ["producer"], "console-producer");
@@ -249,6 +250,17 @@ describe("failures and repairs over HTTP", () => {
     expect(noReason.status).toBe(400);
     const done = await api.call("POST", "/v1/admin/resend", { key: admin, body: { notification: again, execute: true, reason: "new address" } });
     expect(done.json).toMatchObject({ dryRun: false, actor: "api-key:console-admin", request: { stream: "notification.internal_operations" } });
+  });
+
+  it("in an app built without the operator tools, the repairs answer 404 saying why", async () => {
+    const bare = await startApi(tidings.t);
+    try {
+      const answer = await bare.call("POST", "/v1/admin/actions/redrive-failed", { key: admin, body: { notification: failed } });
+      expect(answer.status).toBe(404);
+      expect(answer.json.detail).toMatch(/no operatorTools/);
+    } finally {
+      await bare.close();
+    }
   });
 
   it("resend of a notification that did not fail: 409 saying so", async () => {
