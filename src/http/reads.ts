@@ -35,6 +35,8 @@ export interface ListFilter {
   until?: string;
   channel?: Channel;
   q?: string;
+  /** key=value: one of the client's tags. */
+  tag?: string;
   cursor?: ListCursor;
   limit: number;
 }
@@ -74,6 +76,10 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
   if (filter.until !== undefined) conditions.push(sql`o.recorded_at < ${filter.until}::timestamptz`);
   if (filter.channel !== undefined) conditions.push(sql`exists (select 1 from ${sql.table(channelOf(filter.channel).streams.operations)} c where c.id = o.id)`);
   if (filter.q !== undefined) conditions.push(textMatches(filter.q));
+  if (filter.tag !== undefined) {
+    const at = filter.tag.indexOf("=");
+    conditions.push(sql`o.payload->'tags'->>${filter.tag.slice(0, at)} = ${filter.tag.slice(at + 1)}`);
+  }
   if (filter.cursor) {
     conditions.push(sql`(o.recorded_at, o.position) < ('epoch'::timestamptz + ${filter.cursor.micros}::bigint * interval '1 microsecond', ${filter.cursor.position}::bigint)`);
   }

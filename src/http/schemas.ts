@@ -81,6 +81,11 @@ export const ListNotificationsQuery = z
     since: isoTime.optional(),
     until: isoTime.optional().describe("Only notifications requested before this time"),
     channel: Channel.optional().describe("Only notifications with an operation on this channel"),
+    tag: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,64}=[^\r\n]{0,256}$/, "must be key=value (a tag name as POST /v1/notifications takes it), e.g. category=billing")
+      .optional()
+      .describe("Only notifications the client tagged so (its `tags`), e.g. category=billing"),
     q: z
       .string()
       .trim()

@@ -41,7 +41,9 @@ describe("GET /v1/notifications: channel, until and text filters", () => {
   let toCy: string;
   beforeAll(async () => {
     toAda = await send("ada", "Quarterly report");
-    toCy = await send("cy", "Password reset: 100% done");
+    toCy = (
+      await api.call("POST", "/v1/notifications", { key: admin, body: { entityId: "cy", subject: "Password reset: 100% done", text: "hello", tags: { category: "security" } } })
+    ).json.id;
     await waitForOutcome(tidings.t, toAda);
     await waitForOutcome(tidings.t, toCy);
   });
@@ -66,6 +68,12 @@ describe("GET /v1/notifications: channel, until and text filters", () => {
     expect(slack).not.toContain(toCy);
     expect(ids(await get("/v1/notifications?until=2000-01-01T00:00:00Z"))).toEqual([]);
     expect(ids(await get("/v1/notifications?until=2999-01-01T00:00:00Z"))).toEqual(expect.arrayContaining([toAda, toCy]));
+  });
+
+  it("filters by one of the client's tags (a category)", async () => {
+    expect(ids(await get("/v1/notifications?tag=category%3Dsecurity"))).toEqual([toCy]);
+    expect(ids(await get("/v1/notifications?tag=category%3Dbilling"))).toEqual([]);
+    expect((await get("/v1/notifications?tag=category")).json.errors[0].path).toBe("tag");
   });
 
   it("refuses a bad filter with a 400 naming it", async () => {

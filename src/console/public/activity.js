@@ -46,6 +46,7 @@ export async function activityPage(main, _me, params) {
   const status = select("status", STATUSES);
   const entity = input("entityId", { placeholder: "entity id" });
   const channel = select("channel", CHANNELS);
+  const tag = input("tag", { placeholder: "category=billing" });
   const since = h("input", { type: "datetime-local", step: 1, name: "since", id: "f-since", value: isoToLocal(params.get("since")) });
   const until = h("input", { type: "datetime-local", step: 1, name: "until", id: "f-until", value: isoToLocal(params.get("until")) });
   const form = h(
@@ -75,6 +76,7 @@ export async function activityPage(main, _me, params) {
     field("Status", status),
     field("Entity", entity),
     field("Channel", channel),
+    field("Tag (key=value)", tag),
     field("Requested from", since),
     field("Requested before", until),
     h("div", { class: "row" }, h("button", { type: "submit" }, "Filter"), h("a", { href: "#/activity" }, "Clear")),
@@ -104,7 +106,7 @@ export async function activityPage(main, _me, params) {
   const error = h("p", { class: "error", role: "alert" });
   fill(main, h("h1", {}, "Activity"), form, live, error, list, more);
 
-  const filter = Object.fromEntries([...params.entries()].filter(([k]) => ["q", "status", "entityId", "channel", "since", "until"].includes(k)));
+  const filter = Object.fromEntries([...params.entries()].filter(([k]) => ["q", "status", "entityId", "channel", "tag", "since", "until"].includes(k)));
   let next = null;
   let shown = new Set();
 
