@@ -65,6 +65,8 @@ export function eventsStreamRoutes(ctx: RouteContext): RouteDef[] {
           "Cache-Control": "no-store",
           // Proxies such as nginx would otherwise hold the events back.
           "X-Accel-Buffering": "no",
+          // A stream ends only when the client leaves or the process stops; then the connection goes with it, so server.close() need not wait for it to idle out.
+          Connection: "close",
         });
         res.flushHeaders();
         // The client's reconnection delay, then a first line so it knows the stream is open.

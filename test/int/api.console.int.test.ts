@@ -3,6 +3,8 @@ import { apiKey, startApi, type TestApi } from "../helpers/api";
 import { startConsoleApi } from "../browser/consoleApi";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 import { waitFor } from "../helpers/db";
+import { createApp } from "../../src/http/app";
+import { createMetrics } from "../../src/http/metrics";
 
 /**
  * The endpoints the operator console is built on, as any API client sees
@@ -175,6 +177,34 @@ describe("GET /v1/events/stream", () => {
     // Nothing from before it connected; the new notification's first event.
     expect(events[0]!.data.id).toBe(id);
     expect(events[0]!.type).toBe("SendNotificationRequestedEvent");
+  });
+
+  it("ends when the process stops, so the server can close", async () => {
+    const stopping = new AbortController();
+    const metrics = createMetrics();
+    const app = createApp({ pool: tidings.t.pool, db: tidings.t.db, feedPollMs: 50, stopping: stopping.signal, metrics });
+    const server = await new Promise<http.Server>((resolve) => {
+      const s = app.listen(0, "127.0.0.1", () => resolve(s));
+    });
+    const port = (server.address() as { port: number }).port;
+    const ended = new Promise<string>((resolve, reject) => {
+      http
+        .get(`http://127.0.0.1:${port}/v1/events/stream?after=now`, { headers: { authorization: `Bearer ${reader}` } }, (res) => {
+          // Its connection ends with it: nothing keeps server.close() waiting.
+          expect(res.headers.connection).toBe("close");
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", (c: string) => (text += c));
+          res.on("end", () => resolve(text));
+        })
+        .on("error", reject);
+    });
+    // Once the stream waits on the poller, stop: it must end by itself, and close() finish.
+    await waitFor(async () => ((await metrics.feedWaiting.get()).values[0]!.value > 0 ? true : null), { what: "the stream to wait" });
+    stopping.abort();
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    expect(await ended).toMatch(/^retry: 2000\n: stream open after /);
+    await closed;
   });
 
   it("refuses a bad cursor (400) and a key without the reader scope (403)", async () => {
