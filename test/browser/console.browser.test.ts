@@ -160,11 +160,17 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await other.close();
   });
 
-  it("shows an entity, its history and what it allowed then", async () => {
+  it("shows an entity and its history, and edits it", async () => {
     await page.goto(`${api.url}/console/#/entities/ada`);
     await page.getByRole("heading", { name: /^Now \(version 1/ }).waitFor();
     await page.getByText("ada@example.test").first().waitFor();
     await shot("entities");
+    // Edited through the same API: a new version, with what changed.
+    const editor = page.getByLabel(/The entity as JSON/);
+    await editor.fill((await editor.inputValue()).replace("ada@example.test", "ada.lovelace@example.test"));
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.getByRole("heading", { name: /^Now \(version 2/ }).waitFor();
+    await page.getByText("changed: email").waitFor();
   });
 
   it("shows health: workers, queues, lag, failures and stream sizes", async () => {
