@@ -29,6 +29,8 @@ RUN npm pkg set scripts.start="node dist/src/main.js"
 COPY scripts/run.mjs ./scripts/run.mjs
 COPY migrations ./migrations
 COPY --from=build /app/dist ./dist
+# The operator console's static files (HTML, CSS, ES modules: no build step), served at /console.
+COPY src/console/public ./src/console/public
 # DATA_DIR (.data: the local sinks of a channel that is not configured) is the
 # one place the service writes; everything else stays root's and read-only to it.
 RUN mkdir .data && chown node:node .data

@@ -14,6 +14,8 @@ import type { AnyBot } from "./bots/bot";
 import type { ScheduledTasks } from "./bots/worker";
 import type { Db } from "./db/database";
 import { partitionMaintenance } from "./maintenance/partitions";
+import { findStuck, resendNotification, runAction } from "./admin/redrive";
+import type { OperatorTools } from "./http/adminActions";
 
 /** Everything the bots are given (database access comes from the runner). */
 export type BotDeps = EmailDeps & SlackDeps & NotificationDeps;
@@ -71,3 +73,10 @@ export function allBots(): AnyBot<BotDeps>[] {
 export function scheduledTasks(db: Db, logger: Logger): ScheduledTasks {
   return partitionMaintenance(db, logger);
 }
+
+/**
+ * The operators' repairs the HTTP API offers (/v1/admin/actions, /v1/admin/resend,
+ * /v1/admin/failures): the same library `npm run redrive` calls. src/admin sits
+ * beside src/http, so they meet here and are handed to createApp.
+ */
+export const operatorTools: OperatorTools = { findStuck, runAction, resendNotification };

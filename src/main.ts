@@ -9,7 +9,7 @@ import { createApp } from "./http/app";
 import { listen } from "./http/server";
 import { announce } from "./logging/announce";
 import { createLogger } from "./logging/logger";
-import { allBots, createBotDeps, scheduledTasks } from "./composition";
+import { allBots, createBotDeps, operatorTools, scheduledTasks } from "./composition";
 import { ensureDevelopmentKey, listApiKeys } from "./auth/apiKeys";
 import { createKeyCommand } from "./auth/keyCommand";
 import { createMetrics } from "./http/metrics";
@@ -84,6 +84,7 @@ async function main(): Promise<void> {
       rateLimit: { limit: config.API_RATE_LIMIT, windowSeconds: config.API_RATE_LIMIT_WINDOW_SECONDS },
       feedWaitLimits: { perKey: config.FEED_MAX_WAITS_PER_KEY, total: config.FEED_MAX_WAITS },
       stopping: stopRequests.signal,
+      operatorTools,
     });
     try {
       server = await listen(app, config.HOST, config.PORT);

@@ -2,7 +2,10 @@ import express, { type Express } from "express";
 import { pendingMigrations } from "../db/migrate";
 import { NotFoundError } from "../errors/errors";
 import { RequestGate } from "./auth";
+import { adminActionRoutes, type OperatorTools } from "./adminActions";
+import { consoleRoutes, consoleStatic } from "./console";
 import { entityRoutes } from "./entities";
+import { eventsStreamRoutes } from "./eventsStream";
 import { createFeedWaits, feedRoutes } from "./feed";
 import { DEFAULT_FEED_WAIT_LIMITS } from "./feedWaits";
 import { notificationRoutes } from "./notifications";
@@ -11,7 +14,10 @@ import { MethodNotAllowedError, problemHandler } from "./problem";
 import { accessLog, assignRequestId } from "./requestLog";
 import type { ApiContext, RouteContext, RouteDef } from "./routes";
 
-export type ApiDeps = ApiContext;
+export type ApiDeps = ApiContext & {
+  /** The operators' repairs behind /v1/admin/actions and /v1/admin/resend (src/composition.ts `operatorTools`); without them those answer 404. */
+  operatorTools?: OperatorTools;
+};
 
 /**
  * The HTTP API (docs/api.md): notifications, the event feed and entities
@@ -78,7 +84,17 @@ export function createApp(deps: ApiDeps): Express {
     res.type(deps.metrics.contentType).send(text);
   });
 
-  const routes: RouteDef[] = [...notificationRoutes(ctx), ...feedRoutes(ctx), ...entityRoutes(ctx)];
+  // The operator console: static files at /console, on the API below (docs/console.md).
+  app.use("/console", ...consoleStatic());
+
+  const routes: RouteDef[] = [
+    ...notificationRoutes(ctx),
+    ...feedRoutes(ctx),
+    ...entityRoutes(ctx),
+    ...eventsStreamRoutes(ctx),
+    ...adminActionRoutes(ctx, deps.operatorTools),
+    ...consoleRoutes(ctx),
+  ];
   for (const r of routes) app[r.method](r.path, ...r.handlers);
 
   // A known path with another method: 405 naming the allowed ones (OPTIONS answers them).

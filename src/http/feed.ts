@@ -20,7 +20,7 @@ function compareCursors(a: FeedCursor, b: FeedCursor): number {
   return a.position - b.position;
 }
 
-function toFeedEvent(r: StreamRecord) {
+export function toFeedEvent(r: StreamRecord) {
   return {
     cursor: encodeCursor(cursorOf(r)),
     position: r.position,

@@ -2,7 +2,8 @@ import type { Response } from "express";
 import { z } from "zod";
 import { inTransaction } from "../db/database";
 import { NotFoundError } from "../errors/errors";
-import { latestViewJson } from "../notification/projection";
+import { latestViewJson, loadNotification } from "../notification/projection";
+import { AsOfQuery } from "./consoleSchemas";
 import { Streams } from "../notification/streams";
 import { EnqueueBatcher } from "./enqueue";
 import { listNotifications, notificationRecords, pendingNotification } from "./reads";
@@ -24,6 +25,19 @@ export function notificationRoutes(ctx: RouteContext): RouteDef[] {
   // One shared commit at a time: measured best (npm run bench, BENCH_SECTIONS=http: 1,785 requests/s
   // with one, 1,570-1,630 with two, 1,316 with four); the next batch gathers while it commits.
   const batcher = new EnqueueBatcher(db, { maxBatch: 200, parallel: 1, logger: ctx.logger });
+
+  /** The aggregate as it stood at `asOf`: the nearest snapshot at or before then, plus the events after it up to then. */
+  async function notificationAsOf(id: string, asOf: string) {
+    const at = new Date(asOf);
+    const loaded = await inTransaction(db, "reader", (tx) => loadNotification(tx, id, { time: at }));
+    if (!loaded.aggregate) {
+      const known = await inTransaction(db, "reader", (tx) => pendingNotification(tx, id));
+      if (!known) throw new NotFoundError(`no notification with id ${id}`);
+      throw new NotFoundError(`notification ${id} had no events yet at ${at.toISOString()} (it was requested at ${known.requestedAt})`);
+    }
+    return { id, asOf: at.toISOString(), aggregate: loaded.aggregate, fromSnapshot: loaded.snapshot?.asOfPosition ?? null, eventsApplied: loaded.eventsApplied };
+  }
+
   return [
     route(ctx, {
       method: "post",
@@ -57,7 +71,12 @@ export function notificationRoutes(ctx: RouteContext): RouteDef[] {
       path: "/v1/notifications/:id",
       scope: "reader",
       params: NotificationIdParams,
-      async handle({ params: { id } }, res) {
+      query: AsOfQuery,
+      async handle({ params: { id }, query: { asOf } }, res) {
+        if (asOf !== undefined) {
+          res.json(await notificationAsOf(id, asOf));
+          return;
+        }
         const found = await inTransaction(db, "reader", async (tx) => {
           const view = await latestViewJson(tx, id);
           if (view !== null) return view;

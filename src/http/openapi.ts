@@ -20,6 +20,8 @@ import {
   ProblemSchema,
   SendNotificationBody,
 } from "./schemas";
+import { AsOfQuery } from "./consoleSchemas";
+import { AsOf, consoleOpenApiRoutes } from "./consoleOpenapi";
 
 /**
  * Named components. zod's `.meta({ id })` registers a schema in zod's global
@@ -99,11 +101,14 @@ function generate(): object {
       method: "get",
       path: "/v1/notifications/{id}",
       operationId: "getNotification",
-      summary: "The latest view of a notification",
+      summary: "The latest view of a notification, or with `asOf` the notification as it stood then",
       security: security("reader"),
-      request: { params: inputOf(NotificationIdParams) },
+      request: { params: inputOf(NotificationIdParams), query: inputOf(AsOfQuery) },
       responses: {
-        200: { description: "The latest view, or `status: accepted` while no view is written yet", content: json(z.union([View, Pending])) },
+        200: {
+          description: "The latest view, or `status: accepted` while no view is written yet; with `asOf`, the aggregate then (NotificationAsOf)",
+          content: json(z.union([View, Pending, AsOf])),
+        },
         ...problems(400, 404),
         ...authProblems,
       },
@@ -195,6 +200,7 @@ function generate(): object {
       responses: { 200: { description: "OpenAPI 3.1", content: json(z.looseObject({})) } },
     },
   ];
+  routes.push(...consoleOpenApiRoutes({ security, problems, authProblems, json, inputOf }));
   for (const r of routes) registry.registerPath(r);
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({

@@ -2,6 +2,8 @@ import { sql } from "kysely";
 import type { Executor } from "../db/database";
 import { readTrail } from "../streams/trail";
 import { NotificationRecordTypes } from "../notification/notification.schemas";
+import { allChannels, channelOf } from "../notification/channels";
+import type { Channel } from "../entities/entity.schemas";
 import { encodeListCursor, type ListCursor, type NotificationStatus } from "./schemas";
 
 /**
@@ -30,8 +32,34 @@ export interface ListFilter {
   entityId?: string;
   status?: NotificationStatus;
   since?: string;
+  until?: string;
+  channel?: Channel;
+  q?: string;
+  /** key=value: one of the client's tags. */
+  tag?: string;
   cursor?: ListCursor;
   limit: number;
+}
+
+/** Where an operation's payload keeps its destination (SendEmailOp.to, SendSlackMessageOp.channel); another channel's whole payload. */
+function destinationText(channel: string) {
+  if (channel === "email") return sql`d.payload->>'to'`;
+  if (channel === "slack") return sql`d.payload->>'channel'`;
+  return sql`d.payload::text`;
+}
+
+/**
+ * The list's text search (the console's search box): the tracking id or its
+ * start, or a part of the subject, or of an address an operation of the
+ * notification was sent to (each channel's destination). A scan of the
+ * matching rows' payloads: fine for an operator's search, not for a client's
+ * hot path.
+ */
+function textMatches(q: string) {
+  const pattern = `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+  const prefix = `${q.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+  const destinations = allChannels.map((c) => sql`exists (select 1 from ${sql.table(c.streams.operations)} d where d.id = o.id and ${destinationText(c.name)} ilike ${pattern})`);
+  return sql`(o.id like ${prefix} or o.payload->>'subject' ilike ${pattern} or ${sql.join(destinations, sql` or `)})`;
 }
 
 /**
@@ -45,6 +73,13 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
   const conditions = [sql`o.type = ${NotificationRecordTypes.SendNotificationToEntityOp}`];
   if (filter.entityId !== undefined) conditions.push(sql`o.payload->>'entityId' = ${filter.entityId}`);
   if (filter.since !== undefined) conditions.push(sql`o.recorded_at >= ${filter.since}::timestamptz`);
+  if (filter.until !== undefined) conditions.push(sql`o.recorded_at < ${filter.until}::timestamptz`);
+  if (filter.channel !== undefined) conditions.push(sql`exists (select 1 from ${sql.table(channelOf(filter.channel).streams.operations)} c where c.id = o.id)`);
+  if (filter.q !== undefined) conditions.push(textMatches(filter.q));
+  if (filter.tag !== undefined) {
+    const at = filter.tag.indexOf("=");
+    conditions.push(sql`o.payload->'tags'->>${filter.tag.slice(0, at)} = ${filter.tag.slice(at + 1)}`);
+  }
   if (filter.cursor) {
     conditions.push(sql`(o.recorded_at, o.position) < ('epoch'::timestamptz + ${filter.cursor.micros}::bigint * interval '1 microsecond', ${filter.cursor.position}::bigint)`);
   }

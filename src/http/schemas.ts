@@ -79,6 +79,20 @@ export const ListNotificationsQuery = z
     entityId: entityId.optional(),
     status: NotificationStatus.optional(),
     since: isoTime.optional(),
+    until: isoTime.optional().describe("Only notifications requested before this time"),
+    channel: Channel.optional().describe("Only notifications with an operation on this channel"),
+    tag: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,64}=[^\r\n]{0,256}$/, "must be key=value (a tag name as POST /v1/notifications takes it), e.g. category=billing")
+      .optional()
+      .describe("Only notifications the client tagged so (its `tags`), e.g. category=billing"),
+    q: z
+      .string()
+      .trim()
+      .min(1, "must not be empty")
+      .max(200)
+      .optional()
+      .describe("Text: a tracking id (or its start), or a case-insensitive part of the subject or of a recipient's address (email address, Slack channel)"),
     after: ListCursorParam.optional().describe("`next` of the previous page; omit for the first page"),
     cursor: ListCursorParam.optional()
       .describe("Deprecated: the former name of `after` (every list pages with `after` and answers `next`), still accepted")

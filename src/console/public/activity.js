@@ -1,0 +1,157 @@
+/* global location */
+import { followEvents, get } from "./api.js";
+import { announce, badge, cell, field, fill, h, isoToLocal, localToIso, time } from "./dom.js";
+
+// Activity: notifications newest first (GET /v1/notifications with its
+// filters), kept current by the live event stream (GET /v1/events/stream).
+
+const STATUSES = ["accepted", "requested", "sending", "sent", "partially_sent", "failed", "not_sent"];
+const CHANNELS = ["email", "slack"];
+
+function channelsCell(n) {
+  if (!n.channels) return h("span", { class: "muted" }, "not prepared yet");
+  const items = n.channels.map((c) => h("span", { class: "chan" }, `${c.channel} `, badge(c.status), c.lastError ? h("span", { class: "error" }, ` ${c.lastError}`) : null));
+  for (const s of n.skipped ?? []) items.push(h("span", { class: "chan muted" }, `${s.channel} skipped: ${s.reason}`));
+  return items;
+}
+
+function outcomeCell(n) {
+  if (!n.outcome) return badge(n.status);
+  return [badge(n.status), h("span", { class: "muted" }, ` ${n.outcome.type.replace(/Event$/, "")}`), n.failureReason ? h("div", { class: "error" }, n.failureReason) : null];
+}
+
+function row(n, fresh) {
+  return h(
+    "tr",
+    { class: fresh ? "fresh" : null, "data-id": n.id },
+    cell("Tracking id", h("a", { href: `#/notifications/${n.id}`, class: "mono" }, n.id)),
+    cell("Requested", time(n.requestedAt)),
+    cell("Entity", n.entity?.name ? `${n.entity.name} (${n.entity.id})` : (n.entity?.id ?? "")),
+    cell("Subject", n.subject ?? h("span", { class: "muted" }, "(accepted, not handled yet)")),
+    cell("Channels", channelsCell(n)),
+    cell("Outcome", outcomeCell(n)),
+  );
+}
+
+export async function activityPage(main, _me, params) {
+  const input = (name, attrs = {}) => h("input", { name, id: `f-${name}`, value: params.get(name) ?? "", ...attrs });
+  const select = (name, options) =>
+    h(
+      "select",
+      { name, id: `f-${name}` },
+      h("option", { value: "" }, "any"),
+      options.map((o) => h("option", { value: o, selected: params.get(name) === o }, o.replace(/_/g, " "))),
+    );
+  const q = input("q", { type: "search", placeholder: "tracking id, subject, address" });
+  const status = select("status", STATUSES);
+  const entity = input("entityId", { placeholder: "entity id" });
+  const channel = select("channel", CHANNELS);
+  const tag = input("tag", { placeholder: "category=billing" });
+  const since = h("input", { type: "datetime-local", step: 1, name: "since", id: "f-since", value: isoToLocal(params.get("since")) });
+  const until = h("input", { type: "datetime-local", step: 1, name: "until", id: "f-until", value: isoToLocal(params.get("until")) });
+  const form = h(
+    "form",
+    {
+      class: "filters",
+      role: "search",
+      "aria-label": "Filter notifications",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const next = new URLSearchParams();
+        const values = {
+          q: q.value.trim(),
+          status: status.value,
+          entityId: entity.value.trim(),
+          channel: channel.value,
+          since: localToIso(since.value),
+          until: localToIso(until.value),
+        };
+        for (const [k, v] of Object.entries(values)) if (v) next.set(k, v);
+        const hash = `#/activity${next.toString() ? `?${next}` : ""}`;
+        if (location.hash === hash) void load();
+        else location.hash = hash;
+      },
+    },
+    h("div", { class: "wide" }, field("Search (tracking id, subject, recipient address)", q)),
+    field("Status", status),
+    field("Entity", entity),
+    field("Channel", channel),
+    field("Tag (key=value)", tag),
+    field("Requested from", since),
+    field("Requested before", until),
+    h("div", { class: "row" }, h("button", { type: "submit" }, "Filter"), h("a", { href: "#/activity" }, "Clear")),
+  );
+  const live = h("p", { class: "muted", id: "live-state", "aria-live": "polite" }, "Connecting to live updates…");
+  const tbody = h("tbody");
+  const list = h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { class: "responsive", id: "activity" },
+      h("caption", { class: "visually-hidden" }, "Notifications, newest first"),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          ["Tracking id", "Requested", "Entity", "Subject", "Channels", "Outcome"].map((t) => h("th", { scope: "col" }, t)),
+        ),
+      ),
+      tbody,
+    ),
+  );
+  const more = h("button", { type: "button", class: "secondary", hidden: true }, "Load more");
+  const error = h("p", { class: "error", role: "alert" });
+  fill(main, h("h1", {}, "Activity"), form, live, error, list, more);
+
+  const filter = Object.fromEntries([...params.entries()].filter(([k]) => ["q", "status", "entityId", "channel", "tag", "since", "until"].includes(k)));
+  let next = null;
+  let shown = new Set();
+
+  async function load() {
+    try {
+      const page = await get("/v1/notifications", { ...filter, limit: 50 });
+      const before = shown;
+      shown = new Set(page.items.map((n) => n.id));
+      fill(
+        tbody,
+        page.items.length ? page.items.map((n) => row(n, before.size > 0 && !before.has(n.id))) : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No notification matches.")),
+      );
+      next = page.next;
+      more.hidden = !next;
+      error.textContent = "";
+      const added = [...shown].filter((id) => before.size > 0 && !before.has(id)).length;
+      if (added > 0) announce(`${added} new notification${added > 1 ? "s" : ""}`);
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  }
+  more.addEventListener("click", async () => {
+    const page = await get("/v1/notifications", { ...filter, limit: 50, after: next });
+    for (const n of page.items) {
+      shown.add(n.id);
+      tbody.append(row(n, false));
+    }
+    next = page.next;
+    more.hidden = !next;
+  });
+
+  // A burst of events costs one reload; views follow events by a moment (the projection), so a second look comes later.
+  let timers = [];
+  const schedule = () => {
+    if (timers.length) return;
+    timers = [setTimeout(() => void load(), 300), setTimeout(() => void load(), 1500), setTimeout(() => ((timers = []), void load()), 4000)];
+  };
+  const stop = followEvents(schedule, (state) => {
+    live.textContent = state === "live" ? "Live: new and changed notifications appear here." : "Live updates interrupted; reconnecting…";
+  });
+  // The stream opens before the first load, so nothing written in between goes unseen.
+  await stop.ready;
+  await load();
+  return () => {
+    stop();
+    for (const t of timers) clearTimeout(t);
+  };
+}

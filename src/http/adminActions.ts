@@ -1,0 +1,166 @@
+import type { ApiPrincipal } from "../auth/apiKeys";
+import type { Db } from "../db/database";
+import { NotFoundError } from "../errors/errors";
+import { channelOfStream } from "../notification/channels";
+import { ActionBody, ActionVerbParams, FailuresQuery, ResendBody } from "./consoleSchemas";
+import { route, type RouteContext, type RouteDef } from "./routes";
+
+/**
+ * The operator tools these endpoints call: `findStuck`, `runAction` and
+ * `resendNotification` of src/admin/redrive.ts, the library `npm run redrive`
+ * calls. src/admin sits beside src/http (test/unit/layers.unit.test.ts), so
+ * the composition root hands them in (src/composition.ts `operatorTools`,
+ * given to createApp); these types are what the API needs of them, and the
+ * compiler checks the library against them there.
+ */
+export interface OperatorRecord {
+  stream: string;
+  position: number;
+  id: string;
+  type: string;
+  concern: string;
+  status: string;
+  attempts: number;
+  lastError: string | null;
+  lastActor: string | null;
+  updatedAt: Date | null;
+  recordedAt: Date;
+}
+
+export interface OperatorReport {
+  actor: string;
+  changes: Array<OperatorRecord & { to: string; requeue: boolean; outcome: string; error: string | null; details: Record<string, unknown> | null }>;
+}
+
+type Verb = (typeof ActionVerbParams)["shape"]["verb"]["options"][number];
+
+export interface OperatorTools {
+  findStuck(db: Db, input: { olderThan?: string }): Promise<{ failed: { records: OperatorRecord[]; matched: number }; running: { records: OperatorRecord[]; matched: number } }>;
+  runAction(
+    db: Db,
+    verb: Verb,
+    selection: { notification?: string; stream?: string; concern?: string; errorContains?: string },
+    options: { execute?: boolean; reason?: string; requeue?: boolean; actor: string },
+  ): Promise<OperatorReport>;
+  resendNotification(db: Db, input: { notificationId: string; channels?: readonly string[]; execute?: boolean; reason?: string; actor: string }): Promise<unknown>;
+}
+
+/**
+ * What waits for an operator, and the operator's repairs, over HTTP: the
+ * console's Failures page and anyone else with an admin key. Every action
+ * calls the library `npm run redrive` calls (src/admin/redrive.ts), so a
+ * repair made here has the same lineage, history and refusals as one made
+ * from the command line; only the actor differs: the API key's name.
+ * Like the command, every action is a dry run unless `execute` is true, and
+ * executing needs a reason.
+ */
+
+/** Who acted, as the handling history shows it: the API key, by name. */
+export function actorOf(principal: ApiPrincipal): string {
+  return `api-key:${principal.name}`;
+}
+
+function recordJson(r: OperatorRecord) {
+  return {
+    stream: r.stream,
+    position: r.position,
+    id: r.id,
+    type: r.type,
+    concern: r.concern,
+    status: r.status,
+    attempts: r.attempts,
+    lastError: r.lastError,
+    lastActor: r.lastActor,
+    since: r.updatedAt?.toISOString() ?? null,
+    recordedAt: r.recordedAt.toISOString(),
+  };
+}
+
+/** Failed records grouped by channel (stream and concern) and error, largest group first. */
+export function groupFailures(records: readonly OperatorRecord[]) {
+  const groups = new Map<string, { channel: string | null; stream: string; concern: string; error: string; records: OperatorRecord[] }>();
+  for (const r of records) {
+    const error = r.lastError ?? "(no error recorded)";
+    const key = JSON.stringify([r.stream, r.concern, error]);
+    const group = groups.get(key) ?? { channel: channelOfStream(r.stream)?.name ?? null, stream: r.stream, concern: r.concern, error, records: [] };
+    group.records.push(r);
+    groups.set(key, group);
+  }
+  return [...groups.values()]
+    .sort((a, b) => b.records.length - a.records.length || a.stream.localeCompare(b.stream) || a.error.localeCompare(b.error))
+    .map((g) => ({ ...g, count: g.records.length, records: g.records.map(recordJson) }));
+}
+
+function reportJson(report: OperatorReport) {
+  return {
+    ...report,
+    changes: report.changes.map((c) => ({
+      stream: c.stream,
+      position: c.position,
+      id: c.id,
+      type: c.type,
+      concern: c.concern,
+      status: c.status,
+      attempts: c.attempts,
+      lastError: c.lastError,
+      lastActor: c.lastActor,
+      to: c.to,
+      requeue: c.requeue,
+      outcome: c.outcome,
+      error: c.error,
+      details: c.details,
+    })),
+  };
+}
+
+export function adminActionRoutes(ctx: RouteContext, tools: OperatorTools | undefined): RouteDef[] {
+  const { db } = ctx;
+  const operator = (): OperatorTools => {
+    if (!tools) throw new NotFoundError("operator repairs are not available in this process: createApp was given no operatorTools (src/composition.ts)");
+    return tools;
+  };
+  return [
+    route(ctx, {
+      method: "get",
+      path: "/v1/admin/failures",
+      scope: "reader",
+      query: FailuresQuery,
+      async handle({ query }, res) {
+        const stuck = await operator().findStuck(db, { olderThan: query.stuckAfter });
+        res.json({
+          failed: groupFailures(stuck.failed.records),
+          running: stuck.running.records.map(recordJson),
+          matched: { failed: stuck.failed.matched, running: stuck.running.matched },
+        });
+      },
+    }),
+    route(ctx, {
+      method: "post",
+      path: "/v1/admin/actions/:verb",
+      scope: "admin",
+      params: ActionVerbParams,
+      body: ActionBody,
+      async handle({ params: { verb }, body, principal }, res) {
+        const { execute, reason, requeue, ...selection } = body;
+        const report = await operator().runAction(db, verb, selection, { execute, reason, requeue, actor: actorOf(principal) });
+        res.json(reportJson(report));
+      },
+    }),
+    route(ctx, {
+      method: "post",
+      path: "/v1/admin/resend",
+      scope: "admin",
+      body: ResendBody,
+      async handle({ body, principal }, res) {
+        const report = await operator().resendNotification(db, {
+          notificationId: body.notification,
+          channels: body.channels,
+          execute: body.execute,
+          reason: body.reason,
+          actor: actorOf(principal),
+        });
+        res.json(report);
+      },
+    }),
+  ];
+}

@@ -1,0 +1,208 @@
+import { existsSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { apiKey, type TestApi } from "../helpers/api";
+import { startConsoleApi } from "./consoleApi";
+import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
+
+/**
+ * The operator console in a real browser (Debian's Chromium, headless,
+ * driven by playwright-core) against a real tidings: the API with the
+ * console, every bot in real workers, a loopback SMTP server and the Slack
+ * stand-in. Each page is photographed into docs/console/ for the README.
+ */
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const SHOTS = path.join(__dirname, "..", "..", "docs", "console");
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium) {
+  console.warn(`SKIPPED: the console's browser tests need Chromium at ${CHROMIUM} (apt-get install chromium; .ci/run installs it), or CHROMIUM_PATH`);
+}
+const describeWithBrowser = haveChromium ? describe : describe.skip;
+
+jest.setTimeout(90_000);
+
+describeWithBrowser("the operator console, in Chromium", () => {
+  let tidings: Tidings;
+  let api: TestApi;
+  let admin: string;
+  let reader: string;
+  let browser: Browser;
+  let page: Page;
+
+  const send = async (entityId: string, subject: string, extra: Record<string, unknown> = {}) => {
+    const answer = await api.call("POST", "/v1/notifications", { key: admin, body: { entityId, subject, text: `${subject}: hello from tidings.`, ...extra } });
+    expect(answer.status).toBe(202);
+    return answer.json.id as string;
+  };
+  const shot = (name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  const signIn = async (p: Page, key: string) => {
+    await p.goto(`${api.url}/console/`);
+    await p.getByLabel(/API key/).fill(key);
+    await p.getByRole("button", { name: "Sign in" }).click();
+    await p.getByRole("navigation", { name: "Console pages" }).waitFor();
+  };
+
+  beforeAll(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    tidings = await startTidings();
+    api = await startConsoleApi(tidings.t);
+    admin = await apiKey(tidings.t, ["admin"], "ops-admin");
+    reader = await apiKey(tidings.t, ["reader"], "ops-reader");
+    await createEntity(
+      tidings.t,
+      "ada",
+      person({ name: "Ada Lovelace", email: "ada@example.test", slack: "#ada-alerts", preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" } }),
+    );
+    await createEntity(
+      tidings.t,
+      "bob",
+      person({ name: "Bob Builder", email: "bob@example.test", slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }),
+    );
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-background-networking"] });
+    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await api?.close();
+    await tidings?.stop();
+  });
+
+  it("signs in with an API key typed into a password field, and refuses a wrong one", async () => {
+    await page.goto(`${api.url}/console/`);
+    const field = page.getByLabel(/API key/);
+    expect(await field.getAttribute("type")).toBe("password");
+    await shot("signin");
+    await field.fill("tdk_not-a-key");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("alert").filter({ hasText: "not valid" }).waitFor();
+    await signIn(page, admin);
+    await page.getByText("ops-admin · admin").waitFor();
+  });
+
+  it("finds a notification by its recipient's address, and opens its story", async () => {
+    // HTML with a script, which the console must show without running.
+    const html = `<h1>Invoice 42</h1><p>Amount due: 10 EUR</p><script>parent.document.title = "script ran"; document.body.append("script ran")</script>`;
+    const id = await send("ada", "Your invoice is ready", { html });
+    await waitForOutcome(tidings.t, id);
+    await send("bob", "Something else");
+    await page.goto(`${api.url}/console/#/activity`);
+    await page.getByLabel(/^Search/).fill("ada@example");
+    await page.getByRole("button", { name: "Filter" }).click();
+    const rows = page.locator("#activity tbody tr");
+    await rows.filter({ hasText: "Your invoice is ready" }).waitFor();
+    await expect(rows.count()).resolves.toBe(1);
+    await rows.first().getByText("sent").first().waitFor();
+    await shot("activity");
+
+    await page.getByRole("link", { name: id }).click();
+    await page.getByRole("heading", { name: "Email as sent" }).waitFor();
+    const email = page.getByRole("article", { name: /^Email / }).first();
+    await email.getByText("ada@example.test").waitFor();
+    await page.getByRole("heading", { name: "Slack message as posted" }).waitFor();
+    await page.getByText("#ada-alerts").first().waitFor();
+    // The story: every record, starting with the client's operation.
+    await page.locator("ol.trail > li").first().getByText("SendNotificationToEntityOp").waitFor();
+    await page.locator("ol.trail > li strong", { hasText: "SentOnAllPreparedChannelsEvent" }).first().waitFor();
+    // The email's HTML is shown in a sandbox without scripts.
+    const frames = page.locator("iframe.email");
+    await expect(frames.count()).resolves.toBe(1);
+    expect(await frames.getAttribute("sandbox")).toBe("");
+    await page.frameLocator("iframe.email").getByRole("heading", { name: "Invoice 42" }).waitFor();
+    await expect(page.frameLocator("iframe.email").getByText("script ran").count()).resolves.toBe(0);
+    await expect(page.title()).resolves.toBe("tidings console");
+    // As of the moment it was requested: the aggregate then.
+    await page.getByRole("button", { name: "Show" }).click();
+    await page.getByText(/As of .*folded from|snapshot at event/).waitFor();
+    await shot("story");
+  });
+
+  it("shows a new notification live, without reloading", async () => {
+    await page.goto(`${api.url}/console/#/activity`);
+    await page.getByText("Live: new and changed notifications appear here.").waitFor();
+    const id = await send("ada", "Arrives while you watch");
+    await page.locator(`#activity tbody tr[data-id="${id}"]`).getByText("Arrives while you watch").waitFor({ timeout: 20_000 });
+  });
+
+  it("re-drives a failure: a dry run, then executed with a reason; the outcome changes", async () => {
+    tidings.smtp.rejectRecipient("bob@example.test", 550, "5.1.1 <bob@example.test>: no such mailbox");
+    const id = await send("bob", "Password reset");
+    await waitForOutcome(tidings.t, id);
+    tidings.smtp.reset();
+
+    await page.goto(`${api.url}/console/#/failures`);
+    const group = page.getByRole("region", { name: /email · email_bot: 1 failed/ });
+    await group.getByText("no such mailbox").waitFor();
+    const row = group.locator("tr", { hasText: id });
+    await row.getByRole("button", { name: "Re-drive…" }).click();
+    const panel = page.getByRole("region", { name: /Re-drive record .*: dry run/ });
+    await panel.getByText("1 record(s) would change").waitFor();
+    await shot("failures");
+    // No reason, no action.
+    await panel.getByRole("button", { name: "Execute" }).click();
+    await panel.getByRole("alert").getByText("A reason is required").waitFor();
+    await panel.getByLabel(/Reason/).fill("mailbox restored by the customer");
+    await panel.getByRole("button", { name: "Execute" }).click();
+    await page.getByText("Executed by api-key:ops-admin, reason: “mailbox restored by the customer”.").waitFor();
+
+    await page.goto(`${api.url}/console/#/notifications/${id}`);
+    await page.locator("#status").getByText("sent", { exact: true }).waitFor({ timeout: 20_000 });
+    await page.locator("ol.trail").getByText("mailbox restored by the customer").first().waitFor({ state: "attached" });
+    await shot("story-after-redrive");
+  });
+
+  it("shows a reader what it may see, and no repair", async () => {
+    const other = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await signIn(other, reader);
+    await other.goto(`${api.url}/console/#/failures`);
+    await other.getByText("Your key reads only").waitFor();
+    await expect(other.getByRole("button", { name: /Re-drive/ }).count()).resolves.toBe(0);
+    await other.close();
+  });
+
+  it("shows an entity and its history, and edits it", async () => {
+    await page.goto(`${api.url}/console/#/entities/ada`);
+    await page.getByRole("heading", { name: /^Now \(version 1/ }).waitFor();
+    await page.getByText("ada@example.test").first().waitFor();
+    await shot("entities");
+    // Edited through the same API: a new version, with what changed.
+    const editor = page.getByLabel(/The entity as JSON/);
+    await editor.fill((await editor.inputValue()).replace("ada@example.test", "ada.lovelace@example.test"));
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.getByRole("heading", { name: /^Now \(version 2/ }).waitFor();
+    await page.getByText("changed: email").waitFor();
+  });
+
+  it("shows health: workers, queues, lag, failures and stream sizes", async () => {
+    await page.goto(`${api.url}/console/#/health`);
+    await page.getByRole("heading", { name: /^Workers \(1\)/ }).waitFor();
+    await page.getByRole("heading", { name: "Stream sizes" }).waitFor();
+    await shot("health");
+  });
+
+  it("works with the keyboard alone: sign in with Enter, reach a page with (Shift+)Tab", async () => {
+    const kb = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await kb.goto(`${api.url}/console/`);
+    // The key field has the focus on arrival.
+    await kb.keyboard.type(admin);
+    await kb.keyboard.press("Enter");
+    await kb.getByRole("navigation", { name: "Console pages" }).waitFor();
+    await kb.getByRole("heading", { name: "Activity" }).waitFor();
+    // The page's content has the focus; the navigation is just before it.
+    for (let i = 0; i < 10 && (await kb.evaluate<string>("document.activeElement?.textContent ?? ''")) !== "Health"; i++) await kb.keyboard.press("Shift+Tab");
+    await kb.keyboard.press("Enter");
+    await kb.getByRole("heading", { name: "Health", level: 1 }).waitFor();
+    await kb.close();
+  });
+
+  it("stays usable at a phone's width (375 px)", async () => {
+    const phone = await browser.newPage({ viewport: { width: 375, height: 800 }, isMobile: true });
+    await signIn(phone, admin);
+    await phone.goto(`${api.url}/console/#/activity`);
+    await phone.locator("#activity tbody tr").first().waitFor();
+    const width = await phone.evaluate<number>("document.documentElement.scrollWidth");
+    expect(width).toBeLessThanOrEqual(375);
+    await phone.screenshot({ path: path.join(SHOTS, "activity-phone.png"), fullPage: true });
+    await phone.close();
+  });
+});
