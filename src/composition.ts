@@ -11,9 +11,11 @@ import { createSagaBots } from "./notification/saga.bot";
 import { createSlackPoster } from "./slack/client";
 import { createSlackBot, type SlackDeps } from "./slack/slack.bot";
 import type { AnyBot } from "./bots/bot";
+import { createWebhookDeliveryBot, type WebhookDeps } from "./webhooks/delivery.bot";
+import { createWebhookDispatchBot } from "./webhooks/dispatch.bot";
 
 /** Everything the bots are given (database access comes from the runner). */
-export type BotDeps = EmailDeps & SlackDeps & NotificationDeps;
+export type BotDeps = EmailDeps & SlackDeps & NotificationDeps & WebhookDeps;
 
 /**
  * Channels from configuration: SMTP and Slack when configured, otherwise
@@ -45,6 +47,11 @@ export async function createBotDeps(config: Config, logger: Logger): Promise<Bot
       retrySchedules: { email: config.EMAIL_RETRY_SCHEDULE, slack: config.SLACK_RETRY_SCHEDULE },
       messageIdDomain: messageIdDomain(config),
     },
+    webhooks: {
+      timeoutMs: config.WEBHOOK_TIMEOUT_MS,
+      allowPrivateAddresses: config.WEBHOOK_ALLOW_PRIVATE_ADDRESSES,
+      disableAfter: config.WEBHOOK_DISABLE_AFTER,
+    },
     async close() {
       await transport.close?.();
     },
@@ -61,5 +68,7 @@ export function allBots(): AnyBot<BotDeps>[] {
     createProjectionBot(),
     createEmailBot(),
     createSlackBot(),
+    createWebhookDispatchBot(),
+    createWebhookDeliveryBot(),
   ] as AnyBot<BotDeps>[];
 }
