@@ -99,7 +99,7 @@ export function policyLookup(policy: AddressPolicy) {
       const list = addresses;
       if (!policy.allowPrivateAddresses) {
         const bad = list.find((a) => isNonPublicAddress(a.address));
-        if (bad) return callback(new RefusedAddressError(hostname, bad.address) as unknown as NodeJS.ErrnoException, "");
+        if (bad) return callback(new RefusedAddressError(hostname, bad.address), "");
       }
       if (options.all) return callback(null, list);
       const first = list[0]!;

@@ -45,7 +45,7 @@ export function postWebhook(request: WebhookRequest, settings: WebhookSenderSett
       {
         method: "POST",
         headers: { ...request.headers, "content-type": "application/json", "content-length": Buffer.byteLength(request.body), "user-agent": "tidings-webhooks/1" },
-        lookup: policyLookup(settings) as never,
+        lookup: policyLookup(settings),
         timeout: settings.timeoutMs,
         ...(signal ? { signal } : {}),
       },

@@ -73,7 +73,7 @@ describe("registering endpoints", () => {
   });
 
   it("pages the list with after/next", async () => {
-    const made = [];
+    const made: string[] = [];
     for (let i = 0; i < 3; i++) made.push((await register(`http://127.0.0.1:9/page-${i}`, ["notification.sent"])).id);
     const seen: string[] = [];
     let after: string | null = null;
