@@ -83,7 +83,8 @@ create view audit.webhook_endpoints with (security_invoker = false) as
 select
   r.id as endpoint_id,
   r.payload->>'url' as url,
-  array(select jsonb_array_elements_text(r.payload->'events')) as events,
+  -- null: every event type.
+  case when jsonb_typeof(r.payload->'events') = 'array' then array(select jsonb_array_elements_text(r.payload->'events')) end as events,
   case when d.position is not null then 'disabled' when x.position is not null then 'removed' else 'active' end as status,
   r.recorded_at as registered_at,
   r.payload->>'registeredBy' as registered_by,
