@@ -31,6 +31,19 @@ select tidings.declare_reader('slack.events', 'webhook_bot');
 select tidings.declare_producer('email.operations', 'webhook_bot');
 select tidings.declare_producer('slack.operations', 'webhook_bot');
 
+-- Every actor may look names up in schema webhook (USAGE), nothing more:
+-- readTrail asks has_table_privilege() of every stream, which fails outright
+-- on a schema the role cannot look into. The tables keep their own grants.
+do $$
+declare
+  a record;
+begin
+  for a in select role_name from tidings.actors loop
+    execute format('grant usage on schema webhook to %I', a.role_name);
+  end loop;
+end;
+$$;
+
 -- ---------------------------------------------------------------------------
 -- Signing secrets, apart from the stream: whoever may read the endpoints
 -- (the admin listing them, an auditor through the views) never reads a
