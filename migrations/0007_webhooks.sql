@@ -131,6 +131,29 @@ left join webhook.deliveries__handling h on h.position = o.position and h.concer
 comment on view audit.webhook_deliveries is
   'Every webhook delivery: which notification event went to which endpoint, its handling status (Completed: delivered; Failed: given up, waiting for an operator), attempts and last error. Each attempt is in audit.handling_changes (stream webhook.deliveries).';
 
+comment on column audit.webhook_endpoints.endpoint_id is 'The endpoint''s id (wh_...), as the API answers it.';
+comment on column audit.webhook_endpoints.url is 'Where deliveries are POSTed.';
+comment on column audit.webhook_endpoints.events is 'The event types it subscribed to; null: every one.';
+comment on column audit.webhook_endpoints.status is 'active, removed (by a client) or disabled (its deliveries kept failing).';
+comment on column audit.webhook_endpoints.registered_at is 'When it was registered.';
+comment on column audit.webhook_endpoints.registered_by is 'Who registered it (the API key).';
+comment on column audit.webhook_endpoints.ended_at is 'When it was removed or disabled; null while active.';
+comment on column audit.webhook_endpoints.ended_because is 'Who removed it, or why it was disabled.';
+comment on column audit.webhook_deliveries.position is 'Position of the delivery in webhook.deliveries (what npm run redrive names).';
+comment on column audit.webhook_deliveries.notification_id is 'The tracking id of the notification whose change it reports.';
+comment on column audit.webhook_deliveries.endpoint_id is 'The endpoint it goes to.';
+comment on column audit.webhook_deliveries.url is 'The endpoint''s URL when the delivery was made.';
+comment on column audit.webhook_deliveries.event_type is 'What it reports: notification.requested, notification.channel.sent, notification.sent...';
+comment on column audit.webhook_deliveries.webhook_id is 'Its webhook-id header: the same on every attempt.';
+comment on column audit.webhook_deliveries.status is 'Handling status: Completed (delivered), Failed (given up, waiting for an operator), Available* (waiting for its next attempt), Running.';
+comment on column audit.webhook_deliveries.attempts is 'Attempts so far (claims, including waits for an earlier delivery of the same notification).';
+comment on column audit.webhook_deliveries.last_error is 'The last failure: the HTTP status and answer, or the network error.';
+comment on column audit.webhook_deliveries.last_http_status is 'The HTTP status of the last failed attempt, if it got an answer.';
+comment on column audit.webhook_deliveries.status_since is 'When the status last changed.';
+comment on column audit.webhook_deliveries.reported_stream is 'The stream of the record it reports (notification.events, email.events, slack.events).';
+comment on column audit.webhook_deliveries.reported_position is 'The position of the record it reports.';
+comment on column audit.webhook_deliveries.recorded_at is 'When the delivery was recorded.';
+
 grant select on audit.webhook_endpoints, audit.webhook_deliveries to tidings_auditor;
 -- The views over every stream (records, handling changes, failures) now cover the webhook streams.
 select tidings.refresh_audit_views();

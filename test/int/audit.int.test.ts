@@ -399,7 +399,19 @@ describe("the audit views", () => {
 
 // --- the auditor role ------------------------------------------------------------------
 
-const AUDIT_VIEWS = ["emails", "entity_versions", "failures_waiting", "handling_changes", "notifications", "projection_failures", "records", "redrives", "slack_messages"];
+const AUDIT_VIEWS = [
+  "emails",
+  "entity_versions",
+  "failures_waiting",
+  "handling_changes",
+  "notifications",
+  "projection_failures",
+  "records",
+  "redrives",
+  "slack_messages",
+  "webhook_deliveries",
+  "webhook_endpoints",
+];
 
 /** Run one statement as tidings_auditor in a writable transaction, so only privileges can refuse it. */
 const asAuditorRole = (statement: string) => inTransaction(app.t.db, "auditor", (tx) => sql.raw(statement).execute(tx));
@@ -451,6 +463,8 @@ describe("the tidings_auditor role", () => {
     // The flows above pass nothing over; one failure as the projection would record it.
     await app.t.query(`insert into tidings.checkpoint_failures (checkpoint, id, records, error) values ('notification_views', 'audit-test', '[]', 'cannot read this payload')`);
     for (const view of AUDIT_VIEWS) {
+      // The webhook views hold rows only once an endpoint is registered: test/int/webhooks.int.test.ts reads them as the auditor.
+      if (view.startsWith("webhook_")) continue;
       const result = await asAuditorRole(`select count(*)::int as n from audit.${view}`);
       expect((result.rows[0] as { n: number }).n).toBeGreaterThan(0);
     }
