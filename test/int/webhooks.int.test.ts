@@ -1,5 +1,9 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { sql } from "kysely";
 import { Webhook } from "standardwebhooks";
 import { runAction } from "../../src/admin/redrive";
+import { asAuditor } from "../../src/audit/queries";
 import { apiKey, countEverything, startApi, type TestApi } from "../helpers/api";
 import { waitFor } from "../helpers/db";
 import { person, waitForOutcome, type Tidings } from "../helpers/tidings";
@@ -31,6 +35,15 @@ async function notify(entityId: string, subject = "Report ready"): Promise<strin
   const res = await api.call("POST", "/v1/notifications", { key: admin, body: { entityId, subject, text: "Hello." } });
   expect(res.status).toBe(202);
   return res.json.id;
+}
+
+/** The webhook queries of docs/audit.md (`<!-- webhook-query: name -->` and a fenced sql block), run as the auditor. */
+async function auditQuery(name: string, replace: [string, string] | null = null): Promise<any[]> {
+  const page = readFileSync(path.resolve(__dirname, "../../docs/audit.md"), "utf8");
+  const match = new RegExp(`<!-- webhook-query: ${name} -->\\s*\`\`\`sql\\n([\\s\\S]*?)\`\`\``).exec(page);
+  if (!match) throw new Error(`docs/audit.md has no webhook query ${name}`);
+  const text = replace ? match[1]!.split(replace[0]).join(replace[1]) : match[1]!;
+  return asAuditor(tidings.t.db, async (tx) => (await sql.raw<any>(text).execute(tx)).rows);
 }
 
 async function deliveries(endpointId: string) {
@@ -226,6 +239,14 @@ describe("deliveries", () => {
     expect(alert.to).toEqual(["oncall@example.test"]);
     expect(alert.text).toContain(r.url);
     expect((await api.call("GET", `/v1/webhooks/${endpointId}`, { key: admin })).json).toMatchObject({ status: "disabled" });
+
+    // The audit answers, as the auditor, with the queries docs/audit.md gives.
+    expect((await auditQuery("webhook-endpoints-disabled")).map((e) => e.endpoint_id)).toContain(endpointId);
+    const failing = await auditQuery("webhook-deliveries-failing");
+    expect(failing.filter((d) => d.endpoint_id === endpointId)).toHaveLength(2);
+    const attempts = (await auditQuery("webhook-attempts-of-notification", ["4f7c...", first])).filter((a) => a.endpoint_id === endpointId);
+    expect(attempts.map((a) => a.action)).toEqual(["claim", "fail", "reset_failed", "claim", "complete"]);
+    expect(attempts[2]).toMatchObject({ reason: "receiver fixed" });
 
     // Nothing more is delivered to it.
     const fourth = await notify("ada", "fourth");
