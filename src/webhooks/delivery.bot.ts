@@ -38,7 +38,7 @@ const SETTLED = ["Completed", "Failed", "ArchivedAfterFailure", "DisabledForReco
 type Prepared = { secret: string } | { notDelivered: string };
 
 /** A delivery that must wait for an earlier one of the same notification to the same endpoint: "come back later", not a failure. */
-async function earlierUnsettled(tx: Tx, op: DeliverWebhookOp, record: StreamRecord): Promise<{ position: number; waitMs: number } | null> {
+async function earlierUnsettled(tx: Tx, op: DeliverWebhookOp, record: StreamRecord, timeoutMs: number): Promise<{ position: number; waitMs: number } | null> {
   const { rows } = await sql<{ position: number; status: string | null; due_in_ms: number | null }>`
     select o.position, h.status::text as status,
            greatest(0, extract(epoch from (h.updated_at + ((h.last_details->>'retryInMs')::bigint * interval '1 millisecond') - now())) * 1000)::bigint as due_in_ms
@@ -49,7 +49,12 @@ async function earlierUnsettled(tx: Tx, op: DeliverWebhookOp, record: StreamReco
     order by o.position limit 1`.execute(tx);
   const row = rows[0];
   if (!row) return null;
-  return { position: Number(row.position), waitMs: Math.max(WAIT_FOR_EARLIER_MS, Number(row.due_in_ms ?? 0) + 100) };
+  // Look again when the earlier one can have settled: a send in flight within
+  // its timeout, a retry once it is due, one not yet claimed in a moment. So a
+  // waiting delivery spends about one deferral per attempt of the one before
+  // it, well within the runner's 20 (MAX_DEFERRALS) for the default schedule.
+  const due = row.status === "Running" ? timeoutMs : Number(row.due_in_ms ?? 0);
+  return { position: Number(row.position), waitMs: Math.max(WAIT_FOR_EARLIER_MS, due + 100) };
 }
 
 /**
@@ -73,14 +78,14 @@ export function createWebhookDeliveryBot(): ExternalBot<WebhookBotDeps, WebhookR
     actor: WEBHOOK_BOT,
     schemas: { [WebhookRecordTypes.DeliverWebhookOp]: DeliverWebhookOp },
 
-    async prepare({ tx, record, attempt }) {
+    async prepare({ tx, record, attempt, deps }) {
       const op = record.payload as DeliverWebhookOp;
       const endpoint = await getEndpoint(tx, op.endpointId);
       if (!endpoint || endpoint.status !== "active") {
         prepared.set(key(record, attempt), { notDelivered: `endpoint ${op.endpointId} is ${endpoint?.status ?? "unknown"}` });
         return;
       }
-      const earlier = await earlierUnsettled(tx, op, record);
+      const earlier = await earlierUnsettled(tx, op, record, (deps.webhooks ?? DEFAULT_WEBHOOK_SETTINGS).timeoutMs);
       if (earlier) {
         throw new ExternalError(
           `waiting for the earlier delivery at position ${earlier.position} of this notification to this endpoint (in order per notification)`,
