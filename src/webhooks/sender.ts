@@ -40,33 +40,48 @@ export function postWebhook(request: WebhookRequest, settings: WebhookSenderSett
   }
   const client = url.protocol === "https:" ? https : http;
   return new Promise<WebhookResponse>((resolve, reject) => {
+    // One deadline for the whole exchange, not only for an idle socket: an
+    // endpoint that trickles its answer a byte at a time is cut off too.
+    const deadline = setTimeout(() => req.destroy(Object.assign(new Error(`no answer within ${settings.timeoutMs} ms`), { code: "ETIMEDOUT" })), settings.timeoutMs);
+    let settled = false;
+    const settle = (outcome: { ok: WebhookResponse } | { error: Error }) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      if ("ok" in outcome) resolve(outcome.ok);
+      else reject(outcome.error);
+    };
     const req = client.request(
       url,
       {
         method: "POST",
         headers: { ...request.headers, "content-type": "application/json", "content-length": Buffer.byteLength(request.body), "user-agent": "tidings-webhooks/1" },
         lookup: policyLookup(settings),
-        timeout: settings.timeoutMs,
         ...(signal ? { signal } : {}),
       },
       (res) => {
+        const status = res.statusCode ?? 0;
         const chunks: Buffer[] = [];
         let kept = 0;
-        res.on("data", (chunk: Buffer) => {
-          if (kept < KEPT_BODY_BYTES) chunks.push(chunk);
-          kept += chunk.length;
-        });
-        res.on("error", (error) => reject(classify(error)));
-        res.on("end", () => {
-          const status = res.statusCode ?? 0;
+        // The answer's body matters only as the start of an error message: read that much, then let go.
+        const finish = () => {
           const body = Buffer.concat(chunks).toString("utf8").slice(0, KEPT_BODY_BYTES);
-          if (status >= 200 && status < 300) return resolve({ status, body });
-          reject(httpFailure(status, body, res.headers["retry-after"]));
+          if (status >= 200 && status < 300) settle({ ok: { status, body } });
+          else settle({ error: httpFailure(status, body, res.headers["retry-after"]) });
+        };
+        res.on("data", (chunk: Buffer) => {
+          chunks.push(chunk);
+          kept += chunk.length;
+          if (kept >= KEPT_BODY_BYTES) {
+            finish();
+            res.destroy();
+          }
         });
+        res.on("error", (error) => settle({ error: classify(error) }));
+        res.on("end", finish);
       },
     );
-    req.on("timeout", () => req.destroy(Object.assign(new Error(`no answer within ${settings.timeoutMs} ms`), { code: "ETIMEDOUT" })));
-    req.on("error", (error) => reject(classify(error)));
+    req.on("error", (error) => settle({ error: classify(error) }));
     req.end(request.body);
   });
 }

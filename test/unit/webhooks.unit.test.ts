@@ -116,6 +116,28 @@ describe("webhook answers, classified", () => {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
   });
+
+  it("an endpoint that answers 500 and then trickles its body is cut off at the deadline, failing transiently", async () => {
+    // Headers and one byte, then nothing until closed: by construction.
+    const held: http.ServerResponse[] = [];
+    const server = http.createServer((_req, res) => {
+      res.writeHead(500, { "content-type": "text/plain" });
+      res.write("x");
+      held.push(res);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+      const error = await postWebhook({ url, headers: {}, body: "{}" }, { allowPrivateAddresses: true, timeoutMs: 200 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ExternalError);
+      expect((error as ExternalError).transient).toBe(true);
+      expect((error as Error).message).toBe("no answer within 200 ms");
+    } finally {
+      for (const res of held) res.destroy();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
 });
 
 describe("what a record reports to webhooks", () => {
