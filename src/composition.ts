@@ -16,9 +16,11 @@ import type { Db } from "./db/database";
 import { partitionMaintenance } from "./maintenance/partitions";
 import { findStuck, resendNotification, runAction } from "./admin/redrive";
 import type { OperatorTools } from "./http/adminActions";
+import { createWebhookDeliveryBot, type WebhookDeps } from "./webhooks/delivery.bot";
+import { createWebhookDispatchBot } from "./webhooks/dispatch.bot";
 
 /** Everything the bots are given (database access comes from the runner). */
-export type BotDeps = EmailDeps & SlackDeps & NotificationDeps;
+export type BotDeps = EmailDeps & SlackDeps & NotificationDeps & WebhookDeps;
 
 /**
  * Channels from configuration: SMTP and Slack when configured, otherwise
@@ -50,6 +52,11 @@ export async function createBotDeps(config: Config, logger: Logger): Promise<Bot
       retrySchedules: { email: config.EMAIL_RETRY_SCHEDULE, slack: config.SLACK_RETRY_SCHEDULE },
       messageIdDomain: messageIdDomain(config),
     },
+    webhooks: {
+      timeoutMs: config.WEBHOOK_TIMEOUT_MS,
+      allowPrivateAddresses: config.WEBHOOK_ALLOW_PRIVATE_ADDRESSES,
+      disableAfter: config.WEBHOOK_DISABLE_AFTER,
+    },
     async close() {
       await transport.close?.();
     },
@@ -66,6 +73,8 @@ export function allBots(): AnyBot<BotDeps>[] {
     createProjectionBot(),
     createEmailBot(),
     createSlackBot(),
+    createWebhookDispatchBot(),
+    createWebhookDeliveryBot(),
   ] as AnyBot<BotDeps>[];
 }
 

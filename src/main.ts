@@ -58,7 +58,7 @@ async function main(): Promise<void> {
           maxAttempts: config.BOT_MAX_ATTEMPTS,
           retryBaseMs: config.BOT_RETRY_BASE_MS,
           retryMaxMs: config.BOT_RETRY_MAX_MS,
-          retrySchedules: { email_bot: config.EMAIL_RETRY_SCHEDULE, slack_bot: config.SLACK_RETRY_SCHEDULE },
+          retrySchedules: { email_bot: config.EMAIL_RETRY_SCHEDULE, slack_bot: config.SLACK_RETRY_SCHEDULE, webhook_bot: config.WEBHOOK_RETRY_SCHEDULE },
         },
       },
       settings: {
@@ -85,6 +85,7 @@ async function main(): Promise<void> {
       feedWaitLimits: { perKey: config.FEED_MAX_WAITS_PER_KEY, total: config.FEED_MAX_WAITS },
       stopping: stopRequests.signal,
       operatorTools,
+      webhookAddresses: { allowPrivateAddresses: config.WEBHOOK_ALLOW_PRIVATE_ADDRESSES },
     });
     try {
       server = await listen(app, config.HOST, config.PORT);

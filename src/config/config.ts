@@ -118,6 +118,15 @@ export const configSchema = z.object({
     .default("12 months"),
   // Where `npm run retention` writes its archives (a folder per run); default DATA_DIR/archive.
   RETENTION_ARCHIVE_DIR: z.string().min(1).optional(),
+  // Status webhooks (docs/webhooks.md): retries of a delivery after a 5xx,
+  // 408, 429 or a timeout, like Standard Webhooks senders (attempts over
+  // about 28 hours); the wait for an answer; the consecutive failed
+  // deliveries that disable an endpoint; and whether endpoints may be on
+  // loopback or private networks (SSRF: off by default).
+  WEBHOOK_RETRY_SCHEDULE: schedule.default(["5s", "5m", "30m", "2h", "5h", "10h", "10h"].map((d) => ms(d as ms.StringValue))),
+  WEBHOOK_TIMEOUT_MS: int(100, 120_000).default(10_000),
+  WEBHOOK_DISABLE_AFTER: int(1, 1_000).default(5),
+  WEBHOOK_ALLOW_PRIVATE_ADDRESSES: bool.default(false),
 });
 
 export type Config = z.infer<typeof configSchema>;

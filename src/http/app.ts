@@ -13,6 +13,7 @@ import { buildOpenApiDocument } from "./openapi";
 import { MethodNotAllowedError, problemHandler } from "./problem";
 import { accessLog, assignRequestId } from "./requestLog";
 import type { ApiContext, RouteContext, RouteDef } from "./routes";
+import { webhookRoutes } from "./webhooks";
 
 export type ApiDeps = ApiContext & {
   /** The operators' repairs behind /v1/admin/actions and /v1/admin/resend (src/composition.ts `operatorTools`); without them those answer 404. */
@@ -91,6 +92,7 @@ export function createApp(deps: ApiDeps): Express {
     ...notificationRoutes(ctx),
     ...feedRoutes(ctx),
     ...entityRoutes(ctx),
+    ...webhookRoutes(ctx),
     ...eventsStreamRoutes(ctx),
     ...adminActionRoutes(ctx, deps.operatorTools),
     ...consoleRoutes(ctx),

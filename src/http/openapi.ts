@@ -22,6 +22,8 @@ import {
 } from "./schemas";
 import { AsOfQuery } from "./consoleSchemas";
 import { AsOf, consoleOpenApiRoutes } from "./consoleOpenapi";
+import { EntityListResponse, EntityPatchDoc, ListEntitiesQuery } from "./entities";
+import { ListWebhooksQuery, RegisterWebhookBody, WebhookCreatedResponse, WebhookEndpointResponse, WebhookIdParams, WebhookListResponse } from "./webhooks";
 
 /**
  * Named components. zod's `.meta({ id })` registers a schema in zod's global
@@ -39,6 +41,12 @@ const Entity = EntityBody.meta({ id: "EntityInput" });
 const EntityVersion = EntityVersionResponse.meta({ id: "EntityVersion" });
 const EntityPut = EntityPutResponse.meta({ id: "EntityPutResult" });
 const EntityHistory = EntityHistoryResponse.meta({ id: "EntityHistory" });
+const EntityList = EntityListResponse.meta({ id: "EntityList" });
+const EntityPatch = EntityPatchDoc.meta({ id: "EntityPatch" });
+const RegisterWebhook = RegisterWebhookBody.meta({ id: "RegisterWebhookRequest" });
+const WebhookEndpoint = WebhookEndpointResponse.meta({ id: "WebhookEndpoint" });
+const WebhookCreated = WebhookCreatedResponse.meta({ id: "WebhookEndpointCreated" });
+const WebhookList = WebhookListResponse.meta({ id: "WebhookEndpointList" });
 
 let cached: object | null = null;
 
@@ -138,11 +146,15 @@ function generate(): object {
       operationId: "putEntity",
       summary: "Create or change an entity (contact details and channel preferences)",
       security: security("entities"),
-      request: { params: inputOf(EntityIdParams), body: { content: json(Entity), required: true } },
+      request: {
+        params: inputOf(EntityIdParams),
+        headers: z.object({ "If-Match": z.string().optional().describe('Only if the entity is at this version (the ETag read before, `"3"`), or exists (`*`); else 412') }),
+        body: { content: json(Entity), required: true },
+      },
       responses: {
         201: { description: "Created: version 1, or the next version of a removed entity", content: json(EntityPut) },
         200: { description: "Changed (the next version), or unchanged (nothing recorded: same version, `changed` empty)", content: json(EntityPut) },
-        ...problems(400, 413, 415),
+        ...problems(400, 412, 413, 415),
         ...authProblems,
       },
     },
@@ -167,6 +179,78 @@ function generate(): object {
         ...problems(400, 404),
         ...authProblems,
       },
+    },
+    {
+      method: "get",
+      path: "/v1/entities",
+      operationId: "listEntities",
+      summary: "List entities as they are now, by id, filtered by kind, address or text",
+      description: "Pages like every list: pass `next` of one page as `after` for the following one; `next` is null on the last page. Removed entities are not listed.",
+      security: security("entities"),
+      request: { query: inputOf(ListEntitiesQuery) },
+      responses: {
+        200: { description: "A page of current versions; `next` is the `after` of the following page, or null", content: json(EntityList) },
+        ...problems(400),
+        ...authProblems,
+      },
+    },
+    {
+      method: "patch",
+      path: "/v1/entities/{id}",
+      operationId: "patchEntity",
+      summary: "Change some fields of an entity (JSON Merge Patch)",
+      description:
+        'Merges the body into the entity (RFC 7396: null clears email or slack, preferences merges key by key) and validates the result like a PUT. With `If-Match: "<version>"` (the ETag of a read) the change is made only if the entity is still at that version, else 412. PUT takes If-Match the same way; every entity answer carries the version as ETag.',
+      security: security("entities"),
+      request: {
+        params: inputOf(EntityIdParams),
+        headers: z.object({ "If-Match": z.string().optional().describe('The ETag read before (`"3"`), several separated by commas, or `*`') }),
+        body: { content: { "application/json": { schema: EntityPatch }, "application/merge-patch+json": { schema: EntityPatch } }, required: true },
+      },
+      responses: {
+        200: { description: "Changed (the next version) or unchanged; ETag: the version", content: json(EntityPut) },
+        ...problems(400, 404, 412, 413, 415),
+        ...authProblems,
+      },
+    },
+    {
+      method: "post",
+      path: "/v1/webhooks",
+      operationId: "registerWebhook",
+      summary: "Register a webhook endpoint for notification status changes",
+      description:
+        "Answers the endpoint's signing secret once (`whsec_...`): deliveries are signed by the Standard Webhooks specification (`webhook-id`, `webhook-timestamp`, `webhook-signature`). See docs/webhooks.md for the event types and their data.",
+      security: security("admin"),
+      request: { body: { content: json(RegisterWebhook), required: true } },
+      responses: { 201: { description: "Registered; the secret is not shown again", content: json(WebhookCreated) }, ...problems(400, 413, 415), ...authProblems },
+    },
+    {
+      method: "get",
+      path: "/v1/webhooks",
+      operationId: "listWebhooks",
+      summary: "List webhook endpoints (active and disabled), without their secrets",
+      description: "Pages like every list: pass `next` as `after`; `next` is null on the last page.",
+      security: security("admin"),
+      request: { query: inputOf(ListWebhooksQuery) },
+      responses: { 200: { description: "A page of endpoints", content: json(WebhookList) }, ...problems(400), ...authProblems },
+    },
+    {
+      method: "get",
+      path: "/v1/webhooks/{id}",
+      operationId: "getWebhook",
+      summary: "A webhook endpoint, without its secret",
+      security: security("admin"),
+      request: { params: inputOf(WebhookIdParams) },
+      responses: { 200: { description: "The endpoint", content: json(WebhookEndpoint) }, ...problems(400, 404), ...authProblems },
+    },
+    {
+      method: "delete",
+      path: "/v1/webhooks/{id}",
+      operationId: "removeWebhook",
+      summary: "Remove a webhook endpoint: nothing more is delivered to it",
+      security: security("admin"),
+      request: { params: inputOf(WebhookIdParams) },
+      responses: { 204: { description: "Removed" }, ...problems(400, 404), ...authProblems },
     },
     {
       method: "get",
@@ -253,6 +337,7 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   403: "The API key lacks the scope this endpoint needs (`requiredScope`)",
   404: "Not found",
   413: "Request body larger than 256 kB",
+  412: "If-Match names a version that is no longer current (`precondition-failed`; the current one in ETag): read again and repeat",
   415: "Content-Type is not application/json",
   422: "The Idempotency-Key was already used with a different request",
   429: "Over the API key's rate limit (`rate-limited`, with Retry-After and the RateLimit-* fields), or, for GET /v1/events with wait, too many requests waiting already (`too-many-waits`, with Retry-After)",

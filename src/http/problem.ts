@@ -57,6 +57,20 @@ export class IdempotencyKeyReusedError extends ConflictError {
   }
 }
 
+/**
+ * A conditional write (If-Match) whose expected version is no longer the
+ * current one: 412, with the current ETag when there is one.
+ */
+export class PreconditionFailedError extends TidingsError {
+  readonly kind = "precondition_failed";
+  constructor(
+    message: string,
+    readonly currentETag: string | null,
+  ) {
+    super(message);
+  }
+}
+
 /** A valid key without the scope an endpoint needs. */
 export class MissingScopeError extends ForbiddenError {
   constructor(
@@ -198,6 +212,11 @@ export function problemFor(error: unknown): ProblemAnswer {
   if (error instanceof MethodNotAllowedError) {
     const a = answer(405, "method-not-allowed", "Method not allowed", error.message);
     a.headers.Allow = error.allow.join(", ");
+    return a;
+  }
+  if (error instanceof PreconditionFailedError) {
+    const a = answer(412, "precondition-failed", "The resource changed since the version given in If-Match", error.message);
+    if (error.currentETag !== null) a.headers.ETag = error.currentETag;
     return a;
   }
   if (error instanceof UnsupportedMediaTypeError) return answer(415, "unsupported-media-type", "Unsupported media type", error.message);

@@ -3,6 +3,7 @@ import type { z } from "zod";
 import type pg from "pg";
 import type { ApiPrincipal, RateLimitDefaults, Scope } from "../auth/apiKeys";
 import type { Db } from "../db/database";
+import type { AddressPolicy } from "../webhooks/address";
 import type { Logger } from "../logging/logger";
 import { principalOf, requireScope, type RequestGate } from "./auth";
 import { jsonBody } from "./body";
@@ -31,6 +32,8 @@ export interface ApiContext {
   rateLimit?: RateLimitDefaults;
   /** Aborted when the process stops: every long-poll answers at once (docs/operations.md). */
   stopping?: AbortSignal;
+  /** Which webhook URLs registration accepts (WEBHOOK_ALLOW_PRIVATE_ADDRESSES; default: public addresses only). */
+  webhookAddresses?: AddressPolicy;
 }
 
 /** What every route module is given: the context, and the app's own shared machinery. */
@@ -42,7 +45,7 @@ export interface RouteContext extends ApiContext {
 }
 
 export interface RouteDef {
-  method: "get" | "post" | "put";
+  method: "get" | "post" | "put" | "patch" | "delete";
   /** An Express path, e.g. /v1/notifications/:id */
   path: string;
   handlers: RequestHandler[];

@@ -65,7 +65,7 @@ describe("npm start with no DATABASE_URL", () => {
       const { rows } = await client.query("select count(*)::int as n from tidings.migrations");
       expect(rows[0].n).toBeGreaterThanOrEqual(3);
       const streams = await client.query("select count(*)::int as n from tidings.streams");
-      expect(streams.rows[0].n).toBe(11);
+      expect(streams.rows[0].n).toBe(13);
     } finally {
       await client.end();
     }

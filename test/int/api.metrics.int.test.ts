@@ -95,6 +95,12 @@ describe("GET /openapi.json", () => {
         "PUT /v1/entities/{id}",
         "GET /v1/entities/{id}",
         "GET /v1/entities/{id}/history",
+        "GET /v1/entities",
+        "PATCH /v1/entities/{id}",
+        "POST /v1/webhooks",
+        "GET /v1/webhooks",
+        "GET /v1/webhooks/{id}",
+        "DELETE /v1/webhooks/{id}",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
@@ -105,6 +111,7 @@ describe("GET /openapi.json", () => {
     expect(doc.paths["/v1/notifications"].post.security).toEqual([{ apiKey: ["producer"] }]);
     expect(doc.paths["/v1/events"].get.security).toEqual([{ apiKey: ["reader"] }]);
     expect(doc.paths["/v1/entities/{id}"].put.security).toEqual([{ apiKey: ["entities"] }]);
+    expect(doc.paths["/v1/webhooks"].post.security).toEqual([{ apiKey: ["admin"] }]);
     expect(doc.paths["/healthz"].get.security).toBeUndefined();
 
     const send = doc.components.schemas.SendNotificationRequest;

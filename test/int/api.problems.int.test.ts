@@ -100,7 +100,7 @@ describe("bad input gets a problem document naming the problem, and writes nothi
     expect(answer.headers.get("allow")).toBe("POST, GET, HEAD, OPTIONS");
     const put = await api.call("POST", "/v1/entities/ada", { key: admin, body: validEntity });
     expect(put.status).toBe(405);
-    expect(put.headers.get("allow")).toBe("PUT, GET, HEAD, OPTIONS");
+    expect(put.headers.get("allow")).toBe("PUT, PATCH, GET, HEAD, OPTIONS");
   });
 
   it("bad ids: 400 naming the id", async () => {

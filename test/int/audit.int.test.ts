@@ -411,6 +411,8 @@ const AUDIT_VIEWS = [
   "redrives",
   "retention",
   "slack_messages",
+  "webhook_deliveries",
+  "webhook_endpoints",
 ];
 
 /** Run one statement as tidings_auditor in a writable transaction, so only privileges can refuse it. */
@@ -470,6 +472,8 @@ describe("the tidings_auditor role", () => {
     await app.t.query(`insert into tidings.retention_acts (run_id, kind, by, reason, cutoff, table_name, row_count, recorded_by)
       values (gen_random_uuid(), 'idempotency_keys', 'ops', 'test', now(), 'api.idempotency_keys', 0, 'postgres')`);
     for (const view of AUDIT_VIEWS) {
+      // The webhook views hold rows only once an endpoint is registered: test/int/webhooks.int.test.ts reads them as the auditor.
+      if (view.startsWith("webhook_")) continue;
       const result = await asAuditorRole(`select count(*)::int as n from audit.${view}`);
       expect((result.rows[0] as { n: number }).n).toBeGreaterThan(0);
     }

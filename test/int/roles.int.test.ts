@@ -3,6 +3,7 @@ import { inTransaction } from "../../src/db/database";
 import { ForbiddenError } from "../../src/errors/errors";
 import { appendOne } from "../../src/streams/append";
 import { Streams } from "../../src/notification/streams";
+import { WebhookStreams } from "../../src/webhooks/webhook.streams";
 import { claim } from "../../src/streams/handling";
 import { createTestDatabase, type TestDatabase } from "../helpers/db";
 
@@ -24,10 +25,11 @@ async function asActor<T>(actor: string, fn: Parameters<typeof inTransaction<T>>
 describe("who may write what, enforced by PostgreSQL", () => {
   it("the registry lists every stream the code knows, with producers and consumers", async () => {
     const { rows } = await t.query("select name, kind from tidings.streams where name not like 'testing.%' order by name");
-    expect(rows.map((r) => r.name)).toEqual(Object.values(Streams).sort());
+    expect(rows.map((r) => r.name)).toEqual([...Object.values(Streams), ...Object.values(WebhookStreams)].sort());
     const producers = await t.query("select actor from tidings.stream_producers where stream = 'email.operations' order by actor");
-    // The saga writes the next channel's operation when it falls back (delivery: fallback).
-    expect(producers.rows.map((r) => r.actor)).toEqual(["internal_operation_bot", "notification_bot", "saga_bot"]);
+    // The saga writes the next channel's operation when it falls back (delivery: fallback);
+    // the webhook bot its alert when it disables a failing endpoint.
+    expect(producers.rows.map((r) => r.actor)).toEqual(["internal_operation_bot", "notification_bot", "saga_bot", "webhook_bot"]);
     const consumers = await t.query("select concern, task_identifier from tidings.stream_consumers where stream = 'email.operations'");
     expect(consumers.rows).toEqual([{ concern: "email_bot", task_identifier: "email.operations:email_bot" }]);
   });

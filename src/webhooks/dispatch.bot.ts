@@ -1,0 +1,69 @@
+import type { CatchUpBot } from "../bots/bot";
+import { allChannels } from "../notification/channels";
+import { Streams } from "../notification/streams";
+import { append } from "../streams/append";
+import type { NewRecord, StreamRecord } from "../streams/interfaces";
+import { activeEndpoints } from "./endpoint.repository";
+import { webhookMessageId, webhookMessageOf } from "./messages";
+import { DeliverWebhookOp, WebhookBody, WebhookRecordTypes } from "./webhook.schemas";
+import { WEBHOOK_BOT, WEBHOOK_DISPATCH_CHECKPOINT, WebhookStreams } from "./webhook.streams";
+
+/** Commit order across the streams followed: a record written in reaction to another has a greater feed key. */
+function byFeedOrder(a: StreamRecord, b: StreamRecord): number {
+  const ka = BigInt(a.feedKey);
+  const kb = BigInt(b.feedKey);
+  if (ka !== kb) return ka < kb ? -1 : 1;
+  return a.stream === b.stream ? a.position - b.position : a.recordedAt.getTime() - b.recordedAt.getTime();
+}
+
+/**
+ * Follows the notification's events and its channels' events from a
+ * checkpoint (like the projection) and appends, for each status change, one
+ * DeliverWebhookOp per endpoint subscribed to it that was registered by the
+ * time the change was recorded. The batch's records are taken in commit
+ * order across the streams, so a notification's deliveries are appended in
+ * the order its changes happened; the delivery bot sends them in that order
+ * per endpoint. The appends and the checkpoint's move commit together: a
+ * crash repeats the batch, never doubles it.
+ */
+export function createWebhookDispatchBot(): CatchUpBot<unknown> {
+  return {
+    kind: "catch-up",
+    checkpoint: WEBHOOK_DISPATCH_CHECKPOINT,
+    concern: WEBHOOK_BOT,
+    actor: WEBHOOK_BOT,
+    streams: [Streams.notificationEvents, ...allChannels.map((c) => c.streams.events)],
+    batchSize: 500,
+    async handleBatch({ tx, records }) {
+      const messages = [...records].sort(byFeedOrder).flatMap((record) => {
+        const message = webhookMessageOf(record);
+        return message ? [{ record, message }] : [];
+      });
+      if (messages.length === 0) return;
+      const endpoints = await activeEndpoints(tx);
+      if (endpoints.length === 0) return;
+      const deliveries: NewRecord[] = [];
+      for (const { record, message } of messages) {
+        const body = JSON.stringify(WebhookBody.parse({ type: message.type, timestamp: record.recordedAt.toISOString(), data: message.data }));
+        for (const endpoint of endpoints) {
+          if (endpoint.registeredAt > record.recordedAt) continue;
+          if (endpoint.events && !endpoint.events.includes(message.type)) continue;
+          deliveries.push({
+            id: message.notificationId,
+            type: WebhookRecordTypes.DeliverWebhookOp,
+            payload: DeliverWebhookOp.parse({
+              endpointId: endpoint.id,
+              url: endpoint.url,
+              messageId: webhookMessageId(record),
+              eventType: message.type,
+              notificationId: message.notificationId,
+              body,
+            }),
+            causedBy: { stream: record.stream, position: record.position },
+          });
+        }
+      }
+      await append(tx, WebhookStreams.deliveries, deliveries);
+    },
+  };
+}
