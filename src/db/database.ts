@@ -93,18 +93,6 @@ function typeParser(oid: number, format?: "text" | "binary") {
   return pg.types.getTypeParser(oid, format) as (value: string) => unknown;
 }
 
-/**
- * Asked of the server for each of our sessions (TCP only; a Unix socket
- * ignores them). A worker host that vanishes (its link cut, not its process
- * stopped) leaves its sessions open on the server until TCP notices: hours
- * for an idle one by the kernel's defaults, about 15 minutes for one whose
- * reply was never acknowledged, holding its transaction's locks all along.
- * These end them within about 25 s, inside the default 30 s worker lease
- * (test/hosts, docs/scaling.md). Set once per new connection rather than as
- * startup options, which connection poolers such as PgBouncer refuse.
- */
-const SESSION_TCP_SETTINGS = "set tcp_keepalives_idle = 10; set tcp_keepalives_interval = 5; set tcp_keepalives_count = 3; set tcp_user_timeout = 20000";
-
 export function createPool(connectionString: string, max: number, applicationName = "tidings", options: { role?: string } = {}): pg.Pool {
   const pool = new pg.Pool({
     connectionString,
@@ -119,11 +107,7 @@ export function createPool(connectionString: string, max: number, applicationNam
   pool.on("error", () => {});
   // Same for a client that loses its connection while checked out: the query
   // in flight rejects on its own; the event must not crash the process.
-  pool.on("connect", (client) => {
-    client.on("error", () => {});
-    // Queued before the first query of whoever checked the client out; a failure surfaces there.
-    client.query(SESSION_TCP_SETTINGS).catch(() => {});
-  });
+  pool.on("connect", (client) => client.on("error", () => {}));
   return pool;
 }
 

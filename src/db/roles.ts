@@ -174,11 +174,33 @@ async function prepareServiceLogin(roles: Pick<pg.Client, "query">, admin: pg.Cl
     log(`set the password of the existing service login ${login.user} (a login of the whole server)`);
   }
   await roles.query(`grant ${SERVICE_ROLE} to ${name}`);
+  await askForTcpTimeouts(admin, me, name, log);
   if (me.superuser || me.databaseOwner) {
     await admin.query(`grant connect on database ${quoteIdent(me.database)} to ${name}`);
   } else if (!(await admin.query<{ ok: boolean }>("select has_database_privilege($1, current_database(), 'CONNECT') as ok", [login.user])).rows[0]?.ok) {
     log(`warning: ${login.user} may not connect to database ${me.database}: grant connect on database ${quoteIdent(me.database)} to ${name}`);
   }
+}
+
+/**
+ * Sessions of the service login in this database ask the server for TCP
+ * keepalives and a user timeout. A worker host that vanishes (its link cut,
+ * not its process stopped) leaves its sessions open until TCP notices: hours
+ * for an idle one by the kernel's defaults, about 15 minutes for one whose
+ * reply was never acknowledged, holding its transaction's locks all along.
+ * These end them within about 25 s, inside the default 30 s worker lease
+ * (test/hosts, docs/scaling.md). Set on the login (in this database) rather
+ * than by each connection, so poolers such as PgBouncer pass nothing unusual.
+ */
+const SESSION_TCP_SETTINGS = { tcp_keepalives_idle: 10, tcp_keepalives_interval: 5, tcp_keepalives_count: 3, tcp_user_timeout: 20_000 };
+
+async function askForTcpTimeouts(admin: pg.Client, me: Me, name: string, log: (m: string) => void): Promise<void> {
+  const statements = Object.entries(SESSION_TCP_SETTINGS).map(([setting, value]) => `alter role ${name} in database ${quoteIdent(me.database)} set ${setting} = ${value}`);
+  if (!me.superuser) {
+    log(`recommended, as a superuser: ${statements.join("; ")} (docs/scaling.md)`);
+    return;
+  }
+  for (const statement of statements) await admin.query(statement);
 }
 
 /**

@@ -2,7 +2,8 @@ import pg from "pg";
 import { randomBytes } from "node:crypto";
 import { createPool } from "../../src/db/database";
 import { listMigrations, migrate, pendingMigrations } from "../../src/db/migrate";
-import { databaseUrl } from "../helpers/db";
+import { loginOf, prepareDatabase } from "../../src/db/roles";
+import { databaseUrl, serviceUrl } from "../helpers/db";
 
 describe("migrations", () => {
   const name = `tidings_t_${process.env.TIDINGS_TEST_RUN_ID}_mig_${randomBytes(3).toString("hex")}`;
@@ -68,5 +69,39 @@ describe("a database migrated from another text of the migrations", () => {
     // ...or a migration that no longer exists.
     await pool.query("insert into tidings.migrations (id, name, sha256) values (10, 'outbox_once_per_transaction', sha256('x'))");
     await expect(migrate(pool)).rejects.toThrow(/0010_outbox_once_per_transaction was applied but is not in migrations/);
+  });
+});
+
+describe("the service login prepared by a superuser's migration", () => {
+  const name = `tidings_t_${process.env.TIDINGS_TEST_RUN_ID}_tcp_${randomBytes(3).toString("hex")}`;
+  const admin = () => new pg.Client({ connectionString: process.env.TIDINGS_TEST_SERVER_URL });
+  beforeAll(async () => {
+    const c = admin();
+    await c.connect();
+    await c.query(`create database ${name}`);
+    await c.end();
+  });
+  afterAll(async () => {
+    const c = admin();
+    await c.connect();
+    await c.query(`drop database if exists ${name} with (force)`);
+    await c.end();
+  });
+
+  it("asks the server for TCP keepalives and a user timeout in each session, so a vanished host's sessions end within the lease", async () => {
+    await prepareDatabase(databaseUrl(name), { serviceLogin: loginOf(serviceUrl(name)) });
+    const service = new pg.Client({ connectionString: serviceUrl(name) });
+    await service.connect();
+    try {
+      const show = async (setting: string) => (await service.query(`show ${setting}`)).rows[0][setting];
+      expect([await show("tcp_keepalives_idle"), await show("tcp_keepalives_interval"), await show("tcp_keepalives_count"), await show("tcp_user_timeout")]).toEqual([
+        "10",
+        "5",
+        "3",
+        "20000",
+      ]);
+    } finally {
+      await service.end();
+    }
   });
 });

@@ -213,7 +213,9 @@ describe("migration 0005 on a populated database", () => {
   it("answers every audit question the same as before", async () => {
     const after = await auditAnswers(ids, entities);
     expect(Object.keys(after.everyView).length).toBeGreaterThanOrEqual(9);
-    expect(after.everyView).toEqual(before.everyView);
+    // Views of later migrations (e.g. 0007's webhooks) are new; every view there was answers the same.
+    expect(Object.keys(after.everyView)).toEqual(expect.arrayContaining(Object.keys(before.everyView)));
+    expect(Object.fromEntries(Object.keys(before.everyView).map((v) => [v, after.everyView[v]]))).toEqual(before.everyView);
     expect(after.questions).toEqual(before.questions);
     // Not an empty comparison: the populated workflow is there.
     expect(before.questions.notifications.map((n) => n.status).sort()).toEqual(expect.arrayContaining(["not_sent", "partially_sent", "sent"]));
