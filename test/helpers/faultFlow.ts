@@ -486,7 +486,8 @@ export type HandlingAuditRow = {
 /**
  * Every (record, consuming concern) of every declared stream, with its
  * handling status and how often it was claimed and completed, according to
- * the append-only handling history.
+ * the append-only handling history (`handle`, a claim and a completion in one
+ * step, counts as both).
  */
 export async function auditHandling(query: Query): Promise<HandlingAuditRow[]> {
   const { rows: consumers } = await query<{ stream: string; concern: string; record_types: string[] | null }>(
@@ -498,8 +499,8 @@ export async function auditHandling(query: Query): Promise<HandlingAuditRow[]> {
     const { rows } = await query<HandlingAuditRow>(
       `select $1::text as stream, $2::text as concern, n.position::int as position,
               coalesce(h.status::text, 'AvailableByDefault') as status,
-              (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action = 'claim') as claims,
-              (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action = 'complete') as completes,
+              (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action in ('claim', 'handle')) as claims,
+              (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action in ('complete', 'handle')) as completes,
               (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action in ('fail', 'self_cancel', 'cancel')) as retries,
               (select count(*)::int from ${c.stream}__handling_history x where x.position = n.position and x.concern = $2 and x.action = 'cancel') as cancels,
               (select greatest(0, min(extract(epoch from j.run_at - now())))::float8 from graphile_worker._private_jobs j
