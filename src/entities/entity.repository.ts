@@ -64,7 +64,7 @@ export async function getEntityHistory(db: Executor, id: string): Promise<Array<
   return records.map((r, i) => ({ version: i + 1, position: r.position, recordedAt: r.recordedAt, type: r.type, payload: r.payload }));
 }
 
-const FIELDS = ["kind", "name", "email", "slack", "preferences"] as const;
+const FIELDS = ["kind", "name", "email", "slack", "preferences", "locale"] as const;
 
 /**
  * Record the entity's new state as an EntityChangedEvent, unless nothing
@@ -78,7 +78,8 @@ export async function putEntity(db: Db, id: string, input: EntityInput, changedB
     await sql`select pg_advisory_xact_lock(hashtextextended(${`entity ${id}`}, 0))`.execute(tx);
     const before = await getEntity(tx, id);
     const entity: Entity = { id, ...parsed };
-    const changed = before ? FIELDS.filter((f) => JSON.stringify(before.entity[f]) !== JSON.stringify(entity[f])) : [...FIELDS];
+    // A new entity changed every field it has (an optional one it leaves out, such as `locale`, is not listed).
+    const changed = before ? FIELDS.filter((f) => JSON.stringify(before.entity[f]) !== JSON.stringify(entity[f])) : FIELDS.filter((f) => entity[f] !== undefined);
     // Nothing new: the version stays, and this PUT changed nothing.
     if (before && changed.length === 0) return { version: { ...before, changed: [] }, created: false, changed: false };
     const payload = EntityChangedEvent.parse({ entity, changed, changedBy });

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { localeTag } from "../util/locale";
 import { slackDestination } from "../slack/slack.schemas";
 
 export const CHANNELS = ["email", "slack"] as const;
@@ -37,6 +38,8 @@ export const EntityInput = z.strictObject({
   email: z.email().max(320).nullable().default(null),
   slack: slackDestination.nullable().default(null),
   preferences: Preferences,
+  /** The entity's language (BCP 47): which variant of a template it gets, falling back to the template's default. Absent: none. */
+  locale: localeTag.optional(),
 });
 export type EntityInput = z.infer<typeof EntityInput>;
 

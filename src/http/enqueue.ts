@@ -5,7 +5,8 @@ import type { ApiPrincipal } from "../auth/apiKeys";
 import { asActor, inTransaction, type Db, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
 import { UnknownEntityError } from "../errors/errors";
-import { clientOperation, parseSendNotification, unknownEntities } from "../notification/enqueue";
+import { clientOperation, prepareClientOperations, unknownEntities } from "../notification/enqueue";
+import type { SendNotificationToEntityOp } from "../notification/notification.schemas";
 import { newTrackingId } from "../notification/ids";
 import { append } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
@@ -115,13 +116,32 @@ export function idempotencyScope(principal: ApiPrincipal | null): string {
 async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueAnswer | Error>> {
   const answers: Array<EnqueueAnswer | Error | undefined> = new Array<EnqueueAnswer | Error | undefined>(batch.length);
 
-  // A request for an entity that does not exist is refused before anything
-  // of it is stored (its idempotency key included).
-  // A replay of a request accepted before the entity was removed is still a
-  // replay: requests whose key was used already go on to be answered by it.
+  // Random, whether or not the request has a key (a key's is kept with it): nobody can know one in advance.
+  // Made first: a template may name the notification's id.
+  const trackingIds = batch.map(() => newTrackingId());
+
+  // A request for an entity that does not exist, or whose template cannot be
+  // rendered for it, is refused before anything of it is stored (its
+  // idempotency key included). A replay of a request accepted before is
+  // still a replay: requests whose key was used already go on to be
+  // answered by it.
+  const refusals: Array<Error | undefined> = new Array<Error | undefined>(batch.length);
   const unknown = new Set(await unknownEntities(tx, [...new Set(batch.map((w) => w.op.entityId))]));
-  const refused = batch.map((w) => unknown.has(w.op.entityId));
-  const keyedRefusals = batch.filter((w, i) => refused[i] && w.idempotencyKey !== undefined);
+  batch.forEach((w, i) => {
+    if (unknown.has(w.op.entityId)) refusals[i] = new UnknownEntityError(w.op.entityId);
+  });
+  const candidates = batch.map((w, i) => ({ w, i })).filter(({ i }) => refusals[i] === undefined);
+  const prepared = await prepareClientOperations(
+    tx,
+    candidates.map(({ w, i }) => ({ request: w.op, trackingId: trackingIds[i]!, idempotencyKey: w.idempotencyKey })),
+  );
+  const ops: Array<SendNotificationToEntityOp | undefined> = new Array<SendNotificationToEntityOp | undefined>(batch.length);
+  candidates.forEach(({ i }, k) => {
+    const result = prepared[k]!;
+    if (result instanceof Error) refusals[i] = result;
+    else ops[i] = result;
+  });
+  const keyedRefusals = batch.filter((w, i) => refusals[i] !== undefined && w.idempotencyKey !== undefined);
   if (keyedRefusals.length > 0) {
     const { rows } = await sql<{ scope: string; key: string }>`
       select i.scope, i.key from api.idempotency_keys i
@@ -129,11 +149,11 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
         on i.scope = w.scope and i.key = w.key`.execute(tx);
     const used = new Set(rows.map((r) => JSON.stringify([r.scope, r.key])));
     batch.forEach((w, i) => {
-      if (refused[i] && used.has(JSON.stringify([idempotencyScope(w.principal), w.idempotencyKey]))) refused[i] = false;
+      if (refusals[i] !== undefined && used.has(JSON.stringify([idempotencyScope(w.principal), w.idempotencyKey]))) refusals[i] = undefined;
     });
   }
-  batch.forEach((w, i) => {
-    if (refused[i]) answers[i] = new UnknownEntityError(w.op.entityId);
+  batch.forEach((_w, i) => {
+    if (refusals[i] !== undefined) answers[i] = refusals[i];
   });
   const live = (i: number) => answers[i] === undefined;
 
@@ -147,8 +167,6 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
     if (k !== undefined && live(i) && !firstWithKey.has(k)) firstWithKey.set(k, i);
   });
   const hashes = batch.map((w) => (w.idempotencyKey === undefined ? null : requestHash(w.op)));
-  // Random, whether or not the request has a key (a key's is kept with it): nobody can know one in advance.
-  const trackingIds = batch.map(() => newTrackingId());
   const claimed = new Set<string>();
   if (firstWithKey.size > 0) {
     // Sorted: two shared commits inserting the same keys take their locks in one order.
@@ -189,7 +207,9 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
   const fresh: Array<{ index: number; record: NewRecord }> = [];
   batch.forEach((w, i) => {
     if (answers[i] !== undefined) return;
-    const op = parseSendNotification(w.idempotencyKey === undefined ? w.op : { ...w.op, idempotencyKey: w.idempotencyKey });
+    // Prepared above (a replay whose first request was refused now has none, and was answered by its key).
+    const op = ops[i];
+    if (op === undefined) return;
     fresh.push({ index: i, record: clientOperation(op, trackingIds[i]!) });
   });
   const written = zip(

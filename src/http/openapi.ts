@@ -18,15 +18,17 @@ import {
   NotificationRecords,
   NotificationView,
   ProblemSchema,
-  SendNotificationBody,
 } from "./schemas";
+import { SendNotificationRequestFields } from "../notification/notification.schemas";
+import { templateApiPaths } from "./templates";
 
 /**
  * Named components. zod's `.meta({ id })` registers a schema in zod's global
  * registry, which refuses an id twice: hence once, at module load.
  */
 const Problem = ProblemSchema.meta({ id: "Problem" });
-const SendNotification = SendNotificationBody.meta({ id: "SendNotificationRequest" });
+// Documented by its fields (SendNotificationBody checks them, then that it has content or a template, not both).
+const SendNotification = SendNotificationRequestFields.meta({ id: "SendNotificationRequest" });
 const Accepted = NotificationAccepted.meta({ id: "NotificationAccepted" });
 const View = NotificationView.meta({ id: "NotificationView" });
 const Pending = NotificationPending.meta({ id: "NotificationPending" });
@@ -195,6 +197,7 @@ function generate(): object {
       responses: { 200: { description: "OpenAPI 3.1", content: json(z.looseObject({})) } },
     },
   ];
+  routes.push(...templateApiPaths({ security, problems, json, authProblems }));
   for (const r of routes) registry.registerPath(r);
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({

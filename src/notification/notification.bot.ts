@@ -16,6 +16,8 @@ import {
   type NotificationEventType,
 } from "./notification.schemas";
 import { resolveChannels } from "./preferences";
+import { fitSlackText } from "../slack/format";
+import { SendSlackMessageOp } from "../slack/slack.schemas";
 
 export interface NotificationSettings {
   /**
@@ -206,7 +208,7 @@ export function channelOperation(
   notification: { id: string; entityId: string },
   settings: Pick<NotificationSettings, "messageIdDomain">,
 ): { type: string; payload: unknown } {
-  return channelOf(plan.channel).operation(
+  const operation = channelOf(plan.channel).operation(
     {
       operationId: plan.operationId,
       notificationId: notification.id,
@@ -221,4 +223,10 @@ export function channelOperation(
     },
     settings,
   );
+  // A template's own Slack content is the message's mrkdwn body (sanitised when posted, src/slack/format.ts),
+  // in place of one made from the email's Markdown.
+  if (plan.channel === "slack" && op.slack !== undefined) {
+    return { type: operation.type, payload: SendSlackMessageOp.parse({ ...(operation.payload as object), mrkdwn: fitSlackText(op.slack.mrkdwn) }) };
+  }
+  return operation;
 }

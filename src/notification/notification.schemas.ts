@@ -1,5 +1,7 @@
 import { z } from "zod";
 import { Channel, entityId } from "../entities/entity.schemas";
+import { templateKey } from "../templates/template.schemas";
+import { localeTag } from "../util/locale";
 
 /** Records of the notification subsystem's streams (id = tracking id unless said otherwise). */
 
@@ -41,8 +43,65 @@ export const SendNotificationToEntityOp = z.strictObject({
   channels: channelList.optional(),
   tags,
   idempotencyKey: z.string().min(1).max(255).optional(),
+  /**
+   * Set by the enqueue when the request named a template: the version that
+   * rendered `subject`, `text`, `html`, `markdown` and `slack`, and the
+   * locale variant used (null: the default). What the audit answers
+   * "which template version did Ada get?" with.
+   */
+  template: z.strictObject({ key: templateKey, version: z.number().int().min(1), locale: localeTag.nullable() }).optional(),
+  /** The request's variables the template was rendered with. */
+  data: z.record(z.string(), z.json()).optional(),
+  /** A template's own Slack content, rendered (mrkdwn): the Slack message's body instead of one made from the email content. */
+  slack: z.strictObject({ mrkdwn: z.string().min(1).max(40_000) }).optional(),
 });
 export type SendNotificationToEntityOp = z.infer<typeof SendNotificationToEntityOp>;
+
+/**
+ * What a client sends (POST /v1/notifications; the idempotency key is a
+ * header): raw content (`subject`, `text`, optional `html`, `markdown`), or
+ * a `template` key with its `data`, rendered at enqueue into the client
+ * operation above.
+ */
+export const SendNotificationRequestFields = z.strictObject({
+  entityId,
+  subject: SendNotificationToEntityOp.shape.subject.optional(),
+  text: SendNotificationToEntityOp.shape.text.optional(),
+  html: SendNotificationToEntityOp.shape.html,
+  markdown: SendNotificationToEntityOp.shape.markdown,
+  /** The template to render (its current version), instead of `subject` and `text`. */
+  template: templateKey.optional().describe("A template key: its current version is rendered at enqueue, instead of `subject` and `text`"),
+  /** The template's variables (`{{ data.name }}`). */
+  data: z.record(z.string(), z.unknown()).optional().describe("The template's variables, a JSON object (`{{ data.name }}`); only with `template`"),
+  channels: channelList.optional(),
+  tags,
+});
+
+/** Content or template, not both: every problem of a request named at once, with the fields' own. */
+function contentIssues(input: unknown): Array<{ path: string[]; message: string }> {
+  if (typeof input !== "object" || input === null || Array.isArray(input)) return [];
+  const r = input as Record<string, unknown>;
+  if (r.template === undefined) {
+    return [
+      ...(["subject", "text"] as const).filter((f) => r[f] === undefined).map((f) => ({ path: [f], message: "required (or give `template`)" })),
+      ...(r.data !== undefined ? [{ path: ["data"], message: "only with `template`" }] : []),
+    ];
+  }
+  return (["subject", "text", "html", "markdown"] as const)
+    .filter((f) => r[f] !== undefined)
+    .map((f) => ({ path: [f], message: "not with `template`: the template gives the content" }));
+}
+
+// A transform rather than a refinement: zod skips an object's refinements once a field
+// has failed in some ways (an array too long), and a 400 must name every problem at once.
+export const SendNotificationRequest = z.unknown().transform((input, ctx) => {
+  const parsed = SendNotificationRequestFields.safeParse(input);
+  const extra = contentIssues(input);
+  for (const issue of parsed.error?.issues ?? []) ctx.addIssue(issue as Parameters<typeof ctx.addIssue>[0]);
+  for (const issue of extra) ctx.addIssue({ code: "custom", path: issue.path, message: issue.message, input });
+  return parsed.success && extra.length === 0 ? parsed.data : z.NEVER;
+});
+export type SendNotificationRequest = z.output<typeof SendNotificationRequest>;
 
 export const ChannelPlan = z.strictObject({
   channel: Channel,

@@ -2,6 +2,7 @@ import { sql, type RawBuilder } from "kysely";
 import { EmailStreams } from "../email/email.streams";
 import { EntityStreams } from "../entities/entity.streams";
 import { SlackStreams } from "../slack/slack.streams";
+import { TemplateStreams } from "../templates/template.schemas";
 
 /**
  * Every stream the notification subsystem declares (migrations/0002_notification.sql;
@@ -20,6 +21,7 @@ export const Streams = {
   slackOperations: SlackStreams.operations,
   slackEvents: SlackStreams.events,
   entityEvents: EntityStreams.events,
+  templateVersions: TemplateStreams.versions,
 } as const;
 
 /**
