@@ -117,6 +117,7 @@ export async function prepareClientOperations(
         ...rendered.email,
         ...(rendered.slack ? { slack: { mrkdwn: rendered.slack.text } } : {}),
         ...(request.channels ? { channels: request.channels } : {}),
+        ...(request.category !== undefined ? { category: request.category } : {}),
         tags: request.tags,
         ...withKey,
         template: { key, version: version.version, locale: rendered.locale },

@@ -38,6 +38,8 @@ export interface NotificationSettings {
   delayedAlertAfterMs?: number;
   /** Right-hand side of the Message-IDs of email operations (src/email/sender.ts messageIdDomain). */
   messageIdDomain: string;
+  /** Categories no opt-out stops (CRITICAL_CATEGORIES), e.g. security notices. */
+  criticalCategories?: readonly string[];
 }
 
 export interface NotificationDeps {
@@ -114,6 +116,7 @@ function planNotification(
       subject: op.subject,
       channelsRequested: op.channels ?? null,
       tags: op.tags,
+      ...(op.category !== undefined ? { category: op.category } : {}),
       clientOperation: { stream: record.stream, position: record.position },
     }),
     "skip_if_id_and_type_exists",
@@ -132,15 +135,19 @@ function planNotification(
     return;
   }
   const entity = version.entity;
-  const resolution = resolveChannels(entity, op.channels);
+  const critical = op.category !== undefined && (context.deps.notification.criticalCategories ?? []).includes(op.category);
+  const resolution = resolveChannels(entity, op.channels, { category: op.category, critical });
+  const category = op.category !== undefined ? { category: op.category, ...(critical ? { critical: true } : {}) } : {};
   if (resolution.channels.length === 0) {
     out.add(
       Streams.notificationEvents,
       resolution.allOptedOut
         ? notificationEvent(record, "AudienceOptedOutOfAllChannelsEvent", {
             entityId: entity.id,
-            optedOut: entity.preferences.optedOut,
+            // The entity's opt-outs, then those of the category that applied.
+            optedOut: [...new Set([...entity.preferences.optedOut, ...resolution.skipped.filter((s) => s.reason.startsWith("opted out")).map((s) => s.channel)])],
             skipped: resolution.skipped,
+            ...(op.category !== undefined ? { category: op.category } : {}),
           })
         : notificationEvent(record, "CouldNotPrepareToSendOnAnyChannelEvent", {
             entityId: entity.id,
@@ -167,6 +174,7 @@ function planNotification(
       ...(fallbacks.length > 0 ? { fallbacks } : {}),
       skipped: resolution.skipped,
       entityVersion: version.position,
+      ...category,
     }),
   );
 

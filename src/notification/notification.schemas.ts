@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { Channel, entityId } from "../entities/entity.schemas";
+import { Channel, categoryKey, entityId } from "../entities/entity.schemas";
 import { templateKey } from "../templates/template.schemas";
 import { localeTag } from "../util/locale";
 
@@ -54,6 +54,8 @@ export const SendNotificationToEntityOp = z.strictObject({
   data: z.record(z.string(), z.json()).optional(),
   /** A template's own Slack content, rendered (mrkdwn): the Slack message's body instead of one made from the email content. */
   slack: z.strictObject({ mrkdwn: z.string().min(1).max(40_000) }).optional(),
+  /** What kind of notification this is (`security`, `marketing`): the entity's preferences for it apply. */
+  category: categoryKey.optional(),
 });
 export type SendNotificationToEntityOp = z.infer<typeof SendNotificationToEntityOp>;
 
@@ -75,6 +77,7 @@ export const SendNotificationRequestFields = z.strictObject({
   data: z.record(z.string(), z.unknown()).optional().describe("The template's variables, a JSON object (`{{ data.name }}`); only with `template`"),
   channels: channelList.optional(),
   tags,
+  category: categoryKey.optional().describe("What kind of notification this is: the entity's preferences for the category apply, unless it is critical"),
 });
 
 /** Content or template, not both: every problem of a request named at once, with the fields' own. */
@@ -119,12 +122,15 @@ export const SendNotificationRequestedEvent = z.strictObject({
   subject: z.string(),
   channelsRequested: z.array(Channel).nullable(),
   tags: z.record(z.string(), z.string()),
+  category: z.string().optional(),
   clientOperation: z.strictObject({ stream: z.string(), position: z.number().int() }),
 });
 export const CouldNotGetOrUseAudienceEvent = z.strictObject({ entityId, reason: z.string() });
 export const AudienceOptedOutOfAllChannelsEvent = z.strictObject({
   entityId,
   optedOut: z.array(Channel),
+  /** The notification's category, when its preferences made the opt-out. */
+  category: z.string().optional(),
   skipped: z.array(SkippedChannel),
 });
 export const CouldNotPrepareToSendOnAnyChannelEvent = z.strictObject({ entityId, skipped: z.array(SkippedChannel) });
@@ -137,6 +143,9 @@ export const PreparedToSendOnChannelsEvent = z.strictObject({
   skipped: z.array(SkippedChannel),
   /** The entity version the preferences came from (entity.events position). */
   entityVersion: z.number().int(),
+  /** The notification's category, and whether it was critical (no opt-out applied). */
+  category: z.string().optional(),
+  critical: z.literal(true).optional(),
 });
 
 export const OperationOutcome = z.strictObject({
