@@ -21,3 +21,94 @@ select tidings.declare_producer('template.versions', 'template_admin');
 -- reads them.
 select tidings.declare_reader('template.versions', 'template_admin');
 select tidings.declare_reader('template.versions', 'reader', true);
+
+-- ===========================================================================
+-- Many recipients: one request (`entityIds`, up to 1,000) enqueues one
+-- notification per entity under one idempotency key, whose row keeps every
+-- tracking id, in the order of the request's entities (tracking_id is the
+-- first): a repeat answers the same list.
+-- ===========================================================================
+alter table api.idempotency_keys add column tracking_ids text[]
+  check (tracking_ids is null or (cardinality(tracking_ids) between 1 and 1000 and tracking_ids[1] = tracking_id));
+comment on column api.idempotency_keys.tracking_ids is
+  'A request to many entities: the notification of each, in the order of its entityIds (null for a request to one entity).';
+
+-- The SQL API to many entities, in the caller's transaction, like
+-- notification.send_notification_to_entity (0003), which it calls for each
+-- entity (so every rule it checks holds here too):
+--
+--   select * from notification.send_notification_to_entities(array['ada', 'bob'], 'Maintenance tonight', 'From 22:00.');
+--
+-- Answers one row per entity, in order: (entity_id, tracking_id). All or
+-- nothing: an unknown entity (TD006) or a bad field aborts the statement.
+-- One idempotency key covers the request; a repeat answers the same rows.
+
+-- The tracking ids of a request to many entities, recorded under the
+-- caller's key once they are known. Security definer, like
+-- api.claim_idempotency_key: a caller reaches only its own keys.
+create function api.record_idempotency_tracking_ids(p_key text, p_ids text[]) returns void
+language sql security definer set search_path = pg_catalog, pg_temp as $$
+  update api.idempotency_keys set tracking_id = p_ids[1], tracking_ids = p_ids
+  where scope = 'sql:' || session_user and key = p_key and tracking_ids is null
+$$;
+create function api.idempotency_tracking_ids(p_key text) returns text[]
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+  select tracking_ids from api.idempotency_keys where scope = 'sql:' || session_user and key = p_key
+$$;
+revoke execute on function api.record_idempotency_tracking_ids(text, text[]) from public;
+revoke execute on function api.idempotency_tracking_ids(text) from public;
+grant execute on function api.record_idempotency_tracking_ids(text, text[]) to tidings_client;
+grant execute on function api.idempotency_tracking_ids(text) to tidings_client;
+
+create function notification.send_notification_to_entities(
+  entity_ids text[],
+  subject text,
+  text_body text,
+  html_body text default null,
+  markdown_body text default null,
+  channels text[] default null,
+  tags jsonb default '{}',
+  idempotency_key text default null
+) returns table (entity_id text, tracking_id text)
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+declare
+  ids text[] := '{}';
+  claimed record;
+  known text[];
+  i integer;
+begin
+  if entity_ids is null or cardinality(entity_ids) not between 1 and 1000 then
+    raise exception 'entity_ids: must name 1-1000 entities' using errcode = '22023';
+  end if;
+  if exists (select 1 from unnest(entity_ids) e where e is null)
+     or (select count(distinct e) from unnest(entity_ids) e) <> cardinality(entity_ids) then
+    raise exception 'entity_ids: must not repeat an entity or hold null' using errcode = '22023';
+  end if;
+  if idempotency_key is not null then
+    select c.tracking_id, c.created into claimed
+    from api.claim_idempotency_key(idempotency_key, jsonb_strip_nulls(jsonb_build_object(
+      'entityIds', to_jsonb(entity_ids), 'subject', subject, 'text', text_body, 'html', html_body,
+      'markdown', markdown_body, 'channels', to_jsonb(channels), 'tags', coalesce(tags, '{}')))) c;
+    if not claimed.created then
+      known := api.idempotency_tracking_ids(idempotency_key);
+      if known is null then
+        raise exception 'idempotency key "%" was already used for a notification to one entity (%)', idempotency_key, claimed.tracking_id
+          using errcode = 'TD005';
+      end if;
+      return query select * from unnest(entity_ids, known);
+      return;
+    end if;
+  end if;
+  for i in 1 .. cardinality(entity_ids) loop
+    ids := ids || notification.send_notification_to_entity(entity_ids[i], subject, text_body, html_body, markdown_body, channels, tags, null);
+  end loop;
+  if idempotency_key is not null then
+    perform api.record_idempotency_tracking_ids(idempotency_key, ids);
+  end if;
+  return query select * from unnest(entity_ids, ids);
+end;
+$$;
+comment on function notification.send_notification_to_entities(text[], text, text, text, text, text[], jsonb, text) is
+  'Enqueue one SendNotificationToEntityOp per entity (1-1000) in the caller''s transaction; returns (entity_id, tracking_id) per entity, in order. Callers need the tidings_client role.';
+revoke execute on function notification.send_notification_to_entities(text[], text, text, text, text, text[], jsonb, text) from public;
+grant execute on function notification.send_notification_to_entities(text[], text, text, text, text, text[], jsonb, text) to tidings_client;

@@ -4,9 +4,9 @@ import type { z } from "zod";
 import type { ApiPrincipal } from "../auth/apiKeys";
 import { asActor, inTransaction, type Db, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
-import { UnknownEntityError } from "../errors/errors";
+import { UnknownEntityError, UnprocessableError } from "../errors/errors";
 import { clientOperation, prepareClientOperations, unknownEntities } from "../notification/enqueue";
-import type { SendNotificationToEntityOp } from "../notification/notification.schemas";
+import type { OneRecipientRequest, SendNotificationToEntityOp } from "../notification/notification.schemas";
 import { newTrackingId } from "../notification/ids";
 import { append } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
@@ -28,7 +28,7 @@ export interface EnqueueAnswer {
 }
 
 interface Waiting {
-  op: SendNotification;
+  op: OneRecipientRequest;
   idempotencyKey: string | undefined;
   principal: ApiPrincipal | null;
   resolve(answer: EnqueueAnswer): void;
@@ -55,7 +55,7 @@ export class EnqueueBatcher {
     private readonly options: { maxBatch: number; parallel: number; logger?: Logger } = { maxBatch: 200, parallel: 2 },
   ) {}
 
-  enqueue(op: SendNotification, idempotencyKey: string | undefined, principal: ApiPrincipal | null): Promise<EnqueueAnswer> {
+  enqueue(op: OneRecipientRequest, idempotencyKey: string | undefined, principal: ApiPrincipal | null): Promise<EnqueueAnswer> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ op, idempotencyKey, principal, resolve, reject });
       this.flush();
@@ -245,4 +245,68 @@ function certainlyRolledBack(error: unknown): boolean {
     if (/connection terminated|connection ended|not queryable/i.test(e.message)) return false;
   }
   return true;
+}
+
+export interface ManyAnswer {
+  /** One notification per entity, in the order of the request's `entityIds`. */
+  notifications: Array<{ entityId: string; id: string }>;
+  /** false when an earlier request with the same idempotency key already enqueued them. */
+  created: boolean;
+}
+
+/**
+ * Enqueue a request to many entities (`entityIds`) in one transaction of its
+ * own: one client operation and tracking id per entity, all or nothing. An
+ * unknown entity or a template that cannot be rendered for one of them
+ * refuses the whole request (422 naming it), and nothing is stored. One
+ * idempotency key covers the request: its row keeps every tracking id
+ * (`tracking_ids`, in the order of `entityIds`), so a repeat answers the
+ * same list without enqueueing again.
+ */
+export async function enqueueToMany(db: Db, request: SendNotification, idempotencyKey: string | undefined, principal: ApiPrincipal | null): Promise<ManyAnswer> {
+  const entityIds = request.entityIds!;
+  const { entityIds: _all, entityId: _one, ...shared } = request;
+  return inTransaction(db, null, async (tx) => {
+    const trackingIds = entityIds.map(() => newTrackingId());
+    if (idempotencyKey !== undefined) {
+      const hash = requestHash(request);
+      const scope = idempotencyScope(principal);
+      const { rows: claimed } = await sql<{ key: string }>`
+        insert into api.idempotency_keys (scope, key, request_sha256, tracking_id, api_key_id, tracking_ids)
+        values (${scope}, ${idempotencyKey}, ${hash}, ${trackingIds[0]!}, ${principal?.keyId ?? null}, ${trackingIds}::text[])
+        on conflict (scope, key) do nothing
+        returning key`.execute(tx);
+      if (claimed.length === 0) {
+        const { rows } = await sql<{ request_sha256: Buffer; tracking_id: string; tracking_ids: string[] | null }>`
+          select request_sha256, tracking_id, tracking_ids from api.idempotency_keys where scope = ${scope} and key = ${idempotencyKey}`.execute(tx);
+        const original = rows[0]!;
+        if (!original.request_sha256.equals(hash) || original.tracking_ids === null) throw new IdempotencyKeyReusedError(idempotencyKey, original.tracking_id);
+        return { notifications: entityIds.map((entityId, i) => ({ entityId, id: original.tracking_ids![i]! })), created: false };
+      }
+    }
+    const unknown = await unknownEntities(tx, entityIds);
+    if (unknown.length > 0) {
+      throw unknown.length === 1
+        ? new UnknownEntityError(unknown[0]!)
+        : new UnprocessableError(`unknown entities ${unknown.map((u) => `"${u}"`).join(", ")}: create them first; nothing was enqueued`);
+    }
+    const prepared = await prepareClientOperations(
+      tx,
+      entityIds.map((entityId, i) => ({ request: { ...shared, entityId }, trackingId: trackingIds[i]!, idempotencyKey })),
+    );
+    const refused = prepared.findIndex((p) => p instanceof Error);
+    if (refused >= 0) {
+      const error = prepared[refused] as Error;
+      throw new UnprocessableError(`entity "${entityIds[refused]}": ${error.message}; nothing was enqueued`, { cause: error });
+    }
+    await asActor(tx, "client", () =>
+      append(
+        tx,
+        Streams.notificationClientOperations,
+        prepared.map((op, i) => clientOperation(op as SendNotificationToEntityOp, trackingIds[i]!)),
+        "write_always",
+      ),
+    );
+    return { notifications: entityIds.map((entityId, i) => ({ entityId, id: trackingIds[i]! })), created: true };
+  });
 }

@@ -12,6 +12,7 @@ import {
   IdempotencyKeyHeader,
   ListNotificationsQuery,
   NotificationAccepted,
+  NotificationsAccepted,
   NotificationIdParams,
   NotificationList,
   NotificationPending,
@@ -81,7 +82,10 @@ function generate(): object {
         body: { content: json(SendNotification), required: true },
       },
       responses: {
-        202: { description: "Enqueued (or, for a repeated Idempotency-Key, enqueued earlier)", content: json(Accepted) },
+        202: {
+          description: "Enqueued (or, for a repeated Idempotency-Key, enqueued earlier): the tracking id; with `entityIds`, each entity's, in order",
+          content: json(z.union([Accepted, NotificationsAccepted.meta({ id: "NotificationsAccepted" })])),
+        },
         ...problems(400, 413, 415, 422),
         ...authProblems,
       },

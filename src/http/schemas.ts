@@ -89,6 +89,12 @@ export const ListNotificationsQuery = z
 
 export const NoQuery = z.strictObject({});
 
+/** POST /v1/notifications with `entityIds`: each entity's notification, in the request's order. */
+export const NotificationsAccepted = z.object({
+  status: z.literal("accepted"),
+  notifications: z.array(z.object({ entityId, id: z.uuid(), links: z.object({ self: z.string(), events: z.string() }) })),
+});
+
 export const NotificationAccepted = z.object({
   id: z.uuid(),
   status: z.literal("accepted"),

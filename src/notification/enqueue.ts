@@ -5,7 +5,7 @@ import { appendOne } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
 import { Streams } from "./streams";
 import { newTrackingId } from "./ids";
-import { NotificationRecordTypes, SendNotificationToEntityOp, type SendNotificationRequest } from "./notification.schemas";
+import { NotificationRecordTypes, SendNotificationToEntityOp, type OneRecipientRequest } from "./notification.schemas";
 import { getEntities, type EntityVersion } from "../entities/entity.repository";
 import { getCurrentTemplates, type TemplateVersion } from "../templates/template.repository";
 import { renderTemplate, UnknownTemplateError } from "../templates/render";
@@ -89,7 +89,7 @@ export async function enqueueNotification(db: Db, input: unknown): Promise<Enque
  */
 export async function prepareClientOperations(
   tx: Tx,
-  requests: ReadonlyArray<{ request: SendNotificationRequest; trackingId: string; idempotencyKey?: string | undefined }>,
+  requests: ReadonlyArray<{ request: OneRecipientRequest; trackingId: string; idempotencyKey?: string | undefined }>,
 ): Promise<Array<SendNotificationToEntityOp | Error>> {
   const templated = requests.filter((r) => r.request.template !== undefined);
   const [templates, entities]: [Map<string, TemplateVersion>, Map<string, EntityVersion>] =

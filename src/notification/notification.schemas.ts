@@ -65,8 +65,18 @@ export type SendNotificationToEntityOp = z.infer<typeof SendNotificationToEntity
  * a `template` key with its `data`, rendered at enqueue into the client
  * operation above.
  */
+/** The most recipients one request may name (`entityIds`): one transaction holds them all. */
+export const MAX_RECIPIENTS = 1000;
+
 export const SendNotificationRequestFields = z.strictObject({
-  entityId,
+  entityId: entityId.optional(),
+  entityIds: z
+    .array(entityId)
+    .min(1)
+    .max(MAX_RECIPIENTS)
+    .refine((ids) => new Set(ids).size === ids.length, "must not repeat an entity")
+    .optional()
+    .describe(`Up to ${MAX_RECIPIENTS} entities instead of \`entityId\`: one notification (and tracking id) each, enqueued together`),
   subject: SendNotificationToEntityOp.shape.subject.optional(),
   text: SendNotificationToEntityOp.shape.text.optional(),
   html: SendNotificationToEntityOp.shape.html,
@@ -84,6 +94,16 @@ export const SendNotificationRequestFields = z.strictObject({
 function contentIssues(input: unknown): Array<{ path: string[]; message: string }> {
   if (typeof input !== "object" || input === null || Array.isArray(input)) return [];
   const r = input as Record<string, unknown>;
+  const recipients =
+    r.entityId === undefined && r.entityIds === undefined
+      ? [{ path: ["entityId"], message: "required (or give `entityIds`)" }]
+      : r.entityId !== undefined && r.entityIds !== undefined
+        ? [{ path: ["entityIds"], message: "not with `entityId`: give one or the other" }]
+        : [];
+  return [...recipients, ...contentOrTemplateIssues(r)];
+}
+
+function contentOrTemplateIssues(r: Record<string, unknown>): Array<{ path: string[]; message: string }> {
   if (r.template === undefined) {
     return [
       ...(["subject", "text"] as const).filter((f) => r[f] === undefined).map((f) => ({ path: [f], message: "required (or give `template`)" })),
@@ -105,6 +125,8 @@ export const SendNotificationRequest = z.unknown().transform((input, ctx) => {
   return parsed.success && extra.length === 0 ? parsed.data : z.NEVER;
 });
 export type SendNotificationRequest = z.output<typeof SendNotificationRequest>;
+/** A request to one entity: what each of a many-recipient request's entities gets. */
+export type OneRecipientRequest = Omit<SendNotificationRequest, "entityId" | "entityIds"> & { entityId: string };
 
 export const ChannelPlan = z.strictObject({
   channel: Channel,
