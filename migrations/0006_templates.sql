@@ -112,3 +112,27 @@ comment on function notification.send_notification_to_entities(text[], text, tex
   'Enqueue one SendNotificationToEntityOp per entity (1-1000) in the caller''s transaction; returns (entity_id, tracking_id) per entity, in order. Callers need the tidings_client role.';
 revoke execute on function notification.send_notification_to_entities(text[], text, text, text, text, text[], jsonb, text) from public;
 grant execute on function notification.send_notification_to_entities(text[], text, text, text, text, text[], jsonb, text) to tidings_client;
+
+-- ===========================================================================
+-- Scheduled sends (docs/templates.md, "Scheduling"). A client operation with
+-- `sendAt` is a record now and a graphile-worker job that runs at sendAt:
+-- the notification bot's consumer runs its jobs at payload->>'sendAt' (at
+-- once when absent), and the handling sweep re-queues a lost job at the same
+-- time, so a schedule survives restarts. A job that runs early all the same
+-- (an operator's re-drive) waits (self-cancel) until sendAt.
+--
+-- A cancel before the send is the scheduler's: under the notification's
+-- lock (the notification bot takes it too for a scheduled operation), if the
+-- bot has not handled it yet, it appends SendNotificationRequestedEvent and
+-- NotificationCancelledEvent, the notification's outcome (no alert: the
+-- reaction bot does not consume it). The bot then finds it cancelled and
+-- sends nothing.
+-- ===========================================================================
+update tidings.stream_consumers set run_at_field = 'sendAt'
+where stream = 'notification.client_operations' and concern = 'notification_bot';
+
+select tidings.declare_record_types('notification.events', array['NotificationCancelledEvent']);
+select tidings.declare_actor('scheduler', 'Cancels scheduled notifications before they are sent (POST /v1/notifications/:id/cancel).');
+select tidings.declare_producer('notification.events', 'scheduler');
+select tidings.declare_reader('notification.events', 'scheduler');
+select tidings.declare_reader('notification.client_operations', 'scheduler');

@@ -284,7 +284,8 @@ class Pipeline<TDeps> {
       const toHandle = bot.batch?.coalesceById ? claimed.filter((c, i) => i === claimed.length - 1 || claimed[i + 1]!.record.id !== c.record.id) : claimed;
       const now = await this.now(tx);
       const selfCancelled = new Set<BatchItem>();
-      if (bot.handleBatch && !alone) {
+      // A batch of one goes to handle(), which may self-cancel (a scheduled notification that came early).
+      if (bot.handleBatch && !alone && toHandle.length > 1) {
         await bot.handleBatch({ tx, records: toHandle.map((c) => c.parsed), deps: this.rt.deps, logger: this.logger, now });
       } else {
         for (const c of toHandle) {

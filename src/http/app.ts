@@ -9,6 +9,7 @@ import { notificationRoutes } from "./notifications";
 import { buildOpenApiDocument } from "./openapi";
 import { MethodNotAllowedError, problemHandler } from "./problem";
 import { accessLog, assignRequestId } from "./requestLog";
+import { scheduleRoutes } from "./schedules";
 import { templateRoutes } from "./templates";
 import type { ApiContext, RouteContext, RouteDef } from "./routes";
 
@@ -79,7 +80,7 @@ export function createApp(deps: ApiDeps): Express {
     res.type(deps.metrics.contentType).send(text);
   });
 
-  const routes: RouteDef[] = [...notificationRoutes(ctx), ...feedRoutes(ctx), ...entityRoutes(ctx), ...templateRoutes(ctx)];
+  const routes: RouteDef[] = [...notificationRoutes(ctx), ...feedRoutes(ctx), ...entityRoutes(ctx), ...templateRoutes(ctx), ...scheduleRoutes(ctx)];
   for (const r of routes) app[r.method](r.path, ...r.handlers);
 
   // A known path with another method: 405 naming the allowed ones (OPTIONS answers them).

@@ -21,6 +21,7 @@ import {
   ProblemSchema,
 } from "./schemas";
 import { SendNotificationRequestFields } from "../notification/notification.schemas";
+import { scheduleApiPaths } from "./schedules";
 import { templateApiPaths } from "./templates";
 
 /**
@@ -201,7 +202,7 @@ function generate(): object {
       responses: { 200: { description: "OpenAPI 3.1", content: json(z.looseObject({})) } },
     },
   ];
-  routes.push(...templateApiPaths({ security, problems, json, authProblems }));
+  routes.push(...templateApiPaths({ security, problems, json, authProblems }), ...scheduleApiPaths({ security, problems, json, authProblems }));
   for (const r of routes) registry.registerPath(r);
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({

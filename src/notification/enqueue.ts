@@ -5,7 +5,7 @@ import { appendOne } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
 import { Streams } from "./streams";
 import { newTrackingId } from "./ids";
-import { NotificationRecordTypes, SendNotificationToEntityOp, type OneRecipientRequest } from "./notification.schemas";
+import { NotificationRecordTypes, SendNotificationToEntityOp, normalizeSendAt, type OneRecipientRequest } from "./notification.schemas";
 import { getEntities, type EntityVersion } from "../entities/entity.repository";
 import { getCurrentTemplates, type TemplateVersion } from "../templates/template.repository";
 import { renderTemplate, UnknownTemplateError } from "../templates/render";
@@ -98,10 +98,19 @@ export async function prepareClientOperations(
       : await asActor(tx, "reader", () =>
           Promise.all([getCurrentTemplates(tx, [...new Set(templated.map((r) => r.request.template!))]), getEntities(tx, [...new Set(templated.map((r) => r.request.entityId))])]),
         );
-  return requests.map(({ request, trackingId, idempotencyKey }) => {
+  // A delay counts from now on the database's clock, which reads ISO 8601 durations itself ('PT15M'::interval).
+  const delays = [...new Set(requests.map((r) => r.request.delay).filter((d): d is string => d !== undefined))];
+  const sendAfter = new Map<string, string>();
+  if (delays.length > 0) {
+    const { rows } = await sql<{ delay: string; at: Date }>`
+      select d.delay, now() + d.delay::interval as at from unnest(${delays}::text[]) as d(delay)`.execute(tx);
+    for (const row of rows) sendAfter.set(row.delay, row.at.toISOString());
+  }
+  return requests.map(({ request: { delay, sendAt: at, ...request }, trackingId, idempotencyKey }) => {
     try {
       const { template: key, data, ...raw } = request;
-      const withKey = idempotencyKey === undefined ? {} : { idempotencyKey };
+      const sendAt = at !== undefined ? normalizeSendAt(at) : delay !== undefined ? sendAfter.get(delay) : undefined;
+      const withKey = { ...(idempotencyKey === undefined ? {} : { idempotencyKey }), ...(sendAt === undefined ? {} : { sendAt }) };
       if (key === undefined) return parseSendNotification({ ...raw, ...withKey });
       const version = templates.get(key);
       if (!version) return new UnknownTemplateError(key);

@@ -9,6 +9,7 @@ import { channelOperationId } from "./ids";
 import {
   NotificationDelayWatch,
   NotificationSaga,
+  NotificationEventTypes,
   NotificationRecordTypes,
   SendNotificationToEntityOp,
   notificationEventSchemas,
@@ -16,6 +17,7 @@ import {
   type NotificationEventType,
 } from "./notification.schemas";
 import { resolveChannels } from "./preferences";
+import { lockNotification } from "./schedule";
 import { fitSlackText } from "../slack/format";
 import { SendSlackMessageOp } from "../slack/slack.schemas";
 
@@ -75,9 +77,17 @@ export function notificationEvent(cause: StreamRecord, type: NotificationEventTy
  */
 export function createNotificationBot(): TransactionalBot<NotificationDeps> {
   const handleBatch = async ({ tx, records: all, deps, now }: BatchHandlerContext<NotificationDeps>) => {
+    // A scheduled operation that comes early (a re-drive) waits: only handle() can self-cancel, so the
+    // batch is handed back, and the runner handles each record on its own.
+    if (all.some((r) => isEarly(r, now))) throw new Error("a scheduled notification in the batch is not due yet: handled one at a time");
     // Two client operations with one tracking id (appended by hand, write_always) make one
     // notification: the first prepares it, and the saga it writes keeps any later run from preparing it again.
-    const records = all.filter((r, i) => all.findIndex((other) => other.id === r.id) === i);
+    const unique = all.filter((r, i) => all.findIndex((other) => other.id === r.id) === i);
+    // A scheduled notification may have been cancelled: its lock orders this run and the cancel (src/notification/schedule.ts).
+    const scheduled = unique.filter((r) => (r.payload as SendNotificationToEntityOp).sendAt !== undefined).map((r) => r.id);
+    for (const id of [...scheduled].sort()) await lockNotification(tx, id);
+    const cancelled = scheduled.length === 0 ? new Set<string>() : await existingIds(tx, Streams.notificationEvents, scheduled, NotificationEventTypes.NotificationCancelledEvent);
+    const records = unique.filter((r) => !cancelled.has(r.id));
     const ids = records.map((r) => r.id);
     // A saga exists only if an earlier run prepared the channel operations
     // (it committed them together): a re-run or re-drive must not make more.
@@ -95,10 +105,20 @@ export function createNotificationBot(): TransactionalBot<NotificationDeps> {
     ...transactionalConsumer(Streams.notificationClientOperations, "notification_bot"),
     schemas: { [NotificationRecordTypes.SendNotificationToEntityOp]: SendNotificationToEntityOp },
     async handle({ tx, record, deps, logger, now }) {
+      const sendAt = (record.payload as SendNotificationToEntityOp).sendAt;
+      if (sendAt !== undefined && isEarly(record, now)) {
+        return { retryAfterMs: Date.parse(sendAt) - now.getTime(), reason: `scheduled for ${sendAt}` };
+      }
       await handleBatch({ tx, records: [record], deps, logger, now });
     },
     handleBatch,
   };
+}
+
+/** A scheduled client operation whose time has not come. */
+function isEarly(record: StreamRecord, now: Date): boolean {
+  const sendAt = (record.payload as SendNotificationToEntityOp).sendAt;
+  return sendAt !== undefined && Date.parse(sendAt) > now.getTime();
 }
 
 /** The records one client operation leads to, added to `out` in the order they are written. */

@@ -56,6 +56,8 @@ export const SendNotificationToEntityOp = z.strictObject({
   slack: z.strictObject({ mrkdwn: z.string().min(1).max(40_000) }).optional(),
   /** What kind of notification this is (`security`, `marketing`): the entity's preferences for it apply. */
   category: categoryKey.optional(),
+  /** Not before this time (UTC): the notification bot's job runs then (consumer run_at_field), and a cancel before it ends the notification. */
+  sendAt: z.iso.datetime().optional(),
 });
 export type SendNotificationToEntityOp = z.infer<typeof SendNotificationToEntityOp>;
 
@@ -88,6 +90,16 @@ export const SendNotificationRequestFields = z.strictObject({
   channels: channelList.optional(),
   tags,
   category: categoryKey.optional().describe("What kind of notification this is: the entity's preferences for the category apply, unless it is critical"),
+  sendAt: z.iso
+    .datetime({ offset: true, message: "must be an RFC 3339 date-time with a time zone, e.g. 2026-05-01T12:00:00Z" })
+    .optional()
+    .describe("Send at this time, not before (RFC 3339); cancel before it with POST /v1/notifications/{id}/cancel"),
+  delay: z
+    .string()
+    .max(64)
+    .regex(/^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$/, "must be an ISO 8601 duration, e.g. PT15M or P1DT2H")
+    .optional()
+    .describe("Send after this long (ISO 8601 duration, e.g. PT15M), counted from the enqueue on the database's clock"),
 });
 
 /** Content or template, not both: every problem of a request named at once, with the fields' own. */
@@ -100,7 +112,8 @@ function contentIssues(input: unknown): Array<{ path: string[]; message: string 
       : r.entityId !== undefined && r.entityIds !== undefined
         ? [{ path: ["entityIds"], message: "not with `entityId`: give one or the other" }]
         : [];
-  return [...recipients, ...contentOrTemplateIssues(r)];
+  const when = r.sendAt !== undefined && r.delay !== undefined ? [{ path: ["delay"], message: "not with `sendAt`: give one or the other" }] : [];
+  return [...recipients, ...when, ...contentOrTemplateIssues(r)];
 }
 
 function contentOrTemplateIssues(r: Record<string, unknown>): Array<{ path: string[]; message: string }> {
@@ -127,6 +140,11 @@ export const SendNotificationRequest = z.unknown().transform((input, ctx) => {
 export type SendNotificationRequest = z.output<typeof SendNotificationRequest>;
 /** A request to one entity: what each of a many-recipient request's entities gets. */
 export type OneRecipientRequest = Omit<SendNotificationRequest, "entityId" | "entityIds"> & { entityId: string };
+
+/** `sendAt` as stored: UTC, as JavaScript writes it. */
+export function normalizeSendAt(sendAt: string): string {
+  return new Date(sendAt).toISOString();
+}
 
 export const ChannelPlan = z.strictObject({
   channel: Channel,
@@ -203,6 +221,13 @@ export const NotificationDelayedEvent = z.strictObject({
   waitingFor: z.array(z.string()),
 });
 
+/** A scheduled notification cancelled before it was sent (POST /v1/notifications/:id/cancel): its outcome, not a failure. */
+export const NotificationCancelledEvent = z.strictObject({
+  cancelledBy: z.string().min(1).max(300),
+  /** When it would have been sent. */
+  sendAt: z.string().nullable(),
+});
+
 export const FellBackToNextChannelEvent = z.strictObject({
   failed: OperationOutcome,
   next: ChannelPlan,
@@ -256,6 +281,7 @@ export const notificationEventSchemas = {
   FellBackToNextChannelEvent,
   NotificationDelayedEvent,
   ResendRequestedEvent,
+  NotificationCancelledEvent,
 } satisfies Record<string, z.ZodType>;
 export type NotificationEventType = keyof typeof notificationEventSchemas;
 

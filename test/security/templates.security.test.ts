@@ -56,3 +56,15 @@ describe("template.versions", () => {
     await expect(inTransaction(t.db, "client", (tx) => sql`select count(*) from template.versions`.execute(tx))).rejects.toThrow(/permission denied/);
   });
 });
+
+describe("the scheduler (cancels scheduled notifications)", () => {
+  it("appends notification events only: no client operation, no channel operation; a client cannot append events", async () => {
+    const forged = { id: "n-1", type: "NotificationCancelledEvent", payload: { cancelledBy: "x", sendAt: null } };
+    await expect(inTransaction(t.db, "client", (tx) => appendOne(tx, "notification.events", forged))).rejects.toThrow(/permission denied/);
+    await expect(
+      inTransaction(t.db, "scheduler", (tx) => appendOne(tx, "notification.client_operations", { id: "n-1", type: "SendNotificationToEntityOp", payload: {} })),
+    ).rejects.toThrow(/permission denied/);
+    await expect(inTransaction(t.db, "scheduler", (tx) => appendOne(tx, "email.operations", { id: "n-1", type: "SendEmailOp", payload: {} }))).rejects.toThrow(/permission denied/);
+    await expect(inTransaction(t.db, "scheduler", (tx) => sql`update notification.events set payload = '{}'`.execute(tx))).rejects.toThrow(/permission denied|append-only/);
+  });
+});
