@@ -48,6 +48,7 @@ export async function createBotDeps(config: Config, logger: Logger): Promise<Bot
       internalTeamSlackChannel: config.INTERNAL_TEAM_SLACK_CHANNEL,
       snapshotEvery: config.SNAPSHOT_EVERY,
       alertOnNotSent: config.ALERT_ON_NOT_SENT,
+      criticalCategories: config.CRITICAL_CATEGORIES,
       ...(config.DELAYED_ALERT_AFTER_MS === undefined ? {} : { delayedAlertAfterMs: config.DELAYED_ALERT_AFTER_MS }),
       retrySchedules: { email: config.EMAIL_RETRY_SCHEDULE, slack: config.SLACK_RETRY_SCHEDULE },
       messageIdDomain: messageIdDomain(config),

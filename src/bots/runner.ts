@@ -304,7 +304,8 @@ class Pipeline<TDeps> {
    */
   private async transactional(bot: TransactionalBot<TDeps>, items: readonly BatchItem[], alone: boolean): Promise<BatchOutcomes> {
     const outcomes: BatchOutcomes = new Map();
-    const setBased = bot.handleBatch !== undefined && !alone;
+    // A batch of one goes to handle(), which may self-cancel (a scheduled notification that came early).
+    const setBased = bot.handleBatch !== undefined && !alone && items.length > 1;
     await this.inTransaction(async (tx) => {
       const claimed = (await this.claimAndLoad(tx, items, { handle: setBased })).map((c) => ({ ...c, parsed: parseRecord(bot, c.record) }));
       if (claimed.length === 0) return;

@@ -107,6 +107,17 @@ export const configSchema = z.object({
   INTERNAL_TEAM_EMAIL: z.email().default("internal-team@tidings.invalid"),
   INTERNAL_TEAM_SLACK_CHANNEL: z.string().optional(),
   ALERT_ON_NOT_SENT: bool.default(false),
+  // Notification categories no opt-out stops (comma-separated; docs/templates.md, "Categories").
+  CRITICAL_CATEGORIES: z
+    .string()
+    .regex(/^\s*([a-z][a-z0-9_-]{0,63}\s*(,\s*[a-z][a-z0-9_-]{0,63}\s*)*)?$/, "must be category names separated by commas, e.g. security,billing")
+    .transform((text) =>
+      text
+        .split(",")
+        .map((c) => c.trim())
+        .filter((c) => c !== ""),
+    )
+    .default(["security"]),
   DELAYED_ALERT_AFTER_MS: int(1_000, 30 * 86_400_000).optional(),
   // Workflow.
   SAGA_DEADLINE_MS: int(1_000, 7 * 86_400_000).default(15 * 60_000),

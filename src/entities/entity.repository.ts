@@ -134,7 +134,8 @@ async function recordChange(
   changedBy: string,
 ): Promise<{ version: EntityVersion; created: boolean; changed: boolean }> {
   const entity: Entity = { id, ...parsed };
-  const changed = before ? FIELDS.filter((f) => JSON.stringify(before.entity[f]) !== JSON.stringify(entity[f])) : [...FIELDS];
+  // A new entity changed every field it has (an optional one it leaves out, such as `locale`, is not listed).
+  const changed = before ? FIELDS.filter((f) => JSON.stringify(before.entity[f]) !== JSON.stringify(entity[f])) : FIELDS.filter((f) => entity[f] !== undefined);
   // Nothing new: the version stays, and this PUT changed nothing.
   if (before && changed.length === 0) return { version: { ...before, changed: [] }, created: false, changed: false };
   const payload = EntityChangedEvent.parse({ entity, changed, changedBy });

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { localeTag } from "../util/locale";
 import { slackDestination } from "../slack/slack.schemas";
 
 export const CHANNELS = ["email", "slack"] as const;
@@ -16,6 +17,25 @@ const uniqueChannels = z
   .max(CHANNELS.length)
   .refine((list) => new Set(list).size === list.length, "must not repeat a channel");
 
+/** A notification's category (`security`, `billing`, `marketing`): what entities set preferences for. */
+export const categoryKey = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[a-z][a-z0-9_-]*$/, "must start with a lower-case letter and contain only lower-case letters, digits, _ and -");
+
+/**
+ * An entity's preferences for one category, over its defaults: the channels
+ * it wants for that category (most preferred first), and those it opted out
+ * of for it, or `"all"` to receive nothing of the category. A critical
+ * category (CRITICAL_CATEGORIES) ignores every opt-out.
+ */
+export const CategoryPreferences = z.strictObject({
+  channels: uniqueChannels.optional(),
+  optedOut: z.union([z.literal("all"), uniqueChannels]).optional(),
+});
+export type CategoryPreferences = z.infer<typeof CategoryPreferences>;
+
 /**
  * Channel preferences: the channels the entity wants, most preferred first;
  * the channels it opted out of (they win even over a client's override);
@@ -27,6 +47,11 @@ export const Preferences = z.strictObject({
   channels: uniqueChannels,
   optedOut: uniqueChannels.default([]),
   delivery: z.enum(["all", "first", "fallback"]).default("all"),
+  /** Per category, preferences that override the ones above (absent: none). */
+  categories: z
+    .record(categoryKey, CategoryPreferences)
+    .refine((c) => Object.keys(c).length <= 100, "at most 100 categories")
+    .optional(),
 });
 export type Preferences = z.infer<typeof Preferences>;
 
@@ -37,6 +62,8 @@ export const EntityInput = z.strictObject({
   email: z.email().max(320).nullable().default(null),
   slack: slackDestination.nullable().default(null),
   preferences: Preferences,
+  /** The entity's language (BCP 47): which variant of a template it gets, falling back to the template's default. Absent: none. */
+  locale: localeTag.optional(),
 });
 export type EntityInput = z.infer<typeof EntityInput>;
 

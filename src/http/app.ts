@@ -12,6 +12,8 @@ import { notificationRoutes } from "./notifications";
 import { buildOpenApiDocument } from "./openapi";
 import { MethodNotAllowedError, problemHandler } from "./problem";
 import { accessLog, assignRequestId } from "./requestLog";
+import { scheduleRoutes } from "./schedules";
+import { templateRoutes } from "./templates";
 import type { ApiContext, RouteContext, RouteDef } from "./routes";
 import { webhookRoutes } from "./webhooks";
 
@@ -93,6 +95,8 @@ export function createApp(deps: ApiDeps): Express {
     ...feedRoutes(ctx),
     ...entityRoutes(ctx),
     ...webhookRoutes(ctx),
+    ...templateRoutes(ctx),
+    ...scheduleRoutes(ctx),
     ...eventsStreamRoutes(ctx),
     ...adminActionRoutes(ctx, deps.operatorTools),
     ...consoleRoutes(ctx),

@@ -4,8 +4,9 @@ import type { z } from "zod";
 import type { ApiPrincipal } from "../auth/apiKeys";
 import { asActor, inTransaction, type Db, type Tx } from "../db/database";
 import type { Logger } from "../logging/logger";
-import { UnknownEntityError } from "../errors/errors";
-import { clientOperation, parseSendNotification, unknownEntities } from "../notification/enqueue";
+import { UnknownEntityError, UnprocessableError } from "../errors/errors";
+import { clientOperation, prepareClientOperations, unknownEntities } from "../notification/enqueue";
+import type { OneRecipientRequest, SendNotificationToEntityOp } from "../notification/notification.schemas";
 import { newTrackingId } from "../notification/ids";
 import { append } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
@@ -27,7 +28,7 @@ export interface EnqueueAnswer {
 }
 
 interface Waiting {
-  op: SendNotification;
+  op: OneRecipientRequest;
   idempotencyKey: string | undefined;
   principal: ApiPrincipal | null;
   resolve(answer: EnqueueAnswer): void;
@@ -54,7 +55,7 @@ export class EnqueueBatcher {
     private readonly options: { maxBatch: number; parallel: number; logger?: Logger } = { maxBatch: 200, parallel: 2 },
   ) {}
 
-  enqueue(op: SendNotification, idempotencyKey: string | undefined, principal: ApiPrincipal | null): Promise<EnqueueAnswer> {
+  enqueue(op: OneRecipientRequest, idempotencyKey: string | undefined, principal: ApiPrincipal | null): Promise<EnqueueAnswer> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ op, idempotencyKey, principal, resolve, reject });
       this.flush();
@@ -115,13 +116,32 @@ export function idempotencyScope(principal: ApiPrincipal | null): string {
 async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueAnswer | Error>> {
   const answers: Array<EnqueueAnswer | Error | undefined> = new Array<EnqueueAnswer | Error | undefined>(batch.length);
 
-  // A request for an entity that does not exist is refused before anything
-  // of it is stored (its idempotency key included).
-  // A replay of a request accepted before the entity was removed is still a
-  // replay: requests whose key was used already go on to be answered by it.
+  // Random, whether or not the request has a key (a key's is kept with it): nobody can know one in advance.
+  // Made first: a template may name the notification's id.
+  const trackingIds = batch.map(() => newTrackingId());
+
+  // A request for an entity that does not exist, or whose template cannot be
+  // rendered for it, is refused before anything of it is stored (its
+  // idempotency key included). A replay of a request accepted before is
+  // still a replay: requests whose key was used already go on to be
+  // answered by it.
+  const refusals: Array<Error | undefined> = new Array<Error | undefined>(batch.length);
   const unknown = new Set(await unknownEntities(tx, [...new Set(batch.map((w) => w.op.entityId))]));
-  const refused = batch.map((w) => unknown.has(w.op.entityId));
-  const keyedRefusals = batch.filter((w, i) => refused[i] && w.idempotencyKey !== undefined);
+  batch.forEach((w, i) => {
+    if (unknown.has(w.op.entityId)) refusals[i] = new UnknownEntityError(w.op.entityId);
+  });
+  const candidates = batch.map((w, i) => ({ w, i })).filter(({ i }) => refusals[i] === undefined);
+  const prepared = await prepareClientOperations(
+    tx,
+    candidates.map(({ w, i }) => ({ request: w.op, trackingId: trackingIds[i]!, idempotencyKey: w.idempotencyKey })),
+  );
+  const ops: Array<SendNotificationToEntityOp | undefined> = new Array<SendNotificationToEntityOp | undefined>(batch.length);
+  candidates.forEach(({ i }, k) => {
+    const result = prepared[k]!;
+    if (result instanceof Error) refusals[i] = result;
+    else ops[i] = result;
+  });
+  const keyedRefusals = batch.filter((w, i) => refusals[i] !== undefined && w.idempotencyKey !== undefined);
   if (keyedRefusals.length > 0) {
     const { rows } = await sql<{ scope: string; key: string }>`
       select i.scope, i.key from api.idempotency_keys i
@@ -129,11 +149,11 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
         on i.scope = w.scope and i.key = w.key`.execute(tx);
     const used = new Set(rows.map((r) => JSON.stringify([r.scope, r.key])));
     batch.forEach((w, i) => {
-      if (refused[i] && used.has(JSON.stringify([idempotencyScope(w.principal), w.idempotencyKey]))) refused[i] = false;
+      if (refusals[i] !== undefined && used.has(JSON.stringify([idempotencyScope(w.principal), w.idempotencyKey]))) refusals[i] = undefined;
     });
   }
-  batch.forEach((w, i) => {
-    if (refused[i]) answers[i] = new UnknownEntityError(w.op.entityId);
+  batch.forEach((_w, i) => {
+    if (refusals[i] !== undefined) answers[i] = refusals[i];
   });
   const live = (i: number) => answers[i] === undefined;
 
@@ -147,8 +167,6 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
     if (k !== undefined && live(i) && !firstWithKey.has(k)) firstWithKey.set(k, i);
   });
   const hashes = batch.map((w) => (w.idempotencyKey === undefined ? null : requestHash(w.op)));
-  // Random, whether or not the request has a key (a key's is kept with it): nobody can know one in advance.
-  const trackingIds = batch.map(() => newTrackingId());
   const claimed = new Set<string>();
   if (firstWithKey.size > 0) {
     // Sorted: two shared commits inserting the same keys take their locks in one order.
@@ -189,7 +207,9 @@ async function enqueueTogether(tx: Tx, batch: Waiting[]): Promise<Array<EnqueueA
   const fresh: Array<{ index: number; record: NewRecord }> = [];
   batch.forEach((w, i) => {
     if (answers[i] !== undefined) return;
-    const op = parseSendNotification(w.idempotencyKey === undefined ? w.op : { ...w.op, idempotencyKey: w.idempotencyKey });
+    // Prepared above (a replay whose first request was refused now has none, and was answered by its key).
+    const op = ops[i];
+    if (op === undefined) return;
     fresh.push({ index: i, record: clientOperation(op, trackingIds[i]!) });
   });
   const written = zip(
@@ -225,4 +245,68 @@ function certainlyRolledBack(error: unknown): boolean {
     if (/connection terminated|connection ended|not queryable/i.test(e.message)) return false;
   }
   return true;
+}
+
+export interface ManyAnswer {
+  /** One notification per entity, in the order of the request's `entityIds`. */
+  notifications: Array<{ entityId: string; id: string }>;
+  /** false when an earlier request with the same idempotency key already enqueued them. */
+  created: boolean;
+}
+
+/**
+ * Enqueue a request to many entities (`entityIds`) in one transaction of its
+ * own: one client operation and tracking id per entity, all or nothing. An
+ * unknown entity or a template that cannot be rendered for one of them
+ * refuses the whole request (422 naming it), and nothing is stored. One
+ * idempotency key covers the request: its row keeps every tracking id
+ * (`tracking_ids`, in the order of `entityIds`), so a repeat answers the
+ * same list without enqueueing again.
+ */
+export async function enqueueToMany(db: Db, request: SendNotification, idempotencyKey: string | undefined, principal: ApiPrincipal | null): Promise<ManyAnswer> {
+  const entityIds = request.entityIds!;
+  const { entityIds: _all, entityId: _one, ...shared } = request;
+  return inTransaction(db, null, async (tx) => {
+    const trackingIds = entityIds.map(() => newTrackingId());
+    if (idempotencyKey !== undefined) {
+      const hash = requestHash(request);
+      const scope = idempotencyScope(principal);
+      const { rows: claimed } = await sql<{ key: string }>`
+        insert into api.idempotency_keys (scope, key, request_sha256, tracking_id, api_key_id, tracking_ids)
+        values (${scope}, ${idempotencyKey}, ${hash}, ${trackingIds[0]!}, ${principal?.keyId ?? null}, ${trackingIds}::text[])
+        on conflict (scope, key) do nothing
+        returning key`.execute(tx);
+      if (claimed.length === 0) {
+        const { rows } = await sql<{ request_sha256: Buffer; tracking_id: string; tracking_ids: string[] | null }>`
+          select request_sha256, tracking_id, tracking_ids from api.idempotency_keys where scope = ${scope} and key = ${idempotencyKey}`.execute(tx);
+        const original = rows[0]!;
+        if (!original.request_sha256.equals(hash) || original.tracking_ids === null) throw new IdempotencyKeyReusedError(idempotencyKey, original.tracking_id);
+        return { notifications: entityIds.map((entityId, i) => ({ entityId, id: original.tracking_ids![i]! })), created: false };
+      }
+    }
+    const unknown = await unknownEntities(tx, entityIds);
+    if (unknown.length > 0) {
+      throw unknown.length === 1
+        ? new UnknownEntityError(unknown[0]!)
+        : new UnprocessableError(`unknown entities ${unknown.map((u) => `"${u}"`).join(", ")}: create them first; nothing was enqueued`);
+    }
+    const prepared = await prepareClientOperations(
+      tx,
+      entityIds.map((entityId, i) => ({ request: { ...shared, entityId }, trackingId: trackingIds[i]!, idempotencyKey })),
+    );
+    const refused = prepared.findIndex((p) => p instanceof Error);
+    if (refused >= 0) {
+      const error = prepared[refused] as Error;
+      throw new UnprocessableError(`entity "${entityIds[refused]}": ${error.message}; nothing was enqueued`, { cause: error });
+    }
+    await asActor(tx, "client", () =>
+      append(
+        tx,
+        Streams.notificationClientOperations,
+        prepared.map((op, i) => clientOperation(op as SendNotificationToEntityOp, trackingIds[i]!)),
+        "write_always",
+      ),
+    );
+    return { notifications: entityIds.map((entityId, i) => ({ entityId, id: trackingIds[i]! })), created: true };
+  });
 }

@@ -5,7 +5,7 @@ import { NotFoundError } from "../errors/errors";
 import { latestViewJson, loadNotification } from "../notification/projection";
 import { AsOfQuery } from "./consoleSchemas";
 import { Streams } from "../notification/streams";
-import { EnqueueBatcher } from "./enqueue";
+import { EnqueueBatcher, enqueueToMany } from "./enqueue";
 import { listNotifications, notificationRecords, pendingNotification } from "./reads";
 import { route, type RouteContext, type RouteDef } from "./routes";
 import { IdempotencyKeyHeader, ListNotificationsQuery, NotificationIdParams, SendNotificationBody } from "./schemas";
@@ -48,7 +48,15 @@ export function notificationRoutes(ctx: RouteContext): RouteDef[] {
         const header = req.get("idempotency-key");
         const idempotencyKey =
           header === undefined ? undefined : parseInput(z.object({ "Idempotency-Key": IdempotencyKeyHeader }), { "Idempotency-Key": header }, "header")["Idempotency-Key"];
-        const { id, created } = await batcher.enqueue(op, idempotencyKey, principal);
+        if (op.entityIds !== undefined) {
+          // Many recipients: one transaction of their own, one tracking id each (src/http/enqueue.ts).
+          const many = await enqueueToMany(db, op, idempotencyKey, principal);
+          if (many.created) for (let i = 0; i < many.notifications.length; i++) ctx.metrics?.notificationEnqueued();
+          if (!many.created) res.set("Idempotent-Replayed", "true");
+          res.status(202).json({ status: "accepted", notifications: many.notifications.map((n) => ({ ...n, links: notificationLinks(n.id) })) });
+          return;
+        }
+        const { id, created } = await batcher.enqueue({ ...op, entityId: op.entityId! }, idempotencyKey, principal);
         if (created) ctx.metrics?.notificationEnqueued();
         if (!created) res.set("Idempotent-Replayed", "true");
         const links = notificationLinks(id);

@@ -12,25 +12,29 @@ import {
   IdempotencyKeyHeader,
   ListNotificationsQuery,
   NotificationAccepted,
+  NotificationsAccepted,
   NotificationIdParams,
   NotificationList,
   NotificationPending,
   NotificationRecords,
   NotificationView,
   ProblemSchema,
-  SendNotificationBody,
 } from "./schemas";
 import { AsOfQuery } from "./consoleSchemas";
 import { AsOf, consoleOpenApiRoutes } from "./consoleOpenapi";
 import { EntityListResponse, EntityPatchDoc, ListEntitiesQuery } from "./entities";
 import { ListWebhooksQuery, RegisterWebhookBody, WebhookCreatedResponse, WebhookEndpointResponse, WebhookIdParams, WebhookListResponse } from "./webhooks";
+import { SendNotificationRequestFields } from "../notification/notification.schemas";
+import { scheduleApiPaths } from "./schedules";
+import { templateApiPaths } from "./templates";
 
 /**
  * Named components. zod's `.meta({ id })` registers a schema in zod's global
  * registry, which refuses an id twice: hence once, at module load.
  */
 const Problem = ProblemSchema.meta({ id: "Problem" });
-const SendNotification = SendNotificationBody.meta({ id: "SendNotificationRequest" });
+// Documented by its fields (SendNotificationBody checks them, then that it has content or a template, not both).
+const SendNotification = SendNotificationRequestFields.meta({ id: "SendNotificationRequest" });
 const Accepted = NotificationAccepted.meta({ id: "NotificationAccepted" });
 const View = NotificationView.meta({ id: "NotificationView" });
 const Pending = NotificationPending.meta({ id: "NotificationPending" });
@@ -89,7 +93,10 @@ function generate(): object {
         body: { content: json(SendNotification), required: true },
       },
       responses: {
-        202: { description: "Enqueued (or, for a repeated Idempotency-Key, enqueued earlier)", content: json(Accepted) },
+        202: {
+          description: "Enqueued (or, for a repeated Idempotency-Key, enqueued earlier): the tracking id; with `entityIds`, each entity's, in order",
+          content: json(z.union([Accepted, NotificationsAccepted.meta({ id: "NotificationsAccepted" })])),
+        },
         ...problems(400, 413, 415, 422),
         ...authProblems,
       },
@@ -285,6 +292,7 @@ function generate(): object {
     },
   ];
   routes.push(...consoleOpenApiRoutes({ security, problems, authProblems, json, inputOf }));
+  routes.push(...templateApiPaths({ security, problems, json, authProblems }), ...scheduleApiPaths({ security, problems, json, authProblems }));
   for (const r of routes) registry.registerPath(r);
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({

@@ -2,7 +2,7 @@ import { z } from "zod";
 import { Scope } from "../auth/apiKeys";
 import { Channel, Entity, EntityInput, entityId } from "../entities/entity.schemas";
 import { NotificationAggregate } from "../notification/aggregate";
-import { SendNotificationToEntityOp } from "../notification/notification.schemas";
+import { SendNotificationRequest } from "../notification/notification.schemas";
 import { HANDLING_STATUSES } from "../streams/interfaces";
 import { decodeCursor, type FeedCursor } from "../streams/read";
 
@@ -29,8 +29,8 @@ const isoTime = z.iso
 
 // --- Notifications ------------------------------------------------------------
 
-/** POST /v1/notifications body: the client operation without its idempotency key (a header). */
-export const SendNotificationBody = SendNotificationToEntityOp.omit({ idempotencyKey: true });
+/** POST /v1/notifications body: raw content or a template (the idempotency key is a header); enqueue makes the client operation of it. */
+export const SendNotificationBody = SendNotificationRequest;
 
 export const IdempotencyKeyHeader = z
   .string()
@@ -102,6 +102,12 @@ export const ListNotificationsQuery = z
   .refine((q) => q.after === undefined || q.cursor === undefined, { message: "give `after` or its old name `cursor`, not both", path: ["cursor"] });
 
 export const NoQuery = z.strictObject({});
+
+/** POST /v1/notifications with `entityIds`: each entity's notification, in the request's order. */
+export const NotificationsAccepted = z.object({
+  status: z.literal("accepted"),
+  notifications: z.array(z.object({ entityId, id: z.uuid(), links: z.object({ self: z.string(), events: z.string() }) })),
+});
 
 export const NotificationAccepted = z.object({
   id: z.uuid(),

@@ -20,7 +20,7 @@ import {
  */
 export const NotificationAggregate = z.object({
   id: z.string(),
-  status: z.enum(["requested", "sending", "sent", "partially_sent", "failed", "not_sent"]),
+  status: z.enum(["requested", "sending", "sent", "partially_sent", "failed", "not_sent", "cancelled"]),
   entityId: z.string(),
   entityName: z.string().nullable(),
   subject: z.string(),
@@ -155,6 +155,9 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
       channels.sort((a, b) => order(a) - order(b));
       return { ...next, resends, channels, status: "sending", outcome: null, failureReason: null };
     }
+    // A scheduled notification cancelled before its time (src/notification/schedule.ts): an outcome, not a failure.
+    case "NotificationCancelledEvent":
+      return { ...next, status: "cancelled", outcome: { type, at, timedOut: false }, failureReason: null };
     case "FailedNotificationSentToInternalTeamEvent":
       return { ...next, alert: { at, operations: FailedNotificationSentToInternalTeamEvent.parse(event.payload).operations } };
     default:

@@ -1,11 +1,14 @@
 import { sql } from "kysely";
 import { asActor, inTransaction, type Db, type Tx } from "../db/database";
-import { ConflictError, PgCodes, UnknownEntityError, ValidationError, pgCode } from "../errors/errors";
+import { ConflictError, PgCodes, UnknownEntityError, UnprocessableError, ValidationError, pgCode } from "../errors/errors";
 import { appendOne } from "../streams/append";
 import type { NewRecord } from "../streams/interfaces";
 import { Streams } from "./streams";
 import { newTrackingId } from "./ids";
-import { NotificationRecordTypes, SendNotificationToEntityOp } from "./notification.schemas";
+import { NotificationRecordTypes, SendNotificationToEntityOp, normalizeSendAt, type OneRecipientRequest } from "./notification.schemas";
+import { getEntities, type EntityVersion } from "../entities/entity.repository";
+import { getCurrentTemplates, type TemplateVersion } from "../templates/template.repository";
+import { renderTemplate, UnknownTemplateError } from "../templates/render";
 
 export interface Enqueued {
   trackingId: string;
@@ -73,4 +76,69 @@ export function clientOperation(op: SendNotificationToEntityOp, trackingId: stri
 /** Enqueue a notification in a transaction of its own. */
 export async function enqueueNotification(db: Db, input: unknown): Promise<Enqueued> {
   return inTransaction(db, null, (tx) => enqueueNotificationInTransaction(tx, input));
+}
+
+/**
+ * The client operations of validated requests, each under its tracking id:
+ * raw content as it came; a template's current version rendered for its
+ * entity (the locale variant, `data`, `entity`, `notification`), so the
+ * operation holds what will be sent and names the version. Per request, the
+ * operation or the error that refuses it (an unknown template, a missing
+ * variable: 422), so one bad request does not refuse the others. Templates
+ * and entities are read as the reader actor, in one query each.
+ */
+export async function prepareClientOperations(
+  tx: Tx,
+  requests: ReadonlyArray<{ request: OneRecipientRequest; trackingId: string; idempotencyKey?: string | undefined }>,
+): Promise<Array<SendNotificationToEntityOp | Error>> {
+  const templated = requests.filter((r) => r.request.template !== undefined);
+  const [templates, entities]: [Map<string, TemplateVersion>, Map<string, EntityVersion>] =
+    templated.length === 0
+      ? [new Map<string, TemplateVersion>(), new Map<string, EntityVersion>()]
+      : await asActor(tx, "reader", () =>
+          Promise.all([getCurrentTemplates(tx, [...new Set(templated.map((r) => r.request.template!))]), getEntities(tx, [...new Set(templated.map((r) => r.request.entityId))])]),
+        );
+  // A delay counts from now on the database's clock, which reads ISO 8601 durations itself ('PT15M'::interval).
+  const delays = [...new Set(requests.map((r) => r.request.delay).filter((d): d is string => d !== undefined))];
+  const sendAfter = new Map<string, string>();
+  if (delays.length > 0) {
+    const { rows } = await sql<{ delay: string; at: Date }>`
+      select d.delay, now() + d.delay::interval as at from unnest(${delays}::text[]) as d(delay)`.execute(tx);
+    for (const row of rows) sendAfter.set(row.delay, row.at.toISOString());
+  }
+  return requests.map(({ request: { delay, sendAt: at, ...request }, trackingId, idempotencyKey }) => {
+    try {
+      const { template: key, data, ...raw } = request;
+      const sendAt = at !== undefined ? normalizeSendAt(at) : delay !== undefined ? sendAfter.get(delay) : undefined;
+      const withKey = { ...(idempotencyKey === undefined ? {} : { idempotencyKey }), ...(sendAt === undefined ? {} : { sendAt }) };
+      if (key === undefined) return parseSendNotification({ ...raw, ...withKey });
+      const version = templates.get(key);
+      if (!version) return new UnknownTemplateError(key);
+      const entity = entities.get(request.entityId)?.entity;
+      if (!entity) return new UnknownEntityError(request.entityId);
+      const rendered = renderTemplate(key, version.template, {
+        data: data ?? {},
+        entity: { id: entity.id, name: entity.name, locale: entity.locale ?? null },
+        notification: { id: trackingId },
+      });
+      const op = SendNotificationToEntityOp.safeParse({
+        entityId: request.entityId,
+        ...rendered.email,
+        ...(rendered.slack ? { slack: { mrkdwn: rendered.slack.text } } : {}),
+        ...(request.channels ? { channels: request.channels } : {}),
+        ...(request.category !== undefined ? { category: request.category } : {}),
+        tags: request.tags,
+        ...withKey,
+        template: { key, version: version.version, locale: rendered.locale },
+        data: data ?? {},
+      });
+      if (!op.success) {
+        const issues = op.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+        return new UnprocessableError(`template "${key}" version ${version.version} rendered content that cannot be sent: ${issues}`);
+      }
+      return op.data;
+    } catch (error) {
+      return error instanceof Error ? error : new Error(String(error));
+    }
+  });
 }

@@ -9,6 +9,7 @@ import { channelOperationId } from "./ids";
 import {
   NotificationDelayWatch,
   NotificationSaga,
+  NotificationEventTypes,
   NotificationRecordTypes,
   SendNotificationToEntityOp,
   notificationEventSchemas,
@@ -16,6 +17,9 @@ import {
   type NotificationEventType,
 } from "./notification.schemas";
 import { resolveChannels } from "./preferences";
+import { lockNotification } from "./schedule";
+import { fitSlackText } from "../slack/format";
+import { SendSlackMessageOp } from "../slack/slack.schemas";
 
 export interface NotificationSettings {
   /**
@@ -36,6 +40,8 @@ export interface NotificationSettings {
   delayedAlertAfterMs?: number;
   /** Right-hand side of the Message-IDs of email operations (src/email/sender.ts messageIdDomain). */
   messageIdDomain: string;
+  /** Categories no opt-out stops (CRITICAL_CATEGORIES), e.g. security notices. */
+  criticalCategories?: readonly string[];
 }
 
 export interface NotificationDeps {
@@ -71,9 +77,17 @@ export function notificationEvent(cause: StreamRecord, type: NotificationEventTy
  */
 export function createNotificationBot(): TransactionalBot<NotificationDeps> {
   const handleBatch = async ({ tx, records: all, deps, now }: BatchHandlerContext<NotificationDeps>) => {
+    // A scheduled operation that comes early (a re-drive) waits: only handle() can self-cancel, so the
+    // batch is handed back, and the runner handles each record on its own.
+    if (all.some((r) => isEarly(r, now))) throw new Error("a scheduled notification in the batch is not due yet: handled one at a time");
     // Two client operations with one tracking id (appended by hand, write_always) make one
     // notification: the first prepares it, and the saga it writes keeps any later run from preparing it again.
-    const records = all.filter((r, i) => all.findIndex((other) => other.id === r.id) === i);
+    const unique = all.filter((r, i) => all.findIndex((other) => other.id === r.id) === i);
+    // A scheduled notification may have been cancelled: its lock orders this run and the cancel (src/notification/schedule.ts).
+    const scheduled = unique.filter((r) => (r.payload as SendNotificationToEntityOp).sendAt !== undefined).map((r) => r.id);
+    for (const id of [...scheduled].sort()) await lockNotification(tx, id);
+    const cancelled = scheduled.length === 0 ? new Set<string>() : await existingIds(tx, Streams.notificationEvents, scheduled, NotificationEventTypes.NotificationCancelledEvent);
+    const records = unique.filter((r) => !cancelled.has(r.id));
     const ids = records.map((r) => r.id);
     // A saga exists only if an earlier run prepared the channel operations
     // (it committed them together): a re-run or re-drive must not make more.
@@ -91,10 +105,20 @@ export function createNotificationBot(): TransactionalBot<NotificationDeps> {
     ...transactionalConsumer(Streams.notificationClientOperations, "notification_bot"),
     schemas: { [NotificationRecordTypes.SendNotificationToEntityOp]: SendNotificationToEntityOp },
     async handle({ tx, record, deps, logger, now }) {
+      const sendAt = (record.payload as SendNotificationToEntityOp).sendAt;
+      if (sendAt !== undefined && isEarly(record, now)) {
+        return { retryAfterMs: Date.parse(sendAt) - now.getTime(), reason: `scheduled for ${sendAt}` };
+      }
       await handleBatch({ tx, records: [record], deps, logger, now });
     },
     handleBatch,
   };
+}
+
+/** A scheduled client operation whose time has not come. */
+function isEarly(record: StreamRecord, now: Date): boolean {
+  const sendAt = (record.payload as SendNotificationToEntityOp).sendAt;
+  return sendAt !== undefined && Date.parse(sendAt) > now.getTime();
 }
 
 /** The records one client operation leads to, added to `out` in the order they are written. */
@@ -112,6 +136,7 @@ function planNotification(
       subject: op.subject,
       channelsRequested: op.channels ?? null,
       tags: op.tags,
+      ...(op.category !== undefined ? { category: op.category } : {}),
       clientOperation: { stream: record.stream, position: record.position },
     }),
     "skip_if_id_and_type_exists",
@@ -130,15 +155,19 @@ function planNotification(
     return;
   }
   const entity = version.entity;
-  const resolution = resolveChannels(entity, op.channels);
+  const critical = op.category !== undefined && (context.deps.notification.criticalCategories ?? []).includes(op.category);
+  const resolution = resolveChannels(entity, op.channels, { category: op.category, critical });
+  const category = op.category !== undefined ? { category: op.category, ...(critical ? { critical: true } : {}) } : {};
   if (resolution.channels.length === 0) {
     out.add(
       Streams.notificationEvents,
       resolution.allOptedOut
         ? notificationEvent(record, "AudienceOptedOutOfAllChannelsEvent", {
             entityId: entity.id,
-            optedOut: entity.preferences.optedOut,
+            // The entity's opt-outs, then those of the category that applied.
+            optedOut: [...new Set([...entity.preferences.optedOut, ...resolution.skipped.filter((s) => s.reason.startsWith("opted out")).map((s) => s.channel)])],
             skipped: resolution.skipped,
+            ...(op.category !== undefined ? { category: op.category } : {}),
           })
         : notificationEvent(record, "CouldNotPrepareToSendOnAnyChannelEvent", {
             entityId: entity.id,
@@ -165,6 +194,7 @@ function planNotification(
       ...(fallbacks.length > 0 ? { fallbacks } : {}),
       skipped: resolution.skipped,
       entityVersion: version.position,
+      ...category,
     }),
   );
 
@@ -206,7 +236,7 @@ export function channelOperation(
   notification: { id: string; entityId: string },
   settings: Pick<NotificationSettings, "messageIdDomain">,
 ): { type: string; payload: unknown } {
-  return channelOf(plan.channel).operation(
+  const operation = channelOf(plan.channel).operation(
     {
       operationId: plan.operationId,
       notificationId: notification.id,
@@ -221,4 +251,10 @@ export function channelOperation(
     },
     settings,
   );
+  // A template's own Slack content is the message's mrkdwn body (sanitised when posted, src/slack/format.ts),
+  // in place of one made from the email's Markdown.
+  if (plan.channel === "slack" && op.slack !== undefined) {
+    return { type: operation.type, payload: SendSlackMessageOp.parse({ ...(operation.payload as object), mrkdwn: fitSlackText(op.slack.mrkdwn) }) };
+  }
+  return operation;
 }

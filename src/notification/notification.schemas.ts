@@ -1,5 +1,7 @@
 import { z } from "zod";
-import { Channel, entityId } from "../entities/entity.schemas";
+import { Channel, categoryKey, entityId } from "../entities/entity.schemas";
+import { templateKey } from "../templates/template.schemas";
+import { localeTag } from "../util/locale";
 
 /** Records of the notification subsystem's streams (id = tracking id unless said otherwise). */
 
@@ -41,8 +43,108 @@ export const SendNotificationToEntityOp = z.strictObject({
   channels: channelList.optional(),
   tags,
   idempotencyKey: z.string().min(1).max(255).optional(),
+  /**
+   * Set by the enqueue when the request named a template: the version that
+   * rendered `subject`, `text`, `html`, `markdown` and `slack`, and the
+   * locale variant used (null: the default). What the audit answers
+   * "which template version did Ada get?" with.
+   */
+  template: z.strictObject({ key: templateKey, version: z.number().int().min(1), locale: localeTag.nullable() }).optional(),
+  /** The request's variables the template was rendered with. */
+  data: z.record(z.string(), z.json()).optional(),
+  /** A template's own Slack content, rendered (mrkdwn): the Slack message's body instead of one made from the email content. */
+  slack: z.strictObject({ mrkdwn: z.string().min(1).max(40_000) }).optional(),
+  /** What kind of notification this is (`security`, `marketing`): the entity's preferences for it apply. */
+  category: categoryKey.optional(),
+  /** Not before this time (UTC): the notification bot's job runs then (consumer run_at_field), and a cancel before it ends the notification. */
+  sendAt: z.iso.datetime().optional(),
 });
 export type SendNotificationToEntityOp = z.infer<typeof SendNotificationToEntityOp>;
+
+/**
+ * What a client sends (POST /v1/notifications; the idempotency key is a
+ * header): raw content (`subject`, `text`, optional `html`, `markdown`), or
+ * a `template` key with its `data`, rendered at enqueue into the client
+ * operation above.
+ */
+/** The most recipients one request may name (`entityIds`): one transaction holds them all. */
+export const MAX_RECIPIENTS = 1000;
+
+export const SendNotificationRequestFields = z.strictObject({
+  entityId: entityId.optional(),
+  entityIds: z
+    .array(entityId)
+    .min(1)
+    .max(MAX_RECIPIENTS)
+    .refine((ids) => new Set(ids).size === ids.length, "must not repeat an entity")
+    .optional()
+    .describe(`Up to ${MAX_RECIPIENTS} entities instead of \`entityId\`: one notification (and tracking id) each, enqueued together`),
+  subject: SendNotificationToEntityOp.shape.subject.optional(),
+  text: SendNotificationToEntityOp.shape.text.optional(),
+  html: SendNotificationToEntityOp.shape.html,
+  markdown: SendNotificationToEntityOp.shape.markdown,
+  /** The template to render (its current version), instead of `subject` and `text`. */
+  template: templateKey.optional().describe("A template key: its current version is rendered at enqueue, instead of `subject` and `text`"),
+  /** The template's variables (`{{ data.name }}`). */
+  data: z.record(z.string(), z.unknown()).optional().describe("The template's variables, a JSON object (`{{ data.name }}`); only with `template`"),
+  channels: channelList.optional(),
+  tags,
+  category: categoryKey.optional().describe("What kind of notification this is: the entity's preferences for the category apply, unless it is critical"),
+  sendAt: z.iso
+    .datetime({ offset: true, message: "must be an RFC 3339 date-time with a time zone, e.g. 2026-05-01T12:00:00Z" })
+    .optional()
+    .describe("Send at this time, not before (RFC 3339); cancel before it with POST /v1/notifications/{id}/cancel"),
+  delay: z
+    .string()
+    .max(64)
+    .regex(/^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$/, "must be an ISO 8601 duration, e.g. PT15M or P1DT2H")
+    .optional()
+    .describe("Send after this long (ISO 8601 duration, e.g. PT15M), counted from the enqueue on the database's clock"),
+});
+
+/** Content or template, not both: every problem of a request named at once, with the fields' own. */
+function contentIssues(input: unknown): Array<{ path: string[]; message: string }> {
+  if (typeof input !== "object" || input === null || Array.isArray(input)) return [];
+  const r = input as Record<string, unknown>;
+  const recipients =
+    r.entityId === undefined && r.entityIds === undefined
+      ? [{ path: ["entityId"], message: "required (or give `entityIds`)" }]
+      : r.entityId !== undefined && r.entityIds !== undefined
+        ? [{ path: ["entityIds"], message: "not with `entityId`: give one or the other" }]
+        : [];
+  const when = r.sendAt !== undefined && r.delay !== undefined ? [{ path: ["delay"], message: "not with `sendAt`: give one or the other" }] : [];
+  return [...recipients, ...when, ...contentOrTemplateIssues(r)];
+}
+
+function contentOrTemplateIssues(r: Record<string, unknown>): Array<{ path: string[]; message: string }> {
+  if (r.template === undefined) {
+    return [
+      ...(["subject", "text"] as const).filter((f) => r[f] === undefined).map((f) => ({ path: [f], message: "required (or give `template`)" })),
+      ...(r.data !== undefined ? [{ path: ["data"], message: "only with `template`" }] : []),
+    ];
+  }
+  return (["subject", "text", "html", "markdown"] as const)
+    .filter((f) => r[f] !== undefined)
+    .map((f) => ({ path: [f], message: "not with `template`: the template gives the content" }));
+}
+
+// A transform rather than a refinement: zod skips an object's refinements once a field
+// has failed in some ways (an array too long), and a 400 must name every problem at once.
+export const SendNotificationRequest = z.unknown().transform((input, ctx) => {
+  const parsed = SendNotificationRequestFields.safeParse(input);
+  const extra = contentIssues(input);
+  for (const issue of parsed.error?.issues ?? []) ctx.addIssue(issue as Parameters<typeof ctx.addIssue>[0]);
+  for (const issue of extra) ctx.addIssue({ code: "custom", path: issue.path, message: issue.message, input });
+  return parsed.success && extra.length === 0 ? parsed.data : z.NEVER;
+});
+export type SendNotificationRequest = z.output<typeof SendNotificationRequest>;
+/** A request to one entity: what each of a many-recipient request's entities gets. */
+export type OneRecipientRequest = Omit<SendNotificationRequest, "entityId" | "entityIds"> & { entityId: string };
+
+/** `sendAt` as stored: UTC, as JavaScript writes it. */
+export function normalizeSendAt(sendAt: string): string {
+  return new Date(sendAt).toISOString();
+}
 
 export const ChannelPlan = z.strictObject({
   channel: Channel,
@@ -60,12 +162,15 @@ export const SendNotificationRequestedEvent = z.strictObject({
   subject: z.string(),
   channelsRequested: z.array(Channel).nullable(),
   tags: z.record(z.string(), z.string()),
+  category: z.string().optional(),
   clientOperation: z.strictObject({ stream: z.string(), position: z.number().int() }),
 });
 export const CouldNotGetOrUseAudienceEvent = z.strictObject({ entityId, reason: z.string() });
 export const AudienceOptedOutOfAllChannelsEvent = z.strictObject({
   entityId,
   optedOut: z.array(Channel),
+  /** The notification's category, when its preferences made the opt-out. */
+  category: z.string().optional(),
   skipped: z.array(SkippedChannel),
 });
 export const CouldNotPrepareToSendOnAnyChannelEvent = z.strictObject({ entityId, skipped: z.array(SkippedChannel) });
@@ -78,6 +183,9 @@ export const PreparedToSendOnChannelsEvent = z.strictObject({
   skipped: z.array(SkippedChannel),
   /** The entity version the preferences came from (entity.events position). */
   entityVersion: z.number().int(),
+  /** The notification's category, and whether it was critical (no opt-out applied). */
+  category: z.string().optional(),
+  critical: z.literal(true).optional(),
 });
 
 export const OperationOutcome = z.strictObject({
@@ -111,6 +219,13 @@ export const SendOutcomeEvent = z.strictObject({
 export const NotificationDelayedEvent = z.strictObject({
   delayedForMs: z.number().int().min(0),
   waitingFor: z.array(z.string()),
+});
+
+/** A scheduled notification cancelled before it was sent (POST /v1/notifications/:id/cancel): its outcome, not a failure. */
+export const NotificationCancelledEvent = z.strictObject({
+  cancelledBy: z.string().min(1).max(300),
+  /** When it would have been sent. */
+  sendAt: z.string().nullable(),
 });
 
 export const FellBackToNextChannelEvent = z.strictObject({
@@ -166,6 +281,7 @@ export const notificationEventSchemas = {
   FellBackToNextChannelEvent,
   NotificationDelayedEvent,
   ResendRequestedEvent,
+  NotificationCancelledEvent,
 } satisfies Record<string, z.ZodType>;
 export type NotificationEventType = keyof typeof notificationEventSchemas;
 

@@ -1,4 +1,4 @@
-import type { Channel, Entity } from "../entities/entity.schemas";
+import { CHANNELS, type Channel, type Entity } from "../entities/entity.schemas";
 import { channelOf } from "./channels";
 
 export interface ChannelResolution {
@@ -12,26 +12,47 @@ export interface ChannelResolution {
   allOptedOut: boolean;
 }
 
+/** The notification's category, and whether it is critical (its opt-outs do not apply). */
+export interface CategoryContext {
+  category?: string | undefined;
+  critical?: boolean;
+}
+
 /** An entity keeps its destination on each channel in the field named after the channel. */
 function destinationOf(entity: Entity, channel: Channel): string | null {
   return entity[channel];
 }
 
 /**
- * Which channels a notification goes out on. The client's override replaces
- * the entity's wanted channels, but an opt-out always wins. A channel without
- * a contact detail is skipped with the reason. `delivery: first` keeps only
- * the most preferred usable channel; `delivery: fallback` sends on that one
- * and keeps the others, in order, to fall back on.
+ * Which channels a notification goes out on. The wanted channels are the
+ * client's override, else the entity's for the notification's category,
+ * else its defaults. An opt-out (the entity's, or for the category) always
+ * wins, except for a critical category, which no opt-out stops: it goes on
+ * the wanted channels, or on every channel the entity can be reached on when
+ * it wants none. A channel without a contact detail is skipped with the
+ * reason. `delivery: first` keeps only the most preferred usable channel;
+ * `delivery: fallback` sends on that one and keeps the others, in order, to
+ * fall back on.
  */
-export function resolveChannels(entity: Entity, override?: readonly Channel[]): ChannelResolution {
-  const wanted = override ?? entity.preferences.channels;
+export function resolveChannels(entity: Entity, override?: readonly Channel[], context: CategoryContext = {}): ChannelResolution {
+  const prefs = entity.preferences;
+  const forCategory = context.category === undefined ? undefined : prefs.categories?.[context.category];
+  let wanted: readonly Channel[] = override ?? forCategory?.channels ?? prefs.channels;
+  if (context.critical && wanted.length === 0) wanted = CHANNELS.filter((c) => destinationOf(entity, c));
+  const optedOut = (channel: Channel): string | null => {
+    if (context.critical) return null;
+    if (prefs.optedOut.includes(channel)) return "opted out";
+    const category = forCategory?.optedOut;
+    if (category === "all" || category?.includes(channel)) return `opted out of category '${context.category}'`;
+    return null;
+  };
   const channels: ChannelResolution["channels"] = [];
   const fallbacks: ChannelResolution["fallbacks"] = [];
   const skipped: ChannelResolution["skipped"] = [];
   for (const channel of wanted) {
-    if (entity.preferences.optedOut.includes(channel)) {
-      skipped.push({ channel, reason: "opted out" });
+    const optOut = optedOut(channel);
+    if (optOut) {
+      skipped.push({ channel, reason: optOut });
       continue;
     }
     const destination = destinationOf(entity, channel);
@@ -39,17 +60,17 @@ export function resolveChannels(entity: Entity, override?: readonly Channel[]): 
       skipped.push({ channel, reason: channelOf(channel).noDestinationReason });
       continue;
     }
-    if (entity.preferences.delivery === "first" && channels.length > 0) {
+    if (prefs.delivery === "first" && channels.length > 0) {
       skipped.push({ channel, reason: "delivery is 'first' and a more preferred channel is used" });
       continue;
     }
-    if (entity.preferences.delivery === "fallback" && channels.length > 0) {
+    if (prefs.delivery === "fallback" && channels.length > 0) {
       fallbacks.push({ channel, destination });
       continue;
     }
     channels.push({ channel, destination });
   }
   // Wanting no channel at all is opting out of every one.
-  const allOptedOut = channels.length === 0 && skipped.every((s) => s.reason === "opted out");
+  const allOptedOut = channels.length === 0 && skipped.every((s) => s.reason.startsWith("opted out"));
   return { channels, fallbacks, skipped, allOptedOut };
 }

@@ -2,6 +2,7 @@ import { sql, type RawBuilder } from "kysely";
 import { EmailStreams } from "../email/email.streams";
 import { EntityStreams } from "../entities/entity.streams";
 import { SlackStreams } from "../slack/slack.streams";
+import { TemplateStreams } from "../templates/template.schemas";
 
 /**
  * Every stream the notification subsystem declares (migrations/0002_notification.sql;
@@ -21,6 +22,7 @@ export const Streams = {
   slackEvents: SlackStreams.events,
   entityEvents: EntityStreams.events,
   entityErasures: EntityStreams.erasures,
+  templateVersions: TemplateStreams.versions,
 } as const;
 
 /**

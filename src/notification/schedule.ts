@@ -1,0 +1,66 @@
+import { sql } from "kysely";
+import { inTransaction, type Db, type Tx } from "../db/database";
+import { ConflictError, NotFoundError } from "../errors/errors";
+import { append } from "../streams/append";
+import { findRecords, getLatestById } from "../streams/read";
+import { NotificationEventTypes, SendNotificationToEntityOp, notificationEventSchemas } from "./notification.schemas";
+import { Streams } from "./streams";
+
+/**
+ * Scheduled notifications (`sendAt`): the client operation's job runs at
+ * its time (migrations/0006_templates.sql); before then, a cancel ends the
+ * notification as cancelled. The notification bot and a cancel take the
+ * notification's lock, so exactly one of them goes first: either the bot
+ * handles it (and a cancel is too late: 409) or the cancel is recorded (and
+ * the bot sends nothing).
+ */
+
+/** The lock of one notification (transaction-scoped), ordering its scheduled send and a cancel. */
+export async function lockNotification(tx: Tx, id: string): Promise<void> {
+  await sql`select pg_advisory_xact_lock(hashtextextended(${`notification ${id}`}, 0))`.execute(tx);
+}
+
+/**
+ * Cancel a scheduled notification before it is sent, as the scheduler: its
+ * creation event and NotificationCancelledEvent (the outcome, status
+ * `cancelled`, no alert). Once the notification bot has handled it, or for a
+ * notification that was not scheduled, a ConflictError (409).
+ */
+export async function cancelScheduledNotification(db: Db, id: string, cancelledBy: string): Promise<{ sendAt: string }> {
+  return inTransaction(db, "scheduler", async (tx) => {
+    await lockNotification(tx, id);
+    const record = await getLatestById(tx, Streams.notificationClientOperations, id);
+    if (!record) throw new NotFoundError(`no notification with id ${id}`);
+    const op = SendNotificationToEntityOp.parse(record.payload);
+    if (op.sendAt === undefined) throw new ConflictError(`notification ${id} was not scheduled (no sendAt): it is sent at once and cannot be cancelled`);
+    const events = await findRecords(tx, Streams.notificationEvents, {
+      ids: [id],
+      types: [NotificationEventTypes.NotificationCancelledEvent, NotificationEventTypes.SendNotificationRequestedEvent],
+    });
+    if (events.some((e) => e.type === NotificationEventTypes.NotificationCancelledEvent)) throw new ConflictError(`notification ${id} is already cancelled`);
+    if (events.length > 0) throw new ConflictError(`notification ${id} was already sent (scheduled for ${op.sendAt}): too late to cancel`);
+    const causedBy = { stream: record.stream, position: record.position };
+    await append(tx, Streams.notificationEvents, [
+      {
+        id,
+        type: NotificationEventTypes.SendNotificationRequestedEvent,
+        payload: notificationEventSchemas.SendNotificationRequestedEvent.parse({
+          entityId: op.entityId,
+          subject: op.subject,
+          channelsRequested: op.channels ?? null,
+          tags: op.tags,
+          ...(op.category !== undefined ? { category: op.category } : {}),
+          clientOperation: causedBy,
+        }),
+        causedBy,
+      },
+      {
+        id,
+        type: NotificationEventTypes.NotificationCancelledEvent,
+        payload: notificationEventSchemas.NotificationCancelledEvent.parse({ cancelledBy, sendAt: op.sendAt }),
+        causedBy,
+      },
+    ]);
+    return { sendAt: op.sendAt };
+  });
+}
