@@ -107,6 +107,11 @@ describe("GET /openapi.json", () => {
         "POST /v1/admin/resend",
         "GET /v1/health",
         "GET /v1/me",
+        "PUT /v1/templates/{key}",
+        "GET /v1/templates/{key}",
+        "GET /v1/templates/{key}/versions/{n}",
+        "POST /v1/templates/{key}/preview",
+        "POST /v1/notifications/{id}/cancel",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
@@ -121,7 +126,10 @@ describe("GET /openapi.json", () => {
     expect(doc.paths["/healthz"].get.security).toBeUndefined();
 
     const send = doc.components.schemas.SendNotificationRequest;
-    expect(send.required).toEqual(["entityId", "subject", "text"]);
+    // Which fields go together (entityId or entityIds; subject and text, or template) is checked at run time and described; every field is documented.
+    expect(Object.keys(send.properties)).toEqual(
+      expect.arrayContaining(["entityId", "entityIds", "subject", "text", "html", "markdown", "template", "data", "channels", "tags", "category", "sendAt", "delay"]),
+    );
     expect(Object.keys(send.properties)).not.toContain("idempotencyKey");
     expect(send.additionalProperties).toBe(false);
     expect(doc.paths["/v1/notifications"].post.parameters).toEqual(expect.arrayContaining([expect.objectContaining({ in: "header", name: "Idempotency-Key", required: false })]));

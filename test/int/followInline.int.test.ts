@@ -61,8 +61,9 @@ const follower: TransactionalBot<object> = {
   concern: "follower_bot",
   actor: "follower_bot",
   followsInline: { recordTypes: ["Sent"] },
-  async handle() {
-    throw new Error("followers here handle batches");
+  // A job's batch of one comes here (inline, the follower always gets handleBatch).
+  async handle({ tx, record }) {
+    await append(tx, followed, [{ id: record.id, type: "Followed", payload: {}, causedBy: record }]);
   },
   async handleBatch({ tx, records }) {
     for (const r of records) {
