@@ -174,9 +174,22 @@ create table tidings.stream_concern_history (
 -- ---------------------------------------------------------------------------
 -- Trigger functions shared by every stream.
 -- ---------------------------------------------------------------------------
+-- Hooks of erasure, the one sanctioned rewrite of stream rows (migrations/
+-- 0004_erasure.sql defines them; until then nothing is ever being erased):
+-- whether this transaction is inside entity.erase_entity, and why a record
+-- of an erased notification may not be made available again.
+create function tidings.erasing() returns boolean
+language sql stable set search_path = pg_catalog, pg_temp as $$ select false $$;
+create function tidings.erased_record_note(p_stream text, p_position bigint) returns text
+language sql stable set search_path = pg_catalog, pg_temp as $$ select null::text $$;
+
 create function tidings.tg_refuse_change() returns trigger
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
+  -- Erasure: inside entity.erase_entity rows may be rewritten, never removed.
+  if tg_op = 'UPDATE' and current_setting('tidings.erasure', true) = 'on' and tidings.erasing() then
+    return null;
+  end if;
   raise exception 'stream %.% is append-only: % is not allowed', tg_table_schema, tg_table_name, tg_op
     using errcode = 'TD001',
           hint = 'Append a new record instead; handling state lives in the __handling tables.';
@@ -235,7 +248,17 @@ declare
   prior tidings.handling_status :=
     case when tg_op = 'INSERT' then 'AvailableByDefault'::tidings.handling_status else old.status end;
   stream_name text := tg_table_schema || '.' || left(tg_table_name, -length('__handling'));
+  erased text;
 begin
+  -- Erasure: an erasure rewrites what a handling row says (error, reason,
+  -- details), never its state, its attempts or when it last changed.
+  if tg_op = 'UPDATE' and current_setting('tidings.erasure', true) = 'on' and tidings.erasing() then
+    if (new.position, new.concern, new.status, new.attempts, new.claimed_by, new.last_action, new.last_actor, new.updated_at)
+       is distinct from (old.position, old.concern, old.status, old.attempts, old.claimed_by, old.last_action, old.last_actor, old.updated_at) then
+      raise exception 'an erasure may change only the error, reason and details of handling rows' using errcode = 'TD002';
+    end if;
+    return new;
+  end if;
   if tg_op = 'UPDATE' and (new.position is distinct from old.position or new.concern is distinct from old.concern) then
     raise exception 'handling of %.% cannot move to another record or concern', tg_table_schema, tg_table_name
       using errcode = 'TD002';
@@ -272,6 +295,14 @@ begin
     raise exception 'a reason is required to % record % for concern %', new.last_action, new.position, new.concern
       using errcode = 'TD002';
   end if;
+  -- Erasure: an erased record is never made available again (a re-drive
+  -- would send placeholders, or bring nothing back but noise).
+  if new.last_action in ('reset_failed', 'reset_completed') then
+    erased := tidings.erased_record_note(stream_name, new.position);
+    if erased is not null then
+      raise exception '%', erased using errcode = 'TD007';
+    end if;
+  end if;
   new.updated_at := now();
   return new;
 end;
@@ -288,6 +319,10 @@ $$;
 create function tidings.tg_record_handling_history() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
 begin
+  -- Erasure: rewriting a handling row's text is not a handling change.
+  if tg_op = 'UPDATE' and current_setting('tidings.erasure', true) = 'on' and tidings.erasing() then
+    return null;
+  end if;
   if tg_op = 'INSERT' then
     execute format(
       'insert into %I.%I (position, concern, from_status, to_status, action, actor, reason, details, attempt, recorded_by)
