@@ -77,8 +77,12 @@ export function consoleRoutes(ctx: RouteContext): RouteDef[] {
     const failed = await sql<{ stream: string; concern: string; n: number }>`
       select stream, concern, failed::int as n from tidings.failed_handling_counts() order by stream, concern`.execute(db);
     // Estimates from the catalogue (as fresh as the last ANALYZE), so this stays one cheap query on streams of any size.
+    // A partitioned stream holds nothing itself: its partitions (the leaves of its tree) are summed.
     const streams = await sql<{ stream: string; rows: number; bytes: string }>`
-      select s.name as stream, c.reltuples::float8 as rows, pg_total_relation_size(c.oid)::text as bytes
+      select s.name as stream,
+             coalesce((select case when bool_and(l.reltuples < 0) then -1 else sum(greatest(l.reltuples, 0)) end
+                       from pg_partition_tree(c.oid) t join pg_class l on l.oid = t.relid where t.isleaf), -1)::float8 as rows,
+             coalesce((select sum(pg_total_relation_size(t.relid)) from pg_partition_tree(c.oid) t where t.isleaf), 0)::text as bytes
       from tidings.streams s join pg_namespace n on n.nspname = split_part(s.name, '.', 1) join pg_class c on c.relnamespace = n.oid and c.relname = split_part(s.name, '.', 2) order by s.name`.execute(
       db,
     );
