@@ -72,6 +72,9 @@ async function main(o: Options): Promise<void> {
     if (report.refused.length > 0) process.exitCode = EXIT_SOME_REFUSED;
   } finally {
     await database?.close();
+    // As in scripts/redrive.ts: close() ends the pool only once a query ran through kysely; after an
+    // early refusal (no --reason) the idle connections would keep the process alive.
+    if (database && !database.pool.ending) await database.pool.end();
   }
 }
 

@@ -8,7 +8,17 @@ import { claim, claimManyWithRecords, completeMany, countActions, getHistory, qu
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
 import { BatchQueue, type BatchItem } from "./batch";
-import { taskIdentifier, type Bot, type BotRuntime, type ExternalBot, type HandledOutcome, type HandlerContext, type PreviousAttempt, type TransactionalBot } from "./bot";
+import {
+  taskIdentifier,
+  type AnyBot,
+  type Bot,
+  type BotRuntime,
+  type ExternalBot,
+  type HandledOutcome,
+  type HandlerContext,
+  type PreviousAttempt,
+  type TransactionalBot,
+} from "./bot";
 
 /**
  * The bot runner: one pipeline for every job. A job is a batch of one; jobs
@@ -147,12 +157,9 @@ export async function handleBatch<TDeps>(
 }
 
 /** The bots among these that may follow what `appender` appends, inline: set-based followers (of whatever streams it appends to). */
-export function inlineFollowersOf<TDeps>(appender: Bot<TDeps>, bots: readonly unknown[]): TransactionalBot<TDeps>[] {
+export function inlineFollowersOf<TDeps>(appender: Bot<TDeps>, bots: readonly AnyBot<TDeps>[]): TransactionalBot<TDeps>[] {
   if (appender.kind !== "external") return [];
-  return bots.filter(
-    (b): b is TransactionalBot<TDeps> =>
-      (b as Bot<TDeps>).kind === "transactional" && (b as TransactionalBot<TDeps>).followsInline !== undefined && (b as TransactionalBot<TDeps>).handleBatch !== undefined,
-  );
+  return bots.filter((b): b is TransactionalBot<TDeps> => b.kind === "transactional" && b.followsInline !== undefined && b.handleBatch !== undefined);
 }
 
 /** A failure of an external batch before any send: its claims rolled back, so it may be handled again or recorded. */

@@ -78,6 +78,11 @@ export interface ChangeBy {
   details?: Record<string, unknown>;
 }
 
+/** What a claim writes: Running (claim), or Completed at once (handle: a transactional batch's claim and completion in one step). */
+function claimKind(handle: boolean | undefined) {
+  return handle ? ({ status: "Completed", action: "handle", verb: "handled" } as const) : ({ status: "Running", action: "claim", verb: "claimed" } as const);
+}
+
 const STATUS_ARRAY = (statuses: readonly HandlingStatus[]) => sql`${[...statuses]}::tidings.handling_status[]`;
 
 /** A claim (or a handling at once) of a record that already has a handling row: only from an Available* status, one more attempt. */
@@ -176,8 +181,8 @@ export async function claim(
 ): Promise<ClaimResult> {
   const { stream, position, concern } = target;
   assertStreamName(stream);
-  const reason = by.reason ?? `${by.handle ? "handled" : "claimed"} by ${by.claimedBy ?? by.actor}`;
-  const [status, action] = by.handle ? ["Completed", "handle"] : ["Running", "claim"];
+  const { status, action, verb } = claimKind(by.handle);
+  const reason = by.reason ?? `${verb} by ${by.claimedBy ?? by.actor}`;
   const { rows } = await sql<HandlingRow>`
       insert into ${handlingTable(stream)} as h
         (position, concern, status, attempts, claimed_by, last_action, last_actor, last_reason, last_details)
@@ -354,13 +359,13 @@ export async function claimManyWithRecords(
   const { stream, concern } = target;
   assertStreamName(stream);
   if (items.length === 0) return [];
-  const [status, action, verb] = options.handle ? ["Completed", "handle", "handled by "] : ["Running", "claim", "claimed by "];
+  const { status, action, verb } = claimKind(options.handle);
   const { rows } = await sql<RecordRow & { claimed: HandlingRow }>`
     with claimed as (
       insert into ${handlingTable(stream)} as h
         (position, concern, status, attempts, claimed_by, last_action, last_actor, last_reason)
       select p.position, ${concern}, ${status}::tidings.handling_status, 1, case when ${options.handle ?? false} then null else p.claimed_by end,
-             ${action}, ${actor}, ${verb} || p.claimed_by
+             ${action}, ${actor}, ${`${verb} by `} || p.claimed_by
       from unnest(${items.map((i) => i.position)}::bigint[], ${items.map((i) => i.claimedBy)}::text[]) as p(position, claimed_by)
       where exists (select 1 from ${streamTable(stream)} r where r.position = p.position)
         and not exists (

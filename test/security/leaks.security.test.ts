@@ -40,6 +40,17 @@ describe("tidings.existing_position", () => {
     await expect(login.pool.query("select tidings.existing_position('notification.client_operations', 'x')")).resolves.toBeDefined();
     await expect(login.pool.query("select tidings.existing_position('email.operations', 'x')")).rejects.toThrow(/does not produce/);
   });
+
+  it("its set-based twin (tidings.existing_positions, what append's strategies use) refuses the same callers", async () => {
+    const many = (actor: string, stream: string) => inTransaction(t.db, actor, (tx) => sql`select * from tidings.existing_positions(${stream}, array['a', 'b'], null)`.execute(tx));
+    await expect(many("notification_bot", "notification.sagas")).resolves.toBeDefined();
+    await expect(many("client", "notification.events")).rejects.toThrow(/role tidings_client does not produce stream notification.events/);
+    await expect(many("slack_bot", "email.events")).rejects.toThrow(/does not produce/);
+    // Not even the auditor, who reads the audit views: a producer's lookup is for producers.
+    await expect(many("auditor", "notification.events")).rejects.toThrow(/does not produce|permission denied/);
+    const login = await t.createLogin({ prefix: "prober2", grants: ["tidings_client"] });
+    await expect(login.pool.query("select * from tidings.existing_positions('email.operations', array['x'])")).rejects.toThrow(/does not produce/);
+  });
 });
 
 describe("handling state of another bot's concern", () => {
