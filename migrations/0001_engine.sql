@@ -1310,6 +1310,15 @@ create table tidings.checkpoints (
 );
 comment on table tidings.checkpoints is
   'Where each catch-up consumer (a projection) is in the streams it follows: stream name → "<txid>-<position>".';
+-- Each catch-up bot moves its own checkpoint only: a bot granted UPDATE (to
+-- move its cursor) could otherwise move another's, making it skip or repeat
+-- records. Whoever is granted SELECT reads them all. The owner (migrations)
+-- is not bound by the policies.
+alter table tidings.checkpoints enable row level security;
+create policy read_every_checkpoint on tidings.checkpoints for select using (true);
+create policy move_own_checkpoint on tidings.checkpoints for update
+  using (pg_has_role(current_user, (select a.role_name from tidings.actors a where a.name = actor), 'USAGE'))
+  with check (pg_has_role(current_user, (select a.role_name from tidings.actors a where a.name = actor), 'USAGE'));
 
 -- A record a catch-up bot cannot handle (a payload its code cannot read) must
 -- not hold back every record after it. When a batch fails with such an error
