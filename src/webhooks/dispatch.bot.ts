@@ -8,12 +8,21 @@ import { webhookMessageId, webhookMessageOf } from "./messages";
 import { DeliverWebhookOp, WebhookBody, WebhookRecordTypes } from "./webhook.schemas";
 import { WEBHOOK_BOT, WEBHOOK_DISPATCH_CHECKPOINT, WebhookStreams } from "./webhook.streams";
 
-/** Commit order across the streams followed: a record written in reaction to another has a greater feed key. */
+/**
+ * A channel's outcome comes before the notification events that react to it.
+ * They can share a transaction (the saga follows a send inline, so both rows
+ * carry the same feed key and the same recorded_at, which is the transaction's
+ * start), so the tie is broken by stream: channel events first.
+ */
+const followed = [...allChannels.map((c) => c.streams.events), Streams.notificationEvents];
+
+/** Commit order across the streams followed: a record written in reaction to another comes after it. */
 function byFeedOrder(a: StreamRecord, b: StreamRecord): number {
   const ka = BigInt(a.feedKey);
   const kb = BigInt(b.feedKey);
   if (ka !== kb) return ka < kb ? -1 : 1;
-  return a.stream === b.stream ? a.position - b.position : a.recordedAt.getTime() - b.recordedAt.getTime();
+  if (a.stream !== b.stream) return followed.indexOf(a.stream) - followed.indexOf(b.stream);
+  return a.position - b.position;
 }
 
 /**
@@ -32,7 +41,7 @@ export function createWebhookDispatchBot(): CatchUpBot<unknown> {
     checkpoint: WEBHOOK_DISPATCH_CHECKPOINT,
     concern: WEBHOOK_BOT,
     actor: WEBHOOK_BOT,
-    streams: [Streams.notificationEvents, ...allChannels.map((c) => c.streams.events)],
+    streams: followed,
     batchSize: 500,
     async handleBatch({ tx, records }) {
       const messages = [...records].sort(byFeedOrder).flatMap((record) => {
