@@ -28,7 +28,12 @@ export type BotDeps = EmailDeps & SlackDeps & NotificationDeps & WebhookDeps;
  */
 export async function createBotDeps(config: Config, logger: Logger): Promise<BotDeps & { close(): Promise<void> }> {
   const outbox = path.resolve(config.DATA_DIR, "outbox");
-  const transport = createEmailTransport({ smtpUrl: config.SMTP_URL, from: config.EMAIL_FROM, sinkDir: path.join(outbox, "email") });
+  const transport = createEmailTransport({
+    smtpUrl: config.SMTP_URL,
+    socketTimeoutMs: config.SMTP_SOCKET_TIMEOUT_MS,
+    from: config.EMAIL_FROM,
+    sinkDir: path.join(outbox, "email"),
+  });
   const poster = createSlackPoster({
     token: config.SLACK_BOT_TOKEN,
     apiUrl: config.SLACK_API_URL,

@@ -66,6 +66,8 @@ export const configSchema = z.object({
     .string()
     .regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL")
     .optional(),
+  // How long a send waits for the SMTP server's next reply before it counts as a transient failure.
+  SMTP_SOCKET_TIMEOUT_MS: int(1_000, 3_600_000).default(30_000),
   // At most 320 characters: the From header stays far below SMTP's 998-octet line limit.
   EMAIL_FROM: z
     .string()

@@ -580,6 +580,8 @@ export function workerEnv(options: { databaseUrl: string; channels: Channels; ex
     RUN_API: "false",
     RUN_WORKER: "true",
     SMTP_URL: channels.smtp.url,
+    // A held reply ends when the test releases it (or the worker dies), never by the client's own timeout on a loaded machine.
+    SMTP_SOCKET_TIMEOUT_MS: "600000",
     EMAIL_FROM: "tidings <tidings@example.test>",
     // The fault tests name each email by its Message-ID, <tracking-id.email@tidings>.
     EMAIL_MESSAGE_ID_DOMAIN: "tidings",
