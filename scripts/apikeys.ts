@@ -1,6 +1,7 @@
 import "dotenv/config";
 import os from "node:os";
 import { Command, InvalidArgumentError } from "commander";
+import { EXIT_REFUSED } from "../src/cli/errors";
 import { outputStyle, renderRows } from "../src/cli/table";
 import { SCOPES, createApiKey, listApiKeys, revokeApiKey, setApiKeyRateLimit, type ApiKeyInfo } from "../src/auth/apiKeys";
 import { createToolLogger } from "../src/logging/logger";
@@ -13,8 +14,6 @@ import { TidingsError } from "../src/errors/errors";
  * `npm run apikeys -- <create|list|revoke>`: manage the HTTP API's keys
  * (src/auth/apiKeys.ts, docs/api.md). The secret is printed once, by create.
  */
-
-const EXIT_REFUSED = 2;
 
 async function connect(): Promise<Database> {
   const config = loadConfig();

@@ -1,10 +1,10 @@
 import "dotenv/config";
 import { Command } from "commander";
+import { reportToolError } from "../src/cli/errors";
 import { eraseEntity } from "../src/admin/erasure/erase";
 import { formatErasure } from "../src/admin/erasure/format";
-import { ConfigError, loadConfig } from "../src/config/config";
+import { loadConfig } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
-import { TidingsError, ValidationError } from "../src/errors/errors";
 import { createToolLogger } from "../src/logging/logger";
 
 /**
@@ -13,27 +13,12 @@ import { createToolLogger } from "../src/logging/logger";
  * "Erasure". Dry run unless --execute --reason "<why>".
  */
 
-const EXIT_REFUSED = 2;
-
 interface Options {
   entity: string;
   execute?: boolean;
   reason?: string;
   actor?: string;
   json?: boolean;
-}
-
-/** Refusals and bad input exit 2 with the message; anything else is a crash (exit 1 with the stack). */
-function reportError(error: unknown, json: boolean | undefined): void {
-  if (error instanceof TidingsError || error instanceof ConfigError) {
-    const issues = error instanceof ValidationError ? error.issues : [];
-    if (json) process.stdout.write(`${JSON.stringify({ error: { kind: "kind" in error ? error.kind : "config", message: error.message, issues } }, null, 2)}\n`);
-    process.stderr.write(`erase: ${error.message}\n`);
-    process.exitCode = EXIT_REFUSED;
-    return;
-  }
-  process.stderr.write(`erase: ${(error as Error)?.stack ?? String(error)}\n`);
-  process.exitCode = 1;
 }
 
 async function run(o: Options): Promise<void> {
@@ -52,7 +37,7 @@ async function run(o: Options): Promise<void> {
     const report = await eraseEntity(database.db, { entityId: o.entity, execute: o.execute, reason: o.reason, actor: o.actor });
     process.stdout.write(o.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatErasure(report)}\n`);
   } catch (error) {
-    reportError(error, o.json);
+    reportToolError("erase", error, o.json);
   } finally {
     await database?.close();
     if (database && !database.pool.ending) await database.pool.end();
@@ -75,4 +60,4 @@ new Command("erase")
   .addHelpText("after", '\nExamples:\n  $ npm run erase -- --entity ada\n  $ npm run erase -- --entity ada --execute --reason "erasure request TICKET-42"\n')
   .action(run)
   .parseAsync(process.argv)
-  .catch((error: unknown) => reportError(error, process.argv.includes("--json")));
+  .catch((error: unknown) => reportToolError("erase", error, process.argv.includes("--json")));

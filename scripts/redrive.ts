@@ -1,12 +1,12 @@
 import "dotenv/config";
 import { Command } from "commander";
+import { reportToolError } from "../src/cli/errors";
 import { formatAction, formatListing, formatResend, formatStuck, formatSwitch } from "../src/admin/format";
 import { findStuck, listRecords, resendNotification, runAction, switchStream, type ActionVerb } from "../src/admin/redrive";
 import type { SelectionInput, SelectionResult } from "../src/admin/selection";
 import { createToolLogger } from "../src/logging/logger";
 import { ConfigError, loadConfig } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
-import { TidingsError, ValidationError } from "../src/errors/errors";
 
 /**
  * `npm run redrive -- <verb> [filters]`: operators repair handling state.
@@ -14,7 +14,6 @@ import { TidingsError, ValidationError } from "../src/errors/errors";
  * see docs/redrive.md. Dry run unless --execute --reason "<why>".
  */
 
-const EXIT_REFUSED = 2;
 const EXIT_RECORD_ERRORS = 1;
 
 async function connect(): Promise<Database> {
@@ -114,19 +113,6 @@ function printRows(json: boolean | undefined, result: SelectionResult, text: str
   print(json, result.records, text);
 }
 
-/** Refusals and bad input exit 2 with the message; anything else is a crash (exit 1 with the stack). */
-function reportError(error: unknown, json: boolean | undefined): void {
-  if (error instanceof TidingsError || error instanceof ConfigError) {
-    const issues = error instanceof ValidationError ? error.issues : [];
-    if (json) process.stdout.write(`${JSON.stringify({ error: { kind: "kind" in error ? error.kind : "config", message: error.message, issues } }, null, 2)}\n`);
-    process.stderr.write(`redrive: ${error.message}\n`);
-    process.exitCode = EXIT_REFUSED;
-    return;
-  }
-  process.stderr.write(`redrive: ${(error as Error)?.stack ?? String(error)}\n`);
-  process.exitCode = 1;
-}
-
 async function withDatabase(json: boolean | undefined, fn: (db: Database) => Promise<void>): Promise<void> {
   let database: Database | null = null;
   try {
@@ -140,7 +126,7 @@ async function withDatabase(json: boolean | undefined, fn: (db: Database) => Pro
     }
     await fn(database);
   } catch (error) {
-    reportError(error, json);
+    reportToolError("redrive", error, json);
   } finally {
     await database?.close();
     // close() ends the pool through kysely, which only holds it once a query ran through it;
@@ -313,4 +299,4 @@ function buildProgram(): Command {
 
 buildProgram()
   .parseAsync(process.argv)
-  .catch((error: unknown) => reportError(error, process.argv.includes("--json")));
+  .catch((error: unknown) => reportToolError("redrive", error, process.argv.includes("--json")));

@@ -1,10 +1,10 @@
 import "dotenv/config";
 import path from "node:path";
 import { Command } from "commander";
+import { reportToolError } from "../src/cli/errors";
 import { defaultActor } from "../src/admin/redrive";
-import { ConfigError, loadConfig } from "../src/config/config";
+import { loadConfig } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";
-import { TidingsError, ValidationError } from "../src/errors/errors";
 import { createToolLogger } from "../src/logging/logger";
 import { runRetention, type RetentionReport } from "../src/maintenance/retention";
 
@@ -18,7 +18,6 @@ import { runRetention, type RetentionReport } from "../src/maintenance/retention
  * input or a refusal of the whole run.
  */
 
-const EXIT_REFUSED = 2;
 const EXIT_SOME_REFUSED = 1;
 
 interface Options {
@@ -94,14 +93,5 @@ new Command("retention")
   .action(main)
   .parseAsync(process.argv)
   .catch((error: unknown) => {
-    const json = process.argv.includes("--json");
-    if (error instanceof TidingsError || error instanceof ConfigError) {
-      const issues = error instanceof ValidationError ? error.issues : [];
-      if (json) process.stdout.write(`${JSON.stringify({ error: { message: error.message, issues } }, null, 2)}\n`);
-      process.stderr.write(`retention: ${error.message}\n`);
-      process.exitCode = EXIT_REFUSED;
-      return;
-    }
-    process.stderr.write(`retention: ${(error as Error)?.stack ?? String(error)}\n`);
-    process.exitCode = 1;
+    reportToolError("retention", error, process.argv.includes("--json"));
   });

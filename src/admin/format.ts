@@ -37,7 +37,8 @@ function short(text: string | null, max = 60): string {
   return oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
 }
 
-function plural(n: number, one: string, many = `${one}s`): string {
+/** "1 record", "3 records": a count with its noun. */
+export function plural(n: number, one: string, many = `${one}s`): string {
   return `${n} ${n === 1 ? one : many}`;
 }
 

@@ -1,4 +1,5 @@
 import { outputStyle, renderRows, type OutputStyle } from "../../cli/table";
+import { plural } from "../format";
 import type { ErasureReport } from "./erase";
 
 /**
@@ -7,10 +8,6 @@ import type { ErasureReport } from "./erase";
  * Places with nothing to rewrite are left out of the table.
  */
 const compact = { compact: true };
-
-function plural(n: number, one: string, many = `${one}s`): string {
-  return `${n} ${n === 1 ? one : many}`;
-}
 
 export function formatErasure(report: ErasureReport, style: OutputStyle = outputStyle()): string {
   const lines: string[] = [];
