@@ -11,6 +11,9 @@
  *   parser would cut it short and print the rest as the host).
  * - Secret parameters: `?password=...`, `&sslpassword=...`, `token=...`.
  * - Slack tokens (`xoxb-`, `xoxp-`, `xapp-`...): only the type prefix stays.
+ * - Webhook signing secrets (`whsec_...`, Standard Webhooks): only the prefix
+ *   stays. (API keys, `tdk_...`, are not hidden: the one place one is logged
+ *   is the development key printed once at start, on purpose.)
  *
  * It errs on hiding too much: a false positive costs a `***` in a log line.
  * A user name alone (`postgres://postgres@host`) is not a secret and stays.
@@ -21,6 +24,7 @@ export const REDACTED = "***";
 const URL_USERINFO = /\/\/([^\s"'<>`]*)@/g;
 const SECRET_PARAM = /(^|[?&;\s])(password|passwd|pwd|sslpassword|secret|token|access_token|api_key|apikey)=[^&#\s"'<>`]*/gi;
 const SLACK_TOKEN = /\b(xox[a-z]|xapp)-[A-Za-z0-9-]+/g;
+const WEBHOOK_SECRET = /\bwhsec_[A-Za-z0-9+/=_-]+/g;
 
 /** `user:secret` → `user:***`; a user alone stays. */
 function redactUserinfo(userinfo: string): string {
@@ -33,7 +37,8 @@ export function redactSecrets(text: string): string {
   return text
     .replace(URL_USERINFO, (_all, userinfo: string) => `//${redactUserinfo(userinfo)}@`)
     .replace(SECRET_PARAM, (_all, lead: string, name: string) => `${lead}${name}=${REDACTED}`)
-    .replace(SLACK_TOKEN, `$1-${REDACTED}`);
+    .replace(SLACK_TOKEN, `$1-${REDACTED}`)
+    .replace(WEBHOOK_SECRET, `whsec_${REDACTED}`);
 }
 
 /**

@@ -96,7 +96,8 @@ describe("the logger hides secrets", () => {
     logger.error({ err: new Error(`connect failed for smtps://a:${SECRET}@mail.example.com`) }, "send failed");
     logger.error(new Error(`token xoxb-99-${SECRET} refused`));
     logger.warn("%s then %s", `postgres://u:${SECRET}@db/x`, "more");
-    expect(lines).toHaveLength(6);
+    logger.warn(`endpoint registered with whsec_${SECRET}+/=, signed`);
+    expect(lines).toHaveLength(7);
     for (const line of lines) expect(line).not.toContain(SECRET);
     const settings = JSON.parse(lines[1]!);
     expect(settings.url).toBe("smtp://mailer:***@smtp.example.com");
@@ -105,6 +106,7 @@ describe("the logger hides secrets", () => {
     // What is not secret stays readable.
     expect(JSON.parse(lines[0]!).msg).toBe("connecting to postgres://u:***@db/x");
     expect(JSON.parse(lines[3]!).err.message).toBe("connect failed for smtps://a:***@mail.example.com");
+    expect(JSON.parse(lines[6]!).msg).toBe("endpoint registered with whsec_***, signed");
   });
 });
 
