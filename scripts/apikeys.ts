@@ -1,7 +1,7 @@
 import "dotenv/config";
 import os from "node:os";
 import { Command, InvalidArgumentError } from "commander";
-import { EXIT_REFUSED } from "../src/cli/errors";
+import { EXIT_REFUSED } from "./toolErrors";
 import { outputStyle, renderRows } from "../src/cli/table";
 import { SCOPES, createApiKey, listApiKeys, revokeApiKey, setApiKeyRateLimit, type ApiKeyInfo } from "../src/auth/apiKeys";
 import { createToolLogger } from "../src/logging/logger";

@@ -1,6 +1,6 @@
 import "dotenv/config";
 import { Command } from "commander";
-import { reportToolError } from "../src/cli/errors";
+import { reportToolError } from "./toolErrors";
 import { eraseEntity } from "../src/admin/erasure/erase";
 import { formatErasure } from "../src/admin/erasure/format";
 import { loadConfig } from "../src/config/config";

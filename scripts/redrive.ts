@@ -1,6 +1,6 @@
 import "dotenv/config";
 import { Command } from "commander";
-import { reportToolError } from "../src/cli/errors";
+import { reportToolError } from "./toolErrors";
 import { formatAction, formatListing, formatResend, formatStuck, formatSwitch } from "../src/admin/format";
 import { findStuck, listRecords, resendNotification, runAction, switchStream, type ActionVerb } from "../src/admin/redrive";
 import type { SelectionInput, SelectionResult } from "../src/admin/selection";

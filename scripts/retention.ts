@@ -1,7 +1,7 @@
 import "dotenv/config";
 import path from "node:path";
 import { Command } from "commander";
-import { reportToolError } from "../src/cli/errors";
+import { reportToolError } from "./toolErrors";
 import { defaultActor } from "../src/admin/redrive";
 import { loadConfig } from "../src/config/config";
 import { openDatabaseForTool, type Database } from "../src/db/connect";

@@ -121,8 +121,13 @@ export interface PreviousAttempt {
 
 export interface ExternalBot<TDeps, TResult> extends BotBase {
   kind: "external";
-  /** Runs in the claim transaction (e.g. append a "requested" event). */
-  prepare?(ctx: HandlerContext<TDeps>): Promise<void>;
+  /**
+   * Runs in the claim transaction (e.g. append a "requested" event). It may
+   * answer "not yet" (`{ retryAfterMs, reason }`, as handle() may): the
+   * record is not sent now and is handled again after that time, which is no
+   * failed attempt.
+   */
+  prepare?(ctx: HandlerContext<TDeps>): Promise<HandlerOutcome>;
   /**
    * Claim and prepare the jobs that arrive together in one transaction, send
    * them concurrently, and record the successes in one transaction (see

@@ -354,9 +354,18 @@ class Pipeline<TDeps> {
     const outcomes: BatchOutcomes = new Map();
     const claimed = await this.inTransaction(async (tx) => {
       const out = new AppendBuffer();
-      const ready = (await this.claimAndLoad(tx, items)).map((c) => ({ ...c, record: parseRecord(bot, c.record) }));
-      const now = ready.length > 0 && bot.prepare ? await this.now(tx) : null;
-      for (const c of ready) await bot.prepare?.(this.context(tx, c, c.record, now!, out));
+      const loaded = (await this.claimAndLoad(tx, items)).map((c) => ({ ...c, record: parseRecord(bot, c.record) }));
+      const now = loaded.length > 0 && bot.prepare ? await this.now(tx) : null;
+      const ready: typeof loaded = [];
+      for (const c of loaded) {
+        const notYet = await bot.prepare?.(this.context(tx, c, c.record, now!, out));
+        if (!notYet) {
+          ready.push(c);
+          continue;
+        }
+        await this.selfCancel(tx, c.record.position, { reason: notYet.reason, retryInMs: notYet.retryAfterMs, attempt: c.state.attempts });
+        outcomes.set(c.item, "self_cancelled");
+      }
       await out.flush(tx);
       return ready;
     }).catch((error: unknown) => {

@@ -8,6 +8,7 @@ import type { NotificationDeps } from "../notification/notification.bot";
 import { channelOf } from "../notification/channels";
 import { append, appendOne } from "../streams/append";
 import type { StreamRecord } from "../streams/interfaces";
+import { queueHandling } from "../streams/handling";
 import { streamTable, handlingTable } from "../streams/names";
 import { getEndpoint, signingSecret } from "./endpoint.repository";
 import { postWebhook, type WebhookResponse, type WebhookSenderSettings } from "./sender";
@@ -37,7 +38,7 @@ const SETTLED = ["Completed", "Failed", "ArchivedAfterFailure", "DisabledForReco
 /** What prepare found for a claim, handed to perform (which runs with no transaction open). */
 type Prepared = { secret: string } | { notDelivered: string };
 
-/** A delivery that must wait for an earlier one of the same notification to the same endpoint: "come back later", not a failure. */
+/** A delivery that must wait for an earlier one of the same notification to the same endpoint: "not yet", not a failure. */
 async function earlierUnsettled(tx: Tx, op: DeliverWebhookOp, record: StreamRecord, timeoutMs: number): Promise<{ position: number; waitMs: number } | null> {
   const { rows } = await sql<{ position: number; status: string | null; due_in_ms: number | null }>`
     select o.position, h.status::text as status,
@@ -50,11 +51,27 @@ async function earlierUnsettled(tx: Tx, op: DeliverWebhookOp, record: StreamReco
   const row = rows[0];
   if (!row) return null;
   // Look again when the earlier one can have settled: a send in flight within
-  // its timeout, a retry once it is due, one not yet claimed in a moment. So a
-  // waiting delivery spends about one deferral per attempt of the one before
-  // it, well within the runner's 20 (MAX_DEFERRALS) for the default schedule.
+  // its timeout, a retry once it is due, one not yet claimed in a moment.
+  // Waiting is no attempt (prepare's "not yet": a self-cancel in the history).
   const due = row.status === "Running" ? timeoutMs : Number(row.due_in_ms ?? 0);
   return { position: Number(row.position), waitMs: Math.max(WAIT_FOR_EARLIER_MS, due + 100) };
+}
+
+/**
+ * This delivery has settled: the next one of the same notification to the
+ * same endpoint, if it waits its turn, is handled now rather than when it
+ * planned to look again (with the commit: the queueing is in this transaction).
+ */
+async function wakeNext(tx: Tx, record: StreamRecord): Promise<void> {
+  const op = record.payload as DeliverWebhookOp;
+  const { rows } = await sql<{ position: number }>`
+    select o.position
+    from ${streamTable(WebhookStreams.deliveries)} o
+    left join ${handlingTable(WebhookStreams.deliveries)} h on h.position = o.position and h.concern = ${WEBHOOK_BOT}
+    where o.id = ${record.id} and o.payload->>'endpointId' = ${op.endpointId} and o.position > ${record.position}
+      and h.status::text = 'AvailableAfterSelfCancellation'
+    order by o.position limit 1`.execute(tx);
+  if (rows[0]) await queueHandling(tx, WebhookStreams.deliveries, WEBHOOK_BOT, [Number(rows[0].position)]);
 }
 
 /**
@@ -87,12 +104,10 @@ export function createWebhookDeliveryBot(): ExternalBot<WebhookBotDeps, WebhookR
       }
       const earlier = await earlierUnsettled(tx, op, record, (deps.webhooks ?? DEFAULT_WEBHOOK_SETTINGS).timeoutMs);
       if (earlier) {
-        throw new ExternalError(
-          `waiting for the earlier delivery at position ${earlier.position} of this notification to this endpoint (in order per notification)`,
-          true,
-          { code: "waiting_for_earlier", earlierPosition: earlier.position },
-          earlier.waitMs,
-        );
+        return {
+          retryAfterMs: earlier.waitMs,
+          reason: `waiting for the earlier delivery at position ${earlier.position} of this notification to this endpoint (in order per notification)`,
+        };
       }
       prepared.set(key(record, attempt), { secret: await signingSecret(tx, op.endpointId) });
     },
@@ -121,10 +136,13 @@ export function createWebhookDeliveryBot(): ExternalBot<WebhookBotDeps, WebhookR
     },
 
     // Delivered: the completion is the record (Completed in its handling state).
-    async succeeded() {},
+    async succeeded({ tx, record }) {
+      await wakeNext(tx, record);
+    },
 
     async failed(ctx) {
       if (!ctx.final) return;
+      await wakeNext(ctx.tx, ctx.record);
       const details = ctx.error instanceof ExternalError ? ctx.error.details : {};
       if (details.code === "endpoint_inactive") return;
       await disableIfFailing(ctx);

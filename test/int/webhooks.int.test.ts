@@ -181,6 +181,11 @@ describe("deliveries", () => {
       rows[0].position,
     ]);
     expect(history.rows.map((h) => h.action)).toEqual(["claim", "fail", "reset_failed", "claim", "fail", "reset_failed", "claim", "complete"]);
+    // The later ones only waited their turn (in order per notification): waiting is no failure.
+    const waited = await tidings.t.query("select distinct action from audit.handling_changes where stream = 'webhook.deliveries' and position = any($1::bigint[])", [
+      rows.slice(1).map((d) => d.position),
+    ]);
+    expect(waited.rows.map((h) => h.action)).not.toContain("fail");
   });
 
   it("delivers only the subscribed event types", async () => {

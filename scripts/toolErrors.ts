@@ -1,5 +1,5 @@
-import { ConfigError } from "../config/config";
-import { TidingsError, ValidationError } from "../errors/errors";
+import { ConfigError } from "../src/config/config";
+import { TidingsError, ValidationError } from "../src/errors/errors";
 
 /** The exit code of a refusal or bad input; 1 is kept for crashes. */
 export const EXIT_REFUSED = 2;
