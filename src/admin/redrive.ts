@@ -5,7 +5,7 @@ import { Channel } from "../entities/entity.schemas";
 import { getEntity } from "../entities/entity.repository";
 import { ConflictError, NotFoundError, ValidationError, coerceError } from "../errors/errors";
 import { NotificationRecordTypes, ResendNotificationOp, ResendRequestedEvent } from "../notification/notification.schemas";
-import { channelStream, destinationNow, latestSendOutcome, resendOperationId } from "../notification/resend";
+import { categoryOf, channelStream, destinationNow, latestSendOutcome, resendOperationId } from "../notification/resend";
 import { appendOne } from "../streams/append";
 import { getHandling, getHistory, queueHandling, setStreamDisabled, transition } from "../streams/handling";
 import type { HandlingStatus } from "../streams/interfaces";
@@ -570,7 +570,7 @@ async function planResend(tx: Tx, id: string, wanted: Channel[] | null): Promise
             `it may still send, and a resend now could deliver twice; wait until it ends (npm run redrive -- list --notification ${id})`,
         );
       }
-      const target = destinationNow(current?.entity ?? null, channel);
+      const target = destinationNow(current?.entity ?? null, channel, categoryOf(events));
       planned.push({
         channel,
         previous: {

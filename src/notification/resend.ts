@@ -22,7 +22,7 @@ import {
   type OperationOutcome,
 } from "./notification.schemas";
 import { channelOperation, notificationEvent, sagaDeadline, type NotificationDeps } from "./notification.bot";
-import { resolveChannels } from "./preferences";
+import { resolveChannels, type CategoryContext } from "./preferences";
 
 /**
  * Resending a notification's failed channels from the entity as it is now.
@@ -73,13 +73,25 @@ export function latestSendOutcome(events: readonly StreamRecord[]): { record: St
 }
 
 /**
+ * The notification's category as it was prepared (and whether it was
+ * critical then): a resend honours the entity's preferences for it now.
+ */
+export function categoryOf(events: readonly StreamRecord[]): CategoryContext {
+  const prepared = events.filter((e) => e.type === "PreparedToSendOnAllChannelsEvent" || e.type === "PreparedToSendOnSomeChannelsEvent").at(-1);
+  if (!prepared) return {};
+  const { category, critical } = PreparedToSendOnChannelsEvent.parse(prepared.payload);
+  return { category, ...(critical ? { critical } : {}) };
+}
+
+/**
  * Where a channel would go now: the entity's current contact detail, unless
- * it opted out of the channel or has none. Resolved channel by channel, so
+ * it opted out of the channel (or of it for the notification's category,
+ * unless that was critical) or has none. Resolved channel by channel, so
  * `delivery: first` or `fallback` does not drop a channel the operator asked for.
  */
-export function destinationNow(entity: Entity | null, channel: Channel): { destination: string } | { skipped: string } {
+export function destinationNow(entity: Entity | null, channel: Channel, category: CategoryContext = {}): { destination: string } | { skipped: string } {
   if (!entity) return { skipped: "the entity no longer exists" };
-  const resolution = resolveChannels(entity, [channel]);
+  const resolution = resolveChannels(entity, [channel], category);
   const used = resolution.channels[0];
   return used ? { destination: used.destination } : { skipped: resolution.skipped[0]?.reason ?? "not usable" };
 }
@@ -142,7 +154,7 @@ export async function handleResend({ tx, record, deps, now }: Pick<HandlerContex
     // The situation may have moved on since the operator asked (a re-drive delivered it meanwhile).
     const seen = outcomeOf(previous.operationId);
     const moved = !seen ? "it is no longer the channel's latest operation" : seen.outcome === "succeeded" ? "it was delivered since the resend was asked for" : null;
-    const target = moved ? { skipped: moved } : destinationNow(current?.entity ?? null, previous.channel);
+    const target = moved ? { skipped: moved } : destinationNow(current?.entity ?? null, previous.channel, categoryOf(events));
     if ("skipped" in target) {
       event.skipped.push({ channel: previous.channel, previousOperationId: previous.operationId, reason: target.skipped });
       continue;

@@ -354,3 +354,39 @@ describe("resend", () => {
     expect((await latestOutcome(n.trackingId))!.type).toBe("SentOnSomePreparedChannelsEvent");
   });
 });
+
+describe("resend and the notification's category", () => {
+  /** A `category` notification on email and Slack whose Slack post failed for good (#old is gone). */
+  async function brokenSlackInCategory(name: string, category: string) {
+    entities += 1;
+    const entityId = `${name}-${entities}`;
+    const entity = person({ email: `${entityId}@example.com`, slack: "#old" });
+    await createEntity(app.t, entityId, entity);
+    const { trackingId } = await enqueueNotification(app.t.db, { entityId, subject: "News", text: "Read on.", category });
+    expect((await settledOutcome(trackingId)).payload).toMatchObject({ sent: ["email"], failed: ["slack"] });
+    return { entityId, entity, trackingId };
+  }
+
+  it("honours the entity's opt-out of the category as it is now: the channel is skipped, naming the category", async () => {
+    const n = await brokenSlackInCategory("mia", "marketing");
+    await moveToNewChannel(n, { preferences: { ...n.entity.preferences, categories: { marketing: { optedOut: ["slack"] } } } });
+    const dry = await resendNotification(app.t.db, { notificationId: n.trackingId, actor: "alice", reason: "channel fixed" });
+    expect(dry.channels).toMatchObject([{ channel: "slack", destination: null, skipped: "opted out of category 'marketing'" }]);
+    await expect(resendNotification(app.t.db, { notificationId: n.trackingId, actor: "alice", reason: "channel fixed", execute: true })).rejects.toThrow(
+      /opted out of category 'marketing'/,
+    );
+  });
+
+  it("a critical category still goes out, whatever the entity opted out of", async () => {
+    const critical = app.deps.notification.criticalCategories;
+    app.deps.notification.criticalCategories = ["security"];
+    try {
+      const n = await brokenSlackInCategory("max", "security");
+      await moveToNewChannel(n, { preferences: { ...n.entity.preferences, optedOut: ["slack"], categories: { security: { optedOut: "all" } } } });
+      const dry = await resendNotification(app.t.db, { notificationId: n.trackingId, actor: "alice", reason: "channel fixed" });
+      expect(dry.channels).toMatchObject([{ channel: "slack", destination: "#new", skipped: null }]);
+    } finally {
+      app.deps.notification.criticalCategories = critical;
+    }
+  });
+});
