@@ -252,9 +252,16 @@ export function channelOperation(
     settings,
   );
   // A template's own Slack content is the message's mrkdwn body (sanitised when posted, src/slack/format.ts),
-  // in place of one made from the email's Markdown.
+  // in place of one made from the email's Markdown; its Block Kit blocks, when it has them, are the message's blocks.
   if (plan.channel === "slack" && op.slack !== undefined) {
-    return { type: operation.type, payload: SendSlackMessageOp.parse({ ...(operation.payload as object), mrkdwn: fitSlackText(op.slack.mrkdwn) }) };
+    return {
+      type: operation.type,
+      payload: SendSlackMessageOp.parse({
+        ...(operation.payload as object),
+        mrkdwn: fitSlackText(op.slack.mrkdwn),
+        ...(op.slack.blocks !== undefined ? { blocks: op.slack.blocks } : {}),
+      }),
+    };
   }
   return operation;
 }
