@@ -167,6 +167,8 @@ export const SendNotificationRequestedEvent = z.strictObject({
   channelsRequested: z.array(Channel).nullable(),
   tags: z.record(z.string(), z.string()),
   category: z.string().optional(),
+  /** A scheduled notification's time (the client operation's `sendAt`): the view keeps it. Absent: sent at once, or recorded before it was copied here. */
+  sendAt: z.iso.datetime().optional(),
   clientOperation: z.strictObject({ stream: z.string(), position: z.number().int() }),
 });
 export const CouldNotGetOrUseAudienceEvent = z.strictObject({ entityId, reason: z.string() });
