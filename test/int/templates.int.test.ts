@@ -215,6 +215,11 @@ describe("Slack Block Kit blocks in a template", () => {
   beforeAll(async () => {
     expect((await put("report-blocks", BLOCKS_TEMPLATE)).status).toBe(201);
   });
+  // What a PUT or an enqueue would write (the projection may still be writing views of the notifications before).
+  const written = async () => {
+    const all = await countEverything(app.t);
+    return [Streams.notificationClientOperations, Streams.emailOperations, Streams.slackOperations, Streams.templateVersions, "api.idempotency_keys"].map((k) => all[k]);
+  };
 
   it("renders Liquid in the blocks' strings and the Slack peer receives them, with the mrkdwn text as the fallback", async () => {
     const data = { report: "Q3", url: "https://reports.example.com/q3", note: "see <!channel> & the numbers" };
@@ -272,15 +277,15 @@ describe("Slack Block Kit blocks in a template", () => {
     expect(preview.status).toBe(422);
     expect(preview.json.detail).toMatch(/template "report-blocks": slack\.blocks\.1\.text\.text: undefined variable: data\.note/);
 
-    const before = await countEverything(app.t);
+    const before = await written();
     const answer = await send({ entityId: "ada", template: "report-blocks", data: { report: "Q1", url: "https://x.example" } });
     expect(answer.status).toBe(422);
     expect(answer.json.detail).toMatch(/slack\.blocks\.1\.text\.text: undefined variable: data\.note/);
-    expect(await countEverything(app.t)).toEqual(before);
+    expect(await written()).toEqual(before);
   });
 
   it("refuses blocks of the wrong shape or with bad Liquid when the template is written, naming each problem, and stores nothing", async () => {
-    const before = await countEverything(app.t);
+    const before = await written();
     const slack = (blocks: unknown) => ({ email: { subject: "s", text: "t" }, slack: { text: "x", blocks } });
     const cases: Array<[unknown, string, RegExp]> = [
       [{ type: "section" }, "slack.blocks", /must be an array of Block Kit blocks/],
@@ -295,6 +300,6 @@ describe("Slack Block Kit blocks in a template", () => {
       expect({ blocks, status: answer.status }).toEqual({ blocks, status: 400 });
       expect(answer.json.errors).toEqual([{ path, message: expect.stringMatching(message) }]);
     }
-    expect(await countEverything(app.t)).toEqual(before);
+    expect(await written()).toEqual(before);
   });
 });
