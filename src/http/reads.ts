@@ -13,19 +13,39 @@ import { encodeListCursor, type ListCursor, type NotificationStatus } from "./sc
 
 export interface PendingNotification {
   id: string;
-  status: "accepted";
+  /** `scheduled`: waiting for its `sendAt` (cancellable until then). */
+  status: "accepted" | "scheduled";
   entity: { id: string };
   requestedAt: string;
+  sendAt?: string;
+}
+
+/**
+ * A client operation's `sendAt` while it is still ahead (the database's
+ * clock, as the job's run_at is), else null: a notification whose time has
+ * come but that no bot has handled yet is merely accepted.
+ */
+const sendAtAhead = sql<string | null>`case when (o.payload->>'sendAt')::timestamptz > now() then o.payload->>'sendAt' end`;
+
+/** What a notification with no view yet answers: accepted, or scheduled with its time. */
+function pendingOf(id: string, row: { entity_id: string; recorded_at: Date; send_at: string | null }): PendingNotification {
+  return {
+    id,
+    status: row.send_at === null ? "accepted" : "scheduled",
+    entity: { id: row.entity_id },
+    requestedAt: row.recorded_at.toISOString(),
+    ...(row.send_at === null ? {} : { sendAt: row.send_at }),
+  };
 }
 
 /** A notification enqueued but not yet projected: what its client operation says. */
 export async function pendingNotification(db: Executor, id: string): Promise<PendingNotification | null> {
-  const { rows } = await sql<{ entity_id: string; recorded_at: Date }>`
-    select payload->>'entityId' as entity_id, recorded_at from notification.client_operations
-    where id = ${id} and type = ${NotificationRecordTypes.SendNotificationToEntityOp}
-    order by position limit 1`.execute(db);
+  const { rows } = await sql<{ entity_id: string; recorded_at: Date; send_at: string | null }>`
+    select o.payload->>'entityId' as entity_id, o.recorded_at, ${sendAtAhead} as send_at from notification.client_operations o
+    where o.id = ${id} and o.type = ${NotificationRecordTypes.SendNotificationToEntityOp}
+    order by o.position limit 1`.execute(db);
   const row = rows[0];
-  return row ? { id, status: "accepted", entity: { id: row.entity_id }, requestedAt: row.recorded_at.toISOString() } : null;
+  return row ? pendingOf(id, row) : null;
 }
 
 export interface ListFilter {
@@ -83,9 +103,9 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
   if (filter.cursor) {
     conditions.push(sql`(o.recorded_at, o.position) < ('epoch'::timestamptz + ${filter.cursor.micros}::bigint * interval '1 microsecond', ${filter.cursor.position}::bigint)`);
   }
-  type Row = { id: string; position: number; micros: string; entity_id: string; recorded_at: Date; view: string | null };
+  type Row = { id: string; position: number; micros: string; entity_id: string; recorded_at: Date; send_at: string | null; view: string | null };
   const columns = sql`o.id, o.position, (extract(epoch from o.recorded_at) * 1000000)::bigint::text as micros,
-                      o.payload->>'entityId' as entity_id, o.recorded_at`;
+                      o.payload->>'entityId' as entity_id, o.recorded_at, ${sendAtAhead} as send_at`;
   const latestView = sql`left join lateral (
       select payload from notification.views v where v.id = o.id order by v.position desc limit 1
     ) v on true`;
@@ -107,13 +127,13 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
           select ${columns}, v.payload::text as view
           from notification.client_operations o
           ${latestView}
-          where ${sql.join([...conditions, sql`coalesce(v.payload->>'status', 'accepted') = ${filter.status}`], sql` and `)}
+          where ${sql.join([...conditions, sql`coalesce(v.payload->>'status', case when ${sendAtAhead} is null then 'accepted' else 'scheduled' end) = ${filter.status}`], sql` and `)}
           order by o.recorded_at desc, o.position desc
           limit ${filter.limit + 1}`.execute(db);
   const page = rows.slice(0, filter.limit);
   const last = page.at(-1);
   return {
-    itemsJson: page.map((r) => r.view ?? JSON.stringify({ id: r.id, status: "accepted", entity: { id: r.entity_id }, requestedAt: r.recorded_at.toISOString() })),
+    itemsJson: page.map((r) => r.view ?? JSON.stringify(pendingOf(r.id, r))),
     next: rows.length > filter.limit && last ? encodeListCursor({ micros: last.micros, position: last.position }) : null,
   };
 }

@@ -46,8 +46,11 @@ export const NotificationId = z
 
 export const NotificationIdParams = z.strictObject({ id: NotificationId });
 
-/** "accepted": enqueued, no view written yet; the others are the aggregate's (src/notification/aggregate.ts). */
-export const NotificationStatus = z.enum(["accepted", ...NotificationAggregate.shape.status.options]);
+/**
+ * "accepted": enqueued, no view written yet; "scheduled": likewise, waiting
+ * for its `sendAt`; the others are the aggregate's (src/notification/aggregate.ts).
+ */
+export const NotificationStatus = z.enum(["accepted", "scheduled", ...NotificationAggregate.shape.status.options]);
 export type NotificationStatus = z.infer<typeof NotificationStatus>;
 
 /** The list's keyset cursor: opaque to clients; the request time in microseconds and the client operation's position. */
@@ -115,12 +118,17 @@ export const NotificationAccepted = z.object({
   links: z.object({ self: z.string(), events: z.string() }),
 });
 
-/** What GET answers before the first view is written: the notification is enqueued, nothing has handled it yet. */
+/**
+ * What GET answers before the first view is written: the notification is
+ * enqueued, nothing has handled it yet; `scheduled` while it waits for its
+ * `sendAt` (then cancellable).
+ */
 export const NotificationPending = z.object({
   id: z.uuid(),
-  status: z.literal("accepted"),
+  status: z.enum(["accepted", "scheduled"]),
   entity: z.object({ id: entityId }),
   requestedAt: z.string(),
+  sendAt: z.string().optional().describe("When `scheduled`: when it is to be sent"),
 });
 
 /** One channel of a view (src/notification/projection.ts, ChannelView): the aggregate's channel plus its live progress. */
@@ -150,6 +158,7 @@ export const NotificationView = z.strictObject({
   tags: z.record(z.string(), z.string()),
   requestedAt: z.string(),
   updatedAt: z.string(),
+  sendAt: z.string().optional().describe("A scheduled notification (`sendAt` or `delay`): when it was, or is, to be sent"),
   outcome: NotificationAggregate.shape.outcome,
   failureReason: z.string().nullable(),
   channels: z.array(ChannelView),

@@ -60,7 +60,16 @@ export const PreviewResponse = z
     version: z.number().int(),
     locale: z.string().nullable().describe("The locale variant used; null: the default content"),
     email: z.object({ subject: z.string(), text: z.string(), html: z.string().optional(), markdown: z.string().optional() }),
-    slack: z.object({ mrkdwn: z.string() }).optional().describe("The template's own Slack content; absent: the message is made from the email content"),
+    slack: z
+      .object({
+        mrkdwn: z.string(),
+        blocks: z
+          .array(z.looseObject({ type: z.string() }))
+          .optional()
+          .describe("The template's Block Kit blocks, rendered (the mrkdwn is their fallback)"),
+      })
+      .optional()
+      .describe("The template's own Slack content; absent: the message is made from the email content"),
   })
   .meta({ id: "TemplatePreview" });
 
@@ -134,7 +143,13 @@ export function templateRoutes(ctx: RouteContext): RouteDef[] {
           },
           body.locale ?? e?.locale,
         );
-        res.json({ key, version: version.version, locale: rendered.locale, email: rendered.email, ...(rendered.slack ? { slack: { mrkdwn: rendered.slack.text } } : {}) });
+        res.json({
+          key,
+          version: version.version,
+          locale: rendered.locale,
+          email: rendered.email,
+          ...(rendered.slack ? { slack: { mrkdwn: rendered.slack.text, ...(rendered.slack.blocks ? { blocks: rendered.slack.blocks } : {}) } } : {}),
+        });
       },
     }),
   ];

@@ -7,6 +7,7 @@ import {
   CouldNotPrepareToSendOnAnyChannelEvent,
   FailedNotificationSentToInternalTeamEvent,
   FellBackToNextChannelEvent,
+  NotificationCancelledEvent,
   PreparedToSendOnChannelsEvent,
   ResendRequestedEvent,
   SendNotificationRequestedEvent,
@@ -27,6 +28,8 @@ export const NotificationAggregate = z.object({
   tags: z.record(z.string(), z.string()),
   requestedAt: z.string(),
   updatedAt: z.string(),
+  /** A scheduled notification's time (`sendAt`); absent: sent at once. */
+  sendAt: z.string().optional(),
   channels: z.array(
     z.object({
       channel: Channel,
@@ -74,6 +77,7 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
       tags: e.tags,
       requestedAt: at,
       updatedAt: at,
+      ...(e.sendAt !== undefined ? { sendAt: e.sendAt } : {}),
       channels: [],
       skipped: [],
       outcome: null,
@@ -156,8 +160,10 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
       return { ...next, resends, channels, status: "sending", outcome: null, failureReason: null };
     }
     // A scheduled notification cancelled before its time (src/notification/schedule.ts): an outcome, not a failure.
-    case "NotificationCancelledEvent":
-      return { ...next, status: "cancelled", outcome: { type, at, timedOut: false }, failureReason: null };
+    case "NotificationCancelledEvent": {
+      const { sendAt } = NotificationCancelledEvent.parse(event.payload);
+      return { ...next, status: "cancelled", ...(sendAt !== null ? { sendAt } : {}), outcome: { type, at, timedOut: false }, failureReason: null };
+    }
     case "FailedNotificationSentToInternalTeamEvent":
       return { ...next, alert: { at, operations: FailedNotificationSentToInternalTeamEvent.parse(event.payload).operations } };
     default:

@@ -124,7 +124,7 @@ export async function prepareClientOperations(
       const op = SendNotificationToEntityOp.safeParse({
         entityId: request.entityId,
         ...rendered.email,
-        ...(rendered.slack ? { slack: { mrkdwn: rendered.slack.text } } : {}),
+        ...(rendered.slack ? { slack: { mrkdwn: rendered.slack.text, ...(rendered.slack.blocks ? { blocks: rendered.slack.blocks } : {}) } } : {}),
         ...(request.channels ? { channels: request.channels } : {}),
         ...(request.category !== undefined ? { category: request.category } : {}),
         tags: request.tags,

@@ -137,6 +137,7 @@ function planNotification(
       channelsRequested: op.channels ?? null,
       tags: op.tags,
       ...(op.category !== undefined ? { category: op.category } : {}),
+      ...(op.sendAt !== undefined ? { sendAt: op.sendAt } : {}),
       clientOperation: { stream: record.stream, position: record.position },
     }),
     "skip_if_id_and_type_exists",
@@ -252,9 +253,16 @@ export function channelOperation(
     settings,
   );
   // A template's own Slack content is the message's mrkdwn body (sanitised when posted, src/slack/format.ts),
-  // in place of one made from the email's Markdown.
+  // in place of one made from the email's Markdown; its Block Kit blocks, when it has them, are the message's blocks.
   if (plan.channel === "slack" && op.slack !== undefined) {
-    return { type: operation.type, payload: SendSlackMessageOp.parse({ ...(operation.payload as object), mrkdwn: fitSlackText(op.slack.mrkdwn) }) };
+    return {
+      type: operation.type,
+      payload: SendSlackMessageOp.parse({
+        ...(operation.payload as object),
+        mrkdwn: fitSlackText(op.slack.mrkdwn),
+        ...(op.slack.blocks !== undefined ? { blocks: op.slack.blocks } : {}),
+      }),
+    };
   }
   return operation;
 }

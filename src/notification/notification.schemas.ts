@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { Channel, categoryKey, entityId } from "../entities/entity.schemas";
+import { SlackBlocks } from "../slack/slack.schemas";
 import { templateKey } from "../templates/template.schemas";
 import { localeTag } from "../util/locale";
 
@@ -52,8 +53,11 @@ export const SendNotificationToEntityOp = z.strictObject({
   template: z.strictObject({ key: templateKey, version: z.number().int().min(1), locale: localeTag.nullable() }).optional(),
   /** The request's variables the template was rendered with. */
   data: z.record(z.string(), z.json()).optional(),
-  /** A template's own Slack content, rendered (mrkdwn): the Slack message's body instead of one made from the email content. */
-  slack: z.strictObject({ mrkdwn: z.string().min(1).max(40_000) }).optional(),
+  /**
+   * A template's own Slack content, rendered: mrkdwn, the Slack message's body instead of one made
+   * from the email content, and the template's Block Kit blocks when it has them (then the mrkdwn is their fallback).
+   */
+  slack: z.strictObject({ mrkdwn: z.string().min(1).max(40_000), blocks: SlackBlocks.optional() }).optional(),
   /** What kind of notification this is (`security`, `marketing`): the entity's preferences for it apply. */
   category: categoryKey.optional(),
   /** Not before this time (UTC): the notification bot's job runs then (consumer run_at_field), and a cancel before it ends the notification. */
@@ -163,6 +167,8 @@ export const SendNotificationRequestedEvent = z.strictObject({
   channelsRequested: z.array(Channel).nullable(),
   tags: z.record(z.string(), z.string()),
   category: z.string().optional(),
+  /** A scheduled notification's time (the client operation's `sendAt`): the view keeps it. Absent: sent at once, or recorded before it was copied here. */
+  sendAt: z.iso.datetime().optional(),
   clientOperation: z.strictObject({ stream: z.string(), position: z.number().int() }),
 });
 export const CouldNotGetOrUseAudienceEvent = z.strictObject({ entityId, reason: z.string() });

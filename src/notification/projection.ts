@@ -178,6 +178,8 @@ export async function buildViews(db: Executor, aggregates: readonly Notification
       tags: aggregate.tags,
       requestedAt: aggregate.requestedAt,
       updatedAt: aggregate.updatedAt,
+      // A scheduled notification: when it was (or is) to be sent.
+      ...(aggregate.sendAt !== undefined ? { sendAt: aggregate.sendAt } : {}),
       outcome: aggregate.outcome,
       failureReason: aggregate.failureReason,
       channels,

@@ -62,6 +62,8 @@ const MAX_BLOCKS = 50;
 export const TIDINGS_EVENT_TYPE = "tidings_message";
 
 type TextObject = { type: "mrkdwn"; text: string } | { type: "plain_text"; text: string };
+/** A Block Kit block a template gave: any type Slack has, checked only for its shape (src/slack/slack.schemas.ts). */
+export type TemplateBlock = { type: string; [field: string]: unknown };
 export type SlackBlock = { type: "header"; text: { type: "plain_text"; text: string } } | { type: "section"; text: TextObject };
 
 /** The arguments tidings passes to chat.postMessage (a subset of the SDK's ChatPostMessageArguments). */
@@ -71,7 +73,7 @@ export interface SlackPostArgs {
   mrkdwn: boolean;
   /** Never turn `@name` or `#channel` typed by a user into mentions. */
   link_names: false;
-  blocks?: SlackBlock[];
+  blocks?: Array<SlackBlock | TemplateBlock>;
   /** Which operation (and attempt) posted the message: what lets a later attempt find it (conversations.history). */
   metadata?: { event_type: string; event_payload: { operation_id: string; attempt?: number } };
 }
@@ -85,6 +87,8 @@ export interface SlackMessageParts {
   mrkdwn?: string;
   /** Shown exactly as typed above a mrkdwn body (a plain_text header). */
   subject?: string;
+  /** A template's Block Kit blocks: posted as they are (their mrkdwn sanitised), with the mrkdwn body (or the text) as the fallback. */
+  blocks?: readonly TemplateBlock[];
   /** Carried in the message's metadata, so that a later attempt can find the message (findPosted). */
   operationId?: string;
   attempt?: number;
@@ -126,6 +130,22 @@ function subjectBlock(subject: string): SlackBlock {
 }
 
 /**
+ * A block with the text of every mrkdwn text object (`{"type": "mrkdwn",
+ * "text": ...}`, in a section's text or fields, a context's elements...)
+ * made safe by sanitizeSlackMrkdwn: a template's variables are rendered into
+ * blocks as they are into `text`, so a `data` value must not become a
+ * mention there either. plain_text objects Slack never formats; they stay.
+ */
+function sanitizeMrkdwnObjects(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sanitizeMrkdwnObjects);
+  if (typeof value !== "object" || value === null) return value;
+  const object = value as Record<string, unknown>;
+  const mapped = Object.fromEntries(Object.entries(object).map(([k, v]) => [k, sanitizeMrkdwnObjects(v)]));
+  if (object.type === "mrkdwn" && typeof object.text === "string") mapped.text = sanitizeSlackMrkdwn(object.text);
+  return mapped;
+}
+
+/**
  * Build chat.postMessage arguments.
  *
  * - Plain text only: sent escaped with `mrkdwn: false`, so `*` and `_` show as typed.
@@ -136,6 +156,9 @@ function subjectBlock(subject: string): SlackBlock {
  * - Without a subject, a body longer than a section block allows is sent as
  *   `text` with mrkdwn on instead (how operations recorded before subjects
  *   were kept apart are still sent).
+ * - With a template's blocks: those blocks (their mrkdwn sanitised), and as
+ *   `text` the sanitised mrkdwn body (mrkdwn on), or the escaped plain text
+ *   when there is none.
  * - With an operation id: message metadata (`tidings_message`, the operation
  *   id and attempt), so a later attempt can tell whether this one was posted.
  */
@@ -145,6 +168,13 @@ export function buildPostMessageArgs(msg: SlackMessageParts): SlackPostArgs {
     ? { metadata: { event_type: TIDINGS_EVENT_TYPE, event_payload: { operation_id: msg.operationId, ...(msg.attempt ? { attempt: msg.attempt } : {}) } } }
     : {};
   const subject = msg.subject?.trim() ? msg.subject : undefined;
+  if (msg.blocks !== undefined && msg.blocks.length > 0) {
+    // A template's own blocks: Slack shows them, and `text` only in notifications and clients without blocks.
+    const blocks = msg.blocks.map((block) => sanitizeMrkdwnObjects(block) as TemplateBlock);
+    return msg.mrkdwn === undefined || msg.mrkdwn.trim() === ""
+      ? { channel: msg.channel, text, mrkdwn: false, link_names: false, blocks, ...metadata }
+      : { channel: msg.channel, text: sanitizeSlackMrkdwn(msg.mrkdwn), mrkdwn: true, link_names: false, blocks, ...metadata };
+  }
   if (msg.mrkdwn === undefined || msg.mrkdwn.trim() === "") {
     return { channel: msg.channel, text, mrkdwn: false, link_names: false, ...metadata };
   }

@@ -114,6 +114,7 @@ export function createSlackBot(): ExternalBot<SlackDeps, SlackSendResult> {
             text: op.text,
             ...(op.mrkdwn === undefined ? {} : { mrkdwn: op.mrkdwn }),
             ...(op.subject === undefined ? {} : { subject: op.subject }),
+            ...(op.blocks === undefined ? {} : { blocks: op.blocks }),
             operationId: op.operationId,
             attempt,
           },

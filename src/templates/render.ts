@@ -2,6 +2,7 @@ import { Liquid, LiquidError } from "liquidjs";
 import MarkdownIt from "markdown-it";
 import sanitizeHtml from "sanitize-html";
 import { UnprocessableError, ValidationError } from "../errors/errors";
+import { SlackBlocks } from "../slack/slack.schemas";
 import type { RenderedContent, TemplateContent, TemplateInput } from "./template.schemas";
 
 /**
@@ -75,10 +76,27 @@ function fieldsOf(template: TemplateInput): Array<{ path: string; text: string; 
   const add = (prefix: string, content: TemplateContent) => {
     for (const [name, text] of Object.entries(content.email)) if (text !== undefined) out.push({ path: `${prefix}email.${name}`, text, html: name === "html" });
     if (content.slack) out.push({ path: `${prefix}slack.text`, text: content.slack.text, html: false });
+    for (const [path, text] of stringsIn(content.slack?.blocks ?? [], `${prefix}slack.blocks`)) out.push({ path, text, html: false });
   };
   add("", template);
   for (const [locale, content] of Object.entries(template.locales ?? {})) add(`locales.${locale}.`, content);
   return out;
+}
+
+/** Every string value inside a JSON value (Block Kit blocks), with its path (`slack.blocks.0.text.text`); keys are not Liquid. */
+function stringsIn(value: unknown, path: string): Array<[string, string]> {
+  if (typeof value === "string") return [[path, value]];
+  if (Array.isArray(value)) return value.flatMap((v, i) => stringsIn(v, `${path}.${i}`));
+  if (typeof value === "object" && value !== null) return Object.entries(value).flatMap(([k, v]) => stringsIn(v, `${path}.${k}`));
+  return [];
+}
+
+/** A JSON value with every string value replaced by `render(path, string)`. */
+function mapStrings(value: unknown, path: string, render: (path: string, text: string) => string): unknown {
+  if (typeof value === "string") return render(path, value);
+  if (Array.isArray(value)) return value.map((v, i) => mapStrings(v, `${path}.${i}`, render));
+  if (typeof value === "object" && value !== null) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, mapStrings(v, `${path}.${k}`, render)]));
+  return value;
 }
 
 /** Parse every field of a template, so one that is not valid Liquid is refused when it is written (400 naming the field). */
@@ -138,9 +156,28 @@ export function renderTemplate(key: string, template: TemplateInput, scope: Rend
   const htmlPart = md !== undefined ? markdownToEmailHtml(md) : e.html !== undefined ? sanitizeEmailHtml(render("email.html", e.html, html)) : undefined;
   const slack = chosen.content.slack ? render("slack.text", chosen.content.slack.text) : undefined;
   if (slack !== undefined && slack.trim() === "") throw new TemplateRenderError(key, `${prefix}slack.text`, "rendered empty");
+  const blocks = chosen.content.slack?.blocks === undefined ? undefined : renderBlocks(key, `${prefix}slack.blocks`, chosen.content.slack.blocks, render);
   return {
     locale: chosen.locale,
     email: { subject, text, ...(htmlPart !== undefined ? { html: htmlPart } : {}), ...(md !== undefined ? { markdown: md } : {}) },
-    ...(slack !== undefined ? { slack: { text: slack } } : {}),
+    ...(slack !== undefined ? { slack: { text: slack, ...(blocks !== undefined ? { blocks } : {}) } } : {}),
   };
+}
+
+/**
+ * Block Kit blocks with Liquid rendered in every string value (the same
+ * strict variables as every other field; a missing one names its path,
+ * `slack.blocks.0.text.text`), checked again after rendering: a variable can
+ * empty a block's `type` or make the blocks heavier than a message takes.
+ * mrkdwn in them is sanitised when posted (src/slack/format.ts), as the
+ * `text` is, so `data` cannot add a mention.
+ */
+function renderBlocks(key: string, path: string, blocks: SlackBlocks, render: (field: string, text: string) => string): SlackBlocks {
+  const rendered = mapStrings(blocks, "slack.blocks", render);
+  const checked = SlackBlocks.safeParse(rendered);
+  if (!checked.success) {
+    const issue = checked.error.issues[0]!;
+    throw new TemplateRenderError(key, [path, ...issue.path.map(String)].join("."), `rendered blocks that Slack cannot take: ${issue.message}`);
+  }
+  return checked.data;
 }

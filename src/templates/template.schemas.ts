@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { SlackBlocks } from "../slack/slack.schemas";
 import { localeTag } from "../util/locale";
 
 /**
@@ -30,12 +31,16 @@ export const EmailContent = z
 export type EmailContent = z.infer<typeof EmailContent>;
 
 /**
- * Slack content: mrkdwn text, posted as the message body. Absent: the
- * message is made from the email content (its Markdown as mrkdwn, or its
- * text), as for a notification sent without a template.
+ * Slack content: mrkdwn text, posted as the message body, and optional Block
+ * Kit `blocks` (Liquid in every string value), posted as the message's
+ * blocks with `text` as the fallback Slack shows in notifications and in
+ * clients without blocks. Absent: the message is made from the email content
+ * (its Markdown as mrkdwn, or its text), as for a notification sent without
+ * a template.
  */
 export const SlackContent = z.strictObject({
   text: z.string().min(1).max(40_000),
+  blocks: SlackBlocks.optional(),
 });
 export type SlackContent = z.infer<typeof SlackContent>;
 
@@ -78,5 +83,5 @@ export interface RenderedContent {
   /** The locale variant used, or null for the default content. */
   locale: string | null;
   email: { subject: string; text: string; html?: string; markdown?: string };
-  slack?: { text: string };
+  slack?: { text: string; blocks?: SlackBlocks };
 }

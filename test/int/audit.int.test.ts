@@ -21,13 +21,16 @@ import { claim, setStreamDisabled, transition } from "../../src/streams/handling
 import { Streams } from "../../src/notification/streams";
 import { asOwner, createTestDatabase, declareTestStream, waitFor } from "../helpers/db";
 import { createEntity, enqueueForGoneEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
+import { apiKey, startApi, type TestApi } from "../helpers/api";
 
 /**
  * The audit views against a database where real deliveries happened: one
  * notification delivered on both channels, one retried after a 451, one whose
  * Slack message fails with channel_not_found, one whose email is refused with
  * 550, one to an unknown entity, a preference change, and an operator's
- * archive and stream switch. The queries of docs/audit.md are run from the
+ * archive and stream switch; then, over HTTP, two versions of a template
+ * sent to eve (one each), and two scheduled notifications, one of them
+ * cancelled. The queries of docs/audit.md are run from the
  * document itself, so the documentation cannot drift from the views.
  */
 
@@ -35,7 +38,11 @@ const ROOT = path.resolve(__dirname, "../..");
 jest.setTimeout(60_000);
 
 let app: Tidings;
-const ids = { ada: "", di: "", bob: "", cy: "", nobody: "" };
+let api: TestApi;
+const ids = { ada: "", di: "", bob: "", cy: "", nobody: "", eveV1: "", eveV2: "", scheduled: "", cancelled: "" };
+/** An instant between eve's two template notifications, and the sendAt of the scheduled ones. */
+let betweenTemplateVersions: Date;
+const SEND_AT = new Date(Date.now() + 86_400_000).toISOString();
 /** An instant between ada's first version and her preference change. */
 let beforePreferenceChange: Date;
 let failuresBeforeArchive: AuditFailure[];
@@ -94,9 +101,36 @@ beforeAll(async () => {
   );
   await inTransaction(app.t.db, "operator", (tx) => setStreamDisabled(tx, Streams.slackOperations, "slack_bot", true, { actor: "alice", reason: "Slack workspace migration" }));
   await inTransaction(app.t.db, "operator", (tx) => setStreamDisabled(tx, Streams.slackOperations, "slack_bot", false, { actor: "alice", reason: "migration done" }));
+
+  // Over HTTP: eve gets version 1 of a template, then version 2.
+  api = await startApi(app.t);
+  const admin = await apiKey(app.t, ["admin"]);
+  const producer = await apiKey(app.t, ["producer"]);
+  const putTemplate = async (subject: string) => {
+    const answer = await api.call("PUT", "/v1/templates/report-ready", { key: admin, body: { email: { subject, text: "Hello {{ entity.name }}." } } });
+    expect(answer.status).toBeLessThan(300);
+  };
+  const post = async (body: Record<string, unknown>) => {
+    const answer = await api.call("POST", "/v1/notifications", { key: producer, body });
+    expect(answer.status).toBe(202);
+    return answer.json.id as string;
+  };
+  await createEntity(app.t, "eve", person({ name: "Eve", email: "eve@example.com", slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }));
+  await putTemplate("Report {{ data.n }} is ready");
+  ids.eveV1 = await post({ entityId: "eve", template: "report-ready", data: { n: 1 } });
+  await waitForOutcome(app.t, ids.eveV1);
+  betweenTemplateVersions = (await app.t.query("select clock_timestamp() as now")).rows[0].now;
+  await putTemplate("Your report {{ data.n }} is ready");
+  ids.eveV2 = await post({ entityId: "eve", template: "report-ready", data: { n: 2 } });
+  await waitForOutcome(app.t, ids.eveV2);
+  // Two scheduled for tomorrow; one cancelled.
+  ids.scheduled = await post({ entityId: "eve", subject: "Tomorrow's invoice", text: "Attached.", category: "billing", sendAt: SEND_AT });
+  ids.cancelled = await post({ entityId: "eve", subject: "Tomorrow's offer", text: "Never mind.", sendAt: SEND_AT });
+  expect((await api.call("POST", `/v1/notifications/${ids.cancelled}/cancel`, { key: producer })).status).toBe(200);
 }, 120_000);
 
 afterAll(async () => {
+  await api?.close();
   await app?.stop();
 });
 
@@ -229,7 +263,17 @@ const DOC_CHECKS: Record<string, () => Promise<void>> = {
     // three alerts (which carry the failed notification's tracking id).
     // Not cy's email (550) nor bob's Slack message (channel_not_found).
     expect(rows.map((r) => `${r.channel} ${r.notification_id}`).sort()).toEqual(
-      [`email ${ids.ada}`, `slack ${ids.ada}`, `email ${ids.di}`, `email ${ids.bob}`, `email ${ids.bob}`, `email ${ids.cy}`, `email ${ids.nobody}`].sort(),
+      [
+        `email ${ids.ada}`,
+        `slack ${ids.ada}`,
+        `email ${ids.di}`,
+        `email ${ids.bob}`,
+        `email ${ids.bob}`,
+        `email ${ids.cy}`,
+        `email ${ids.nobody}`,
+        `email ${ids.eveV1}`,
+        `email ${ids.eveV2}`,
+      ].sort(),
     );
     const seconds = rows.map((r) => r.seconds);
     expect(seconds.every((s) => s >= 0)).toBe(true);
@@ -240,7 +284,7 @@ const DOC_CHECKS: Record<string, () => Promise<void>> = {
     const rows = await auditorRows<{ day: Date; status: string; notifications: number }>(docQuery("outcomes-per-day"));
     const perStatus: Record<string, number> = {};
     for (const r of rows) perStatus[r.status] = (perStatus[r.status] ?? 0) + r.notifications;
-    expect(perStatus).toEqual({ sent: 2, partially_sent: 1, failed: 2 });
+    expect(perStatus).toEqual({ sent: 4, partially_sent: 1, failed: 2, scheduled: 1, cancelled: 1 });
   },
 
   "notification-timeline": async () => {
@@ -278,6 +322,31 @@ const DOC_CHECKS: Record<string, () => Promise<void>> = {
     expect(await auditorRows(docQuery("notifications-of-entity"))).toEqual([
       expect.objectContaining({ tracking_id: ids.ada, subject: "Report for ada", status: "sent", failure_reason: null }),
     ]);
+  },
+
+  "template-version-on-day": async () => {
+    const window = (from: Date, to: Date): Array<[string, string]> => [
+      ["entity_id = 'ada'", "entity_id = 'eve'"],
+      ["timestamptz '2026-03-03 00:00:00+00'", `timestamptz '${from.toISOString()}'`],
+      ["timestamptz '2026-03-04 00:00:00+00'", `timestamptz '${to.toISOString()}'`],
+    ];
+    const all = await auditorRows(docQuery("template-version-on-day", window(new Date(Date.now() - 3_600_000), new Date(Date.now() + 60_000))));
+    expect(all).toEqual([
+      expect.objectContaining({ tracking_id: ids.eveV1, template_key: "report-ready", template_version: 1, template_locale: null, subject: "Report 1 is ready", status: "sent" }),
+      expect.objectContaining({ tracking_id: ids.eveV2, template_key: "report-ready", template_version: 2, subject: "Your report 2 is ready", status: "sent" }),
+    ]);
+    // Asked about the time before version 2: version 1 only. eve's raw notifications (no template) are never listed.
+    const before = await auditorRows(docQuery("template-version-on-day", window(new Date(Date.now() - 3_600_000), betweenTemplateVersions)));
+    expect(before.map((r) => [r.tracking_id, r.template_version])).toEqual([[ids.eveV1, 1]]);
+  },
+
+  "scheduled-and-cancelled": async () => {
+    const rows = await auditorRows(docQuery("scheduled-and-cancelled"));
+    expect(rows).toHaveLength(2);
+    const byId = new Map(rows.map((r) => [r.tracking_id, r]));
+    expect(byId.get(ids.scheduled)).toMatchObject({ status: "scheduled", entity_id: "eve", subject: "Tomorrow's invoice", category: "billing", cancelled_at: null });
+    expect(byId.get(ids.cancelled)).toMatchObject({ status: "cancelled", subject: "Tomorrow's offer", category: null, cancelled_at: expect.any(Date) });
+    for (const r of rows) expect(r.send_at.toISOString()).toBe(SEND_AT);
   },
 
   "internal-alerts": async () => {

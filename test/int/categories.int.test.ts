@@ -1,4 +1,4 @@
-import { waitFor } from "../helpers/db";
+import { waitFor, type TestLogin } from "../helpers/db";
 import { apiKey, startApi, type TestApi } from "../helpers/api";
 import { startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 import { findRecords } from "../../src/streams/read";
@@ -102,4 +102,59 @@ it("a category's own channels replace the entity's defaults; an unknown category
   const bad = await send({ entityId: "bob", category: "Billing!", subject: "x", text: "y" });
   expect(bad.status).toBe(400);
   expect(bad.json.errors[0].path).toBe("category");
+});
+
+describe("the SQL functions take a category and a time to send at, as the HTTP API does", () => {
+  let shop: TestLogin;
+  beforeAll(async () => {
+    shop = await app.t.createLogin({ prefix: "catshop", grants: ["tidings_client"] });
+    await api.call("PUT", "/v1/entities/cleo", {
+      key: keys.entities,
+      body: { kind: "user", name: "Cleo", email: "cleo@example.com", preferences: { channels: ["email"], categories: { marketing: { optedOut: "all" } } } },
+    });
+  });
+
+  it("send_notification_to_entity and _to_entities with a category: the entity's preferences for it apply", async () => {
+    const marketing = (await shop.pool.query("select notification.send_notification_to_entity('cleo', 'SQL sale', 'Half price.', category => 'marketing') as id")).rows[0].id;
+    const { rows } = await shop.pool.query(
+      "select * from notification.send_notification_to_entities(array['cleo', 'bob'], 'SQL sign-in', 'Was it you?', channels => array['email'], category => 'security')",
+    );
+    expect(rows.map((r) => r.entity_id)).toEqual(["cleo", "bob"]);
+    expect((await settled(marketing)).status).toBe("not_sent");
+    expect((await waitForOutcome(app.t, marketing)).payload).toMatchObject({ category: "marketing" });
+    for (const r of rows) expect((await settled(r.tracking_id)).status).toBe("sent");
+    const ops = await findRecords(app.t.adminDb, Streams.notificationClientOperations, { ids: [marketing, ...rows.map((r) => r.tracking_id)] });
+    expect(ops.map((o) => (o.payload as { category: string }).category).sort()).toEqual(["marketing", "security", "security"]);
+    expect(app.smtp.messages.filter((m) => m.subject === "SQL sale")).toEqual([]);
+    await waitFor(async () => app.smtp.messages.find((m) => m.to.includes("cleo@example.com") && m.subject === "SQL sign-in"), { what: "Cleo's security email" });
+  });
+
+  it("send_at: a schedule like sendAt's, scheduled until then and cancellable; a repeat under the same key is the same notification", async () => {
+    const query = `select notification.send_notification_to_entity('cleo', 'SQL digest', 'Tomorrow.', send_at => $1, idempotency_key => 'digest-1') as id`;
+    const tomorrow = new Date(Date.now() + 86_400_000);
+    const id = (await shop.pool.query(query, [tomorrow])).rows[0].id as string;
+    const [op] = await findRecords(app.t.adminDb, Streams.notificationClientOperations, { ids: [id] });
+    const sendAt = (op!.payload as { sendAt: string }).sendAt;
+    // Written as the HTTP API writes it (UTC, milliseconds), and the job is due then.
+    expect(sendAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(sendAt).toBe(tomorrow.toISOString());
+    const { rows: jobs } = await app.t.query<{ run_at: Date }>("select run_at from graphile_worker.jobs where key = $1", [
+      `notification.client_operations:notification_bot:${op!.position}`,
+    ]);
+    expect(jobs[0]!.run_at.toISOString()).toBe(sendAt);
+    expect((await api.call("GET", `/v1/notifications/${id}`, { key: keys.reader })).json).toMatchObject({ status: "scheduled", sendAt });
+
+    // The same call again (a retry of the caller's transaction): the same notification, not a second one.
+    expect((await shop.pool.query(query, [tomorrow])).rows[0].id).toBe(id);
+    // The same key for another time is another request: refused.
+    await expect(shop.pool.query(query, [new Date(tomorrow.getTime() + 60_000)])).rejects.toThrow(/idempotency key/);
+    const cancel = await api.call("POST", `/v1/notifications/${id}/cancel`, { key: keys.producer });
+    expect(cancel.json).toMatchObject({ status: "cancelled", sendAt });
+  });
+
+  it("refuses a bad category or an infinite send_at, naming the argument", async () => {
+    await expect(shop.pool.query("select notification.send_notification_to_entity('cleo', 's', 't', category => 'Billing!')")).rejects.toThrow(/category: must be/);
+    await expect(shop.pool.query("select notification.send_notification_to_entity('cleo', 's', 't', send_at => 'infinity')")).rejects.toThrow(/send_at: must be a finite time/);
+    await expect(shop.pool.query("select * from notification.send_notification_to_entities(array['cleo'], 's', 't', category => '')")).rejects.toThrow(/category: must be/);
+  });
 });

@@ -64,6 +64,13 @@ const handlingOf = async (id: string) => {
   );
   return rows[0]?.status;
 };
+const getView = (id: string) => api.call("GET", `/v1/notifications/${id}`, { key: keys.reader });
+const listScheduled = async () => {
+  const page = await api.call("GET", "/v1/notifications?status=scheduled&limit=100", { key: keys.reader });
+  expect(page.status).toBe(200);
+  for (const item of page.json.items) expect(item).toMatchObject({ status: "scheduled", sendAt: expect.any(String) });
+  return page.json.items;
+};
 const mailsWith = (subject: string) => app.smtp.messages.filter((m) => m.subject === subject);
 
 it("a scheduled send is a record and a job at its time; run early it waits, and after a restart past its time it is sent", async () => {
@@ -75,12 +82,16 @@ it("a scheduled send is a record and a job at its time; run early it waits, and 
   expect((await clientOp(id)).payload).toMatchObject({ sendAt });
   const { rows } = await app.t.query<{ run_at: Date }>("select run_at from graphile_worker.jobs where key = $1", [await jobKey(id)]);
   expect(rows[0]!.run_at.toISOString()).toBe(sendAt);
+  // Until its time, GET and the list say it is scheduled, and for when.
+  expect((await getView(id)).json).toEqual({ id, status: "scheduled", sendAt, entity: { id: "ada" }, requestedAt: expect.any(String) });
+  expect((await listScheduled()).map((n: { id: string }) => n.id)).toContain(id);
 
   // Early by construction: the job runs now; the bot waits for sendAt and sends nothing.
   await runJobNow(id);
   await waitFor(async () => ((await handlingOf(id)) === "AvailableAfterSelfCancellation" ? true : undefined), { what: "the early run to wait" });
   expect(await findRecords(app.t.adminDb, Streams.notificationEvents, { ids: [id] })).toEqual([]);
   expect(mailsWith("Tomorrow's digest")).toEqual([]);
+  expect((await getView(id)).json).toMatchObject({ status: "scheduled", sendAt });
 
   // Restart: new workers whose clock is past sendAt; the schedule was kept in the database.
   await app.worker!.stop();
@@ -89,6 +100,16 @@ it("a scheduled send is a record and a job at its time; run early it waits, and 
   const outcome = await waitForOutcome(app.t, id);
   expect(outcome.type).toBe("SentOnAllPreparedChannelsEvent");
   expect(mailsWith("Tomorrow's digest")).toHaveLength(1);
+  // Sent: the view says so, and still for when it was scheduled; the list of scheduled ones no longer has it.
+  const sent = await waitFor(
+    async () => {
+      const v = (await getView(id)).json;
+      return v.status === "sent" ? v : undefined;
+    },
+    { what: "the sent view" },
+  );
+  expect(sent.sendAt).toBe(sendAt);
+  expect((await listScheduled()).map((n: { id: string }) => n.id)).not.toContain(id);
   // Cancelling after the send is too late.
   const late = await api.call("POST", `/v1/notifications/${id}/cancel`, { key: keys.producer });
   expect(late.status).toBe(409);
@@ -101,7 +122,9 @@ it("a cancel before the time ends it as cancelled, with no alert, and the job se
   await startWorkers(0);
   const answer = await send({ entityId: "ada", subject: "Cancelled digest", text: "Never sent.", delay: "P1D" });
   const id = answer.json.id as string;
-  expect(Date.parse(((await clientOp(id)).payload as { sendAt: string }).sendAt) - Date.now()).toBeGreaterThan(DAY - 60_000);
+  const sendAt = ((await clientOp(id)).payload as { sendAt: string }).sendAt;
+  expect(Date.parse(sendAt) - Date.now()).toBeGreaterThan(DAY - 60_000);
+  expect((await getView(id)).json).toMatchObject({ status: "scheduled", sendAt });
 
   const cancel = await api.call("POST", `/v1/notifications/${id}/cancel`, { key: keys.producer });
   expect(cancel.status).toBe(200);
@@ -114,6 +137,8 @@ it("a cancel before the time ends it as cancelled, with no alert, and the job se
     { what: "the cancelled view" },
   );
   expect(view.outcome).toMatchObject({ type: "NotificationCancelledEvent" });
+  expect(view.sendAt).toBe(sendAt);
+  expect((await listScheduled()).map((n: { id: string }) => n.id)).not.toContain(id);
 
   // Even if its job runs (now, or past its time), nothing is sent.
   await app.worker!.stop();
@@ -140,4 +165,70 @@ it("refuses sendAt with delay, a bad duration, and cancelling a notification tha
   expect(refused.status).toBe(409);
   expect(refused.json.detail).toMatch(/not scheduled/);
   expect((await api.call("POST", "/v1/notifications/00000000-0000-4000-8000-000000000000/cancel", { key: keys.producer })).status).toBe(404);
+});
+
+/** How many sessions wait for this notification's lock (pg_locks: an advisory bigint key is classid, then objid). */
+const waitingForLock = async (id: string) => {
+  const { rows } = await app.t.query<{ n: number }>(
+    `select count(*)::int as n from pg_locks
+     where locktype = 'advisory' and not granted and ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)`,
+    [`notification ${id}`],
+  );
+  return rows[0]!.n;
+};
+
+// PostgreSQL grants a lock to its waiters in the order they came, so which one queued first decides: both orders are tried.
+it.each(["cancel", "send"] as const)("a cancel and the due send at once (%s queued first on the notification's lock): exactly one of them happens", async (first) => {
+  // Workers for whom the notification is due, so its job sends when it runs.
+  await app.worker?.stop();
+  await startWorkers(DAY + 60_000);
+  const subject = `Raced digest, ${first} first`;
+  const answer = await send({ entityId: "ada", subject, text: "Cancelled or sent, not both.", delay: "P1D" });
+  const id = answer.json.id as string;
+
+  // Collide by construction: hold the notification's lock, start both (one queued before the other), see both wait, release.
+  const holder = await app.t.adminPool.connect();
+  let cancelling: Promise<{ status: number; json: any }> | undefined;
+  try {
+    await holder.query("begin");
+    await holder.query("select pg_advisory_xact_lock(hashtextextended($1, 0))", [`notification ${id}`]);
+    // The cancel's answer is awaited after the release (it waits for the lock); the job is only made due.
+    const start = {
+      cancel: async () => {
+        cancelling = api.call("POST", `/v1/notifications/${id}/cancel`, { key: keys.producer });
+      },
+      send: () => runJobNow(id),
+    };
+    await start[first]();
+    await waitFor(async () => ((await waitingForLock(id)) === 1 ? true : undefined), { what: `the ${first} waiting for the notification's lock` });
+    await start[first === "cancel" ? "send" : "cancel"]();
+    await waitFor(async () => ((await waitingForLock(id)) === 2 ? true : undefined), { what: "the cancel and the send both waiting for the lock" });
+  } finally {
+    await holder.query("rollback");
+    holder.release();
+  }
+  const cancel = await cancelling!;
+  // The job ends either way: it sent, or found the notification cancelled.
+  await waitFor(async () => ((await handlingOf(id)) === "Completed" ? true : undefined), { what: "the notification's job to end" });
+
+  const events = (await findRecords(app.t.adminDb, Streams.notificationEvents, { ids: [id] })).map((e) => e.type);
+  const emailOps = await findRecords(app.t.adminDb, Streams.emailOperations, { ids: [id] });
+  if (first === "cancel") {
+    // Cancelled, and nothing prepared or sent.
+    expect(cancel.status).toBe(200);
+    expect(events).toEqual(["SendNotificationRequestedEvent", "NotificationCancelledEvent"]);
+    expect(emailOps).toEqual([]);
+    expect(mailsWith(subject)).toEqual([]);
+  } else {
+    // Sent once, and the cancel is too late.
+    expect(cancel).toMatchObject({ status: 409, json: { detail: expect.stringMatching(/already sent/) } });
+    const outcome = await waitForOutcome(app.t, id);
+    expect(outcome.type).toBe("SentOnAllPreparedChannelsEvent");
+    expect(events).not.toContain("NotificationCancelledEvent");
+    expect(emailOps).toHaveLength(1);
+    await waitFor(async () => (mailsWith(subject).length === 1 ? true : undefined), { what: "the one email" });
+  }
+  expect(events.filter((e) => e === "SendNotificationRequestedEvent")).toHaveLength(1);
+  await app.worker!.stop();
+  app.worker = null;
 });

@@ -68,3 +68,34 @@ describe("the scheduler (cancels scheduled notifications)", () => {
     await expect(inTransaction(t.db, "scheduler", (tx) => sql`update notification.events set payload = '{}'`.execute(tx))).rejects.toThrow(/permission denied|append-only/);
   });
 });
+
+describe("the SQL enqueue functions of migrations/0008_feature_gaps.sql", () => {
+  const calls = [
+    "select notification.send_notification_to_entity('ada', 's', 't', category => 'security', send_at => now() + interval '1 day')",
+    "select * from notification.send_notification_to_entities(array['ada'], 's', 't', category => 'security', send_at => now() + interval '1 day')",
+  ];
+  beforeAll(async () => {
+    await t.query(
+      `insert into entity.events (id, type, payload) values ('ada', 'EntityChangedEvent', '{"entity": {"id": "ada", "kind": "user", "name": "Ada", "email": "ada@example.com", "slack": null, "preferences": {"channels": ["email"], "optedOut": [], "delivery": "all"}}}')`,
+    );
+  });
+
+  it("are the client's alone: every other actor and a login without tidings_client are refused", async () => {
+    for (const actor of ["reader", "auditor", "operator", "notification_bot", "webhook_bot", "template_admin", "scheduler"]) {
+      for (const call of calls) await expect(inTransaction(t.db, actor, (tx) => sql.raw(call).execute(tx))).rejects.toThrow(/permission denied for (function|schema)/);
+    }
+    const nobody = await t.createLogin({ prefix: "nocat", grants: [] });
+    const client = await t.createLogin({ prefix: "cat", grants: ["tidings_client"] });
+    try {
+      for (const call of calls) await expect(nobody.pool.query(call)).rejects.toThrow(/permission denied for (function|schema)/);
+      for (const call of calls) await expect(client.pool.query(call)).resolves.toMatchObject({ rowCount: 1 });
+      // The webhook endpoints' guard is a trigger's, callable by nobody.
+      for (const role of [nobody.name, "tidings_webhook_bot", "tidings_client", "tidings_reader"]) {
+        const { rows } = await t.query("select has_function_privilege($1, 'webhook.tg_guard_endpoint_writers()', 'execute') as may", [role]);
+        expect({ role, may: rows[0].may }).toEqual({ role, may: false });
+      }
+    } finally {
+      await Promise.all([nobody.pool.end(), client.pool.end()]);
+    }
+  });
+});

@@ -107,6 +107,40 @@ describe("webhook streams", () => {
     }
   });
 
+  it("the webhook bot appends only a disabling to the endpoints: not a registration (a forged URL) nor a removal (a client's deliveries stopped)", async () => {
+    const forged = [
+      {
+        id: "wh_forgedbybot",
+        type: "WebhookEndpointRegisteredEvent",
+        payload: { url: "http://169.254.169.254/latest/meta-data", events: null, description: null, registeredBy: "webhook_bot" },
+      },
+      { id: endpointId, type: "WebhookEndpointRemovedEvent", payload: { removedBy: "webhook_bot" } },
+    ];
+    for (const record of forged) {
+      await expect(inTransaction(t.db, "webhook_bot", (tx) => appendOne(tx, WebhookStreams.endpoints, record))).rejects.toThrow(
+        `the webhook bot may append only WebhookEndpointDisabledEvent to webhook.endpoints, not ${record.type}`,
+      );
+    }
+    // The same through the engine's SQL append, and by a plain INSERT.
+    await expect(
+      run(
+        "webhook_bot",
+        `select * from tidings.append('webhook.endpoints', '[{"id": "${endpointId}", "type": "WebhookEndpointRemovedEvent", "payload": {"removedBy": "x"}}]'::jsonb)`,
+      ),
+    ).rejects.toThrow(/may append only WebhookEndpointDisabledEvent/);
+    await expect(
+      run("webhook_bot", `insert into webhook.endpoints (id, type, payload) values ('${endpointId}', 'WebhookEndpointRemovedEvent', '{"removedBy": "x"}')`),
+    ).rejects.toThrow(/may append only WebhookEndpointDisabledEvent/);
+    const { rows } = await t.query("select type from webhook.endpoints where id in ($1, 'wh_forgedbybot') order by position", [endpointId]);
+    expect(rows.map((r) => r.type)).toEqual(["WebhookEndpointRegisteredEvent"]);
+
+    // What it is there for still works, and the admin still registers and removes.
+    const disabled = { id: endpointId, type: "WebhookEndpointDisabledEvent", payload: { reason: "kept failing", failedDeliveries: [] } };
+    await expect(inTransaction(t.db, "webhook_bot", (tx) => appendOne(tx, WebhookStreams.endpoints, disabled))).resolves.toMatchObject({ written: true });
+    const removal = { id: endpointId, type: "WebhookEndpointRemovedEvent", payload: { removedBy: "admin" } };
+    await expect(inTransaction(t.db, "webhook_admin", (tx) => appendOne(tx, WebhookStreams.endpoints, removal))).resolves.toMatchObject({ written: true });
+  });
+
   it("neither stream is changed or removed, by its own producers or the operator", async () => {
     for (const [actor, table] of [
       ["webhook_bot", "webhook.deliveries"],

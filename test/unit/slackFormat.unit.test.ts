@@ -111,3 +111,37 @@ describe("buildPostMessageArgs", () => {
     });
   });
 });
+
+describe("buildPostMessageArgs with a template's Block Kit blocks", () => {
+  const blocks = [
+    { type: "header", text: { type: "plain_text", text: "<!here> stays text" } },
+    { type: "section", text: { type: "mrkdwn", text: "hi <!channel> <https://x.example|x>" }, fields: [{ type: "mrkdwn", text: "a & b" }] },
+    {
+      type: "context",
+      elements: [
+        { type: "mrkdwn", text: "<@U123>" },
+        { type: "image", image_url: "https://x.example/a.png", alt_text: "<a>" },
+      ],
+    },
+  ];
+
+  it("posts the blocks with every mrkdwn text sanitised and plain text untouched, the mrkdwn body as the fallback", () => {
+    const args = buildPostMessageArgs({ channel: "#c", text: "Subject\n\nplain <b>", mrkdwn: "*body* <!here>", blocks });
+    expect(args).toMatchObject({ text: "*body* &lt;!here&gt;", mrkdwn: true });
+    expect(args.blocks).toEqual([
+      blocks[0],
+      { type: "section", text: { type: "mrkdwn", text: "hi &lt;!channel&gt; <https://x.example|x>" }, fields: [{ type: "mrkdwn", text: "a &amp; b" }] },
+      {
+        type: "context",
+        elements: [
+          { type: "mrkdwn", text: "&lt;@U123&gt;" },
+          { type: "image", image_url: "https://x.example/a.png", alt_text: "<a>" },
+        ],
+      },
+    ]);
+  });
+
+  it("without a mrkdwn body, the escaped plain text is the fallback", () => {
+    expect(buildPostMessageArgs({ channel: "#c", text: "plain <b>", blocks })).toMatchObject({ text: "plain &lt;b&gt;", mrkdwn: false, blocks: expect.any(Array) });
+  });
+});

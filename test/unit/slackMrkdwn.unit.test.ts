@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { composeSlackParts } from "../../src/slack/compose";
-import { buildPostMessageArgs, sanitizeSlackMrkdwn } from "../../src/slack/format";
+import { buildPostMessageArgs, sanitizeSlackMrkdwn, type SlackBlock } from "../../src/slack/format";
 import { disguisedLink, markdownToMrkdwn } from "../../src/slack/mrkdwn";
 
 /** What Slack would read as a control sequence or entity once web/mail links and blockquote markers are set aside. */
@@ -190,7 +190,7 @@ describe("the subject of a Slack notification", () => {
     expect(parts.mrkdwn!.length).toBeLessThanOrEqual(40_000);
     const args = buildPostMessageArgs({ channel: "#big", ...parts });
     expect(args.blocks!.length).toBeLessThanOrEqual(50);
-    for (const block of args.blocks!.slice(1)) expect(block.text.text.length).toBeLessThanOrEqual(3000);
+    for (const block of args.blocks!.slice(1) as SlackBlock[]) expect(block.text.text.length).toBeLessThanOrEqual(3000);
   });
 });
 
