@@ -148,6 +148,35 @@ export const ResendReportResponse = z.looseObject({
   warnings: z.array(z.string()),
 });
 
+// --- Templates -----------------------------------------------------------------------
+
+export const TemplateListQuery = z.strictObject({
+  after: z.string().max(100).optional().describe("`next` of the previous page (the last key it listed); omit for the first page"),
+  limit: z
+    .string()
+    .regex(/^\d{1,9}$/, "must be a whole number from 1 to 500")
+    .transform(Number)
+    .pipe(z.number().min(1, "must be at least 1").max(500, "must be at most 500"))
+    .optional()
+    .describe("a whole number from 1 to 500; default 100"),
+});
+
+export const TemplateListResponse = z.object({
+  items: z
+    .array(
+      z.object({
+        key: z.string(),
+        version: z.number().int().describe("The current version"),
+        description: z.string().nullable(),
+        locales: z.array(z.string()).describe("The locale variants of the current version"),
+        updatedAt: z.string().describe("When the current version was recorded"),
+        updatedBy: z.string(),
+      }),
+    )
+    .describe("Templates by key"),
+  next: z.string().nullable().describe("Give as `after` for the next page; null: this was the last"),
+});
+
 // --- Health -------------------------------------------------------------------------
 
 export const HealthResponse = z.object({

@@ -157,6 +157,11 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await other.goto(`${api.url}/console/#/failures`);
     await other.getByText("Your key reads only").waitFor();
     await expect(other.getByRole("button", { name: /Re-drive/ }).count()).resolves.toBe(0);
+    // Templates: read and previewed, not written.
+    await api.call("PUT", "/v1/templates/welcome", { key: admin, body: { email: { subject: "Welcome, {{ entity.name }}", text: "Hello." } } });
+    await other.goto(`${api.url}/console/#/templates/welcome`);
+    await other.getByText("Your key reads only: a new version needs an admin key.").waitFor();
+    await expect(other.getByLabel(/The template as JSON/).count()).resolves.toBe(0);
     await other.close();
   });
 
@@ -171,6 +176,63 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.getByRole("button", { name: "Save" }).click();
     await page.getByRole("heading", { name: /^Now \(version 2/ }).waitFor();
     await page.getByText("changed: email").waitFor();
+  });
+
+  it("lists templates, diffs two versions and previews one live with sample data", async () => {
+    const put = async (template: unknown) => {
+      const answer = await api.call("PUT", "/v1/templates/report-ready", { key: admin, body: template });
+      expect(answer.status).toBeLessThan(300);
+    };
+    await put({
+      description: "A report is ready",
+      email: { subject: "Report {{ data.report }} is ready", text: "Hello {{ entity.name }},\nyour report is ready.\nThe reports team" },
+    });
+    await put({
+      description: "A report is ready",
+      email: { subject: "Report {{ data.report }} is ready", text: "Hello {{ entity.name }},\nyour report is ready at {{ data.url }}.\nThe reports team" },
+      slack: { text: "*{{ data.report }}* is ready: <{{ data.url }}|open it>" },
+    });
+    await page.goto(`${api.url}/console/#/templates`);
+    const row = page.locator("#templates tbody tr", { hasText: "report-ready" });
+    await row.getByText("A report is ready").waitFor();
+    await expect(row.locator("td").nth(2).textContent()).resolves.toBe("2");
+    await row.getByRole("link", { name: "report-ready" }).click();
+
+    await page.getByRole("heading", { name: "Versions (2)" }).waitFor();
+    // Version 1 against version 2 (the default pair): the changed line, removed and added; the new Slack field.
+    await page.getByLabel("From").selectOption("1");
+    await page.getByLabel("To").selectOption("2");
+    const text = page.getByRole("region", { name: "email.text: changed" });
+    await text.locator("del", { hasText: "your report is ready." }).waitFor();
+    await text.locator("ins", { hasText: "your report is ready at {{ data.url }}." }).waitFor();
+    await expect(text.locator("del").count()).resolves.toBe(1);
+    await page.getByRole("region", { name: "slack.text: added" }).waitFor();
+    await page.getByText("Unchanged: description, email.subject").waitFor();
+
+    // Live preview: rendered as the operator types, for an entity.
+    await page.getByLabel("Entity id (optional)").fill("ada");
+    await page.getByLabel("Sample data (JSON object)").fill('{"report": "Q3", "url": "https://reports.example.test/q3"}');
+    await page.locator("#preview-subject", { hasText: "Report Q3 is ready" }).waitFor();
+    await page.getByRole("article", { name: "Email preview" }).getByText("your report is ready at https://reports.example.test/q3.").waitFor();
+    await page.getByRole("article", { name: "Slack preview" }).getByText("*Q3* is ready").waitFor();
+    await shot("templates");
+    // A missing variable: the problem names it.
+    await page.getByLabel("Sample data (JSON object)").fill('{"report": "Q3"}');
+    await page.getByRole("alert").filter({ hasText: "cannot be rendered with this data" }).filter({ hasText: "data.url" }).waitFor();
+    // Not JSON: said so before any request.
+    await page.getByLabel("Sample data (JSON object)").fill('{"report": ');
+    await page.getByRole("alert").filter({ hasText: "The sample data is not usable" }).waitFor();
+  });
+
+  it("saves a new version of a template from the page (admin)", async () => {
+    await page.goto(`${api.url}/console/#/templates/report-ready`);
+    const editor = page.getByLabel(/The template as JSON/);
+    await editor.waitFor();
+    await editor.fill((await editor.inputValue()).replace("The reports team", "The analytics team"));
+    await page.getByRole("button", { name: "Save as a new version" }).click();
+    await page.getByRole("heading", { name: "Versions (3)" }).waitFor();
+    await page.getByText("Version 3 recorded.").waitFor();
+    await page.getByRole("region", { name: "email.text: changed" }).locator("ins", { hasText: "The analytics team" }).waitFor();
   });
 
   it("shows health: workers, queues, lag, failures and stream sizes", async () => {

@@ -336,6 +336,33 @@ describe("GET /v1/health and /v1/me", () => {
   });
 });
 
+describe("GET /v1/templates", () => {
+  it("lists every template by key with its current version, a page at a time", async () => {
+    const put = async (key: string, subject: string, extra: Record<string, unknown> = {}) =>
+      expect((await api.call("PUT", `/v1/templates/${key}`, { key: admin, body: { email: { subject, text: "Hello." }, ...extra } })).status).toBeLessThan(300);
+    await put("b-digest", "Digest");
+    await put("a-welcome", "Welcome", { description: "First mail" });
+    await put("a-welcome", "Welcome!", { description: "First mail", locales: { fr: { email: { subject: "Bienvenue", text: "Bonjour." } } } });
+    await put("c-reset", "Reset");
+    const first = await get("/v1/templates?limit=2");
+    expect(first.status).toBe(200);
+    expect(first.json.items).toEqual([
+      { key: "a-welcome", version: 2, description: "First mail", locales: ["fr"], updatedAt: expect.any(String), updatedBy: expect.stringContaining("console-admin") },
+      { key: "b-digest", version: 1, description: null, locales: [], updatedAt: expect.any(String), updatedBy: expect.any(String) },
+    ]);
+    expect(first.json.next).toBe("b-digest");
+    const second = await get(`/v1/templates?limit=2&after=${first.json.next}`);
+    expect(second.json).toEqual({ items: [expect.objectContaining({ key: "c-reset", version: 1 })], next: null });
+  });
+
+  it("refuses a bad limit (400 naming it) and a key without the reader scope (403)", async () => {
+    const bad = await get("/v1/templates?limit=0");
+    expect(bad.status).toBe(400);
+    expect(bad.text).toContain("limit");
+    expect((await get("/v1/templates", producer)).status).toBe(403);
+  });
+});
+
 describe("/console", () => {
   it("serves the page under a Content-Security-Policy that runs only its own scripts", async () => {
     const page = await api.call("GET", "/console/");
