@@ -3,7 +3,8 @@ import type { Executor } from "../db/database";
 import { readTrail } from "../streams/trail";
 import { NotificationRecordTypes } from "../notification/notification.schemas";
 import { allChannels, channelOf } from "../notification/channels";
-import type { Channel } from "../entities/entity.schemas";
+import { EntityRecordTypes, type Channel } from "../entities/entity.schemas";
+import { EntityStreams } from "../entities/entity.streams";
 import { encodeListCursor, type ListCursor, type NotificationStatus } from "./schemas";
 
 /**
@@ -51,15 +52,22 @@ function destinationText(channel: string) {
 /**
  * The list's text search (the console's search box): the tracking id or its
  * start, or a part of the subject, or of an address an operation of the
- * notification was sent to (each channel's destination). A scan of the
- * matching rows' payloads: fine for an operator's search, not for a client's
- * hot path.
+ * notification was sent to (each channel's destination), or of the current
+ * email address or Slack destination of the entity it is for: an operator
+ * who searches for "ada@example.com" wants Ada's notifications, including
+ * those not sent by email or not prepared yet, which no operation names the
+ * address in. A scan of the matching rows' payloads (and of the entities'
+ * latest versions): fine for an operator's search, not for a client's hot path.
  */
 function textMatches(q: string) {
   const pattern = `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
   const prefix = `${q.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
   const destinations = allChannels.map((c) => sql`exists (select 1 from ${sql.table(c.streams.operations)} d where d.id = o.id and ${destinationText(c.name)} ilike ${pattern})`);
-  return sql`(o.id like ${prefix} or o.payload->>'subject' ilike ${pattern} or ${sql.join(destinations, sql` or `)})`;
+  const entities = sql`o.payload->>'entityId' in (
+      select l.id from (select distinct on (e.id) e.id, e.type, e.payload from ${sql.table(EntityStreams.events)} e order by e.id, e.position desc) l
+      where l.type = ${EntityRecordTypes.EntityChangedEvent}
+        and (l.payload->'entity'->>'email' ilike ${pattern} or l.payload->'entity'->>'slack' ilike ${pattern}))`;
+  return sql`(o.id like ${prefix} or o.payload->>'subject' ilike ${pattern} or ${sql.join(destinations, sql` or `)} or ${entities})`;
 }
 
 /**

@@ -57,6 +57,21 @@ describe("GET /v1/notifications: channel, until and text filters", () => {
     expect(ids(await get(`/v1/notifications?q=${toCy.slice(0, 8)}`))).toEqual([toCy]);
   });
 
+  it("finds an entity's notifications by its current contact details, even those no operation sent to that address", async () => {
+    // Dee gets Slack only: no operation of hers names her email address.
+    await createEntity(
+      tidings.t,
+      "dee",
+      person({ name: "Dee", email: "dee@example.test", slack: "#dee-desk", preferences: { channels: ["slack"], optedOut: [], delivery: "all" } }),
+    );
+    const toDee = await send("dee", "Your build finished");
+    await waitForOutcome(tidings.t, toDee);
+    expect(ids(await get("/v1/notifications?q=DEE%40example.test"))).toEqual([toDee]);
+    // The address is matched as text like the others: a part of it, any case; not another entity's.
+    expect(ids(await get("/v1/notifications?q=dee%40example"))).toEqual([toDee]);
+    expect(ids(await get("/v1/notifications?q=nobody%40example.test"))).toEqual([]);
+  });
+
   it("takes % and _ in the text literally", async () => {
     expect(ids(await get("/v1/notifications?q=%25"))).toEqual([toCy]);
     expect(ids(await get("/v1/notifications?q=y_1"))).toEqual([toCy]);

@@ -72,7 +72,7 @@ export async function activityPage(main, _me, params) {
         else location.hash = hash;
       },
     },
-    h("div", { class: "wide" }, field("Search (tracking id, subject, recipient address)", q)),
+    h("div", { class: "wide" }, field("Search (tracking id, subject, recipient address, the entity's email or Slack)", q)),
     field("Status", status),
     field("Entity", entity),
     field("Channel", channel),
