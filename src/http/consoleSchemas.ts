@@ -106,6 +106,12 @@ const PlannedChange = FailedRecord.omit({ since: true, recordedAt: true }).exten
   outcome: z.enum(["would change", "changed", "failed"]),
   error: z.string().nullable(),
   details: z.record(z.string(), z.unknown()).nullable().describe("The lineage written with the change (executed only)"),
+  failure: z
+    .enum(["transient", "permanent"])
+    .nullable()
+    .describe(
+      "redrive-failed's dry run: how the record's last failure was classified (permanent, e.g. a 5.1.1 bounce: re-driving sends the same operation again and will most likely fail the same way; correct the entity and resend instead). null: not known, or not a re-drive's dry run",
+    ),
 });
 
 export const ActionReportResponse = z.object({

@@ -137,6 +137,13 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await row.getByRole("button", { name: "Re-drive…" }).click();
     const panel = page.getByRole("region", { name: /Re-drive record .*: dry run/ });
     await panel.getByText("1 record(s) would change").waitFor();
+    // The keyboard is in the panel, not left on the button (or dropped on the page's body).
+    await expect(panel.evaluate((el) => el.contains((globalThis as unknown as { document: { activeElement: unknown } }).document.activeElement as typeof el))).resolves.toBe(true);
+    // A 5.1.1 bounce is permanent: the dry run says so beside the buttons, naming them.
+    const warning = panel.getByText("This failure is permanent.");
+    await warning.waitFor();
+    await panel.getByText(/“Execute” would send the same message to the same address again.*then use “Resend to current details…” here/).waitFor();
+    await expect(panel.getByRole("button", { name: "Execute" }).getAttribute("aria-describedby")).resolves.toMatch(/^permanent-/);
     await shot("failures");
     // No reason, no action.
     await panel.getByRole("button", { name: "Execute" }).click();

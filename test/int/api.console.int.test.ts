@@ -269,12 +269,14 @@ describe("failures and repairs over HTTP", () => {
       dryRun: true,
       selected: 1,
       changed: 0,
-      changes: [{ id: failed, status: "Failed", to: "AvailableAfterFailure", outcome: "would change" }],
+      // A 5.1.1 bounce is a permanent failure: re-driving it repeats it, which the dry run says.
+      changes: [{ id: failed, status: "Failed", to: "AvailableAfterFailure", outcome: "would change", failure: "permanent" }],
     });
     expect(await operatorChanges()).toBe(0);
 
     const done = await api.call("POST", "/v1/admin/actions/redrive-failed", { key: admin, body: { notification: failed, execute: true, reason: "mailbox fixed" } });
     expect(done.json).toMatchObject({ dryRun: false, changed: 1, actor: "api-key:console-admin", reason: "mailbox fixed" });
+    expect(done.json.changes[0].failure).toBeNull();
     expect(done.json.changes[0].details).toMatchObject({ tool: "redrive", verb: "redrive-failed", redriveOf: { lastError: expect.stringMatching(/no such mailbox/) } });
     // The same lineage `npm run redrive` writes, in the same audit view.
     const { rows } = await tidings.t.query("select actor, reason, details->>'verb' as verb from audit.redrives where record_id = $1", [failed]);

@@ -29,6 +29,7 @@ export async function failuresPage(main, me) {
                       title: `${label.replace(/…$/, "")} ${title}`,
                       request: verb === "resend" ? ["POST", "/v1/admin/resend", { notification: body.notification }] : ["POST", `/v1/admin/actions/${verb}`, body],
                       onDone: load,
+                      resendLabel: verbs.find(([, v]) => v === "resend")?.[0],
                     }),
                 },
                 label,

@@ -209,14 +209,16 @@ function repairSection(me, id, view, reload) {
   if (!me.can("admin")) return h("p", { class: "muted" }, "Your key reads only: repairs need an admin key.");
   const host = h("div");
   const failed = (view.channels ?? []).some((c) => c.status === "failed");
-  const button = (label, title, request) => h("button", { type: "button", class: "secondary", onclick: () => openAction(host, { title, request, onDone: reload }) }, label);
+  const resendLabel = failed ? "Resend to current details…" : undefined;
+  const button = (label, title, request) =>
+    h("button", { type: "button", class: "secondary", onclick: () => openAction(host, { title, request, onDone: reload, resendLabel }) }, label);
   return [
     h("h2", {}, "Repair"),
     h(
       "div",
       { class: "row" },
       button("Re-drive failed records…", "Re-drive this notification's failed records", ["POST", "/v1/admin/actions/redrive-failed", { notification: id }]),
-      failed ? button("Resend to current details…", "Resend the failed channels to the entity's current details", ["POST", "/v1/admin/resend", { notification: id }]) : null,
+      failed ? button(resendLabel, "Resend the failed channels to the entity's current details", ["POST", "/v1/admin/resend", { notification: id }]) : null,
       button("Archive failures…", "Archive this notification's failures", ["POST", "/v1/admin/actions/archive-failed", { notification: id }]),
       button("Cancel stuck records…", "Cancel this notification's records stuck running", ["POST", "/v1/admin/actions/cancel-running", { notification: id, requeue: true }]),
     ),
