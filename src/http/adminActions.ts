@@ -1,4 +1,5 @@
 import type { ApiPrincipal } from "../auth/apiKeys";
+import { sql } from "kysely";
 import { inTransaction, type Db } from "../db/database";
 import { readTrail } from "../streams/trail";
 import { NotFoundError } from "../errors/errors";
@@ -117,6 +118,24 @@ async function failureClasses(db: Db, changes: OperatorReport["changes"]): Promi
   return classes;
 }
 
+/** How many days back the failures page counts archived failures: "nothing waits" should not hide what operators just put away. */
+export const ARCHIVED_DAYS = 7;
+
+/**
+ * Failures an operator archived lately (audit.redrives, the operators'
+ * changes of handling, read as the auditor): with nothing failed, the
+ * console says nothing waits rather than that nothing failed.
+ */
+async function recentlyArchived(db: Db) {
+  const { rows } = await inTransaction(db, "auditor", async (tx) => {
+    await sql`set transaction read only`.execute(tx);
+    return sql<{ n: number; last_at: Date | null }>`
+      select count(*)::int as n, max(at) as last_at from audit.redrives
+      where to_status = 'ArchivedAfterFailure' and at > now() - make_interval(days => ${ARCHIVED_DAYS})`.execute(tx);
+  });
+  return { days: ARCHIVED_DAYS, count: rows[0]?.n ?? 0, lastAt: rows[0]?.last_at?.toISOString() ?? null };
+}
+
 function reportJson(report: OperatorReport, classes: Map<string, FailureClass> = new Map()) {
   return {
     ...report,
@@ -158,6 +177,7 @@ export function adminActionRoutes(ctx: RouteContext, tools: OperatorTools | unde
           failed: groupFailures(stuck.failed.records),
           running: stuck.running.records.map(recordJson),
           matched: { failed: stuck.failed.matched, running: stuck.running.matched },
+          archived: await recentlyArchived(db),
         });
       },
     }),

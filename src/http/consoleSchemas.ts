@@ -71,6 +71,9 @@ export const FailuresResponse = z.object({
   failed: z.array(FailureGroup).describe("Failed, with no retry to come: grouped by channel (stream and concern) and error, largest group first"),
   running: z.array(FailedRecord).describe("Running for longer than `stuckAfter`: a worker may have died holding them (cancel-running)"),
   matched: z.object({ failed: z.number().int(), running: z.number().int() }),
+  archived: z
+    .object({ days: z.number().int(), count: z.number().int(), lastAt: z.string().nullable() })
+    .describe("Failures operators archived in the last `days` days (audit.redrives): no longer waiting, still in their notifications' stories"),
 });
 
 export const FailuresQuery = z.strictObject({

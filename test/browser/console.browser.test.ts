@@ -158,6 +158,22 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await shot("story-after-redrive");
   });
 
+  it("archives the last failure: the page says nothing waits any more, and that one was archived", async () => {
+    tidings.smtp.rejectRecipient("bob@example.test", 550, "5.1.1 <bob@example.test>: no such mailbox");
+    const id = await send("bob", "Invoice reminder");
+    await waitForOutcome(tidings.t, id);
+    tidings.smtp.reset();
+    await page.goto(`${api.url}/console/#/failures`);
+    const row = page.locator("tr", { hasText: id });
+    await row.getByRole("button", { name: "Archive…" }).click();
+    const panel = page.getByRole("region", { name: /Archive record .*: dry run/ });
+    await panel.getByLabel(/Reason/).fill("the customer left; nothing to send");
+    await panel.getByRole("button", { name: "Execute" }).click();
+    await page.getByText("Nothing is waiting for an operator").waitFor();
+    await page.locator("#archived", { hasText: "1 failure was archived by an operator in the last 7 days" }).waitFor();
+    await expect(page.getByText("Nothing has failed").count()).resolves.toBe(0);
+  });
+
   it("shows a reader what it may see, and no repair", async () => {
     const other = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     await signIn(other, reader);

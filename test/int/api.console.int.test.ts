@@ -244,6 +244,7 @@ describe("failures and repairs over HTTP", () => {
     const group = answer.json.failed.find((g: any) => g.records.some((r: any) => r.id === failed));
     expect(group).toMatchObject({ channel: "email", stream: "email.operations", concern: "email_bot", count: 1 });
     expect(group.error).toMatch(/no such mailbox/);
+    expect(answer.json.archived).toEqual({ days: 7, count: 0, lastAt: null });
   });
 
   const operatorChanges = async () => (await tidings.t.query("select count(*)::int as n from audit.redrives where record_id = $1", [failed])).rows[0].n;
