@@ -188,6 +188,19 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await other.close();
   });
 
+  it("lists entities with a filter; clicking one opens it", async () => {
+    await page.goto(`${api.url}/console/#/entities`);
+    const rows = page.locator("#entities tbody tr");
+    await rows.filter({ hasText: "Ada Lovelace" }).waitFor();
+    await rows.filter({ hasText: "Bob Builder" }).waitFor();
+    await page.getByLabel("Filter (id, name or email)").fill("builder");
+    await rows.filter({ hasText: "Ada Lovelace" }).waitFor({ state: "detached" });
+    await expect(rows.count()).resolves.toBe(1);
+    await rows.getByRole("link", { name: "bob" }).click();
+    await page.getByRole("heading", { name: "Entity bob" }).waitFor();
+    await page.getByRole("heading", { name: /^Now \(version 1/ }).waitFor();
+  });
+
   it("shows an entity and its history, and edits it", async () => {
     await page.goto(`${api.url}/console/#/entities/ada`);
     await page.getByRole("heading", { name: /^Now \(version 1/ }).waitFor();
