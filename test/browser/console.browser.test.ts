@@ -120,8 +120,17 @@ describeWithBrowser("the operator console, in Chromium", () => {
   it("shows a new notification live, without reloading", async () => {
     await page.goto(`${api.url}/console/#/activity`);
     await page.getByText("Live: new and changed notifications appear here.").waitFor();
+    // A mark on this page: it is gone if the page reloads.
+    await page.evaluate("window.stillTheSamePage = true");
     const id = await send("ada", "Arrives while you watch");
-    await page.locator(`#activity tbody tr[data-id="${id}"]`).getByText("Arrives while you watch").waitFor({ timeout: 20_000 });
+    const row = page.locator(`#activity tbody tr[data-id="${id}"]`);
+    await row.getByText("Arrives while you watch").waitFor();
+    // Its outcome changes in place as the events arrive: sent, on both channels.
+    await row.locator("td[data-label=Outcome] .badge", { hasText: "sent" }).waitFor();
+    await expect(row.locator("td[data-label=Channels] .badge", { hasText: "sent" }).count()).resolves.toBe(2);
+    await expect(page.evaluate("window.stillTheSamePage")).resolves.toBe(true);
+    // Every event received is on the page: nothing is left to look for again.
+    await page.locator("#live-state[data-pending='0']").waitFor({ state: "attached" });
   });
 
   it("re-drives a failure: a dry run, then executed with a reason; the outcome changes", async () => {

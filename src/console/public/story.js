@@ -297,13 +297,28 @@ export async function storyPage(main, me, id) {
     }
   }
 
-  // This notification's events reload the page (views follow events by a moment: a second look later).
+  // This notification's events reload the page, one load at a time (events arriving meanwhile
+  // cost one more); followUp looks again while the view has not caught up with the events.
   // The stream opens before the first load, so nothing written in between goes unseen.
-  let timers = [];
+  let loading = false;
+  let dirty = false;
+  async function reload() {
+    if (loading) {
+      dirty = true;
+      return;
+    }
+    loading = true;
+    try {
+      do {
+        dirty = false;
+        await load(false).catch(() => {});
+      } while (dirty);
+    } finally {
+      loading = false;
+    }
+  }
   const stop = followEvents((event) => {
-    if (event.id !== id) return;
-    for (const t of timers) clearTimeout(t);
-    timers = [setTimeout(() => void load(false), 300), setTimeout(() => void load(false), 2000)];
+    if (event.id === id) void reload();
   });
   await stop.ready;
   try {
@@ -315,7 +330,6 @@ export async function storyPage(main, me, id) {
   fill(body, summary, fixed, story);
   return () => {
     stop();
-    for (const t of timers) clearTimeout(t);
     clearTimeout(followTimer);
   };
 }
