@@ -164,6 +164,10 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.goto(`${api.url}/console/#/notifications/${id}`);
     await page.locator("#status").getByText("sent", { exact: true }).waitFor({ timeout: 20_000 });
     await page.locator("ol.trail").getByText("mailbox restored by the customer").first().waitFor({ state: "attached" });
+    // The notification's own email first; the alert its failure set off under a heading of its own, after it.
+    const headings = await page.locator("#story h2").allTextContents();
+    expect(headings.indexOf("Email as sent")).toBe(0);
+    expect(headings.indexOf("Alert email to the internal team")).toBeGreaterThan(0);
     await shot("story-after-redrive");
   });
 

@@ -247,6 +247,28 @@ describe("failures and repairs over HTTP", () => {
     expect(answer.json.archived).toEqual({ days: 7, count: 0, lastAt: null });
   });
 
+  it("tells a failed notification's story in order: a cause before its effects, the notification's records before the alert they set off", async () => {
+    // The alert is written after the failure outcome, in its own transactions: wait for its email to be sent.
+    const records = await waitFor(
+      async () => {
+        const answer = (await get(`/v1/notifications/${failed}/events`)).json.records as { stream: string; position: number; type: string; payload: any; causedBy: any }[];
+        return answer.some((r) => r.stream === "email.events" && r.type === "SucceededInSendingEmailEvent") ? answer : null;
+      },
+      { what: "the internal alert's email to be sent", timeoutMs: 20_000 },
+    );
+    const at = (test: (r: (typeof records)[number]) => boolean) => records.findIndex(test);
+    expect(records[0]!.type).toBe("SendNotificationToEntityOp");
+    for (const [i, r] of records.entries()) {
+      if (!r.causedBy) continue;
+      const cause = at((c) => c.stream === r.causedBy.stream && c.position === r.causedBy.position);
+      if (cause >= 0) expect({ record: `${r.stream}#${r.position}`, causeFirst: cause < i }).toEqual({ record: `${r.stream}#${r.position}`, causeFirst: true });
+    }
+    // Written in one transaction each: the notification's event first, then what it sends.
+    expect(at((r) => r.type === "SendNotificationRequestedEvent")).toBeLessThan(at((r) => r.type === "SendEmailOp" && r.payload.purpose === "notification"));
+    expect(at((r) => r.type === "FailedNotificationSentToInternalTeamEvent")).toBeLessThan(at((r) => r.type === "SendEmailOp" && r.payload.purpose === "internal_alert"));
+    expect(at((r) => r.type === "SendEmailOp" && r.payload.purpose === "notification")).toBeLessThan(at((r) => r.type === "AlertInternalTeamOp"));
+  });
+
   const operatorChanges = async () => (await tidings.t.query("select count(*)::int as n from audit.redrives where record_id = $1", [failed])).rows[0].n;
 
   it("refuses to act for a reader (403), without a reason (400), and without naming records (400); none of it changes anything", async () => {

@@ -54,12 +54,12 @@ function trailItem(r) {
   );
 }
 
-/** The email as it was sent: the operation (what was sent) and the event that says how it went. */
-function emailSection(records) {
-  const ops = records.filter((r) => r.stream === "email.operations");
+/** The email as it was sent: the operation (what was sent) and the event that says how it went. `purpose`: the notification's own, or alerts about it. */
+function emailSection(records, purpose, title) {
+  const ops = records.filter((r) => r.stream === "email.operations" && r.payload?.purpose === purpose);
   if (ops.length === 0) return null;
   return [
-    h("h2", {}, "Email as sent"),
+    h("h2", {}, title),
     ops.map((op) => {
       const p = op.payload;
       const outcome = records.filter((r) => r.stream === "email.events" && r.payload?.operationId === p.operationId).at(-1);
@@ -102,11 +102,11 @@ function emailSection(records) {
   ];
 }
 
-function slackSection(records) {
-  const ops = records.filter((r) => r.stream === "slack.operations");
+function slackSection(records, purpose, title) {
+  const ops = records.filter((r) => r.stream === "slack.operations" && r.payload?.purpose === purpose);
   if (ops.length === 0) return null;
   return [
-    h("h2", {}, "Slack message as posted"),
+    h("h2", {}, title),
     ops.map((op) => {
       const p = op.payload;
       const outcome = records.filter((r) => r.stream === "slack.events" && r.payload?.operationId === p.operationId).at(-1);
@@ -270,8 +270,11 @@ export async function storyPage(main, me, id) {
       );
     fill(
       story,
-      emailSection(trail.records),
-      slackSection(trail.records),
+      // The notification's own messages first; the alerts its failure set off after them.
+      emailSection(trail.records, "notification", "Email as sent"),
+      slackSection(trail.records, "notification", "Slack message as posted"),
+      emailSection(trail.records, "internal_alert", "Alert email to the internal team"),
+      slackSection(trail.records, "internal_alert", "Alert on Slack to the internal team"),
       h("h2", {}, `Every record (${trail.records.length}), in order`),
       h("ol", { class: "trail" }, trail.records.map(trailItem)),
     );
