@@ -282,6 +282,14 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.getByRole("heading", { name: "Versions (3)" }).waitFor();
     await page.getByText("Version 3 recorded.").waitFor();
     await page.getByRole("region", { name: "email.text: changed" }).locator("ins", { hasText: "The analytics team" }).waitFor();
+    // A new key: its first version written from the list page.
+    await page.goto(`${api.url}/console/#/templates`);
+    await page.getByLabel(/^Key/).fill("password-reset");
+    await page.getByRole("button", { name: "Write its first version" }).click();
+    await page.getByText("No version yet: write the first one below.").waitFor();
+    await page.getByRole("button", { name: "Save as a new version" }).click();
+    await page.getByText("Version 1 recorded.").waitFor();
+    await page.getByRole("heading", { name: "Versions (1)" }).waitFor();
   });
 
   it("shows health: workers, queues, lag, failures and stream sizes", async () => {

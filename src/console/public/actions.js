@@ -63,8 +63,8 @@ function permanentWarning(report, executeLabel, resendLabel) {
   return h(
     "p",
     { class: "notice bad", id: `permanent-${Math.random().toString(36).slice(2)}` },
-    h("strong", {}, permanent.length === report.changes.length ? "This failure is permanent. " : `${permanent.length} of these failures are permanent. `),
-    errors.length ? h("span", { class: "mono" }, errors.join("; ")) : null,
+    h("strong", {}, permanent.length === report.changes.length ? "This failure is permanent." : `${permanent.length} of these failures are permanent.`),
+    errors.length ? [" (", h("span", { class: "mono" }, errors.join("; ")), ")"] : null,
     ` “${executeLabel}” would send the same message to the same address again, and it will most likely fail the same way. Correct the entity's contact details first (Entities page), then ${where}.`,
   );
 }
