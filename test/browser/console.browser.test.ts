@@ -72,6 +72,8 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.goto(`${api.url}/console/`);
     const field = page.getByLabel(/API key/);
     expect(await field.getAttribute("type")).toBe("password");
+    // Before sign-in there is nothing to navigate to.
+    await expect(page.getByRole("navigation", { name: "Console pages" }).isVisible()).resolves.toBe(false);
     await shot("signin");
     await field.fill("tdk_not-a-key");
     await page.getByRole("button", { name: "Sign in" }).click();

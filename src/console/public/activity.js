@@ -147,6 +147,7 @@ export async function activityPage(main, _me, params) {
   // while an event is not shown yet the page looks again, sooner first, then less often, for
   // at most WAIT_MS (a row the filters leave out never shows it).
   const WAIT_MS = 30_000;
+  const MIN_GAP_MS = 300;
   const waiting = new Map(); // tracking id -> { position, since }
   let loading = false;
   let dirty = false;
@@ -179,7 +180,10 @@ export async function activityPage(main, _me, params) {
     loading = true;
     do {
       dirty = false;
+      const started = Date.now();
       await load();
+      // A busy feed would otherwise reload back to back: at most one list read per MIN_GAP_MS.
+      if (dirty && !stopped) await new Promise((resolve) => setTimeout(resolve, Math.max(0, MIN_GAP_MS - (Date.now() - started))));
     } while (dirty && !stopped);
     loading = false;
     settle();
