@@ -259,6 +259,12 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await expect(text.locator("del").count()).resolves.toBe(1);
     await page.getByRole("region", { name: "slack.text: added" }).waitFor();
     await page.getByText("Unchanged: description, email.subject").waitFor();
+    // The console's line diff itself: kept lines, a removal, an addition at the end; from nothing, all added.
+    const diff = (a: string, b: string) =>
+      page.evaluate<string[]>(`import("/console/diff.js").then((m) => m.diffLines(${JSON.stringify(a)}, ${JSON.stringify(b)}).map((l) => l.op + " " + l.text))`);
+    await expect(diff("a\nb\nc\nd", "a\nc\nd\ne")).resolves.toEqual(["same a", "del b", "same c", "same d", "add e"]);
+    await expect(diff("", "x\ny")).resolves.toEqual(["add x", "add y"]);
+    await expect(diff("x\ny", "x\ny")).resolves.toEqual(["same x", "same y"]);
 
     // Live preview: rendered as the operator types, for an entity.
     await page.getByLabel("Entity id (optional)").fill("ada");
