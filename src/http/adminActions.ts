@@ -1,5 +1,7 @@
 import type { ApiPrincipal } from "../auth/apiKeys";
-import type { Db } from "../db/database";
+import { sql } from "kysely";
+import { inTransaction, type Db } from "../db/database";
+import { readTrail } from "../streams/trail";
 import { NotFoundError } from "../errors/errors";
 import { channelOfStream } from "../notification/channels";
 import { ActionBody, ActionVerbParams, FailuresQuery, ResendBody } from "./consoleSchemas";
@@ -91,7 +93,50 @@ export function groupFailures(records: readonly OperatorRecord[]) {
     .map((g) => ({ ...g, count: g.records.length, records: g.records.map(recordJson) }));
 }
 
-function reportJson(report: OperatorReport) {
+type FailureClass = "transient" | "permanent";
+
+/**
+ * How each record's last failure was classified when it failed for good
+ * (the runner's `fail` entry in its handling history: `details.transient`),
+ * keyed by stream, position and concern. Re-driving a permanent failure (a
+ * 5.1.1 bounce: no such mailbox) sends the same operation to the same
+ * address again, so it will most likely fail again: the console warns
+ * before the operator executes it.
+ */
+async function failureClasses(db: Db, changes: OperatorReport["changes"]): Promise<Map<string, FailureClass>> {
+  const classes = new Map<string, FailureClass>();
+  if (changes.length === 0) return classes;
+  const streams = [...new Set(changes.map((c) => c.stream))];
+  const trail = await inTransaction(db, "reader", (tx) => readTrail(tx, [...new Set(changes.map((c) => c.id))], { streams, handlingOf: streams, history: true }));
+  for (const record of trail) {
+    for (const handling of record.handling) {
+      const failed = handling.history.filter((e) => e.action === "fail").at(-1);
+      const transient = (failed?.details as { transient?: unknown } | null | undefined)?.transient;
+      if (typeof transient === "boolean") classes.set(`${record.stream}#${record.position}#${handling.concern}`, transient ? "transient" : "permanent");
+    }
+  }
+  return classes;
+}
+
+/** How many days back the failures page counts archived failures: "nothing waits" should not hide what operators just put away. */
+export const ARCHIVED_DAYS = 7;
+
+/**
+ * Failures an operator archived lately (audit.redrives, the operators'
+ * changes of handling, read as the auditor): with nothing failed, the
+ * console says nothing waits rather than that nothing failed.
+ */
+async function recentlyArchived(db: Db) {
+  const { rows } = await inTransaction(db, "auditor", async (tx) => {
+    await sql`set transaction read only`.execute(tx);
+    return sql<{ n: number; last_at: Date | null }>`
+      select count(*)::int as n, max(at) as last_at from audit.redrives
+      where to_status = 'ArchivedAfterFailure' and at > now() - make_interval(days => ${ARCHIVED_DAYS})`.execute(tx);
+  });
+  return { days: ARCHIVED_DAYS, count: rows[0]?.n ?? 0, lastAt: rows[0]?.last_at?.toISOString() ?? null };
+}
+
+function reportJson(report: OperatorReport, classes: Map<string, FailureClass> = new Map()) {
   return {
     ...report,
     changes: report.changes.map((c) => ({
@@ -109,6 +154,7 @@ function reportJson(report: OperatorReport) {
       outcome: c.outcome,
       error: c.error,
       details: c.details,
+      failure: classes.get(`${c.stream}#${c.position}#${c.concern}`) ?? null,
     })),
   };
 }
@@ -131,6 +177,7 @@ export function adminActionRoutes(ctx: RouteContext, tools: OperatorTools | unde
           failed: groupFailures(stuck.failed.records),
           running: stuck.running.records.map(recordJson),
           matched: { failed: stuck.failed.matched, running: stuck.running.matched },
+          archived: await recentlyArchived(db),
         });
       },
     }),
@@ -143,7 +190,9 @@ export function adminActionRoutes(ctx: RouteContext, tools: OperatorTools | unde
       async handle({ params: { verb }, body, principal }, res) {
         const { execute, reason, requeue, ...selection } = body;
         const report = await operator().runAction(db, verb, selection, { execute, reason, requeue, actor: actorOf(principal) });
-        res.json(reportJson(report));
+        // Only a re-drive's dry run is the moment to say a failure was permanent: the operator has not acted yet.
+        const classes = verb === "redrive-failed" && !execute ? await failureClasses(db, report.changes) : undefined;
+        res.json(reportJson(report, classes));
       },
     }),
     route(ctx, {

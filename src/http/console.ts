@@ -3,13 +3,16 @@ import express, { type RequestHandler } from "express";
 import { sql } from "kysely";
 import { inTransaction } from "../db/database";
 import { packageRoot } from "../util/packageRoot";
+import { TemplateVersionRecorded } from "../templates/template.schemas";
+import { TemplateListQuery } from "./consoleSchemas";
 import { route, type RouteContext, type RouteDef } from "./routes";
 
 /**
  * The operator console (docs/console.md): static files (one HTML page, its
  * stylesheet and a few ES modules, src/console/public) served at /console,
- * and the two endpoints only it needed that the API lacked: who the key is
- * (so the page shows what the key's scopes allow) and the service's health.
+ * and the endpoints only it needed that the API lacked: who the key is
+ * (so the page shows what the key's scopes allow), the service's health and
+ * the list of templates.
  * Everything else the console shows and does goes through the ordinary API
  * endpoints, with the key the operator signed in with.
  */
@@ -52,6 +55,35 @@ export function consoleRoutes(ctx: RouteContext): RouteDef[] {
       scope: "reader",
       async handle(_input, res) {
         res.json(await readHealth(ctx));
+      },
+    }),
+    route(ctx, {
+      method: "get",
+      path: "/v1/templates",
+      scope: "reader",
+      query: TemplateListQuery,
+      async handle({ query }, res) {
+        const limit = query.limit ?? 100;
+        // The newest version of each key (template.versions (id, position)), a page of keys after `after`.
+        const { rows } = await inTransaction(db, "reader", (tx) =>
+          sql<{ id: string; payload: unknown; recorded_at: Date }>`
+            select id, payload, recorded_at from (
+              select distinct on (id) id, payload, recorded_at from template.versions
+              where id > ${query.after ?? ""} order by id, position desc
+            ) t order by id limit ${limit + 1}`.execute(tx),
+        );
+        const items = rows.slice(0, limit).map((r) => {
+          const v = TemplateVersionRecorded.parse(r.payload);
+          return {
+            key: v.key,
+            version: v.version,
+            description: v.template.description ?? null,
+            locales: Object.keys(v.template.locales ?? {}).sort(),
+            updatedAt: r.recorded_at.toISOString(),
+            updatedBy: v.recordedBy,
+          };
+        });
+        res.json({ items, next: rows.length > limit ? items.at(-1)!.key : null });
       },
     }),
   ];

@@ -11,6 +11,8 @@ import {
   NotificationAsOf,
   ResendBody,
   ResendReportResponse,
+  TemplateListQuery,
+  TemplateListResponse,
   WhoAmI,
 } from "./consoleSchemas";
 
@@ -28,6 +30,7 @@ const Failures = FailuresResponse.meta({ id: "FailuresWaiting" });
 const ActionReport = ActionReportResponse.meta({ id: "ActionReport" });
 const ResendReport = ResendReportResponse.meta({ id: "ResendReport" });
 const Health = HealthResponse.meta({ id: "Health" });
+const TemplateList = TemplateListResponse.meta({ id: "TemplateList" });
 
 /** The endpoints the operator console added (src/http/console.ts, eventsStream.ts, adminActions.ts); GET /v1/notifications/{id}?asOf is in openapi.ts. */
 export function consoleOpenApiRoutes(h: OpenApiHelpers): RouteConfig[] {
@@ -90,6 +93,15 @@ export function consoleOpenApiRoutes(h: OpenApiHelpers): RouteConfig[] {
       summary: "Workers and heartbeats, queue depth per task, readers' lag, failures waiting, stream sizes",
       security: security("reader"),
       responses: { 200: { description: "The service's health now", content: json(Health) }, ...authProblems },
+    },
+    {
+      method: "get",
+      path: "/v1/templates",
+      operationId: "listTemplates",
+      summary: "Every template by key, with its current version",
+      security: security("reader"),
+      request: { query: inputOf(TemplateListQuery) },
+      responses: { 200: { description: "A page of templates", content: json(TemplateList) }, ...problems(400), ...authProblems },
     },
   ];
 }

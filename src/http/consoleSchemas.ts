@@ -71,6 +71,9 @@ export const FailuresResponse = z.object({
   failed: z.array(FailureGroup).describe("Failed, with no retry to come: grouped by channel (stream and concern) and error, largest group first"),
   running: z.array(FailedRecord).describe("Running for longer than `stuckAfter`: a worker may have died holding them (cancel-running)"),
   matched: z.object({ failed: z.number().int(), running: z.number().int() }),
+  archived: z
+    .object({ days: z.number().int(), count: z.number().int(), lastAt: z.string().nullable() })
+    .describe("Failures operators archived in the last `days` days (audit.redrives): no longer waiting, still in their notifications' stories"),
 });
 
 export const FailuresQuery = z.strictObject({
@@ -106,6 +109,12 @@ const PlannedChange = FailedRecord.omit({ since: true, recordedAt: true }).exten
   outcome: z.enum(["would change", "changed", "failed"]),
   error: z.string().nullable(),
   details: z.record(z.string(), z.unknown()).nullable().describe("The lineage written with the change (executed only)"),
+  failure: z
+    .enum(["transient", "permanent"])
+    .nullable()
+    .describe(
+      "redrive-failed's dry run: how the record's last failure was classified (permanent, e.g. a 5.1.1 bounce: re-driving sends the same operation again and will most likely fail the same way; correct the entity and resend instead). null: not known, or not a re-drive's dry run",
+    ),
 });
 
 export const ActionReportResponse = z.object({
@@ -146,6 +155,35 @@ export const ResendReportResponse = z.looseObject({
   ),
   request: z.object({ stream: z.string(), position: z.number().int() }).nullable(),
   warnings: z.array(z.string()),
+});
+
+// --- Templates -----------------------------------------------------------------------
+
+export const TemplateListQuery = z.strictObject({
+  after: z.string().max(100).optional().describe("`next` of the previous page (the last key it listed); omit for the first page"),
+  limit: z
+    .string()
+    .regex(/^\d{1,9}$/, "must be a whole number from 1 to 500")
+    .transform(Number)
+    .pipe(z.number().min(1, "must be at least 1").max(500, "must be at most 500"))
+    .optional()
+    .describe("a whole number from 1 to 500; default 100"),
+});
+
+export const TemplateListResponse = z.object({
+  items: z
+    .array(
+      z.object({
+        key: z.string(),
+        version: z.number().int().describe("The current version"),
+        description: z.string().nullable(),
+        locales: z.array(z.string()).describe("The locale variants of the current version"),
+        updatedAt: z.string().describe("When the current version was recorded"),
+        updatedBy: z.string(),
+      }),
+    )
+    .describe("Templates by key"),
+  next: z.string().nullable().describe("Give as `after` for the next page; null: this was the last"),
 });
 
 // --- Health -------------------------------------------------------------------------

@@ -3,7 +3,8 @@ import type { Executor } from "../db/database";
 import { readTrail } from "../streams/trail";
 import { NotificationRecordTypes } from "../notification/notification.schemas";
 import { allChannels, channelOf } from "../notification/channels";
-import type { Channel } from "../entities/entity.schemas";
+import { EntityRecordTypes, type Channel } from "../entities/entity.schemas";
+import { EntityStreams } from "../entities/entity.streams";
 import { encodeListCursor, type ListCursor, type NotificationStatus } from "./schemas";
 
 /**
@@ -71,15 +72,22 @@ function destinationText(channel: string) {
 /**
  * The list's text search (the console's search box): the tracking id or its
  * start, or a part of the subject, or of an address an operation of the
- * notification was sent to (each channel's destination). A scan of the
- * matching rows' payloads: fine for an operator's search, not for a client's
- * hot path.
+ * notification was sent to (each channel's destination), or of the current
+ * email address or Slack destination of the entity it is for: an operator
+ * who searches for "ada@example.com" wants Ada's notifications, including
+ * those not sent by email or not prepared yet, which no operation names the
+ * address in. A scan of the matching rows' payloads (and of the entities'
+ * latest versions): fine for an operator's search, not for a client's hot path.
  */
 function textMatches(q: string) {
   const pattern = `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
   const prefix = `${q.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
   const destinations = allChannels.map((c) => sql`exists (select 1 from ${sql.table(c.streams.operations)} d where d.id = o.id and ${destinationText(c.name)} ilike ${pattern})`);
-  return sql`(o.id like ${prefix} or o.payload->>'subject' ilike ${pattern} or ${sql.join(destinations, sql` or `)})`;
+  const entities = sql`o.payload->>'entityId' in (
+      select l.id from (select distinct on (e.id) e.id, e.type, e.payload from ${sql.table(EntityStreams.events)} e order by e.id, e.position desc) l
+      where l.type = ${EntityRecordTypes.EntityChangedEvent}
+        and (l.payload->'entity'->>'email' ilike ${pattern} or l.payload->'entity'->>'slack' ilike ${pattern}))`;
+  return sql`(o.id like ${prefix} or o.payload->>'subject' ilike ${pattern} or ${sql.join(destinations, sql` or `)} or ${entities})`;
 }
 
 /**
@@ -139,14 +147,66 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
 }
 
 /**
+ * Where a record stands among those its transaction wrote, when nothing
+ * else decides: what the notification is (its operations, events and saga)
+ * before what it sets off on a channel, and the read models last. A
+ * transaction writes several streams at one recorded_at, and the order it
+ * wrote them in is not kept; by stream name, the email operation came
+ * before the notification event of the same step, and an internal alert's
+ * email before the notification event recording that the alert was sent.
+ */
+function rankInTransaction(stream: string): number {
+  const order = ["notification.client_operations", "notification.internal_operations", "notification.events", "notification.sagas"];
+  const at = order.indexOf(stream);
+  if (at >= 0) return at;
+  if (stream === "notification.snapshots" || stream === "notification.views") return order.length + 2;
+  // A channel's operations before its events: an operation is what its events are about.
+  return order.length + (stream.endsWith(".events") ? 1 : 0);
+}
+
+/**
+ * The trail (recorded_at, stream name, position) with each transaction's
+ * records put in an order that follows the story: a record after the one
+ * that caused it when both were written together (an inline follower's
+ * notification event after the channel outcome it reacts to), else by
+ * rankInTransaction, then position. Transactions keep their order.
+ */
+export function inStoryOrder<T extends { stream: string; position: number; txId: string; recordedAt: Date; causedBy: { stream: string; position: number } | null }>(
+  trail: readonly T[],
+): T[] {
+  const groups = new Map<string, T[]>();
+  for (const r of trail) {
+    const key = `${r.recordedAt.getTime()}\u0000${r.txId}`;
+    const group = groups.get(key) ?? [];
+    group.push(r);
+    groups.set(key, group);
+  }
+  const ref = (r: { stream: string; position: number }) => `${r.stream}#${r.position}`;
+  const ordered: T[] = [];
+  for (const group of groups.values()) {
+    const waiting = [...group].sort((a, b) => rankInTransaction(a.stream) - rankInTransaction(b.stream) || a.stream.localeCompare(b.stream) || a.position - b.position);
+    const inGroup = new Set(group.map(ref));
+    const done = new Set<string>();
+    while (waiting.length > 0) {
+      // The first record whose cause, if written in this transaction, is already placed (a cycle cannot be: a cause is written first).
+      const next = waiting.findIndex((r) => !r.causedBy || !inGroup.has(ref(r.causedBy)) || done.has(ref(r.causedBy)));
+      const [r] = waiting.splice(next < 0 ? 0 : next, 1);
+      done.add(ref(r!));
+      ordered.push(r!);
+    }
+  }
+  return ordered;
+}
+
+/**
  * Every record of one notification in every stream the reader may read
  * (the registry, tidings.streams), ordered by recorded_at (transaction
- * time), then stream name, then position; each with, per consuming concern,
- * its current handling status and its whole handling history: the engine's
- * readTrail, shaped for the API.
+ * time), and within one transaction in story order (inStoryOrder); each
+ * with, per consuming concern, its current handling status and its whole
+ * handling history: the engine's readTrail, shaped for the API.
  */
 export async function notificationRecords(db: Executor, id: string) {
-  const trail = await readTrail(db, [id], { history: true });
+  const trail = inStoryOrder(await readTrail(db, [id], { history: true }));
   return trail.map((r) => ({
     stream: r.stream,
     position: r.position,

@@ -95,7 +95,9 @@ export const ListNotificationsQuery = z
       .min(1, "must not be empty")
       .max(200)
       .optional()
-      .describe("Text: a tracking id (or its start), or a case-insensitive part of the subject or of a recipient's address (email address, Slack channel)"),
+      .describe(
+        "Text: a tracking id (or its start), or a case-insensitive part of the subject, of a recipient's address (email address, Slack channel) or of the entity's current email address or Slack destination",
+      ),
     after: ListCursorParam.optional().describe("`next` of the previous page; omit for the first page"),
     cursor: ListCursorParam.optional()
       .describe("Deprecated: the former name of `after` (every list pages with `after` and answers `next`), still accepted")

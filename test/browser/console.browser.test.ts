@@ -72,6 +72,8 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.goto(`${api.url}/console/`);
     const field = page.getByLabel(/API key/);
     expect(await field.getAttribute("type")).toBe("password");
+    // Before sign-in there is nothing to navigate to.
+    await expect(page.getByRole("navigation", { name: "Console pages" }).isVisible()).resolves.toBe(false);
     await shot("signin");
     await field.fill("tdk_not-a-key");
     await page.getByRole("button", { name: "Sign in" }).click();
@@ -120,8 +122,17 @@ describeWithBrowser("the operator console, in Chromium", () => {
   it("shows a new notification live, without reloading", async () => {
     await page.goto(`${api.url}/console/#/activity`);
     await page.getByText("Live: new and changed notifications appear here.").waitFor();
+    // A mark on this page: it is gone if the page reloads.
+    await page.evaluate("window.stillTheSamePage = true");
     const id = await send("ada", "Arrives while you watch");
-    await page.locator(`#activity tbody tr[data-id="${id}"]`).getByText("Arrives while you watch").waitFor({ timeout: 20_000 });
+    const row = page.locator(`#activity tbody tr[data-id="${id}"]`);
+    await row.getByText("Arrives while you watch").waitFor();
+    // Its outcome changes in place as the events arrive: sent, on both channels.
+    await row.locator("td[data-label=Outcome] .badge", { hasText: "sent" }).waitFor();
+    await expect(row.locator("td[data-label=Channels] .badge", { hasText: "sent" }).count()).resolves.toBe(2);
+    await expect(page.evaluate("window.stillTheSamePage")).resolves.toBe(true);
+    // Every event received is on the page: nothing is left to look for again.
+    await page.locator("#live-state[data-pending='0']").waitFor({ state: "attached" });
   });
 
   it("re-drives a failure: a dry run, then executed with a reason; the outcome changes", async () => {
@@ -137,6 +148,13 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await row.getByRole("button", { name: "Re-drive…" }).click();
     const panel = page.getByRole("region", { name: /Re-drive record .*: dry run/ });
     await panel.getByText("1 record(s) would change").waitFor();
+    // The keyboard is in the panel, not left on the button (or dropped on the page's body).
+    await expect(panel.evaluate((el) => el.contains((globalThis as unknown as { document: { activeElement: unknown } }).document.activeElement as typeof el))).resolves.toBe(true);
+    // A 5.1.1 bounce is permanent: the dry run says so beside the buttons, naming them.
+    const warning = panel.getByText("This failure is permanent.");
+    await warning.waitFor();
+    await panel.getByText(/“Execute” would send the same message to the same address again.*then use “Resend to current details…” here/).waitFor();
+    await expect(panel.getByRole("button", { name: "Execute" }).getAttribute("aria-describedby")).resolves.toMatch(/^permanent-/);
     await shot("failures");
     // No reason, no action.
     await panel.getByRole("button", { name: "Execute" }).click();
@@ -148,7 +166,27 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.goto(`${api.url}/console/#/notifications/${id}`);
     await page.locator("#status").getByText("sent", { exact: true }).waitFor({ timeout: 20_000 });
     await page.locator("ol.trail").getByText("mailbox restored by the customer").first().waitFor({ state: "attached" });
+    // The notification's own email first; the alert its failure set off under a heading of its own, after it.
+    const headings = await page.locator("#story h2").allTextContents();
+    expect(headings.indexOf("Email as sent")).toBe(0);
+    expect(headings.indexOf("Alert email to the internal team")).toBeGreaterThan(0);
     await shot("story-after-redrive");
+  });
+
+  it("archives the last failure: the page says nothing waits any more, and that one was archived", async () => {
+    tidings.smtp.rejectRecipient("bob@example.test", 550, "5.1.1 <bob@example.test>: no such mailbox");
+    const id = await send("bob", "Invoice reminder");
+    await waitForOutcome(tidings.t, id);
+    tidings.smtp.reset();
+    await page.goto(`${api.url}/console/#/failures`);
+    const row = page.locator("tr", { hasText: id });
+    await row.getByRole("button", { name: "Archive…" }).click();
+    const panel = page.getByRole("region", { name: /Archive record .*: dry run/ });
+    await panel.getByLabel(/Reason/).fill("the customer left; nothing to send");
+    await panel.getByRole("button", { name: "Execute" }).click();
+    await page.getByText("Nothing is waiting for an operator").waitFor();
+    await page.locator("#archived", { hasText: "1 failure was archived by an operator in the last 7 days" }).waitFor();
+    await expect(page.getByText("Nothing has failed").count()).resolves.toBe(0);
   });
 
   it("shows a reader what it may see, and no repair", async () => {
@@ -157,7 +195,25 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await other.goto(`${api.url}/console/#/failures`);
     await other.getByText("Your key reads only").waitFor();
     await expect(other.getByRole("button", { name: /Re-drive/ }).count()).resolves.toBe(0);
+    // Templates: read and previewed, not written.
+    await api.call("PUT", "/v1/templates/welcome", { key: admin, body: { email: { subject: "Welcome, {{ entity.name }}", text: "Hello." } } });
+    await other.goto(`${api.url}/console/#/templates/welcome`);
+    await other.getByText("Your key reads only: a new version needs an admin key.").waitFor();
+    await expect(other.getByLabel(/The template as JSON/).count()).resolves.toBe(0);
     await other.close();
+  });
+
+  it("lists entities with a filter; clicking one opens it", async () => {
+    await page.goto(`${api.url}/console/#/entities`);
+    const rows = page.locator("#entities tbody tr");
+    await rows.filter({ hasText: "Ada Lovelace" }).waitFor();
+    await rows.filter({ hasText: "Bob Builder" }).waitFor();
+    await page.getByLabel("Filter (id, name or email)").fill("builder");
+    await rows.filter({ hasText: "Ada Lovelace" }).waitFor({ state: "detached" });
+    await expect(rows.count()).resolves.toBe(1);
+    await rows.getByRole("link", { name: "bob" }).click();
+    await page.getByRole("heading", { name: "Entity bob" }).waitFor();
+    await page.getByRole("heading", { name: /^Now \(version 1/ }).waitFor();
   });
 
   it("shows an entity and its history, and edits it", async () => {
@@ -171,6 +227,77 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.getByRole("button", { name: "Save" }).click();
     await page.getByRole("heading", { name: /^Now \(version 2/ }).waitFor();
     await page.getByText("changed: email").waitFor();
+  });
+
+  it("lists templates, diffs two versions and previews one live with sample data", async () => {
+    const put = async (template: unknown) => {
+      const answer = await api.call("PUT", "/v1/templates/report-ready", { key: admin, body: template });
+      expect(answer.status).toBeLessThan(300);
+    };
+    await put({
+      description: "A report is ready",
+      email: { subject: "Report {{ data.report }} is ready", text: "Hello {{ entity.name }},\nyour report is ready.\nThe reports team" },
+    });
+    await put({
+      description: "A report is ready",
+      email: { subject: "Report {{ data.report }} is ready", text: "Hello {{ entity.name }},\nyour report is ready at {{ data.url }}.\nThe reports team" },
+      slack: { text: "*{{ data.report }}* is ready: <{{ data.url }}|open it>" },
+    });
+    await page.goto(`${api.url}/console/#/templates`);
+    const row = page.locator("#templates tbody tr", { hasText: "report-ready" });
+    await row.getByText("A report is ready").waitFor();
+    await expect(row.locator("td").nth(2).textContent()).resolves.toBe("2");
+    await row.getByRole("link", { name: "report-ready" }).click();
+
+    await page.getByRole("heading", { name: "Versions (2)" }).waitFor();
+    // Version 1 against version 2 (the default pair): the changed line, removed and added; the new Slack field.
+    await page.getByLabel("From").selectOption("1");
+    await page.getByLabel("To").selectOption("2");
+    const text = page.getByRole("region", { name: "email.text: changed" });
+    await text.locator("del", { hasText: "your report is ready." }).waitFor();
+    await text.locator("ins", { hasText: "your report is ready at {{ data.url }}." }).waitFor();
+    await expect(text.locator("del").count()).resolves.toBe(1);
+    await page.getByRole("region", { name: "slack.text: added" }).waitFor();
+    await page.getByText("Unchanged: description, email.subject").waitFor();
+    // The console's line diff itself: kept lines, a removal, an addition at the end; from nothing, all added.
+    const diff = (a: string, b: string) =>
+      page.evaluate<string[]>(`import("/console/diff.js").then((m) => m.diffLines(${JSON.stringify(a)}, ${JSON.stringify(b)}).map((l) => l.op + " " + l.text))`);
+    await expect(diff("a\nb\nc\nd", "a\nc\nd\ne")).resolves.toEqual(["same a", "del b", "same c", "same d", "add e"]);
+    await expect(diff("", "x\ny")).resolves.toEqual(["add x", "add y"]);
+    await expect(diff("x\ny", "x\ny")).resolves.toEqual(["same x", "same y"]);
+
+    // Live preview: rendered as the operator types, for an entity.
+    await page.getByLabel("Entity id (optional)").fill("ada");
+    await page.getByLabel("Sample data (JSON object)").fill('{"report": "Q3", "url": "https://reports.example.test/q3"}');
+    await page.locator("#preview-subject", { hasText: "Report Q3 is ready" }).waitFor();
+    await page.getByRole("article", { name: "Email preview" }).getByText("your report is ready at https://reports.example.test/q3.").waitFor();
+    await page.getByRole("article", { name: "Slack preview" }).getByText("*Q3* is ready").waitFor();
+    await shot("templates");
+    // A missing variable: the problem names it.
+    await page.getByLabel("Sample data (JSON object)").fill('{"report": "Q3"}');
+    await page.getByRole("alert").filter({ hasText: "cannot be rendered with this data" }).filter({ hasText: "data.url" }).waitFor();
+    // Not JSON: said so before any request.
+    await page.getByLabel("Sample data (JSON object)").fill('{"report": ');
+    await page.getByRole("alert").filter({ hasText: "The sample data is not usable" }).waitFor();
+  });
+
+  it("saves a new version of a template from the page (admin)", async () => {
+    await page.goto(`${api.url}/console/#/templates/report-ready`);
+    const editor = page.getByLabel(/The template as JSON/);
+    await editor.waitFor();
+    await editor.fill((await editor.inputValue()).replace("The reports team", "The analytics team"));
+    await page.getByRole("button", { name: "Save as a new version" }).click();
+    await page.getByRole("heading", { name: "Versions (3)" }).waitFor();
+    await page.getByText("Version 3 recorded.").waitFor();
+    await page.getByRole("region", { name: "email.text: changed" }).locator("ins", { hasText: "The analytics team" }).waitFor();
+    // A new key: its first version written from the list page.
+    await page.goto(`${api.url}/console/#/templates`);
+    await page.getByLabel(/^Key/).fill("password-reset");
+    await page.getByRole("button", { name: "Write its first version" }).click();
+    await page.getByText("No version yet: write the first one below.").waitFor();
+    await page.getByRole("button", { name: "Save as a new version" }).click();
+    await page.getByText("Version 1 recorded.").waitFor();
+    await page.getByRole("heading", { name: "Versions (1)" }).waitFor();
   });
 
   it("shows health: workers, queues, lag, failures and stream sizes", async () => {
@@ -196,12 +323,32 @@ describeWithBrowser("the operator console, in Chromium", () => {
   });
 
   it("stays usable at a phone's width (375 px)", async () => {
+    // A failed channel's long error and a long subject in the newest row: nothing may push the page wider than the phone.
+    tidings.smtp.rejectRecipient("bob@example.test", 550, "5.1.1 <bob@example.test>: Recipient address rejected: User unknown in virtual mailbox table");
+    const id = await send("bob", "A-subject-without-any-space-that-is-longer-than-a-phone-screen-is-wide");
+    await waitForOutcome(tidings.t, id);
+    tidings.smtp.reset();
     const phone = await browser.newPage({ viewport: { width: 375, height: 800 }, isMobile: true });
     await signIn(phone, admin);
     await phone.goto(`${api.url}/console/#/activity`);
-    await phone.locator("#activity tbody tr").first().waitFor();
-    const width = await phone.evaluate<number>("document.documentElement.scrollWidth");
-    expect(width).toBeLessThanOrEqual(375);
+    await phone.locator(`#activity tbody tr[data-id="${id}"]`).getByText("User unknown").first().waitFor();
+    // Neither the page nor the table inside it scrolls sideways (a table that scrolls in its own box hides the end of every row).
+    const fits = async (p: Page) =>
+      p.evaluate<{ scroll: number; inner: number; tables: number }>(
+        "({ scroll: document.scrollingElement.scrollWidth, inner: window.innerWidth, tables: Math.max(0, ...[...document.querySelectorAll('.table-wrap')].map((t) => t.scrollWidth - t.clientWidth)) })",
+      );
+    expect(await fits(phone)).toEqual({ scroll: 375, inner: 375, tables: 0 });
+    for (const [hash, heading] of [
+      ["#/failures", "Failures waiting"],
+      [`#/notifications/${id}`, "Every record"],
+      ["#/templates/report-ready", "Preview"],
+    ] as const) {
+      await phone.goto(`${api.url}/console/${hash}`);
+      await phone.getByRole("heading", { name: heading }).first().waitFor();
+      expect({ hash, ...(await fits(phone)) }).toEqual({ hash, scroll: 375, inner: 375, tables: 0 });
+    }
+    await phone.goto(`${api.url}/console/#/activity`);
+    await phone.locator(`#activity tbody tr[data-id="${id}"]`).waitFor();
     await phone.screenshot({ path: path.join(SHOTS, "activity-phone.png"), fullPage: true });
     await phone.close();
   });

@@ -57,6 +57,21 @@ describe("GET /v1/notifications: channel, until and text filters", () => {
     expect(ids(await get(`/v1/notifications?q=${toCy.slice(0, 8)}`))).toEqual([toCy]);
   });
 
+  it("finds an entity's notifications by its current contact details, even those no operation sent to that address", async () => {
+    // Dee gets Slack only: no operation of hers names her email address.
+    await createEntity(
+      tidings.t,
+      "dee",
+      person({ name: "Dee", email: "dee@example.test", slack: "#dee-desk", preferences: { channels: ["slack"], optedOut: [], delivery: "all" } }),
+    );
+    const toDee = await send("dee", "Your build finished");
+    await waitForOutcome(tidings.t, toDee);
+    expect(ids(await get("/v1/notifications?q=DEE%40example.test"))).toEqual([toDee]);
+    // The address is matched as text like the others: a part of it, any case; not another entity's.
+    expect(ids(await get("/v1/notifications?q=dee%40example"))).toEqual([toDee]);
+    expect(ids(await get("/v1/notifications?q=nobody%40example.test"))).toEqual([]);
+  });
+
   it("takes % and _ in the text literally", async () => {
     expect(ids(await get("/v1/notifications?q=%25"))).toEqual([toCy]);
     expect(ids(await get("/v1/notifications?q=y_1"))).toEqual([toCy]);
@@ -229,6 +244,29 @@ describe("failures and repairs over HTTP", () => {
     const group = answer.json.failed.find((g: any) => g.records.some((r: any) => r.id === failed));
     expect(group).toMatchObject({ channel: "email", stream: "email.operations", concern: "email_bot", count: 1 });
     expect(group.error).toMatch(/no such mailbox/);
+    expect(answer.json.archived).toEqual({ days: 7, count: 0, lastAt: null });
+  });
+
+  it("tells a failed notification's story in order: a cause before its effects, the notification's records before the alert they set off", async () => {
+    // The alert is written after the failure outcome, in its own transactions: wait for its email to be sent.
+    const records = await waitFor(
+      async () => {
+        const answer = (await get(`/v1/notifications/${failed}/events`)).json.records as { stream: string; position: number; type: string; payload: any; causedBy: any }[];
+        return answer.some((r) => r.stream === "email.events" && r.type === "SucceededInSendingEmailEvent") ? answer : null;
+      },
+      { what: "the internal alert's email to be sent", timeoutMs: 20_000 },
+    );
+    const at = (test: (r: (typeof records)[number]) => boolean) => records.findIndex(test);
+    expect(records[0]!.type).toBe("SendNotificationToEntityOp");
+    for (const [i, r] of records.entries()) {
+      if (!r.causedBy) continue;
+      const cause = at((c) => c.stream === r.causedBy.stream && c.position === r.causedBy.position);
+      if (cause >= 0) expect({ record: `${r.stream}#${r.position}`, causeFirst: cause < i }).toEqual({ record: `${r.stream}#${r.position}`, causeFirst: true });
+    }
+    // Written in one transaction each: the notification's event first, then what it sends.
+    expect(at((r) => r.type === "SendNotificationRequestedEvent")).toBeLessThan(at((r) => r.type === "SendEmailOp" && r.payload.purpose === "notification"));
+    expect(at((r) => r.type === "FailedNotificationSentToInternalTeamEvent")).toBeLessThan(at((r) => r.type === "SendEmailOp" && r.payload.purpose === "internal_alert"));
+    expect(at((r) => r.type === "SendEmailOp" && r.payload.purpose === "notification")).toBeLessThan(at((r) => r.type === "AlertInternalTeamOp"));
   });
 
   const operatorChanges = async () => (await tidings.t.query("select count(*)::int as n from audit.redrives where record_id = $1", [failed])).rows[0].n;
@@ -254,12 +292,14 @@ describe("failures and repairs over HTTP", () => {
       dryRun: true,
       selected: 1,
       changed: 0,
-      changes: [{ id: failed, status: "Failed", to: "AvailableAfterFailure", outcome: "would change" }],
+      // A 5.1.1 bounce is a permanent failure: re-driving it repeats it, which the dry run says.
+      changes: [{ id: failed, status: "Failed", to: "AvailableAfterFailure", outcome: "would change", failure: "permanent" }],
     });
     expect(await operatorChanges()).toBe(0);
 
     const done = await api.call("POST", "/v1/admin/actions/redrive-failed", { key: admin, body: { notification: failed, execute: true, reason: "mailbox fixed" } });
     expect(done.json).toMatchObject({ dryRun: false, changed: 1, actor: "api-key:console-admin", reason: "mailbox fixed" });
+    expect(done.json.changes[0].failure).toBeNull();
     expect(done.json.changes[0].details).toMatchObject({ tool: "redrive", verb: "redrive-failed", redriveOf: { lastError: expect.stringMatching(/no such mailbox/) } });
     // The same lineage `npm run redrive` writes, in the same audit view.
     const { rows } = await tidings.t.query("select actor, reason, details->>'verb' as verb from audit.redrives where record_id = $1", [failed]);
@@ -333,6 +373,33 @@ describe("GET /v1/health and /v1/me", () => {
   it("names the key and its scopes", async () => {
     expect((await get("/v1/me")).json).toEqual({ name: "console-reader", scopes: ["reader"] });
     expect((await get("/v1/me", producer)).status).toBe(403);
+  });
+});
+
+describe("GET /v1/templates", () => {
+  it("lists every template by key with its current version, a page at a time", async () => {
+    const put = async (key: string, subject: string, extra: Record<string, unknown> = {}) =>
+      expect((await api.call("PUT", `/v1/templates/${key}`, { key: admin, body: { email: { subject, text: "Hello." }, ...extra } })).status).toBeLessThan(300);
+    await put("b-digest", "Digest");
+    await put("a-welcome", "Welcome", { description: "First mail" });
+    await put("a-welcome", "Welcome!", { description: "First mail", locales: { fr: { email: { subject: "Bienvenue", text: "Bonjour." } } } });
+    await put("c-reset", "Reset");
+    const first = await get("/v1/templates?limit=2");
+    expect(first.status).toBe(200);
+    expect(first.json.items).toEqual([
+      { key: "a-welcome", version: 2, description: "First mail", locales: ["fr"], updatedAt: expect.any(String), updatedBy: expect.stringContaining("console-admin") },
+      { key: "b-digest", version: 1, description: null, locales: [], updatedAt: expect.any(String), updatedBy: expect.any(String) },
+    ]);
+    expect(first.json.next).toBe("b-digest");
+    const second = await get(`/v1/templates?limit=2&after=${first.json.next}`);
+    expect(second.json).toEqual({ items: [expect.objectContaining({ key: "c-reset", version: 1 })], next: null });
+  });
+
+  it("refuses a bad limit (400 naming it) and a key without the reader scope (403)", async () => {
+    const bad = await get("/v1/templates?limit=0");
+    expect(bad.status).toBe(400);
+    expect(bad.text).toContain("limit");
+    expect((await get("/v1/templates", producer)).status).toBe(403);
   });
 });
 

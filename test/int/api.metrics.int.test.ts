@@ -107,6 +107,7 @@ describe("GET /openapi.json", () => {
         "POST /v1/admin/resend",
         "GET /v1/health",
         "GET /v1/me",
+        "GET /v1/templates",
         "PUT /v1/templates/{key}",
         "GET /v1/templates/{key}",
         "GET /v1/templates/{key}/versions/{n}",

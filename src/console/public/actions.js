@@ -50,30 +50,56 @@ function describe(report) {
 }
 
 /**
+ * A re-drive's dry run over records that failed permanently (a 5.1.1 bounce):
+ * executing it sends the same operation to the same address again. Says so
+ * beside the buttons, in their own words.
+ */
+function permanentWarning(report, executeLabel, resendLabel) {
+  if (report.verb !== "redrive-failed" || !report.dryRun) return null;
+  const permanent = report.changes.filter((c) => c.failure === "permanent");
+  if (permanent.length === 0) return null;
+  const errors = [...new Set(permanent.map((c) => c.lastError).filter(Boolean))];
+  const where = resendLabel ? `use “${resendLabel}” here` : `use “Resend to current details…” on the notification's page`;
+  return h(
+    "p",
+    { class: "notice bad", id: `permanent-${Math.random().toString(36).slice(2)}` },
+    h("strong", {}, permanent.length === report.changes.length ? "This failure is permanent." : `${permanent.length} of these failures are permanent.`),
+    errors.length ? [" (", h("span", { class: "mono" }, errors.join("; ")), ")"] : null,
+    ` “${executeLabel}” would send the same message to the same address again, and it will most likely fail the same way. Correct the entity's contact details first (Entities page), then ${where}.`,
+  );
+}
+
+/**
  * Open the panel for one action inside `host`: runs the dry run at once.
  * `request` is [method, path, body]; the execute request adds execute and reason.
  * `onDone` runs after an execution (e.g. to reload the page's data).
+ * `resendLabel`: the label of the page's resend button for the same records, if it has one (named in warnings).
+ * The keyboard focus moves to the panel's heading when it opens, and stays in the panel.
  */
-export async function openAction(host, { title, request, onDone }) {
+export async function openAction(host, { title, request, onDone, resendLabel }) {
   const [method, path, body] = request;
   const titleId = `action-${Math.random().toString(36).slice(2)}`;
-  const panel = h("section", { class: "panel", "aria-labelledby": titleId, role: "region" });
-  fill(host, panel);
   const heading = h("h3", { id: titleId, tabindex: "-1" }, `${title}: dry run`);
-  fill(panel, heading, h("p", { class: "muted" }, "Working out what would change…"));
+  // The heading stays in the panel while its content changes: taking it out and back would drop the focus on the page's body.
+  const content = h("div", {}, h("p", { class: "muted" }, "Working out what would change…"));
+  const panel = h("section", { class: "panel", "aria-labelledby": titleId, role: "region" }, heading, content);
+  const close = () => fill(host);
+  fill(host, panel);
   heading.focus();
   let report;
   try {
     report = await api(method, path, body);
   } catch (error) {
-    fill(panel, heading, h("p", { class: "error", role: "alert" }, error.message), h("button", { type: "button", class: "secondary", onclick: () => fill(host) }, "Close"));
+    fill(content, h("p", { class: "error", role: "alert" }, error.message), h("button", { type: "button", class: "secondary", onclick: close }, "Close"));
     return;
   }
   const nothing = report.verb === "resend" ? report.channels.every((c) => c.skipped !== null) : report.selected === 0;
   // aria-required, not required: the browser's own bubble would stop the submit before the page can say why.
   const reason = h("textarea", { name: "reason", id: `${titleId}-reason`, rows: 2, "aria-required": "true", maxlength: 2000 });
   const error = h("p", { class: "error", role: "alert" });
-  const execute = h("button", { type: "submit", class: "danger", disabled: nothing }, "Execute");
+  const executeLabel = "Execute";
+  const warning = permanentWarning(report, executeLabel, resendLabel);
+  const execute = h("button", { type: "submit", class: "danger", disabled: nothing, "aria-describedby": warning?.id }, executeLabel);
   const form = h(
     "form",
     {
@@ -89,11 +115,10 @@ export async function openAction(host, { title, request, onDone }) {
           const done = await api(method, path, { ...body, execute: true, reason: reason.value.trim() });
           heading.textContent = `${title}: done`;
           fill(
-            panel,
-            heading,
+            content,
             h("p", { class: "notice", role: "status" }, `Executed by ${done.actor}, reason: “${done.reason}”.`),
             describe(done),
-            h("button", { type: "button", class: "secondary", onclick: () => fill(host) }, "Close"),
+            h("button", { type: "button", class: "secondary", onclick: close }, "Close"),
           );
           heading.focus();
           announce(`${title} executed`);
@@ -105,12 +130,12 @@ export async function openAction(host, { title, request, onDone }) {
       },
     },
     field("Reason (required; kept in the handling history)", reason),
-    h("div", { class: "row" }, execute, h("button", { type: "button", class: "secondary", onclick: () => fill(host) }, "Cancel")),
+    warning,
+    h("div", { class: "row" }, execute, h("button", { type: "button", class: "secondary", onclick: close }, "Cancel")),
     error,
   );
   fill(
-    panel,
-    heading,
+    content,
     describe(report),
     report.warnings?.length
       ? h(
@@ -121,5 +146,5 @@ export async function openAction(host, { title, request, onDone }) {
       : null,
     form,
   );
-  announce(`${title}: dry run ready`);
+  announce(`${title}: dry run ready${warning ? ": the failure is permanent" : ""}`);
 }

@@ -72,7 +72,7 @@ export async function activityPage(main, _me, params) {
         else location.hash = hash;
       },
     },
-    h("div", { class: "wide" }, field("Search (tracking id, subject, recipient address)", q)),
+    h("div", { class: "wide" }, field("Search (tracking id, subject, recipient address, the entity's email or Slack)", q)),
     field("Status", status),
     field("Entity", entity),
     field("Channel", channel),
@@ -109,12 +109,15 @@ export async function activityPage(main, _me, params) {
   const filter = Object.fromEntries([...params.entries()].filter(([k]) => ["q", "status", "entityId", "channel", "tag", "since", "until"].includes(k)));
   let next = null;
   let shown = new Set();
+  /** The views on the page now, by tracking id (a notification not projected yet has no `version`). */
+  let views = new Map();
 
   async function load() {
     try {
       const page = await get("/v1/notifications", { ...filter, limit: 50 });
       const before = shown;
       shown = new Set(page.items.map((n) => n.id));
+      views = new Map(page.items.map((n) => [n.id, n]));
       fill(
         tbody,
         page.items.length ? page.items.map((n) => row(n, before.size > 0 && !before.has(n.id))) : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No notification matches.")),
@@ -138,20 +141,71 @@ export async function activityPage(main, _me, params) {
     more.hidden = !next;
   });
 
-  // A burst of events costs one reload; views follow events by a moment (the projection), so a second look comes later.
-  let timers = [];
-  const schedule = () => {
-    if (timers.length) return;
-    timers = [setTimeout(() => void load(), 300), setTimeout(() => void load(), 1500), setTimeout(() => ((timers = []), void load()), 4000)];
-  };
-  const stop = followEvents(schedule, (state) => {
-    live.textContent = state === "live" ? "Live: new and changed notifications appear here." : "Live updates interrupted; reconnecting…";
-  });
+  // Live: each event of the feed names a notification and its position in notification.events;
+  // the page reloads, and the event counts as shown once the row's view has folded it in
+  // (view.version >= position). The projection writes views a moment after the events, so
+  // while an event is not shown yet the page looks again, sooner first, then less often, for
+  // at most WAIT_MS (a row the filters leave out never shows it).
+  const WAIT_MS = 30_000;
+  const MIN_GAP_MS = 300;
+  const waiting = new Map(); // tracking id -> { position, since }
+  let loading = false;
+  let dirty = false;
+  let retry = null;
+  let retryMs = 0;
+  let stopped = false;
+
+  function settle() {
+    const now = Date.now();
+    for (const [id, w] of waiting) {
+      if ((views.get(id)?.version ?? -1) >= w.position || now - w.since > WAIT_MS) waiting.delete(id);
+    }
+    clearTimeout(retry);
+    if (waiting.size === 0 || stopped) {
+      retryMs = 0;
+      live.dataset.pending = "0";
+      return;
+    }
+    live.dataset.pending = String(waiting.size);
+    retryMs = Math.min(retryMs ? retryMs * 2 : 200, 3000);
+    retry = setTimeout(() => void refresh(), retryMs);
+  }
+
+  async function refresh() {
+    // One load at a time; events that arrive meanwhile cost one more load after it.
+    if (loading) {
+      dirty = true;
+      return;
+    }
+    loading = true;
+    do {
+      dirty = false;
+      const started = Date.now();
+      await load();
+      // A busy feed would otherwise reload back to back: at most one list read per MIN_GAP_MS.
+      if (dirty && !stopped) await new Promise((resolve) => setTimeout(resolve, Math.max(0, MIN_GAP_MS - (Date.now() - started))));
+    } while (dirty && !stopped);
+    loading = false;
+    settle();
+  }
+
+  const stop = followEvents(
+    (event) => {
+      const w = waiting.get(event.id);
+      waiting.set(event.id, { position: Math.max(w?.position ?? 0, event.position), since: Date.now() });
+      retryMs = 0;
+      void refresh();
+    },
+    (state) => {
+      live.textContent = state === "live" ? "Live: new and changed notifications appear here." : "Live updates interrupted; reconnecting…";
+    },
+  );
   // The stream opens before the first load, so nothing written in between goes unseen.
   await stop.ready;
   await load();
   return () => {
+    stopped = true;
     stop();
-    for (const t of timers) clearTimeout(t);
+    clearTimeout(retry);
   };
 }

@@ -6,9 +6,11 @@ import { storyPage } from "./story.js";
 import { failuresPage } from "./failures.js";
 import { entitiesPage } from "./entities.js";
 import { healthPage } from "./health.js";
+import { templatesPage } from "./templates.js";
 
 // The console's shell: sign-in, navigation, and a router over the URL's hash
-// (#/activity, #/notifications/<id>, #/failures, #/entities/<id>, #/health),
+// (#/activity, #/notifications/<id>, #/failures, #/entities/<id>,
+// #/templates/<key>, #/health),
 // so every page has a link an operator can paste into a ticket.
 
 const main = document.getElementById("main");
@@ -79,6 +81,7 @@ const routes = [
   [/^#\/notifications\/([^/?]+)$/, (m) => storyPage(main, me, decodeURIComponent(m[1]))],
   [/^#\/failures$/, () => failuresPage(main, me)],
   [/^#\/entities(?:\/([^/?]+))?$/, (m) => entitiesPage(main, me, m[1] ? decodeURIComponent(m[1]) : null)],
+  [/^#\/templates(?:\/([^/?]+))?(?:\?(.*))?$/, (m) => templatesPage(main, me, m[1] ? decodeURIComponent(m[1]) : null, new URLSearchParams(m[2] ?? ""))],
   [/^#\/health$/, () => healthPage(main, me)],
 ];
 

@@ -2,8 +2,93 @@
 import { api, get } from "./api.js";
 import { announce, cell, field, fill, h, isoToLocal, json, localToIso, table, time } from "./dom.js";
 
-// Entities: contact details and preferences now, every version since, the
-// version in force at a moment, and editing through PUT /v1/entities/:id.
+// Entities: a list with a filter (GET /v1/entities); one entity's contact
+// details and preferences now, every version since, the version in force at
+// a moment, and editing through PUT /v1/entities/:id.
+
+const KINDS = ["user", "team", "service"];
+const FILTER_DELAY_MS = 250;
+
+/** Every entity by id, a page at a time, filtered by text (id, name or email) and kind as the operator types. */
+async function entityList(content) {
+  const text = h("input", { type: "search", id: "entity-filter", name: "q", placeholder: "part of an id, name or email", autocomplete: "off" });
+  const kind = h(
+    "select",
+    { id: "entity-kind", name: "kind" },
+    h("option", { value: "" }, "any"),
+    KINDS.map((k) => h("option", { value: k }, k)),
+  );
+  const tbody = h("tbody");
+  const status = h("p", { class: "muted", role: "status" });
+  const more = h("button", { type: "button", class: "secondary", hidden: true }, "Load more");
+  fill(
+    content,
+    h("h2", {}, "All entities"),
+    h("div", { class: "row", role: "search", "aria-label": "Filter entities" }, field("Filter (id, name or email)", text), field("Kind", kind)),
+    status,
+    h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { class: "responsive", id: "entities" },
+        h("caption", { class: "visually-hidden" }, "Entities by id"),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Id", "Name", "Kind", "Email", "Slack", "Version"].map((t) => h("th", { scope: "col" }, t)),
+          ),
+        ),
+        tbody,
+      ),
+    ),
+    more,
+  );
+  const row = (v) =>
+    h(
+      "tr",
+      { "data-id": v.entity.id },
+      cell("Id", h("a", { href: `#/entities/${encodeURIComponent(v.entity.id)}`, class: "mono" }, v.entity.id)),
+      cell("Name", v.entity.name),
+      cell("Kind", v.entity.kind),
+      cell("Email", v.entity.email ?? h("span", { class: "muted" }, "—")),
+      cell("Slack", v.entity.slack ?? h("span", { class: "muted" }, "—")),
+      cell("Version", String(v.version), h("div", { class: "muted" }, "changed ", time(v.recordedAt))),
+    );
+  let next = null;
+  let ticket = 0;
+  const query = () => ({ q: text.value.trim() || undefined, kind: kind.value || undefined, limit: 50 });
+  async function load() {
+    const mine = ++ticket;
+    try {
+      const page = await get("/v1/entities", query());
+      if (mine !== ticket) return;
+      fill(tbody, page.items.length ? page.items.map(row) : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No entity matches.")));
+      next = page.next;
+      more.hidden = !next;
+      status.textContent = `${page.items.length}${next ? "+" : ""} entit${page.items.length === 1 && !next ? "y" : "ies"}`;
+    } catch (error) {
+      if (mine === ticket) fill(tbody, h("tr", {}, h("td", { colspan: 6, class: "error", role: "alert" }, error.message)));
+    }
+  }
+  more.addEventListener("click", async () => {
+    const page = await get("/v1/entities", { ...query(), after: next });
+    tbody.append(...page.items.map(row));
+    next = page.next;
+    more.hidden = !next;
+  });
+  let timer = null;
+  text.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => void load(), FILTER_DELAY_MS);
+  });
+  kind.addEventListener("change", () => void load());
+  await load();
+  return () => clearTimeout(timer);
+}
 
 export async function entitiesPage(main, me, id) {
   const idInput = h("input", { name: "entity", id: "entity-id", value: id ?? "", required: true });
@@ -26,7 +111,7 @@ export async function entitiesPage(main, me, id) {
     fill(content, h("p", { class: "notice" }, "Your key cannot read entities: that needs the entities (or admin) scope."));
     return;
   }
-  if (!id) return;
+  if (!id) return entityList(content);
 
   async function load() {
     let current;

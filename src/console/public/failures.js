@@ -29,6 +29,7 @@ export async function failuresPage(main, me) {
                       title: `${label.replace(/…$/, "")} ${title}`,
                       request: verb === "resend" ? ["POST", "/v1/admin/resend", { notification: body.notification }] : ["POST", `/v1/admin/actions/${verb}`, body],
                       onDone: load,
+                      resendLabel: verbs.find(([, v]) => v === "resend")?.[0],
                     }),
                 },
                 label,
@@ -81,7 +82,18 @@ export async function failuresPage(main, me) {
     const runningHost = h("div");
     fill(
       content,
-      answer.failed.length === 0 ? h("p", { class: "notice", role: "status" }, "Nothing has failed: no record waits for an operator.") : groups,
+      answer.failed.length === 0
+        ? h("p", { class: "notice", role: "status", id: "nothing-waits" }, "Nothing is waiting for an operator: no failed record waits for a repair.")
+        : groups,
+      answer.archived?.count
+        ? h(
+            "p",
+            { class: "muted", id: "archived" },
+            `${answer.archived.count} failure${answer.archived.count === 1 ? " was" : "s were"} archived by an operator in the last ${answer.archived.days} days (the latest `,
+            time(answer.archived.lastAt),
+            "): archived records wait for nothing, and stay in their notifications' stories with who archived them and why.",
+          )
+        : null,
       h("h2", {}, `Stuck running (${answer.running.length})`),
       answer.running.length === 0
         ? h("p", { class: "muted" }, "No record has been running for longer than 10 minutes.")

@@ -54,12 +54,12 @@ function trailItem(r) {
   );
 }
 
-/** The email as it was sent: the operation (what was sent) and the event that says how it went. */
-function emailSection(records) {
-  const ops = records.filter((r) => r.stream === "email.operations");
+/** The email as it was sent: the operation (what was sent) and the event that says how it went. `purpose`: the notification's own, or alerts about it. */
+function emailSection(records, purpose, title) {
+  const ops = records.filter((r) => r.stream === "email.operations" && r.payload?.purpose === purpose);
   if (ops.length === 0) return null;
   return [
-    h("h2", {}, "Email as sent"),
+    h("h2", {}, title),
     ops.map((op) => {
       const p = op.payload;
       const outcome = records.filter((r) => r.stream === "email.events" && r.payload?.operationId === p.operationId).at(-1);
@@ -102,11 +102,11 @@ function emailSection(records) {
   ];
 }
 
-function slackSection(records) {
-  const ops = records.filter((r) => r.stream === "slack.operations");
+function slackSection(records, purpose, title) {
+  const ops = records.filter((r) => r.stream === "slack.operations" && r.payload?.purpose === purpose);
   if (ops.length === 0) return null;
   return [
-    h("h2", {}, "Slack message as posted"),
+    h("h2", {}, title),
     ops.map((op) => {
       const p = op.payload;
       const outcome = records.filter((r) => r.stream === "slack.events" && r.payload?.operationId === p.operationId).at(-1);
@@ -209,14 +209,16 @@ function repairSection(me, id, view, reload) {
   if (!me.can("admin")) return h("p", { class: "muted" }, "Your key reads only: repairs need an admin key.");
   const host = h("div");
   const failed = (view.channels ?? []).some((c) => c.status === "failed");
-  const button = (label, title, request) => h("button", { type: "button", class: "secondary", onclick: () => openAction(host, { title, request, onDone: reload }) }, label);
+  const resendLabel = failed ? "Resend to current details…" : undefined;
+  const button = (label, title, request) =>
+    h("button", { type: "button", class: "secondary", onclick: () => openAction(host, { title, request, onDone: reload, resendLabel }) }, label);
   return [
     h("h2", {}, "Repair"),
     h(
       "div",
       { class: "row" },
       button("Re-drive failed records…", "Re-drive this notification's failed records", ["POST", "/v1/admin/actions/redrive-failed", { notification: id }]),
-      failed ? button("Resend to current details…", "Resend the failed channels to the entity's current details", ["POST", "/v1/admin/resend", { notification: id }]) : null,
+      failed ? button(resendLabel, "Resend the failed channels to the entity's current details", ["POST", "/v1/admin/resend", { notification: id }]) : null,
       button("Archive failures…", "Archive this notification's failures", ["POST", "/v1/admin/actions/archive-failed", { notification: id }]),
       button("Cancel stuck records…", "Cancel this notification's records stuck running", ["POST", "/v1/admin/actions/cancel-running", { notification: id, requeue: true }]),
     ),
@@ -268,8 +270,11 @@ export async function storyPage(main, me, id) {
       );
     fill(
       story,
-      emailSection(trail.records),
-      slackSection(trail.records),
+      // The notification's own messages first; the alerts its failure set off after them.
+      emailSection(trail.records, "notification", "Email as sent"),
+      slackSection(trail.records, "notification", "Slack message as posted"),
+      emailSection(trail.records, "internal_alert", "Alert email to the internal team"),
+      slackSection(trail.records, "internal_alert", "Alert on Slack to the internal team"),
       h("h2", {}, `Every record (${trail.records.length}), in order`),
       h("ol", { class: "trail" }, trail.records.map(trailItem)),
     );
@@ -295,13 +300,28 @@ export async function storyPage(main, me, id) {
     }
   }
 
-  // This notification's events reload the page (views follow events by a moment: a second look later).
+  // This notification's events reload the page, one load at a time (events arriving meanwhile
+  // cost one more); followUp looks again while the view has not caught up with the events.
   // The stream opens before the first load, so nothing written in between goes unseen.
-  let timers = [];
+  let loading = false;
+  let dirty = false;
+  async function reload() {
+    if (loading) {
+      dirty = true;
+      return;
+    }
+    loading = true;
+    try {
+      do {
+        dirty = false;
+        await load(false).catch(() => {});
+      } while (dirty);
+    } finally {
+      loading = false;
+    }
+  }
   const stop = followEvents((event) => {
-    if (event.id !== id) return;
-    for (const t of timers) clearTimeout(t);
-    timers = [setTimeout(() => void load(false), 300), setTimeout(() => void load(false), 2000)];
+    if (event.id === id) void reload();
   });
   await stop.ready;
   try {
@@ -313,7 +333,6 @@ export async function storyPage(main, me, id) {
   fill(body, summary, fixed, story);
   return () => {
     stop();
-    for (const t of timers) clearTimeout(t);
     clearTimeout(followTimer);
   };
 }
