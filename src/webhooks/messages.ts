@@ -40,6 +40,9 @@ export function webhookMessageOf(record: StreamRecord): WebhookMessage | null {
     if (record.type === "SendNotificationRequestedEvent") {
       return { ...base, type: "notification.requested", data: { ...base, ...pick(payload, ["entityId", "subject", "tags"]) } };
     }
+    if (record.type === "NotificationCancelledEvent") {
+      return { ...base, type: "notification.cancelled", data: { ...base, outcome: record.type, ...pick(payload, ["cancelledBy", "sendAt"]) } };
+    }
     const outcome = OUTCOMES[record.type];
     if (!outcome) return null;
     return { ...base, type: outcome, data: { ...base, outcome: record.type, ...pick(payload, ["sent", "failed", "deliveredBy", "timedOut", "reason", "optedOut", "skipped"]) } };

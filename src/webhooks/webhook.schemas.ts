@@ -14,6 +14,7 @@ export const WEBHOOK_EVENT_TYPES = [
   "notification.partially_sent",
   "notification.failed",
   "notification.not_sent",
+  "notification.cancelled",
 ] as const;
 export const WebhookEventType = z.enum(WEBHOOK_EVENT_TYPES);
 export type WebhookEventType = z.infer<typeof WebhookEventType>;

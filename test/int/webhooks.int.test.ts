@@ -188,6 +188,26 @@ describe("deliveries", () => {
     expect(waited.rows.map((h) => h.action)).not.toContain("fail");
   });
 
+  it("a scheduled notification cancelled before its time ends, for the endpoint, with notification.cancelled", async () => {
+    const r = await receiver();
+    await register(r.url);
+    const sendAt = new Date(Date.now() + 3_600_000).toISOString();
+    const res = await api.call("POST", "/v1/notifications", { key: admin, body: { entityId: "ada", subject: "Later", text: "Hello.", sendAt } });
+    expect(res.status).toBe(202);
+    const id = res.json.id as string;
+    expect((await api.call("POST", `/v1/notifications/${id}/cancel`, { key: admin })).status).toBe(200);
+    const cancelled = await waitFor(async () => r.delivered().find((b) => b.data.notificationId === id && b.type === "notification.cancelled"), {
+      what: "the notification.cancelled webhook",
+    });
+    expect(cancelled.data).toMatchObject({ outcome: "NotificationCancelledEvent", sendAt });
+    expect(
+      r
+        .delivered()
+        .filter((b) => b.data.notificationId === id)
+        .map((b) => b.type),
+    ).toEqual(["notification.requested", "notification.cancelled"]);
+  });
+
   it("delivers only the subscribed event types", async () => {
     const r = await receiver();
     await register(r.url, ["notification.sent"]);

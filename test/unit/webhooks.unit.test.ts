@@ -162,6 +162,10 @@ describe("what a record reports to webhooks", () => {
     ).toBe("notification.channel.failed");
     expect(webhookMessageOf(record("notification.events", "SentOnSomePreparedChannelsEvent", { sent: ["email"], failed: ["slack"] }))?.type).toBe("notification.partially_sent");
     expect(webhookMessageOf(record("notification.events", "AudienceOptedOutOfAllChannelsEvent", { optedOut: ["email"] }))?.type).toBe("notification.not_sent");
+    expect(webhookMessageOf(record("notification.events", "NotificationCancelledEvent", { cancelledBy: "key ops", sendAt: "2026-12-06T09:00:00.000Z" }))).toMatchObject({
+      type: "notification.cancelled",
+      data: { outcome: "NotificationCancelledEvent", cancelledBy: "key ops", sendAt: "2026-12-06T09:00:00.000Z" },
+    });
     expect(webhookMessageOf(record("email.events", "SucceededInSendingEmailEvent", { operationId: "n-1:alert-9:email", attempt: 1 }))).toBeNull();
     expect(webhookMessageOf(record("email.events", "SendEmailRequestedEvent", { operationId: "n-1:email", attempt: 1 }))).toBeNull();
     expect(webhookMessageOf(record("notification.events", "PreparedToSendOnAllChannelsEvent", {}))).toBeNull();
