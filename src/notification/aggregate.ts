@@ -75,7 +75,8 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
       entityName: null,
       subject: e.subject,
       tags: e.tags,
-      requestedAt: at,
+      // A scheduled one's request time, not when its time came (or it was cancelled).
+      requestedAt: e.requestedAt ?? at,
       updatedAt: at,
       ...(e.sendAt !== undefined ? { sendAt: e.sendAt } : {}),
       channels: [],

@@ -137,7 +137,7 @@ function planNotification(
       channelsRequested: op.channels ?? null,
       tags: op.tags,
       ...(op.category !== undefined ? { category: op.category } : {}),
-      ...(op.sendAt !== undefined ? { sendAt: op.sendAt } : {}),
+      ...(op.sendAt !== undefined ? { sendAt: op.sendAt, requestedAt: record.recordedAt.toISOString() } : {}),
       clientOperation: { stream: record.stream, position: record.position },
     }),
     "skip_if_id_and_type_exists",

@@ -169,6 +169,8 @@ export const SendNotificationRequestedEvent = z.strictObject({
   category: z.string().optional(),
   /** A scheduled notification's time (the client operation's `sendAt`): the view keeps it. Absent: sent at once, or recorded before it was copied here. */
   sendAt: z.iso.datetime().optional(),
+  /** A scheduled notification's request time (its client operation's): this event is recorded only at its sendAt, or at a cancel. */
+  requestedAt: z.iso.datetime().optional(),
   clientOperation: z.strictObject({ stream: z.string(), position: z.number().int() }),
 });
 export const CouldNotGetOrUseAudienceEvent = z.strictObject({ entityId, reason: z.string() });

@@ -50,7 +50,7 @@ export async function cancelScheduledNotification(db: Db, id: string, cancelledB
           channelsRequested: op.channels ?? null,
           tags: op.tags,
           ...(op.category !== undefined ? { category: op.category } : {}),
-          ...(op.sendAt !== undefined ? { sendAt: op.sendAt } : {}),
+          ...(op.sendAt !== undefined ? { sendAt: op.sendAt, requestedAt: record.recordedAt.toISOString() } : {}),
           clientOperation: causedBy,
         }),
         causedBy,

@@ -83,7 +83,8 @@ it("a scheduled send is a record and a job at its time; run early it waits, and 
   const { rows } = await app.t.query<{ run_at: Date }>("select run_at from graphile_worker.jobs where key = $1", [await jobKey(id)]);
   expect(rows[0]!.run_at.toISOString()).toBe(sendAt);
   // Until its time, GET and the list say it is scheduled, and for when.
-  expect((await getView(id)).json).toEqual({ id, status: "scheduled", sendAt, entity: { id: "ada" }, requestedAt: expect.any(String) });
+  const scheduled = (await getView(id)).json;
+  expect(scheduled).toEqual({ id, status: "scheduled", sendAt, entity: { id: "ada" }, requestedAt: expect.any(String) });
   expect((await listScheduled()).map((n: { id: string }) => n.id)).toContain(id);
 
   // Early by construction: the job runs now; the bot waits for sendAt and sends nothing.
@@ -109,6 +110,8 @@ it("a scheduled send is a record and a job at its time; run early it waits, and 
     { what: "the sent view" },
   );
   expect(sent.sendAt).toBe(sendAt);
+  // requestedAt stays the time of the request, not the time it was sent.
+  expect(sent.requestedAt).toBe(scheduled.requestedAt);
   expect((await listScheduled()).map((n: { id: string }) => n.id)).not.toContain(id);
   // Cancelling after the send is too late.
   const late = await api.call("POST", `/v1/notifications/${id}/cancel`, { key: keys.producer });
@@ -124,7 +127,8 @@ it("a cancel before the time ends it as cancelled, with no alert, and the job se
   const id = answer.json.id as string;
   const sendAt = ((await clientOp(id)).payload as { sendAt: string }).sendAt;
   expect(Date.parse(sendAt) - Date.now()).toBeGreaterThan(DAY - 60_000);
-  expect((await getView(id)).json).toMatchObject({ status: "scheduled", sendAt });
+  const scheduled = (await getView(id)).json;
+  expect(scheduled).toMatchObject({ status: "scheduled", sendAt });
 
   const cancel = await api.call("POST", `/v1/notifications/${id}/cancel`, { key: keys.producer });
   expect(cancel.status).toBe(200);
@@ -138,6 +142,7 @@ it("a cancel before the time ends it as cancelled, with no alert, and the job se
   );
   expect(view.outcome).toMatchObject({ type: "NotificationCancelledEvent" });
   expect(view.sendAt).toBe(sendAt);
+  expect(view.requestedAt).toBe(scheduled.requestedAt);
   expect((await listScheduled()).map((n: { id: string }) => n.id)).not.toContain(id);
 
   // Even if its job runs (now, or past its time), nothing is sent.
