@@ -33,6 +33,8 @@ afterAll(async () => {
 
 /** Workers with a clock `aheadMs` ahead of the database's (0: the database's own). */
 async function startWorkers(aheadMs: number) {
+  // One set at a time: a test that failed half-way left its workers running, and they would keep jest from exiting.
+  await app.worker?.stop();
   app.worker = await startWorker({
     pool: app.t.pool,
     db: app.t.db,
