@@ -162,11 +162,13 @@ export async function readAfter(
   const limit = options.limit ?? 100;
   const horizon = options.horizon ?? (await feedHorizon(db, [stream]));
   const { rows } = await sql<RecordRow>`
-    select ${COLUMNS} from ${streamTable(stream)}
+    select ${COLUMNS} from ${streamTable(stream)} as s
     where (feed_key, position) > (${after.key}::xid8, ${after.position}::bigint)
       and feed_key < ${horizon}::xid8
       and ${filterSql({ types: options.types, tags: options.tags })}
-    order by feed_key, position
+    -- s.feed_key: the xid8 column. Unqualified, ORDER BY takes the output column of that name,
+    -- text, where "997" sorts after "1004": a batch crossing a power of ten came out of order.
+    order by s.feed_key, s.position
     limit ${limit}`.execute(db);
   const records = rows.map((r) => toRecord(stream, r));
   const last = records.at(-1);

@@ -123,6 +123,37 @@ describe("the read horizon", () => {
     expect((await read(streamA, seen.next)).records.map((r) => r.id)).toEqual(["early"]);
   });
 
+  it("reads in the order of the feed keys as numbers, across a power of ten (997 before 1004)", async () => {
+    const stream = "testing.horizon_order";
+    await declareTestStream(app.t.adminDb, { stream, producer: "horizon_writer", consumer: "horizon_reader_o" });
+    // Keys set by hand (the stamping trigger off, as superuser): the order of transaction ids past 999.
+    const client = await app.t.adminPool.connect();
+    try {
+      await client.query("set session_replication_role = replica");
+      await client.query(`insert into ${stream} (id, type, payload, feed_key, tx_id, recorded_by) values
+        ('first', 'Happened', '{}', '997', '997', 'test'), ('second', 'Happened', '{}', '1004', '1004', 'test'), ('third', 'Happened', '{}', '1004', '1004', 'test')`);
+    } finally {
+      await client.query("reset session_replication_role");
+      client.release();
+    }
+    const all = await readAfter(app.t.adminDb, stream, FEED_START, { horizon: "2000" });
+    expect(all.records.map((r) => [r.id, r.feedKey])).toEqual([
+      ["first", "997"],
+      ["second", "1004"],
+      ["third", "1004"],
+    ]);
+    expect(all.next).toEqual({ key: "1004", position: all.records[2]!.position });
+    // In pages of one, each record once, in order: the cursor never goes back.
+    const paged: string[] = [];
+    for (let cursor: FeedCursor = FEED_START; ;) {
+      const page = await readAfter(app.t.adminDb, stream, cursor, { horizon: "2000", limit: 1 });
+      if (page.records.length === 0) break;
+      paged.push(page.records[0]!.id);
+      cursor = page.next;
+    }
+    expect(paged).toEqual(["first", "second", "third"]);
+  });
+
   it("refuses to compute a horizon in a transaction that would read with the same snapshot", async () => {
     const client = new pg.Client({ connectionString: app.t.adminUrl });
     await client.connect();
