@@ -103,7 +103,7 @@ type FailureClass = "transient" | "permanent";
  * address again, so it will most likely fail again: the console warns
  * before the operator executes it.
  */
-async function failureClasses(db: Db, changes: OperatorReport["changes"]): Promise<Map<string, FailureClass>> {
+async function failureClasses(db: Db, changes: ReadonlyArray<{ id: string; stream: string }>): Promise<Map<string, FailureClass>> {
   const classes = new Map<string, FailureClass>();
   if (changes.length === 0) return classes;
   const streams = [...new Set(changes.map((c) => c.stream))];
@@ -123,17 +123,28 @@ export const ARCHIVED_DAYS = 7;
 
 /**
  * Failures an operator archived lately (audit.redrives, the operators'
- * changes of handling, read as the auditor): with nothing failed, the
- * console says nothing waits rather than that nothing failed.
+ * changes of handling, read as the auditor), and apart from them those
+ * closed by a resend (archived as the resend replaced them): with nothing
+ * failed, the console says nothing waits rather than that nothing failed,
+ * and does not call a resend an archive.
  */
 async function recentlyArchived(db: Db) {
   const { rows } = await inTransaction(db, "auditor", async (tx) => {
     await sql`set transaction read only`.execute(tx);
-    return sql<{ n: number; last_at: Date | null }>`
-      select count(*)::int as n, max(at) as last_at from audit.redrives
-      where to_status = 'ArchivedAfterFailure' and at > now() - make_interval(days => ${ARCHIVED_DAYS})`.execute(tx);
+    // A resend archives the failed operation it replaces (details.verb = 'resend'): that failure was resent, not archived.
+    return sql<{ n: number; last_at: Date | null; resent: number; resent_last_at: Date | null }>`
+      select count(*) filter (where not resent)::int as n, max(at) filter (where not resent) as last_at,
+             count(*) filter (where resent)::int as resent, max(at) filter (where resent) as resent_last_at
+      from (select at, coalesce(details->>'verb' = 'resend', false) as resent from audit.redrives
+            where to_status = 'ArchivedAfterFailure' and at > now() - make_interval(days => ${ARCHIVED_DAYS})) r`.execute(tx);
   });
-  return { days: ARCHIVED_DAYS, count: rows[0]?.n ?? 0, lastAt: rows[0]?.last_at?.toISOString() ?? null };
+  const row = rows[0];
+  return {
+    days: ARCHIVED_DAYS,
+    count: row?.n ?? 0,
+    lastAt: row?.last_at?.toISOString() ?? null,
+    resent: { count: row?.resent ?? 0, lastAt: row?.resent_last_at?.toISOString() ?? null },
+  };
 }
 
 function reportJson(report: OperatorReport, classes: Map<string, FailureClass> = new Map()) {
@@ -155,6 +166,36 @@ function reportJson(report: OperatorReport, classes: Map<string, FailureClass> =
       error: c.error,
       details: c.details,
       failure: classes.get(`${c.stream}#${c.position}#${c.concern}`) ?? null,
+    })),
+  };
+}
+
+/** The parts of a resend's report (src/admin/redrive.ts ResendReport) that the dry run's classification reads. */
+interface ResendDryRun {
+  notificationId: string;
+  channels: Array<
+    { destination: string | null; previous: { stream: string; position: number; concern: string; destination: string } & Record<string, unknown> } & Record<string, unknown>
+  >;
+}
+
+/**
+ * A resend's dry run, with each channel's `sameDestination` (the entity's
+ * current detail is the one that failed) and its failed operation's
+ * `previous.failure` class: resending a permanent failure (a 5.1.1 bounce)
+ * to the same address will most likely fail the same way, and the console
+ * warns before the operator executes it.
+ */
+async function classifyResend(db: Db, report: ResendDryRun) {
+  const classes = await failureClasses(
+    db,
+    report.channels.map((c) => ({ id: report.notificationId, stream: c.previous.stream })),
+  );
+  return {
+    ...report,
+    channels: report.channels.map((c) => ({
+      ...c,
+      sameDestination: c.destination !== null && c.destination === c.previous.destination,
+      previous: { ...c.previous, failure: classes.get(`${c.previous.stream}#${c.previous.position}#${c.previous.concern}`) ?? null },
     })),
   };
 }
@@ -208,7 +249,7 @@ export function adminActionRoutes(ctx: RouteContext, tools: OperatorTools | unde
           reason: body.reason,
           actor: actorOf(principal),
         });
-        res.json(report);
+        res.json(body.execute ? report : await classifyResend(db, report as ResendDryRun));
       },
     }),
   ];

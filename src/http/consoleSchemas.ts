@@ -72,8 +72,15 @@ export const FailuresResponse = z.object({
   running: z.array(FailedRecord).describe("Running for longer than `stuckAfter`: a worker may have died holding them (cancel-running)"),
   matched: z.object({ failed: z.number().int(), running: z.number().int() }),
   archived: z
-    .object({ days: z.number().int(), count: z.number().int(), lastAt: z.string().nullable() })
-    .describe("Failures operators archived in the last `days` days (audit.redrives): no longer waiting, still in their notifications' stories"),
+    .object({
+      days: z.number().int(),
+      count: z.number().int().describe("Archived by an operator (archive-failed); failures a resend replaced are not counted here"),
+      lastAt: z.string().nullable(),
+      resent: z
+        .object({ count: z.number().int(), lastAt: z.string().nullable() })
+        .describe("Failed operations a resend replaced (archived by the resend, details.verb = resend) in the same days"),
+    })
+    .describe("Failures operators closed in the last `days` days (audit.redrives): no longer waiting, still in their notifications' stories"),
 });
 
 export const FailuresQuery = z.strictObject({
@@ -150,7 +157,19 @@ export const ResendReportResponse = z.looseObject({
       channel: Channel,
       destination: z.string().nullable(),
       skipped: z.string().nullable(),
-      previous: z.looseObject({ destination: z.string(), error: z.string().nullable() }),
+      previous: z.looseObject({
+        destination: z.string(),
+        error: z.string().nullable(),
+        failure: z
+          .enum(["transient", "permanent"])
+          .nullable()
+          .optional()
+          .describe("Dry run: how the failed operation's last failure was classified (permanent: a 5.1.1 bounce); null: not known"),
+      }),
+      sameDestination: z
+        .boolean()
+        .optional()
+        .describe("Dry run: the entity's current detail is the destination that failed; with a permanent failure, the resend will most likely fail the same way"),
     }),
   ),
   request: z.object({ stream: z.string(), position: z.number().int() }).nullable(),

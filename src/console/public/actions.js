@@ -19,7 +19,7 @@ function describe(report) {
             cell("Channel", c.channel),
             cell("Sent to", c.previous.destination),
             cell("Error", c.previous.error ?? ""),
-            cell("Now to", c.destination ?? `skipped: ${c.skipped}`),
+            cell("Now to", c.destination ?? `skipped: ${c.skipped}`, c.sameDestination ? h("div", { class: "muted" }, "(the same as before)") : null),
           ),
         ),
       ),
@@ -69,6 +69,61 @@ function permanentWarning(report, executeLabel, resendLabel) {
   );
 }
 
+const DETAIL = { email: "email address", slack: "Slack destination" };
+
+/**
+ * A resend's dry run, said in the console's words (the library's warnings
+ * name command-line verbs): a channel skipped, a channel going to the same
+ * destination as before, and, when that destination failed permanently (a
+ * 5.1.1 bounce), a prominent warning that it would fail again, with a link
+ * to the entity to correct first. Returns { warning, notes }: the warning
+ * (or null) goes beside the buttons.
+ */
+function resendNotes(report, executeLabel, redriveLabel) {
+  if (report.verb !== "resend" || !report.dryRun) return { warning: null, notes: null };
+  const entityLink = () => h("a", { href: `#/entities/${encodeURIComponent(report.entityId)}` }, `entity ${report.entityId}`);
+  const doomed = report.channels.filter((c) => c.sameDestination && c.previous.failure === "permanent");
+  const notes = [];
+  if (report.channels.every((c) => c.skipped !== null)) {
+    notes.push(h("li", {}, "Nothing can be resent now: put the ", entityLink(), " right first."));
+  } else {
+    for (const c of report.channels.filter((p) => p.skipped !== null)) notes.push(h("li", {}, `${c.channel} would be skipped: ${c.skipped}.`));
+    for (const c of report.channels.filter((p) => p.sameDestination && p.previous.failure !== "permanent")) {
+      notes.push(
+        h(
+          "li",
+          {},
+          `${c.channel} would go to the same destination as before (`,
+          h("span", { class: "mono" }, c.destination),
+          `). If the failure was on the receiving side and is fixed there, “${redriveLabel}” repeats the operation as it was; if the destination is wrong, correct the `,
+          entityLink(),
+          " first.",
+        ),
+      );
+    }
+  }
+  const warning = doomed.length
+    ? h(
+        "div",
+        { class: "notice bad prominent", id: `same-${Math.random().toString(36).slice(2)}` },
+        h("p", {}, h("strong", {}, `This would fail again: correct the entity's ${doomed.map((c) => DETAIL[c.channel] ?? `${c.channel} destination`).join(" and ")} first.`)),
+        doomed.map((c) =>
+          h(
+            "p",
+            {},
+            `The ${c.channel} to `,
+            h("span", { class: "mono" }, c.destination),
+            " failed permanently",
+            c.previous.error ? [" (", h("span", { class: "mono" }, c.previous.error), ")"] : null,
+            `, and the entity still has that ${DETAIL[c.channel] ?? "destination"}: “${executeLabel}” would send it there again.`,
+          ),
+        ),
+        h("p", {}, "Open the ", entityLink(), ", correct it, then come back and resend."),
+      )
+    : null;
+  return { warning, notes: notes.length ? h("ul", { class: "notice" }, notes) : null };
+}
+
 /**
  * Open the panel for one action inside `host`: runs the dry run at once.
  * `request` is [method, path, body]; the execute request adds execute and reason.
@@ -76,7 +131,7 @@ function permanentWarning(report, executeLabel, resendLabel) {
  * `resendLabel`: the label of the page's resend button for the same records, if it has one (named in warnings).
  * The keyboard focus moves to the panel's heading when it opens, and stays in the panel.
  */
-export async function openAction(host, { title, request, onDone, resendLabel }) {
+export async function openAction(host, { title, request, onDone, resendLabel, redriveLabel = "Re-drive…" }) {
   const [method, path, body] = request;
   const titleId = `action-${Math.random().toString(36).slice(2)}`;
   const heading = h("h3", { id: titleId, tabindex: "-1" }, `${title}: dry run`);
@@ -98,7 +153,8 @@ export async function openAction(host, { title, request, onDone, resendLabel }) 
   const reason = h("textarea", { name: "reason", id: `${titleId}-reason`, rows: 2, "aria-required": "true", maxlength: 2000 });
   const error = h("p", { class: "error", role: "alert" });
   const executeLabel = "Execute";
-  const warning = permanentWarning(report, executeLabel, resendLabel);
+  const resend = resendNotes(report, executeLabel, redriveLabel);
+  const warning = permanentWarning(report, executeLabel, resendLabel) ?? resend.warning;
   const execute = h("button", { type: "submit", class: "danger", disabled: nothing, "aria-describedby": warning?.id }, executeLabel);
   const form = h(
     "form",
@@ -137,14 +193,17 @@ export async function openAction(host, { title, request, onDone, resendLabel }) 
   fill(
     content,
     describe(report),
-    report.warnings?.length
-      ? h(
-          "ul",
-          { class: "notice" },
-          report.warnings.map((w) => h("li", {}, w)),
-        )
-      : null,
+    // A resend's warnings are said in the console's words (resendNotes), from the same report.
+    report.verb === "resend"
+      ? resend.notes
+      : report.warnings?.length
+        ? h(
+            "ul",
+            { class: "notice" },
+            report.warnings.map((w) => h("li", {}, w)),
+          )
+        : null,
     form,
   );
-  announce(`${title}: dry run ready${warning ? ": the failure is permanent" : ""}`);
+  announce(`${title}: dry run ready${warning ? (resend.warning ? ": this would fail again" : ": the failure is permanent") : ""}`);
 }
