@@ -4,6 +4,7 @@ import { inTransaction, type Db } from "../db/database";
 import { readTrail } from "../streams/trail";
 import { NotFoundError } from "../errors/errors";
 import { channelOfStream } from "../notification/channels";
+import { latestViewsJson } from "../notification/projection";
 import { ActionBody, ActionVerbParams, FailuresQuery, ResendBody } from "./consoleSchemas";
 import { route, type RouteContext, type RouteDef } from "./routes";
 
@@ -62,8 +63,55 @@ export function actorOf(principal: ApiPrincipal): string {
   return `api-key:${principal.name}`;
 }
 
-function recordJson(r: OperatorRecord) {
+/** What an operator needs to recognise a failed record: whose it is, where it went, what it was. */
+export interface RecordContext {
+  entity: { id: string; name: string | null } | null;
+  destination: string | null;
+  subject: string | null;
+}
+
+const NO_CONTEXT: RecordContext = { entity: null, destination: null, subject: null };
+
+/**
+ * Each record's context, keyed by stream and position: for a channel
+ * operation, its destination and subject (from its payload); for a
+ * notification's record, the entity (from the notification's view).
+ */
+async function recordContexts(db: Db, records: readonly OperatorRecord[]): Promise<Map<string, RecordContext>> {
+  const contexts = new Map<string, RecordContext>();
+  if (records.length === 0) return contexts;
+  const ids = [...new Set(records.map((r) => r.id))];
+  const streams = [...new Set(records.map((r) => r.stream))];
+  const [trail, views] = await inTransaction(db, "reader", async (tx) => {
+    await sql`set transaction read only`.execute(tx);
+    return Promise.all([readTrail(tx, ids, { streams, handlingOf: [] }), latestViewsJson(tx, ids)]);
+  });
+  const entities = new Map<string, RecordContext["entity"]>();
+  for (const [id, json] of views) {
+    const entity = (JSON.parse(json) as { entity?: { id?: unknown; name?: unknown } }).entity;
+    if (typeof entity?.id === "string") entities.set(id, { id: entity.id, name: typeof entity.name === "string" ? entity.name : null });
+  }
+  for (const record of trail) {
+    const channel = channelOfStream(record.stream);
+    const payload = record.payload as { subject?: unknown } | null;
+    let destination: string | null = null;
+    try {
+      destination = channel ? channel.destinationOf(record.payload) : null;
+    } catch {
+      destination = null;
+    }
+    contexts.set(`${record.stream}#${record.position}`, {
+      entity: entities.get(record.id) ?? null,
+      destination,
+      subject: typeof payload?.subject === "string" ? payload.subject : null,
+    });
+  }
+  return contexts;
+}
+
+function recordJson(r: OperatorRecord, contexts?: Map<string, RecordContext>) {
   return {
+    ...(contexts ? (contexts.get(`${r.stream}#${r.position}`) ?? NO_CONTEXT) : {}),
     stream: r.stream,
     position: r.position,
     id: r.id,
@@ -79,7 +127,7 @@ function recordJson(r: OperatorRecord) {
 }
 
 /** Failed records grouped by channel (stream and concern) and error, largest group first. */
-export function groupFailures(records: readonly OperatorRecord[]) {
+export function groupFailures(records: readonly OperatorRecord[], contexts?: Map<string, RecordContext>) {
   const groups = new Map<string, { channel: string | null; stream: string; concern: string; error: string; records: OperatorRecord[] }>();
   for (const r of records) {
     const error = r.lastError ?? "(no error recorded)";
@@ -90,7 +138,7 @@ export function groupFailures(records: readonly OperatorRecord[]) {
   }
   return [...groups.values()]
     .sort((a, b) => b.records.length - a.records.length || a.stream.localeCompare(b.stream) || a.error.localeCompare(b.error))
-    .map((g) => ({ ...g, count: g.records.length, records: g.records.map(recordJson) }));
+    .map((g) => ({ ...g, count: g.records.length, records: g.records.map((r) => recordJson(r, contexts)) }));
 }
 
 type FailureClass = "transient" | "permanent";
@@ -214,9 +262,10 @@ export function adminActionRoutes(ctx: RouteContext, tools: OperatorTools | unde
       query: FailuresQuery,
       async handle({ query }, res) {
         const stuck = await operator().findStuck(db, { olderThan: query.stuckAfter });
+        const contexts = await recordContexts(db, [...stuck.failed.records, ...stuck.running.records]);
         res.json({
-          failed: groupFailures(stuck.failed.records),
-          running: stuck.running.records.map(recordJson),
+          failed: groupFailures(stuck.failed.records, contexts),
+          running: stuck.running.records.map((r) => recordJson(r, contexts)),
           matched: { failed: stuck.failed.matched, running: stuck.running.matched },
           archived: await recentlyArchived(db),
         });

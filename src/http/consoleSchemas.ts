@@ -58,18 +58,28 @@ const FailedRecord = z.object({
   recordedAt: z.string(),
 });
 
+/** A failed or stuck record in GET /v1/admin/failures, with what an operator recognises it by. */
+const WaitingRecord = FailedRecord.extend({
+  entity: z
+    .object({ id: z.string(), name: z.string().nullable() })
+    .nullable()
+    .describe("The entity the notification is for (from its view); null: not a notification's record, or not projected yet"),
+  destination: z.string().nullable().describe("A channel operation's recipient (email address, Slack channel); null for other records"),
+  subject: z.string().nullable().describe("A channel operation's subject; null when it has none"),
+});
+
 export const FailureGroup = z.object({
   channel: Channel.nullable().describe("The channel whose operations these are (null: a record of another stream)"),
   stream: z.string(),
   concern: z.string(),
   error: z.string().describe("The error shared by the group (its last error, as stored)"),
   count: z.number().int(),
-  records: z.array(FailedRecord),
+  records: z.array(WaitingRecord),
 });
 
 export const FailuresResponse = z.object({
   failed: z.array(FailureGroup).describe("Failed, with no retry to come: grouped by channel (stream and concern) and error, largest group first"),
-  running: z.array(FailedRecord).describe("Running for longer than `stuckAfter`: a worker may have died holding them (cancel-running)"),
+  running: z.array(WaitingRecord).describe("Running for longer than `stuckAfter`: a worker may have died holding them (cancel-running)"),
   matched: z.object({ failed: z.number().int(), running: z.number().int() }),
   archived: z
     .object({

@@ -145,6 +145,10 @@ describeWithBrowser("the operator console, in Chromium", () => {
     const group = page.getByRole("region", { name: /email · email_bot: 1 failed/ });
     await group.getByText("no such mailbox").waitFor();
     const row = group.locator("tr", { hasText: id });
+    // Whose it is, where it went and what it was, beside the tracking id.
+    await expect(row.getByRole("link", { name: "Bob Builder (bob)" }).getAttribute("href")).resolves.toBe("#/entities/bob");
+    await row.locator("td[data-label=Recipient]", { hasText: "bob@example.test" }).waitFor();
+    await row.locator("td[data-label=Notification]", { hasText: "Password reset" }).waitFor();
     await row.getByRole("button", { name: "Re-drive…" }).click();
     const panel = page.getByRole("region", { name: /Re-drive record .*: dry run/ });
     await panel.getByText("1 record(s) would change").waitFor();
@@ -155,6 +159,8 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await warning.waitFor();
     await panel.getByText(/“Execute” would send the same message to the same address again.*then use “Resend to current details…” here/).waitFor();
     await expect(panel.getByRole("button", { name: "Execute" }).getAttribute("aria-describedby")).resolves.toMatch(/^permanent-/);
+    // The entity to correct is a link away.
+    await expect(panel.locator(".notice.bad").getByRole("link", { name: "Bob Builder (bob)" }).getAttribute("href")).resolves.toBe("#/entities/bob");
     await shot("failures");
     // No reason, no action.
     await panel.getByRole("button", { name: "Execute" }).click();

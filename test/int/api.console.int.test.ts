@@ -244,6 +244,12 @@ describe("failures and repairs over HTTP", () => {
     const group = answer.json.failed.find((g: any) => g.records.some((r: any) => r.id === failed));
     expect(group).toMatchObject({ channel: "email", stream: "email.operations", concern: "email_bot", count: 1 });
     expect(group.error).toMatch(/no such mailbox/);
+    // What an operator recognises the record by: the entity, the recipient, the subject.
+    expect(group.records.find((r: any) => r.id === failed)).toMatchObject({
+      entity: { id: "cy", name: expect.any(String) },
+      destination: expect.stringMatching(/@example\.test$/),
+      subject: "Will fail",
+    });
     expect(answer.json.archived).toEqual({ days: 7, count: 0, lastAt: null, resent: { count: 0, lastAt: null } });
   });
 

@@ -17,9 +17,9 @@ function describe(report) {
             "tr",
             {},
             cell("Channel", c.channel),
-            cell("Sent to", c.previous.destination),
-            cell("Error", c.previous.error ?? ""),
-            cell("Now to", c.destination ?? `skipped: ${c.skipped}`, c.sameDestination ? h("div", { class: "muted" }, "(the same as before)") : null),
+            cell("Sent to", h("span", { class: "long" }, c.previous.destination)),
+            cell("Error", h("span", { class: "long" }, c.previous.error ?? "")),
+            cell("Now to", h("span", { class: "long" }, c.destination ?? `skipped: ${c.skipped}`), c.sameDestination ? h("div", { class: "muted" }, "(the same as before)") : null),
           ),
         ),
       ),
@@ -41,7 +41,7 @@ function describe(report) {
               cell("Tracking id", h("a", { href: `#/notifications/${c.id}`, class: "mono" }, c.id)),
               cell("Concern", c.concern),
               cell("Change", badge(c.status), " → ", badge(c.to), c.requeue ? " (queued again)" : ""),
-              cell("Outcome", c.outcome, c.error ? h("div", { class: "error" }, c.error) : null),
+              cell("Outcome", c.outcome, c.error ? h("div", { class: "error long" }, c.error) : null),
             ),
           ),
         )
@@ -54,7 +54,13 @@ function describe(report) {
  * executing it sends the same operation to the same address again. Says so
  * beside the buttons, in their own words.
  */
-function permanentWarning(report, executeLabel, resendLabel) {
+/** A link to an entity's page, by name and id; without an entity, to the Entities page. */
+export function entityLink(entity) {
+  if (!entity?.id) return h("a", { href: "#/entities" }, "Entities page");
+  return h("a", { href: `#/entities/${encodeURIComponent(entity.id)}` }, entity.name ? `${entity.name} (${entity.id})` : entity.id);
+}
+
+function permanentWarning(report, executeLabel, resendLabel, entity) {
   if (report.verb !== "redrive-failed" || !report.dryRun) return null;
   const permanent = report.changes.filter((c) => c.failure === "permanent");
   if (permanent.length === 0) return null;
@@ -65,7 +71,9 @@ function permanentWarning(report, executeLabel, resendLabel) {
     { class: "notice bad", id: `permanent-${Math.random().toString(36).slice(2)}` },
     h("strong", {}, permanent.length === report.changes.length ? "This failure is permanent." : `${permanent.length} of these failures are permanent.`),
     errors.length ? [" (", h("span", { class: "mono" }, errors.join("; ")), ")"] : null,
-    ` “${executeLabel}” would send the same message to the same address again, and it will most likely fail the same way. Correct the entity's contact details first (Entities page), then ${where}.`,
+    ` “${executeLabel}” would send the same message to the same address again, and it will most likely fail the same way. Correct the entity's contact details first (`,
+    entityLink(entity),
+    `), then ${where}.`,
   );
 }
 
@@ -129,9 +137,10 @@ function resendNotes(report, executeLabel, redriveLabel) {
  * `request` is [method, path, body]; the execute request adds execute and reason.
  * `onDone` runs after an execution (e.g. to reload the page's data).
  * `resendLabel`: the label of the page's resend button for the same records, if it has one (named in warnings).
+ * `entity`: { id, name } of the records' entity, when they have one: warnings link to its page.
  * The keyboard focus moves to the panel's heading when it opens, and stays in the panel.
  */
-export async function openAction(host, { title, request, onDone, resendLabel, redriveLabel = "Re-drive…" }) {
+export async function openAction(host, { title, request, onDone, resendLabel, redriveLabel = "Re-drive…", entity }) {
   const [method, path, body] = request;
   const titleId = `action-${Math.random().toString(36).slice(2)}`;
   const heading = h("h3", { id: titleId, tabindex: "-1" }, `${title}: dry run`);
@@ -154,7 +163,7 @@ export async function openAction(host, { title, request, onDone, resendLabel, re
   const error = h("p", { class: "error", role: "alert" });
   const executeLabel = "Execute";
   const resend = resendNotes(report, executeLabel, redriveLabel);
-  const warning = permanentWarning(report, executeLabel, resendLabel) ?? resend.warning;
+  const warning = permanentWarning(report, executeLabel, resendLabel, entity) ?? resend.warning;
   const execute = h("button", { type: "submit", class: "danger", disabled: nothing, "aria-describedby": warning?.id }, executeLabel);
   const form = h(
     "form",

@@ -1,5 +1,5 @@
 import { followEvents, get } from "./api.js";
-import { openAction } from "./actions.js";
+import { entityLink, openAction } from "./actions.js";
 import { badge, cell, fill, h, table, time } from "./dom.js";
 
 // Failures waiting: failed records grouped by channel and error
@@ -149,7 +149,7 @@ export async function failuresPage(main, me) {
   async function load() {
     const answer = await get("/v1/admin/failures");
     const admin = me.can("admin");
-    const actions = (host, title, body, verbs) =>
+    const actions = (host, title, body, verbs, entity) =>
       admin
         ? h(
             "div",
@@ -167,6 +167,7 @@ export async function failuresPage(main, me) {
                       onDone: done,
                       resendLabel: verbs.find(([, v]) => v === "resend")?.[0],
                       redriveLabel: verbs.find(([, v]) => v === "redrive-failed")?.[0],
+                      entity,
                     }),
                 },
                 label,
@@ -190,7 +191,7 @@ export async function failuresPage(main, me) {
         host,
         table(
           `Failed records: ${heading}`,
-          ["Tracking id", "Record", "Attempts", "Failed since", "Repair"],
+          ["Notification", "Entity", "Recipient", "Record", "Attempts", "Failed since", "Repair"],
           g.records.map((r) => {
             // The record's repair panel opens in a row of its own below it, the table's full width.
             const rowHost = h("div");
@@ -199,20 +200,24 @@ export async function failuresPage(main, me) {
               h(
                 "tr",
                 {},
-                cell("Tracking id", h("a", { href: `#/notifications/${r.id}`, class: "mono" }, r.id)),
+                cell("Notification", r.subject ? h("div", { class: "long" }, r.subject) : null, h("a", { href: `#/notifications/${r.id}`, class: "mono" }, r.id)),
+                cell("Entity", r.entity ? entityLink(r.entity) : h("span", { class: "muted" }, "—")),
+                cell("Recipient", r.destination ? h("span", { class: "mono" }, r.destination) : h("span", { class: "muted" }, "—")),
                 cell("Record", h("span", { class: "mono" }, `${r.stream} #${r.position}`), h("div", { class: "muted" }, r.type)),
                 cell("Attempts", String(r.attempts)),
                 cell("Failed since", time(r.since)),
                 cell(
                   "Repair",
-                  actions(rowHost, `record ${r.stream} #${r.position}`, selection, [
-                    ["Re-drive…", "redrive-failed"],
-                    ...(g.channel ? [["Resend to current details…", "resend"]] : []),
-                    ["Archive…", "archive-failed"],
-                  ]),
+                  actions(
+                    rowHost,
+                    `record ${r.stream} #${r.position}`,
+                    selection,
+                    [["Re-drive…", "redrive-failed"], ...(g.channel ? [["Resend to current details…", "resend"]] : []), ["Archive…", "archive-failed"]],
+                    r.entity,
+                  ),
                 ),
               ),
-              h("tr", { class: "panel-row" }, h("td", { colspan: 5, class: "full" }, rowHost)),
+              h("tr", { class: "panel-row" }, h("td", { colspan: 7, class: "full" }, rowHost)),
             ];
           }),
         ),
@@ -233,13 +238,14 @@ export async function failuresPage(main, me) {
             runningHost,
             table(
               "Records stuck running",
-              ["Tracking id", "Record", "Concern", "State", "Since", "Repair"],
+              ["Tracking id", "Entity", "Record", "Concern", "State", "Since", "Repair"],
               answer.running.map((r) =>
                 h(
                   "tr",
                   {},
                   cell("Tracking id", h("a", { href: `#/notifications/${r.id}`, class: "mono" }, r.id)),
-                  cell("Record", h("span", { class: "mono" }, `${r.stream} #${r.position}`)),
+                  cell("Entity", r.entity ? entityLink(r.entity) : h("span", { class: "muted" }, "—")),
+                  cell("Record", h("span", { class: "mono" }, `${r.stream} #${r.position}`), r.destination ? h("div", { class: "mono muted" }, `to ${r.destination}`) : null),
                   cell("Concern", r.concern),
                   cell("State", badge(r.status)),
                   cell("Since", time(r.since)),

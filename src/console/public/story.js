@@ -211,7 +211,7 @@ function repairSection(me, id, view, reload) {
   const failed = (view.channels ?? []).some((c) => c.status === "failed");
   const resendLabel = failed ? "Resend to current details…" : undefined;
   const button = (label, title, request) =>
-    h("button", { type: "button", class: "secondary", onclick: () => openAction(host, { title, request, onDone: reload, resendLabel }) }, label);
+    h("button", { type: "button", class: "secondary", onclick: () => openAction(host, { title, request, onDone: reload, resendLabel, entity: view.entity }) }, label);
   return [
     h("h2", {}, "Repair"),
     h(
