@@ -401,6 +401,15 @@ describeWithBrowser("the operator console, in Chromium", () => {
     const id = await send("bob", "A-subject-without-any-space-that-is-longer-than-a-phone-screen-is-wide");
     await waitForOutcome(tidings.t, id);
     tidings.smtp.reset();
+    // On a laptop first: the status in plain words beside the internal name, and the Outcome column whole.
+    await page.goto(`${api.url}/console/#/activity`);
+    const laptopRow = page.locator(`#activity tbody tr[data-id="${id}"]`);
+    await laptopRow.locator("td[data-label=Outcome]", { hasText: "failed: the address does not exist (550 5.1.1)" }).waitFor();
+    await laptopRow.locator("td[data-label=Outcome]", { hasText: "CouldNotSendOnAnyPreparedChannel" }).waitFor();
+    await expect(page.evaluate("[...document.querySelectorAll('.table-wrap')].map((t) => t.scrollWidth - t.clientWidth)")).resolves.toEqual([0]);
+    await page.goto(`${api.url}/console/#/notifications/${id}`);
+    await page.locator("#status", { hasText: "failed: the address does not exist (550 5.1.1)" }).waitFor();
+    await page.locator("ol.trail > li", { hasText: "failed: no channel could send it" }).getByText("CouldNotSendOnAnyPreparedChannelEvent").waitFor();
     const phone = await browser.newPage({ viewport: { width: 375, height: 800 }, isMobile: true });
     await signIn(phone, admin);
     await phone.goto(`${api.url}/console/#/activity`);
