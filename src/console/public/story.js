@@ -237,7 +237,15 @@ function repairSection(me, id, view, reload) {
   const failed = (view.channels ?? []).some((c) => c.status === "failed");
   const resendLabel = failed ? "Resend to current details…" : undefined;
   const button = (label, title, request) =>
-    h("button", { type: "button", class: "secondary", onclick: () => openAction(host, { title, request, onDone: reload, resendLabel, entity: view.entity }) }, label);
+    h(
+      "button",
+      {
+        type: "button",
+        class: "secondary",
+        onclick: () => openAction(host, { title, request, onDone: reload, resendLabel, redriveLabel: "Re-drive failed records…", entity: view.entity }),
+      },
+      label,
+    );
   return [
     h("h2", {}, "Repair"),
     h(
