@@ -4,6 +4,7 @@ import { inTransaction, type Db } from "../db/database";
 import { readTrail } from "../streams/trail";
 import { NotFoundError } from "../errors/errors";
 import { channelOfStream } from "../notification/channels";
+import { latestViewsJson } from "../notification/projection";
 import { ActionBody, ActionVerbParams, FailuresQuery, ResendBody } from "./consoleSchemas";
 import { route, type RouteContext, type RouteDef } from "./routes";
 
@@ -62,8 +63,55 @@ export function actorOf(principal: ApiPrincipal): string {
   return `api-key:${principal.name}`;
 }
 
-function recordJson(r: OperatorRecord) {
+/** What an operator needs to recognise a failed record: whose it is, where it went, what it was. */
+export interface RecordContext {
+  entity: { id: string; name: string | null } | null;
+  destination: string | null;
+  subject: string | null;
+}
+
+const NO_CONTEXT: RecordContext = { entity: null, destination: null, subject: null };
+
+/**
+ * Each record's context, keyed by stream and position: for a channel
+ * operation, its destination and subject (from its payload); for a
+ * notification's record, the entity (from the notification's view).
+ */
+async function recordContexts(db: Db, records: readonly OperatorRecord[]): Promise<Map<string, RecordContext>> {
+  const contexts = new Map<string, RecordContext>();
+  if (records.length === 0) return contexts;
+  const ids = [...new Set(records.map((r) => r.id))];
+  const streams = [...new Set(records.map((r) => r.stream))];
+  const [trail, views] = await inTransaction(db, "reader", async (tx) => {
+    await sql`set transaction read only`.execute(tx);
+    return Promise.all([readTrail(tx, ids, { streams, handlingOf: [] }), latestViewsJson(tx, ids)]);
+  });
+  const entities = new Map<string, RecordContext["entity"]>();
+  for (const [id, json] of views) {
+    const entity = (JSON.parse(json) as { entity?: { id?: unknown; name?: unknown } }).entity;
+    if (typeof entity?.id === "string") entities.set(id, { id: entity.id, name: typeof entity.name === "string" ? entity.name : null });
+  }
+  for (const record of trail) {
+    const channel = channelOfStream(record.stream);
+    const payload = record.payload as { subject?: unknown } | null;
+    let destination: string | null = null;
+    try {
+      destination = channel ? channel.destinationOf(record.payload) : null;
+    } catch {
+      destination = null;
+    }
+    contexts.set(`${record.stream}#${record.position}`, {
+      entity: entities.get(record.id) ?? null,
+      destination,
+      subject: typeof payload?.subject === "string" ? payload.subject : null,
+    });
+  }
+  return contexts;
+}
+
+function recordJson(r: OperatorRecord, contexts?: Map<string, RecordContext>) {
   return {
+    ...(contexts ? (contexts.get(`${r.stream}#${r.position}`) ?? NO_CONTEXT) : {}),
     stream: r.stream,
     position: r.position,
     id: r.id,
@@ -79,7 +127,7 @@ function recordJson(r: OperatorRecord) {
 }
 
 /** Failed records grouped by channel (stream and concern) and error, largest group first. */
-export function groupFailures(records: readonly OperatorRecord[]) {
+export function groupFailures(records: readonly OperatorRecord[], contexts?: Map<string, RecordContext>) {
   const groups = new Map<string, { channel: string | null; stream: string; concern: string; error: string; records: OperatorRecord[] }>();
   for (const r of records) {
     const error = r.lastError ?? "(no error recorded)";
@@ -90,7 +138,7 @@ export function groupFailures(records: readonly OperatorRecord[]) {
   }
   return [...groups.values()]
     .sort((a, b) => b.records.length - a.records.length || a.stream.localeCompare(b.stream) || a.error.localeCompare(b.error))
-    .map((g) => ({ ...g, count: g.records.length, records: g.records.map(recordJson) }));
+    .map((g) => ({ ...g, count: g.records.length, records: g.records.map((r) => recordJson(r, contexts)) }));
 }
 
 type FailureClass = "transient" | "permanent";
@@ -103,7 +151,7 @@ type FailureClass = "transient" | "permanent";
  * address again, so it will most likely fail again: the console warns
  * before the operator executes it.
  */
-async function failureClasses(db: Db, changes: OperatorReport["changes"]): Promise<Map<string, FailureClass>> {
+async function failureClasses(db: Db, changes: ReadonlyArray<{ id: string; stream: string }>): Promise<Map<string, FailureClass>> {
   const classes = new Map<string, FailureClass>();
   if (changes.length === 0) return classes;
   const streams = [...new Set(changes.map((c) => c.stream))];
@@ -123,17 +171,28 @@ export const ARCHIVED_DAYS = 7;
 
 /**
  * Failures an operator archived lately (audit.redrives, the operators'
- * changes of handling, read as the auditor): with nothing failed, the
- * console says nothing waits rather than that nothing failed.
+ * changes of handling, read as the auditor), and apart from them those
+ * closed by a resend (archived as the resend replaced them): with nothing
+ * failed, the console says nothing waits rather than that nothing failed,
+ * and does not call a resend an archive.
  */
 async function recentlyArchived(db: Db) {
   const { rows } = await inTransaction(db, "auditor", async (tx) => {
     await sql`set transaction read only`.execute(tx);
-    return sql<{ n: number; last_at: Date | null }>`
-      select count(*)::int as n, max(at) as last_at from audit.redrives
-      where to_status = 'ArchivedAfterFailure' and at > now() - make_interval(days => ${ARCHIVED_DAYS})`.execute(tx);
+    // A resend archives the failed operation it replaces (details.verb = 'resend'): that failure was resent, not archived.
+    return sql<{ n: number; last_at: Date | null; resent: number; resent_last_at: Date | null }>`
+      select count(*) filter (where not resent)::int as n, max(at) filter (where not resent) as last_at,
+             count(*) filter (where resent)::int as resent, max(at) filter (where resent) as resent_last_at
+      from (select at, coalesce(details->>'verb' = 'resend', false) as resent from audit.redrives
+            where to_status = 'ArchivedAfterFailure' and at > now() - make_interval(days => ${ARCHIVED_DAYS})) r`.execute(tx);
   });
-  return { days: ARCHIVED_DAYS, count: rows[0]?.n ?? 0, lastAt: rows[0]?.last_at?.toISOString() ?? null };
+  const row = rows[0];
+  return {
+    days: ARCHIVED_DAYS,
+    count: row?.n ?? 0,
+    lastAt: row?.last_at?.toISOString() ?? null,
+    resent: { count: row?.resent ?? 0, lastAt: row?.resent_last_at?.toISOString() ?? null },
+  };
 }
 
 function reportJson(report: OperatorReport, classes: Map<string, FailureClass> = new Map()) {
@@ -159,6 +218,36 @@ function reportJson(report: OperatorReport, classes: Map<string, FailureClass> =
   };
 }
 
+/** The parts of a resend's report (src/admin/redrive.ts ResendReport) that the dry run's classification reads. */
+interface ResendDryRun {
+  notificationId: string;
+  channels: Array<
+    { destination: string | null; previous: { stream: string; position: number; concern: string; destination: string } & Record<string, unknown> } & Record<string, unknown>
+  >;
+}
+
+/**
+ * A resend's dry run, with each channel's `sameDestination` (the entity's
+ * current detail is the one that failed) and its failed operation's
+ * `previous.failure` class: resending a permanent failure (a 5.1.1 bounce)
+ * to the same address will most likely fail the same way, and the console
+ * warns before the operator executes it.
+ */
+async function classifyResend(db: Db, report: ResendDryRun) {
+  const classes = await failureClasses(
+    db,
+    report.channels.map((c) => ({ id: report.notificationId, stream: c.previous.stream })),
+  );
+  return {
+    ...report,
+    channels: report.channels.map((c) => ({
+      ...c,
+      sameDestination: c.destination !== null && c.destination === c.previous.destination,
+      previous: { ...c.previous, failure: classes.get(`${c.previous.stream}#${c.previous.position}#${c.previous.concern}`) ?? null },
+    })),
+  };
+}
+
 export function adminActionRoutes(ctx: RouteContext, tools: OperatorTools | undefined): RouteDef[] {
   const { db } = ctx;
   const operator = (): OperatorTools => {
@@ -173,9 +262,10 @@ export function adminActionRoutes(ctx: RouteContext, tools: OperatorTools | unde
       query: FailuresQuery,
       async handle({ query }, res) {
         const stuck = await operator().findStuck(db, { olderThan: query.stuckAfter });
+        const contexts = await recordContexts(db, [...stuck.failed.records, ...stuck.running.records]);
         res.json({
-          failed: groupFailures(stuck.failed.records),
-          running: stuck.running.records.map(recordJson),
+          failed: groupFailures(stuck.failed.records, contexts),
+          running: stuck.running.records.map((r) => recordJson(r, contexts)),
           matched: { failed: stuck.failed.matched, running: stuck.running.matched },
           archived: await recentlyArchived(db),
         });
@@ -208,7 +298,7 @@ export function adminActionRoutes(ctx: RouteContext, tools: OperatorTools | unde
           reason: body.reason,
           actor: actorOf(principal),
         });
-        res.json(report);
+        res.json(body.execute ? report : await classifyResend(db, report as ResendDryRun));
       },
     }),
   ];

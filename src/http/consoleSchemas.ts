@@ -58,22 +58,39 @@ const FailedRecord = z.object({
   recordedAt: z.string(),
 });
 
+/** A failed or stuck record in GET /v1/admin/failures, with what an operator recognises it by. */
+const WaitingRecord = FailedRecord.extend({
+  entity: z
+    .object({ id: z.string(), name: z.string().nullable() })
+    .nullable()
+    .describe("The entity the notification is for (from its view); null: not a notification's record, or not projected yet"),
+  destination: z.string().nullable().describe("A channel operation's recipient (email address, Slack channel); null for other records"),
+  subject: z.string().nullable().describe("A channel operation's subject; null when it has none"),
+});
+
 export const FailureGroup = z.object({
   channel: Channel.nullable().describe("The channel whose operations these are (null: a record of another stream)"),
   stream: z.string(),
   concern: z.string(),
   error: z.string().describe("The error shared by the group (its last error, as stored)"),
   count: z.number().int(),
-  records: z.array(FailedRecord),
+  records: z.array(WaitingRecord),
 });
 
 export const FailuresResponse = z.object({
   failed: z.array(FailureGroup).describe("Failed, with no retry to come: grouped by channel (stream and concern) and error, largest group first"),
-  running: z.array(FailedRecord).describe("Running for longer than `stuckAfter`: a worker may have died holding them (cancel-running)"),
+  running: z.array(WaitingRecord).describe("Running for longer than `stuckAfter`: a worker may have died holding them (cancel-running)"),
   matched: z.object({ failed: z.number().int(), running: z.number().int() }),
   archived: z
-    .object({ days: z.number().int(), count: z.number().int(), lastAt: z.string().nullable() })
-    .describe("Failures operators archived in the last `days` days (audit.redrives): no longer waiting, still in their notifications' stories"),
+    .object({
+      days: z.number().int(),
+      count: z.number().int().describe("Archived by an operator (archive-failed); failures a resend replaced are not counted here"),
+      lastAt: z.string().nullable(),
+      resent: z
+        .object({ count: z.number().int(), lastAt: z.string().nullable() })
+        .describe("Failed operations a resend replaced (archived by the resend, details.verb = resend) in the same days"),
+    })
+    .describe("Failures operators closed in the last `days` days (audit.redrives): no longer waiting, still in their notifications' stories"),
 });
 
 export const FailuresQuery = z.strictObject({
@@ -150,7 +167,19 @@ export const ResendReportResponse = z.looseObject({
       channel: Channel,
       destination: z.string().nullable(),
       skipped: z.string().nullable(),
-      previous: z.looseObject({ destination: z.string(), error: z.string().nullable() }),
+      previous: z.looseObject({
+        destination: z.string(),
+        error: z.string().nullable(),
+        failure: z
+          .enum(["transient", "permanent"])
+          .nullable()
+          .optional()
+          .describe("Dry run: how the failed operation's last failure was classified (permanent: a 5.1.1 bounce); null: not known"),
+      }),
+      sameDestination: z
+        .boolean()
+        .optional()
+        .describe("Dry run: the entity's current detail is the destination that failed; with a permanent failure, the resend will most likely fail the same way"),
     }),
   ),
   request: z.object({ stream: z.string(), position: z.number().int() }).nullable(),

@@ -145,6 +145,10 @@ describeWithBrowser("the operator console, in Chromium", () => {
     const group = page.getByRole("region", { name: /email · email_bot: 1 failed/ });
     await group.getByText("no such mailbox").waitFor();
     const row = group.locator("tr", { hasText: id });
+    // Whose it is, where it went and what it was, beside the tracking id.
+    await expect(row.getByRole("link", { name: "Bob Builder (bob)" }).getAttribute("href")).resolves.toBe("#/entities/bob");
+    await row.locator("td[data-label=Recipient]", { hasText: "bob@example.test" }).waitFor();
+    await row.locator("td[data-label=Notification]", { hasText: "Password reset" }).waitFor();
     await row.getByRole("button", { name: "Re-drive…" }).click();
     const panel = page.getByRole("region", { name: /Re-drive record .*: dry run/ });
     await panel.getByText("1 record(s) would change").waitFor();
@@ -155,6 +159,8 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await warning.waitFor();
     await panel.getByText(/“Execute” would send the same message to the same address again.*then use “Resend to current details…” here/).waitFor();
     await expect(panel.getByRole("button", { name: "Execute" }).getAttribute("aria-describedby")).resolves.toMatch(/^permanent-/);
+    // The entity to correct is a link away.
+    await expect(panel.locator(".notice.bad").getByRole("link", { name: "Bob Builder (bob)" }).getAttribute("href")).resolves.toBe("#/entities/bob");
     await shot("failures");
     // No reason, no action.
     await panel.getByRole("button", { name: "Execute" }).click();
@@ -187,6 +193,73 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.getByText("Nothing is waiting for an operator").waitFor();
     await page.locator("#archived", { hasText: "1 failure was archived by an operator in the last 7 days" }).waitFor();
     await expect(page.getByText("Nothing has failed").count()).resolves.toBe(0);
+  });
+
+  it("resends to an address that bounced for good: the dry run warns it would fail again, the panel fits; executed, the page says what was done and that it was delivered", async () => {
+    const long = "carol.has.an.address.long.enough.to.reach.past.a.narrow.panel@subdomain-of-a-mail-host.example.test";
+    await createEntity(tidings.t, "carol", person({ name: "Carol", email: long, slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }));
+    tidings.smtp.rejectRecipient(long, 550, "5.1.1 no such mailbox");
+    const id = await send("carol", "Your order shipped");
+    await waitForOutcome(tidings.t, id);
+    // From another page: the previous test left the Failures page open, and the same address would not load it again.
+    await page.goto(`${api.url}/console/#/activity`);
+    await page.goto(`${api.url}/console/#/failures`);
+    const row = page.locator("tr", { hasText: id });
+    await row.getByRole("button", { name: "Resend to current details…" }).click();
+    const panel = page.getByRole("region", { name: /Resend to current details record .*: dry run/ });
+    // The entity still has the address that bounced: a warning like a re-drive's, with a link to the entity.
+    const warning = panel.locator(".notice.bad");
+    await warning.getByText("This would fail again: correct the entity's email address first.").waitFor();
+    await expect(warning.getByRole("link", { name: "entity carol" }).getAttribute("href")).resolves.toBe("#/entities/carol");
+    await expect(panel.getByRole("button", { name: "Execute" }).getAttribute("aria-describedby")).resolves.toBe(await warning.getAttribute("id"));
+    await expect(panel.getByRole("button", { name: "Execute" }).isEnabled()).resolves.toBe(true);
+    // In the console's words, not the command line's.
+    await expect(panel.getByText(/redrive-failed|--execute|--channel/).count()).resolves.toBe(0);
+    // Nothing in the panel runs past its edge or off the screen, at a laptop's width and a phone's.
+    const fits = () =>
+      panel.evaluate((el) => {
+        const w = globalThis as unknown as { innerWidth: number };
+        const box = el.getBoundingClientRect();
+        const destination = [...el.querySelectorAll("td[data-label='Now to']")][0]!.getBoundingClientRect();
+        const overflowing = [...el.querySelectorAll("*")].filter((d) => d.getBoundingClientRect().right > box.right + 0.5).length;
+        return {
+          scrollsSideways: el.scrollWidth > el.clientWidth,
+          destinationInside: destination.left >= box.left && destination.right <= box.right && destination.right <= w.innerWidth,
+          overflowing,
+          // The panel has the width of the failures' section, not of a table cell (about 180 px on a phone before).
+          wideEnough: box.width >= Math.min(w.innerWidth - 60, 600) || `${box.width} of ${w.innerWidth}`,
+        };
+      });
+    const ok = { scrollsSideways: false, destinationInside: true, overflowing: 0, wideEnough: true };
+    await panel.getByText(long).first().waitFor();
+    expect(await fits()).toEqual(ok);
+    await shot("failures-resend");
+    await page.setViewportSize({ width: 375, height: 800 });
+    try {
+      expect(await fits()).toEqual(ok);
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 900 });
+    }
+
+    // The mailbox comes back; the operator resends anyway.
+    tidings.smtp.reset();
+    await panel.getByLabel(/Reason/).fill("mailbox restored by the customer");
+    await panel.getByRole("button", { name: "Execute" }).click();
+    // The list reloads; what was done stays on the page, with the focus on it and a link to the story.
+    const result = page.locator("#repair-result");
+    await result.getByText("Resent by api-key:ops-admin, reason: “mailbox restored by the customer”").waitFor();
+    await expect(result.getAttribute("aria-live")).resolves.toBe("polite");
+    await page.waitForFunction("document.activeElement?.closest('#repair-result') !== null");
+    await expect(result.getByRole("link", { name: `The story of ${id}` }).getAttribute("href")).resolves.toBe(`#/notifications/${id}`);
+    await result.locator(`li[data-id="${id}"] [data-outcome="sent"]`, { hasText: "delivered" }).waitFor({ timeout: 20_000 });
+    await page.getByText("Nothing is waiting for an operator").waitFor();
+    await expect(page.evaluate("document.activeElement?.id")).resolves.toBe("repair-result");
+    // A resend is not an archive.
+    await page
+      .locator("#archived", {
+        hasText: /^1 failure was archived by an operator in the last 7 days \(the latest .*\), and 1 was resent to current details \(the latest .*\): they wait for nothing/,
+      })
+      .waitFor();
   });
 
   it("shows a reader what it may see, and no repair", async () => {
@@ -328,6 +401,15 @@ describeWithBrowser("the operator console, in Chromium", () => {
     const id = await send("bob", "A-subject-without-any-space-that-is-longer-than-a-phone-screen-is-wide");
     await waitForOutcome(tidings.t, id);
     tidings.smtp.reset();
+    // On a laptop first: the status in plain words beside the internal name, and the Outcome column whole.
+    await page.goto(`${api.url}/console/#/activity`);
+    const laptopRow = page.locator(`#activity tbody tr[data-id="${id}"]`);
+    await laptopRow.locator("td[data-label=Outcome]", { hasText: "failed: the address does not exist (550 5.1.1)" }).waitFor();
+    await laptopRow.locator("td[data-label=Outcome]", { hasText: "CouldNotSendOnAnyPreparedChannel" }).waitFor();
+    await expect(page.evaluate("[...document.querySelectorAll('.table-wrap')].map((t) => t.scrollWidth - t.clientWidth)")).resolves.toEqual([0]);
+    await page.goto(`${api.url}/console/#/notifications/${id}`);
+    await page.locator("#status", { hasText: "failed: the address does not exist (550 5.1.1)" }).waitFor();
+    await page.locator("ol.trail > li", { hasText: "failed: no channel could send it" }).getByText("CouldNotSendOnAnyPreparedChannelEvent").waitFor();
     const phone = await browser.newPage({ viewport: { width: 375, height: 800 }, isMobile: true });
     await signIn(phone, admin);
     await phone.goto(`${api.url}/console/#/activity`);

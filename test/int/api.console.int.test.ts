@@ -244,7 +244,13 @@ describe("failures and repairs over HTTP", () => {
     const group = answer.json.failed.find((g: any) => g.records.some((r: any) => r.id === failed));
     expect(group).toMatchObject({ channel: "email", stream: "email.operations", concern: "email_bot", count: 1 });
     expect(group.error).toMatch(/no such mailbox/);
-    expect(answer.json.archived).toEqual({ days: 7, count: 0, lastAt: null });
+    // What an operator recognises the record by: the entity, the recipient, the subject.
+    expect(group.records.find((r: any) => r.id === failed)).toMatchObject({
+      entity: { id: "cy", name: expect.any(String) },
+      destination: expect.stringMatching(/@example\.test$/),
+      subject: "Will fail",
+    });
+    expect(answer.json.archived).toEqual({ days: 7, count: 0, lastAt: null, resent: { count: 0, lastAt: null } });
   });
 
   it("tells a failed notification's story in order: a cause before its effects, the notification's records before the alert they set off", async () => {
@@ -315,8 +321,19 @@ describe("failures and repairs over HTTP", () => {
     const again = await send("cy", "Fails again");
     await waitForOutcome(tidings.t, again);
     tidings.smtp.reset();
+    // The entity not corrected yet: the resend would go to the address that bounced, which the dry run says.
+    const same = await api.call("POST", "/v1/admin/resend", { key: admin, body: { notification: again } });
+    expect(same.json.channels).toEqual([
+      expect.objectContaining({
+        channel: "email",
+        destination: "cy_1@example.test",
+        sameDestination: true,
+        previous: expect.objectContaining({ destination: "cy_1@example.test", failure: "permanent" }),
+      }),
+    ]);
     await createEntity(tidings.t, "cy", person({ name: "Cy", email: "cy.new@example.test", slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }));
     const dry = await api.call("POST", "/v1/admin/resend", { key: admin, body: { notification: again } });
+    expect(dry.json.channels[0]).toMatchObject({ sameDestination: false, previous: { failure: "permanent" } });
     expect(dry.status).toBe(200);
     expect(dry.json).toMatchObject({
       verb: "resend",
@@ -328,6 +345,9 @@ describe("failures and repairs over HTTP", () => {
     expect(noReason.status).toBe(400);
     const done = await api.call("POST", "/v1/admin/resend", { key: admin, body: { notification: again, execute: true, reason: "new address" } });
     expect(done.json).toMatchObject({ dryRun: false, actor: "api-key:console-admin", request: { stream: "notification.internal_operations" } });
+    // The resend archived the failed operation it replaces: counted as resent, not as archived by an operator.
+    const failures = await get("/v1/admin/failures");
+    expect(failures.json.archived).toMatchObject({ count: 0, lastAt: null, resent: { count: 1, lastAt: expect.any(String) } });
   });
 
   it("in an app built without the operator tools, the repairs answer 404 saying why", async () => {

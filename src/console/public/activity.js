@@ -1,6 +1,7 @@
 /* global location */
 import { followEvents, get } from "./api.js";
 import { announce, badge, cell, field, fill, h, isoToLocal, localToIso, time } from "./dom.js";
+import { plainError, plainType } from "./plain.js";
 
 // Activity: notifications newest first (GET /v1/notifications with its
 // filters), kept current by the live event stream (GET /v1/events/stream).
@@ -10,14 +11,31 @@ const CHANNELS = ["email", "slack"];
 
 function channelsCell(n) {
   if (!n.channels) return h("span", { class: "muted" }, "not prepared yet");
-  const items = n.channels.map((c) => h("span", { class: "chan" }, `${c.channel} `, badge(c.status), c.lastError ? h("span", { class: "error" }, ` ${c.lastError}`) : null));
+  const items = n.channels.map((c) =>
+    h(
+      "span",
+      { class: "chan" },
+      `${c.channel} `,
+      badge(c.status),
+      c.lastError ? h("span", { class: "error long" }, ` ${plainError(c.lastError) ? `${plainError(c.lastError)}: ` : ""}${c.lastError}`) : null,
+    ),
+  );
   for (const s of n.skipped ?? []) items.push(h("span", { class: "chan muted" }, `${s.channel} skipped: ${s.reason}`));
   return items;
 }
 
+/** The status in plain words ("failed: the address does not exist (550 5.1.1)"), then the outcome's internal name and its reason as stored. */
 function outcomeCell(n) {
   if (!n.outcome) return badge(n.status);
-  return [badge(n.status), h("span", { class: "muted" }, ` ${n.outcome.type.replace(/Event$/, "")}`), n.failureReason ? h("div", { class: "error" }, n.failureReason) : null];
+  const error = n.failureReason ?? (n.channels ?? []).map((c) => c.lastError).find(Boolean);
+  const why = n.status === "sent" ? null : plainError(error);
+  const words = why ?? plainType(n.outcome.type);
+  return [
+    badge(n.status),
+    words && words !== String(n.status).replace(/_/g, " ") ? h("span", { class: "plain" }, ` ${why ? `${String(n.status).replace(/_/g, " ")}: ${why}` : words}`) : null,
+    h("div", { class: "muted long" }, n.outcome.type.replace(/Event$/, "")),
+    n.failureReason ? h("div", { class: "error long" }, n.failureReason) : null,
+  ];
 }
 
 function row(n, fresh) {

@@ -1,6 +1,7 @@
 import { followEvents, get } from "./api.js";
 import { openAction } from "./actions.js";
 import { badge, cell, field, fill, h, isoToLocal, json, localToIso, table, time } from "./dom.js";
+import { plainError, plainStatus, plainType } from "./plain.js";
 
 // A notification's story: its view, the email and Slack message as they were
 // sent, the notification as of any moment, and every record of every stream
@@ -39,10 +40,26 @@ function trailItem(r) {
   return h(
     "li",
     { class: byOperator ? "operator" : null },
-    h("div", {}, time(r.recordedAt), " ", h("strong", {}, r.type), " ", h("span", { class: "mono muted" }, `${r.stream} #${r.position}`)),
+    h(
+      "div",
+      {},
+      time(r.recordedAt),
+      " ",
+      plainType(r.type) ? [h("span", { class: "plain" }, plainType(r.type)), " · "] : null,
+      h("strong", {}, r.type),
+      " ",
+      h("span", { class: "mono muted" }, `${r.stream} #${r.position}`),
+    ),
     h("div", { class: "muted" }, `written by ${r.recordedBy}`, r.causedBy ? ` · caused by ${r.causedBy.stream} #${r.causedBy.position}` : ""),
     r.handling.map((hd) =>
-      h("div", {}, `${hd.concern}: `, badge(hd.status), ` · ${hd.attempts} attempt(s)`, hd.lastError ? h("span", { class: "error" }, ` · ${hd.lastError}`) : null),
+      h(
+        "div",
+        {},
+        `${hd.concern}: `,
+        badge(hd.status),
+        ` · ${hd.attempts} attempt(s)`,
+        hd.lastError ? h("span", { class: "error" }, ` · ${plainError(hd.lastError) ? `${plainError(hd.lastError)}: ` : ""}${hd.lastError}`) : null,
+      ),
     ),
     h(
       "details",
@@ -83,6 +100,7 @@ function emailSection(records, purpose, title) {
             {},
             outcome
               ? [
+                  plainType(outcome.type) ? [h("span", { class: "plain" }, plainType(outcome.type)), " · "] : null,
                   outcome.type,
                   " · ",
                   time(outcome.recordedAt),
@@ -126,6 +144,7 @@ function slackSection(records, purpose, title) {
             {},
             outcome
               ? [
+                  plainType(outcome.type) ? [h("span", { class: "plain" }, plainType(outcome.type)), " · "] : null,
                   outcome.type,
                   " · ",
                   time(outcome.recordedAt),
@@ -155,7 +174,7 @@ function channelsTable(view) {
         cell("Destination", h("span", { class: "mono" }, c.destination)),
         cell("State", badge(c.status), c.nextAttemptAt ? h("div", { class: "muted" }, "next attempt ", time(c.nextAttemptAt)) : null),
         cell("Attempts", String(c.attempts)),
-        cell("Last error", c.lastError ? h("span", { class: "error" }, c.lastError) : ""),
+        cell("Last error", c.lastError ? h("span", { class: "error" }, plainError(c.lastError) ? `${plainError(c.lastError)}: ` : "", c.lastError) : ""),
         cell("Sent", time(c.sentAt)),
       ),
     ),
@@ -205,13 +224,28 @@ function asOfSection(id) {
   return [h("h2", {}, "As of a moment"), form, out];
 }
 
+/** The notification's status in plain words: "failed: the address does not exist (550 5.1.1)", "sent", "scheduled for later". */
+function statusWords(view) {
+  if (view.status === "sent" || !view.outcome) return view.outcome ? (plainType(view.outcome.type) ?? plainStatus(view.status)) : plainStatus(view.status);
+  const error = view.failureReason ?? (view.channels ?? []).map((c) => c.lastError).find(Boolean);
+  return plainError(error) ? plainStatus(view.status, error) : (plainType(view.outcome.type) ?? plainStatus(view.status));
+}
+
 function repairSection(me, id, view, reload) {
   if (!me.can("admin")) return h("p", { class: "muted" }, "Your key reads only: repairs need an admin key.");
   const host = h("div");
   const failed = (view.channels ?? []).some((c) => c.status === "failed");
   const resendLabel = failed ? "Resend to current details…" : undefined;
   const button = (label, title, request) =>
-    h("button", { type: "button", class: "secondary", onclick: () => openAction(host, { title, request, onDone: reload, resendLabel }) }, label);
+    h(
+      "button",
+      {
+        type: "button",
+        class: "secondary",
+        onclick: () => openAction(host, { title, request, onDone: reload, resendLabel, redriveLabel: "Re-drive failed records…", entity: view.entity }),
+      },
+      label,
+    );
   return [
     h("h2", {}, "Repair"),
     h(
@@ -241,7 +275,15 @@ export async function storyPage(main, me, id) {
         "dl",
         { class: "kv" },
         h("dt", {}, "Status"),
-        h("dd", { id: "status" }, badge(view.status), view.outcome ? ` ${view.outcome.type}` : "", view.failureReason ? h("div", { class: "error" }, view.failureReason) : null),
+        h(
+          "dd",
+          { id: "status" },
+          badge(view.status),
+          // Plain words when they say more than the badge.
+          statusWords(view) !== plainStatus(view.status) ? [" ", h("span", { class: "plain" }, statusWords(view))] : null,
+          view.outcome ? h("span", { class: "muted" }, ` · ${view.outcome.type}`) : "",
+          view.failureReason ? h("div", { class: "error" }, view.failureReason) : null,
+        ),
         h("dt", {}, "Subject"),
         h("dd", {}, view.subject ?? ""),
         h("dt", {}, "Entity"),
