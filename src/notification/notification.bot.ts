@@ -69,6 +69,20 @@ export function notificationEvent(cause: StreamRecord, type: NotificationEventTy
   };
 }
 
+/** The notification's creation event, from its client operation: when it is taken up, or when it is cancelled before its time. */
+export function requestedEvent(record: StreamRecord): NewRecord {
+  const op = record.payload as SendNotificationToEntityOp;
+  return notificationEvent(record, "SendNotificationRequestedEvent", {
+    entityId: op.entityId,
+    subject: op.subject,
+    channelsRequested: op.channels ?? null,
+    tags: op.tags,
+    ...(op.category !== undefined ? { category: op.category } : {}),
+    ...(op.sendAt !== undefined ? { sendAt: op.sendAt, requestedAt: record.recordedAt.toISOString() } : {}),
+    clientOperation: { stream: record.stream, position: record.position },
+  });
+}
+
 /**
  * Handles SendNotificationToEntityOp, in one transaction: the notification's
  * creation event, the audience, its channel preferences, the prepared event,
@@ -129,19 +143,7 @@ function planNotification(
 ): void {
   const op = record.payload as SendNotificationToEntityOp;
   const id = record.id;
-  out.add(
-    Streams.notificationEvents,
-    notificationEvent(record, "SendNotificationRequestedEvent", {
-      entityId: op.entityId,
-      subject: op.subject,
-      channelsRequested: op.channels ?? null,
-      tags: op.tags,
-      ...(op.category !== undefined ? { category: op.category } : {}),
-      ...(op.sendAt !== undefined ? { sendAt: op.sendAt, requestedAt: record.recordedAt.toISOString() } : {}),
-      clientOperation: { stream: record.stream, position: record.position },
-    }),
-    "skip_if_id_and_type_exists",
-  );
+  out.add(Streams.notificationEvents, requestedEvent(record), "skip_if_id_and_type_exists");
   if (context.alreadyPrepared) return;
 
   const version = context.version;

@@ -3,7 +3,8 @@ import { inTransaction, type Db, type Tx } from "../db/database";
 import { ConflictError, NotFoundError } from "../errors/errors";
 import { append } from "../streams/append";
 import { findRecords, getLatestById } from "../streams/read";
-import { NotificationEventTypes, SendNotificationToEntityOp, notificationEventSchemas } from "./notification.schemas";
+import { NotificationEventTypes, SendNotificationToEntityOp } from "./notification.schemas";
+import { notificationEvent, requestedEvent } from "./notification.bot";
 import { Streams } from "./streams";
 
 /**
@@ -39,28 +40,9 @@ export async function cancelScheduledNotification(db: Db, id: string, cancelledB
     });
     if (events.some((e) => e.type === NotificationEventTypes.NotificationCancelledEvent)) throw new ConflictError(`notification ${id} is already cancelled`);
     if (events.length > 0) throw new ConflictError(`notification ${id} was already sent (scheduled for ${op.sendAt}): too late to cancel`);
-    const causedBy = { stream: record.stream, position: record.position };
     await append(tx, Streams.notificationEvents, [
-      {
-        id,
-        type: NotificationEventTypes.SendNotificationRequestedEvent,
-        payload: notificationEventSchemas.SendNotificationRequestedEvent.parse({
-          entityId: op.entityId,
-          subject: op.subject,
-          channelsRequested: op.channels ?? null,
-          tags: op.tags,
-          ...(op.category !== undefined ? { category: op.category } : {}),
-          ...(op.sendAt !== undefined ? { sendAt: op.sendAt, requestedAt: record.recordedAt.toISOString() } : {}),
-          clientOperation: causedBy,
-        }),
-        causedBy,
-      },
-      {
-        id,
-        type: NotificationEventTypes.NotificationCancelledEvent,
-        payload: notificationEventSchemas.NotificationCancelledEvent.parse({ cancelledBy, sendAt: op.sendAt }),
-        causedBy,
-      },
+      requestedEvent(record),
+      notificationEvent(record, NotificationEventTypes.NotificationCancelledEvent, { cancelledBy, sendAt: op.sendAt }),
     ]);
     return { sendAt: op.sendAt };
   });
