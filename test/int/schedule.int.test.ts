@@ -145,6 +145,8 @@ it("a cancel before the time ends it as cancelled, with no alert, and the job se
   expect(view.outcome).toMatchObject({ type: "NotificationCancelledEvent" });
   expect(view.sendAt).toBe(sendAt);
   expect(view.requestedAt).toBe(scheduled.requestedAt);
+  // Ended for retention too: a cancelled notification holds no partition and no idempotency key.
+  expect((await app.t.query("select notification.open_notifications(array[$1]) as open", [id])).rows[0].open).toEqual([]);
   expect((await listScheduled()).map((n: { id: string }) => n.id)).not.toContain(id);
 
   // Even if its job runs (now, or past its time), nothing is sent.

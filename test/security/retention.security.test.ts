@@ -90,6 +90,7 @@ describe("archiving and dropping a partition", () => {
       `select tidings.drop_archived_partition(gen_random_uuid(), '${partition}', now(), 'mallory', 'because', '{"rows": 0, "handlingRows": 0}')`,
       "select api.expire_idempotency_keys(gen_random_uuid(), now(), 'mallory', 'because')",
       "select * from tidings.partition_holds('notification.events'::regclass)",
+      "select notification.open_notifications(array['any'])",
     ];
     for (const actor of allBut("operator")) {
       for (const attempt of attempts) await expect(as(actor, attempt)).rejects.toThrow(/permission denied/);
@@ -98,6 +99,8 @@ describe("archiving and dropping a partition", () => {
       const login = await t.createLogin({ prefix: "dropper", grants });
       for (const attempt of attempts) await expect(login.pool.query(attempt)).rejects.toThrow(/permission denied/);
     }
+    // What retention asks of the notifications is the owner's own, not even the operator's to call.
+    await expect(as("operator", "select notification.open_notifications(array['any'])")).rejects.toThrow(/permission denied/);
     const still = await t.query("select 1 from tidings.stream_partitions where partition = $1", [partition]);
     expect(still.rowCount).toBe(1);
   });
