@@ -93,6 +93,8 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.getByRole("button", { name: "Filter" }).click();
     const rows = page.locator("#activity tbody tr");
     await rows.filter({ hasText: "Your invoice is ready" }).waitFor();
+    // The unfiltered list (which has Bob's row too) replaced by the filtered one.
+    await rows.filter({ hasText: "Something else" }).waitFor({ state: "detached" });
     await expect(rows.count()).resolves.toBe(1);
     await rows.first().getByText("sent").first().waitFor();
     await shot("activity");
@@ -173,6 +175,7 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.locator("#status").getByText("sent", { exact: true }).waitFor({ timeout: 20_000 });
     await page.locator("ol.trail").getByText("mailbox restored by the customer").first().waitFor({ state: "attached" });
     // The notification's own email first; the alert its failure set off under a heading of its own, after it.
+    await page.getByRole("heading", { name: "Alert email to the internal team" }).waitFor();
     const headings = await page.locator("#story h2").allTextContents();
     expect(headings.indexOf("Email as sent")).toBe(0);
     expect(headings.indexOf("Alert email to the internal team")).toBeGreaterThan(0);

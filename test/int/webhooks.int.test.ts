@@ -279,7 +279,18 @@ describe("deliveries", () => {
     const requests = r.received.length;
     const later = await notify("ada", "fifth");
     await waitForOutcome(tidings.t, later);
+    // The dispatcher has read past both (its checkpoint holds nothing back on any stream it follows): any delivery would be appended by now.
+    await waitFor(
+      async () => {
+        const { rows } = await tidings.t.query<{ streams: number; behind: number }>(
+          "select count(*)::int as streams, count(*) filter (where waiting > 0)::int as behind from tidings.read_lag() where reader = 'checkpoint:webhook_dispatch'",
+        );
+        return rows[0]!.streams === 3 && rows[0]!.behind === 0 ? true : undefined;
+      },
+      { what: "the webhook dispatcher to read past the fifth notification" },
+    );
     expect((await deliveries(endpointId)).map((d) => d.notification_id)).not.toContain(fourth);
+    expect((await deliveries(endpointId)).map((d) => d.notification_id)).not.toContain(later);
     expect(r.received.length).toBe(requests);
   });
 });
