@@ -134,6 +134,7 @@ function readStream(
   headers: Record<string, string>,
   count: number,
   wanted: (data: any) => boolean = () => true,
+  onOpen: () => void = () => {},
 ): Promise<{ status: number; events: { id: string; type: string; data: any }[] }> {
   return new Promise((resolve, reject) => {
     const req = http.get(`${api.url}${path}`, { headers }, (res) => {
@@ -151,6 +152,8 @@ function readStream(
         while ((end = buffer.indexOf("\n\n")) >= 0) {
           const block = buffer.slice(0, end);
           buffer = buffer.slice(end + 2);
+          // The server's first words: from here on, what is written reaches this stream.
+          if (block.split("\n").some((l) => l.startsWith(": stream open after "))) onOpen();
           const line = (name: string) =>
             block
               .split("\n")
@@ -182,16 +185,29 @@ describe("GET /v1/events/stream", () => {
 
   it("from `now`: only events written after it connected", async () => {
     const auth = { authorization: `Bearer ${reader}` };
-    const before = (await get("/v1/events?limit=1000")).json.events.length;
-    let id = "";
-    const live = readStream("/v1/events/stream?after=now", auth, 1, (data) => data.id === id || data.position <= before);
-    // The stream is open once the poller waits on it.
-    await waitFor(async () => (await api.metrics.feedWaiting.get()).values[0]!.value > 0 || null, { what: "the stream to wait" });
-    id = await send("ada", "Live");
+    const before = new Set(((await get("/v1/events?limit=1000")).json.events as { cursor: string }[]).map((e) => e.cursor));
+    // Known before the send, so the notification's first event is recognised however soon it comes.
+    const subject = `Live ${Date.now()}`;
+    const seen: { cursor: string }[] = [];
+    let opened!: () => void;
+    const open = new Promise<void>((resolve) => (opened = resolve));
+    const live = readStream(
+      "/v1/events/stream?after=now",
+      auth,
+      1,
+      (data) => {
+        seen.push(data);
+        return data.type === "SendNotificationRequestedEvent" && data.payload?.subject === subject;
+      },
+      opened,
+    );
+    // This stream's own start (not another stream's wait, which a metric would also count).
+    await open;
+    const id = await send("ada", subject);
     const { events } = await live;
-    // Nothing from before it connected; the new notification's first event.
+    // The new notification's first event, and nothing from before it connected.
     expect(events[0]!.data.id).toBe(id);
-    expect(events[0]!.type).toBe("SendNotificationRequestedEvent");
+    expect(seen.filter((e) => before.has(e.cursor))).toEqual([]);
   });
 
   it("ends when the process stops, so the server can close", async () => {
