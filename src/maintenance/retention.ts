@@ -120,7 +120,7 @@ interface CandidateRow {
 }
 
 /** The partitions that ended before now − period, and the idempotency keys that would expire. */
-export async function planRetention(db: Db, period: string): Promise<{ cutoff: Date; candidates: PartitionCandidate[]; idempotencyKeys: number }> {
+export async function planRetention(db: Db, period: string): Promise<{ period: string; cutoff: Date; candidates: PartitionCandidate[]; idempotencyKeys: number }> {
   const interval = parseRetentionPeriod(period);
   return inTransaction(db, "operator", async (tx) => {
     const cutoff = (await sql<{ cutoff: Date }>`select now() - ${interval}::interval as cutoff`.execute(tx)).rows[0]!.cutoff;
@@ -128,6 +128,7 @@ export async function planRetention(db: Db, period: string): Promise<{ cutoff: D
     const keys = await sql<{ n: number }>`
       select api.expire_idempotency_keys(${randomUUID()}::uuid, ${cutoff}, 'plan', 'plan', true) as n`.execute(tx);
     return {
+      period: interval,
       cutoff,
       candidates: rows.map((r) => ({
         table: r.table_name,
@@ -156,7 +157,7 @@ export async function runRetention(db: Db, pool: pg.Pool, options: RetentionOpti
   const report: RetentionReport = {
     runId,
     dryRun: !options.execute,
-    period: parseRetentionPeriod(options.period),
+    period: plan.period,
     cutoff: plan.cutoff,
     actor: options.actor,
     reason: reason || null,
@@ -264,7 +265,8 @@ async function copyToFile(client: pg.PoolClient, query: string, file: string): P
 
 /** What the run archived, how to check the files and what their columns are (manifest.json in the run's folder). */
 async function writeManifest(pool: pg.Pool, report: RetentionReport): Promise<void> {
-  const tables = [...new Set(report.archived.map((a) => report.candidates.find((c) => c.partition === a.partition)!))];
+  // One candidate per archived partition; a table shared by several is looked up once (columns[table]).
+  const tables = report.archived.map((a) => report.candidates.find((c) => c.partition === a.partition)!);
   const columns: Record<string, Array<{ name: string; type: string }>> = {};
   for (const c of tables) {
     for (const table of c.holds === "records" ? [c.table, `${c.stream}__handling`] : [c.table]) {

@@ -9,6 +9,7 @@ import type { StreamRecord } from "../streams/interfaces";
 import { findRecords } from "../streams/read";
 import { NotificationAggregate, foldEvents } from "./aggregate";
 import { NotificationRecordTypes } from "./notification.schemas";
+import { SETTLED_STATUSES as SETTLED } from "../streams/transitions";
 
 export interface NotificationSnapshot {
   aggregate: NotificationAggregate;
@@ -94,9 +95,6 @@ interface OperationHandling {
   retry_at: Date | null;
   updated_at: Date | null;
 }
-
-/** Handling statuses after which no attempt follows unless someone acts. */
-const SETTLED = ["Completed", "Failed", "ArchivedAfterFailure", "DisabledForRecord"];
 
 /**
  * Everything the views of some notifications need beyond their aggregates:

@@ -1,4 +1,5 @@
 import { disguisedLink } from "./mrkdwn";
+import { MAX_SLACK_BLOCKS } from "./slack.schemas";
 
 /**
  * How a SendSlackMessageOp's text becomes chat.postMessage arguments.
@@ -55,8 +56,6 @@ export function sanitizeSlackMrkdwn(mrkdwn: string): string {
 export const SECTION_TEXT_LIMIT = 3000;
 /** Slack caps a header block's plain text at 150 characters. */
 export const HEADER_TEXT_LIMIT = 150;
-/** Slack accepts at most 50 blocks in a message. */
-const MAX_BLOCKS = 50;
 
 /** The `event_type` of the message metadata tidings attaches to every post. */
 export const TIDINGS_EVENT_TYPE = "tidings_message";
@@ -183,7 +182,7 @@ export function buildPostMessageArgs(msg: SlackMessageParts): SlackPostArgs {
     return { channel: msg.channel, text: body, mrkdwn: true, link_names: false, ...metadata };
   }
   const blocks: SlackBlock[] = subject === undefined ? [] : [subjectBlock(subject)];
-  for (const piece of splitMrkdwn(body).slice(0, MAX_BLOCKS - blocks.length)) blocks.push({ type: "section", text: { type: "mrkdwn", text: piece } });
+  for (const piece of splitMrkdwn(body).slice(0, MAX_SLACK_BLOCKS - blocks.length)) blocks.push({ type: "section", text: { type: "mrkdwn", text: piece } });
   return { channel: msg.channel, text, mrkdwn: false, link_names: false, blocks, ...metadata };
 }
 

@@ -13,6 +13,9 @@ export const AVAILABLE_STATUSES = [
   "AvailableAfterSelfCancellation",
 ] as const satisfies readonly HandlingStatus[];
 
+/** Settled: nothing more happens to the record unless an operator acts (no attempt follows by itself). */
+export const SETTLED_STATUSES: readonly string[] = ["Completed", "Failed", "ArchivedAfterFailure", "DisabledForRecord"] satisfies readonly HandlingStatus[];
+
 export type HandlingAction = "claim" | "handle" | "complete" | "fail" | "self_cancel" | "cancel" | "reset_failed" | "archive_failure" | "reset_completed" | "disable_for_record";
 
 /** The statuses a record can be disabled from (disable_for_record): every one but the two disabled ones. */

@@ -14,6 +14,7 @@ import { getEndpoint, signingSecret } from "./endpoint.repository";
 import { postWebhook, type WebhookResponse, type WebhookSenderSettings } from "./sender";
 import { DeliverWebhookOp, WebhookEndpointDisabledEvent, WebhookRecordTypes } from "./webhook.schemas";
 import { WEBHOOK_BOT, WebhookStreams } from "./webhook.streams";
+import { SETTLED_STATUSES as SETTLED } from "../streams/transitions";
 
 export interface WebhookSettings extends WebhookSenderSettings {
   /** WEBHOOK_DISABLE_AFTER: an endpoint whose latest this-many deliveries all failed for good is disabled. */
@@ -31,9 +32,6 @@ export type WebhookBotDeps = WebhookDeps & NotificationDeps;
 
 /** How long a delivery waits, at least, for an earlier one of its notification to settle before looking again. */
 const WAIT_FOR_EARLIER_MS = 250;
-
-/** Settled: nothing more will happen to it unless an operator says so. */
-const SETTLED = ["Completed", "Failed", "ArchivedAfterFailure", "DisabledForRecord"];
 
 /** What prepare found for a claim, handed to perform (which runs with no transaction open). */
 type Prepared = { secret: string } | { notDelivered: string };
