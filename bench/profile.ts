@@ -81,6 +81,23 @@ async function storageByTable(pool: import("pg").Pool, count: number): Promise<v
     process.stdout.write(`  ${per(r.heap).padStart(6)} + ${per(r.indexes).padStart(6)}  ${per(Math.max(0, Number(r.rows)), 2).padStart(5)}  ${r.name}\n`);
 }
 
+/** One notification's rows in every stream: type, whole-row and payload sizes, so what is copied where can be seen. */
+async function sampleRows(pool: import("pg").Pool): Promise<void> {
+  const { rows: ids } = await pool.query("select id from notification.client_operations order by position desc limit 1");
+  if (ids.length === 0) return;
+  process.stdout.write(`\none notification's rows (${ids[0].id}): bytes of the row, of its payload; the payload\n`);
+  const { rows: streams } = await pool.query("select name from tidings.streams order by name");
+  for (const { name } of streams) {
+    const table = name.split(".").map((part: string) => `"${part}"`).join(".");
+    const { rows: records } = await pool.query(
+      `select type, pg_column_size(t.*) as row_bytes, pg_column_size(payload) as payload_bytes, left(payload::text, 400) as payload
+       from ${table} t where id = $1 order by position`,
+      [ids[0].id],
+    );
+    for (const r of records) process.stdout.write(`  ${String(r.row_bytes).padStart(5)} ${String(r.payload_bytes).padStart(5)}  ${name} ${r.type}  ${r.payload}\n`);
+  }
+}
+
 async function main() {
   if (process.env.DATABASE_URL) throw new Error("bench:profile starts its own embedded PostgreSQL; unset DATABASE_URL");
   const bench = await openBenchDatabase(20, ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all"]);
@@ -150,6 +167,7 @@ async function main() {
     process.stdout.write(`worker CPU time per notification ${(workerCpuMs / COUNT).toFixed(2)} ms (user + system, all worker processes)\n`);
     if (RATE !== null) await stepLatencies(bench.adminPool);
     await storageByTable(bench.adminPool, COUNT);
+    await sampleRows(bench.adminPool);
     process.stdout.write(`\nactive backends by wait event (mean over ${samples} samples):\n`);
     for (const [w, n] of [...waits].sort((a, b) => b[1] - a[1]).slice(0, 15)) process.stdout.write(`  ${(n / samples).toFixed(2).padStart(7)}  ${w}\n`);
     const { rows } = await bench.adminPool.query(

@@ -70,8 +70,9 @@ export async function appendFor(ctx: { tx: Executor; out?: AppendBuffer }, strea
 export async function existingIds(db: Executor, stream: string, ids: readonly string[], type?: string): Promise<Set<string>> {
   assertStreamName(stream);
   const { rows } = await sql<{ id: string }>`
-    select id from unnest(${[...ids]}::text[]) as id
-    where tidings.existing_position(${stream}, id, ${type ?? null}) is not null`.execute(db);
+    select k.id from unnest(${[...ids]}::text[]) with ordinality as k(id, ordinal)
+    join tidings.existing_positions(${stream}, ${[...ids]}::text[], ${type === undefined ? null : ids.map(() => type)}::text[]) e using (ordinal)
+    where e.position is not null`.execute(db);
   return new Set(rows.map((r) => r.id));
 }
 

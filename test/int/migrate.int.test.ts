@@ -67,8 +67,8 @@ describe("a database migrated from another text of the migrations", () => {
     await pool.query("update tidings.migrations set sha256 = sha256('older text') where id = 1");
     await expect(migrate(pool)).rejects.toThrow(/0001_engine\.sql was applied with another text.*recreate the database/);
     // ...or a migration that no longer exists.
-    await pool.query("insert into tidings.migrations (id, name, sha256) values (10, 'outbox_once_per_transaction', sha256('x'))");
-    await expect(migrate(pool)).rejects.toThrow(/0010_outbox_once_per_transaction was applied but is not in migrations/);
+    await pool.query("insert into tidings.migrations (id, name, sha256) values (99, 'outbox_once_per_transaction', sha256('x'))");
+    await expect(migrate(pool)).rejects.toThrow(/0099_outbox_once_per_transaction was applied but is not in migrations/);
   });
 });
 
