@@ -100,7 +100,7 @@ async function sampleRows(pool: import("pg").Pool): Promise<void> {
 
 async function main() {
   if (process.env.DATABASE_URL) throw new Error("bench:profile starts its own embedded PostgreSQL; unset DATABASE_URL");
-  const bench = await openBenchDatabase(20, ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all"]);
+  const bench = await openBenchDatabase(20, ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all", "-c", "pg_stat_statements.track_planning=on", "-c", "track_functions=all"]);
   const smtp = await startSmtpServer();
   const slack = await startSlackStandIn();
   try {
@@ -115,7 +115,7 @@ async function main() {
       return (await bench.adminPool.query(`select last_value from ${rows[0].s}`)).rows[0].last_value as string;
     };
     const stat = async () => (await bench.adminPool.query("select xact_commit::bigint as c from pg_stat_database where datname = current_database()")).rows[0].c as string;
-    await bench.adminPool.query("select pg_stat_statements_reset()");
+    await bench.adminPool.query("select pg_stat_statements_reset(), pg_stat_reset()");
     const jobs0 = Number(await jobsCreated());
     const commits0 = Number(await stat());
     const env = { databaseUrl: bench.url, smtpUrl: smtp.url, slackToken: slack.token, slackApiUrl: slack.apiUrl, concurrency: CONCURRENCY };
@@ -157,12 +157,12 @@ async function main() {
     process.stdout.write(`${COUNT} notifications drained in ${seconds.toFixed(1)} s by ${WORKERS} worker(s): ${(COUNT / seconds).toFixed(1)}/s\n`);
     process.stdout.write(`jobs per notification ${(jobs / COUNT).toFixed(2)}, commits per notification ${(commits / COUNT).toFixed(2)}\n`);
     const { rows: statements } = await bench.adminPool.query(
-      `select sum(calls)::bigint as calls, round(sum(total_exec_time)::numeric) as ms from pg_stat_statements
+      `select sum(calls)::bigint as calls, round(sum(total_exec_time)::numeric) as ms, round(sum(total_plan_time)::numeric) as plan_ms from pg_stat_statements
        where toplevel and dbid = (select oid from pg_database where datname = current_database())`,
     );
     process.stdout.write(
       `statements per notification (top level) ${(Number(statements[0].calls) / COUNT).toFixed(1)}, ` +
-        `server execution time per notification ${(Number(statements[0].ms) / COUNT).toFixed(2)} ms\n`,
+        `server execution time per notification ${(Number(statements[0].ms) / COUNT).toFixed(2)} ms, planning ${(Number(statements[0].plan_ms) / COUNT).toFixed(2)} ms\n`,
     );
     process.stdout.write(`worker CPU time per notification ${(workerCpuMs / COUNT).toFixed(2)} ms (user + system, all worker processes)\n`);
     if (RATE !== null) await stepLatencies(bench.adminPool);
@@ -171,7 +171,7 @@ async function main() {
     process.stdout.write(`\nactive backends by wait event (mean over ${samples} samples):\n`);
     for (const [w, n] of [...waits].sort((a, b) => b[1] - a[1]).slice(0, 15)) process.stdout.write(`  ${(n / samples).toFixed(2).padStart(7)}  ${w}\n`);
     const { rows } = await bench.adminPool.query(
-      `select calls, round(total_exec_time::numeric, 0) as ms, round((total_exec_time / calls)::numeric, 3) as mean_ms, rows,
+      `select calls, round(total_exec_time::numeric, 0) as ms, round((total_exec_time / nullif(calls, 0))::numeric, 3) as mean_ms, rows,
               pg_get_userbyid(userid) as role, regexp_replace(left(query, 140), '\\s+', ' ', 'g') as q
        from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
        order by total_exec_time desc limit 30`,
@@ -182,6 +182,13 @@ async function main() {
     );
     for (const r of rows)
       process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  [${r.role}] ${r.q}\n`);
+    const { rows: functions } = await bench.adminPool.query(
+      `select schemaname || '.' || funcname as f, calls, round(self_time::numeric) as self_ms, round(total_time::numeric) as total_ms
+       from pg_stat_user_functions order by self_time desc limit 15`,
+    );
+    process.stdout.write(`\ntop functions by own time (self ms, total ms, calls per notification):\n`);
+    for (const r of functions)
+      process.stdout.write(`${String(r.self_ms).padStart(7)} ${String(r.total_ms).padStart(7)} ${(Number(r.calls) / COUNT).toFixed(2).padStart(6)}  ${r.f}\n`);
     const { rows: byCalls } = await bench.adminPool.query(
       `select calls, pg_get_userbyid(userid) as role, regexp_replace(left(query, 120), '\\s+', ' ', 'g') as q
        from pg_stat_statements where toplevel and dbid = (select oid from pg_database where datname = current_database())
