@@ -1,6 +1,6 @@
 import type { JobHelpers, Task } from "graphile-worker";
 import { ZodError } from "zod";
-import { asActor, databaseNow, inSavepoint, inTransaction, type Tx } from "../db/database";
+import { databaseNow, inSavepointAs, inTransaction, type Tx } from "../db/database";
 import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationError, coerceError } from "../errors/errors";
 import type { Logger } from "../logging/logger";
 import { AppendBuffer } from "../streams/append";
@@ -221,9 +221,14 @@ class Pipeline<TDeps> {
     return inTransaction(this.rt.db, this.bot.actor, fn);
   }
 
-  /** Deadlines and "now" are the database's (its transaction's start), whatever this process's clock says. */
-  private async now(tx: Tx): Promise<Date> {
-    return this.rt.clock?.() ?? (await databaseNow(tx));
+  /**
+   * Deadlines and "now" are the database's (its transaction's start), whatever
+   * this process's clock says. `stamped`: the updated_at of a handling row
+   * written in this transaction, which the engine stamps with now(): the same
+   * time without a round trip of its own.
+   */
+  private async now(tx: Tx, stamped?: Date | null): Promise<Date> {
+    return this.rt.clock?.() ?? stamped ?? (await databaseNow(tx));
   }
 
   private loggerFor(c: Claimed): Logger {
@@ -318,7 +323,7 @@ class Pipeline<TDeps> {
       if (claimed.length === 0) return;
       claimed.sort((a, b) => (a.record.id < b.record.id ? -1 : a.record.id > b.record.id ? 1 : a.record.position - b.record.position));
       const toHandle = bot.batch?.coalesceById ? claimed.filter((c, i) => i === claimed.length - 1 || claimed[i + 1]!.record.id !== c.record.id) : claimed;
-      const now = await this.now(tx);
+      const now = await this.now(tx, claimed[0]!.state.updatedAt);
       const selfCancelled = new Set<BatchItem>();
       if (setBased) {
         await bot.handleBatch!({ tx, records: toHandle.map((c) => c.parsed), deps: this.rt.deps, logger: this.logger, now });
@@ -355,7 +360,7 @@ class Pipeline<TDeps> {
     const claimed = await this.inTransaction(async (tx) => {
       const out = new AppendBuffer();
       const loaded = (await this.claimAndLoad(tx, items)).map((c) => ({ ...c, record: parseRecord(bot, c.record) }));
-      const now = loaded.length > 0 && bot.prepare ? await this.now(tx) : null;
+      const now = loaded.length > 0 && bot.prepare ? await this.now(tx, loaded[0]!.state.updatedAt) : null;
       const ready: typeof loaded = [];
       for (const c of loaded) {
         const notYet = await bot.prepare?.(this.context(tx, c, c.record, now!, out));
@@ -391,16 +396,17 @@ class Pipeline<TDeps> {
     if (successes.length > 0) {
       const recordAll = (group: typeof successes) =>
         this.afterSend(async (tx) => {
-          const out = new AppendBuffer();
-          const now = await this.now(tx);
-          for (const s of group) await bot.succeeded({ ...this.context(tx, s, s.record, now, out), result: s.result });
-          const appended = await out.flush(tx);
-          await completeMany(
+          // Completed first: the completion's stamp is the transaction's now, which the events carry.
+          const { at } = await completeMany(
             tx,
             this.target,
             group.map((s) => ({ position: s.record.position, attempt: s.state.attempts })),
             bot.actor,
           );
+          const out = new AppendBuffer();
+          const now = await this.now(tx, at);
+          for (const s of group) await bot.succeeded({ ...this.context(tx, s, s.record, now, out), result: s.result });
+          const appended = await out.flush(tx);
           await this.followInline(tx, appended, now);
         });
       try {
@@ -434,20 +440,18 @@ class Pipeline<TDeps> {
       const target = { stream: follower.stream, concern: follower.concern };
       const started = performance.now();
       try {
-        await inSavepoint(tx, "follow_inline", () =>
-          asActor(tx, follower.actor, async () => {
-            const by = `inline after ${taskIdentifier(this.bot)}`;
-            const claimed = await claimManyWithRecords(
-              tx,
-              target,
-              positions.map((position) => ({ position, claimedBy: by })),
-              follower.actor,
-              { handle: true },
-            );
-            const records = claimed.map((c) => parseRecord(follower, c.record)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.position - b.position));
-            await follower.handleBatch!({ tx, records, deps: this.rt.deps, logger: this.logger, now });
-          }),
-        );
+        await inSavepointAs(tx, "follow_inline", follower.actor, this.bot.actor, async () => {
+          const by = `inline after ${taskIdentifier(this.bot)}`;
+          const claimed = await claimManyWithRecords(
+            tx,
+            target,
+            positions.map((position) => ({ position, claimedBy: by })),
+            follower.actor,
+            { handle: true },
+          );
+          const records = claimed.map((c) => parseRecord(follower, c.record)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.position - b.position));
+          await follower.handleBatch!({ tx, records, deps: this.rt.deps, logger: this.logger, now });
+        });
       } catch (error) {
         this.logger.warn({ err: error, follower: taskIdentifier(follower), positions }, "inline handling failed; the records' jobs are queued as usual");
         continue;

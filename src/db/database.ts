@@ -162,6 +162,24 @@ export async function inSavepoint<T>(tx: Tx, name: string, fn: () => Promise<T>)
 }
 
 /**
+ * inSavepoint acting as `actor`, then as `returnTo` again (the role the
+ * transaction acted as): the savepoint and the role switch go in one round
+ * trip and the release and the switch back in another, where asActor inside
+ * inSavepoint takes four. A rollback to the savepoint undoes the switch too.
+ */
+export async function inSavepointAs<T>(tx: Tx, name: string, actor: string, returnTo: string, fn: () => Promise<T>): Promise<T> {
+  await sql.raw(`savepoint ${name}; set local role "${roleOf(actor)}"`).execute(tx);
+  try {
+    const result = await fn();
+    await sql.raw(`release savepoint ${name}; set local role "${roleOf(returnTo)}"`).execute(tx);
+    return result;
+  } catch (error) {
+    await sql.raw(`rollback to savepoint ${name}`).execute(tx);
+    throw error;
+  }
+}
+
+/**
  * The database's clock (the transaction's start). Deadlines and the times
  * jobs run are the database's, so every process agrees whatever its own clock.
  */

@@ -6,7 +6,7 @@ import type { StreamRecord } from "../streams/interfaces";
 import { allChannels } from "./channels";
 import { readOperationOutcomes } from "./outcomes";
 import { Streams } from "./streams";
-import { getLatestByIds } from "../streams/read";
+import { getLatestByIds, getLatestByIdsIn } from "../streams/read";
 import { NotificationDelayWatch, NotificationRecordTypes, NotificationSaga, SendOutcomeEvent, type FallbackStep, type OperationOutcome } from "./notification.schemas";
 import type { NotificationDeps } from "./notification.bot";
 import { notificationEvent, sagaDeadline } from "./notification.bot";
@@ -31,11 +31,12 @@ type Evaluation = SagaDecision & { saga: NotificationSaga };
 async function evaluateSagas(tx: Tx, causes: ReadonlyMap<string, StreamRecord>, now: Date, settings: NotificationDeps["notification"]): Promise<Map<string, Evaluation>> {
   const ids = [...causes.keys()].sort();
   await sql`select pg_advisory_xact_lock(hashtextextended('saga ' || id, 0)) from unnest(${ids}::text[]) as id order by id`.execute(tx);
-  const [sagas, previous, observed] = await Promise.all([
-    getLatestByIds(tx, Streams.notificationSagas, ids, { types: [NotificationRecordTypes.NotificationSaga] }),
-    getLatestByIds(tx, Streams.notificationEvents, ids, { types: OUTCOME_TYPES }),
-    readOperationOutcomes(tx, ids),
-  ]);
+  // Two round trips: the saga and the last outcome together, then the operations' outcomes.
+  const [sagas, previous] = (await getLatestByIdsIn(tx, ids, [
+    { stream: Streams.notificationSagas, types: [NotificationRecordTypes.NotificationSaga] },
+    { stream: Streams.notificationEvents, types: OUTCOME_TYPES },
+  ])) as [Map<string, StreamRecord>, Map<string, StreamRecord>];
+  const observed = await readOperationOutcomes(tx, ids);
   const evaluations = new Map<string, Evaluation>();
   const out = new AppendBuffer();
   for (const id of ids) {

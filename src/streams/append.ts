@@ -46,12 +46,36 @@ export class AppendBuffer {
     group.records.push(record);
   }
 
-  /** Writes what was collected; returns the records written, with their streams. */
+  /**
+   * Writes what was collected; returns the records written, with their
+   * streams. Several groups go in one statement (one round trip), its calls
+   * of tidings.append run in order; groups that may throw on an existing
+   * record go one by one, so the groups before one that throws stay written
+   * as they would have been.
+   */
   async flush(db: Executor): Promise<Array<AppendResult & { stream: string }>> {
+    const groups = this.groups.splice(0);
     const written: Array<AppendResult & { stream: string }> = [];
-    for (const group of this.groups.splice(0)) {
-      for (const result of await append(db, group.stream, group.records, group.strategy)) if (result.written) written.push({ ...result, stream: group.stream });
+    if (groups.length === 1 || groups.some((g) => g.strategy.startsWith("throw"))) {
+      for (const group of groups) {
+        for (const result of await append(db, group.stream, group.records, group.strategy)) if (result.written) written.push({ ...result, stream: group.stream });
+      }
+      return written;
     }
+    if (groups.length === 0) return written;
+    for (const group of groups) assertStreamName(group.stream);
+    const calls = groups.map(
+      (g, i) => sql`select ${sql.lit(i)}::integer as grp, ordinal, position, id, type, written
+        from tidings.append(${g.stream}, ${JSON.stringify(g.records)}::jsonb, ${g.strategy})`,
+    );
+    let rows: Array<{ grp: number; ordinal: number; position: number; id: string; type: string; written: boolean }>;
+    try {
+      ({ rows } = await sql<(typeof rows)[number]>`${sql.join(calls, sql` union all `)}`.execute(db));
+    } catch (error) {
+      throw translateStreamError(error);
+    }
+    rows.sort((a, b) => a.grp - b.grp || a.ordinal - b.ordinal);
+    for (const { grp, position, id, type, written: isNew } of rows) if (isNew) written.push({ position, id, type, written: isNew, stream: groups[grp]!.stream });
     return written;
   }
 }

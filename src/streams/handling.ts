@@ -393,16 +393,16 @@ export async function completeMany(
   target: { stream: string; concern: string },
   claims: ReadonlyArray<{ position: number; attempt: number }>,
   actor: string,
-): Promise<number> {
+): Promise<{ completed: number; at: Date | null }> {
   assertStreamName(target.stream);
-  if (claims.length === 0) return 0;
-  const { rows } = await sql<{ position: number }>`
+  if (claims.length === 0) return { completed: 0, at: null };
+  const { rows } = await sql<{ position: number; updated_at: Date }>`
     update ${handlingTable(target.stream)} h set
       status = 'Completed', claimed_by = null, last_action = 'complete', last_actor = ${actor},
       last_reason = null, last_details = null
     from unnest(${claims.map((c) => c.position)}::bigint[], ${claims.map((c) => c.attempt)}::integer[]) as c(position, attempt)
     where h.concern = ${target.concern} and h.position = c.position and h.attempts = c.attempt and h.status = 'Running'
-    returning h.position`.execute(db);
+    returning h.position, h.updated_at`.execute(db);
   if (rows.length !== claims.length) {
     throw new InvalidTransitionError(
       "complete",
@@ -411,7 +411,8 @@ export async function completeMany(
       `${claims.length - rows.length} records of ${target.stream} for ${target.concern}`,
     );
   }
-  return rows.length;
+  // updated_at is stamped with the transaction's start: the caller's "now" without asking for it.
+  return { completed: rows.length, at: rows[0]?.updated_at ?? null };
 }
 
 export interface SweepResult {

@@ -88,6 +88,26 @@ export async function getLatestByIds(db: Executor, stream: string, ids: readonly
   return new Map(rows.map((r) => [r.id, toRecord(stream, r)]));
 }
 
+/**
+ * getLatestByIds over several streams in one round trip: for each query (a
+ * stream and, when given, its types) the latest record of each id, in the
+ * order asked.
+ */
+export async function getLatestByIdsIn(
+  db: Executor,
+  ids: readonly string[],
+  queries: ReadonlyArray<{ stream: string; types?: readonly string[] }>,
+): Promise<Array<Map<string, StreamRecord>>> {
+  const parts = queries.map(
+    (q, i) => sql`(select distinct on (id) ${sql.lit(i)}::integer as query, ${COLUMNS} from ${streamTable(q.stream)}
+      where ${filterSql({ ids, types: q.types })} order by id, position desc)`,
+  );
+  const { rows } = await sql<RecordRow & { query: number }>`${sql.join(parts, sql` union all `)}`.execute(db);
+  const results = queries.map(() => new Map<string, StreamRecord>());
+  for (const row of rows) results[row.query]!.set(row.id, toRecord(queries[row.query]!.stream, row));
+  return results;
+}
+
 /** Every record with this id, oldest first. */
 export async function getAllById(db: Executor, stream: string, id: string): Promise<StreamRecord[]> {
   return findRecords(db, stream, { ids: [id] });

@@ -197,7 +197,7 @@ describe("handling transitions", () => {
     expect(await getHandling(t.adminDb, stream, position, A)).toMatchObject({ status: "Running", attempts: 2 });
 
     // B records its own.
-    expect(await completeMany(t.adminDb, { stream, concern: A }, [{ position, attempt: 2 }], "bot")).toBe(1);
+    expect(await completeMany(t.adminDb, { stream, concern: A }, [{ position, attempt: 2 }], "bot")).toMatchObject({ completed: 1 });
     expect((await getHandling(t.adminDb, stream, position, A)).status).toBe("Completed");
   });
 
