@@ -1,13 +1,22 @@
 import { sql } from "kysely";
-import { databaseNow, inSavepoint, inTransaction } from "../db/database";
+import { inSavepoint, inTransaction } from "../db/database";
 import type { Logger } from "../logging/logger";
 import type { StreamRecord } from "../streams/interfaces";
-import { decodeCursor, encodeCursor, FEED_START, feedHorizon, nudgeHorizon, readAfter, type FeedCursor } from "../streams/read";
+import { assertStreamName } from "../streams/names";
+import { decodeCursor, encodeCursor, FEED_START, nudgeHorizon, readAfterEach } from "../streams/read";
 import type { BotRuntime, CatchUpBot } from "./bot";
 
 export interface CatchUpSettings {
   /** Pause between looks when the last one found less than a full batch. */
   idleMs: number;
+  /**
+   * The longest pause when look after look finds nothing: the pause doubles
+   * from idleMs up to this (default 10 × idleMs), so an idle service costs
+   * little. Work that this process's bots commit ends a long pause at once
+   * (wakeCatchUps); only records written elsewhere (the API, SQL, another
+   * worker host's bots) wait for the pause to end.
+   */
+  maxIdleMs?: number;
   /** Pause after a failed batch (it is retried from the same checkpoint). */
   errorMs: number;
 }
@@ -27,26 +36,28 @@ export interface RunningCatchUp {
 export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps>): Promise<number> {
   let stalled = false;
   const handled = await inTransaction(rt.db, bot.actor, async (tx) => {
-    const { rows: locked } = await sql<{ locked: boolean }>`
-      select pg_try_advisory_xact_lock(hashtextextended(${`checkpoint ${bot.checkpoint}`}, 0)) as locked`.execute(tx);
-    if (!locked[0]?.locked) return 0;
-    const row = await tx.selectFrom("tidings.checkpoints").select("cursors").where("name", "=", bot.checkpoint).executeTakeFirst();
-    if (!row) throw new Error(`checkpoint "${bot.checkpoint}" is not declared in tidings.checkpoints`);
-    const cursors = row.cursors as Record<string, string>;
-    const records: StreamRecord[] = [];
+    // The lock, the checkpoint, the transaction's now and one horizon for the
+    // streams it follows, in one statement before any of them is read.
+    for (const stream of bot.streams) assertStreamName(stream);
+    const { rows: looks } = await sql<{ locked: boolean; cursors: Record<string, string> | null; now: Date; horizon: string }>`
+      select pg_try_advisory_xact_lock(hashtextextended(${`checkpoint ${bot.checkpoint}`}, 0)) as locked,
+             (select c.cursors from tidings.checkpoints c where c.name = ${bot.checkpoint}) as cursors,
+             now() as now, tidings.feed_horizon(${[...bot.streams]}::text[])::text as horizon`.execute(tx);
+    const look = looks[0]!;
+    if (!look.locked) return 0;
+    if (!look.cursors) throw new Error(`checkpoint "${bot.checkpoint}" is not declared in tidings.checkpoints`);
+    const cursors = look.cursors;
     const next: Record<string, string> = { ...cursors };
-    // One horizon for the streams it follows, taken before any of them is read.
-    const horizon = await feedHorizon(tx, bot.streams);
-    for (const stream of bot.streams) {
-      const after: FeedCursor = cursors[stream] ? decodeCursor(cursors[stream]) : FEED_START;
-      const read = await readAfter(tx, stream, after, { limit: bot.batchSize, horizon });
-      stalled ||= read.stalled;
-      records.push(...read.records);
-      next[stream] = encodeCursor(read.next);
-    }
+    const reads = bot.streams.map((stream) => ({ stream, after: cursors[stream] ? decodeCursor(cursors[stream]) : FEED_START }));
+    const read = await readAfterEach(tx, reads, { limit: bot.batchSize, horizon: look.horizon });
+    stalled = read.stalled;
+    const records = read.results.flatMap((r, i) => {
+      next[reads[i]!.stream] = encodeCursor(r.next);
+      return r.records;
+    });
     if (records.length === 0) return 0;
     const logger = rt.logger.child({ checkpoint: bot.checkpoint });
-    const now = rt.clock?.() ?? (await databaseNow(tx));
+    const now = rt.clock?.() ?? look.now;
     const handle = (batch: StreamRecord[]) => inSavepoint(tx, "catch_up", () => bot.handleBatch({ tx, records: batch, deps: rt.deps, logger, now }));
     try {
       await handle(records);
@@ -85,25 +96,50 @@ export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<
   return handled;
 }
 
+/** The catch-up loops of this process that pause between looks, each with what ends its pause early. */
+const pausedLoops = new Set<() => void>();
+
+/**
+ * This process's bots committed work (records a catch-up bot may follow):
+ * loops in a long idle pause look again, no sooner than idleMs after their
+ * last look. Cheap: a call per committed batch.
+ */
+export function wakeCatchUps(): void {
+  for (const wake of pausedLoops) wake();
+}
+
 /** Run a catch-up bot until stopped: batch after batch while it is behind, a short pause otherwise. */
 export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps>, settings: CatchUpSettings, logger: Logger): RunningCatchUp {
   let stopped = false;
-  let wake: (() => void) | null = null;
+  let stop: (() => void) | null = null;
+  const maxIdleMs = settings.maxIdleMs ?? settings.idleMs * 10;
   const pause = (ms: number) =>
     new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      wake = () => {
+      const started = Date.now();
+      let timer = setTimeout(done, ms);
+      function done() {
         clearTimeout(timer);
+        pausedLoops.delete(early);
         resolve();
-      };
+      }
+      // Woken: end the pause idleMs after it began (at once if that is past).
+      function early() {
+        clearTimeout(timer);
+        timer = setTimeout(done, Math.max(0, started + settings.idleMs - Date.now()));
+      }
+      if (ms > settings.idleMs) pausedLoops.add(early);
+      stop = done;
     });
   const loop = (async () => {
+    let emptyLooks = 0;
     while (!stopped) {
       try {
         const handled = await catchUpOnce(bot, rt);
         // Straight on only while behind (a full batch); otherwise let records
-        // gather for a moment, so a trickle is not refreshed record by record.
-        if (handled < bot.batchSize) await pause(settings.idleMs);
+        // gather for a moment, so a trickle is not refreshed record by record,
+        // and longer after each look that found nothing.
+        emptyLooks = handled === 0 ? emptyLooks + 1 : 0;
+        if (handled < bot.batchSize) await pause(Math.min(maxIdleMs, settings.idleMs * 2 ** Math.max(0, emptyLooks - 1)));
       } catch (error) {
         // A connection cut while the process stops (its embedded PostgreSQL stops on the same signal) is expected then.
         if (stopped) logger.info({ err: error, checkpoint: bot.checkpoint }, "catch-up batch cut short (while shutting down)");
@@ -115,7 +151,7 @@ export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps
   return {
     async stop() {
       stopped = true;
-      wake?.();
+      stop?.();
       await loop;
     },
   };

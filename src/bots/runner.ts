@@ -8,6 +8,7 @@ import { claim, claimManyWithRecords, completeMany, countActions, getHistory, qu
 import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
 import { BatchQueue, type BatchItem } from "./batch";
+import { wakeCatchUps } from "./catchUp";
 import {
   taskIdentifier,
   type AnyBot,
@@ -217,8 +218,11 @@ class Pipeline<TDeps> {
     return outcomes;
   }
 
-  private inTransaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return inTransaction(this.rt.db, this.bot.actor, fn);
+  private async inTransaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    const result = await inTransaction(this.rt.db, this.bot.actor, fn);
+    // Committed: catch-up bots in a long idle pause (the projection, the webhook dispatcher) look again.
+    wakeCatchUps();
+    return result;
   }
 
   /**

@@ -202,6 +202,43 @@ export async function readAfter(
 }
 
 /**
+ * readAfter over several streams, each from its own cursor, below one
+ * horizon, in one statement: what a catch-up bot reads each round.
+ * `stalled`: some stream has a committed record waiting exactly at the horizon.
+ */
+export async function readAfterEach(
+  db: Executor,
+  reads: ReadonlyArray<{ stream: string; after: FeedCursor }>,
+  options: { limit: number; horizon: string },
+): Promise<{ results: Array<{ records: StreamRecord[]; next: FeedCursor }>; stalled: boolean }> {
+  const parts = reads.flatMap(({ stream, after }, i) => {
+    assertStreamName(stream);
+    return [
+      sql`(select ${sql.lit(i)}::integer as part, false as waiting, ${COLUMNS} from ${streamTable(stream)} as s
+        where (feed_key, position) > (${after.key}::xid8, ${after.position}::bigint) and feed_key < ${options.horizon}::xid8
+        order by s.feed_key, s.position limit ${options.limit})`,
+      sql`(select ${sql.lit(i)}::integer, true, null, null, null, null, null, null, null, null, null, null, null
+        where exists (select 1 from ${streamTable(stream)} where feed_key = ${options.horizon}::xid8))`,
+    ];
+  });
+  const { rows } = await sql<RecordRow & { part: number; waiting: boolean }>`${sql.join(parts, sql` union all `)}`.execute(db);
+  const records = reads.map(() => [] as StreamRecord[]);
+  let stalled = false;
+  for (const row of rows) {
+    if (row.waiting) stalled = true;
+    else records[row.part]!.push(toRecord(reads[row.part]!.stream, row));
+  }
+  // Union all keeps each part's order (feed key, then position).
+  return {
+    results: reads.map(({ after }, i) => {
+      const last = records[i]!.at(-1);
+      return { records: records[i]!, next: last ? cursorAfter(last) : after };
+    }),
+    stalled,
+  };
+}
+
+/**
  * Move the horizon past records that wait exactly at it (see readAfter's
  * `stalled`): a transaction that takes a new transaction id and completes.
  * Run it on the pool, outside any open transaction.

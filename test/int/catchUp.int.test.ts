@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import type { CatchUpBot } from "../../src/bots/bot";
-import { catchUpOnce } from "../../src/bots/catchUp";
+import { catchUpOnce, startCatchUp, wakeCatchUps } from "../../src/bots/catchUp";
 import { inTransaction } from "../../src/db/database";
 import { appendOne } from "../../src/streams/append";
 import { createTestDatabase, declareTestStream, waitFor, type TestDatabase } from "../helpers/db";
@@ -177,5 +177,50 @@ describe("catch-up bots", () => {
     const { rows } = await t.query(`select count(*)::int as n from tidings.checkpoint_failures where id = 'db-error'`);
     expect(rows[0].n).toBe(0);
     await waitFor(async () => (await catchUpOnce(follower([]), runtime())) > 0, { what: "the record to be handled" });
+  });
+
+  describe("between looks", () => {
+    /** The loop of `bot` with a database that counts its looks (each opens one transaction). */
+    function loop(bot: CatchUpBot<object>, settings: { idleMs: number; maxIdleMs: number }) {
+      const counted = { looks: 0 };
+      const db = new Proxy(t.db, {
+        get(target, prop, receiver) {
+          if (prop === "connection") counted.looks += 1;
+          const value = Reflect.get(target, prop, receiver) as unknown;
+          // Kysely's private fields need the real object as `this`.
+          return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+      const running = startCatchUp(bot, { ...runtime(), db }, { ...settings, errorMs: 1_000 }, testLogger);
+      return { counted, stop: () => running.stop() };
+    }
+
+    it("an idle loop looks less and less often, up to the longest pause", async () => {
+      // Pauses of 10, 10, 20, 40 ... ms: without the backoff a second holds about a hundred looks.
+      const { counted, stop } = loop(follower([]), { idleMs: 10, maxIdleMs: 60_000 });
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        expect(counted.looks).toBeGreaterThanOrEqual(2);
+        expect(counted.looks).toBeLessThanOrEqual(9);
+      } finally {
+        await stop();
+      }
+    });
+
+    it("work committed by this process's bots ends a long pause: the record is handled at once", async () => {
+      const seen: string[][] = [];
+      const { counted, stop } = loop(follower(seen), { idleMs: 5, maxIdleMs: 60_000 });
+      try {
+        // Ten looks: the pause after the tenth is 5 ms × 2^9, over 2.5 s.
+        await waitFor(async () => counted.looks >= 10, { what: "ten looks", intervalMs: 10 });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        seen.length = 0;
+        await add("woken");
+        wakeCatchUps();
+        await waitFor(async () => seen.flat().includes("woken"), { what: "the woken loop to handle the record", timeoutMs: 1_500, intervalMs: 10 });
+      } finally {
+        await stop();
+      }
+    });
   });
 });
