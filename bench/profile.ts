@@ -135,6 +135,9 @@ async function main() {
             }
             await Promise.all(pending);
           })();
+    // PROFILE_ANALYZE_EVERY_MS: analyze the database that often while it drains, as if its statistics were current.
+    const analyzeEvery = Number(process.env.PROFILE_ANALYZE_EVERY_MS ?? 0);
+    const analyzer = analyzeEvery > 0 ? setInterval(() => void bench.adminPool.query("analyze").catch(() => {}), analyzeEvery) : null;
     const waits = new Map<string, number>();
     let samples = 0;
     for (;;) {
@@ -149,6 +152,7 @@ async function main() {
       await sleep(50);
     }
     await offered;
+    if (analyzer) clearInterval(analyzer);
     const seconds = (performance.now() - t0) / 1000;
     const workerCpuMs = cpuMs(workers.pids) - cpu0;
     await workers.stop();
