@@ -31,6 +31,17 @@
 --    retry or a re-drive more), so (position) finds them and sorting them
 --    costs nothing, and the index keeps one posting list per record.
 --    Lookups by entry (erasure's rewrite) use the primary key.
+-- 4. (id, position) on the streams that hold several records per tracking id
+--    (notification.views, notification.events, email.events, slack.events):
+--    (id) instead. Every reader there asks for an id's records (readTrail,
+--    existing_position(s), the audit views' probes, erasure) or an id's
+--    latest (the projection's and the API's view, a saga's events): a few
+--    rows per id, sorted by position when read. With id alone, B-tree
+--    deduplication keeps an id's entries in one posting list, where
+--    (id, position) stored the tracking id again for each record. Streams
+--    where an id may gather many records (entity.events: an entity's
+--    versions; template.versions) keep (id, position), and so does every
+--    stream declared later.
 
 -- Non-unique, non-partial, plain-column B-tree indexes of a table whose key
 -- columns are exactly p_columns (on a partitioned table, its own index: its
@@ -217,6 +228,15 @@ begin
         execute format('create index on %s (feed_key)', rel);
       end if;
       for idx in select * from tidings.plain_indexes_on(rel, array['feed_key', 'position']) loop
+        execute format('drop index %s', idx);
+      end loop;
+    end if;
+    -- 4.
+    if s.name in ('notification.views', 'notification.events', 'email.events', 'slack.events') then
+      if not exists (select 1 from tidings.plain_indexes_on(rel, array['id'])) then
+        execute format('create index on %s (id)', rel);
+      end if;
+      for idx in select * from tidings.plain_indexes_on(rel, array['id', 'position']) loop
         execute format('drop index %s', idx);
       end loop;
     end if;

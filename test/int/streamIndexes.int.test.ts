@@ -46,8 +46,20 @@ test("followed streams keep (feed_key, position); the others index feed_key alon
   }
   for (const unfollowed of ["notification.views", "notification.snapshots", "entity.events", "entity.erasures", "webhook.endpoints", "template.versions"]) {
     const columns = await indexColumns(unfollowed);
-    expect({ unfollowed, columns }).toEqual({ unfollowed, columns: expect.arrayContaining(["feed_key", "id,position"]) });
+    expect({ unfollowed, columns }).toEqual({ unfollowed, columns: expect.arrayContaining(["feed_key"]) });
     expect(columns).not.toContain("feed_key,position");
+  }
+});
+
+test("records are found by id: (id) where a tracking id has a few records, (id, position) elsewhere, client operations by their unique id", async () => {
+  for (const stream of ["notification.views", "notification.events", "email.events", "slack.events"]) {
+    const columns = await indexColumns(stream);
+    expect({ stream, columns }).toEqual({ stream, columns: expect.arrayContaining(["id"]) });
+    expect(columns).not.toContain("id,position");
+  }
+  for (const stream of ["notification.sagas", "email.operations", "entity.events", "template.versions", "notification.snapshots"]) {
+    const columns = await indexColumns(stream);
+    expect({ stream, columns }).toEqual({ stream, columns: expect.arrayContaining(["id,position"]) });
   }
 });
 
