@@ -88,7 +88,10 @@ async function sampleRows(pool: import("pg").Pool): Promise<void> {
   process.stdout.write(`\none notification's rows (${ids[0].id}): bytes of the row, of its payload; the payload\n`);
   const { rows: streams } = await pool.query("select name from tidings.streams order by name");
   for (const { name } of streams) {
-    const table = name.split(".").map((part: string) => `"${part}"`).join(".");
+    const table = name
+      .split(".")
+      .map((part: string) => `"${part}"`)
+      .join(".");
     const { rows: records } = await pool.query(
       `select type, pg_column_size(t.*) as row_bytes, pg_column_size(payload) as payload_bytes, left(payload::text, 400) as payload
        from ${table} t where id = $1 order by position`,
@@ -100,7 +103,16 @@ async function sampleRows(pool: import("pg").Pool): Promise<void> {
 
 async function main() {
   if (process.env.DATABASE_URL) throw new Error("bench:profile starts its own embedded PostgreSQL; unset DATABASE_URL");
-  const bench = await openBenchDatabase(20, ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all", "-c", "pg_stat_statements.track_planning=on", "-c", "track_functions=all"]);
+  const bench = await openBenchDatabase(20, [
+    "-c",
+    "shared_preload_libraries=pg_stat_statements",
+    "-c",
+    "pg_stat_statements.track=all",
+    "-c",
+    "pg_stat_statements.track_planning=on",
+    "-c",
+    "track_functions=all",
+  ]);
   const smtp = await startSmtpServer();
   const slack = await startSlackStandIn();
   try {
