@@ -8,7 +8,7 @@
  * (per worker count, default 15), BENCH_AUDIT_ROWS (comma list, default
  * "1000000,10000000"), BENCH_QUICK=1 (short windows, for trying it out),
  * BENCH_SECTIONS (comma list of ceiling, queue, e2e, minimal, scaling, http,
- * audit; default all). `minimal` is the minimal outbox (bench/lib/minimalOutbox.ts):
+ * audit, idle; default all). `minimal` is the minimal outbox (bench/lib/minimalOutbox.ts):
  * the same work without tidings's promises, measured like tidings.
  *
  * tidings's own code (worker processes, the HTTP app, enqueues) runs as the
@@ -19,12 +19,13 @@ import { startSlackStandIn } from "../test/helpers/slackStandIn";
 import { startSmtpServer } from "../test/helpers/smtpServer";
 import { channelsCeiling } from "./lib/channels";
 import { freshDatabase, openBenchDatabase } from "./lib/database";
-import { benchEntity, bytesPerNotification, drain, latencyAtRate, startWorkers, sustained, waitForWorkers } from "./lib/endToEnd";
+import { benchEntity, bytesPerNotification, commitCount, drain, latencyAtRate, startWorkers, sustained, waitForWorkers } from "./lib/endToEnd";
 import { rawQueue } from "./lib/queue";
-import { line, round, section } from "./lib/stats";
+import { line, round, section, sleep } from "./lib/stats";
 import { createPool } from "../src/db/database";
 import { httpEnqueue } from "./lib/http";
 import { auditQuery } from "./lib/audit";
+import { machineBusy } from "./lib/idle";
 import { minimalBytesPerNotification, minimalLatencyAtRate, minimalSustained, openMinimalOutbox, startMinimalWorker } from "./lib/minimalOutbox";
 
 const quick = process.env.BENCH_QUICK === "1";
@@ -35,7 +36,7 @@ const auditRows = (process.env.BENCH_AUDIT_ROWS ?? (quick ? "100000" : "1000000,
   .map(Number)
   .filter((n) => n > 0);
 const CONCURRENCY = Number(process.env.WORKER_CONCURRENCY ?? 64);
-const SECTIONS = ["ceiling", "queue", "e2e", "minimal", "scaling", "http", "audit"] as const;
+const SECTIONS = ["ceiling", "queue", "e2e", "minimal", "scaling", "http", "audit", "idle"] as const;
 /** BENCH_SECTIONS=http,audit runs only those (ratios need their baseline's section too). */
 const only = (process.env.BENCH_SECTIONS ?? SECTIONS.join(",")).split(",").map((s) => s.trim());
 const unknown = only.filter((s) => !(SECTIONS as readonly string[]).includes(s));
@@ -183,6 +184,26 @@ async function main() {
           `${round(r.medianMs, 2)} ms median, ${round(r.p95Ms, 2)} ms p95 (${r.matches} rows; loaded in ${round(r.loadSeconds)} s)`,
         );
       figures.audit = audit;
+    }
+
+    if (runs("idle")) {
+      // What tidings costs when nothing happens: the machine's CPU with one
+      // worker process waiting (its bots, its catch-up loops, PostgreSQL
+      // answering them) beside the same machine without it, measured just before.
+      section("Idle: one worker process with nothing to do, beside the machine without it");
+      const idleSeconds = quick ? 10 : 30;
+      const without = await machineBusy(idleSeconds);
+      const workers = await startWorkers(1, env);
+      await waitForWorkers(bench.adminPool, 1);
+      await sleep(5_000);
+      const commits0 = await commitCount(bench.adminPool);
+      const withWorker = await machineBusy(idleSeconds);
+      const commits = (await commitCount(bench.adminPool)) - commits0;
+      await workers.stop();
+      await bench.adminPool.query("delete from tidings.worker_heartbeats");
+      line("machine busy without tidings (% of all cores)", String(round(100 * without, 2)));
+      line("machine busy with one idle worker (% of all cores)", `${round(100 * withWorker, 2)}  (${round(commits / idleSeconds, 1)} commits/s)`);
+      figures.idle = { seconds: idleSeconds, busyWithout: without, busyWithIdleWorker: withWorker, commitsPerSecond: commits / idleSeconds };
     }
   } finally {
     await smtp.close();

@@ -115,7 +115,7 @@ export async function completedCount(pool: pg.Pool): Promise<number> {
   return rows[0].n;
 }
 
-async function commits(pool: pg.Pool): Promise<number> {
+export async function commitCount(pool: pg.Pool): Promise<number> {
   const { rows } = await pool.query("select xact_commit::bigint as n from pg_stat_database where datname = current_database()");
   return Number(rows[0].n);
 }
@@ -137,7 +137,7 @@ const enqueueTogether = (db: Db, n: number) =>
  * measured), `pool` the bench's own for counting.
  */
 export async function sustained(db: Db, pool: pg.Pool, options: { seconds: number; warmupSeconds: number; backlog: number }) {
-  const r = await keepBacklog({ ...options, batch: 20, enqueue: (n) => enqueueTogether(db, n), done: () => completedCount(pool), during: () => commits(pool) });
+  const r = await keepBacklog({ ...options, batch: 20, enqueue: (n) => enqueueTogether(db, n), done: () => completedCount(pool), during: () => commitCount(pool) });
   return { perSec: r.perSec, notifications: r.done, commitsPerNotification: r.done > 0 ? r.duringDelta / r.done : NaN };
 }
 
