@@ -65,3 +65,22 @@ describe("a forged outbox note", () => {
     expect(rows).toEqual([{ passed: true }]);
   });
 });
+
+describe("each stream's statements written out (migration 0013)", () => {
+  it("its writer inserts with the caller's privileges: a role that does not produce the stream is refused", async () => {
+    const client = await app.t.createLogin({ prefix: "writer", grants: ["tidings_client"] });
+    const records = JSON.stringify([{ id: "forged", type: "SendNotificationRequestedEvent", payload: {} }]);
+    // The client produces client operations, not notification events.
+    await expect(client.pool.query("select * from tidings.stream_write__notification__events($1::jsonb, null)", [records])).rejects.toMatchObject({ code: "42501" });
+    await expect(client.pool.query("select * from tidings.append('notification.events', $1::jsonb)", [records])).rejects.toMatchObject({ code: "42501" });
+    const { rows } = await app.t.query("select count(*)::int as n from notification.events where id = 'forged'");
+    expect(rows[0].n).toBe(0);
+  });
+
+  it("its outbox reader is the flush's alone: no login or actor may call it", async () => {
+    for (const grants of [["tidings_client"], ["tidings_service"], ["tidings_operator"], ["tidings_auditor"], ["tidings_notification_bot"], ["tidings_projection_bot"]]) {
+      const login = await app.t.createLogin({ prefix: "reader", grants });
+      await expect(login.pool.query("select * from tidings.outbox_read__notification__events(0)")).rejects.toMatchObject({ code: "42501" });
+    }
+  });
+});
