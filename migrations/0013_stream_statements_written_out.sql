@@ -13,10 +13,13 @@
 -- - tidings.stream_write__<schema>__<table>(records, ordinals): the insert
 --   of tidings.append (security invoker, like tidings.append: the insert runs
 --   with the caller's privileges, so only a declared producer can append);
+-- - tidings.stream_locate__<schema>__<table>(ids, types): the lookup of
+--   tidings.existing_positions (security definer like it; nobody else may
+--   call it, as existing_positions checks who asks first);
 -- - tidings.outbox_read__<schema>__<table>(after): the flush's read-back of
 --   this transaction's records and their consumers' job specs (security
 --   definer, like the flush; nobody else may call it).
--- tidings.append and the flush call them; the same rows, positions, job
+-- tidings.append, existing_positions and the flush call them; the same rows, positions, job
 -- specs and errors. create_outbox_triggers, which declare_stream calls for
 -- every new stream, creates them too; the streams declared so far get theirs
 -- here.
@@ -107,6 +110,37 @@ end;
 $create$;
 revoke execute on function tidings.create_stream_writer(text) from public;
 
+create function tidings.stream_locator(p_stream text) returns text
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+  select 'stream_locate__' || replace(p_stream, '.', '__')
+$$;
+
+-- tidings.existing_positions's lookup: the latest position of each id (and
+-- type, when given), one answer per input pair in input order. Security
+-- definer like existing_positions, which alone may call it (it checks who
+-- asks first).
+create function tidings.create_stream_locator(p_stream text) returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $create$
+begin
+  execute format($f$
+    create or replace function tidings.%1$I(p_ids text[], p_types text[])
+    returns table (ordinal integer, "position" bigint)
+    language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $body$
+    #variable_conflict use_column
+    begin
+      return query
+      select k.ordinal::integer, (select max(s.position) from %2$s s where s.id = k.id and (k.type is null or s.type = k.type))
+      from unnest(p_ids, p_types) with ordinality as k(id, type, ordinal)
+      order by k.ordinal;
+    end;
+    $body$
+    $f$,
+    tidings.stream_locator(p_stream), tidings.stream_table(p_stream));
+  execute format('revoke execute on function tidings.%I(text[], text[]) from public', tidings.stream_locator(p_stream));
+end;
+$create$;
+revoke execute on function tidings.create_stream_locator(text) from public;
+
 create or replace function tidings.create_outbox_triggers(p_stream text) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $$
 begin
@@ -119,11 +153,12 @@ begin
                  split_part(p_stream, '.', 1), split_part(p_stream, '.', 2));
   -- The stream's statements written out (0013).
   perform tidings.create_stream_writer(p_stream);
+  perform tidings.create_stream_locator(p_stream);
   perform tidings.create_outbox_reader(p_stream);
 end;
 $$;
 
-select tidings.create_stream_writer(name), tidings.create_outbox_reader(name) from tidings.streams;
+select tidings.create_stream_writer(name), tidings.create_stream_locator(name), tidings.create_outbox_reader(name) from tidings.streams;
 
 create or replace function tidings.tg_flush_outbox() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
@@ -262,5 +297,27 @@ begin
       p_stream, coalesce(existing_at[i], written_at[array_position(written_ords, first_of[i])])
       using errcode = 'TD003';
   end if;
+end;
+$$;
+
+-- tidings.existing_positions (0001), its lookup through the stream's locator.
+create or replace function tidings.existing_positions(p_stream text, p_ids text[], p_types text[] default null)
+returns table (ordinal integer, "position" bigint)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  acting text := coalesce(nullif(nullif(current_setting('role', true), ''), 'none'), session_user);
+begin
+  if not tidings.stream_exists(p_stream) then
+    raise exception 'unknown stream "%"', p_stream using errcode = 'TD004';
+  end if;
+  if not exists (
+    select 1 from tidings.stream_producers p join tidings.actors a on a.name = p.actor
+    where p.stream = p_stream and pg_has_role(acting, a.role_name, 'USAGE')
+  ) then
+    raise exception 'role % does not produce stream %: only its producers may look up its records', acting, p_stream
+      using errcode = '42501';
+  end if;
+  return query execute format('select l.ordinal, l.position from tidings.%I($1, $2) l order by l.ordinal', tidings.stream_locator(p_stream))
+    using p_ids, coalesce(p_types, array_fill(null::text, array[cardinality(p_ids)]));
 end;
 $$;

@@ -77,10 +77,12 @@ describe("each stream's statements written out (migration 0013)", () => {
     expect(rows[0].n).toBe(0);
   });
 
-  it("its outbox reader is the flush's alone: no login or actor may call it", async () => {
+  it("its outbox reader and its id lookup are the engine's alone: no login or actor may call them", async () => {
     for (const grants of [["tidings_client"], ["tidings_service"], ["tidings_operator"], ["tidings_auditor"], ["tidings_notification_bot"], ["tidings_projection_bot"]]) {
       const login = await app.t.createLogin({ prefix: "reader", grants });
       await expect(login.pool.query("select * from tidings.outbox_read__notification__events(0)")).rejects.toMatchObject({ code: "42501" });
+      // existing_positions checks who asks before it looks; its per-stream lookup would tell anyone which ids exist.
+      await expect(login.pool.query("select * from tidings.stream_locate__notification__events(array['x'], array[null])")).rejects.toMatchObject({ code: "42501" });
     }
   });
 });
