@@ -2,7 +2,7 @@
 -- what a transaction appended (the outbox's flush) are written out per
 -- stream, so PostgreSQL keeps their plans.
 --
--- tidings.append (0001) and the flush (0001, 0010) named the stream's table
+-- tidings.append (0001) and the flush (0001) named the stream's table
 -- in dynamic SQL (`execute format(...)`), which PostgreSQL parses and plans
 -- again on every call. At one notification per transaction (`PROFILE_RATE=40
 -- npm run bench:profile`) they were the two costliest functions: the flush
@@ -19,8 +19,9 @@
 -- - tidings.outbox_read__<schema>__<table>(after): the flush's read-back of
 --   this transaction's records and their consumers' job specs (security
 --   definer, like the flush; nobody else may call it).
--- tidings.append, existing_positions and the flush call them; the same rows, positions, job
--- specs and errors. create_outbox_triggers, which declare_stream calls for
+-- tidings.append, existing_positions and the flush call them: the same rows,
+-- positions, job specs and errors, but for the flush's read, which now ends
+-- at the last position handed out (below). create_outbox_triggers, which declare_stream calls for
 -- every new stream, creates them too; the streams declared so far get theirs
 -- here.
 
@@ -39,7 +40,12 @@ begin
     #variable_conflict use_column
     declare
       -- The rows this transaction appended lie between the noted position
-      -- and the last the stream's sequence has handed out.
+      -- and the last the stream's sequence has handed out: a bounded
+      -- primary-key range. With only the lower bound (0001), a partition
+      -- whose statistics lagged its growth (a new month, a new database:
+      -- autovacuum analyses at most once a minute) was planned as a scan of
+      -- the whole partition on every appending commit (2.9 ms at 5,000 rows
+      -- against 0.17 ms with the upper bound, EXPLAIN ANALYZE).
       handed_out bigint := coalesce(pg_sequence_last_value(pg_get_serial_sequence(%2$L, 'position')::regclass), 0);
     begin
       return query
