@@ -10,13 +10,13 @@
 --
 -- Each stream now has two functions of its own with the statement written
 -- out: PL/pgSQL keeps the plan of a static statement for the session.
--- - tidings.stream_write__<schema>__<table>(records, ordinals): the insert
+-- - tidings.stream_write__<schema>__<table>_<hash>(records, ordinals): the insert
 --   of tidings.append (security invoker, like tidings.append: the insert runs
 --   with the caller's privileges, so only a declared producer can append);
--- - tidings.stream_locate__<schema>__<table>(ids, types): the lookup of
+-- - tidings.stream_locate__<schema>__<table>_<hash>(ids, types): the lookup of
 --   tidings.existing_positions (security definer like it; nobody else may
 --   call it, as existing_positions checks who asks first);
--- - tidings.outbox_read__<schema>__<table>(after): the flush's read-back of
+-- - tidings.outbox_read__<schema>__<table>_<hash>(after): the flush's read-back of
 --   this transaction's records and their consumers' job specs (security
 --   definer, like the flush; nobody else may call it).
 -- tidings.append, existing_positions and the flush call them: the same rows,
@@ -25,9 +25,19 @@
 -- every new stream, creates them too; the streams declared so far get theirs
 -- here.
 
+-- The name of a stream's own function: the prefix, the stream's schema and
+-- table (the dot as "__"), cut so the whole stays within PostgreSQL's 63
+-- bytes, and the first 8 hex digits of the stream name's md5, so two streams
+-- never share a function (names may contain "__", and a long one would be
+-- cut to the same prefix).
+create function tidings.stream_function_name(p_prefix text, p_stream text) returns text
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+  select left(p_prefix || replace(p_stream, '.', '__'), 54) || '_' || left(md5(p_stream), 8)
+$$;
+
 create function tidings.outbox_reader(p_stream text) returns text
 language sql immutable set search_path = pg_catalog, pg_temp as $$
-  select 'outbox_read__' || replace(p_stream, '.', '__')
+  select tidings.stream_function_name('outbox_read__', p_stream)
 $$;
 
 create function tidings.create_outbox_reader(p_stream text) returns void
@@ -78,7 +88,7 @@ revoke execute on function tidings.create_outbox_reader(text) from public;
 
 create function tidings.stream_writer(p_stream text) returns text
 language sql immutable set search_path = pg_catalog, pg_temp as $$
-  select 'stream_write__' || replace(p_stream, '.', '__')
+  select tidings.stream_function_name('stream_write__', p_stream)
 $$;
 
 -- Inserts the records of p_records at these ordinals (all when null), in
@@ -118,7 +128,7 @@ revoke execute on function tidings.create_stream_writer(text) from public;
 
 create function tidings.stream_locator(p_stream text) returns text
 language sql immutable set search_path = pg_catalog, pg_temp as $$
-  select 'stream_locate__' || replace(p_stream, '.', '__')
+  select tidings.stream_function_name('stream_locate__', p_stream)
 $$;
 
 -- tidings.existing_positions's lookup: the latest position of each id (and

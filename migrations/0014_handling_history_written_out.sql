@@ -7,7 +7,7 @@
 -- rows: 3.4 ms of the server's time per notification at one notification
 -- per transaction (`PROFILE_RATE=40 npm run bench:profile`, its own time).
 -- As 0013 did for appends and the outbox, each stream's handling table now
--- has a trigger function of its own, tidings.handling_history__<schema>__<table>,
+-- has a trigger function of its own, tidings.handling_history__<schema>__<table>_<hash>,
 -- with the insert written out: PL/pgSQL keeps a static statement's plan for
 -- the session (one compiled copy per trigger, so the insert and update
 -- triggers each plan only their own branch). Same rows, same order, same
@@ -18,7 +18,7 @@
 
 create function tidings.handling_history_function(p_stream text) returns text
 language sql immutable set search_path = pg_catalog, pg_temp as $$
-  select 'handling_history__' || replace(p_stream, '.', '__')
+  select tidings.stream_function_name('handling_history__', p_stream)
 $$;
 
 create function tidings.create_handling_history_triggers(p_stream text) returns void

@@ -36,15 +36,19 @@ export interface RunningCatchUp {
 export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps>): Promise<number> {
   let stalled = false;
   const handled = await inTransaction(rt.db, bot.actor, async (tx) => {
-    // The lock, the checkpoint, the transaction's now and one horizon for the
-    // streams it follows, in one statement before any of them is read.
+    // The lock first, in a statement of its own: a statement reads with the
+    // snapshot it started with, so a checkpoint read in the same statement
+    // could predate the commit of the process that held the lock just before,
+    // and its batch would be handled twice. Then, in one statement, the
+    // checkpoint and one horizon for the streams it follows, before any of them is read.
     for (const stream of bot.streams) assertStreamName(stream);
-    const { rows: looks } = await sql<{ locked: boolean; cursors: Record<string, string> | null; now: Date; horizon: string }>`
-      select pg_try_advisory_xact_lock(hashtextextended(${`checkpoint ${bot.checkpoint}`}, 0)) as locked,
-             (select c.cursors from tidings.checkpoints c where c.name = ${bot.checkpoint}) as cursors,
-             now() as now, tidings.feed_horizon(${[...bot.streams]}::text[])::text as horizon`.execute(tx);
-    const look = looks[0]!;
-    if (!look.locked) return 0;
+    const { rows: locks } = await sql<{ locked: boolean; now: Date }>`
+      select pg_try_advisory_xact_lock(hashtextextended(${`checkpoint ${bot.checkpoint}`}, 0)) as locked, now() as now`.execute(tx);
+    if (!locks[0]?.locked) return 0;
+    const { rows: looks } = await sql<{ cursors: Record<string, string> | null; horizon: string }>`
+      select (select c.cursors from tidings.checkpoints c where c.name = ${bot.checkpoint}) as cursors,
+             tidings.feed_horizon(${[...bot.streams]}::text[])::text as horizon`.execute(tx);
+    const look = { ...looks[0]!, now: locks[0].now };
     if (!look.cursors) throw new Error(`checkpoint "${bot.checkpoint}" is not declared in tidings.checkpoints`);
     const cursors = look.cursors;
     const next: Record<string, string> = { ...cursors };
@@ -113,7 +117,7 @@ export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps
   let stopped = false;
   let stop: (() => void) | null = null;
   const maxIdleMs = settings.maxIdleMs ?? settings.idleMs * 10;
-  const pause = (ms: number) =>
+  const pause = (ms: number, wakeable = true) =>
     new Promise<void>((resolve) => {
       const started = Date.now();
       let timer = setTimeout(done, ms);
@@ -127,7 +131,7 @@ export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps
         clearTimeout(timer);
         timer = setTimeout(done, Math.max(0, started + settings.idleMs - Date.now()));
       }
-      if (ms > settings.idleMs) pausedLoops.add(early);
+      if (wakeable && ms > settings.idleMs) pausedLoops.add(early);
       stop = done;
     });
   const loop = (async () => {
@@ -144,7 +148,7 @@ export function startCatchUp<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<TDeps
         // A connection cut while the process stops (its embedded PostgreSQL stops on the same signal) is expected then.
         if (stopped) logger.info({ err: error, checkpoint: bot.checkpoint }, "catch-up batch cut short (while shutting down)");
         else logger.error({ err: error, checkpoint: bot.checkpoint }, "catch-up batch failed; retrying from the same checkpoint");
-        await pause(settings.errorMs);
+        await pause(settings.errorMs, false);
       }
     }
   })();

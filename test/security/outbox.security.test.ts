@@ -67,22 +67,45 @@ describe("a forged outbox note", () => {
 });
 
 describe("each stream's statements written out (migration 0013)", () => {
+  /** The name of a stream's own function, as the engine derives it. */
+  const fn = async (prefix: string, stream: string) => (await app.t.query("select tidings.stream_function_name($1, $2) as name", [prefix, stream])).rows[0].name as string;
+
+  it("two streams never share a function, whatever their names", async () => {
+    // Without the hash, "a__b.c" and "a.b__c" would both be ..._a__b__c, and long names would be cut to one prefix.
+    expect(await fn("stream_write__", "a__b.c")).not.toBe(await fn("stream_write__", "a.b__c"));
+    const long = "customer_notifications_eu.scheduled_reminders_v";
+    const [v1, v2] = [await fn("handling_history__", `${long}1`), await fn("handling_history__", `${long}2`)];
+    expect(v1).not.toBe(v2);
+    expect(Buffer.byteLength(v1)).toBeLessThanOrEqual(63);
+    // Every declared stream has its own writer, lookup and reader.
+    const { rows } = await app.t.query(
+      `select count(*)::int as streams,
+              count(distinct to_regprocedure('tidings.' || tidings.stream_writer(name) || '(jsonb, integer[])'))::int as writers,
+              count(distinct to_regprocedure('tidings.' || tidings.stream_locator(name) || '(text[], text[])'))::int as locators,
+              count(distinct to_regprocedure('tidings.' || tidings.outbox_reader(name) || '(bigint)'))::int as readers
+       from tidings.streams`,
+    );
+    expect(rows[0]).toEqual({ streams: rows[0].streams, writers: rows[0].streams, locators: rows[0].streams, readers: rows[0].streams });
+  });
+
   it("its writer inserts with the caller's privileges: a role that does not produce the stream is refused", async () => {
     const client = await app.t.createLogin({ prefix: "writer", grants: ["tidings_client"] });
     const records = JSON.stringify([{ id: "forged", type: "SendNotificationRequestedEvent", payload: {} }]);
     // The client produces client operations, not notification events.
-    await expect(client.pool.query("select * from tidings.stream_write__notification__events($1::jsonb, null)", [records])).rejects.toMatchObject({ code: "42501" });
+    const writer = await fn("stream_write__", "notification.events");
+    await expect(client.pool.query(`select * from tidings."${writer}"($1::jsonb, null)`, [records])).rejects.toMatchObject({ code: "42501" });
     await expect(client.pool.query("select * from tidings.append('notification.events', $1::jsonb)", [records])).rejects.toMatchObject({ code: "42501" });
     const { rows } = await app.t.query("select count(*)::int as n from notification.events where id = 'forged'");
     expect(rows[0].n).toBe(0);
   });
 
   it("its outbox reader and its id lookup are the engine's alone: no login or actor may call them", async () => {
+    const [reader, locator] = [await fn("outbox_read__", "notification.events"), await fn("stream_locate__", "notification.events")];
     for (const grants of [["tidings_client"], ["tidings_service"], ["tidings_operator"], ["tidings_auditor"], ["tidings_notification_bot"], ["tidings_projection_bot"]]) {
       const login = await app.t.createLogin({ prefix: "reader", grants });
-      await expect(login.pool.query("select * from tidings.outbox_read__notification__events(0)")).rejects.toMatchObject({ code: "42501" });
+      await expect(login.pool.query(`select * from tidings."${reader}"(0)`)).rejects.toMatchObject({ code: "42501" });
       // existing_positions checks who asks before it looks; its per-stream lookup would tell anyone which ids exist.
-      await expect(login.pool.query("select * from tidings.stream_locate__notification__events(array['x'], array[null])")).rejects.toMatchObject({ code: "42501" });
+      await expect(login.pool.query(`select * from tidings."${locator}"(array['x'], array[null])`)).rejects.toMatchObject({ code: "42501" });
     }
   });
 });
