@@ -2,7 +2,6 @@ import { sql } from "kysely";
 import { inSavepoint, inTransaction } from "../db/database";
 import type { Logger } from "../logging/logger";
 import type { StreamRecord } from "../streams/interfaces";
-import { assertStreamName } from "../streams/names";
 import { decodeCursor, encodeCursor, FEED_START, nudgeHorizon, readAfterEach } from "../streams/read";
 import type { BotRuntime, CatchUpBot } from "./bot";
 
@@ -41,19 +40,17 @@ export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<
     // could predate the commit of the process that held the lock just before,
     // and its batch would be handled twice. Then, in one statement, the
     // checkpoint and one horizon for the streams it follows, before any of them is read.
-    for (const stream of bot.streams) assertStreamName(stream);
     const { rows: locks } = await sql<{ locked: boolean; now: Date }>`
       select pg_try_advisory_xact_lock(hashtextextended(${`checkpoint ${bot.checkpoint}`}, 0)) as locked, now() as now`.execute(tx);
     if (!locks[0]?.locked) return 0;
     const { rows: looks } = await sql<{ cursors: Record<string, string> | null; horizon: string }>`
       select (select c.cursors from tidings.checkpoints c where c.name = ${bot.checkpoint}) as cursors,
              tidings.feed_horizon(${[...bot.streams]}::text[])::text as horizon`.execute(tx);
-    const look = { ...looks[0]!, now: locks[0].now };
-    if (!look.cursors) throw new Error(`checkpoint "${bot.checkpoint}" is not declared in tidings.checkpoints`);
-    const cursors = look.cursors;
+    const { cursors, horizon } = looks[0]!;
+    if (!cursors) throw new Error(`checkpoint "${bot.checkpoint}" is not declared in tidings.checkpoints`);
     const next: Record<string, string> = { ...cursors };
     const reads = bot.streams.map((stream) => ({ stream, after: cursors[stream] ? decodeCursor(cursors[stream]) : FEED_START }));
-    const read = await readAfterEach(tx, reads, { limit: bot.batchSize, horizon: look.horizon });
+    const read = await readAfterEach(tx, reads, { limit: bot.batchSize, horizon });
     stalled = read.stalled;
     const records = read.results.flatMap((r, i) => {
       next[reads[i]!.stream] = encodeCursor(r.next);
@@ -61,7 +58,7 @@ export async function catchUpOnce<TDeps>(bot: CatchUpBot<TDeps>, rt: BotRuntime<
     });
     if (records.length === 0) return 0;
     const logger = rt.logger.child({ checkpoint: bot.checkpoint });
-    const now = rt.clock?.() ?? look.now;
+    const now = rt.clock?.() ?? locks[0].now;
     const handle = (batch: StreamRecord[]) => inSavepoint(tx, "catch_up", () => bot.handleBatch({ tx, records: batch, deps: rt.deps, logger, now }));
     try {
       await handle(records);

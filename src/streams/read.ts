@@ -176,35 +176,19 @@ export async function readAfter(
   db: Executor,
   stream: string,
   after: FeedCursor = FEED_START,
-  options: { limit?: number; types?: readonly string[]; tags?: Tags; horizon?: string } = {},
+  options: { limit?: number; horizon?: string } = {},
 ): Promise<{ records: StreamRecord[]; next: FeedCursor; stalled: boolean }> {
   assertStreamName(stream);
-  const limit = options.limit ?? 100;
   const horizon = options.horizon ?? (await feedHorizon(db, [stream]));
-  const { rows } = await sql<RecordRow>`
-    select ${COLUMNS} from ${streamTable(stream)} as s
-    where (feed_key, position) > (${after.key}::xid8, ${after.position}::bigint)
-      and feed_key < ${horizon}::xid8
-      and ${filterSql({ types: options.types, tags: options.tags })}
-    -- s.feed_key: the xid8 column. Unqualified, ORDER BY takes the output column of that name,
-    -- text, where "997" sorts after "1004": a batch crossing a power of ten came out of order.
-    order by s.feed_key, s.position
-    limit ${limit}`.execute(db);
-  const records = rows.map((r) => toRecord(stream, r));
-  const last = records.at(-1);
-  let stalled = false;
-  if (records.length < limit) {
-    const waiting = await sql<{ waiting: boolean }>`
-      select exists (select 1 from ${streamTable(stream)} where feed_key = ${horizon}::xid8) as waiting`.execute(db);
-    stalled = waiting.rows[0]!.waiting;
-  }
-  return { records, next: last ? cursorAfter(last) : after, stalled };
+  const { results, stalled } = await readAfterEach(db, [{ stream, after }], { limit: options.limit ?? 100, horizon });
+  return { ...results[0]!, stalled };
 }
 
 /**
  * readAfter over several streams, each from its own cursor, below one
  * horizon, in one statement: what a catch-up bot reads each round.
- * `stalled`: some stream has a committed record waiting exactly at the horizon.
+ * `stalled`: some stream read less than a full page and has a committed
+ * record waiting exactly at the horizon.
  */
 export async function readAfterEach(
   db: Executor,
@@ -214,6 +198,8 @@ export async function readAfterEach(
   const parts = reads.flatMap(({ stream, after }, i) => {
     assertStreamName(stream);
     return [
+      // s.feed_key: the xid8 column. Unqualified, ORDER BY takes the output column of that name,
+      // text, where "997" sorts after "1004": a batch crossing a power of ten came out of order.
       sql`(select ${sql.lit(i)}::integer as part, false as waiting, ${COLUMNS} from ${streamTable(stream)} as s
         where (feed_key, position) > (${after.key}::xid8, ${after.position}::bigint) and feed_key < ${options.horizon}::xid8
         order by s.feed_key, s.position limit ${options.limit})`,
@@ -224,10 +210,13 @@ export async function readAfterEach(
   const { rows } = await sql<RecordRow & { part: number; waiting: boolean }>`${sql.join(parts, sql` union all `)}`.execute(db);
   const records = reads.map(() => [] as StreamRecord[]);
   let stalled = false;
+  const waiting = new Set<number>();
   for (const row of rows) {
-    if (row.waiting) stalled = true;
+    if (row.waiting) waiting.add(row.part);
     else records[row.part]!.push(toRecord(reads[row.part]!.stream, row));
   }
+  // A full page is not stalled: the records at the horizon come on a later page.
+  for (const part of waiting) stalled ||= records[part]!.length < options.limit;
   // Union all keeps each part's order (feed key, then position).
   return {
     results: reads.map(({ after }, i) => {
