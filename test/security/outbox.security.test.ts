@@ -99,13 +99,17 @@ describe("each stream's statements written out (migration 0013)", () => {
     expect(rows[0].n).toBe(0);
   });
 
-  it("its outbox reader and its id lookup are the engine's alone: no login or actor may call them", async () => {
+  it("its outbox reader, its id lookup and the functions that make them are the engine's alone: no login or actor may call them", async () => {
     const [reader, locator] = [await fn("outbox_read__", "notification.events"), await fn("stream_locate__", "notification.events")];
     for (const grants of [["tidings_client"], ["tidings_service"], ["tidings_operator"], ["tidings_auditor"], ["tidings_notification_bot"], ["tidings_projection_bot"]]) {
       const login = await app.t.createLogin({ prefix: "reader", grants });
       await expect(login.pool.query(`select * from tidings."${reader}"(0)`)).rejects.toMatchObject({ code: "42501" });
       // existing_positions checks who asks before it looks; its per-stream lookup would tell anyone which ids exist.
       await expect(login.pool.query(`select * from tidings."${locator}"(array['x'], array[null])`)).rejects.toMatchObject({ code: "42501" });
+      // Nor may anyone make or remake a stream's functions, triggers or feed index (migrations 0011, 0013, 0014).
+      for (const maker of ["create_stream_writer", "create_stream_locator", "create_outbox_reader", "create_handling_history_triggers", "follow_stream"]) {
+        await expect(login.pool.query(`select tidings.${maker}('notification.events')`)).rejects.toMatchObject({ code: "42501" });
+      }
     }
   });
 });
