@@ -211,13 +211,14 @@ describe("catch-up bots", () => {
       const seen: string[][] = [];
       const { counted, stop } = loop(follower(seen), { idleMs: 5, maxIdleMs: 60_000 });
       try {
-        // Ten looks: the pause after the tenth is 5 ms × 2^9, over 2.5 s.
-        await waitFor(async () => counted.looks >= 10, { what: "ten looks", intervalMs: 10 });
+        // Eleven looks: the pause after the eleventh is 5 ms × 2^10, over 5 s, so a record
+        // handled within 3 s of the wake was not handled by the timer, however busy the machine.
+        await waitFor(async () => counted.looks >= 11, { what: "eleven looks", intervalMs: 10 });
         await new Promise((resolve) => setTimeout(resolve, 100));
         seen.length = 0;
         await add("woken");
         wakeCatchUps();
-        await waitFor(async () => seen.flat().includes("woken"), { what: "the woken loop to handle the record", timeoutMs: 1_500, intervalMs: 10 });
+        await waitFor(async () => seen.flat().includes("woken"), { what: "the woken loop to handle the record", timeoutMs: 3_000, intervalMs: 10 });
       } finally {
         await stop();
       }
