@@ -96,6 +96,12 @@ export interface BatchHandlerContext<TDeps> {
   deps: TDeps;
   logger: Logger;
   now: Date;
+  /**
+   * Appends collected here are written by the runner after the handler, in
+   * the same transaction, and the runner sees what was written (records of
+   * bots that send inline are claimed there: ExternalBot.sendsInline).
+   */
+  out?: AppendBuffer;
 }
 
 export interface PerformContext<TDeps> {
@@ -134,6 +140,18 @@ export interface ExternalBot<TDeps, TResult> extends BotBase {
    * the external pipeline in runner.ts).
    */
   batch?: { maxSize: number };
+  /**
+   * When a transactional bot of the same worker process appends records of
+   * this bot's stream, claim them (and run `prepare`) in that transaction, as
+   * this bot's actor, and send them as soon as it commits: no job, no fetch
+   * and no claim transaction of their own, one queue hop fewer. The claim
+   * names the process (`inline:<process id>`); if the process dies before
+   * recording an outcome, another one takes the record over once the
+   * process has stopped heart-beating for a lease (recoverInlineClaims in
+   * src/bots/inline.ts). If the inline claim fails, it rolls back alone and
+   * the records get their jobs as usual.
+   */
+  sendsInline?: boolean;
   /** The side effect, outside any transaction. Throw ExternalError to classify a failure. */
   perform(ctx: PerformContext<TDeps>): Promise<TResult>;
   /** Runs in the completion transaction with perform's result. */
@@ -217,4 +235,21 @@ export interface BotRuntime<TDeps> {
   stopping?: AbortSignal;
   /** Called after every job (metrics hook). */
   onHandled?: (info: HandledInfo) => void;
+  /**
+   * The worker process (tidings.worker_heartbeats.process_id) and its sends
+   * in flight: set by startWorker, which enables inline sends
+   * (ExternalBot.sendsInline). Without it every record waits for its job.
+   */
+  inline?: InlineSends;
+}
+
+/** The sends a worker process started inline, by stream and concern, until each has recorded its outcome. */
+export interface InlineSends {
+  processId: string;
+  /** Track a batch of inline sends until it settles. */
+  track(stream: string, concern: string, positions: readonly number[], sending: Promise<unknown>): void;
+  /** Whether this process is still sending this record. */
+  isSending(stream: string, concern: string, position: number): boolean;
+  /** Settles when every tracked send has. */
+  settled(): Promise<void>;
 }

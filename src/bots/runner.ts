@@ -9,6 +9,7 @@ import type { HandlingState, StreamRecord } from "../streams/interfaces";
 import { getByPosition } from "../streams/read";
 import { BatchQueue, type BatchItem } from "./batch";
 import { wakeCatchUps } from "./catchUp";
+import { INLINE_CLAIM_PREFIX } from "./inline";
 import {
   taskIdentifier,
   type AnyBot,
@@ -114,19 +115,26 @@ class CutShortError extends Error {
   }
 }
 
+/** A bot that sends inline (ExternalBot.sendsInline), with the bots that follow its successes inline. */
+export interface InlineSender<TDeps> {
+  bot: ExternalBot<TDeps, unknown>;
+  followers: readonly TransactionalBot<TDeps>[];
+}
+
 /**
  * Turn a bot into a graphile-worker task. `followers`: the bots of the same
- * process that follow this bot's appends inline (TransactionalBot.followsInline).
+ * process that follow this bot's appends inline (TransactionalBot.followsInline);
+ * `senders`: those that send what it appends inline (ExternalBot.sendsInline).
  */
-export function createTask<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>, followers: readonly TransactionalBot<TDeps>[] = []): Task {
+export function createTask<TDeps>(bot: Bot<TDeps>, rt: BotRuntime<TDeps>, followers: readonly TransactionalBot<TDeps>[] = [], senders: readonly InlineSender<TDeps>[] = []): Task {
   const parallel = bot.kind === "transactional" ? BATCHES_IN_PARALLEL : SEND_BATCHES_IN_PARALLEL;
-  const batches = bot.batch ? new BatchQueue(bot.batch.maxSize, parallel, (items) => handleBatch(bot, rt, items, followers)) : null;
+  const batches = bot.batch ? new BatchQueue(bot.batch.maxSize, parallel, (items) => handleBatch(bot, rt, items, followers, senders)) : null;
   return async (payload: unknown, helpers: JobHelpers) => {
     const item: BatchItem = { position: parseJobPayload(payload, bot), jobTag: `job ${helpers.job.id}` };
     const started = performance.now();
     let outcome: HandledOutcome = "error";
     try {
-      outcome = batches ? await batches.submit(item) : (await handleBatch(bot, rt, [item], followers)).get(item)!;
+      outcome = batches ? await batches.submit(item) : (await handleBatch(bot, rt, [item], followers, senders)).get(item)!;
     } finally {
       rt.onHandled?.({
         task: taskIdentifier(bot),
@@ -153,14 +161,29 @@ export async function handleBatch<TDeps>(
   rt: BotRuntime<TDeps>,
   items: readonly BatchItem[],
   followers: readonly TransactionalBot<TDeps>[] = [],
+  senders: readonly InlineSender<TDeps>[] = [],
 ): Promise<BatchOutcomes> {
-  return new Pipeline(bot, rt, followers).run(items, false);
+  return new Pipeline(bot, rt, followers, senders).run(items, false);
 }
 
 /** The bots among these that may follow what `appender` appends, inline: set-based followers (of whatever streams it appends to). */
 export function inlineFollowersOf<TDeps>(appender: Bot<TDeps>, bots: readonly AnyBot<TDeps>[]): TransactionalBot<TDeps>[] {
   if (appender.kind !== "external") return [];
   return bots.filter((b): b is TransactionalBot<TDeps> => b.kind === "transactional" && b.followsInline !== undefined && b.handleBatch !== undefined);
+}
+
+/** The bots among these that send inline what `appender` (a transactional bot) appends to their streams. */
+export function inlineSendersOf<TDeps>(appender: Bot<TDeps>, bots: readonly AnyBot<TDeps>[]): InlineSender<TDeps>[] {
+  if (appender.kind !== "transactional") return [];
+  return bots
+    .filter((b): b is ExternalBot<TDeps, unknown> => b.kind === "external" && b.sendsInline === true)
+    .map((sender) => ({ bot: sender, followers: inlineFollowersOf(sender, bots) }));
+}
+
+/** Records claimed inline in a transactional bot's transaction, to send once it commits. */
+interface InlineBatch<TDeps> {
+  sender: InlineSender<TDeps>;
+  claimed: Claimed[];
 }
 
 /** A failure of an external batch before any send: its claims rolled back, so it may be handled again or recorded. */
@@ -185,6 +208,7 @@ class Pipeline<TDeps> {
     private readonly bot: Bot<TDeps>,
     private readonly rt: BotRuntime<TDeps>,
     private readonly followers: readonly TransactionalBot<TDeps>[] = [],
+    private readonly senders: readonly InlineSender<TDeps>[] = [],
   ) {
     this.target = { stream: bot.stream, concern: bot.concern };
     this.logger = rt.logger.child({ task: taskIdentifier(bot) });
@@ -322,23 +346,25 @@ class Pipeline<TDeps> {
     const outcomes: BatchOutcomes = new Map();
     // A batch of one goes to handle(), which may self-cancel (a scheduled notification that came early).
     const setBased = bot.handleBatch !== undefined && !alone && items.length > 1;
-    await this.inTransaction(async (tx) => {
+    const inline = await this.inTransaction(async (tx): Promise<InlineBatch<TDeps>[]> => {
       const claimed = (await this.claimAndLoad(tx, items, { handle: setBased })).map((c) => ({ ...c, parsed: parseRecord(bot, c.record) }));
-      if (claimed.length === 0) return;
+      if (claimed.length === 0) return [];
       claimed.sort((a, b) => (a.record.id < b.record.id ? -1 : a.record.id > b.record.id ? 1 : a.record.position - b.record.position));
       const toHandle = bot.batch?.coalesceById ? claimed.filter((c, i) => i === claimed.length - 1 || claimed[i + 1]!.record.id !== c.record.id) : claimed;
       const now = await this.now(tx, claimed[0]!.state.updatedAt);
       const selfCancelled = new Set<BatchItem>();
+      const out = new AppendBuffer();
       if (setBased) {
-        await bot.handleBatch!({ tx, records: toHandle.map((c) => c.parsed), deps: this.rt.deps, logger: this.logger, now });
+        await bot.handleBatch!({ tx, records: toHandle.map((c) => c.parsed), deps: this.rt.deps, logger: this.logger, now, out });
       } else {
         for (const c of toHandle) {
-          const outcome = await bot.handle(this.context(tx, c, c.parsed, now));
+          const outcome = await bot.handle(this.context(tx, c, c.parsed, now, out));
           if (!outcome) continue;
           await this.selfCancel(tx, c.record.position, { reason: outcome.reason, retryInMs: outcome.retryAfterMs, attempt: c.state.attempts });
           selfCancelled.add(c.item);
         }
       }
+      const inlineBatches = await this.claimInline(tx, await out.flush(tx), now);
       // Those claimed Running (one at a time, or taken over from an abandoned attempt) complete now.
       const completed = claimed.filter((c) => !selfCancelled.has(c.item) && c.state.status === "Running");
       await completeMany(
@@ -348,8 +374,73 @@ class Pipeline<TDeps> {
         bot.actor,
       );
       for (const c of claimed) outcomes.set(c.item, selfCancelled.has(c.item) ? "self_cancelled" : "completed");
+      return inlineBatches;
     });
+    // Committed: the records claimed inline are sent now, while this bot takes its next batch.
+    this.sendInline(inline);
     return outcomes;
+  }
+
+  /**
+   * Claim, as each inline sender's actor in a savepoint, the records of its
+   * stream this transaction appended, and run its `prepare`: the claim
+   * transaction of their jobs, folded into this one. The outbox queues no job
+   * for a record claimed so (its reader skips records Running under an inline
+   * claim of their own transaction). A sender whose claim fails rolls back
+   * alone, and its records get their jobs as usual.
+   */
+  private async claimInline(tx: Tx, appended: ReadonlyArray<{ stream: string; position: number; type: string }>, now: Date): Promise<InlineBatch<TDeps>[]> {
+    const inline = this.rt.inline;
+    if (!inline || appended.length === 0) return [];
+    const batches: InlineBatch<TDeps>[] = [];
+    for (const sender of this.senders) {
+      const schemas = sender.bot.schemas;
+      const positions = appended.filter((r) => r.stream === sender.bot.stream && (!schemas || r.type in schemas)).map((r) => r.position);
+      if (positions.length === 0) continue;
+      const jobTag = `${INLINE_CLAIM_PREFIX}${inline.processId}`;
+      const pipeline = new Pipeline(sender.bot, this.rt, sender.followers);
+      try {
+        const claimed = await inSavepointAs(tx, "claim_inline", sender.bot.actor, this.bot.actor, () =>
+          pipeline.claimAndPrepare(
+            sender.bot,
+            tx,
+            positions.map((position) => ({ position, jobTag })),
+            new Map(),
+            now,
+          ),
+        );
+        if (claimed.length > 0) batches.push({ sender, claimed });
+      } catch (error) {
+        this.logger.warn({ err: error, sender: taskIdentifier(sender.bot), positions }, "claiming inline failed; the records' jobs are queued as usual");
+      }
+    }
+    return batches;
+  }
+
+  /** Send what claimInline claimed, each sender's records as one batch of its pipeline, tracked until recorded. */
+  private sendInline(batches: readonly InlineBatch<TDeps>[]): void {
+    const inline = this.rt.inline;
+    if (!inline) return;
+    for (const { sender, claimed } of batches) {
+      const bot = sender.bot;
+      const started = performance.now();
+      const sending = new Pipeline(bot, this.rt, sender.followers)
+        .sendClaimed(bot, claimed, new Map())
+        .then((outcomes) => {
+          const durationMs = performance.now() - started;
+          for (const outcome of outcomes.values()) this.rt.onHandled?.({ task: taskIdentifier(bot), stream: bot.stream, concern: bot.concern, outcome, durationMs });
+        })
+        .catch((error: unknown) => {
+          // Left Running under this process's claim: recoverInlineClaims hands it over after the lease.
+          this.logger.error({ err: error, task: taskIdentifier(bot), positions: claimed.map((c) => c.record.position) }, "recording inline sends failed; left Running");
+        });
+      inline.track(
+        bot.stream,
+        bot.concern,
+        claimed.map((c) => c.record.position),
+        sending,
+      );
+    }
   }
 
   /**
@@ -361,26 +452,33 @@ class Pipeline<TDeps> {
    */
   private async external<TResult>(bot: ExternalBot<TDeps, TResult>, items: readonly BatchItem[]): Promise<BatchOutcomes> {
     const outcomes: BatchOutcomes = new Map();
-    const claimed = await this.inTransaction(async (tx) => {
-      const out = new AppendBuffer();
-      const loaded = (await this.claimAndLoad(tx, items)).map((c) => ({ ...c, record: parseRecord(bot, c.record) }));
-      const now = loaded.length > 0 && bot.prepare ? await this.now(tx, loaded[0]!.state.updatedAt) : null;
-      const ready: typeof loaded = [];
-      for (const c of loaded) {
-        const notYet = await bot.prepare?.(this.context(tx, c, c.record, now!, out));
-        if (!notYet) {
-          ready.push(c);
-          continue;
-        }
-        await this.selfCancel(tx, c.record.position, { reason: notYet.reason, retryInMs: notYet.retryAfterMs, attempt: c.state.attempts });
-        outcomes.set(c.item, "self_cancelled");
-      }
-      await out.flush(tx);
-      return ready;
-    }).catch((error: unknown) => {
+    const claimed = await this.inTransaction((tx) => this.claimAndPrepare(bot, tx, items, outcomes)).catch((error: unknown) => {
       throw new NothingSent(error);
     });
+    return this.sendClaimed(bot, claimed, outcomes);
+  }
 
+  /** Claim the records and run `prepare` for each; those it puts off are self-cancelled (in `outcomes`), the others returned, ready to send. */
+  async claimAndPrepare<TResult>(bot: ExternalBot<TDeps, TResult>, tx: Tx, items: readonly BatchItem[], outcomes: BatchOutcomes, now?: Date): Promise<Claimed[]> {
+    const out = new AppendBuffer();
+    const loaded = (await this.claimAndLoad(tx, items)).map((c) => ({ ...c, record: parseRecord(bot, c.record) }));
+    const at = loaded.length > 0 && bot.prepare ? (now ?? (await this.now(tx, loaded[0]!.state.updatedAt))) : null;
+    const ready: typeof loaded = [];
+    for (const c of loaded) {
+      const notYet = await bot.prepare?.(this.context(tx, c, c.record, at!, out));
+      if (!notYet) {
+        ready.push(c);
+        continue;
+      }
+      await this.selfCancel(tx, c.record.position, { reason: notYet.reason, retryInMs: notYet.retryAfterMs, attempt: c.state.attempts });
+      outcomes.set(c.item, "self_cancelled");
+    }
+    await out.flush(tx);
+    return ready;
+  }
+
+  /** Send the claimed records concurrently, with no transaction open, then record the successes together and the failures one by one. */
+  async sendClaimed<TResult>(bot: ExternalBot<TDeps, TResult>, claimed: readonly Claimed[], outcomes: BatchOutcomes): Promise<BatchOutcomes> {
     const settled = await Promise.all(
       claimed.map(async (c) => {
         try {

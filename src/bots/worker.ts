@@ -6,8 +6,9 @@ import { sql } from "kysely";
 import type pg from "pg";
 import type { Db } from "../db/database";
 import type { Logger } from "../logging/logger";
-import { createTask, inlineFollowersOf } from "./runner";
-import { taskIdentifier, type AnyBot, type BotRuntime, type CatchUpBot } from "./bot";
+import { createTask, inlineFollowersOf, inlineSendersOf } from "./runner";
+import { createInlineSends, recoverInlineClaims } from "./inline";
+import { taskIdentifier, type AnyBot, type BotRuntime, type CatchUpBot, type ExternalBot } from "./bot";
 import { startCatchUp } from "./catchUp";
 import { sweepHandling } from "../streams/handling";
 
@@ -110,15 +111,17 @@ export async function startWorker<TDeps>(options: {
   const { pool, db, bots, settings, logger } = options;
   const graceMs = settings.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
   const cutOff = new AbortController();
-  const runtime: BotRuntime<TDeps> = { ...options.runtime, stopping: cutOff.signal };
+  const processId = randomUUID();
+  const inline = createInlineSends(processId);
+  const runtime: BotRuntime<TDeps> = { ...options.runtime, stopping: cutOff.signal, inline };
   const taskList: TaskList = { ...options.scheduled?.taskList };
   const catchUps: CatchUpBot<TDeps>[] = [];
   for (const bot of bots) {
     if (bot.kind === "catch-up") catchUps.push(bot);
-    else taskList[taskIdentifier(bot)] = createTask(bot, runtime, inlineFollowersOf(bot, bots));
+    else taskList[taskIdentifier(bot)] = createTask(bot, runtime, inlineFollowersOf(bot, bots), inlineSendersOf(bot, bots));
   }
+  const inlineSenders = bots.filter((b): b is ExternalBot<TDeps, unknown> => b.kind === "external" && b.sendsInline === true) as ExternalBot<unknown, unknown>[];
 
-  const processId = randomUUID();
   // The pool ids of the running pool: the heartbeat vouches for these only,
   // so the jobs of a pool that gave up are recovered after the lease.
   let poolIds = new Set<string>();
@@ -229,6 +232,7 @@ export async function startWorker<TDeps>(options: {
       .onConflict((oc) => oc.column("process_id").doUpdateSet({ worker_ids: [...poolIds], heartbeat_at: sql`now()` }))
       .execute();
     await recoverAbandonedJobs(db, settings.leaseMs, logger);
+    await recoverInlineClaims(db, inlineSenders, inline, settings.leaseMs, logger);
   };
   await beat().catch((error) => logger.warn({ err: error }, "heartbeat failed"));
   const timer = setInterval(
@@ -264,7 +268,8 @@ export async function startWorker<TDeps>(options: {
       stopped = true;
       clearInterval(timer);
       clearInterval(sweepTimer);
-      const finished = Promise.all([...runningCatchUps.map((c) => c.stop()), stopQuietly(runner)]);
+      // Sends started inline by the last jobs are waited for like the jobs themselves.
+      const finished = Promise.all([...runningCatchUps.map((c) => c.stop()), stopQuietly(runner).then(() => inline.settled())]);
       if (!(await settlesWithin(finished, graceMs))) {
         logger.warn({ graceMs }, "shutdown grace over: sends still in flight are cut short and left Running, in doubt");
         cutOff.abort();

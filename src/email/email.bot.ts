@@ -47,6 +47,8 @@ export function createEmailBot(): ExternalBot<EmailDeps, SendResult> {
     schemas: { [EmailRecordTypes.SendEmailOp]: SendEmailOp },
     // Claims and outcomes of the sends that arrive together share transactions.
     batch: { maxSize: 32 },
+    // What the notification bot (or a saga's fallback step) writes is claimed in its transaction and sent as it commits.
+    sendsInline: true,
 
     async prepare(ctx) {
       const op = operationOf(ctx.record);

@@ -90,7 +90,7 @@ export function requestedEvent(record: StreamRecord): NewRecord {
  * costs two lookups and one append per (stream, strategy), whatever its size.
  */
 export function createNotificationBot(): TransactionalBot<NotificationDeps> {
-  const handleBatch = async ({ tx, records: all, deps, now }: BatchHandlerContext<NotificationDeps>) => {
+  const handleBatch = async ({ tx, records: all, deps, now, out: given }: BatchHandlerContext<NotificationDeps>) => {
     // A scheduled operation that comes early (a re-drive) waits: only handle() can self-cancel, so the
     // batch is handed back, and the runner handles each record on its own.
     if (all.some((r) => isEarly(r, now))) throw new Error("a scheduled notification in the batch is not due yet: handled one at a time");
@@ -109,21 +109,22 @@ export function createNotificationBot(): TransactionalBot<NotificationDeps> {
       existingIds(tx, Streams.notificationSagas, ids, NotificationRecordTypes.NotificationSaga),
       getEntities(tx, [...new Set(records.map((r) => (r.payload as SendNotificationToEntityOp).entityId))]),
     ]);
-    const out = new AppendBuffer();
+    // The runner's buffer when it gives one: it writes them, and claims the channel operations for inline sends.
+    const out = given ?? new AppendBuffer();
     for (const record of records) {
       planNotification(out, record, { alreadyPrepared: prepared.has(record.id), version: entities.get((record.payload as SendNotificationToEntityOp).entityId), deps, now });
     }
-    await out.flush(tx);
+    if (!given) await out.flush(tx);
   };
   return {
     ...transactionalConsumer(Streams.notificationClientOperations, "notification_bot"),
     schemas: { [NotificationRecordTypes.SendNotificationToEntityOp]: SendNotificationToEntityOp },
-    async handle({ tx, record, deps, logger, now }) {
+    async handle({ tx, record, deps, logger, now, out }) {
       const sendAt = (record.payload as SendNotificationToEntityOp).sendAt;
       if (sendAt !== undefined && isEarly(record, now)) {
         return { retryAfterMs: Date.parse(sendAt) - now.getTime(), reason: `scheduled for ${sendAt}` };
       }
-      await handleBatch({ tx, records: [record], deps, logger, now });
+      await handleBatch({ tx, records: [record], deps, logger, now, ...(out ? { out } : {}) });
     },
     handleBatch,
   };

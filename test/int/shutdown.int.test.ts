@@ -1,8 +1,9 @@
 /**
  * Shutdown within the time Docker gives (10 s): the worker stops taking jobs,
  * lets a send in flight finish for WORKER_SHUTDOWN_GRACE_MS, then cuts it
- * short. Nothing is lost: the cut send is left Running under its job, in
- * doubt, and the next worker cancels that attempt as abandoned, sends again
+ * short. Nothing is lost: the cut send is left Running under the process's
+ * inline claim, in doubt, and the next worker (once the stopped process has
+ * not heart-beaten for its lease) cancels that attempt as abandoned, sends again
  * (the same Message-ID, so the receiver can drop the repeat) and records the
  * outcome. The send is in flight by construction: the loopback SMTP server
  * holds its reply.
@@ -41,11 +42,11 @@ it("a send held past the shutdown grace: the worker stops within the bound, the 
   expect(stoppedInMs).toBeGreaterThanOrEqual(GRACE_MS - 50);
   expect(stoppedInMs).toBeLessThan(STOP_LIMIT_MS);
 
-  // In doubt: still Running under its job, no outcome recorded.
+  // In doubt: still Running under the stopped process's inline claim (the notification bot claimed it), no outcome recorded.
   const [op] = await findRecords(app.t.adminDb, Streams.emailOperations, { ids: [trackingId] });
   const state = await getHandling(app.t.adminDb, Streams.emailOperations, op!.position, "email_bot");
   expect(state.status).toBe("Running");
-  expect(state.claimedBy).toMatch(/^job \d+$/);
+  expect(state.claimedBy).toBe(`inline:${first.processId}`);
   expect(await findRecords(app.t.adminDb, Streams.emailEvents, { ids: [trackingId], types: ["SucceededInSendingEmailEvent", "FailedToSendEmailEvent"] })).toEqual([]);
 
   // The server had taken the message when the client went away.
@@ -64,7 +65,8 @@ it("a send held past the shutdown grace: the worker stops within the bound, the 
     "claim:Running:2",
     "complete:Completed:2",
   ]);
-  expect(history[1]!.reason).toMatch(/^attempt 1 by job \d+ was abandoned before recording an outcome; handling again$/);
+  // The stopped process's heartbeat is gone: the next worker hands the claim over after its lease.
+  expect(history[1]!.reason).toBe(`attempt 1 by inline:${first.processId} was abandoned before recording an outcome (that process stopped heart-beating); handling again`);
   // Both sends carried the operation's Message-ID: the receiver can tell the repeat.
   const mails = app.smtp.messages.filter((m) => m.to.includes("sol@example.com"));
   expect(mails.length).toBeGreaterThanOrEqual(1);

@@ -1,0 +1,135 @@
+/**
+ * Inline sends (ExternalBot.sendsInline): the notification bot's transaction
+ * claims the channel operations it writes, as the channel bots, and its
+ * process sends them as soon as it commits, with no job of their own. And the
+ * other half of the promise: a claim whose process will not record an
+ * outcome (it stopped heart-beating, or its own recording failed) is handed
+ * over after the lease, while a claim of a live process is never touched.
+ */
+import { sql } from "kysely";
+import type { ExternalBot } from "../../src/bots/bot";
+import { createInlineSends, recoverInlineClaims } from "../../src/bots/inline";
+import { inTransaction } from "../../src/db/database";
+import { enqueueNotification } from "../../src/notification/enqueue";
+import { Streams } from "../../src/notification/streams";
+import { append } from "../../src/streams/append";
+import { claimManyWithRecords, getHandling, getHistory } from "../../src/streams/handling";
+import { findRecords } from "../../src/streams/read";
+import { createTestDatabase, declareTestStream, type TestDatabase } from "../helpers/db";
+import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
+
+describe("a notification's channel operations", () => {
+  let app: Tidings;
+  beforeAll(async () => {
+    app = await startTidings();
+  });
+  afterAll(async () => {
+    await app.stop();
+  });
+
+  it("are claimed in the transaction that wrote them, by the channel bots, and sent without a job of their own", async () => {
+    await createEntity(app.t, "ines", person({ email: "ines@example.com", slack: "U0INES", preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" } }));
+    const { trackingId } = await enqueueNotification(app.t.db, { entityId: "ines", subject: "Inline", text: "Sent as the notification bot commits." });
+    expect((await waitForOutcome(app.t, trackingId)).type).toBe("SentOnAllPreparedChannelsEvent");
+    const processId = app.worker!.processId;
+
+    const [prepared] = await findRecords(app.t.adminDb, Streams.notificationEvents, { ids: [trackingId], types: ["PreparedToSendOnAllChannelsEvent"] });
+    for (const [operations, events, concern, requested] of [
+      [Streams.emailOperations, Streams.emailEvents, "email_bot", "SendEmailRequestedEvent"],
+      [Streams.slackOperations, Streams.slackEvents, "slack_bot", "SendSlackMessageRequestedEvent"],
+    ] as const) {
+      const [op] = await findRecords(app.t.adminDb, operations, { ids: [trackingId] });
+      const history = await getHistory(app.t.adminDb, operations, op!.position, concern);
+      expect(history.map((h) => `${h.action}:${h.toStatus}:${h.actor}`)).toEqual([`claim:Running:${concern}`, `complete:Completed:${concern}`]);
+      expect(history[0]!.reason).toBe(`claimed by inline:${processId}`);
+      // Claimed and prepared (its Requested event) in the very transaction that prepared the notification.
+      const [req] = await findRecords(app.t.adminDb, events, { ids: [trackingId], types: [requested] });
+      expect(req!.txId).toBe(prepared!.txId);
+      expect(op!.txId).toBe(prepared!.txId);
+    }
+    const [{ n }] = (
+      await sql<{ n: number }>`select count(*)::int as n from graphile_worker.jobs where task_identifier in ('email.operations:email_bot', 'slack.operations:slack_bot')`.execute(
+        app.t.adminDb,
+      )
+    ).rows as [{ n: number }];
+    expect(n).toBe(0);
+  });
+});
+
+describe("recoverInlineClaims", () => {
+  let t: TestDatabase;
+  const stream = "testing.inline_sends";
+  const bot: ExternalBot<unknown, void> = {
+    kind: "external",
+    stream,
+    concern: "inline_sender",
+    actor: "inline_sender",
+    sendsInline: true,
+    async perform() {},
+    async succeeded() {},
+  };
+  const LEASE_MS = 1_000;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    await declareTestStream(t.adminDb, { stream, producer: "test_producer", consumer: "inline_sender" });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it("hands over the claims of a dead process and this process's claims it no longer sends; leaves a live process's and those in flight", async () => {
+    const me = "11111111-1111-4111-8111-111111111111";
+    const live = "22222222-2222-4222-8222-222222222222";
+    const dead = "33333333-3333-4333-8333-333333333333";
+    const owners = { mineSending: me, mineLost: me, live, dead, fresh: dead };
+    const positions = await inTransaction(t.db, "test_producer", (tx) =>
+      append(
+        tx,
+        stream,
+        Object.keys(owners).map((id) => ({ id, type: "Thing", payload: {} })),
+      ),
+    );
+    // Their jobs went to a worker that claimed them inline, as far as this test goes: none is left.
+    await sql`delete from graphile_worker._private_jobs`.execute(t.adminDb);
+    const at = Object.fromEntries(Object.keys(owners).map((id, i) => [id, positions[i]!.position])) as Record<keyof typeof owners, number>;
+    const claimAs = (names: Array<keyof typeof owners>) =>
+      inTransaction(t.db, "inline_sender", (tx) =>
+        claimManyWithRecords(
+          tx,
+          { stream, concern: "inline_sender" },
+          names.map((name) => ({ position: at[name], claimedBy: `inline:${owners[name]}` })),
+          "inline_sender",
+        ),
+      );
+    await claimAs(["mineSending", "mineLost", "live", "dead"]);
+    // Older than the lease, all four; the fifth is claimed after that.
+    await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 200));
+    await claimAs(["fresh"]);
+    // The live process heart-beats now; the dead one never did.
+    await sql`insert into tidings.worker_heartbeats (process_id, worker_ids, hostname, pid) values (${live}, '{}', 'elsewhere', 1)`.execute(t.db);
+
+    const inline = createInlineSends(me);
+    let finish!: () => void;
+    inline.track(stream, "inline_sender", [at.mineSending], new Promise<void>((resolve) => (finish = resolve)));
+
+    expect(await recoverInlineClaims(t.db, [bot as ExternalBot<unknown, unknown>], inline, LEASE_MS)).toBe(2);
+    const status = async (name: keyof typeof owners) => (await getHandling(t.adminDb, stream, at[name], "inline_sender")).status;
+    expect(await status("mineSending")).toBe("Running");
+    expect(await status("live")).toBe("Running");
+    expect(await status("fresh")).toBe("Running");
+    expect(await status("mineLost")).toBe("AvailableAfterExternalCancellation");
+    expect(await status("dead")).toBe("AvailableAfterExternalCancellation");
+    const reasons = async (name: keyof typeof owners) => (await getHistory(t.adminDb, stream, at[name], "inline_sender")).map((h) => h.reason);
+    expect((await reasons("dead"))[1]).toBe(`attempt 1 by inline:${dead} was abandoned before recording an outcome (that process stopped heart-beating); handling again`);
+    expect((await reasons("mineLost"))[1]).toBe(`attempt 1 by inline:${me} was abandoned before recording an outcome (this process could not record it); handling again`);
+    // Each handed-over record has its job again.
+    const { rows: jobs } = await sql<{ key: string }>`select key from graphile_worker.jobs where task_identifier = ${`${stream}:inline_sender`} order by key`.execute(t.adminDb);
+    expect(jobs.map((j) => j.key).sort()).toEqual([`${stream}:inline_sender:${at.dead}`, `${stream}:inline_sender:${at.mineLost}`].sort());
+
+    // Once this process is done with it, its own claim is handed over too, if still Running.
+    finish();
+    await inline.settled();
+    expect(await recoverInlineClaims(t.db, [bot as ExternalBot<unknown, unknown>], inline, LEASE_MS)).toBe(1);
+    expect(await status("mineSending")).toBe("AvailableAfterExternalCancellation");
+  });
+});
