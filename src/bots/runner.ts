@@ -1,6 +1,6 @@
 import type { JobHelpers, Task } from "graphile-worker";
 import { ZodError } from "zod";
-import { databaseNow, inSavepointAs, inTransaction, type Tx } from "../db/database";
+import { asActor, databaseNow, inSavepointAs, inTransaction, type Tx } from "../db/database";
 import { ExternalError, ForbiddenError, NotFoundError, TidingsError, ValidationError, coerceError } from "../errors/errors";
 import type { Logger } from "../logging/logger";
 import { AppendBuffer } from "../streams/append";
@@ -179,6 +179,9 @@ export function inlineSendersOf<TDeps>(appender: Bot<TDeps>, bots: readonly AnyB
     .filter((b): b is ExternalBot<TDeps, unknown> => b.kind === "external" && b.sendsInline === true)
     .map((sender) => ({ bot: sender, followers: inlineFollowersOf(sender, bots) }));
 }
+
+/** A claimed record's send, settled. */
+type Settled<TResult> = Claimed & ({ ok: true; result: TResult } | { ok: false; error: Error });
 
 /** Records claimed inline in a transactional bot's transaction, to send once it commits. */
 interface InlineBatch<TDeps> {
@@ -417,27 +420,54 @@ class Pipeline<TDeps> {
     return batches;
   }
 
-  /** Send what claimInline claimed, each sender's records as one batch of its pipeline, tracked until recorded. */
+  /**
+   * Send what claimInline claimed, every sender's at once, then record the
+   * successes of all of them in one transaction (a notification's email and
+   * Slack post reach its saga together: one commit, and no wait on the
+   * saga's lock for the other channel's); if that fails, each sender records
+   * its own as its jobs would. Tracked until recorded (InlineSends).
+   */
   private sendInline(batches: readonly InlineBatch<TDeps>[]): void {
     const inline = this.rt.inline;
-    if (!inline) return;
-    for (const { sender, claimed } of batches) {
-      const bot = sender.bot;
-      const started = performance.now();
-      const sending = new Pipeline(bot, this.rt, sender.followers)
-        .sendClaimed(bot, claimed, new Map())
-        .then((outcomes) => {
-          const durationMs = performance.now() - started;
-          for (const outcome of outcomes.values()) this.rt.onHandled?.({ task: taskIdentifier(bot), stream: bot.stream, concern: bot.concern, outcome, durationMs });
-        })
-        .catch((error: unknown) => {
-          // Left Running under this process's claim: recoverInlineClaims hands it over after the lease.
-          this.logger.error({ err: error, task: taskIdentifier(bot), positions: claimed.map((c) => c.record.position) }, "recording inline sends failed; left Running");
-        });
+    if (!inline || batches.length === 0) return;
+    const started = performance.now();
+    const senders = batches.map((b) => ({ ...b, pipeline: new Pipeline(b.sender.bot, this.rt, b.sender.followers) }));
+    const sending = (async () => {
+      const settled = await Promise.all(senders.map((x) => x.pipeline.performAll(x.sender.bot, x.claimed)));
+      const succeeded = senders.map((x, i) => ({ ...x, successes: settled[i]!.filter((s) => s.ok) })).filter((x) => x.successes.length > 0);
+      let together = false;
+      if (succeeded.length > 1) {
+        try {
+          await succeeded[0]!.pipeline.afterSend(async (tx) => {
+            for (const [i, x] of succeeded.entries()) {
+              const record = () => x.pipeline.recordSuccesses(tx, x.sender.bot, x.successes);
+              await (i === 0 ? record() : asActor(tx, x.sender.bot.actor, record));
+            }
+          });
+          together = true;
+        } catch (error) {
+          this.logger.warn({ err: error }, "recording inline sends together failed; each sender records its own");
+        }
+      }
+      await Promise.all(
+        senders.map(async (x, i) => {
+          const bot = x.sender.bot;
+          try {
+            const outcomes = await x.pipeline.recordSettled(bot, settled[i]!, new Map(), together);
+            const durationMs = performance.now() - started;
+            for (const outcome of outcomes.values()) this.rt.onHandled?.({ task: taskIdentifier(bot), stream: bot.stream, concern: bot.concern, outcome, durationMs });
+          } catch (error) {
+            // Left Running under this process's claim: recoverInlineClaims hands it over after the lease.
+            this.logger.error({ err: error, task: taskIdentifier(bot), positions: x.claimed.map((c) => c.record.position) }, "recording inline sends failed; left Running");
+          }
+        }),
+      );
+    })();
+    for (const x of senders) {
       inline.track(
-        bot.stream,
-        bot.concern,
-        claimed.map((c) => c.record.position),
+        x.sender.bot.stream,
+        x.sender.bot.concern,
+        x.claimed.map((c) => c.record.position),
         sending,
       );
     }
@@ -479,15 +509,33 @@ class Pipeline<TDeps> {
 
   /** Send the claimed records concurrently, with no transaction open, then record the successes together and the failures one by one. */
   async sendClaimed<TResult>(bot: ExternalBot<TDeps, TResult>, claimed: readonly Claimed[], outcomes: BatchOutcomes): Promise<BatchOutcomes> {
-    const settled = await Promise.all(
-      claimed.map(async (c) => {
+    return this.recordSettled(bot, await this.performAll(bot, claimed), outcomes);
+  }
+
+  /** Every claimed record's send, concurrently, each settled with its result or error. */
+  async performAll<TResult>(bot: ExternalBot<TDeps, TResult>, claimed: readonly Claimed[]): Promise<Array<Settled<TResult>>> {
+    return Promise.all(
+      claimed.map(async (c): Promise<Settled<TResult>> => {
         try {
-          return { ...c, ok: true as const, result: await this.perform(bot, c) };
+          return { ...c, ok: true, result: await this.perform(bot, c) };
         } catch (thrown) {
-          return { ...c, ok: false as const, error: coerceError(thrown) };
+          return { ...c, ok: false, error: coerceError(thrown) };
         }
       }),
     );
+  }
+
+  /**
+   * Record how the sends went: the successes in one transaction (if it fails,
+   * each on its own), unless `successesRecorded` (sendInline recorded them
+   * with another sender's), then the failures one by one.
+   */
+  async recordSettled<TResult>(
+    bot: ExternalBot<TDeps, TResult>,
+    settled: ReadonlyArray<Settled<TResult>>,
+    outcomes: BatchOutcomes,
+    successesRecorded = false,
+  ): Promise<BatchOutcomes> {
     // Sends cut short because the worker stopped waiting record nothing: they stay Running, in doubt.
     // A send that failed on its own before the cut is recorded as the failure it is.
     const cut = settled.filter((s) => !s.ok && s.error instanceof CutShortError);
@@ -495,35 +543,40 @@ class Pipeline<TDeps> {
     if (cut.length > 0) this.logger.warn({ positions: cut.map((s) => s.record.position) }, "sends cut short by shutdown; left Running, in doubt");
 
     const successes = settled.filter((s) => s.ok);
-    if (successes.length > 0) {
-      const recordAll = (group: typeof successes) =>
-        this.afterSend(async (tx) => {
-          // Completed first: the completion's stamp is the transaction's now, which the events carry.
-          const { at } = await completeMany(
-            tx,
-            this.target,
-            group.map((s) => ({ position: s.record.position, attempt: s.state.attempts })),
-            bot.actor,
-          );
-          const out = new AppendBuffer();
-          const now = await this.now(tx, at);
-          for (const s of group) await bot.succeeded({ ...this.context(tx, s, s.record, now, out), result: s.result });
-          const appended = await out.flush(tx);
-          await this.followInline(tx, appended, now);
-        });
+    if (successes.length > 0 && !successesRecorded) {
+      const recordAll = (group: typeof successes) => this.afterSend((tx) => this.recordSuccesses(tx, bot, group));
       try {
         await recordAll(successes);
       } catch (error) {
         if (successes.length === 1) throw error;
         for (const s of successes) await recordAll([s]);
       }
-      for (const s of successes) outcomes.set(s.item, "completed");
     }
+    for (const s of successes) outcomes.set(s.item, "completed");
     for (const s of settled) {
       if (s.ok || outcomes.has(s.item)) continue;
       outcomes.set(s.item, await this.afterSend((tx) => this.recordFailure(tx, s, s.error, s.record)));
     }
     return outcomes;
+  }
+
+  /**
+   * Record sends that succeeded, in a transaction acting as this bot's actor:
+   * completed first (the completion's stamp is the transaction's now, which
+   * the events carry), then the success events, then the inline followers.
+   */
+  async recordSuccesses<TResult>(tx: Tx, bot: ExternalBot<TDeps, TResult>, group: ReadonlyArray<Settled<TResult> & { ok: true }>): Promise<void> {
+    const { at } = await completeMany(
+      tx,
+      this.target,
+      group.map((s) => ({ position: s.record.position, attempt: s.state.attempts })),
+      bot.actor,
+    );
+    const out = new AppendBuffer();
+    const now = await this.now(tx, at);
+    for (const s of group) await bot.succeeded({ ...this.context(tx, s, s.record, now, out), result: s.result });
+    const appended = await out.flush(tx);
+    await this.followInline(tx, appended, now);
   }
 
   /**
@@ -603,7 +656,7 @@ class Pipeline<TDeps> {
    * before giving the job back to graphile-worker, which would send again.
    * Engine errors (e.g. someone cancelled the record meanwhile) are not retried.
    */
-  private async afterSend<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+  async afterSend<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.inTransaction(fn);

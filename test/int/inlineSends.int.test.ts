@@ -27,7 +27,7 @@ describe("a notification's channel operations", () => {
     await app.stop();
   });
 
-  it("are claimed in the transaction that wrote them, by the channel bots, and sent without a job of their own", async () => {
+  it("are claimed in the transaction that wrote them, by the channel bots, sent without a job of their own, and their successes recorded together", async () => {
     await createEntity(app.t, "ines", person({ email: "ines@example.com", slack: "U0INES", preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" } }));
     const { trackingId } = await enqueueNotification(app.t.db, { entityId: "ines", subject: "Inline", text: "Sent as the notification bot commits." });
     expect((await waitForOutcome(app.t, trackingId)).type).toBe("SentOnAllPreparedChannelsEvent");
@@ -47,6 +47,12 @@ describe("a notification's channel operations", () => {
       expect(req!.txId).toBe(prepared!.txId);
       expect(op!.txId).toBe(prepared!.txId);
     }
+    // Both sends' successes were recorded in one transaction, with the outcome the saga wrote on hearing of them.
+    const [emailSent] = await findRecords(app.t.adminDb, Streams.emailEvents, { ids: [trackingId], types: ["SucceededInSendingEmailEvent"] });
+    const [slackSent] = await findRecords(app.t.adminDb, Streams.slackEvents, { ids: [trackingId], types: ["SucceededInSendingSlackMessageEvent"] });
+    const [outcome] = await findRecords(app.t.adminDb, Streams.notificationEvents, { ids: [trackingId], types: ["SentOnAllPreparedChannelsEvent"] });
+    expect(slackSent!.txId).toBe(emailSent!.txId);
+    expect(outcome!.txId).toBe(emailSent!.txId);
     const [{ n }] = (
       await sql<{ n: number }>`select count(*)::int as n from graphile_worker.jobs where task_identifier in ('email.operations:email_bot', 'slack.operations:slack_bot')`.execute(
         app.t.adminDb,
