@@ -248,6 +248,8 @@ export interface InlineSends {
   processId: string;
   /** Track a batch of inline sends until it settles. */
   track(stream: string, concern: string, positions: readonly number[], sending: Promise<unknown>): void;
+  /** How many records of this stream this process is sending for the concern. */
+  count(stream: string, concern: string): number;
   /** Whether this process is still sending this record. */
   isSending(stream: string, concern: string, position: number): boolean;
   /** Settles when every tracked send has. */

@@ -29,6 +29,9 @@ export function createInlineSends(processId: string): InlineSends {
         for (const p of positions) set.delete(p);
       });
     },
+    count(stream, concern) {
+      return sending.get(key(stream, concern))?.size ?? 0;
+    },
     isSending(stream, concern, position) {
       return sending.get(key(stream, concern))?.has(position) ?? false;
     },

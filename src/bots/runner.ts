@@ -67,6 +67,9 @@ const BATCHES_IN_PARALLEL = 2;
  */
 const SEND_BATCHES_IN_PARALLEL = 8;
 
+/** Records of one sender a process sends inline at once, at most: what its jobs may (SEND_BATCHES_IN_PARALLEL batches of 32). */
+const INLINE_SENDS_IN_FLIGHT = SEND_BATCHES_IN_PARALLEL * 32;
+
 /** Tries to commit a send's outcome before the job is handed back (≈ 3 s in all). */
 const AFTER_SEND_TRIES = 5;
 
@@ -400,6 +403,8 @@ class Pipeline<TDeps> {
       const schemas = sender.bot.schemas;
       const positions = appended.filter((r) => r.stream === sender.bot.stream && (!schemas || r.type in schemas)).map((r) => r.position);
       if (positions.length === 0) continue;
+      // Bounded like the sender's own jobs: past that, the records wait for their jobs (a slow server cannot pile up sends in memory).
+      if (inline.count(sender.bot.stream, sender.bot.concern) + positions.length > INLINE_SENDS_IN_FLIGHT) continue;
       const jobTag = `${INLINE_CLAIM_PREFIX}${inline.processId}`;
       const pipeline = new Pipeline(sender.bot, this.rt, sender.followers);
       try {

@@ -7,7 +7,9 @@
  * over after the lease, while a claim of a live process is never touched.
  */
 import { sql } from "kysely";
-import type { ExternalBot } from "../../src/bots/bot";
+import type { Bot, BotRuntime, ExternalBot } from "../../src/bots/bot";
+import { handleBatch, inlineSendersOf } from "../../src/bots/runner";
+import { allBots, type BotDeps } from "../../src/composition";
 import { createInlineSends, recoverInlineClaims } from "../../src/bots/inline";
 import { inTransaction } from "../../src/db/database";
 import { enqueueNotification } from "../../src/notification/enqueue";
@@ -17,6 +19,7 @@ import { claimManyWithRecords, getHandling, getHistory } from "../../src/streams
 import { findRecords } from "../../src/streams/read";
 import { createTestDatabase, declareTestStream, type TestDatabase } from "../helpers/db";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
+import { testLogger } from "../helpers/worker";
 
 describe("a notification's channel operations", () => {
   let app: Tidings;
@@ -59,6 +62,51 @@ describe("a notification's channel operations", () => {
       )
     ).rows as [{ n: number }];
     expect(n).toBe(0);
+  });
+});
+
+describe("the bound on inline sends", () => {
+  let app: Tidings;
+  beforeAll(async () => {
+    app = await startTidings({ autoStart: false });
+    await createEntity(app.t, "otto", person({ email: "otto@example.com", slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }));
+  });
+  afterAll(async () => {
+    await app.stop();
+  });
+
+  /** Handle one client operation with the runner's pipeline, as a process already sending `inFlight` emails inline. */
+  const handleWithEmailsInFlight = async (inFlight: number) => {
+    const { trackingId } = await enqueueNotification(app.t.db, { entityId: "otto", subject: "Bound", text: "Hello." });
+    const [op] = await findRecords(app.t.adminDb, Streams.notificationClientOperations, { ids: [trackingId] });
+    const bots = allBots();
+    const notificationBot = bots.find((b) => b.kind === "transactional" && b.concern === "notification_bot") as Bot<BotDeps>;
+    const inline = createInlineSends("44444444-4444-4444-8444-444444444444");
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    inline.track(
+      Streams.emailOperations,
+      "email_bot",
+      Array.from({ length: inFlight }, (_, i) => -1 - i),
+      held,
+    );
+    const runtime: BotRuntime<BotDeps> = { db: app.t.db, deps: app.deps, logger: testLogger, settings: { maxAttempts: 3, retryBaseMs: 10, retryMaxMs: 100 }, inline };
+    await handleBatch(notificationBot, runtime, [{ position: op!.position, jobTag: "job test" }], [], inlineSendersOf(notificationBot, bots));
+    release();
+    await inline.settled();
+    const [email] = await findRecords(app.t.adminDb, Streams.emailOperations, { ids: [trackingId] });
+    const state = await getHandling(app.t.adminDb, Streams.emailOperations, email!.position, "email_bot");
+    const { rows } = await sql<{ n: number }>`select count(*)::int as n from graphile_worker.jobs where key = ${`email.operations:email_bot:${email!.position}`}`.execute(
+      app.t.adminDb,
+    );
+    return { status: state.status, lastActor: state.lastActor, jobs: rows[0]!.n };
+  };
+
+  it("sends inline while the process sends fewer than 256 of the channel's records; past that, the operation waits for its job", async () => {
+    // Sent inline, completed; no job.
+    expect(await handleWithEmailsInFlight(255)).toEqual({ status: "Completed", lastActor: "email_bot", jobs: 0 });
+    // Not claimed: its job is queued, as before inline sends.
+    expect(await handleWithEmailsInFlight(256)).toEqual({ status: "AvailableByDefault", lastActor: "none", jobs: 1 });
   });
 });
 
