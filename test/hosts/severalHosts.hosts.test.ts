@@ -211,7 +211,7 @@ interface Setup {
     const snapshotDb = await databaseNow();
     const inFlightA = await sendsInFlight(workerA.child.pid!);
     const inFlightB = await sendsInFlight(workerB.child.pid!);
-    // A held send is in flight on A by construction: claimed, its job held by A's pool.
+    // A held send is in flight on A by construction: claimed inline by A, or by a job of A's pool.
     const heldIds = hold.held.map((h) => trackingIdOfMessage(sent, h.item.messageId));
     expect(heldIds.filter((id) => !id || !inFlightA.email.has(id))).toEqual([]);
     expect(hold.held.filter((h) => h.clientGoneAt !== null && h.clientGoneAt < cutAt)).toEqual([]);
@@ -327,22 +327,26 @@ interface Setup {
 
     /**
      * The sends a worker process has in flight: email and Slack operations
-     * Running whose job is locked by one of its graphile-worker pools (its
-     * heartbeat row names them; the pid is the process's own, namespaces
-     * sharing the machine's pid space).
+     * Running under its inline claim (`inline:<process id>`, the notification
+     * bot's transaction claimed them) or whose job is locked by one of its
+     * graphile-worker pools (its heartbeat row names both; the pid is the
+     * process's own, namespaces sharing the machine's pid space).
      */
     async function sendsInFlight(pid: number): Promise<{ email: Map<string, number>; slack: Map<string, number> }> {
       const { rows } = await query<{ channel: "email" | "slack"; id: string; attempts: number }>(
-        `with pools as (select unnest(worker_ids) as worker_id from tidings.worker_heartbeats where pid = $1)
+        `with me as (select process_id, worker_ids from tidings.worker_heartbeats where pid = $1),
+              pools as (select unnest(worker_ids) as worker_id from me)
            select 'email' as channel, o.id, h.attempts from email.operations o
              join email.operations__handling h on h.position = o.position and h.concern = 'email_bot' and h.status::text = 'Running'
-             join graphile_worker.jobs j on j.key = 'email.operations:email_bot:' || o.position
-            where j.locked_by in (select worker_id from pools)
+            where h.claimed_by in (select 'inline:' || process_id from me)
+               or exists (select 1 from graphile_worker.jobs j
+                          where j.key = 'email.operations:email_bot:' || o.position and j.locked_by in (select worker_id from pools))
            union all
            select 'slack', o.id, h.attempts from slack.operations o
              join slack.operations__handling h on h.position = o.position and h.concern = 'slack_bot' and h.status::text = 'Running'
-             join graphile_worker.jobs j on j.key = 'slack.operations:slack_bot:' || o.position
-            where j.locked_by in (select worker_id from pools)`,
+            where h.claimed_by in (select 'inline:' || process_id from me)
+               or exists (select 1 from graphile_worker.jobs j
+                          where j.key = 'slack.operations:slack_bot:' || o.position and j.locked_by in (select worker_id from pools))`,
         [pid],
       );
       const of = (channel: "email" | "slack") => new Map(rows.filter((r) => r.channel === channel).map((r) => [r.id, r.attempts]));
