@@ -49,7 +49,11 @@ begin
          -- if that process dies, src/bots/inline.ts queues one after the lease.
          and not exists (select 1 from %5$s h
                          where h.position = n.position and h.concern = c.concern
-                           and (h.status = 'Completed' or (h.status = 'Running' and h.claimed_by like 'inline:%%')));
+                           and (h.status = 'Completed'
+                                or (h.status = 'Running' and h.claimed_by like 'inline:%%'
+                                    -- claimed by the consumer itself, as a bot claims (not
+                                    -- a repairer's hand-written row, which would get no job)
+                                    and h.last_action = 'claim' and h.last_actor = c.actor)));
     end;
     $body$
     $f$,

@@ -147,9 +147,11 @@ export interface ExternalBot<TDeps, TResult> extends BotBase {
    * and no claim transaction of their own, one queue hop fewer. The claim
    * names the process (`inline:<process id>`); if the process dies before
    * recording an outcome, another one takes the record over once the
-   * process has stopped heart-beating for a lease (recoverInlineClaims in
-   * src/bots/inline.ts). If the inline claim fails, it rolls back alone and
-   * the records get their jobs as usual.
+   * process has stopped heart-beating for a lease, and the process itself
+   * hands over a claim it could not record (recoverInlineClaims in
+   * src/bots/inline.ts). Only appends made through the runner's buffer
+   * (`out` of the handler's context) are claimed so; the others, and a
+   * claim that fails (it rolls back alone), get their jobs as usual.
    */
   sendsInline?: boolean;
   /** The side effect, outside any transaction. Throw ExternalError to classify a failure. */
@@ -243,15 +245,27 @@ export interface BotRuntime<TDeps> {
   inline?: InlineSends;
 }
 
-/** The sends a worker process started inline, by stream and concern, until each has recorded its outcome. */
+/**
+ * The records a worker process sends inline, by stream and concern: reserved
+ * before the claiming transaction commits (so neither the bound nor the
+ * hand-over of claims, src/bots/inline.ts, can miss them), held until their
+ * outcomes are recorded.
+ */
 export interface InlineSends {
   processId: string;
-  /** Track a batch of inline sends until it settles. */
-  track(stream: string, concern: string, positions: readonly number[], sending: Promise<unknown>): void;
-  /** How many records of this stream this process is sending for the concern. */
-  count(stream: string, concern: string): number;
-  /** Whether this process is still sending this record. */
+  /** Count these records as this process's from now on (the same record may be held twice). */
+  reserve(stream: string, concern: string, positions: readonly number[]): InlineReservation;
+  /** Whether this process holds this record. */
   isSending(stream: string, concern: string, position: number): boolean;
-  /** Settles when every tracked send has. */
+  /** How many records of this stream this process holds for the concern. */
+  count(stream: string, concern: string): number;
+  /** Settles when every reservation has been released. */
   settled(): Promise<void>;
+}
+
+export interface InlineReservation {
+  /** Release now (the claiming transaction rolled back). */
+  release(): void;
+  /** Release when this settles (the sends and their recording). */
+  until(sending: Promise<unknown>): void;
 }

@@ -8,35 +8,47 @@ import { taskIdentifier, type ExternalBot, type InlineSends } from "./bot";
 /** The claimed_by of a record claimed inline by a worker process (runner.ts, claimInline). */
 export const INLINE_CLAIM_PREFIX = "inline:";
 
-/** A process's sends in flight, by stream, concern and position (BotRuntime.inline). */
+/** A process's inline sends, reserved by the claiming transaction and held until recorded (BotRuntime.inline). */
 export function createInlineSends(processId: string): InlineSends {
-  const sending = new Map<string, Set<number>>();
-  const inFlight = new Set<Promise<unknown>>();
+  // Per stream:concern, how many reservations hold each position (a record may be held twice: a second claim after a hand-over).
+  const held = new Map<string, Map<number, number>>();
+  let idle: Promise<void> = Promise.resolve();
+  let wakeIdle: (() => void) | null = null;
+  let open = 0;
   const key = (stream: string, concern: string) => `${stream}:${concern}`;
   return {
     processId,
-    track(stream, concern, positions, promise) {
-      const set = sending.get(key(stream, concern)) ?? new Set<number>();
-      sending.set(key(stream, concern), set);
-      for (const p of positions) set.add(p);
-      const settled = promise.then(
-        () => {},
-        () => {},
-      );
-      inFlight.add(settled);
-      void settled.then(() => {
-        inFlight.delete(settled);
-        for (const p of positions) set.delete(p);
-      });
-    },
-    count(stream, concern) {
-      return sending.get(key(stream, concern))?.size ?? 0;
+    reserve(stream, concern, positions) {
+      const counts = held.get(key(stream, concern)) ?? new Map<number, number>();
+      held.set(key(stream, concern), counts);
+      for (const p of positions) counts.set(p, (counts.get(p) ?? 0) + 1);
+      if (open++ === 0) idle = new Promise<void>((resolve) => (wakeIdle = resolve));
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        for (const p of positions) {
+          const n = (counts.get(p) ?? 1) - 1;
+          if (n > 0) counts.set(p, n);
+          else counts.delete(p);
+        }
+        if (--open === 0) wakeIdle?.();
+      };
+      return {
+        release,
+        until(sending) {
+          void sending.then(release, release);
+        },
+      };
     },
     isSending(stream, concern, position) {
-      return sending.get(key(stream, concern))?.has(position) ?? false;
+      return (held.get(key(stream, concern))?.get(position) ?? 0) > 0;
+    },
+    count(stream, concern) {
+      return held.get(key(stream, concern))?.size ?? 0;
     },
     async settled() {
-      while (inFlight.size > 0) await Promise.all([...inFlight]);
+      await idle;
     },
   };
 }
@@ -59,6 +71,7 @@ export async function recoverInlineClaims(db: Db, senders: readonly ExternalBot<
   const alive = new Set(live.map((r) => r.process_id));
   let recovered = 0;
   for (const bot of senders) {
+    // One sender's failure (a refused change) must not keep the others' claims from being handed over.
     const positions = await inTransaction(db, bot.actor, async (tx) => {
       const { rows } = await sql<{ position: number; claimed_by: string; attempts: number }>`
         select position, claimed_by, attempts from ${handlingTable(bot.stream)}
@@ -81,6 +94,9 @@ export async function recoverInlineClaims(db: Db, senders: readonly ExternalBot<
       }
       await queueHandling(tx, bot.stream, bot.concern, handedOver);
       return handedOver;
+    }).catch((error: unknown) => {
+      logger?.warn({ err: error, task: taskIdentifier(bot) }, "handing over inline claims failed; trying again at the next heartbeat");
+      return [] as number[];
     });
     if (positions.length > 0) logger?.warn({ task: taskIdentifier(bot), positions }, "handed over records claimed inline by a process that will not record their outcome");
     recovered += positions.length;

@@ -18,6 +18,7 @@ import {
   type ExternalBot,
   type HandledOutcome,
   type HandlerContext,
+  type InlineReservation,
   type PreviousAttempt,
   type TransactionalBot,
 } from "./bot";
@@ -190,6 +191,8 @@ type Settled<TResult> = Claimed & ({ ok: true; result: TResult } | { ok: false; 
 interface InlineBatch<TDeps> {
   sender: InlineSender<TDeps>;
   claimed: Claimed[];
+  /** Held from before the commit until the outcomes are recorded. */
+  reservation: InlineReservation;
 }
 
 /** A failure of an external batch before any send: its claims rolled back, so it may be handled again or recorded. */
@@ -352,6 +355,8 @@ class Pipeline<TDeps> {
     const outcomes: BatchOutcomes = new Map();
     // A batch of one goes to handle(), which may self-cancel (a scheduled notification that came early).
     const setBased = bot.handleBatch !== undefined && !alone && items.length > 1;
+    // Records claimed inline are this process's from before the commit (InlineSends.reserve): released if it rolls back.
+    const reserved: InlineReservation[] = [];
     const inline = await this.inTransaction(async (tx): Promise<InlineBatch<TDeps>[]> => {
       const claimed = (await this.claimAndLoad(tx, items, { handle: setBased })).map((c) => ({ ...c, parsed: parseRecord(bot, c.record) }));
       if (claimed.length === 0) return [];
@@ -370,7 +375,7 @@ class Pipeline<TDeps> {
           selfCancelled.add(c.item);
         }
       }
-      const inlineBatches = await this.claimInline(tx, await out.flush(tx), now);
+      const inlineBatches = await this.claimInline(tx, await out.flush(tx), now, reserved);
       // Those claimed Running (one at a time, or taken over from an abandoned attempt) complete now.
       const completed = claimed.filter((c) => !selfCancelled.has(c.item) && c.state.status === "Running");
       await completeMany(
@@ -381,6 +386,9 @@ class Pipeline<TDeps> {
       );
       for (const c of claimed) outcomes.set(c.item, selfCancelled.has(c.item) ? "self_cancelled" : "completed");
       return inlineBatches;
+    }).catch((error: unknown) => {
+      for (const r of reserved) r.release();
+      throw error;
     });
     // Committed: the records claimed inline are sent now, while this bot takes its next batch.
     this.sendInline(inline);
@@ -395,7 +403,12 @@ class Pipeline<TDeps> {
    * claim of their own transaction). A sender whose claim fails rolls back
    * alone, and its records get their jobs as usual.
    */
-  private async claimInline(tx: Tx, appended: ReadonlyArray<{ stream: string; position: number; type: string }>, now: Date): Promise<InlineBatch<TDeps>[]> {
+  private async claimInline(
+    tx: Tx,
+    appended: ReadonlyArray<{ stream: string; position: number; type: string }>,
+    now: Date,
+    reserved: InlineReservation[],
+  ): Promise<InlineBatch<TDeps>[]> {
     const inline = this.rt.inline;
     if (!inline || appended.length === 0) return [];
     const batches: InlineBatch<TDeps>[] = [];
@@ -405,6 +418,10 @@ class Pipeline<TDeps> {
       if (positions.length === 0) continue;
       // Bounded like the sender's own jobs: past that, the records wait for their jobs (a slow server cannot pile up sends in memory).
       if (inline.count(sender.bot.stream, sender.bot.concern) + positions.length > INLINE_SENDS_IN_FLIGHT) continue;
+      // Reserved before the claim, in the same tick as the check: concurrent batches cannot overshoot the bound,
+      // and the hand-over of claims (recoverInlineClaims) sees these as this process's from the moment they commit.
+      const reservation = inline.reserve(sender.bot.stream, sender.bot.concern, positions);
+      reserved.push(reservation);
       const jobTag = `${INLINE_CLAIM_PREFIX}${inline.processId}`;
       const pipeline = new Pipeline(sender.bot, this.rt, sender.followers);
       try {
@@ -417,8 +434,10 @@ class Pipeline<TDeps> {
             now,
           ),
         );
-        if (claimed.length > 0) batches.push({ sender, claimed });
+        if (claimed.length > 0) batches.push({ sender, claimed, reservation });
+        else reservation.release();
       } catch (error) {
+        reservation.release();
         this.logger.warn({ err: error, sender: taskIdentifier(sender.bot), positions }, "claiming inline failed; the records' jobs are queued as usual");
       }
     }
@@ -433,8 +452,7 @@ class Pipeline<TDeps> {
    * its own as its jobs would. Tracked until recorded (InlineSends).
    */
   private sendInline(batches: readonly InlineBatch<TDeps>[]): void {
-    const inline = this.rt.inline;
-    if (!inline || batches.length === 0) return;
+    if (batches.length === 0) return;
     const started = performance.now();
     const senders = batches.map((b) => ({ ...b, pipeline: new Pipeline(b.sender.bot, this.rt, b.sender.followers) }));
     const sending = (async () => {
@@ -462,20 +480,16 @@ class Pipeline<TDeps> {
             const durationMs = performance.now() - started;
             for (const outcome of outcomes.values()) this.rt.onHandled?.({ task: taskIdentifier(bot), stream: bot.stream, concern: bot.concern, outcome, durationMs });
           } catch (error) {
-            // Left Running under this process's claim: recoverInlineClaims hands it over after the lease.
-            this.logger.error({ err: error, task: taskIdentifier(bot), positions: x.claimed.map((c) => c.record.position) }, "recording inline sends failed; left Running");
+            // Whatever is still Running under this process's claim, recoverInlineClaims hands over after the lease.
+            this.logger.error(
+              { err: error, task: taskIdentifier(bot), positions: x.claimed.map((c) => c.record.position) },
+              "recording inline sends failed; any still Running are handed over after the lease",
+            );
           }
         }),
       );
     })();
-    for (const x of senders) {
-      inline.track(
-        x.sender.bot.stream,
-        x.sender.bot.concern,
-        x.claimed.map((c) => c.record.position),
-        sending,
-      );
-    }
+    for (const x of senders) x.reservation.until(sending);
   }
 
   /**

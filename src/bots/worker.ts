@@ -231,8 +231,11 @@ export async function startWorker<TDeps>(options: {
       .values({ process_id: processId, worker_ids: [...poolIds], hostname: os.hostname(), pid: process.pid })
       .onConflict((oc) => oc.column("process_id").doUpdateSet({ worker_ids: [...poolIds], heartbeat_at: sql`now()` }))
       .execute();
-    await recoverAbandonedJobs(db, settings.leaseMs, logger);
-    await recoverInlineClaims(db, inlineSenders, inline, settings.leaseMs, logger);
+    // Independent: a failure of one does not hold the other back.
+    await Promise.all([
+      recoverAbandonedJobs(db, settings.leaseMs, logger).catch((error: unknown) => logger.warn({ err: error }, "recovering abandoned jobs failed")),
+      recoverInlineClaims(db, inlineSenders, inline, settings.leaseMs, logger),
+    ]);
   };
   await beat().catch((error) => logger.warn({ err: error }, "heartbeat failed"));
   const timer = setInterval(
@@ -266,7 +269,6 @@ export async function startWorker<TDeps>(options: {
     async stop() {
       if (stopped) return;
       stopped = true;
-      clearInterval(timer);
       clearInterval(sweepTimer);
       // Sends started inline by the last jobs are waited for like the jobs themselves.
       const finished = Promise.all([...runningCatchUps.map((c) => c.stop()), stopQuietly(runner).then(() => inline.settled())]);
@@ -277,6 +279,8 @@ export async function startWorker<TDeps>(options: {
       } else {
         await finished;
       }
+      // The heartbeat went on while sends finished (a grace longer than the lease must not hand them over).
+      clearInterval(timer);
       await db
         .deleteFrom("tidings.worker_heartbeats")
         .where("process_id", "=", processId)

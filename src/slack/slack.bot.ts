@@ -73,7 +73,7 @@ export function createSlackBot(): ExternalBot<SlackDeps, SlackSendResult> {
     schemas: { [SlackRecordTypes.SendSlackMessageOp]: SendSlackMessageOp },
     // Claims and outcomes of the sends that arrive together share transactions.
     batch: { maxSize: 32 },
-    // What the notification bot (or a saga's fallback step) writes is claimed in its transaction and sent as it commits.
+    // The operations the notification bot writes are claimed in its transaction and sent as it commits.
     sendsInline: true,
 
     async prepare(ctx: HandlerContext<SlackDeps>) {

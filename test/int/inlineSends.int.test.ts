@@ -32,6 +32,12 @@ describe("a notification's channel operations", () => {
 
   it("are claimed in the transaction that wrote them, by the channel bots, sent without a job of their own, and their successes recorded together", async () => {
     await createEntity(app.t, "ines", person({ email: "ines@example.com", slack: "U0INES", preferences: { channels: ["email", "slack"], optedOut: [], delivery: "all" } }));
+    const jobIds = async () =>
+      Number(
+        (await sql<{ n: string }>`select (pg_sequence_last_value(pg_get_serial_sequence('graphile_worker._private_jobs', 'id')::regclass))::text as n`.execute(app.t.adminDb))
+          .rows[0]!.n,
+      );
+    const jobsBefore = await jobIds();
     const { trackingId } = await enqueueNotification(app.t.db, { entityId: "ines", subject: "Inline", text: "Sent as the notification bot commits." });
     expect((await waitForOutcome(app.t, trackingId)).type).toBe("SentOnAllPreparedChannelsEvent");
     const processId = app.worker!.processId;
@@ -62,6 +68,8 @@ describe("a notification's channel operations", () => {
       )
     ).rows as [{ n: number }];
     expect(n).toBe(0);
+    // Jobs ever queued for it: the client operation's and the saga deadline's; none for either send.
+    expect((await jobIds()) - jobsBefore).toBe(2);
   });
 });
 
@@ -84,12 +92,13 @@ describe("the bound on inline sends", () => {
     const inline = createInlineSends("44444444-4444-4444-8444-444444444444");
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
-    inline.track(
-      Streams.emailOperations,
-      "email_bot",
-      Array.from({ length: inFlight }, (_, i) => -1 - i),
-      held,
-    );
+    inline
+      .reserve(
+        Streams.emailOperations,
+        "email_bot",
+        Array.from({ length: inFlight }, (_, i) => -1 - i),
+      )
+      .until(held);
     const runtime: BotRuntime<BotDeps> = { db: app.t.db, deps: app.deps, logger: testLogger, settings: { maxAttempts: 3, retryBaseMs: 10, retryMaxMs: 100 }, inline };
     await handleBatch(notificationBot, runtime, [{ position: op!.position, jobTag: "job test" }], [], inlineSendersOf(notificationBot, bots));
     release();
@@ -131,11 +140,12 @@ describe("recoverInlineClaims", () => {
     await t.close();
   });
 
-  it("hands over the claims of a dead process and this process's claims it no longer sends; leaves a live process's and those in flight", async () => {
+  it("hands over the claims of a dead or crashed process and this process's claims it no longer sends; leaves a live process's, fresh ones and those in flight", async () => {
     const me = "11111111-1111-4111-8111-111111111111";
     const live = "22222222-2222-4222-8222-222222222222";
     const dead = "33333333-3333-4333-8333-333333333333";
-    const owners = { mineSending: me, mineLost: me, live, dead, fresh: dead };
+    const stale = "55555555-5555-4555-8555-555555555555";
+    const owners = { mineSending: me, mineLost: me, live, dead, stale, fresh: dead };
     const positions = await inTransaction(t.db, "test_producer", (tx) =>
       append(
         tx,
@@ -155,30 +165,33 @@ describe("recoverInlineClaims", () => {
           "inline_sender",
         ),
       );
-    await claimAs(["mineSending", "mineLost", "live", "dead"]);
+    await claimAs(["mineSending", "mineLost", "live", "dead", "stale"]);
     // Older than the lease, all four; the fifth is claimed after that.
     await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 200));
     await claimAs(["fresh"]);
-    // The live process heart-beats now; the dead one never did.
+    // The live process heart-beats now; the dead one never did; the stale one last did longer ago than the lease (a crash).
     await sql`insert into tidings.worker_heartbeats (process_id, worker_ids, hostname, pid) values (${live}, '{}', 'elsewhere', 1)`.execute(t.db);
+    await sql`insert into tidings.worker_heartbeats (process_id, worker_ids, hostname, pid, heartbeat_at)
+              values (${stale}, '{}', 'crashed', 2, now() - interval '5 seconds')`.execute(t.adminDb);
 
     const inline = createInlineSends(me);
     let finish!: () => void;
-    inline.track(stream, "inline_sender", [at.mineSending], new Promise<void>((resolve) => (finish = resolve)));
+    inline.reserve(stream, "inline_sender", [at.mineSending]).until(new Promise<void>((resolve) => (finish = resolve)));
 
-    expect(await recoverInlineClaims(t.db, [bot as ExternalBot<unknown, unknown>], inline, LEASE_MS)).toBe(2);
+    expect(await recoverInlineClaims(t.db, [bot as ExternalBot<unknown, unknown>], inline, LEASE_MS)).toBe(3);
     const status = async (name: keyof typeof owners) => (await getHandling(t.adminDb, stream, at[name], "inline_sender")).status;
     expect(await status("mineSending")).toBe("Running");
     expect(await status("live")).toBe("Running");
     expect(await status("fresh")).toBe("Running");
     expect(await status("mineLost")).toBe("AvailableAfterExternalCancellation");
     expect(await status("dead")).toBe("AvailableAfterExternalCancellation");
+    expect(await status("stale")).toBe("AvailableAfterExternalCancellation");
     const reasons = async (name: keyof typeof owners) => (await getHistory(t.adminDb, stream, at[name], "inline_sender")).map((h) => h.reason);
     expect((await reasons("dead"))[1]).toBe(`attempt 1 by inline:${dead} was abandoned before recording an outcome (that process stopped heart-beating); handling again`);
     expect((await reasons("mineLost"))[1]).toBe(`attempt 1 by inline:${me} was abandoned before recording an outcome (this process could not record it); handling again`);
     // Each handed-over record has its job again.
     const { rows: jobs } = await sql<{ key: string }>`select key from graphile_worker.jobs where task_identifier = ${`${stream}:inline_sender`} order by key`.execute(t.adminDb);
-    expect(jobs.map((j) => j.key).sort()).toEqual([`${stream}:inline_sender:${at.dead}`, `${stream}:inline_sender:${at.mineLost}`].sort());
+    expect(jobs.map((j) => j.key).sort()).toEqual([at.dead, at.mineLost, at.stale].map((p) => `${stream}:inline_sender:${p}`).sort());
 
     // Once this process is done with it, its own claim is handed over too, if still Running.
     finish();

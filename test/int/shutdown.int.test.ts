@@ -2,8 +2,9 @@
  * Shutdown within the time Docker gives (10 s): the worker stops taking jobs,
  * lets a send in flight finish for WORKER_SHUTDOWN_GRACE_MS, then cuts it
  * short. Nothing is lost: the cut send is left Running under the process's
- * inline claim, in doubt, and the next worker (once the stopped process has
- * not heart-beaten for its lease) cancels that attempt as abandoned, sends again
+ * inline claim, in doubt, and the next worker (once the claim is older than
+ * its lease: the stopped process's heartbeat is gone) cancels that attempt
+ * as abandoned, sends again
  * (the same Message-ID, so the receiver can drop the repeat) and records the
  * outcome. The send is in flight by construction: the loopback SMTP server
  * holds its reply.
