@@ -3,8 +3,8 @@ import { randomUUID } from "node:crypto";
 import os from "node:os";
 import { Logger as WorkerLogger, run, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
 import { sql } from "kysely";
-import type pg from "pg";
-import type { Db } from "../db/database";
+import pg from "pg";
+import { createDb, type Db } from "../db/database";
 import type { Logger } from "../logging/logger";
 import { createTask, inlineFollowersOf, inlineSendersOf } from "./runner";
 import { createInlineSends, recoverInlineClaims } from "./inline";
@@ -224,23 +224,46 @@ export async function startWorker<TDeps>(options: {
   events.on("pool:fatalError", onPoolEnding);
   supervise(runner);
 
-  const beat = async () => {
+  // The heartbeat has a connection of its own: a live process whose pool is
+  // busy (a flood of sends recording their outcomes) must not look dead to
+  // the others, which would hand its work over while it is still doing it
+  // (seen in the four-workers fault test with inline sends: heartbeats late
+  // by over the 2 s lease, queued behind the recordings).
+  const pulsePool = new pg.Pool({ ...pool.options, max: 1 });
+  pulsePool.on("error", () => {});
+  pulsePool.on("connect", (client) => client.on("error", () => {}));
+  const pulseDb = createDb(pulsePool);
+  const pulse = async () => {
     // An upsert: after a long outage another process may have swept our row.
-    await db
+    await pulseDb
       .insertInto("tidings.worker_heartbeats")
       .values({ process_id: processId, worker_ids: [...poolIds], hostname: os.hostname(), pid: process.pid })
       .onConflict((oc) => oc.column("process_id").doUpdateSet({ worker_ids: [...poolIds], heartbeat_at: sql`now()` }))
       .execute();
-    // Independent: a failure of one does not hold the other back.
-    await Promise.all([
-      recoverAbandonedJobs(db, settings.leaseMs, logger).catch((error: unknown) => logger.warn({ err: error }, "recovering abandoned jobs failed")),
-      recoverInlineClaims(db, inlineSenders, inline, settings.leaseMs, logger),
-    ]);
   };
-  await beat().catch((error) => logger.warn({ err: error }, "heartbeat failed"));
+  // The hand-overs, one run at a time (a slow one is not stacked on).
+  let recovering = false;
+  const recover = async () => {
+    if (recovering) return;
+    recovering = true;
+    try {
+      // Independent: a failure of one does not hold the other back.
+      await Promise.all([
+        recoverAbandonedJobs(db, settings.leaseMs, logger).catch((error: unknown) => logger.warn({ err: error }, "recovering abandoned jobs failed")),
+        recoverInlineClaims(db, inlineSenders, inline, settings.leaseMs, logger),
+      ]);
+    } finally {
+      recovering = false;
+    }
+  };
+  const beat = async () => {
+    await pulse().catch((error: unknown) => logger.warn({ err: error }, "heartbeat failed"));
+    await recover();
+  };
+  await beat();
   const timer = setInterval(
     () => {
-      beat().catch((error) => logger.warn({ err: error }, "heartbeat failed"));
+      void beat();
     },
     Math.max(100, Math.floor(settings.leaseMs / 3)),
   );
@@ -286,6 +309,7 @@ export async function startWorker<TDeps>(options: {
         .where("process_id", "=", processId)
         .execute()
         .catch(() => {});
+      await pulsePool.end().catch(() => {});
     },
   };
 }

@@ -68,8 +68,18 @@ async function fourWorkers(servers: TestSmtpServer[]): Promise<void> {
   await waitForAllOutcomes(t.query, ids, FLOW_LIMIT_MS);
 
   const audit = await expectAllSentOnAll(t.query, ids, COUNT);
-  // No worker died, so no attempt was abandoned.
-  expect(audit.filter((r) => r.cancels > 0)).toEqual([]);
+  // No worker died, so no attempt was abandoned (on failure, each cancel's reason says who cancelled what and why).
+  const cancelled = audit.filter((r) => r.cancels > 0);
+  const reasons = async () =>
+    (
+      await t.query<{ line: string }>(
+        `select format('%s %s %s: %s', x.stream, x.position, x.recorded_at, x.reason) as line from (
+           select 'email.operations' as stream, position, recorded_at, reason from email.operations__handling_history where action = 'cancel'
+           union all select 'slack.operations', position, recorded_at, reason from slack.operations__handling_history where action = 'cancel') x
+         order by x.recorded_at limit 10`,
+      )
+    ).rows.map((r) => r.line);
+  expect(cancelled.length === 0 ? [] : await reasons()).toEqual([]);
   const retried = audit.filter((r) => r.claims > 1);
 
   const messages = servers.flatMap((s) => s.messages);
