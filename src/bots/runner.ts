@@ -179,9 +179,12 @@ export function inlineFollowersOf<TDeps>(appender: Bot<TDeps>, bots: readonly An
 /** The bots among these that send inline what `appender` (a transactional bot) appends to their streams. */
 export function inlineSendersOf<TDeps>(appender: Bot<TDeps>, bots: readonly AnyBot<TDeps>[]): InlineSender<TDeps>[] {
   if (appender.kind !== "transactional") return [];
-  return bots
-    .filter((b): b is ExternalBot<TDeps, unknown> => b.kind === "external" && b.sendsInline === true)
-    .map((sender) => ({ bot: sender, followers: inlineFollowersOf(sender, bots) }));
+  return bots.filter(isInlineSender).map((sender) => ({ bot: sender, followers: inlineFollowersOf(sender, bots) }));
+}
+
+/** An external bot that sends inline (ExternalBot.sendsInline). */
+export function isInlineSender<TDeps>(bot: AnyBot<TDeps>): bot is ExternalBot<TDeps, unknown> {
+  return bot.kind === "external" && bot.sendsInline === true;
 }
 
 /** A claimed record's send, settled. */
@@ -190,6 +193,8 @@ type Settled<TResult> = Claimed & ({ ok: true; result: TResult } | { ok: false; 
 /** Records claimed inline in a transactional bot's transaction, to send once it commits. */
 interface InlineBatch<TDeps> {
   sender: InlineSender<TDeps>;
+  /** The sender's pipeline, which claimed them and sends them. */
+  pipeline: Pipeline<TDeps>;
   claimed: Claimed[];
   /** Held from before the commit until the outcomes are recorded. */
   reservation: InlineReservation;
@@ -412,6 +417,7 @@ class Pipeline<TDeps> {
     const inline = this.rt.inline;
     if (!inline || appended.length === 0) return [];
     const batches: InlineBatch<TDeps>[] = [];
+    const jobTag = `${INLINE_CLAIM_PREFIX}${inline.processId}`;
     for (const sender of this.senders) {
       const schemas = sender.bot.schemas;
       const positions = appended.filter((r) => r.stream === sender.bot.stream && (!schemas || r.type in schemas)).map((r) => r.position);
@@ -422,7 +428,6 @@ class Pipeline<TDeps> {
       // and the hand-over of claims (recoverInlineClaims) sees these as this process's from the moment they commit.
       const reservation = inline.reserve(sender.bot.stream, sender.bot.concern, positions);
       reserved.push(reservation);
-      const jobTag = `${INLINE_CLAIM_PREFIX}${inline.processId}`;
       const pipeline = new Pipeline(sender.bot, this.rt, sender.followers);
       try {
         const claimed = await inSavepointAs(tx, "claim_inline", sender.bot.actor, this.bot.actor, () =>
@@ -434,7 +439,7 @@ class Pipeline<TDeps> {
             now,
           ),
         );
-        if (claimed.length > 0) batches.push({ sender, claimed, reservation });
+        if (claimed.length > 0) batches.push({ sender, pipeline, claimed, reservation });
         else reservation.release();
       } catch (error) {
         reservation.release();
@@ -454,10 +459,9 @@ class Pipeline<TDeps> {
   private sendInline(batches: readonly InlineBatch<TDeps>[]): void {
     if (batches.length === 0) return;
     const started = performance.now();
-    const senders = batches.map((b) => ({ ...b, pipeline: new Pipeline(b.sender.bot, this.rt, b.sender.followers) }));
     const sending = (async () => {
-      const settled = await Promise.all(senders.map((x) => x.pipeline.performAll(x.sender.bot, x.claimed)));
-      const succeeded = senders.map((x, i) => ({ ...x, successes: settled[i]!.filter((s) => s.ok) })).filter((x) => x.successes.length > 0);
+      const settled = await Promise.all(batches.map((x) => x.pipeline.performAll(x.sender.bot, x.claimed)));
+      const succeeded = batches.map((x, i) => ({ ...x, successes: settled[i]!.filter((s) => s.ok) })).filter((x) => x.successes.length > 0);
       let together = false;
       if (succeeded.length > 1) {
         try {
@@ -473,7 +477,7 @@ class Pipeline<TDeps> {
         }
       }
       await Promise.all(
-        senders.map(async (x, i) => {
+        batches.map(async (x, i) => {
           const bot = x.sender.bot;
           try {
             const outcomes = await x.pipeline.recordSettled(bot, settled[i]!, new Map(), together);
@@ -489,7 +493,7 @@ class Pipeline<TDeps> {
         }),
       );
     })();
-    for (const x of senders) x.reservation.until(sending);
+    for (const x of batches) x.reservation.until(sending);
   }
 
   /**

@@ -6,7 +6,7 @@ import { sql } from "kysely";
 import pg from "pg";
 import { createDb, type Db } from "../db/database";
 import type { Logger } from "../logging/logger";
-import { createTask, inlineFollowersOf, inlineSendersOf } from "./runner";
+import { createTask, inlineFollowersOf, inlineSendersOf, isInlineSender } from "./runner";
 import { createInlineSends, recoverInlineClaims } from "./inline";
 import { taskIdentifier, type AnyBot, type BotRuntime, type CatchUpBot, type ExternalBot } from "./bot";
 import { startCatchUp } from "./catchUp";
@@ -120,7 +120,7 @@ export async function startWorker<TDeps>(options: {
     if (bot.kind === "catch-up") catchUps.push(bot);
     else taskList[taskIdentifier(bot)] = createTask(bot, runtime, inlineFollowersOf(bot, bots), inlineSendersOf(bot, bots));
   }
-  const inlineSenders = bots.filter((b): b is ExternalBot<TDeps, unknown> => b.kind === "external" && b.sendsInline === true) as ExternalBot<unknown, unknown>[];
+  const inlineSenders = bots.filter(isInlineSender) as ExternalBot<unknown, unknown>[];
 
   // The pool ids of the running pool: the heartbeat vouches for these only,
   // so the jobs of a pool that gave up are recovered after the lease.
@@ -141,7 +141,25 @@ export async function startWorker<TDeps>(options: {
     }
   };
 
-  await db.insertInto("tidings.worker_heartbeats").values({ process_id: processId, worker_ids: [], hostname: os.hostname(), pid: process.pid }).execute();
+  // The heartbeat has a connection of its own: a live process whose pool is
+  // busy (a flood of sends recording their outcomes) must not look dead to
+  // the others, which would hand its work over while it is still doing it
+  // (seen in the four-workers fault test with inline sends: heartbeats late
+  // by over the 2 s lease, queued behind the recordings).
+  const pulsePool = new pg.Pool({ ...pool.options, max: 1 });
+  pulsePool.on("error", () => {});
+  pulsePool.on("connect", (client) => client.on("error", () => {}));
+  const pulseDb = createDb(pulsePool);
+  const pulse = async () => {
+    // An upsert: after a long outage another process may have swept our row.
+    await pulseDb
+      .insertInto("tidings.worker_heartbeats")
+      .values({ process_id: processId, worker_ids: [...poolIds], hostname: os.hostname(), pid: process.pid })
+      .onConflict((oc) => oc.column("process_id").doUpdateSet({ worker_ids: [...poolIds], heartbeat_at: sql`now()` }))
+      .execute();
+  };
+  // The row exists before the pool takes any job or the bots claim anything inline.
+  await pulse();
 
   const startRunner = () => {
     poolIds = new Set<string>();
@@ -224,23 +242,6 @@ export async function startWorker<TDeps>(options: {
   events.on("pool:fatalError", onPoolEnding);
   supervise(runner);
 
-  // The heartbeat has a connection of its own: a live process whose pool is
-  // busy (a flood of sends recording their outcomes) must not look dead to
-  // the others, which would hand its work over while it is still doing it
-  // (seen in the four-workers fault test with inline sends: heartbeats late
-  // by over the 2 s lease, queued behind the recordings).
-  const pulsePool = new pg.Pool({ ...pool.options, max: 1 });
-  pulsePool.on("error", () => {});
-  pulsePool.on("connect", (client) => client.on("error", () => {}));
-  const pulseDb = createDb(pulsePool);
-  const pulse = async () => {
-    // An upsert: after a long outage another process may have swept our row.
-    await pulseDb
-      .insertInto("tidings.worker_heartbeats")
-      .values({ process_id: processId, worker_ids: [...poolIds], hostname: os.hostname(), pid: process.pid })
-      .onConflict((oc) => oc.column("process_id").doUpdateSet({ worker_ids: [...poolIds], heartbeat_at: sql`now()` }))
-      .execute();
-  };
   // The hand-overs, one run at a time (a slow one is not stacked on).
   let recovering = false;
   const recover = async () => {
@@ -304,7 +305,7 @@ export async function startWorker<TDeps>(options: {
       }
       // The heartbeat went on while sends finished (a grace longer than the lease must not hand them over).
       clearInterval(timer);
-      await db
+      await pulseDb
         .deleteFrom("tidings.worker_heartbeats")
         .where("process_id", "=", processId)
         .execute()

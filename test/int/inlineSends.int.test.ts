@@ -131,7 +131,8 @@ describe("recoverInlineClaims", () => {
     async perform() {},
     async succeeded() {},
   };
-  const LEASE_MS = 1_000;
+  /** How much older than the fresh claim the others are: the lease each check uses falls inside this gap. */
+  const GAP_MS = 2_500;
   beforeAll(async () => {
     t = await createTestDatabase();
     await declareTestStream(t.adminDb, { stream, producer: "test_producer", consumer: "inline_sender" });
@@ -166,19 +167,26 @@ describe("recoverInlineClaims", () => {
         ),
       );
     await claimAs(["mineSending", "mineLost", "live", "dead", "stale"]);
-    // Older than the lease, all four; the fifth is claimed after that.
-    await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 200));
+    // These five are GAP_MS older than the fresh claim made next.
+    await new Promise((resolve) => setTimeout(resolve, GAP_MS));
     await claimAs(["fresh"]);
     // The live process heart-beats now; the dead one never did; the stale one last did longer ago than the lease (a crash).
     await sql`insert into tidings.worker_heartbeats (process_id, worker_ids, hostname, pid) values (${live}, '{}', 'elsewhere', 1)`.execute(t.db);
     await sql`insert into tidings.worker_heartbeats (process_id, worker_ids, hostname, pid, heartbeat_at)
-              values (${stale}, '{}', 'crashed', 2, now() - interval '5 seconds')`.execute(t.adminDb);
+              values (${stale}, '{}', 'crashed', 2, now() - interval '1 hour')`.execute(t.adminDb);
 
     const inline = createInlineSends(me);
     let finish!: () => void;
     inline.reserve(stream, "inline_sender", [at.mineSending]).until(new Promise<void>((resolve) => (finish = resolve)));
 
-    expect(await recoverInlineClaims(t.db, [bot as ExternalBot<unknown, unknown>], inline, LEASE_MS)).toBe(3);
+    // The lease of each check: the fresh claim's age plus half the gap, so the fresh claim is younger than the lease
+    // and the others (at least GAP_MS older) are older than it, however long the machine took to get here.
+    const lease = async () => {
+      const { rows } = await sql<{ ms: number }>`
+        select (extract(epoch from now() - updated_at) * 1000)::float8 as ms from testing.inline_sends__handling where position = ${at.fresh}`.execute(t.adminDb);
+      return Math.round(rows[0]!.ms + GAP_MS / 2);
+    };
+    expect(await recoverInlineClaims(t.db, [bot as ExternalBot<unknown, unknown>], inline, await lease())).toBe(3);
     const status = async (name: keyof typeof owners) => (await getHandling(t.adminDb, stream, at[name], "inline_sender")).status;
     expect(await status("mineSending")).toBe("Running");
     expect(await status("live")).toBe("Running");
@@ -196,7 +204,7 @@ describe("recoverInlineClaims", () => {
     // Once this process is done with it, its own claim is handed over too, if still Running.
     finish();
     await inline.settled();
-    expect(await recoverInlineClaims(t.db, [bot as ExternalBot<unknown, unknown>], inline, LEASE_MS)).toBe(1);
+    expect(await recoverInlineClaims(t.db, [bot as ExternalBot<unknown, unknown>], inline, await lease())).toBe(1);
     expect(await status("mineSending")).toBe("AvailableAfterExternalCancellation");
   });
 });
