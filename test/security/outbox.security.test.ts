@@ -5,7 +5,9 @@
  * from being queued, and the handling sweep finds every record waiting with
  * no job and queues it; a job deleted from the queue is found the same way.
  */
-import { sweepHandling } from "../../src/streams/handling";
+import { inTransaction } from "../../src/db/database";
+import { appendOne } from "../../src/streams/append";
+import { claim, sweepHandling } from "../../src/streams/handling";
 import { Streams } from "../../src/notification/streams";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 
@@ -111,5 +113,34 @@ describe("each stream's statements written out (migration 0013)", () => {
         await expect(login.pool.query(`select tidings.${maker}('notification.events')`)).rejects.toMatchObject({ code: "42501" });
       }
     }
+  });
+});
+
+describe("the outbox's skip of records claimed inline (migration 0015)", () => {
+  let quiet: Tidings;
+  beforeAll(async () => {
+    // No worker: the queue shows exactly which jobs the outbox added.
+    quiet = await startTidings({ autoStart: false });
+  });
+  afterAll(async () => {
+    await quiet.stop();
+  });
+
+  it("is not granted to a hand-written claim: the operator, producer and repairer of a stream, still gets its record's job queued", async () => {
+    const position = await inTransaction(quiet.t.db, "operator", async (tx) => {
+      const { position } = await appendOne(tx, Streams.notificationInternalOperations, { id: "forged-inline", type: "ResendNotificationOp", payload: {} });
+      // In the same transaction, a Running row that looks like a worker process's inline claim, under a person's name.
+      const claimed = await claim(
+        tx,
+        { stream: Streams.notificationInternalOperations, position, concern: "internal_operation_bot" },
+        { actor: "bea", reason: "by hand", claimedBy: "inline:00000000-0000-4000-8000-000000000000" },
+      );
+      expect(claimed.claimed).toBe(true);
+      return position;
+    });
+    const { rows } = await quiet.t.query("select count(*)::int as n from graphile_worker._private_jobs where key = $1", [
+      `notification.internal_operations:internal_operation_bot:${position}`,
+    ]);
+    expect(rows[0].n).toBe(1);
   });
 });
