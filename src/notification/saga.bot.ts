@@ -2,6 +2,7 @@ import { sql } from "kysely";
 import { transactionalConsumer, type HandlerOutcome, type TransactionalBot } from "../bots/bot";
 import type { Tx } from "../db/database";
 import { AppendBuffer, append } from "../streams/append";
+import { handleWithoutJobs } from "../streams/handling";
 import type { StreamRecord } from "../streams/interfaces";
 import { allChannels } from "./channels";
 import { readOperationOutcomes } from "./outcomes";
@@ -15,6 +16,9 @@ import { decideSaga, type SagaDecision } from "./saga";
 const OUTCOME_TYPES = ["SentOnAllPreparedChannelsEvent", "SentOnSomePreparedChannelsEvent", "CouldNotSendOnAnyPreparedChannelEvent"];
 
 type Evaluation = SagaDecision & { saga: NotificationSaga };
+
+/** The saga's concern and actor (migrations/0002_notification.sql). */
+const SAGA_CONCERN = "saga_bot";
 
 /**
  * Evaluate the sagas of these notifications and write the outcome event of
@@ -56,7 +60,25 @@ async function evaluateSagas(tx: Tx, causes: ReadonlyMap<string, StreamRecord>, 
   }
   // Events first, then the saga, then the operation: the same order as the notification bot.
   await out.flush(tx);
+  await settleDeadlines(
+    tx,
+    ids.filter((id) => evaluations.get(id)?.done),
+  );
   return evaluations;
+}
+
+/**
+ * A notification with its outcome has no deadline left to enforce: its saga
+ * records (and delay watches) are marked handled in the transaction that
+ * writes the outcome, and their deadline jobs leave the queue. Else each
+ * would wait in graphile-worker's table until the deadline (about 31 hours
+ * for email) to run once for nothing (migrations/0016_unqueue_handling.sql).
+ */
+async function settleDeadlines(tx: Tx, ids: readonly string[]): Promise<void> {
+  await handleWithoutJobs(tx, { stream: Streams.notificationSagas, concern: SAGA_CONCERN }, ids, {
+    actor: SAGA_CONCERN,
+    reason: "the notification has its outcome: no deadline left to enforce",
+  });
 }
 
 /**
@@ -104,7 +126,7 @@ function sameOutcome(previous: StreamRecord | undefined, decision: Extract<SagaD
  */
 export function createSagaDeadlineBot(): TransactionalBot<NotificationDeps> {
   return {
-    ...transactionalConsumer(Streams.notificationSagas, "saga_bot"),
+    ...transactionalConsumer(Streams.notificationSagas, SAGA_CONCERN),
     schemas: { [NotificationRecordTypes.NotificationSaga]: NotificationSaga, [NotificationRecordTypes.NotificationDelayWatch]: NotificationDelayWatch },
     async handle({ tx, record, now, deps }): Promise<HandlerOutcome> {
       if (record.type === NotificationRecordTypes.NotificationDelayWatch) return watchForDelay(tx, record, now, deps.notification);

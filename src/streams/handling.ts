@@ -331,6 +331,43 @@ export async function queueHandling(db: Executor, stream: string, concern: strin
   return rows[0]?.n ?? 0;
 }
 
+/**
+ * Work with nothing left to do (a notification's saga deadline once its
+ * outcome is written): every record of these ids still waiting for the
+ * concern is marked handled in one step (action `handle`, with the reason)
+ * and its queued job leaves the queue (tidings.unqueue_handling, migrations/0016),
+ * in one statement. A record whose job a worker holds right now is left to
+ * that job, which finds the work done: that job may be waiting on this
+ * transaction's locks, so writing its row here would wait on it in turn.
+ * Returns the positions marked handled.
+ */
+export async function handleWithoutJobs(
+  db: Executor,
+  target: { stream: string; concern: string },
+  ids: readonly string[],
+  by: Required<Pick<ChangeBy, "actor" | "reason">>,
+): Promise<number[]> {
+  const { stream, concern } = target;
+  assertStreamName(stream);
+  if (ids.length === 0) return [];
+  const { rows } = await sql<{ position: number }>`
+    with waiting as (
+      select r.position from ${streamTable(stream)} r
+      left join ${handlingTable(stream)} h on h.position = r.position and h.concern = ${concern}
+      where r.id = any(${[...ids]}::text[]) and (h.status is null or h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)}))
+    ), held as (
+      select unnest(tidings.unqueue_handling(${stream}, ${concern}, (select array_agg(w.position) from waiting w))) as position
+    )
+    insert into ${handlingTable(stream)} as h (position, concern, status, attempts, claimed_by, last_action, last_actor, last_reason)
+    select w.position, ${concern}, 'Completed', 1, null, 'handle', ${by.actor}, ${by.reason}
+    from waiting w
+    where w.position not in (select held.position from held)
+      and not exists (select 1 from tidings.stream_concern_states s where s.stream = ${stream} and s.concern = ${concern} and s.disabled)
+    ${RECLAIM_IF_AVAILABLE}
+    returning h.position`.execute(db);
+  return rows.map((r) => Number(r.position));
+}
+
 /** How many times `action` was applied to this record for this concern (e.g. failed attempts). */
 export async function countActions(db: Executor, target: { stream: string; position: number; concern: string }, action: HandlingAction): Promise<number> {
   const { rows } = await sql<{ n: number }>`

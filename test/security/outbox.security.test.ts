@@ -144,3 +144,39 @@ describe("the outbox's skip of records claimed inline (migration 0015)", () => {
     expect(rows[0].n).toBe(1);
   });
 });
+
+/**
+ * tidings.unqueue_handling (migrations/0016) takes queued jobs out of
+ * graphile-worker's queue: allowed to the concern's own consumer (the saga,
+ * once a notification has its outcome) and to an operator, as queue_handling
+ * is. Anyone else who could take a record's job away would stop its work.
+ */
+describe("taking a record's job out of the queue", () => {
+  it("is refused to a bot of another concern and to a client; the job stays and the notification is sent", async () => {
+    await app.worker!.stop();
+    const id = (await app.t.query("select notification.send_notification_to_entity('ada', 'kept job', 'text') as id")).rows[0].id as string;
+    const position = Number((await app.t.query("select position from notification.client_operations where id = $1", [id])).rows[0].position);
+    const attempt = async (role: string) => {
+      const session = await app.t.pool.connect();
+      try {
+        await session.query("begin");
+        await session.query(`set local role ${role}`);
+        await session.query("select tidings.unqueue_handling('notification.client_operations', 'notification_bot', array[$1::bigint])", [position]);
+        await session.query("commit");
+      } finally {
+        await session.query("rollback").catch(() => {});
+        session.release();
+      }
+    };
+    // The email bot may unqueue its own concern's jobs, not the notification bot's.
+    await expect(attempt("tidings_email_bot")).rejects.toMatchObject({
+      code: "42501",
+      message: expect.stringMatching(/may not unqueue the handling of stream notification.client_operations/),
+    });
+    // A client has no use of the function at all.
+    await expect(attempt("tidings_client")).rejects.toMatchObject({ code: "42501", message: expect.stringMatching(/permission denied for function unqueue_handling/) });
+    expect(await jobsFor(id)).toBe(1);
+    await app.startWorker();
+    expect((await waitForOutcome(app.t, id)).type).toBe("SentOnAllPreparedChannelsEvent");
+  });
+});
