@@ -129,6 +129,13 @@ beforeAll(async () => {
   await migrateTo(Math.max(...earlier.filter((id) => id < partitionsId)));
   admin = createPool(databaseUrl(name), 4, "partitions-test-admin");
   adminDb = createDb(admin);
+  // Today's bots on that older schema (the service itself refuses a schema that
+  // is not current): 0016's tidings.unqueue_handling stands in as "every job
+  // held", so the deadline jobs stay queued as they did before 0016. Dropped
+  // before migrating on.
+  await admin.query(`create function tidings.unqueue_handling(p_stream text, p_concern text, p_positions bigint[]) returns bigint[]
+                     language sql as $$ select coalesce(p_positions, '{}') $$`);
+  await admin.query("grant execute on function tidings.unqueue_handling(text, text, bigint[]) to tidings_saga_bot");
   pool = createPool(serviceUrl(name), 20, "partitions-test");
   db = createDb(pool);
 
@@ -180,6 +187,7 @@ beforeAll(async () => {
 
   before = await auditAnswers(ids, entities);
   feedBefore = await feed(Streams.notificationEvents);
+  await admin.query("drop function tidings.unqueue_handling(text, text, bigint[])");
   await migrateTo();
 }, 120_000);
 
