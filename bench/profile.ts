@@ -172,6 +172,13 @@ async function main() {
     const commits = Number(await stat()) - commits0;
     process.stdout.write(`${COUNT} notifications drained in ${seconds.toFixed(1)} s by ${WORKERS} worker(s): ${(COUNT / seconds).toFixed(1)}/s\n`);
     process.stdout.write(`jobs per notification ${(jobs / COUNT).toFixed(2)}, commits per notification ${(commits / COUNT).toFixed(2)}\n`);
+    // Work every notification leaves behind in graphile-worker's table: a job due later (before 0016, each saga's deadline).
+    const { rows: left } = await bench.adminPool.query(
+      `select count(*)::int as n, pg_total_relation_size('graphile_worker._private_jobs')::bigint as bytes from graphile_worker._private_jobs`,
+    );
+    process.stdout.write(
+      `jobs still queued after the drain ${left[0].n} (${(left[0].n / COUNT).toFixed(2)} per notification), jobs table ${(Number(left[0].bytes) / COUNT).toFixed(0)} bytes per notification\n`,
+    );
     const { rows: statements } = await bench.adminPool.query(
       `select sum(calls)::bigint as calls, round(sum(total_exec_time)::numeric) as ms, round(sum(total_plan_time)::numeric) as plan_ms from pg_stat_statements
        where toplevel and dbid = (select oid from pg_database where datname = current_database())`,
