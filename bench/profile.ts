@@ -205,6 +205,15 @@ async function main() {
     );
     for (const r of rows)
       process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  [${r.role}] ${r.q}\n`);
+    const { rows: planned } = await bench.adminPool.query(
+      `select calls, round(total_plan_time::numeric, 0) as ms, round((total_plan_time / nullif(calls, 0))::numeric, 3) as mean_ms,
+              pg_get_userbyid(userid) as role, regexp_replace(left(query, 140), '\\s+', ' ', 'g') as q
+       from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
+       order by total_plan_time desc limit 15`,
+    );
+    process.stdout.write(`\ntop statements by planning time:\n`);
+    for (const r of planned)
+      process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  [${r.role}] ${r.q}\n`);
     const { rows: functions } = await bench.adminPool.query(
       `select schemaname || '.' || funcname as f, calls, round(self_time::numeric) as self_ms, round(total_time::numeric) as total_ms
        from pg_stat_user_functions order by self_time desc limit 15`,

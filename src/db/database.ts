@@ -1,5 +1,6 @@
 import { Kysely, PostgresDialect, sql, type Generated } from "kysely";
 import pg from "pg";
+import { preparingPool } from "./prepared";
 
 /**
  * Typed view of the engine's fixed tables. Stream tables are declared at
@@ -112,7 +113,8 @@ export function createPool(connectionString: string, max: number, applicationNam
 }
 
 export function createDb(pool: pg.Pool): Db {
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }) as Db;
+  // Named prepared statements: parsed and planned once per connection (src/db/prepared.ts).
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingPool(pool) }) }) as Db;
 }
 
 function roleOf(actor: string): string {

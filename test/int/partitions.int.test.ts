@@ -189,6 +189,11 @@ beforeAll(async () => {
   feedBefore = await feed(Streams.notificationEvents);
   await admin.query("drop function tidings.unqueue_handling(text, text, bigint[])");
   await migrateTo();
+  // The service starts again on the migrated schema (it refuses one that is not
+  // current): new connections, whose prepared statements see the new tables.
+  await db.destroy();
+  pool = createPool(serviceUrl(name), 20, "partitions-test");
+  db = createDb(pool);
 }, 120_000);
 
 afterAll(async () => {
