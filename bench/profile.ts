@@ -20,7 +20,7 @@ import { openBenchDatabase } from "./lib/database";
 import { benchEntity, completedCount, startWorkers, waitForWorkers } from "./lib/endToEnd";
 import { enqueueNotification } from "../src/notification/enqueue";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { sleep } from "./lib/stats";
 
 /** CPU time (user + system, ms) these processes have used so far, from /proc (Linux). */
@@ -31,6 +31,30 @@ function cpuMs(pids: readonly number[]): number {
     const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(")").at(-1)!.trim().split(" ");
     return sum + ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond;
   }, 0);
+}
+
+/**
+ * CPU time of the whole PostgreSQL server (ms): its postmaster, every live
+ * backend and auxiliary process, and what ended processes left in the
+ * postmaster's cutime/cstime. Parsing, planning and execution alike, which
+ * pg_stat_statements's execution and planning times leave part of out.
+ */
+function serverCpuMs(postmaster: number): number {
+  const ticksPerSecond = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+  const stat = (pid: number) => readFileSync(`/proc/${pid}/stat`, "utf8").split(")").at(-1)!.trim().split(" ");
+  const own = stat(postmaster);
+  // Fields 14-17: utime, stime, cutime, cstime (index 11-14 after the command name).
+  let ticks = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const fields = stat(Number(entry));
+      if (Number(fields[1]) === postmaster) ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // The process ended while being read: its time is in the postmaster's cutime now.
+    }
+  }
+  return (ticks * 1000) / ticksPerSecond;
 }
 
 const COUNT = Number(process.env.PROFILE_NOTIFICATIONS ?? 2000);
@@ -134,6 +158,9 @@ async function main() {
     const workers = await startWorkers(WORKERS, env);
     await waitForWorkers(bench.adminPool, WORKERS);
     const cpu0 = cpuMs(workers.pids);
+    const { rows: backend } = await bench.adminPool.query("select pg_backend_pid() as pid");
+    const postmaster = Number(readFileSync(`/proc/${backend[0].pid}/stat`, "utf8").split(")").at(-1)!.trim().split(" ")[1]);
+    const serverCpu0 = serverCpuMs(postmaster);
     const t0 = performance.now();
     const offered =
       RATE === null
@@ -167,6 +194,7 @@ async function main() {
     if (analyzer) clearInterval(analyzer);
     const seconds = (performance.now() - t0) / 1000;
     const workerCpuMs = cpuMs(workers.pids) - cpu0;
+    const serverCpu = serverCpuMs(postmaster) - serverCpu0;
     await workers.stop();
     const jobs = Number(await jobsCreated()) - jobs0;
     const commits = Number(await stat()) - commits0;
@@ -188,6 +216,9 @@ async function main() {
         `server execution time per notification ${(Number(statements[0].ms) / COUNT).toFixed(2)} ms, planning ${(Number(statements[0].plan_ms) / COUNT).toFixed(2)} ms\n`,
     );
     process.stdout.write(`worker CPU time per notification ${(workerCpuMs / COUNT).toFixed(2)} ms (user + system, all worker processes)\n`);
+    process.stdout.write(
+      `PostgreSQL CPU time per notification ${(serverCpu / COUNT).toFixed(2)} ms (user + system, the whole server, the load generator's and this profile's own queries included)\n`,
+    );
     if (RATE !== null) await stepLatencies(bench.adminPool);
     await storageByTable(bench.adminPool, COUNT);
     await sampleRows(bench.adminPool);
