@@ -1,4 +1,4 @@
-import { EventEmitter } from "node:events";
+import { EventEmitter, setMaxListeners } from "node:events";
 import { randomUUID } from "node:crypto";
 import os from "node:os";
 import { Logger as WorkerLogger, run, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
@@ -111,6 +111,10 @@ export async function startWorker<TDeps>(options: {
   const { pool, db, bots, settings, logger } = options;
   const graceMs = settings.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
   const cutOff = new AbortController();
+  // Every send in flight listens for the cut (runner.ts perform, and the
+  // senders' own clients), and removes its listener when it ends: hundreds at
+  // once (inline sends) are the design, not a leak Node should warn about.
+  setMaxListeners(0, cutOff.signal);
   const processId = randomUUID();
   const inline = createInlineSends(processId);
   const runtime: BotRuntime<TDeps> = { ...options.runtime, stopping: cutOff.signal, inline };
