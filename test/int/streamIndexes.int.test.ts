@@ -87,3 +87,23 @@ test("a stream declared later indexes feed_key alone until a consumer is declare
   const columns = await indexColumns("testing.unfollowed");
   expect(columns.filter((c) => c.startsWith("feed_key"))).toEqual(["feed_key,position"]);
 });
+
+/** Migration 0018: handling rows index (concern, status, updated_at) only while not Completed. */
+test("handling tables index (concern, status, updated_at) for rows not Completed, in every stream and in one declared later", async () => {
+  const partial = async (table: string) =>
+    (
+      await t.query<{ def: string }>(
+        `select pg_get_indexdef(i.indexrelid) as def from pg_index i where i.indrelid = $1::regclass and pg_get_indexdef(i.indexrelid) like '%(concern, status, updated_at)%'`,
+        [table],
+      )
+    ).rows.map((r) => r.def.replace(/^.* USING btree /, ""));
+  const { rows: streams } = await t.query<{ name: string }>("select name from tidings.streams where name not like 'testing.%' order by name");
+  expect(streams.length).toBeGreaterThan(10);
+  for (const { name } of streams)
+    expect({ name, indexes: await partial(`${name}__handling`) }).toEqual({
+      name,
+      indexes: ["(concern, status, updated_at) WHERE (status <> 'Completed'::tidings.handling_status)"],
+    });
+  await declareTestStream(t.adminDb, { stream: "testing.partial", producer: "test_producer", consumer: "test_consumer" });
+  expect(await partial("testing.partial__handling")).toEqual(["(concern, status, updated_at) WHERE (status <> 'Completed'::tidings.handling_status)"]);
+});
