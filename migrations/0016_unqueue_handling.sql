@@ -40,14 +40,31 @@ begin
   if coalesce(cardinality(p_positions), 0) = 0 then
     return '{}';
   end if;
+  -- Only the jobs of records still waiting (no handling row, or Available):
+  -- a record Running whose job waits to retry keeps its job, or nothing
+  -- would ever run it again (the handling sweep queues waiting records only).
   -- A job being fetched right now (its row locked by graphile-worker's short
   -- fetch) is waited for, then found locked and left.
-  delete from graphile_worker._private_jobs j
-  where j.key = any (select task || ':' || p from unnest(p_positions) as p)
-    and j.locked_at is null;
+  execute format($q$
+    delete from graphile_worker._private_jobs j
+    where j.key = any (
+            select $1 || ':' || p from unnest($2) as p
+            where not exists (select 1 from %s h
+                              where h.position = p and h.concern = $3
+                                and h.status <> all ($4::tidings.handling_status[])))
+      and j.locked_at is null$q$, tidings.stream_table(p_stream, '__handling'))
+    using task, p_positions, p_concern,
+          array['AvailableByDefault', 'AvailableAfterCompletion', 'AvailableAfterFailure',
+                'AvailableAfterExternalCancellation', 'AvailableAfterSelfCancellation'];
+  -- The key is this task's ('<stream>:<concern>:<position>'): unique across tasks.
+  -- A job a worker holds whose key graphile-worker cleared (the same key
+  -- queued again while it ran) is not seen here; its claim would make the
+  -- caller wait, and PostgreSQL's deadlock detection ends one of the two
+  -- transactions, which is retried.
   select coalesce(array_agg(substr(j.key, length(task) + 2)::bigint), '{}') into held
   from graphile_worker._private_jobs j
-  where j.key = any (select task || ':' || p from unnest(p_positions) as p);
+  where j.key = any (select task || ':' || p from unnest(p_positions) as p)
+    and j.locked_at is not null;
   return held;
 end;
 $$;
@@ -65,5 +82,62 @@ begin
   end loop;
 end;
 $$;
+-- Consumers and repairers declared from now on get it with queue_handling:
+-- declare_consumer and declare_handling_repairer (0001's text, one grant added).
+create or replace function tidings.declare_consumer(
+  p_stream text, p_concern text, p_actor text, p_record_types text[], p_description text,
+  p_run_at_field text default null
+) returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+declare
+  r name := (select role_name from tidings.actors where name = p_actor);
+  held text[] := (select record_types from tidings.streams where name = p_stream);
+begin
+  if held is not null and p_record_types is not null and not p_record_types <@ held then
+    raise exception 'stream % holds no records of type %', p_stream,
+      array(select t from unnest(p_record_types) t where t <> all (held)) using errcode = 'TD004';
+  end if;
+  insert into tidings.stream_consumers (stream, concern, actor, task_identifier, record_types, run_at_field, description)
+  values (p_stream, p_concern, p_actor, p_stream || ':' || p_concern, p_record_types, p_run_at_field, p_description);
+  -- The sweep starts at the stream's end: records written before the
+  -- consumer existed were never its to handle.
+  execute format($q$
+    insert into tidings.sweep_cursors (stream, concern, feed_key, position)
+    select $1, $2, coalesce(max(feed_key), '0'), coalesce(max(position), 0) from %s$q$, tidings.stream_table(p_stream))
+    using p_stream, p_concern;
+  -- Register the task up front: otherwise the first job of a task registers
+  -- it, and concurrent appenders wait on that insert until the first appender
+  -- commits. Only graphile-worker's public API: a job added and removed in
+  -- this transaction leaves its task registered.
+  perform graphile_worker.add_job(p_stream || ':' || p_concern, '{}'::json, job_key => 'tidings:register-task');
+  perform graphile_worker.remove_job('tidings:register-task');
+  execute format('grant usage on schema %I to %I', split_part(p_stream, '.', 1), r);
+  execute format('grant select on %s to %I', tidings.stream_table(p_stream), r);
+  -- Writing handling state is not write access to the stream (the seed): the
+  -- consumer may change its own handling rows; history is written by trigger.
+  execute format('grant select, insert, update on %s to %I', tidings.stream_table(p_stream, '__handling'), r);
+  execute format('grant select on %s to %I', tidings.stream_table(p_stream, '__handling_history'), r);
+  execute format('grant execute on function tidings.queue_handling(text, text, bigint[], timestamptz) to %I', r);
+  execute format('grant execute on function tidings.unqueue_handling(text, text, bigint[]) to %I', r);
+end;
+$$;
+
+create or replace function tidings.declare_handling_repairer(p_actor text) returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $$
+declare
+  s record;
+  r name := (select role_name from tidings.actors where name = p_actor);
+begin
+  update tidings.actors set repairs_handling = true where name = p_actor;
+  for s in select name from tidings.streams loop
+    perform tidings.grant_handling_repair(s.name, p_actor);
+  end loop;
+  execute format('grant insert, update on tidings.stream_concern_states to %I', r);
+  execute format('grant select on tidings.stream_concern_history to %I', r);
+  execute format('grant execute on function tidings.queue_handling(text, text, bigint[], timestamptz) to %I', r);
+  execute format('grant execute on function tidings.unqueue_handling(text, text, bigint[]) to %I', r);
+end;
+$$;
+
 comment on function tidings.unqueue_handling(text, text, bigint[]) is
   'Remove the queued (not running) jobs of these records for a concern: the counterpart of queue_handling, for work that has nothing left to do. Returns the positions whose job a worker holds now.';

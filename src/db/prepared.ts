@@ -17,64 +17,55 @@ import type pg from "pg";
  *
  * The name is a hash of the text, so the same text always has the same name
  * and two texts never share one. Bounded per connection: past
- * MAX_PER_CONNECTION distinct texts (SQL built with a varying number of
- * parameters), further ones go unnamed as before.
+ * MAX_PER_CONNECTION statements (SQL built with a varying number of
+ * parameters), further texts go unnamed as before. (Not an LRU: nothing is
+ * deallocated; tidings sends about a hundred distinct texts.)
  *
  * A table or view changed under a prepared statement (a migration while the
  * service runs) makes PostgreSQL refuse it with "cached plan must not change
- * result type" (0A000): that text then gets a new name on the connection, so
- * it is parsed afresh, and outside a transaction the query is sent again at
- * once. Inside one the error stands (the transaction is aborted): the
- * caller's retry runs it again, under the new name.
+ * result type" (0A000): the query fails once (a bot retries it; an API
+ * request answers 500), and that text gets a new name on the connection, so
+ * it is parsed afresh next time. docs/operations.md: restart after migrating.
  */
-const MAX_PER_CONNECTION = 500;
-const CACHED_PLAN_CHANGED = "0A000";
+const MAX_PER_CONNECTION = 200;
+const FEATURE_NOT_SUPPORTED = "0A000";
+const CACHED_PLAN_CHANGED = "cached plan must not change result type";
 
 interface Prepared {
   names: Map<string, string>;
+  /** Texts given a new name after PostgreSQL refused their plan: their old statements stay on the server. */
   renamed: number;
-  /** Between a BEGIN and its COMMIT or ROLLBACK on this connection. */
-  inTransaction: boolean;
 }
-
-const OPENS = /^\s*(begin|start\s+transaction)\b/i;
-const CLOSES = /^\s*(commit|rollback|end|abort)\b/i;
 
 function statementName(state: Prepared, text: string): string | null {
   const known = state.names.get(text);
   if (known) return known;
-  if (state.names.size >= MAX_PER_CONNECTION) return null;
+  if (state.names.size + state.renamed >= MAX_PER_CONNECTION) return null;
   const name = `t${createHash("sha1").update(text).digest("hex")}`;
   state.names.set(text, name);
   return name;
 }
 
 function wrap(client: pg.PoolClient): PostgresPoolClient {
-  const state: Prepared = { names: new Map(), renamed: 0, inTransaction: false };
-  const send = (text: string, values: unknown[], retried = false): Promise<pg.QueryResult> => {
-    const name = statementName(state, text);
-    if (!name) return client.query(text, values);
-    return client.query({ name, text, values }).catch((error: unknown) => {
-      if ((error as { code?: string }).code !== CACHED_PLAN_CHANGED) throw error;
-      state.names.set(text, `${name}_${++state.renamed}`);
-      if (state.inTransaction || retried) throw error;
-      return send(text, values, true);
-    });
-  };
+  const state: Prepared = { names: new Map(), renamed: 0 };
   const query = (textOrCursor: unknown, values?: readonly unknown[]): unknown => {
-    if (typeof textOrCursor === "string") {
-      if (OPENS.test(textOrCursor)) state.inTransaction = true;
-      else if (CLOSES.test(textOrCursor)) state.inTransaction = false;
-    }
     if (typeof textOrCursor !== "string" || !values || values.length === 0) {
       return (client.query as (a: unknown, b?: unknown) => unknown)(textOrCursor, values);
     }
-    return send(textOrCursor, [...values]);
+    const text = textOrCursor;
+    const name = statementName(state, text);
+    if (!name) return client.query(text, [...values]);
+    return client.query({ name, text, values: [...values] }).catch((error: unknown) => {
+      const { code, message } = error as { code?: string; message?: string };
+      if (code === FEATURE_NOT_SUPPORTED && message?.includes(CACHED_PLAN_CHANGED)) state.names.set(text, `${name}_${++state.renamed}`);
+      throw error;
+    });
   };
   return {
     query: query as PostgresPoolClient["query"],
-    // pg-pool gives a checked-out client a new release() each time: look it up when called.
-    release: () => client.release(),
+    // pg-pool gives a checked-out client a new release() each time: look it up
+    // when called, and pass on Kysely's "discard this connection" (a failed rollback).
+    release: (discard?: boolean) => client.release(discard),
   };
 }
 

@@ -169,7 +169,11 @@ function rankInTransaction(stream: string): number {
  * records put in an order that follows the story: a record after the one
  * that caused it when both were written together (an inline follower's
  * notification event after the channel outcome it reacts to), else by
- * rankInTransaction, then position. Transactions keep their order.
+ * rankInTransaction, then position. Transactions keep their order (when
+ * they started), except that one comes after every transaction whose
+ * records caused its own: under READ COMMITTED a transaction reads what
+ * committed after it began, so the projection's snapshot can have started
+ * before the event it was written for.
  */
 export function inStoryOrder<T extends { stream: string; position: number; txId: string; recordedAt: Date; causedBy: { stream: string; position: number } | null }>(
   trail: readonly T[],
@@ -183,7 +187,7 @@ export function inStoryOrder<T extends { stream: string; position: number; txId:
   }
   const ref = (r: { stream: string; position: number }) => `${r.stream}#${r.position}`;
   const ordered: T[] = [];
-  for (const group of groups.values()) {
+  for (const group of causesFirst([...groups.values()], ref)) {
     const waiting = [...group].sort((a, b) => rankInTransaction(a.stream) - rankInTransaction(b.stream) || a.stream.localeCompare(b.stream) || a.position - b.position);
     const inGroup = new Set(group.map(ref));
     const done = new Set<string>();
@@ -194,6 +198,28 @@ export function inStoryOrder<T extends { stream: string; position: number; txId:
       done.add(ref(r!));
       ordered.push(r!);
     }
+  }
+  return ordered;
+}
+
+/** Groups (transactions) in their order, each moved after the groups that hold its records' causes. */
+function causesFirst<T extends { stream: string; position: number; causedBy: { stream: string; position: number } | null }>(
+  groups: T[][],
+  ref: (r: { stream: string; position: number }) => string,
+): T[][] {
+  const groupOf = new Map<string, number>();
+  groups.forEach((group, i) => group.forEach((r) => groupOf.set(ref(r), i)));
+  const causes = groups.map(
+    (group, i) => new Set(group.flatMap((r) => (r.causedBy && groupOf.has(ref(r.causedBy)) ? [groupOf.get(ref(r.causedBy))!] : [])).filter((g) => g !== i)),
+  );
+  const placed = new Set<number>();
+  const ordered: T[][] = [];
+  while (ordered.length < groups.length) {
+    // The first group in time whose causes are all placed (a cycle cannot be: a cause commits first; if one were, time decides).
+    const next = groups.findIndex((_, i) => !placed.has(i) && [...causes[i]!].every((c) => placed.has(c)));
+    const i = next >= 0 ? next : groups.findIndex((_, g) => !placed.has(g));
+    placed.add(i);
+    ordered.push(groups[i]!);
   }
   return ordered;
 }

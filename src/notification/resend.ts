@@ -23,6 +23,7 @@ import {
 } from "./notification.schemas";
 import { channelOperation, notificationEvent, sagaDeadline, type NotificationDeps } from "./notification.bot";
 import { resolveChannels, type CategoryContext } from "./preferences";
+import { lockSagas } from "./schedule";
 
 /**
  * Resending a notification's failed channels from the entity as it is now.
@@ -201,6 +202,10 @@ export async function handleResend({ tx, record, deps, now }: Pick<HandlerContex
     onSomeSent: "SentOnSomePreparedChannelsEvent",
     onNoneSent: "CouldNotSendOnAnyPreparedChannelEvent",
   });
+  // Not while the saga is being evaluated: an outcome written on the saga
+  // before this one marks the deadlines it sees handled, and must not take
+  // this saga's for one of them.
+  await lockSagas(tx, [id]);
   await appendOne(tx, Streams.notificationSagas, { id, type: NotificationRecordTypes.NotificationSaga, payload: saga, causedBy: cause });
   for (const plan of plans) {
     await append(tx, plan.stream, [{ id, ...channelOperation(plan, message, { id, entityId: message.entityId }, deps.notification), causedBy: cause }]);

@@ -1,4 +1,3 @@
-import { sql } from "kysely";
 import { transactionalConsumer, type HandlerOutcome, type TransactionalBot } from "../bots/bot";
 import type { Tx } from "../db/database";
 import { AppendBuffer, append } from "../streams/append";
@@ -12,6 +11,7 @@ import { NotificationDelayWatch, NotificationRecordTypes, NotificationSaga, Send
 import type { NotificationDeps } from "./notification.bot";
 import { notificationEvent, sagaDeadline } from "./notification.bot";
 import { decideSaga, type SagaDecision } from "./saga";
+import { lockSagas } from "./schedule";
 
 const OUTCOME_TYPES = ["SentOnAllPreparedChannelsEvent", "SentOnSomePreparedChannelsEvent", "CouldNotSendOnAnyPreparedChannelEvent"];
 
@@ -34,7 +34,7 @@ const SAGA_CONCERN = "saga_bot";
  */
 async function evaluateSagas(tx: Tx, causes: ReadonlyMap<string, StreamRecord>, now: Date, settings: NotificationDeps["notification"]): Promise<Map<string, Evaluation>> {
   const ids = [...causes.keys()].sort();
-  await sql`select pg_advisory_xact_lock(hashtextextended('saga ' || id, 0)) from unnest(${ids}::text[]) as id order by id`.execute(tx);
+  await lockSagas(tx, ids);
   // Two round trips: the saga and the last outcome together, then the operations' outcomes.
   const [sagas, previous] = (await getLatestByIdsIn(tx, ids, [
     { stream: Streams.notificationSagas, types: [NotificationRecordTypes.NotificationSaga] },

@@ -22,6 +22,16 @@ export async function lockNotification(tx: Tx, id: string): Promise<void> {
 }
 
 /**
+ * The saga's per-notification locks, in id order: whatever reads a
+ * notification's saga and acts on it (an evaluation, its fallback, its
+ * outcome marking the deadline handled) and whatever appends a new one (a
+ * resend) take turns, so none acts on a saga another has just replaced.
+ */
+export async function lockSagas(tx: Tx, ids: readonly string[]): Promise<void> {
+  await sql`select pg_advisory_xact_lock(hashtextextended('saga ' || id, 0)) from unnest(${[...ids].sort()}::text[]) as id order by id`.execute(tx);
+}
+
+/**
  * Cancel a scheduled notification before it is sent, as the scheduler: its
  * creation event and NotificationCancelledEvent (the outcome, status
  * `cancelled`, no alert). Once the notification bot has handled it, or for a

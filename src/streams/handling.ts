@@ -334,7 +334,8 @@ export async function queueHandling(db: Executor, stream: string, concern: strin
 /**
  * Work with nothing left to do (a notification's saga deadline once its
  * outcome is written): every record of these ids still waiting for the
- * concern is marked handled in one step (action `handle`, with the reason)
+ * concern (of the types it handles) is marked handled in one step (action
+ * `handle`, with the reason; no attempt counted)
  * and its queued job leaves the queue (tidings.unqueue_handling, migrations/0016),
  * in one statement. A record whose job a worker holds right now is left to
  * that job, which finds the work done: that job may be waiting on this
@@ -353,8 +354,10 @@ export async function handleWithoutJobs(
   const { rows } = await sql<{ position: number }>`
     with waiting as (
       select r.position from ${streamTable(stream)} r
+      join tidings.stream_consumers c on c.stream = ${stream} and c.concern = ${concern}
       left join ${handlingTable(stream)} h on h.position = r.position and h.concern = ${concern}
-      where r.id = any(${[...ids]}::text[]) and (h.status is null or h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)}))
+      where r.id = any(${[...ids]}::text[]) and (c.record_types is null or r.type = any(c.record_types))
+        and (h.status is null or h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)}))
     ), held as (
       select unnest(tidings.unqueue_handling(${stream}, ${concern}, (select array_agg(w.position) from waiting w))) as position
     )
@@ -363,7 +366,11 @@ export async function handleWithoutJobs(
     from waiting w
     where w.position not in (select held.position from held)
       and not exists (select 1 from tidings.stream_concern_states s where s.stream = ${stream} and s.concern = ${concern} and s.disabled)
-    ${RECLAIM_IF_AVAILABLE}
+    -- From an Available status (a deadline job that waited, self-cancelled): no attempt is added, none was made.
+    on conflict (position, concern) do update set
+      status = excluded.status, claimed_by = null, last_action = excluded.last_action, last_actor = excluded.last_actor,
+      last_reason = excluded.last_reason, last_details = null
+    where h.status = any(${STATUS_ARRAY(AVAILABLE_STATUSES)})
     returning h.position`.execute(db);
   return rows.map((r) => Number(r.position));
 }

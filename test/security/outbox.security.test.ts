@@ -10,6 +10,7 @@ import { appendOne } from "../../src/streams/append";
 import { claim, sweepHandling } from "../../src/streams/handling";
 import { Streams } from "../../src/notification/streams";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
+import { declareTestStream } from "../helpers/db";
 
 let app: Tidings;
 
@@ -178,5 +179,25 @@ describe("taking a record's job out of the queue", () => {
     expect(await jobsFor(id)).toBe(1);
     await app.startWorker();
     expect((await waitForOutcome(app.t, id)).type).toBe("SentOnAllPreparedChannelsEvent");
+  });
+
+  it("is granted to a consumer declared later, for its own stream only", async () => {
+    await declareTestStream(app.t.adminDb, { stream: "testing.later", producer: "later_producer", consumer: "later_consumer" });
+    const session = await app.t.pool.connect();
+    try {
+      await session.query("begin");
+      await session.query("set local role tidings_later_consumer");
+      const { rows } = await session.query("select tidings.unqueue_handling('testing.later', 'later_consumer', array[1::bigint]) as held");
+      expect(rows[0].held).toEqual([]);
+      await session.query("savepoint other");
+      await expect(session.query("select tidings.unqueue_handling('notification.client_operations', 'notification_bot', array[1::bigint])")).rejects.toMatchObject({
+        code: "42501",
+        message: expect.stringMatching(/may not unqueue/),
+      });
+      await session.query("rollback to savepoint other");
+    } finally {
+      await session.query("rollback").catch(() => {});
+      session.release();
+    }
   });
 });
