@@ -95,13 +95,21 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
       return { ...next, status: "failed", outcome: { type, at, timedOut: false }, failureReason: CouldNotGetOrUseAudienceEvent.parse(event.payload).reason };
     case "AudienceOptedOutOfAllChannelsEvent": {
       const e = AudienceOptedOutOfAllChannelsEvent.parse(event.payload);
-      return { ...next, status: "not_sent", skipped: e.skipped, outcome: { type, at, timedOut: false }, failureReason: "opted out of every channel" };
+      return {
+        ...next,
+        status: "not_sent",
+        entityName: e.entityName ?? next.entityName,
+        skipped: e.skipped,
+        outcome: { type, at, timedOut: false },
+        failureReason: "opted out of every channel",
+      };
     }
     case "CouldNotPrepareToSendOnAnyChannelEvent": {
       const e = CouldNotPrepareToSendOnAnyChannelEvent.parse(event.payload);
       return {
         ...next,
         status: "not_sent",
+        entityName: e.entityName ?? next.entityName,
         skipped: e.skipped,
         outcome: { type, at, timedOut: false },
         failureReason: e.skipped.map((s) => `${s.channel}: ${s.reason}`).join("; ") || "no channel wanted",

@@ -168,6 +168,7 @@ function planNotification(
       resolution.allOptedOut
         ? notificationEvent(record, "AudienceOptedOutOfAllChannelsEvent", {
             entityId: entity.id,
+            entityName: entity.name,
             // The entity's opt-outs, then those of the category that applied.
             optedOut: [...new Set([...entity.preferences.optedOut, ...resolution.skipped.filter((s) => s.reason.startsWith("opted out")).map((s) => s.channel)])],
             skipped: resolution.skipped,
@@ -175,6 +176,7 @@ function planNotification(
           })
         : notificationEvent(record, "CouldNotPrepareToSendOnAnyChannelEvent", {
             entityId: entity.id,
+            entityName: entity.name,
             skipped: resolution.skipped,
           }),
     );

@@ -176,12 +176,14 @@ export const SendNotificationRequestedEvent = z.strictObject({
 export const CouldNotGetOrUseAudienceEvent = z.strictObject({ entityId, reason: z.string() });
 export const AudienceOptedOutOfAllChannelsEvent = z.strictObject({
   entityId,
+  /** The entity's name when the notification was handled (absent from events written before it was recorded). */
+  entityName: z.string().optional(),
   optedOut: z.array(Channel),
   /** The notification's category, when its preferences made the opt-out. */
   category: z.string().optional(),
   skipped: z.array(SkippedChannel),
 });
-export const CouldNotPrepareToSendOnAnyChannelEvent = z.strictObject({ entityId, skipped: z.array(SkippedChannel) });
+export const CouldNotPrepareToSendOnAnyChannelEvent = z.strictObject({ entityId, entityName: z.string().optional(), skipped: z.array(SkippedChannel) });
 export const PreparedToSendOnChannelsEvent = z.strictObject({
   entityId,
   entityName: z.string(),

@@ -72,12 +72,14 @@ describe("an unknown entity is refused at enqueue, nothing stored", () => {
 
 describe("an entity with no channel to use: not sent, not a failure", () => {
   it("opted out of every channel: AudienceOptedOutOfAllChannelsEvent, status not_sent with the reason, no alert", async () => {
-    await createEntity(rules.t, "quiet", person({ preferences: { channels: ["email", "slack"], optedOut: ["email", "slack"], delivery: "all" } }));
+    await createEntity(rules.t, "quiet", person({ name: "Quinn", preferences: { channels: ["email", "slack"], optedOut: ["email", "slack"], delivery: "all" } }));
     const { id } = (await post({ entityId: "quiet", subject: "s", text: "t" })).json;
     await whenSettled(rules);
     expect((await outcomeOf(rules, id))!.type).toBe("AudienceOptedOutOfAllChannelsEvent");
     const v = await view(id);
     expect(v.status).toBe("not_sent");
+    // Who it was for, by name too, though nothing was prepared.
+    expect(v.entity).toEqual({ id: "quiet", name: "Quinn" });
     expect(v.failureReason).toBe("opted out of every channel");
     await expectReactionHandled(rules, id);
     expect(await findRecords(rules.t.adminDb, Streams.notificationInternalOperations, { ids: [id] })).toEqual([]);
@@ -88,12 +90,13 @@ describe("an entity with no channel to use: not sent, not a failure", () => {
   });
 
   it("no contact detail for any channel it wants: CouldNotPrepareToSendOnAnyChannelEvent, not_sent, no alert", async () => {
-    await createEntity(rules.t, "unreachable", person({ email: null, slack: null }));
+    await createEntity(rules.t, "unreachable", person({ name: "Una", email: null, slack: null }));
     const { id } = (await post({ entityId: "unreachable", subject: "s", text: "t" })).json;
     await whenSettled(rules);
     expect((await outcomeOf(rules, id))!.type).toBe("CouldNotPrepareToSendOnAnyChannelEvent");
     const v = await view(id);
     expect(v.status).toBe("not_sent");
+    expect(v.entity).toEqual({ id: "unreachable", name: "Una" });
     expect(v.failureReason).toMatch(/email: no email address; slack: no Slack destination/);
     await expectReactionHandled(rules, id);
     expect(await findRecords(rules.t.adminDb, Streams.notificationInternalOperations, { ids: [id] })).toEqual([]);
