@@ -99,6 +99,11 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await rows.first().getByText("sent").first().waitFor();
     await shot("activity");
 
+    // The page's clock stands at the very moment of the notification's first
+    // event: "as of now", in whole seconds, must still include it (it was
+    // rounded down, and "had no events yet" when the page opened in that second).
+    const { rows: first } = await tidings.t.query<{ at: Date }>("select min(recorded_at) as at from notification.events where id = $1", [id]);
+    await page.clock.setFixedTime(first[0]!.at);
     await page.getByRole("link", { name: id }).click();
     await page.getByRole("heading", { name: "Email as sent" }).waitFor();
     const email = page.getByRole("article", { name: /^Email / }).first();

@@ -182,7 +182,11 @@ function channelsTable(view) {
 }
 
 function asOfSection(id) {
-  const at = h("input", { type: "datetime-local", step: 1, id: "as-of", name: "asOf", required: true, value: isoToLocal(new Date().toISOString()) });
+  // "Now" to the second, rounded up: rounded down, it fell before what was
+  // written earlier in this same second (a notification just requested "had
+  // no events yet").
+  const now = new Date(Math.ceil(Date.now() / 1000) * 1000);
+  const at = h("input", { type: "datetime-local", step: 1, id: "as-of", name: "asOf", required: true, value: isoToLocal(now.toISOString()) });
   const out = h("div", { "aria-live": "polite" });
   const form = h(
     "form",
