@@ -2,6 +2,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { apiKey, type TestApi } from "../helpers/api";
+import { waitFor } from "../helpers/db";
 import { startConsoleApi } from "./consoleApi";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 
@@ -61,6 +62,16 @@ describeWithBrowser("the operator console, in Chromium", () => {
     );
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-background-networking"] });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    // What the page could not load or run, printed: a page that renders nothing
+    // otherwise fails with a bare timeout (seen once in CI, not reproduced).
+    page.on("pageerror", (error) => console.warn(`console page error: ${error.message}`));
+    page.on("requestfailed", (request) => {
+      // A live stream is aborted whenever the page moves on: expected.
+      if (request.failure()?.errorText !== "net::ERR_ABORTED") console.warn(`console request failed: ${request.method()} ${request.url()}: ${request.failure()?.errorText}`);
+    });
+    page.on("response", (response) => {
+      if (response.status() >= 500) console.warn(`console request answered ${response.status()}: ${response.url()}`);
+    });
   });
   afterAll(async () => {
     await browser?.close();
@@ -99,11 +110,6 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await rows.first().getByText("sent").first().waitFor();
     await shot("activity");
 
-    // The page's clock stands at the very moment of the notification's first
-    // event: "as of now", in whole seconds, must still include it (it was
-    // rounded down, and "had no events yet" when the page opened in that second).
-    const { rows: first } = await tidings.t.query<{ at: Date }>("select min(recorded_at) as at from notification.events where id = $1", [id]);
-    await page.clock.setFixedTime(first[0]!.at);
     await page.getByRole("link", { name: id }).click();
     await page.getByRole("heading", { name: "Email as sent" }).waitFor();
     const email = page.getByRole("article", { name: /^Email / }).first();
@@ -124,6 +130,22 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await page.getByRole("button", { name: "Show" }).click();
     await page.getByText(/As of .*folded from|snapshot at event/).waitFor();
     await shot("story");
+
+    // "As of now", in whole seconds, includes what was written earlier in the
+    // same second (rounded down, a notification just requested "had no events
+    // yet"). A tab of its own whose clock stands still at the very moment of
+    // the notification's first event, so the other tests' clock runs.
+    const { rows: first } = await tidings.t.query<{ at: Date }>("select min(recorded_at) as at from notification.events where id = $1", [id]);
+    const still = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    try {
+      await still.clock.setFixedTime(first[0]!.at);
+      await signIn(still, admin);
+      await still.goto(`${api.url}/console/#/notifications/${id}`);
+      await still.getByRole("button", { name: "Show" }).click();
+      await still.getByText(/As of .*folded from|snapshot at event/).waitFor();
+    } finally {
+      await still.close();
+    }
   });
 
   it("shows a new notification live, without reloading", async () => {
@@ -408,6 +430,13 @@ describeWithBrowser("the operator console, in Chromium", () => {
     tidings.smtp.rejectRecipient("bob@example.test", 550, "5.1.1 <bob@example.test>: Recipient address rejected: User unknown in virtual mailbox table");
     const id = await send("bob", "A-subject-without-any-space-that-is-longer-than-a-phone-screen-is-wide");
     await waitForOutcome(tidings.t, id);
+    // And its view: the page lists views, and follows the events written after it
+    // opens; a view still catching up with an event written before is not looked
+    // at again (docs/console.md). On a busy machine the projection trails the outcome.
+    await waitFor(async () => (await tidings.t.query("select 1 from notification.views where id = $1 and payload->>'status' = 'failed'", [id])).rows.length > 0 || null, {
+      what: "the failed notification's view",
+      timeoutMs: 20_000,
+    });
     tidings.smtp.reset();
     // On a laptop first: the status in plain words beside the internal name, and the Outcome column whole.
     await page.goto(`${api.url}/console/#/activity`);
