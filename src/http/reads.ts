@@ -186,42 +186,35 @@ export function inStoryOrder<T extends { stream: string; position: number; txId:
     groups.set(key, group);
   }
   const ref = (r: { stream: string; position: number }) => `${r.stream}#${r.position}`;
-  const ordered: T[] = [];
-  for (const group of causesFirst([...groups.values()], ref)) {
-    const waiting = [...group].sort((a, b) => rankInTransaction(a.stream) - rankInTransaction(b.stream) || a.stream.localeCompare(b.stream) || a.position - b.position);
-    const inGroup = new Set(group.map(ref));
-    const done = new Set<string>();
-    while (waiting.length > 0) {
-      // The first record whose cause, if written in this transaction, is already placed (a cycle cannot be: a cause is written first).
-      const next = waiting.findIndex((r) => !r.causedBy || !inGroup.has(ref(r.causedBy)) || done.has(ref(r.causedBy)));
-      const [r] = waiting.splice(next < 0 ? 0 : next, 1);
-      done.add(ref(r!));
-      ordered.push(r!);
-    }
-  }
-  return ordered;
+  const byRef = new Map(trail.map((r) => [ref(r), r]));
+  const causeOf = (r: T) => (r.causedBy ? byRef.get(ref(r.causedBy)) : undefined);
+  const groupOf = new Map<T, T[]>();
+  for (const group of groups.values()) for (const r of group) groupOf.set(r, group);
+  // Transactions after those that caused their records; within each, records after their cause.
+  const transactions = causesFirst([...groups.values()], (group) => group.map((r) => groupOf.get(causeOf(r)!)).filter((g): g is T[] => g !== undefined));
+  return transactions.flatMap((group) =>
+    causesFirst(
+      [...group].sort((a, b) => rankInTransaction(a.stream) - rankInTransaction(b.stream) || a.stream.localeCompare(b.stream) || a.position - b.position),
+      (r) => [causeOf(r)].filter((c): c is T => c !== undefined),
+    ),
+  );
 }
 
-/** Groups (transactions) in their order, each moved after the groups that hold its records' causes. */
-function causesFirst<T extends { stream: string; position: number; causedBy: { stream: string; position: number } | null }>(
-  groups: T[][],
-  ref: (r: { stream: string; position: number }) => string,
-): T[][] {
-  const groupOf = new Map<string, number>();
-  groups.forEach((group, i) => group.forEach((r) => groupOf.set(ref(r), i)));
-  const causes = groups.map(
-    (group, i) => new Set(group.flatMap((r) => (r.causedBy && groupOf.has(ref(r.causedBy)) ? [groupOf.get(ref(r.causedBy))!] : [])).filter((g) => g !== i)),
-  );
-  const placed = new Set<number>();
-  const ordered: T[][] = [];
-  while (ordered.length < groups.length) {
-    // The first group in time whose causes are all placed (a cycle cannot be: a cause commits first; if one were, time decides).
-    const next = groups.findIndex((_, i) => !placed.has(i) && [...causes[i]!].every((c) => placed.has(c)));
-    const i = next >= 0 ? next : groups.findIndex((_, g) => !placed.has(g));
-    placed.add(i);
-    ordered.push(groups[i]!);
+/**
+ * Items in their order, each moved after those of them that caused it: the
+ * first whose causes are all placed, repeatedly. (A cycle cannot be, a cause
+ * is written and committed first; were there one, the order decides.)
+ */
+function causesFirst<I>(items: readonly I[], causesOf: (item: I) => readonly I[]): I[] {
+  const among = new Set(items);
+  const placed = new Set<I>();
+  const waiting = [...items];
+  while (waiting.length > 0) {
+    const next = waiting.findIndex((item) => causesOf(item).every((c) => c === item || placed.has(c) || !among.has(c)));
+    const [item] = waiting.splice(next < 0 ? 0 : next, 1);
+    placed.add(item!);
   }
-  return ordered;
+  return [...placed];
 }
 
 /**

@@ -95,25 +95,11 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
       return { ...next, status: "failed", outcome: { type, at, timedOut: false }, failureReason: CouldNotGetOrUseAudienceEvent.parse(event.payload).reason };
     case "AudienceOptedOutOfAllChannelsEvent": {
       const e = AudienceOptedOutOfAllChannelsEvent.parse(event.payload);
-      return {
-        ...next,
-        status: "not_sent",
-        entityName: e.entityName ?? next.entityName,
-        skipped: e.skipped,
-        outcome: { type, at, timedOut: false },
-        failureReason: "opted out of every channel",
-      };
+      return notSent(next, e, { type, at }, "opted out of every channel");
     }
     case "CouldNotPrepareToSendOnAnyChannelEvent": {
       const e = CouldNotPrepareToSendOnAnyChannelEvent.parse(event.payload);
-      return {
-        ...next,
-        status: "not_sent",
-        entityName: e.entityName ?? next.entityName,
-        skipped: e.skipped,
-        outcome: { type, at, timedOut: false },
-        failureReason: e.skipped.map((s) => `${s.channel}: ${s.reason}`).join("; ") || "no channel wanted",
-      };
+      return notSent(next, e, { type, at }, e.skipped.map((s) => `${s.channel}: ${s.reason}`).join("; ") || "no channel wanted");
     }
     case "PreparedToSendOnAllChannelsEvent":
     case "PreparedToSendOnSomeChannelsEvent": {
@@ -182,4 +168,14 @@ export function applyEvent(state: NotificationAggregate | null, event: StreamRec
 
 export function foldEvents(state: NotificationAggregate | null, events: readonly StreamRecord[]): NotificationAggregate | null {
   return events.reduce<NotificationAggregate | null>(applyEvent, state);
+}
+
+/** Not sent (no channel to use): the outcome, the channels skipped and why, and whom it was for by name where the event says. */
+function notSent(
+  next: NotificationAggregate,
+  e: { entityName?: string | undefined; skipped: NotificationAggregate["skipped"] },
+  outcome: { type: string; at: string },
+  failureReason: string,
+): NotificationAggregate {
+  return { ...next, status: "not_sent", entityName: e.entityName ?? next.entityName, skipped: e.skipped, outcome: { ...outcome, timedOut: false }, failureReason };
 }
