@@ -71,7 +71,7 @@ export function notificationRoutes(ctx: RouteContext): RouteDef[] {
       async handle({ query: { after, cursor, ...filter } }, res) {
         // `cursor` is the deprecated name of `after` (docs/api.md, "Paging").
         const page = await inTransaction(db, "reader", (tx) => listNotifications(tx, { ...filter, cursor: after ?? cursor }));
-        sendRawJson(res, 200, `{"items":[${page.itemsJson.join(",")}],"next":${JSON.stringify(page.next)}}`);
+        sendRawJson(res, 200, `{"items":[${page.itemsJson.join(",")}],"next":${JSON.stringify(page.next)},"viewsBehind":${JSON.stringify(page.viewsBehind)}}`);
       },
     }),
     route(ctx, {

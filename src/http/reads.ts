@@ -97,7 +97,7 @@ function textMatches(q: string) {
  * time in microseconds so no two requests in one millisecond are confused.
  * Returns the items as JSON text: views are served as stored.
  */
-export async function listNotifications(db: Executor, filter: ListFilter): Promise<{ itemsJson: string[]; next: string | null }> {
+export async function listNotifications(db: Executor, filter: ListFilter): Promise<{ itemsJson: string[]; next: string | null; viewsBehind: { id: string; position: number }[] }> {
   const conditions = [sql`o.type = ${NotificationRecordTypes.SendNotificationToEntityOp}`];
   if (filter.entityId !== undefined) conditions.push(sql`o.payload->>'entityId' = ${filter.entityId}`);
   if (filter.since !== undefined) conditions.push(sql`o.recorded_at >= ${filter.since}::timestamptz`);
@@ -111,18 +111,35 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
   if (filter.cursor) {
     conditions.push(sql`(o.recorded_at, o.position) < ('epoch'::timestamptz + ${filter.cursor.micros}::bigint * interval '1 microsecond', ${filter.cursor.position}::bigint)`);
   }
-  type Row = { id: string; position: number; micros: string; entity_id: string; recorded_at: Date; send_at: string | null; view: string | null };
+  type Row = {
+    id: string;
+    position: number;
+    micros: string;
+    entity_id: string;
+    recorded_at: Date;
+    send_at: string | null;
+    view: string | null;
+    view_version: number | null;
+    last_event: number | null;
+  };
   const columns = sql`o.id, o.position, (extract(epoch from o.recorded_at) * 1000000)::bigint::text as micros,
                       o.payload->>'entityId' as entity_id, o.recorded_at, ${sendAtAhead} as send_at`;
+  // The notification's latest event beside its view's: the projection writes
+  // a view a moment after its events, and a reader that shows the list (the
+  // console) must know which rows to look at again.
   const latestView = sql`left join lateral (
       select payload from notification.views v where v.id = o.id order by v.position desc limit 1
-    ) v on true`;
+    ) v on true
+    left join lateral (
+      select max(e.position) as last_event from notification.events e where e.id = o.id
+    ) e on true`;
+  const viewColumns = sql`v.payload::text as view, (v.payload->>'version')::bigint as view_version, e.last_event`;
   // Without a status filter, the page is chosen first and only its views are
   // looked up, whatever plan the statistics would suggest for the join.
   const { rows } =
     filter.status === undefined
       ? await sql<Row>`
-          select o.*, v.payload::text as view
+          select o.*, ${viewColumns}
           from (
             select ${columns} from notification.client_operations o
             where ${sql.join(conditions, sql` and `)}
@@ -132,7 +149,7 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
           ${latestView}
           order by o.recorded_at desc, o.position desc`.execute(db)
       : await sql<Row>`
-          select ${columns}, v.payload::text as view
+          select ${columns}, ${viewColumns}
           from notification.client_operations o
           ${latestView}
           where ${sql.join([...conditions, sql`coalesce(v.payload->>'status', case when ${sendAtAhead} is null then 'accepted' else 'scheduled' end) = ${filter.status}`], sql` and `)}
@@ -143,6 +160,7 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
   return {
     itemsJson: page.map((r) => r.view ?? JSON.stringify(pendingOf(r.id, r))),
     next: rows.length > filter.limit && last ? encodeListCursor({ micros: last.micros, position: last.position }) : null,
+    viewsBehind: page.filter((r) => r.last_event !== null && Number(r.last_event) > Number(r.view_version ?? -1)).map((r) => ({ id: r.id, position: Number(r.last_event) })),
   };
 }
 

@@ -174,6 +174,9 @@ export type NotificationViewBody = z.infer<typeof NotificationView>;
 export const NotificationList = z.object({
   items: z.array(z.union([NotificationView, NotificationPending])),
   next: z.string().nullable(),
+  viewsBehind: z
+    .array(z.object({ id: z.uuid(), position: z.number().int().describe("Position in notification.events of the notification's latest event") }))
+    .describe("The items whose view does not include their notification's latest event yet (the projection writes a view a moment after the events): read again to see it"),
 });
 
 const RecordRefSchema = z.object({ stream: z.string(), position: z.number().int() });

@@ -1,10 +1,12 @@
 import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
+import pg from "pg";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { apiKey, type TestApi } from "../helpers/api";
 import { waitFor } from "../helpers/db";
 import { startConsoleApi } from "./consoleApi";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
+import { PROJECTION_CHECKPOINT } from "../../src/notification/projection.bot";
 
 /**
  * The operator console in a real browser (Debian's Chromium, headless,
@@ -162,6 +164,35 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await expect(page.evaluate("window.stillTheSamePage")).resolves.toBe(true);
     // Every event received is on the page: nothing is left to look for again.
     await page.locator("#live-state[data-pending='0']").waitFor({ state: "attached" });
+  });
+
+  it("catches up a row whose view lagged its events when the page opened, though no live event names it", async () => {
+    await createEntity(
+      tidings.t,
+      "cyd",
+      person({ name: "Cyd Charisse", email: "cyd@example.test", slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }),
+    );
+    // The projection is held: each of its batches takes this lock first, and
+    // skips the batch while another session has it.
+    const hold = new pg.Client({ connectionString: tidings.t.url });
+    await hold.connect();
+    try {
+      await hold.query("select pg_advisory_lock(hashtextextended($1, 0))", [`checkpoint ${PROJECTION_CHECKPOINT}`]);
+      const id = await send("cyd", "Sent while the views stood still");
+      await waitForOutcome(tidings.t, id);
+      // Every event is written before the page opens: the live stream will not name this notification.
+      await page.goto(`${api.url}/console/#/activity?entityId=cyd`);
+      const row = page.locator(`#activity tbody tr[data-id="${id}"]`);
+      await row.waitFor();
+      await expect(row.locator("td[data-label=Outcome] .badge", { hasText: "sent" }).count()).resolves.toBe(0);
+      // The list said its view lags: the page is looking again.
+      await page.locator("#live-state[data-pending='1']").waitFor({ state: "attached" });
+      await hold.query("select pg_advisory_unlock(hashtextextended($1, 0))", [`checkpoint ${PROJECTION_CHECKPOINT}`]);
+      await row.locator("td[data-label=Outcome] .badge", { hasText: "sent" }).waitFor();
+      await page.locator("#live-state[data-pending='0']").waitFor({ state: "attached" });
+    } finally {
+      await hold.end();
+    }
   });
 
   it("re-drives a failure: a dry run, then executed with a reason; the outcome changes", async () => {

@@ -120,6 +120,32 @@ describe("GET /v1/notifications (list)", () => {
     expect(rest.json.items.map((i: { id: string }) => i.id)).toEqual([ids.dot![1], ids.dot![0]]);
     expect(rest.json.next).toBeNull();
   });
+
+  it("names the items whose view lags their notification's latest event, with and without a status filter", async () => {
+    const id = await enqueue("fay");
+    const event = async () =>
+      inTransaction(t.db, "notification_bot", async (tx) =>
+        Number((await appendOne(tx, Streams.notificationEvents, { id, type: "SendNotificationRequestedEvent", payload: { entityId: "fay" } })).position),
+      );
+    const behind = async (query: string) => (await get(`/v1/notifications?entityId=fay${query}`)).json.viewsBehind;
+    // Accepted, no event yet: nothing to wait for.
+    expect(await behind("")).toEqual([]);
+    // An event, no view yet.
+    const first = await event();
+    expect(await behind("")).toEqual([{ id, position: first }]);
+    // The view folds it in.
+    await writeView(id, "requested", { version: first });
+    expect(await behind("")).toEqual([]);
+    expect(await behind("&status=requested")).toEqual([]);
+    // A later event the view does not include yet: the list still shows the older view, and says so.
+    const second = await event();
+    const answer = await get("/v1/notifications?entityId=fay");
+    expect(answer.json.items).toEqual([expect.objectContaining({ id, status: "requested", version: first })]);
+    expect(answer.json.viewsBehind).toEqual([{ id, position: second }]);
+    expect(await behind("&status=requested")).toEqual([{ id, position: second }]);
+    // Of a wider page, only that row: the others have no event beyond their view.
+    expect((await get("/v1/notifications?limit=100")).json.viewsBehind).toEqual([{ id, position: second }]);
+  });
 });
 
 describe("GET /v1/notifications/:id/events", () => {

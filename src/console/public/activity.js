@@ -136,6 +136,7 @@ export async function activityPage(main, _me, params) {
       const before = shown;
       shown = new Set(page.items.map((n) => n.id));
       views = new Map(page.items.map((n) => [n.id, n]));
+      awaitBehind(page.viewsBehind);
       fill(
         tbody,
         page.items.length ? page.items.map((n) => row(n, before.size > 0 && !before.has(n.id))) : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No notification matches.")),
@@ -153,8 +154,11 @@ export async function activityPage(main, _me, params) {
     const page = await get("/v1/notifications", { ...filter, limit: 50, after: next });
     for (const n of page.items) {
       shown.add(n.id);
+      views.set(n.id, n);
       tbody.append(row(n, false));
     }
+    awaitBehind(page.viewsBehind);
+    settle();
     next = page.next;
     more.hidden = !next;
   });
@@ -167,6 +171,17 @@ export async function activityPage(main, _me, params) {
   const WAIT_MS = 30_000;
   const MIN_GAP_MS = 300;
   const waiting = new Map(); // tracking id -> { position, since }
+  const gaveUp = new Map(); // tracking id -> the position waited for in vain
+
+  // Rows whose view the list says lags their latest event (written before the
+  // page opened, or while it loaded, so no live event names it): waited for
+  // like an event, once per position.
+  function awaitBehind(behind) {
+    for (const { id, position } of behind ?? []) {
+      if ((waiting.get(id)?.position ?? -1) >= position || (gaveUp.get(id) ?? -1) >= position) continue;
+      waiting.set(id, { position, since: waiting.get(id)?.since ?? Date.now() });
+    }
+  }
   let loading = false;
   let dirty = false;
   let retry = null;
@@ -176,7 +191,11 @@ export async function activityPage(main, _me, params) {
   function settle() {
     const now = Date.now();
     for (const [id, w] of waiting) {
-      if ((views.get(id)?.version ?? -1) >= w.position || now - w.since > WAIT_MS) waiting.delete(id);
+      if ((views.get(id)?.version ?? -1) >= w.position) waiting.delete(id);
+      else if (now - w.since > WAIT_MS) {
+        gaveUp.set(id, w.position);
+        waiting.delete(id);
+      }
     }
     clearTimeout(retry);
     if (waiting.size === 0 || stopped) {
@@ -221,6 +240,7 @@ export async function activityPage(main, _me, params) {
   // The stream opens before the first load, so nothing written in between goes unseen.
   await stop.ready;
   await load();
+  settle();
   return () => {
     stopped = true;
     stop();
