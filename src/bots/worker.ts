@@ -75,15 +75,21 @@ const FETCH_FAILED = "Error occurred fetching jobs";
 const FETCH_FAILURES_BEFORE_RESTART = 10;
 
 function adaptLogger(logger: Logger, onFetchFailed: () => void, shuttingDown: () => boolean): WorkerLogger {
-  return new WorkerLogger((scope) => (level, message, meta) => {
-    const child = logger.child({ component: "graphile-worker", ...scope });
-    if (level === "error" && message.startsWith(FETCH_FAILED)) onFetchFailed();
-    // Connections cut while the process stops (its embedded PostgreSQL stops on
-    // the same signal) are expected then, not errors.
-    if (level === "error" && shuttingDown()) child.info(meta ?? {}, `${message} (while shutting down)`);
-    else if (level === "error") child.error(meta ?? {}, message);
-    else if (level === "warning" && !message.startsWith(POOL_SMALLER_THAN_CONCURRENCY)) child.warn(meta ?? {}, message);
-    else child.debug(meta ?? {}, message);
+  return new WorkerLogger((scope) => {
+    // A child logger costs a serialisation of its bindings (with redaction):
+    // made once per scope, and only for a line that will be written
+    // (graphile-worker logs every job at debug).
+    let child: Logger | undefined;
+    const scoped = () => (child ??= logger.child({ component: "graphile-worker", ...scope }));
+    return (level, message, meta) => {
+      if (level === "error" && message.startsWith(FETCH_FAILED)) onFetchFailed();
+      // Connections cut while the process stops (its embedded PostgreSQL stops on
+      // the same signal) are expected then, not errors.
+      if (level === "error" && shuttingDown()) scoped().info(meta ?? {}, `${message} (while shutting down)`);
+      else if (level === "error") scoped().error(meta ?? {}, message);
+      else if (level === "warning" && !message.startsWith(POOL_SMALLER_THAN_CONCURRENCY)) scoped().warn(meta ?? {}, message);
+      else if (logger.isLevelEnabled("debug")) scoped().debug(meta ?? {}, message);
+    };
   });
 }
 
