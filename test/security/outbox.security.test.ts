@@ -10,7 +10,8 @@ import { appendOne } from "../../src/streams/append";
 import { claim, sweepHandling } from "../../src/streams/handling";
 import { Streams } from "../../src/notification/streams";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
-import { declareTestStream } from "../helpers/db";
+import { asOwner, declareTestActor, declareTestStream } from "../helpers/db";
+import { sql } from "kysely";
 
 let app: Tidings;
 
@@ -176,6 +177,37 @@ describe("taking a record's job out of the queue", () => {
     });
     // A client has no use of the function at all.
     await expect(attempt("tidings_client")).rejects.toMatchObject({ code: "42501", message: expect.stringMatching(/permission denied for function unqueue_handling/) });
+    expect(await jobsFor(id)).toBe(1);
+    await app.startWorker();
+    expect((await waitForOutcome(app.t, id)).type).toBe("SentOnAllPreparedChannelsEvent");
+  });
+
+  it("is granted to an operator declared later (a handling repairer), for any stream, and refused to it before", async () => {
+    await asOwner(app.t.adminDb, (tx) => declareTestActor(tx, "later_operator"));
+    await app.worker!.stop();
+    const id = (await app.t.query("select notification.send_notification_to_entity('ada', 'unqueued by an operator', 'text') as id")).rows[0].id as string;
+    const position = Number((await app.t.query("select position from notification.client_operations where id = $1", [id])).rows[0].position);
+    const unqueue = async () => {
+      const session = await app.t.pool.connect();
+      try {
+        await session.query("begin");
+        await session.query("set local role tidings_later_operator");
+        const { rows } = await session.query("select tidings.unqueue_handling('notification.client_operations', 'notification_bot', array[$1::bigint]) as held", [position]);
+        await session.query("commit");
+        return rows[0].held as number[];
+      } finally {
+        await session.query("rollback").catch(() => {});
+        session.release();
+      }
+    };
+    // An actor, not yet an operator: no use of the function.
+    await expect(unqueue()).rejects.toMatchObject({ code: "42501", message: expect.stringMatching(/permission denied for function unqueue_handling/) });
+    expect(await jobsFor(id)).toBe(1);
+    await asOwner(app.t.adminDb, (tx) => sql`select tidings.declare_handling_repairer('later_operator')`.execute(tx));
+    expect(await unqueue()).toEqual([]);
+    expect(await jobsFor(id)).toBe(0);
+    // Nothing is lost: the record still waits, and the sweep queues its job again.
+    await sweepHandling(app.t.db);
     expect(await jobsFor(id)).toBe(1);
     await app.startWorker();
     expect((await waitForOutcome(app.t, id)).type).toBe("SentOnAllPreparedChannelsEvent");
