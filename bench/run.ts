@@ -27,6 +27,7 @@ import { httpEnqueue } from "./lib/http";
 import { auditQuery } from "./lib/audit";
 import { machineBusy } from "./lib/idle";
 import { minimalBytesPerNotification, minimalLatencyAtRate, minimalSustained, openMinimalOutbox, startMinimalWorker } from "./lib/minimalOutbox";
+import { targetVerdicts } from "./lib/targets";
 
 const quick = process.env.BENCH_QUICK === "1";
 const seconds = Number(process.env.BENCH_SECONDS ?? (quick ? 8 : 30));
@@ -209,6 +210,12 @@ async function main() {
     await smtp.close();
     await slack.close();
     await bench.close();
+  }
+  const verdicts = targetVerdicts(figures);
+  if (verdicts.length > 0) {
+    section("Targets (docs/performance.md), judged on this run");
+    for (const v of verdicts) line(v.target, `${v.measured}  ${v.met ? "met" : "NOT met"}`);
+    figures.targets = verdicts;
   }
   process.stdout.write(`${JSON.stringify(figures)}\n`);
 }
