@@ -24,9 +24,9 @@ const fixed = (n: number, digits: number) => n.toFixed(digits);
 export function targetVerdicts(figures: Figures): Verdict[] {
   const verdicts: Verdict[] = [];
   const ceilingRatio = figures.endToEnd?.ratioToChannelsCeiling;
-  if (ceilingRatio != null) verdicts.push({ target: "end to end ≥ 0.4 of the channels-only ceiling (0.7 the goal)", measured: fixed(ceilingRatio, 3), met: ceilingRatio >= 0.4 });
+  if (ceilingRatio != null) verdicts.push({ target: "end to end ≥ 0.4 of the channels-only ceiling (0.7 the goal)", measured: fixed(ceilingRatio, 4), met: ceilingRatio >= 0.4 });
   const minimal = figures.againstMinimalOutbox?.throughputRatio;
-  if (minimal !== undefined) verdicts.push({ target: "end to end ≥ 0.4 of the minimal outbox", measured: fixed(minimal, 3), met: minimal >= 0.4 });
+  if (minimal !== undefined) verdicts.push({ target: "end to end ≥ 0.4 of the minimal outbox", measured: fixed(minimal, 4), met: minimal >= 0.4 });
   if (figures.latency) {
     const { p99, offeredPerSec, at10PerSec } = figures.latency;
     verdicts.push({ target: "p99 ≤ 150 ms at half the sustained rate", measured: `${fixed(p99, 1)} ms at ${fixed(offeredPerSec, 1)}/s`, met: p99 <= 150 });
@@ -39,7 +39,7 @@ export function targetVerdicts(figures: Figures): Verdict[] {
   if (one !== undefined && two !== undefined) verdicts.push({ target: "2 worker processes at least as fast as 1", measured: `×${fixed(two / one, 2)}`, met: two >= one });
   if (figures.http) {
     const { ratio, enqueue } = figures.http;
-    verdicts.push({ target: "HTTP enqueue ≥ 0.5 of a no-op route, p99 ≤ 50 ms", measured: `${fixed(ratio, 3)}, p99 ${enqueue.p99} ms`, met: ratio >= 0.5 && enqueue.p99 <= 50 });
+    verdicts.push({ target: "HTTP enqueue ≥ 0.5 of a no-op route, p99 ≤ 50 ms", measured: `${fixed(ratio, 4)}, p99 ${enqueue.p99} ms`, met: ratio >= 0.5 && enqueue.p99 <= 50 });
   }
   const largest = [...(figures.audit ?? [])].sort((a, b) => b.rows - a.rows)[0];
   if (largest && largest.rows >= 10_000_000) {
