@@ -98,6 +98,12 @@ describe("an audit question about one recipient", () => {
     expect(answer.eventsRead).toBeLessThanOrEqual(4 * (OPERATIONS / ADDRESSES));
   });
 
+  it("an address no email went to reads no email event at all, and answers nothing", async () => {
+    const answer = await explainAsAuditor("select * from audit.emails where recipient = $1 order by requested_at desc", "nobody@example.com");
+    expect(answer.rows).toBe(0);
+    expect(answer.eventsRead).toBe(0);
+  });
+
   it("Slack messages to one channel reads that channel's Slack events, not all of them", async () => {
     const answer = await explainAsAuditor("select * from audit.slack_messages where channel = $1 order by requested_at desc", "C7");
     expect(answer.rows).toBe(OPERATIONS / ADDRESSES);
