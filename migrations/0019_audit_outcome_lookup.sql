@@ -11,7 +11,7 @@
 -- BENCH_AUDIT_ROWS=100000,3000000 npx tsx bench/run.ts`), against the 5 ms
 -- target at 10 million. LIMIT 1 (there is at most one row: one per channel,
 -- id and operation) keeps the subquery lateral, so each lookup reaches the
--- events' (id, position) index. Same columns: grants and comments stay.
+-- events' (id) index. Same columns: grants and comments stay.
 
 create or replace view audit.emails with (security_invoker = false) as
 select

@@ -63,16 +63,28 @@ export async function auditQuery(bench: BenchDatabase, sizes: number[], log: (m:
  * intervals they fall in, as an operator importing history would.
  */
 async function partitionsBack(bench: BenchDatabase, seconds: number): Promise<void> {
-  await bench.adminPool.query(
-    `select tidings.create_partition(t.table_name, f.at,
+  const client = await bench.adminPool.connect();
+  try {
+    await client.query("begin");
+    // As the owner, who owns every other partition (and drops archived ones).
+    await client.query("set local role tidings_owner");
+    await client.query(
+      `select tidings.create_partition(t.table_name, f.at,
               least(f.at + t.partition_interval,
                     coalesce((select min(s.range_from) from tidings.stream_partitions s where s.table_name = t.table_name and s.range_from > f.at), 'infinity')))
      from tidings.partitioned_tables t,
           lateral generate_series(tidings.partition_floor(t.partition_interval, now() - make_interval(secs => $1)), now(), t.partition_interval) f(at)
      where t.table_name in ('email.operations', 'email.events')
        and not exists (select 1 from tidings.stream_partitions s where s.table_name = t.table_name and s.range_from <= f.at and s.range_to > f.at)`,
-    [seconds],
-  );
+      [seconds],
+    );
+    await client.query("commit");
+  } catch (error) {
+    await client.query("rollback").catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
 }
 
 async function generate(bench: BenchDatabase, offset: number, n: number, span: number): Promise<void> {

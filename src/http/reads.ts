@@ -124,21 +124,18 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
   };
   const columns = sql`o.id, o.position, (extract(epoch from o.recorded_at) * 1000000)::bigint::text as micros,
                       o.payload->>'entityId' as entity_id, o.recorded_at, ${sendAtAhead} as send_at`;
-  // The notification's latest event beside its view's: the projection writes
-  // a view a moment after its events, and a reader that shows the list (the
-  // console) must know which rows to look at again.
   const latestView = sql`left join lateral (
       select payload from notification.views v where v.id = o.id order by v.position desc limit 1
-    ) v on true
-    left join lateral (
-      select max(e.position) as last_event from notification.events e where e.id = o.id
-    ) e on true`;
-  const viewColumns = sql`v.payload::text as view, (v.payload->>'version')::bigint as view_version, e.last_event`;
-  // Without a status filter, the page is chosen first and only its views are
-  // looked up, whatever plan the statistics would suggest for the join.
-  const { rows } =
+    ) v on true`;
+  const viewColumns = sql`v.payload::text as view, (v.payload->>'version')::bigint as view_version`;
+  // The page is chosen first (without a status filter, before its views are
+  // looked up, whatever plan the statistics would suggest for the join), then
+  // each row's latest event is looked up beside its view's: the projection
+  // writes a view a moment after its events, and a reader that shows the list
+  // (the console) must know which rows to look at again.
+  const pageRows =
     filter.status === undefined
-      ? await sql<Row>`
+      ? sql`
           select o.*, ${viewColumns}
           from (
             select ${columns} from notification.client_operations o
@@ -146,15 +143,19 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
             order by o.recorded_at desc, o.position desc
             limit ${filter.limit + 1}
           ) o
-          ${latestView}
-          order by o.recorded_at desc, o.position desc`.execute(db)
-      : await sql<Row>`
+          ${latestView}`
+      : sql`
           select ${columns}, ${viewColumns}
           from notification.client_operations o
           ${latestView}
           where ${sql.join([...conditions, sql`coalesce(v.payload->>'status', case when ${sendAtAhead} is null then 'accepted' else 'scheduled' end) = ${filter.status}`], sql` and `)}
           order by o.recorded_at desc, o.position desc
-          limit ${filter.limit + 1}`.execute(db);
+          limit ${filter.limit + 1}`;
+  const { rows } = await sql<Row>`
+    select p.*, e.last_event
+    from (${pageRows}) p
+    left join lateral (select max(e.position) as last_event from notification.events e where e.id = p.id) e on true
+    order by p.recorded_at desc, p.position desc`.execute(db);
   const page = rows.slice(0, filter.limit);
   const last = page.at(-1);
   return {

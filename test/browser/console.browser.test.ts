@@ -186,13 +186,30 @@ describeWithBrowser("the operator console, in Chromium", () => {
       await row.waitFor();
       await expect(row.locator("td[data-label=Outcome] .badge", { hasText: "sent" }).count()).resolves.toBe(0);
       // The list said its view lags: the page is looking again.
-      await page.locator("#live-state[data-pending='1']").waitFor({ state: "attached" });
+      await page.locator("#live-state[data-pending]:not([data-pending='0'])").waitFor({ state: "attached" });
       await hold.query("select pg_advisory_unlock(hashtextextended($1, 0))", [`checkpoint ${PROJECTION_CHECKPOINT}`]);
       await row.locator("td[data-label=Outcome] .badge", { hasText: "sent" }).waitFor();
       await page.locator("#live-state[data-pending='0']").waitFor({ state: "attached" });
     } finally {
       await hold.end();
     }
+  });
+
+  it("keeps the rows 'Load more' added when a live update reloads the list", async () => {
+    await createEntity(tidings.t, "dee", person({ name: "Dee Dee", email: "dee@example.test", slack: null, preferences: { channels: ["email"], optedOut: [], delivery: "all" } }));
+    for (let i = 0; i < 55; i++) await send("dee", `Page test ${i}`);
+    await page.goto(`${api.url}/console/#/activity?entityId=dee`);
+    const rows = page.locator("#activity tbody tr");
+    const rowCount = (n: number) => waitFor(async () => (await rows.count()) === n, { what: `${n} rows on Activity` });
+    await rowCount(50);
+    await page.getByRole("button", { name: "Load more" }).click();
+    await rowCount(55);
+    await page.getByRole("button", { name: "Load more" }).waitFor({ state: "hidden" });
+    // A notification arrives: the list reloads live, and still shows every row loaded.
+    const id = await send("dee", "After load more");
+    await page.locator(`#activity tbody tr[data-id="${id}"]`).waitFor();
+    await rowCount(56);
+    await expect(rows.filter({ hasText: "Page test 0" }).count()).resolves.toBe(1);
   });
 
   it("re-drives a failure: a dry run, then executed with a reason; the outcome changes", async () => {

@@ -182,7 +182,7 @@ describe("taking a record's job out of the queue", () => {
     expect((await waitForOutcome(app.t, id)).type).toBe("SentOnAllPreparedChannelsEvent");
   });
 
-  it("is granted to an operator declared later (a handling repairer), for any stream, and refused to it before", async () => {
+  it("is granted to an operator declared later (a handling repairer), for a concern not its own, and refused to it before", async () => {
     await asOwner(app.t.adminDb, (tx) => declareTestActor(tx, "later_operator"));
     await app.worker!.stop();
     const id = (await app.t.query("select notification.send_notification_to_entity('ada', 'unqueued by an operator', 'text') as id")).rows[0].id as string;

@@ -126,48 +126,54 @@ export async function activityPage(main, _me, params) {
 
   const filter = Object.fromEntries([...params.entries()].filter(([k]) => ["q", "status", "entityId", "channel", "tag", "since", "until"].includes(k)));
   let next = null;
+  /** Pages of 50 on the page now: a reload reads as many, so "Load more" is not undone by the next live update. */
+  let pages = 1;
+  /** The next load only adds the pages asked for: what it adds is not new. */
+  let extending = false;
   let shown = new Set();
   /** The views on the page now, by tracking id (a notification not projected yet has no `version`). */
   let views = new Map();
 
   async function load() {
     try {
-      const page = await get("/v1/notifications", { ...filter, limit: 50 });
+      const items = [];
+      const behind = [];
+      let after = null;
+      for (let i = 0; i < pages; i++) {
+        const page = await get("/v1/notifications", { ...filter, limit: 50, ...(after ? { after } : {}) });
+        items.push(...page.items);
+        behind.push(...(page.viewsBehind ?? []));
+        after = page.next;
+        if (!after) break;
+      }
       const before = shown;
-      shown = new Set(page.items.map((n) => n.id));
-      views = new Map(page.items.map((n) => [n.id, n]));
-      awaitBehind(page.viewsBehind);
-      fill(
-        tbody,
-        page.items.length ? page.items.map((n) => row(n, before.size > 0 && !before.has(n.id))) : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No notification matches.")),
-      );
-      next = page.next;
+      const isNew = (id) => !extending && before.size > 0 && !before.has(id);
+      shown = new Set(items.map((n) => n.id));
+      views = new Map(items.map((n) => [n.id, n]));
+      awaitBehind(behind);
+      fill(tbody, items.length ? items.map((n) => row(n, isNew(n.id))) : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No notification matches.")));
+      next = after;
       more.hidden = !next;
       error.textContent = "";
-      const added = [...shown].filter((id) => before.size > 0 && !before.has(id)).length;
+      extending = false;
+      const added = [...shown].filter(isNew).length;
       if (added > 0) announce(`${added} new notification${added > 1 ? "s" : ""}`);
     } catch (e) {
       error.textContent = e.message;
     }
   }
-  more.addEventListener("click", async () => {
-    const page = await get("/v1/notifications", { ...filter, limit: 50, after: next });
-    for (const n of page.items) {
-      shown.add(n.id);
-      views.set(n.id, n);
-      tbody.append(row(n, false));
-    }
-    awaitBehind(page.viewsBehind);
-    settle();
-    next = page.next;
-    more.hidden = !next;
+  more.addEventListener("click", () => {
+    pages += 1;
+    extending = true;
+    void refresh();
   });
 
   // Live: each event of the feed names a notification and its position in notification.events;
   // the page reloads, and the event counts as shown once the row's view has folded it in
   // (view.version >= position). The projection writes views a moment after the events, so
   // while an event is not shown yet the page looks again, sooner first, then less often, for
-  // at most WAIT_MS (a row the filters leave out never shows it).
+  // at most WAIT_MS. A row no longer on the page (the filters leave it out now, or it moved
+  // past the pages shown) is not waited for.
   const WAIT_MS = 30_000;
   const MIN_GAP_MS = 300;
   const waiting = new Map(); // tracking id -> { position, since }
@@ -179,7 +185,7 @@ export async function activityPage(main, _me, params) {
   function awaitBehind(behind) {
     for (const { id, position } of behind ?? []) {
       if ((waiting.get(id)?.position ?? -1) >= position || (gaveUp.get(id) ?? -1) >= position) continue;
-      waiting.set(id, { position, since: waiting.get(id)?.since ?? Date.now() });
+      waiting.set(id, { position, since: Date.now() });
     }
   }
   let loading = false;
@@ -191,7 +197,7 @@ export async function activityPage(main, _me, params) {
   function settle() {
     const now = Date.now();
     for (const [id, w] of waiting) {
-      if ((views.get(id)?.version ?? -1) >= w.position) waiting.delete(id);
+      if (!shown.has(id) || (views.get(id)?.version ?? -1) >= w.position) waiting.delete(id);
       else if (now - w.since > WAIT_MS) {
         gaveUp.set(id, w.position);
         waiting.delete(id);
