@@ -23,13 +23,24 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { sleep } from "./lib/stats";
 
-/** CPU time (user + system, ms) these processes have used so far, from /proc (Linux). */
+const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+
+/**
+ * The fields of /proc/<pid>/stat after the command name (which is in
+ * parentheses and may hold spaces): [1] the parent's pid, [11] utime,
+ * [12] stime, [13] cutime, [14] cstime, in clock ticks (Linux).
+ */
+function procStat(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/stat`, "utf8").split(")").at(-1)!.trim().split(" ");
+}
+
+const ticksToMs = (ticks: number) => (ticks * 1000) / TICKS_PER_SECOND;
+
+/** CPU time (user + system, ms) these processes have used so far. */
 function cpuMs(pids: readonly number[]): number {
-  const ticksPerSecond = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
   return pids.reduce((sum, pid) => {
-    // Fields 14 and 15 (utime, stime) follow the command name, which is in parentheses and may hold spaces.
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(")").at(-1)!.trim().split(" ");
-    return sum + ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond;
+    const fields = procStat(pid);
+    return sum + ticksToMs(Number(fields[11]) + Number(fields[12]));
   }, 0);
 }
 
@@ -40,21 +51,18 @@ function cpuMs(pids: readonly number[]): number {
  * pg_stat_statements's execution and planning times leave part of out.
  */
 function serverCpuMs(postmaster: number): number {
-  const ticksPerSecond = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
-  const stat = (pid: number) => readFileSync(`/proc/${pid}/stat`, "utf8").split(")").at(-1)!.trim().split(" ");
-  const own = stat(postmaster);
-  // Fields 14-17: utime, stime, cutime, cstime (index 11-14 after the command name).
+  const own = procStat(postmaster);
   let ticks = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const fields = stat(Number(entry));
+      const fields = procStat(Number(entry));
       if (Number(fields[1]) === postmaster) ticks += Number(fields[11]) + Number(fields[12]);
     } catch {
       // The process ended while being read: its time is in the postmaster's cutime now.
     }
   }
-  return (ticks * 1000) / ticksPerSecond;
+  return ticksToMs(ticks);
 }
 
 const COUNT = Number(process.env.PROFILE_NOTIFICATIONS ?? 2000);
@@ -125,6 +133,17 @@ async function sampleRows(pool: import("pg").Pool): Promise<void> {
   }
 }
 
+/** pg_stat_statements's top entries by a time column: total, calls, mean, role and the query's start. */
+async function printTopStatements(pool: import("pg").Pool, by: "total_exec_time" | "total_plan_time", limit: number): Promise<void> {
+  const { rows } = await pool.query(
+    `select calls, round(${by}::numeric, 0) as ms, round((${by} / nullif(calls, 0))::numeric, 3) as mean_ms,
+            pg_get_userbyid(userid) as role, regexp_replace(left(query, 140), '\\s+', ' ', 'g') as q
+     from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
+     order by ${by} desc limit ${limit}`,
+  );
+  for (const r of rows) process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  [${r.role}] ${r.q}\n`);
+}
+
 async function main() {
   if (process.env.DATABASE_URL) throw new Error("bench:profile starts its own embedded PostgreSQL; unset DATABASE_URL");
   const bench = await openBenchDatabase(20, [
@@ -159,7 +178,7 @@ async function main() {
     await waitForWorkers(bench.adminPool, WORKERS);
     const cpu0 = cpuMs(workers.pids);
     const { rows: backend } = await bench.adminPool.query("select pg_backend_pid() as pid");
-    const postmaster = Number(readFileSync(`/proc/${backend[0].pid}/stat`, "utf8").split(")").at(-1)!.trim().split(" ")[1]);
+    const postmaster = Number(procStat(backend[0].pid)[1]);
     const serverCpu0 = serverCpuMs(postmaster);
     const t0 = performance.now();
     const offered =
@@ -224,27 +243,13 @@ async function main() {
     await sampleRows(bench.adminPool);
     process.stdout.write(`\nactive backends by wait event (mean over ${samples} samples):\n`);
     for (const [w, n] of [...waits].sort((a, b) => b[1] - a[1]).slice(0, 15)) process.stdout.write(`  ${(n / samples).toFixed(2).padStart(7)}  ${w}\n`);
-    const { rows } = await bench.adminPool.query(
-      `select calls, round(total_exec_time::numeric, 0) as ms, round((total_exec_time / nullif(calls, 0))::numeric, 3) as mean_ms, rows,
-              pg_get_userbyid(userid) as role, regexp_replace(left(query, 140), '\\s+', ' ', 'g') as q
-       from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
-       order by total_exec_time desc limit 30`,
-    );
     process.stdout.write(
       `\ntop statements by total execution time ([role]; one entry per role and query; statements run by triggers\n` +
         `deferred to commit count as top level; PostgreSQL may merge statements on same-named tables of different schemas):\n`,
     );
-    for (const r of rows)
-      process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  [${r.role}] ${r.q}\n`);
-    const { rows: planned } = await bench.adminPool.query(
-      `select calls, round(total_plan_time::numeric, 0) as ms, round((total_plan_time / nullif(calls, 0))::numeric, 3) as mean_ms,
-              pg_get_userbyid(userid) as role, regexp_replace(left(query, 140), '\\s+', ' ', 'g') as q
-       from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
-       order by total_plan_time desc limit 15`,
-    );
+    await printTopStatements(bench.adminPool, "total_exec_time", 30);
     process.stdout.write(`\ntop statements by planning time:\n`);
-    for (const r of planned)
-      process.stdout.write(`${String(r.ms).padStart(7)} ms ${String(r.calls).padStart(7)} calls ${String(r.mean_ms).padStart(8)} ms/call  [${r.role}] ${r.q}\n`);
+    await printTopStatements(bench.adminPool, "total_plan_time", 15);
     const { rows: functions } = await bench.adminPool.query(
       `select schemaname || '.' || funcname as f, calls, round(self_time::numeric) as self_ms, round(total_time::numeric) as total_ms
        from pg_stat_user_functions order by self_time desc limit 15`,

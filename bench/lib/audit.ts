@@ -1,3 +1,4 @@
+import type pg from "pg";
 import { percentile, timed } from "./stats";
 import type { BenchDatabase } from "./database";
 
@@ -63,12 +64,9 @@ export async function auditQuery(bench: BenchDatabase, sizes: number[], log: (m:
  * intervals they fall in, as an operator importing history would.
  */
 async function partitionsBack(bench: BenchDatabase, seconds: number): Promise<void> {
-  const client = await bench.adminPool.connect();
-  try {
-    await client.query("begin");
-    // As the owner, who owns every other partition (and drops archived ones).
-    await client.query("set local role tidings_owner");
-    await client.query(
+  // As the owner, who owns every other partition (and drops archived ones).
+  await inAdminTransaction(bench, "set local role tidings_owner", (client) =>
+    client.query(
       `select tidings.create_partition(t.table_name, f.at,
               least(f.at + t.partition_interval,
                     coalesce((select min(s.range_from) from tidings.stream_partitions s where s.table_name = t.table_name and s.range_from > f.at), 'infinity')))
@@ -77,7 +75,17 @@ async function partitionsBack(bench: BenchDatabase, seconds: number): Promise<vo
      where t.table_name in ('email.operations', 'email.events')
        and not exists (select 1 from tidings.stream_partitions s where s.table_name = t.table_name and s.range_from <= f.at and s.range_to > f.at)`,
       [seconds],
-    );
+    ),
+  );
+}
+
+/** One transaction on a superuser's connection, begun with `setting` (a `set local`). */
+async function inAdminTransaction(bench: BenchDatabase, setting: string, fn: (client: pg.PoolClient) => Promise<unknown>): Promise<void> {
+  const client = await bench.adminPool.connect();
+  try {
+    await client.query("begin");
+    await client.query(setting);
+    await fn(client);
     await client.query("commit");
   } catch (error) {
     await client.query("rollback").catch(() => {});
@@ -88,11 +96,8 @@ async function partitionsBack(bench: BenchDatabase, seconds: number): Promise<vo
 }
 
 async function generate(bench: BenchDatabase, offset: number, n: number, span: number): Promise<void> {
-  const client = await bench.adminPool.connect();
-  try {
-    await client.query("begin");
-    // Bulk load only: skip the outbox and append-only triggers for this transaction.
-    await client.query("set local session_replication_role = replica");
+  // Bulk load only: skip the outbox and append-only triggers for this transaction.
+  await inAdminTransaction(bench, "set local session_replication_role = replica", async (client) => {
     await client.query(
       `insert into email.operations (id, type, payload, recorded_at)
        select gen_random_uuid()::text, 'SendEmailOp',
@@ -118,11 +123,5 @@ async function generate(bench: BenchDatabase, offset: number, n: number, span: n
        from email.operations o where not exists (select 1 from email.operations__handling h where h.position = o.position and h.concern = 'email_bot')
          and o.position > (select coalesce(max(position), 0) from email.operations__handling)`,
     );
-    await client.query("commit");
-  } catch (error) {
-    await client.query("rollback").catch(() => {});
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }

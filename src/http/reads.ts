@@ -161,7 +161,7 @@ export async function listNotifications(db: Executor, filter: ListFilter): Promi
   return {
     itemsJson: page.map((r) => r.view ?? JSON.stringify(pendingOf(r.id, r))),
     next: rows.length > filter.limit && last ? encodeListCursor({ micros: last.micros, position: last.position }) : null,
-    viewsBehind: page.filter((r) => r.last_event !== null && Number(r.last_event) > Number(r.view_version ?? -1)).map((r) => ({ id: r.id, position: Number(r.last_event) })),
+    viewsBehind: page.flatMap((r) => (r.last_event !== null && r.last_event > (r.view_version ?? -1) ? [{ id: r.id, position: r.last_event }] : [])),
   };
 }
 

@@ -17,7 +17,7 @@ import {
   type NotificationEventType,
 } from "./notification.schemas";
 import { resolveChannels } from "./preferences";
-import { lockNotification } from "./schedule";
+import { lockNotification } from "./locks";
 import { fitSlackText } from "../slack/format";
 import { SendSlackMessageOp } from "../slack/slack.schemas";
 

@@ -23,7 +23,7 @@ import {
 } from "./notification.schemas";
 import { channelOperation, notificationEvent, sagaDeadline, type NotificationDeps } from "./notification.bot";
 import { resolveChannels, type CategoryContext } from "./preferences";
-import { lockSagas } from "./schedule";
+import { lockSagas } from "./locks";
 
 /**
  * Resending a notification's failed channels from the entity as it is now.

@@ -11,7 +11,7 @@ import { NotificationDelayWatch, NotificationRecordTypes, NotificationSaga, Send
 import type { NotificationDeps } from "./notification.bot";
 import { notificationEvent, sagaDeadline } from "./notification.bot";
 import { decideSaga, type SagaDecision } from "./saga";
-import { lockSagas } from "./schedule";
+import { lockSagas } from "./locks";
 
 const OUTCOME_TYPES = ["SentOnAllPreparedChannelsEvent", "SentOnSomePreparedChannelsEvent", "CouldNotSendOnAnyPreparedChannelEvent"];
 

@@ -1,11 +1,11 @@
-import { sql } from "kysely";
-import { inTransaction, type Db, type Tx } from "../db/database";
+import { inTransaction, type Db } from "../db/database";
 import { ConflictError, NotFoundError } from "../errors/errors";
 import { append } from "../streams/append";
 import { findRecords, getLatestById } from "../streams/read";
 import { NotificationEventTypes, SendNotificationToEntityOp } from "./notification.schemas";
 import { notificationEvent, requestedEvent } from "./notification.bot";
 import { Streams } from "./streams";
+import { lockNotification } from "./locks";
 
 /**
  * Scheduled notifications (`sendAt`): the client operation's job runs at
@@ -15,21 +15,6 @@ import { Streams } from "./streams";
  * handles it (and a cancel is too late: 409) or the cancel is recorded (and
  * the bot sends nothing).
  */
-
-/** The lock of one notification (transaction-scoped), ordering its scheduled send and a cancel. */
-export async function lockNotification(tx: Tx, id: string): Promise<void> {
-  await sql`select pg_advisory_xact_lock(hashtextextended(${`notification ${id}`}, 0))`.execute(tx);
-}
-
-/**
- * The saga's per-notification locks, in id order: whatever reads a
- * notification's saga and acts on it (an evaluation, its fallback, its
- * outcome marking the deadline handled) and whatever appends a new one (a
- * resend) take turns, so none acts on a saga another has just replaced.
- */
-export async function lockSagas(tx: Tx, ids: readonly string[]): Promise<void> {
-  await sql`select pg_advisory_xact_lock(hashtextextended('saga ' || id, 0)) from unnest(${[...ids].sort()}::text[]) as id order by id`.execute(tx);
-}
 
 /**
  * Cancel a scheduled notification before it is sent, as the scheduler: its

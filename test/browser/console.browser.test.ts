@@ -478,13 +478,7 @@ describeWithBrowser("the operator console, in Chromium", () => {
     tidings.smtp.rejectRecipient("bob@example.test", 550, "5.1.1 <bob@example.test>: Recipient address rejected: User unknown in virtual mailbox table");
     const id = await send("bob", "A-subject-without-any-space-that-is-longer-than-a-phone-screen-is-wide");
     await waitForOutcome(tidings.t, id);
-    // And its view: the page lists views, and follows the events written after it
-    // opens; a view still catching up with an event written before is not looked
-    // at again (docs/console.md). On a busy machine the projection trails the outcome.
-    await waitFor(async () => (await tidings.t.query("select 1 from notification.views where id = $1 and payload->>'status' = 'failed'", [id])).rows.length > 0 || null, {
-      what: "the failed notification's view",
-      timeoutMs: 20_000,
-    });
+    // Its view may trail the outcome on a busy machine: Activity looks again at a row whose view lags (viewsBehind).
     tidings.smtp.reset();
     // On a laptop first: the status in plain words beside the internal name, and the Outcome column whole.
     await page.goto(`${api.url}/console/#/activity`);

@@ -153,23 +153,27 @@ describe("the outbox's skip of records claimed inline (migration 0015)", () => {
  * once a notification has its outcome) and to an operator, as queue_handling
  * is. Anyone else who could take a record's job away would stop its work.
  */
+/** tidings.unqueue_handling of a client operation's notification_bot job, in a transaction of its own acting as `role`: the positions whose job a worker holds. */
+async function unqueueClientOperationAs(role: string, position: number): Promise<number[]> {
+  const session = await app.t.pool.connect();
+  try {
+    await session.query("begin");
+    await session.query(`set local role ${role}`);
+    const { rows } = await session.query("select tidings.unqueue_handling('notification.client_operations', 'notification_bot', array[$1::bigint]) as held", [position]);
+    await session.query("commit");
+    return rows[0].held as number[];
+  } finally {
+    await session.query("rollback").catch(() => {});
+    session.release();
+  }
+}
+
 describe("taking a record's job out of the queue", () => {
   it("is refused to a bot of another concern and to a client; the job stays and the notification is sent", async () => {
     await app.worker!.stop();
     const id = (await app.t.query("select notification.send_notification_to_entity('ada', 'kept job', 'text') as id")).rows[0].id as string;
     const position = Number((await app.t.query("select position from notification.client_operations where id = $1", [id])).rows[0].position);
-    const attempt = async (role: string) => {
-      const session = await app.t.pool.connect();
-      try {
-        await session.query("begin");
-        await session.query(`set local role ${role}`);
-        await session.query("select tidings.unqueue_handling('notification.client_operations', 'notification_bot', array[$1::bigint])", [position]);
-        await session.query("commit");
-      } finally {
-        await session.query("rollback").catch(() => {});
-        session.release();
-      }
-    };
+    const attempt = (role: string) => unqueueClientOperationAs(role, position);
     // The email bot may unqueue its own concern's jobs, not the notification bot's.
     await expect(attempt("tidings_email_bot")).rejects.toMatchObject({
       code: "42501",
@@ -187,19 +191,7 @@ describe("taking a record's job out of the queue", () => {
     await app.worker!.stop();
     const id = (await app.t.query("select notification.send_notification_to_entity('ada', 'unqueued by an operator', 'text') as id")).rows[0].id as string;
     const position = Number((await app.t.query("select position from notification.client_operations where id = $1", [id])).rows[0].position);
-    const unqueue = async () => {
-      const session = await app.t.pool.connect();
-      try {
-        await session.query("begin");
-        await session.query("set local role tidings_later_operator");
-        const { rows } = await session.query("select tidings.unqueue_handling('notification.client_operations', 'notification_bot', array[$1::bigint]) as held", [position]);
-        await session.query("commit");
-        return rows[0].held as number[];
-      } finally {
-        await session.query("rollback").catch(() => {});
-        session.release();
-      }
-    };
+    const unqueue = () => unqueueClientOperationAs("tidings_later_operator", position);
     // An actor, not yet an operator: no use of the function.
     await expect(unqueue()).rejects.toMatchObject({ code: "42501", message: expect.stringMatching(/permission denied for function unqueue_handling/) });
     expect(await jobsFor(id)).toBe(1);
