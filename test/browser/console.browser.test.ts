@@ -4,6 +4,7 @@ import pg from "pg";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { apiKey, type TestApi } from "../helpers/api";
 import { waitFor } from "../helpers/db";
+import { HOST_NETWORK, takeTurn } from "../helpers/turns";
 import { startConsoleApi } from "./consoleApi";
 import { createEntity, person, startTidings, waitForOutcome, type Tidings } from "../helpers/tidings";
 import { PROJECTION_CHECKPOINT } from "../../src/notification/projection.bot";
@@ -46,7 +47,11 @@ describeWithBrowser("the operator console, in Chromium", () => {
     await p.getByRole("navigation", { name: "Console pages" }).waitFor();
   };
 
+  let releaseNetwork: (() => Promise<void>) | undefined;
+
   beforeAll(async () => {
+    // Not while the several-hosts test changes this host's interfaces (test/helpers/turns.ts).
+    releaseNetwork = await takeTurn(HOST_NETWORK);
     mkdirSync(SHOTS, { recursive: true });
     tidings = await startTidings();
     api = await startConsoleApi(tidings.t);
@@ -74,11 +79,13 @@ describeWithBrowser("the operator console, in Chromium", () => {
     page.on("response", (response) => {
       if (response.status() >= 500) console.warn(`console request answered ${response.status()}: ${response.url()}`);
     });
-  });
+    // Long enough to wait for the several-hosts test's turn to end.
+  }, 300_000);
   afterAll(async () => {
     await browser?.close();
     await api?.close();
     await tidings?.stop();
+    await releaseNetwork?.();
   });
 
   it("signs in with an API key typed into a password field, and refuses a wrong one", async () => {

@@ -55,7 +55,9 @@ export function probeNamespaces(): { ok: true } | { ok: false; reason: string } 
   const added = tryRun("ip", ["netns", "add", name]);
   if (!added.ok) return { ok: false, reason: `\`ip netns add\` failed: ${added.error}` };
   try {
-    const veth = tryRun("ip", ["link", "add", `tp${process.pid.toString(36)}a`, "type", "veth", "peer", "name", `tp${process.pid.toString(36)}b`, "netns", name]);
+    // Both ends inside the probe's namespace: this host's own interfaces do not change
+    // (test/helpers/turns.ts: a browser test may be loading pages meanwhile).
+    const veth = tryRun("ip", ["-n", name, "link", "add", `tp${process.pid.toString(36)}a`, "type", "veth", "peer", "name", `tp${process.pid.toString(36)}b`]);
     if (!veth.ok) return { ok: false, reason: `\`ip link add ... type veth\` failed: ${veth.error}` };
     return { ok: true };
   } finally {

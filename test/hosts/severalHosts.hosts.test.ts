@@ -38,6 +38,7 @@ import {
   type SentNotification,
 } from "../helpers/faultFlow";
 import { createNetwork, probeNamespaces, startRelay, sweepLeftovers, type Network, type Relay } from "../helpers/netns";
+import { HOST_NETWORK, takeTurn } from "../helpers/turns";
 import { startSlackStandIn, type SlackStandIn } from "../helpers/slackStandIn";
 import { startSmtpServer, type TestSmtpServer } from "../helpers/smtpServer";
 import { postgresBinaries, startPostgresHost, startTidingsOn, type HostProcess, type PostgresHost } from "./hosts";
@@ -79,9 +80,15 @@ interface Setup {
 
 (skipReason ? describe.skip : describe)(`several hosts over a real network${skipReason ? ` (SKIPPED: ${skipReason})` : ""}`, () => {
   let s: Partial<Setup> = {};
-  const started = Date.now();
+  /** When this file's turn began (test/helpers/turns.ts): its own figures leave out the wait. */
+  let started = Date.now();
+
+  let releaseNetwork: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
+    // Not while a browser test loads pages: Chromium aborts them when this host's interfaces change (test/helpers/turns.ts).
+    releaseNetwork = await takeTurn(HOST_NETWORK);
+    started = Date.now();
     sweepLeftovers();
     const network = createNetwork(["db", "api", "workerA", "workerB"], { delayMs: DELAY_MS });
     s.network = network;
@@ -131,7 +138,8 @@ interface Setup {
     if (failed) throw failed.reason;
     s.apiUrl = `http://${apiAddress}:3000`;
     process.stdout.write(`several hosts: network, PostgreSQL, API and two workers up in ${Date.now() - started} ms\n`);
-  }, 120_000);
+    // Its own two minutes, after up to three waiting for the browser test's turn.
+  }, 300_000);
 
   afterAll(async () => {
     // Each step on its own: one failing must not leave namespaces or processes behind.
@@ -144,6 +152,7 @@ interface Setup {
       () => s.service?.end(),
       () => s.postgres?.stop(),
       () => s.network?.destroy(),
+      () => releaseNetwork?.(),
     ];
     const failures: unknown[] = [];
     for (const step of steps)
